@@ -1,0 +1,17 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""ringline._core: the native heart of ringline's asyncio loop.
+
+One extension built from include files, one per concern:
+
+- _decl.pxi      declarations of the C ring layer (_ring.h), libc, C-API
+- _handles.pxi   Handle / TimerHandle
+- _loopcore.pxi  LoopCore: ready queue, timer heap, operation table, the
+                 iteration, readers/writers, signals, socket operations
+- _sockops.pxi   the operation objects behind the sock_* API and sockaddr codec
+- _transport.pxi stream transports and servers over the ring
+"""
+
+include "_decl.pxi"
+include "_handles.pxi"
+include "_loopcore.pxi"
+include "_sockops.pxi"

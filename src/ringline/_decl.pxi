@@ -1,0 +1,192 @@
+# ringline native declarations: the C ring layer, libc and CPython C-API
+# pieces the loop core uses. Declarations only; no state lives here.
+
+from libc.stdint cimport uint64_t, uint32_t, int64_t, uint16_t, uint8_t, uintptr_t
+from libc.string cimport memcpy, memset, strlen
+from libc.stdlib cimport malloc, free, realloc, calloc
+from libc.errno cimport errno
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
+                             PyBUF_SIMPLE, PyBUF_WRITABLE, PyObject_CheckBuffer)
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+
+cdef extern from "Python.h":
+    object PyContext_CopyCurrent()
+    int PyContext_Enter(object) except -1
+    int PyContext_Exit(object) except -1
+    int PyErr_CheckSignals() except -1
+    object PyObject_Call(object, object, PyObject*)
+    object PyObject_CallNoArgs(object)
+    object PyObject_CallOneArg(object, object)
+    bint PyTuple_CheckExact(object)
+    Py_ssize_t PyTuple_GET_SIZE(object)
+    object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
+    int PyBUF_READ
+    int PyBUF_WRITE
+    bint PyBytes_CheckExact(object)
+    bint PyByteArray_CheckExact(object)
+    bint PyMemoryView_Check(object)
+    object PyByteArray_FromStringAndSize(const char*, Py_ssize_t)
+    char* PyByteArray_AS_STRING(object)
+    Py_ssize_t PyByteArray_GET_SIZE(object)
+    int PyByteArray_Resize(object, Py_ssize_t) except -1
+    object PyLong_FromSsize_t(Py_ssize_t)
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+    struct sockaddr:
+        sa_family_t sa_family
+    struct sockaddr_storage:
+        sa_family_t ss_family
+    struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    int AF_INET, AF_INET6, AF_UNIX
+    int SOCK_STREAM, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_CLOEXEC
+    int MSG_NOSIGNAL, MSG_TRUNC, MSG_DONTWAIT, MSG_WAITALL
+    int SOL_SOCKET, SO_DOMAIN, SO_ERROR
+    int getsockopt(int, int, int, void*, socklen_t*)
+    int shutdown(int, int)
+    int SHUT_WR, SHUT_RD, SHUT_RDWR
+
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_addr:
+        uint32_t s_addr
+    struct in6_addr:
+        pass
+    struct sockaddr_in:
+        sa_family_t sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        sa_family_t sin6_family
+        uint16_t sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+    uint16_t htons(uint16_t)
+    uint16_t ntohs(uint16_t)
+    uint32_t htonl(uint32_t)
+    uint32_t ntohl(uint32_t)
+
+cdef extern from "<arpa/inet.h>" nogil:
+    int inet_pton(int af, const char *src, void *dst)
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+
+cdef extern from "<sys/un.h>" nogil:
+    struct sockaddr_un:
+        sa_family_t sun_family
+        char sun_path[108]
+
+
+cdef extern from "<poll.h>" nogil:
+    int POLLIN, POLLOUT, POLLERR, POLLHUP, POLLPRI
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t c_write "write" (int fd, const void *buf, size_t count)
+    ssize_t c_read "read" (int fd, void *buf, size_t count)
+    int c_close "close" (int fd)
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_NONBLOCK, EFD_CLOEXEC
+
+cdef extern from "<string.h>" nogil:
+    char *strerror(int errnum)
+
+cdef extern from "_ring.h" nogil:
+    struct io_uring_sqe:
+        uint8_t opcode
+        uint8_t flags
+        uint16_t ioprio
+        int fd
+        uint64_t off
+        uint64_t addr2
+        uint64_t addr
+        uint32_t len
+        uint32_t rw_flags
+        uint32_t msg_flags
+        uint32_t poll32_events
+        uint32_t accept_flags
+        uint32_t cancel_flags
+        uint32_t splice_flags
+        uint64_t user_data
+        uint16_t buf_index
+        uint16_t buf_group
+        uint16_t personality
+        int splice_fd_in
+        uint32_t file_index
+        uint16_t addr_len
+    struct io_uring_cqe:
+        uint64_t user_data
+        int res
+        uint32_t flags
+
+    ctypedef struct rl_ring:
+        int fd
+        unsigned setup_flags
+        unsigned features
+        unsigned sq_entries
+        unsigned cq_entries
+        uint64_t enters
+        uint64_t submitted
+
+    ctypedef struct rl_pbuf:
+        unsigned nbufs
+        unsigned buf_size
+        unsigned short bgid
+        unsigned short tail
+        unsigned outstanding
+        char *mem
+
+    int rl_ring_init(rl_ring *r, unsigned entries, unsigned cq_entries, unsigned mask_flags)
+    void rl_ring_exit(rl_ring *r)
+    io_uring_sqe *rl_get_sqe(rl_ring *r)
+    int rl_enter(rl_ring *r, unsigned wait_nr, long long timeout_ns)
+    unsigned rl_cq_ready(rl_ring *r)
+    unsigned rl_sq_pending(rl_ring *r)
+    unsigned rl_sq_unpublished(rl_ring *r)
+    int rl_sq_needs_taskrun(rl_ring *r)
+    io_uring_cqe *rl_cqe_at(rl_ring *r, unsigned head)
+    void rl_cq_advance_to(rl_ring *r, unsigned head)
+    unsigned rl_reap(rl_ring *r, io_uring_cqe *out, unsigned max)
+    int rl_probe(rl_ring *r, unsigned char *ops_out, int max_ops)
+    int rl_pbuf_init(rl_ring *r, rl_pbuf *pb, unsigned nbufs, unsigned buf_size, unsigned short bgid)
+    void rl_pbuf_exit(rl_ring *r, rl_pbuf *pb)
+    void rl_pbuf_add(rl_pbuf *pb, unsigned short bid)
+    void rl_pbuf_publish(rl_pbuf *pb)
+    char *rl_pbuf_addr(rl_pbuf *pb, unsigned bid)
+    void rl_prep_rw(io_uring_sqe *sqe, int op, int fd, const void *addr, unsigned len, uint64_t off, uint64_t ud)
+    double rl_monotonic()
+    uint64_t RL_UD_IGNORE
+    size_t RL_SUN_PATH_OFFSET
+
+    int IORING_OP_NOP, IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_POLL_ADD
+    int IORING_OP_POLL_REMOVE, IORING_OP_SENDMSG, IORING_OP_RECVMSG
+    int IORING_OP_TIMEOUT, IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL
+    int IORING_OP_CONNECT, IORING_OP_CLOSE, IORING_OP_READ, IORING_OP_WRITE
+    int IORING_OP_SEND, IORING_OP_RECV, IORING_OP_SHUTDOWN, IORING_OP_SPLICE
+    int IORING_OP_PROVIDE_BUFFERS, IORING_OP_SEND_ZC, IORING_OP_SENDMSG_ZC
+    int IORING_OP_LAST
+    int IORING_SETUP_SQPOLL, IORING_SETUP_CQSIZE, IORING_SETUP_CLAMP
+    int IORING_SETUP_SUBMIT_ALL, IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG
+    int IORING_SETUP_SINGLE_ISSUER, IORING_SETUP_DEFER_TASKRUN
+    int IORING_CQE_F_MORE, IORING_CQE_F_BUFFER, IORING_CQE_F_NOTIF, IORING_CQE_F_SOCK_NONEMPTY
+    int IORING_CQE_BUFFER_SHIFT
+    int IOSQE_BUFFER_SELECT, IOSQE_IO_LINK, IOSQE_ASYNC, IOSQE_CQE_SKIP_SUCCESS
+    int IORING_RECV_MULTISHOT, IORING_ACCEPT_MULTISHOT, IORING_POLL_ADD_MULTI
+    int IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY
+    int IORING_RECVSEND_POLL_FIRST
+    int IORING_FEAT_EXT_ARG

@@ -1,0 +1,1227 @@
+# The loop core: ready queue, timer heap, operation table, the ring, and the
+# iteration that ties them together.
+#
+# Owns: the io_uring ring of one loop, every in-flight operation (each holds
+# the memory the kernel may touch until its final completion), the ready
+# queue and the timer heap (each a C array of strong references).
+#
+# One iteration (_run_once):
+#   1. drop cancelled timers from the heap top (rebuild when most are dead);
+#   2. one io_uring_enter: submits everything queued since the last one and
+#      waits (zero timeout when callbacks are ready, else until the nearest
+#      timer, else indefinitely; call_soon_threadsafe wakes it via an eventfd
+#      read that is always armed in the ring);
+#   3. dispatch every completion to its operation (generation-checked token:
+#      stale completions are counted and dropped);
+#   4. move due timers to the ready queue;
+#   5. run the callbacks that were ready at that point.
+#
+# Lifecycle: created with its ring; run_forever/run_until_complete any number
+# of times; close() cancels every operation, waits for the kernel to finish
+# with their memory (bounded), then unmaps the ring.
+
+import os as _os
+import threading as _threading
+import socket as _socket
+import signal as _signal
+import errno as _errno
+import weakref as _weakref
+from asyncio import events as _events
+from asyncio import futures as _futures
+from asyncio import exceptions as _aexc
+from asyncio.log import logger as _logger
+
+cdef double _MAX_WAIT = 86400.0
+cdef unsigned _OPCOUNT_MAX = 64
+
+ctypedef struct TEntry:
+    double when
+    uint64_t seq
+    PyObject *h
+
+
+cdef class _Op:
+    """An operation submitted to the ring. Holds everything the kernel may
+    touch until its final completion (invariant 1)."""
+    cdef uint64_t ud
+    cdef LoopCore loop
+    cdef object fut
+    cdef bint inflight
+    cdef bint cancelling
+    cdef int fd
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        return 0
+
+
+cdef class _WakeOp(_Op):
+    """A standing read on the loop's eventfd: the cross-thread wakeup."""
+    cdef uint64_t value
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        if not self.loop.closing:
+            self.loop._arm_wake()
+        return 0
+
+
+cdef class _SignalOp(_Op):
+    """A standing read on the signal wakeup socket (signal.set_wakeup_fd)."""
+    cdef unsigned char buf[256]
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        cdef int i
+        loop = self.loop
+        if res > 0:
+            for i in range(res):
+                loop._handle_signal(self.buf[i])
+        if loop.closing or res == -125:  # ECANCELED
+            return 0
+        if res < 0 and res != -11 and res != -4:
+            return 0
+        loop._arm_signal()
+        return 0
+
+
+cdef class _PollOp(_Op):
+    """add_reader/add_writer: a one-shot poll re-armed after each readiness,
+    which gives asyncio's level-triggered semantics."""
+    cdef Handle handle
+    cdef uint32_t events
+    cdef bint removed
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        if self.removed:
+            return 0
+        if res == -125:  # ECANCELED
+            return 0
+        if self.handle.cancelled_:
+            return 0
+        self.loop._push_ready(self.handle)
+        if res >= 0 and not self.loop.closing:
+            self.loop._arm_poll(self)
+        return 0
+
+
+cdef inline object _oserror(int err, str msg=None):
+    if msg is None:
+        msg = _os.strerror(err)
+    return OSError(err, msg)
+
+
+cdef class LoopCore:
+    """The native part of ringline's event loop (see the module notes)."""
+    cdef rl_ring ring
+    cdef bint ring_ok
+    cdef public bint closing
+    # ready queue (circular)
+    cdef PyObject **rq
+    cdef Py_ssize_t rq_head, rq_len, rq_cap
+    # timer heap
+    cdef TEntry *th
+    cdef Py_ssize_t th_len, th_cap
+    cdef uint64_t th_seq
+    # operation table
+    cdef PyObject **ops
+    cdef uint32_t *gens
+    cdef uint32_t *free_slots
+    cdef uint32_t nfree, ops_cap
+    cdef public Py_ssize_t inflight
+    # wakeup
+    cdef int wake_fd
+    cdef bint waiting
+    cdef _WakeOp wake_op
+    cdef _SignalOp sig_op
+    cdef object sig_rsock, sig_wsock
+    # public asyncio-compatible state
+    cdef public bint _closed
+    cdef public bint _stopping
+    cdef public bint _debug
+    cdef public object _thread_id
+    cdef public Py_ssize_t _timer_cancelled_count
+    cdef public double slow_callback_duration
+    cdef public object _current_handle
+    cdef public double _clock_resolution
+    cdef public dict _signal_handlers
+    # bookkeeping
+    cdef uint64_t op_counts[64]
+    cdef public uint64_t stale_cqes
+    cdef public uint64_t iterations
+    cdef dict readers, writers
+    cdef dict recv_stash, accept_stash
+    cdef unsigned char probe_ops[256]
+    cdef public int probe_len
+    cdef object __weakref__
+
+    def __cinit__(self, *args, **kwargs):
+        cdef int err
+        self.rq_cap = 1024
+        self.rq = <PyObject**>malloc(sizeof(PyObject*) * self.rq_cap)
+        self.th_cap = 256
+        self.th = <TEntry*>malloc(sizeof(TEntry) * self.th_cap)
+        self.ops_cap = 0
+        self.wake_fd = -1
+        self.readers = {}
+        self.writers = {}
+        self.recv_stash = {}
+        self.accept_stash = {}
+        self._signal_handlers = {}
+        self.slow_callback_duration = 0.1
+        self._clock_resolution = 1e-9
+        memset(self.op_counts, 0, sizeof(self.op_counts))
+        memset(self.probe_ops, 0, sizeof(self.probe_ops))
+        if self.rq == NULL or self.th == NULL:
+            raise MemoryError()
+        self._grow_ops()
+
+    def _setup_ring(self, unsigned entries=4096, unsigned mask_flags=0):
+        """Create the ring. Raises OSError naming the reason when refused."""
+        cdef int err
+        err = rl_ring_init(&self.ring, entries, entries * 4, mask_flags)
+        if err < 0:
+            raise OSError(-err, 'io_uring_setup failed: ' + _os.strerror(-err))
+        self.ring_ok = True
+        self.probe_len = rl_probe(&self.ring, self.probe_ops, 256)
+        self.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if self.wake_fd < 0:
+            raise _oserror(errno)
+        self.wake_op = _WakeOp.__new__(_WakeOp)
+        self.wake_op.loop = self
+        self.wake_op.fd = self.wake_fd
+        self._arm_wake()
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.rq != NULL:
+            for i in range(self.rq_len):
+                Py_XDECREF(self.rq[(self.rq_head + i) & (self.rq_cap - 1)])
+            free(self.rq)
+            self.rq = NULL
+        if self.th != NULL:
+            for i in range(self.th_len):
+                Py_XDECREF(self.th[i].h)
+            free(self.th)
+            self.th = NULL
+        if self.ring_ok and self.inflight == 0:
+            rl_ring_exit(&self.ring)
+            self.ring_ok = False
+        # Operations still in flight keep their memory (and the ring stays
+        # mapped) rather than risk the kernel writing into freed memory.
+        if self.ops != NULL and self.inflight == 0:
+            free(self.ops)
+            free(self.gens)
+            free(self.free_slots)
+            self.ops = NULL
+        if self.wake_fd >= 0:
+            c_close(self.wake_fd)
+            self.wake_fd = -1
+
+    # ---- operation table --------------------------------------------------
+
+    cdef int _grow_ops(self) except -1:
+        cdef uint32_t newcap = self.ops_cap * 2 if self.ops_cap else 1024
+        cdef uint32_t i
+        cdef PyObject **nops = <PyObject**>realloc(self.ops, sizeof(PyObject*) * newcap)
+        if nops == NULL:
+            raise MemoryError()
+        self.ops = nops
+        cdef uint32_t *ngens = <uint32_t*>realloc(self.gens, sizeof(uint32_t) * newcap)
+        if ngens == NULL:
+            raise MemoryError()
+        self.gens = ngens
+        cdef uint32_t *nfree = <uint32_t*>realloc(self.free_slots, sizeof(uint32_t) * newcap)
+        if nfree == NULL:
+            raise MemoryError()
+        self.free_slots = nfree
+        # new slots go on the free list highest first so low slots are used first
+        for i in range(newcap - 1, self.ops_cap - 1, -1) if self.ops_cap else range(newcap - 1, -1, -1):
+            self.ops[i] = NULL
+            self.gens[i] = 0
+            self.free_slots[self.nfree] = i
+            self.nfree += 1
+        self.ops_cap = newcap
+        return 0
+
+    cdef uint64_t _reg(self, _Op op) except 0:
+        cdef uint32_t slot, gen
+        if self.nfree == 0:
+            self._grow_ops()
+        self.nfree -= 1
+        slot = self.free_slots[self.nfree]
+        gen = self.gens[slot] + 1
+        if gen == 0xFFFFFFFF or gen == 0:
+            gen = 1
+        self.gens[slot] = gen
+        Py_INCREF(op)
+        self.ops[slot] = <PyObject*>op
+        self.inflight += 1
+        op.ud = ((<uint64_t>gen) << 32) | slot
+        op.inflight = True
+        op.cancelling = False
+        return op.ud
+
+    cdef io_uring_sqe *_sqe(self, int opcode) except NULL:
+        cdef io_uring_sqe *sqe
+        if not self.ring_ok:
+            raise RuntimeError('the ring of this loop is closed')
+        sqe = rl_get_sqe(&self.ring)
+        if sqe == NULL:
+            # SQ full within one iteration: hand the batch to the kernel now.
+            rl_enter(&self.ring, 0, 0)
+            sqe = rl_get_sqe(&self.ring)
+            if sqe == NULL:
+                raise RuntimeError('io_uring submission queue is full')
+        sqe.opcode = <uint8_t>opcode
+        if opcode < 64:
+            self.op_counts[opcode] += 1
+        return sqe
+
+    cdef int _cancel_op(self, _Op op) except -1:
+        cdef io_uring_sqe *sqe
+        if not op.inflight or op.cancelling or not self.ring_ok:
+            return 0
+        op.cancelling = True
+        sqe = self._sqe(IORING_OP_ASYNC_CANCEL)
+        sqe.fd = -1
+        sqe.addr = op.ud
+        sqe.user_data = RL_UD_IGNORE
+        return 0
+
+    cdef inline int _dispatch(self, uint64_t ud, int res, uint32_t flags) except -1:
+        cdef uint32_t slot, gen
+        cdef _Op op
+        if ud == RL_UD_IGNORE:
+            return 0
+        slot = <uint32_t>(ud & 0xFFFFFFFFULL)
+        gen = <uint32_t>(ud >> 32)
+        if slot >= self.ops_cap or self.gens[slot] != gen or self.ops[slot] == NULL:
+            self.stale_cqes += 1
+            return 0
+        op = <_Op>self.ops[slot]
+        if not (flags & IORING_CQE_F_MORE):
+            self.ops[slot] = NULL
+            self.free_slots[self.nfree] = slot
+            self.nfree += 1
+            self.inflight -= 1
+            op.inflight = False
+            Py_DECREF(op)
+        try:
+            op.complete(res, flags)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.call_exception_handler({
+                'message': 'Exception in a ringline completion handler',
+                'exception': exc,
+            })
+        return 0
+
+    cdef int _reap(self) except -1:
+        cdef io_uring_cqe cqes[128]
+        cdef unsigned n, i
+        while True:
+            n = rl_reap(&self.ring, cqes, 128)
+            for i in range(n):
+                self._dispatch(cqes[i].user_data, cqes[i].res, cqes[i].flags)
+            if n < 128:
+                break
+        return 0
+
+    # ---- ready queue ------------------------------------------------------
+
+    cdef int _push_ready(self, Handle h) except -1:
+        cdef Py_ssize_t newcap, i
+        cdef PyObject **nrq
+        if self.rq_len == self.rq_cap:
+            newcap = self.rq_cap * 2
+            nrq = <PyObject**>malloc(sizeof(PyObject*) * newcap)
+            if nrq == NULL:
+                raise MemoryError()
+            for i in range(self.rq_len):
+                nrq[i] = self.rq[(self.rq_head + i) & (self.rq_cap - 1)]
+            free(self.rq)
+            self.rq = nrq
+            self.rq_head = 0
+            self.rq_cap = newcap
+        Py_INCREF(h)
+        self.rq[(self.rq_head + self.rq_len) & (self.rq_cap - 1)] = <PyObject*>h
+        self.rq_len += 1
+        return 0
+
+    cdef inline PyObject *_pop_ready(self):
+        # Returns a strong reference the caller owns.
+        cdef PyObject *p = self.rq[self.rq_head]
+        self.rq_head = (self.rq_head + 1) & (self.rq_cap - 1)
+        self.rq_len -= 1
+        return p
+
+    # ---- timer heap -------------------------------------------------------
+
+    cdef int _heap_push(self, TimerHandle h) except -1:
+        cdef Py_ssize_t i, parent
+        cdef TEntry e
+        cdef TEntry *nth
+        if self.th_len == self.th_cap:
+            nth = <TEntry*>realloc(self.th, sizeof(TEntry) * self.th_cap * 2)
+            if nth == NULL:
+                raise MemoryError()
+            self.th = nth
+            self.th_cap *= 2
+        Py_INCREF(h)
+        e.when = h.when_
+        e.seq = self.th_seq
+        self.th_seq += 1
+        e.h = <PyObject*>h
+        i = self.th_len
+        self.th_len += 1
+        while i > 0:
+            parent = (i - 1) >> 1
+            if _tless(&e, &self.th[parent]):
+                self.th[i] = self.th[parent]
+                i = parent
+            else:
+                break
+        self.th[i] = e
+        h.scheduled = True
+        return 0
+
+    cdef PyObject *_heap_pop(self):
+        # Removes the top entry and returns its strong reference.
+        cdef PyObject *top = self.th[0].h
+        cdef TEntry last
+        cdef Py_ssize_t i, child, n
+        self.th_len -= 1
+        n = self.th_len
+        if n > 0:
+            last = self.th[n]
+            i = 0
+            while True:
+                child = 2 * i + 1
+                if child >= n:
+                    break
+                if child + 1 < n and _tless(&self.th[child + 1], &self.th[child]):
+                    child += 1
+                if _tless(&self.th[child], &last):
+                    self.th[i] = self.th[child]
+                    i = child
+                else:
+                    break
+            self.th[i] = last
+        return top
+
+    cdef int _heap_rebuild(self) except -1:
+        # Drop cancelled timers and re-heapify (Floyd).
+        cdef Py_ssize_t i, j = 0, n, child, k
+        cdef TEntry e
+        cdef Handle h
+        for i in range(self.th_len):
+            h = <Handle>self.th[i].h
+            if h.cancelled_:
+                (<TimerHandle>h).scheduled = False
+                Py_DECREF(h)
+            else:
+                self.th[j] = self.th[i]
+                j += 1
+        self.th_len = j
+        n = j
+        for i in range((n >> 1) - 1, -1, -1):
+            e = self.th[i]
+            k = i
+            while True:
+                child = 2 * k + 1
+                if child >= n:
+                    break
+                if child + 1 < n and _tless(&self.th[child + 1], &self.th[child]):
+                    child += 1
+                if _tless(&self.th[child], &e):
+                    self.th[k] = self.th[child]
+                    k = child
+                else:
+                    break
+            self.th[k] = e
+        self._timer_cancelled_count = 0
+        return 0
+
+    cdef void _timer_cancelled(self, TimerHandle h):
+        if h.scheduled:
+            self._timer_cancelled_count += 1
+
+    def _timer_handle_cancelled(self, handle):
+        if isinstance(handle, TimerHandle) and (<TimerHandle>handle).scheduled:
+            self._timer_cancelled_count += 1
+
+    # ---- scheduling API ---------------------------------------------------
+
+    def time(self):
+        """Loop time: CLOCK_MONOTONIC seconds, as time.monotonic()."""
+        return rl_monotonic()
+
+    cdef inline int _check_closed_c(self) except -1:
+        if self._closed:
+            raise RuntimeError('Event loop is closed')
+        return 0
+
+    def _check_closed(self):
+        if self._closed:
+            raise RuntimeError('Event loop is closed')
+
+    def call_soon(self, callback, *args, context=None):
+        cdef Handle h
+        if self._closed:
+            raise RuntimeError('Event loop is closed')
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, 'call_soon')
+        h = _new_handle(self, callback, args, context)
+        if self._debug:
+            h.source_tb = _format_helpers.extract_stack(_sys._getframe(1))
+        self._push_ready(h)
+        return h
+
+    def _call_soon(self, callback, args, context):
+        cdef Handle h = _new_handle(self, callback, tuple(args), context)
+        if self._debug:
+            h.source_tb = _format_helpers.extract_stack(_sys._getframe(1))
+        self._push_ready(h)
+        return h
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        cdef Handle h
+        if self._closed:
+            raise RuntimeError('Event loop is closed')
+        if self._debug:
+            self._check_callback(callback, 'call_soon_threadsafe')
+        h = _new_handle(self, callback, args, context)
+        if self._debug:
+            h.source_tb = _format_helpers.extract_stack(_sys._getframe(1))
+        self._push_ready(h)
+        self._wake()
+        return h
+
+    def call_later(self, delay, callback, *args, context=None):
+        if delay is None:
+            raise TypeError('delay must not be None')
+        cdef double d = delay
+        return self._call_at(rl_monotonic() + d, callback, args, context, 1)
+
+    def call_at(self, when, callback, *args, context=None):
+        if when is None:
+            raise TypeError('when cannot be None')
+        return self._call_at(when, callback, args, context, 0)
+
+    cdef TimerHandle _call_at(self, double when, object callback, object args,
+                              object context, int depth):
+        cdef TimerHandle h
+        if self._closed:
+            raise RuntimeError('Event loop is closed')
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, 'call_at')
+        h = _new_timer(self, when, callback, args, context)
+        if self._debug:
+            h.source_tb = _format_helpers.extract_stack(_sys._getframe(1 + depth))
+        self._heap_push(h)
+        return h
+
+    def _add_callback(self, handle):
+        if not (<Handle?>handle).cancelled_:
+            self._push_ready(handle)
+
+    def _add_callback_signalsafe(self, handle):
+        self._add_callback(handle)
+        self._wake()
+
+    cdef inline void _wake(self):
+        cdef uint64_t one = 1
+        if self.waiting and self.wake_fd >= 0:
+            c_write(self.wake_fd, &one, 8)
+
+    def _write_to_self(self):
+        cdef uint64_t one = 1
+        if self.wake_fd >= 0:
+            c_write(self.wake_fd, &one, 8)
+
+    def _check_thread(self):
+        if self._thread_id is None:
+            return
+        if _threading.get_ident() != self._thread_id:
+            raise RuntimeError(
+                'Non-thread-safe operation invoked on an event loop other '
+                'than the current one')
+
+    # ---- the iteration ----------------------------------------------------
+
+    cdef int _arm_wake(self) except -1:
+        cdef io_uring_sqe *sqe = self._sqe(IORING_OP_READ)
+        cdef _WakeOp op = self.wake_op
+        rl_prep_rw(sqe, IORING_OP_READ, self.wake_fd, &op.value, 8, <uint64_t>-1,
+                   self._reg(op))
+        return 0
+
+    cdef int _wait(self, long long timeout_ns) except -1:
+        cdef int ret
+        if timeout_ns == 0:
+            ret = rl_enter(&self.ring, 0, 0)
+        else:
+            self.waiting = True
+            with nogil:
+                ret = rl_enter(&self.ring, 1, timeout_ns)
+            self.waiting = False
+        if ret < 0:
+            if ret == -4:  # EINTR: let Python run its signal handlers
+                PyErr_CheckSignals()
+            elif ret != -62 and ret != -16 and ret != -11:  # ETIME, EBUSY, EAGAIN
+                raise _oserror(-ret, 'io_uring_enter failed: ' + _os.strerror(-ret))
+        self._reap()
+        return 0
+
+    cdef int _run_once(self) except -1:
+        cdef long long timeout_ns
+        cdef double now, end, t0, dt
+        cdef Py_ssize_t ntodo, i
+        cdef PyObject *p
+        cdef Handle h
+        cdef TimerHandle top
+
+        self.iterations += 1
+        if self.th_len > 100 and self._timer_cancelled_count * 2 > self.th_len:
+            self._heap_rebuild()
+        else:
+            while self.th_len > 0 and (<Handle>self.th[0].h).cancelled_:
+                p = self._heap_pop()
+                (<TimerHandle>p).scheduled = False
+                self._timer_cancelled_count -= 1
+                Py_DECREF(<object>p)
+
+        if self.rq_len > 0 or self._stopping:
+            timeout_ns = 0
+        elif self.th_len > 0:
+            now = rl_monotonic()
+            dt = self.th[0].when - now
+            if dt <= 0:
+                timeout_ns = 0
+            else:
+                if dt > _MAX_WAIT:
+                    dt = _MAX_WAIT
+                timeout_ns = <long long>(dt * 1e9) + 1
+        else:
+            timeout_ns = -1
+        self._wait(timeout_ns)
+
+        if self.th_len > 0:
+            end = rl_monotonic() + self._clock_resolution
+            while self.th_len > 0 and self.th[0].when < end:
+                p = self._heap_pop()
+                top = <TimerHandle>p
+                Py_DECREF(top)
+                top.scheduled = False
+                if not top.cancelled_:
+                    self._push_ready(top)
+                else:
+                    self._timer_cancelled_count -= 1
+
+        ntodo = self.rq_len
+        if not self._debug:
+            for i in range(ntodo):
+                p = self._pop_ready()
+                h = <Handle>p
+                Py_DECREF(h)
+                if h.cancelled_:
+                    continue
+                h._run()
+        else:
+            for i in range(ntodo):
+                p = self._pop_ready()
+                h = <Handle>p
+                Py_DECREF(h)
+                if h.cancelled_:
+                    continue
+                try:
+                    self._current_handle = h
+                    t0 = rl_monotonic()
+                    h._run()
+                    dt = rl_monotonic() - t0
+                    if dt >= self.slow_callback_duration:
+                        _logger.warning('Executing %s took %.3f seconds',
+                                        _format_handle(h), dt)
+                finally:
+                    self._current_handle = None
+        h = None
+        return 0
+
+    def _run_once_py(self):
+        self._run_once()
+
+    def run_forever(self):
+        """Run until stop() is called."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = _sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = _threading.get_ident()
+            _sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                                    finalizer=self._asyncgen_finalizer_hook)
+            _events._set_running_loop(self)
+            while True:
+                self._run_once()
+                if self._stopping:
+                    break
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            _events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            _sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def stop(self):
+        self._stopping = True
+
+    def is_running(self):
+        return self._thread_id is not None
+
+    def is_closed(self):
+        return self._closed
+
+    def get_debug(self):
+        return self._debug
+
+    def _close_core(self):
+        """Release the ready queue, timers, operations and the ring."""
+        cdef Py_ssize_t i
+        cdef PyObject *p
+        cdef double deadline
+        self.closing = True
+        while self.rq_len > 0:
+            p = self._pop_ready()
+            Py_DECREF(<object>p)
+        while self.th_len > 0:
+            p = self._heap_pop()
+            (<TimerHandle>p).scheduled = False
+            Py_DECREF(<object>p)
+        self._timer_cancelled_count = 0
+        for op in list(self.readers.values()) + list(self.writers.values()):
+            (<_PollOp>op).removed = True
+        self.readers.clear()
+        self.writers.clear()
+        for stash in self.accept_stash.values():
+            for fd in stash[1]:
+                try:
+                    _os.close(fd)
+                except OSError:
+                    pass
+        self.accept_stash.clear()
+        self.recv_stash.clear()
+        if not self.ring_ok:
+            return
+        # Cancel everything in flight and wait (bounded) until the kernel has
+        # let go of the memory those operations reference.
+        if self.inflight > 0:
+            for i in range(self.ops_cap):
+                if self.ops[i] != NULL:
+                    self._cancel_op(<_Op>self.ops[i])
+            deadline = rl_monotonic() + 2.0
+            while self.inflight > 0 and rl_monotonic() < deadline:
+                rl_enter(&self.ring, 1, 10000000)
+                self._reap()
+        if self.inflight == 0:
+            rl_ring_exit(&self.ring)
+            self.ring_ok = False
+            if self.wake_fd >= 0:
+                c_close(self.wake_fd)
+                self.wake_fd = -1
+
+    # ---- readers and writers (poll operations) ----------------------------
+
+    cdef int _arm_poll(self, _PollOp op) except -1:
+        cdef io_uring_sqe *sqe = self._sqe(IORING_OP_POLL_ADD)
+        sqe.fd = op.fd
+        sqe.poll32_events = op.events
+        sqe.user_data = self._reg(op)
+        return 0
+
+    cdef _add_poller(self, dict table, int fd, uint32_t events, callback, tuple args):
+        cdef _PollOp op
+        cdef Handle h
+        self._check_closed_c()
+        h = _new_handle(self, callback, args, None)
+        old = table.get(fd)
+        if old is not None:
+            op = <_PollOp>old
+            op.handle.cancel()
+            op.handle = h
+            return
+        op = _PollOp.__new__(_PollOp)
+        op.loop = self
+        op.fd = fd
+        op.events = events
+        op.handle = h
+        table[fd] = op
+        self._arm_poll(op)
+
+    cdef bint _remove_poller(self, dict table, int fd) except -1:
+        cdef _PollOp op
+        old = table.pop(fd, None)
+        if old is None:
+            return False
+        op = <_PollOp>old
+        op.removed = True
+        op.handle.cancel()
+        if op.inflight:
+            self._cancel_op(op)
+        return True
+
+    def _add_reader(self, fd, callback, *args):
+        self._add_poller(self.readers, _fileobj_to_fd(fd), POLLIN, callback, args)
+
+    def _add_writer(self, fd, callback, *args):
+        self._add_poller(self.writers, _fileobj_to_fd(fd), POLLOUT, callback, args)
+
+    def _remove_reader(self, fd):
+        if self._closed:
+            return False
+        return self._remove_poller(self.readers, _fileobj_to_fd(fd))
+
+    def _remove_writer(self, fd):
+        if self._closed:
+            return False
+        return self._remove_poller(self.writers, _fileobj_to_fd(fd))
+
+    def _has_reader(self, fd):
+        return _fileobj_to_fd(fd) in self.readers
+
+    def _has_writer(self, fd):
+        return _fileobj_to_fd(fd) in self.writers
+
+    # ---- signals (through the ring) ---------------------------------------
+
+    cdef int _arm_signal(self) except -1:
+        cdef io_uring_sqe *sqe
+        cdef _SignalOp op = self.sig_op
+        if op is None or self.sig_rsock is None:
+            return 0
+        sqe = self._sqe(IORING_OP_READ)
+        rl_prep_rw(sqe, IORING_OP_READ, op.fd, op.buf, 256, <uint64_t>-1, self._reg(op))
+        return 0
+
+    def _ensure_signal_reader(self):
+        """Create the signal wakeup socket pair and arm its read in the ring."""
+        if self.sig_rsock is not None:
+            return self.sig_wsock
+        rsock, wsock = _socket.socketpair()
+        rsock.setblocking(False)
+        wsock.setblocking(False)
+        self.sig_rsock = rsock
+        self.sig_wsock = wsock
+        self.sig_op = _SignalOp.__new__(_SignalOp)
+        self.sig_op.loop = self
+        self.sig_op.fd = rsock.fileno()
+        self._arm_signal()
+        return wsock
+
+    def _close_signal_reader(self):
+        if self.sig_op is not None and self.sig_op.inflight:
+            self._cancel_op(self.sig_op)
+        # the sockets are closed once the read has completed (or at close)
+
+    def _handle_signal(self, sig):
+        handle = self._signal_handlers.get(sig)
+        if handle is None:
+            return
+        if (<Handle>handle).cancelled_:
+            self.remove_signal_handler(sig)
+        else:
+            self._push_ready(<Handle>handle)
+
+    # ---- socket operations (see _sockops.pxi) -----------------------------
+
+    cdef _stash_recv(self, sock, data):
+        key = sock.fileno()
+        ent = self.recv_stash.get(key)
+        if ent is not None and ent[0]() is sock:
+            ent[1].extend(data)
+        else:
+            self.recv_stash[key] = (_weakref.ref(sock), bytearray(data))
+
+    cdef object _take_stash(self, sock, int fd, Py_ssize_t n):
+        ent = self.recv_stash.get(fd)
+        if ent is None:
+            return None
+        if ent[0]() is not sock:
+            del self.recv_stash[fd]
+            return None
+        buf = <bytearray>ent[1]
+        data = bytes(buf[:n])
+        del buf[:n]
+        if not buf:
+            del self.recv_stash[fd]
+        return data
+
+    cdef _stash_accept(self, sock, int newfd):
+        key = sock.fileno()
+        ent = self.accept_stash.get(key)
+        if ent is not None and ent[0]() is sock:
+            ent[1].append(newfd)
+        else:
+            if ent is not None:
+                for fd in ent[1]:
+                    c_close(fd)
+            self.accept_stash[key] = (_weakref.ref(sock), [newfd])
+
+    cdef object _new_future(self):
+        return _futures.Future(loop=self)
+
+    async def sock_recv(self, sock, n):
+        """Receive up to n bytes from a non-blocking socket (RECV in the ring)."""
+        cdef _RecvOp op
+        cdef io_uring_sqe *sqe
+        _check_sock(self, sock)
+        cdef int fd = _sock_fd(sock)
+        cdef Py_ssize_t size = n
+        if size < 0:
+            raise ValueError('negative buffersize in recv')
+        if self.recv_stash:
+            data = self._take_stash(sock, fd, size)
+            if data is not None:
+                return data
+        if size == 0:
+            return b''
+        if size > 262144:
+            size = 262144
+        op = _RecvOp.__new__(_RecvOp)
+        op.loop = self
+        op.fd = fd
+        op.sock = sock
+        op.n = size
+        op.mem = <char*>malloc(size)
+        if op.mem == NULL:
+            raise MemoryError()
+        fut = op.fut = self._new_future()
+        sqe = self._sqe(IORING_OP_RECV)
+        rl_prep_rw(sqe, IORING_OP_RECV, fd, op.mem, <unsigned>size, 0, self._reg(op))
+        try:
+            return await fut
+        except _aexc.CancelledError:
+            self._cancel_op(op)
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                data = fut.result()
+                if data:
+                    self._stash_recv(sock, data)
+            raise
+
+    async def sock_recv_into(self, sock, buf):
+        """Receive into a writable buffer. The kernel writes into a bounce
+        buffer owned by the operation; the caller's buffer is written only
+        when the result is delivered, never after cancellation."""
+        cdef _RecvOp op
+        cdef io_uring_sqe *sqe
+        cdef Py_buffer view
+        _check_sock(self, sock)
+        cdef int fd = _sock_fd(sock)
+        PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+        cdef Py_ssize_t size = view.len
+        PyBuffer_Release(&view)
+        if self.recv_stash:
+            data = self._take_stash(sock, fd, size)
+            if data is not None:
+                memoryview(buf).cast('B')[:len(data)] = data
+                return len(data)
+        if size == 0:
+            return 0
+        if size > 262144:
+            size = 262144
+        op = _RecvOp.__new__(_RecvOp)
+        op.loop = self
+        op.fd = fd
+        op.sock = sock
+        op.n = size
+        op.target = buf
+        op.mem = <char*>malloc(size)
+        if op.mem == NULL:
+            raise MemoryError()
+        fut = op.fut = self._new_future()
+        sqe = self._sqe(IORING_OP_RECV)
+        rl_prep_rw(sqe, IORING_OP_RECV, fd, op.mem, <unsigned>size, 0, self._reg(op))
+        try:
+            return await fut
+        except _aexc.CancelledError:
+            self._cancel_op(op)
+            op.target = None
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                nread = fut.result()
+                if nread:
+                    self._stash_recv(sock, bytes(memoryview(buf).cast('B')[:nread]))
+            raise
+
+    async def sock_sendall(self, sock, data):
+        """Send all of data (SEND in the ring, continued after partial sends)."""
+        cdef _SendOp op
+        _check_sock(self, sock)
+        cdef int fd = _sock_fd(sock)
+        op = _SendOp.__new__(_SendOp)
+        PyObject_GetBuffer(data, &op.view, PyBUF_SIMPLE)
+        op.has_view = True
+        if op.view.len == 0:
+            PyBuffer_Release(&op.view)
+            op.has_view = False
+            return None
+        op.loop = self
+        op.fd = fd
+        op.sock = sock
+        fut = op.fut = self._new_future()
+        op.submit()
+        try:
+            return await fut
+        except _aexc.CancelledError:
+            self._cancel_op(op)
+            raise
+
+    async def sock_accept(self, sock):
+        """Accept a connection: (conn, address); conn is non-blocking."""
+        cdef _AcceptOp op
+        cdef io_uring_sqe *sqe
+        _check_sock(self, sock)
+        cdef int fd = _sock_fd(sock)
+        if self.accept_stash:
+            ent = self.accept_stash.get(fd)
+            if ent is not None:
+                if ent[0]() is sock and ent[1]:
+                    newfd = ent[1].pop(0)
+                    if not ent[1]:
+                        del self.accept_stash[fd]
+                    conn = _socket.socket(sock.family, sock.type, sock.proto, fileno=newfd)
+                    conn.setblocking(False)
+                    try:
+                        addr = conn.getpeername()
+                    except OSError:
+                        addr = None
+                    return conn, addr
+                del self.accept_stash[fd]
+        op = _AcceptOp.__new__(_AcceptOp)
+        op.loop = self
+        op.fd = fd
+        op.sock = sock
+        op.addrlen = sizeof(sockaddr_storage)
+        fut = op.fut = self._new_future()
+        sqe = self._sqe(IORING_OP_ACCEPT)
+        sqe.fd = fd
+        sqe.addr = <uint64_t><uintptr_t>&op.addr
+        sqe.off = <uint64_t><uintptr_t>&op.addrlen
+        sqe.accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC
+        sqe.user_data = self._reg(op)
+        try:
+            return await fut
+        except _aexc.CancelledError:
+            self._cancel_op(op)
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                conn, _ = fut.result()
+                self._stash_accept(sock, conn.detach())
+            raise
+
+    cdef int _submit_connect(self, _ConnectOp op) except -1:
+        cdef io_uring_sqe *sqe = self._sqe(IORING_OP_CONNECT)
+        sqe.fd = op.fd
+        sqe.addr = <uint64_t><uintptr_t>&op.addr
+        sqe.off = op.addrlen
+        sqe.user_data = self._reg(op)
+        return 0
+
+    async def sock_connect(self, sock, address):
+        """Connect a non-blocking socket (CONNECT in the ring)."""
+        cdef _ConnectOp op
+        _check_sock(self, sock)
+        cdef int fd = _sock_fd(sock)
+        family = sock.family
+        op = _ConnectOp.__new__(_ConnectOp)
+        op.loop = self
+        op.fd = fd
+        op.sock = sock
+        alen = _build_sockaddr(family, address, &op.addr)
+        if alen == 1:
+            resolved = await self._ensure_resolved(
+                address, family=family, type=sock.type, proto=sock.proto)
+            address = resolved[0][4]
+            alen = _build_sockaddr(family, address, &op.addr)
+            if alen == 1:
+                raise OSError(_errno.EINVAL, f'cannot encode address {address!r}')
+        op.addrlen = alen
+        op.address = address
+        fut = op.fut = self._new_future()
+        self._submit_connect(op)
+        try:
+            return await fut
+        except _aexc.CancelledError:
+            self._cancel_op(op)
+            raise
+
+    cdef _MsgOp _recvmsg_op(self, sock, int fd, Py_ssize_t size):
+        cdef _MsgOp op = _MsgOp.__new__(_MsgOp)
+        cdef io_uring_sqe *sqe
+        op.loop = self
+        op.fd = fd
+        op.sock = sock
+        op.mem = <char*>malloc(size if size > 0 else 1)
+        if op.mem == NULL:
+            raise MemoryError()
+        op.iov.iov_base = op.mem
+        op.iov.iov_len = size
+        op.msg.msg_name = &op.addr
+        op.msg.msg_namelen = sizeof(sockaddr_storage)
+        op.msg.msg_iov = &op.iov
+        op.msg.msg_iovlen = 1
+        op.fut = self._new_future()
+        sqe = self._sqe(IORING_OP_RECVMSG)
+        rl_prep_rw(sqe, IORING_OP_RECVMSG, fd, &op.msg, 1, 0, self._reg(op))
+        return op
+
+    async def sock_recvfrom(self, sock, bufsize):
+        """Receive a datagram: (data, address) (RECVMSG in the ring)."""
+        _check_sock(self, sock)
+        cdef int fd = _sock_fd(sock)
+        cdef Py_ssize_t size = bufsize
+        if size < 0:
+            raise ValueError('negative buffersize in recvfrom')
+        op = self._recvmsg_op(sock, fd, size)
+        try:
+            return await op.fut
+        except _aexc.CancelledError:
+            self._cancel_op(op)
+            raise
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        """Receive a datagram into buf: (nbytes, address)."""
+        cdef Py_buffer view
+        _check_sock(self, sock)
+        cdef int fd = _sock_fd(sock)
+        PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+        cdef Py_ssize_t size = view.len
+        PyBuffer_Release(&view)
+        if nbytes:
+            if nbytes < 0:
+                raise ValueError('negative buffersize in recvfrom_into')
+            if nbytes > size:
+                raise ValueError('nbytes is greater than the length of the buffer')
+            size = nbytes
+        op = self._recvmsg_op(sock, fd, size)
+        op.target = buf
+        try:
+            return await op.fut
+        except _aexc.CancelledError:
+            self._cancel_op(op)
+            op.target = None
+            raise
+
+    async def sock_sendto(self, sock, data, address):
+        """Send a datagram to address (SENDMSG in the ring)."""
+        cdef _MsgOp op
+        cdef io_uring_sqe *sqe
+        _check_sock(self, sock)
+        cdef int fd = _sock_fd(sock)
+        cdef int family = _sock_family(fd)
+        op = _MsgOp.__new__(_MsgOp)
+        op.loop = self
+        op.fd = fd
+        op.sock = sock
+        op.is_send = True
+        alen = _build_sockaddr(family, address, &op.addr)
+        if alen == 1:
+            resolved = await self._ensure_resolved(
+                address, family=family, type=_socket.SOCK_DGRAM, proto=0)
+            address = resolved[0][4]
+            alen = _build_sockaddr(family, address, &op.addr)
+        PyObject_GetBuffer(data, &op.view, PyBUF_SIMPLE)
+        op.has_view = True
+        op.iov.iov_base = op.view.buf
+        op.iov.iov_len = op.view.len
+        op.msg.msg_name = &op.addr
+        op.msg.msg_namelen = alen
+        op.msg.msg_iov = &op.iov
+        op.msg.msg_iovlen = 1
+        fut = op.fut = self._new_future()
+        sqe = self._sqe(IORING_OP_SENDMSG)
+        rl_prep_rw(sqe, IORING_OP_SENDMSG, fd, &op.msg, 1, 0, self._reg(op))
+        sqe.msg_flags = MSG_NOSIGNAL
+        try:
+            return await fut
+        except _aexc.CancelledError:
+            self._cancel_op(op)
+            raise
+
+    async def _file_read(self, int fd, Py_ssize_t n, uint64_t offset):
+        """Read up to n bytes of a file at offset (READ in the ring)."""
+        cdef _ReadOp op = _ReadOp.__new__(_ReadOp)
+        cdef io_uring_sqe *sqe
+        op.loop = self
+        op.fd = fd
+        op.n = n
+        op.mem = <char*>malloc(n if n > 0 else 1)
+        if op.mem == NULL:
+            raise MemoryError()
+        fut = op.fut = self._new_future()
+        sqe = self._sqe(IORING_OP_READ)
+        rl_prep_rw(sqe, IORING_OP_READ, fd, op.mem, <unsigned>n, offset, self._reg(op))
+        try:
+            res = await fut
+        except _aexc.CancelledError:
+            self._cancel_op(op)
+            raise
+        return op.mem[:res]
+
+    # ---- introspection ----------------------------------------------------
+
+    def _ring_info(self):
+        """Setup flags, features and probed opcodes of this loop's ring."""
+        if not self.ring_ok:
+            return None
+        ops = [i for i in range(min(self.probe_len, 256)) if self.probe_ops[i]]
+        return {
+            'fd': self.ring.fd,
+            'setup_flags': self.ring.setup_flags,
+            'features': self.ring.features,
+            'sq_entries': self.ring.sq_entries,
+            'cq_entries': self.ring.cq_entries,
+            'opcodes': ops,
+        }
+
+    def _ring_stats(self):
+        """Counters: operations prepared per opcode, io_uring_enter calls,
+        SQEs submitted, stale completions dropped, loop iterations."""
+        return {
+            'ops': {i: self.op_counts[i] for i in range(64) if self.op_counts[i]},
+            'enters': self.ring.enters,
+            'submitted': self.ring.submitted,
+            'stale_cqes': self.stale_cqes,
+            'iterations': self.iterations,
+            'inflight': self.inflight,
+        }
+
+    def _inject_cqe(self, uint64_t ud, int res, uint32_t flags=0):
+        """Feed a synthetic completion (tests of the dispatch logic)."""
+        self._dispatch(ud, res, flags)
+
+
+cdef inline bint _tless(TEntry *a, TEntry *b):
+    if a.when < b.when:
+        return True
+    if a.when > b.when:
+        return False
+    return a.seq < b.seq
+
+
+cdef int _fileobj_to_fd(fileobj) except -1:
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f'Invalid file object: {fileobj!r}') from None
+    if fd < 0:
+        raise ValueError(f'Invalid file descriptor: {fd}')
+    return fd
+
+
+def _format_handle(handle):
+    cb = handle._callback
+    if isinstance(getattr(cb, '__self__', None), _asyncio_tasks.Task):
+        return repr(cb.__self__)
+    return str(handle)

@@ -1,0 +1,887 @@
+/*
+ * loadgen.c -- ringline's closed-loop load generator.
+ *
+ * Owns: driving N client connections against one server, each with exactly
+ * one request in flight (closed loop), and reporting what came back.
+ *
+ * Lifecycle: parse options -> open all connections (blocking connect, then
+ * non-blocking) -> split them round-robin over T threads, each with its own
+ * epoll instance, pinned to the CPUs given -> every thread runs until the
+ * common deadline (warm-up + duration) or until its connections are done ->
+ * merge per-thread histograms -> print one JSON object on stdout.
+ *
+ * Modes:
+ *   echo  TCP; send SIZE bytes, wait for exactly SIZE bytes back.
+ *   http  TCP; send one HTTP/1.1 GET, wait for one full response framed by
+ *         Content-Length; the status must be 200 and the connection must
+ *         stay open (keep-alive).
+ *   udp   connected UDP socket; send one SIZE-byte datagram, wait for the
+ *         echo.  A datagram that is not answered within --udp-timeout-ms is
+ *         counted as a timeout and sent again (loss is not an echo error).
+ *
+ * Invariants:
+ *   - Only requests completed inside the measured window count; every one
+ *     of them lands in the latency histogram (log-linear buckets with 32
+ *     sub-buckets per power of two, so a reported percentile is within ~3%).
+ *   - Anything unexpected on a connection (short or extra bytes, a bad
+ *     status line, missing framing, an early close, a content mismatch when
+ *     --verify is on) counts as an error and retires that connection; the
+ *     run carries on with the others and reports the error kinds.
+ *   - Each request's first 8 bytes carry a sequence number (when SIZE >= 8),
+ *     so --verify catches stale or reordered data and UDP can tell a late
+ *     reply from the current one.
+ *
+ * Build: cc -O2 -pthread -o loadgen loadgen.c   (Linux only: epoll)
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+enum mode { MODE_ECHO, MODE_HTTP, MODE_UDP };
+
+enum err_kind {
+    ERR_CLOSED,      /* peer closed or reset the connection */
+    ERR_IO,          /* send/recv failed */
+    ERR_SHORT_EXTRA, /* more bytes than the request asked for */
+    ERR_MISMATCH,    /* --verify: echoed bytes differ from sent bytes */
+    ERR_HTTP,        /* malformed or unexpected HTTP response */
+    ERR_DGRAM,       /* UDP datagram of the wrong length */
+    ERR_KINDS
+};
+static const char *err_names[ERR_KINDS] = {
+    "closed", "io", "extra_bytes", "mismatch", "http", "datagram"};
+
+/* ---- histogram ---------------------------------------------------------- */
+
+#define SUB_BITS 5
+#define SUB_COUNT (1 << SUB_BITS)
+#define HIST_BUCKETS ((64 - SUB_BITS + 1) * SUB_COUNT)
+
+static inline int hist_index(uint64_t v)
+{
+    if (v < 2 * SUB_COUNT)
+        return (int)v;
+    int e = 63 - __builtin_clzll(v); /* e >= SUB_BITS + 1 */
+    return (e - SUB_BITS + 1) * SUB_COUNT +
+           (int)((v >> (e - SUB_BITS)) & (SUB_COUNT - 1));
+}
+
+/* Midpoint of a bucket, in the histogram's unit (ns). */
+static double hist_value(int idx)
+{
+    if (idx < 2 * SUB_COUNT)
+        return (double)idx;
+    int e = idx / SUB_COUNT + SUB_BITS - 1;
+    int sub = idx % SUB_COUNT;
+    double lo = (double)((uint64_t)(SUB_COUNT + sub) << (e - SUB_BITS));
+    double width = (double)((uint64_t)1 << (e - SUB_BITS));
+    return lo + width / 2.0;
+}
+
+/* ---- options ------------------------------------------------------------ */
+
+static struct {
+    const char *host;
+    int port;
+    enum mode mode;
+    int conns;
+    size_t size;
+    double duration;
+    double warmup;
+    int threads;
+    int cpus[256];
+    int ncpus;
+    int verify;
+    long max_requests; /* per connection; 0 = unlimited */
+    int udp_timeout_ms;
+    int spin;          /* poll without sleeping (dedicated core) */
+} opt = {
+    .host = "127.0.0.1",
+    .port = 0,
+    .mode = MODE_ECHO,
+    .conns = 10,
+    .size = 1024,
+    .duration = 5.0,
+    .warmup = 1.0,
+    .threads = 0,
+    .ncpus = 0,
+    .verify = 0,
+    .max_requests = 0,
+    .udp_timeout_ms = 200,
+    .spin = 0,
+};
+
+static uint64_t t_measure_start, t_end;
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+struct conn {
+    int fd;
+    int id;
+    int alive;
+    int want_out;
+    uint64_t seq;
+    uint64_t t_start;
+    long done;           /* completed requests (whole run) */
+    unsigned char *sbuf; /* request bytes */
+    size_t slen;
+    size_t sent;
+    unsigned char *rbuf; /* response bytes (verify / http) */
+    size_t rcap;
+    size_t got;
+    size_t expect;       /* bytes expected for the current response */
+    int hdr_done;        /* http: header parsed, expect is final */
+};
+
+struct worker {
+    pthread_t tid;
+    int index;
+    int cpu;             /* -1: not pinned */
+    int ep;
+    struct conn **conns;
+    int nconns;
+    int alive;
+    unsigned char *scratch;
+    size_t scratch_len;
+    /* results */
+    uint64_t hist[HIST_BUCKETS];
+    uint64_t measured;
+    uint64_t total;
+    uint64_t lat_sum;
+    uint64_t lat_max;
+    uint64_t bytes;
+    uint64_t errors[ERR_KINDS];
+    uint64_t timeouts;
+    uint64_t stale;
+    uint64_t t_finish;
+    char first_error[200];
+};
+
+static const char http_request_fmt[] =
+    "GET / HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: ringline-loadgen\r\n"
+    "Accept: */*\r\n\r\n";
+
+static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind,
+                      const char *detail)
+{
+    w->errors[kind]++;
+    if (!w->first_error[0])
+        snprintf(w->first_error, sizeof w->first_error, "conn %d: %s: %s",
+                 c->id, err_names[kind], detail);
+    if (c->alive) {
+        c->alive = 0;
+        w->alive--;
+        epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+}
+
+static void conn_retire(struct worker *w, struct conn *c)
+{
+    if (c->alive) {
+        c->alive = 0;
+        w->alive--;
+        epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+}
+
+static void set_interest(struct worker *w, struct conn *c, int want_out)
+{
+    if (c->want_out == want_out)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0),
+                             .data.ptr = c};
+    epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->want_out = want_out;
+}
+
+static void stamp_seq(struct conn *c)
+{
+    if (opt.mode != MODE_HTTP && c->slen >= 8)
+        memcpy(c->sbuf, &c->seq, 8);
+}
+
+/* Push as much of the current request as the socket takes. */
+static void send_more(struct worker *w, struct conn *c)
+{
+    while (c->sent < c->slen) {
+        ssize_t n = send(c->fd, c->sbuf + c->sent, c->slen - c->sent,
+                         MSG_NOSIGNAL);
+        if (n > 0) {
+            c->sent += (size_t)n;
+            w->bytes += (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (opt.mode == MODE_UDP)
+                return; /* dropped locally: the timeout resends it */
+            set_interest(w, c, 1);
+            return;
+        }
+        conn_fail(w, c, n == 0 ? ERR_CLOSED : ERR_IO, strerror(errno));
+        return;
+    }
+    if (c->want_out)
+        set_interest(w, c, 0);
+}
+
+static void start_request(struct worker *w, struct conn *c, uint64_t now)
+{
+    if (opt.max_requests && c->done >= opt.max_requests) {
+        conn_retire(w, c);
+        return;
+    }
+    c->seq++;
+    stamp_seq(c);
+    c->sent = 0;
+    c->got = 0;
+    c->hdr_done = 0;
+    c->expect = opt.mode == MODE_HTTP ? 0 : c->slen;
+    c->t_start = now;
+    send_more(w, c);
+}
+
+static void complete_request(struct worker *w, struct conn *c)
+{
+    uint64_t now = now_ns();
+    c->done++;
+    w->total++;
+    if (now >= t_measure_start && now < t_end) {
+        uint64_t lat = now - c->t_start;
+        w->hist[hist_index(lat)]++;
+        w->measured++;
+        w->lat_sum += lat;
+        if (lat > w->lat_max)
+            w->lat_max = lat;
+    }
+    start_request(w, c, now);
+}
+
+/* ---- echo (TCP) --------------------------------------------------------- */
+
+static void on_echo_readable(struct worker *w, struct conn *c)
+{
+    for (;;) {
+        unsigned char *dst;
+        size_t room;
+        if (opt.verify) {
+            /* read exactly what is owed; surplus shows up as a mismatch of
+             * the next request (its sequence number cannot match) */
+            dst = c->rbuf + c->got;
+            room = c->expect - c->got;
+            if (room == 0) {
+                conn_fail(w, c, ERR_SHORT_EXTRA, "data with no request out");
+                return;
+            }
+        } else {
+            dst = w->scratch;
+            room = w->scratch_len;
+        }
+        ssize_t n = recv(c->fd, dst, room, 0);
+        if (n > 0) {
+            w->bytes += (uint64_t)n;
+            c->got += (size_t)n;
+            if (c->got > c->expect) {
+                conn_fail(w, c, ERR_SHORT_EXTRA, "more bytes than sent");
+                return;
+            }
+            if (c->got == c->expect) {
+                if (opt.verify && memcmp(c->rbuf, c->sbuf, c->slen) != 0) {
+                    conn_fail(w, c, ERR_MISMATCH, "echoed bytes differ");
+                    return;
+                }
+                complete_request(w, c);
+                return;
+            }
+            continue;
+        }
+        if (n == 0) {
+            conn_fail(w, c, ERR_CLOSED, "closed by server");
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        conn_fail(w, c, ERR_IO, strerror(errno));
+        return;
+    }
+}
+
+/* ---- http --------------------------------------------------------------- */
+
+static int header_is(const char *line, size_t len, const char *name)
+{
+    size_t nl = strlen(name);
+    return len > nl && line[nl] == ':' && strncasecmp(line, name, nl) == 0;
+}
+
+/* Parse status line and headers in rbuf[0..hdr_len).  Returns NULL on
+ * success (and sets c->expect), else a description of the problem. */
+static const char *parse_http_head(struct conn *c, size_t hdr_len)
+{
+    const char *p = (const char *)c->rbuf;
+    const char *end = p + hdr_len;
+    if (hdr_len < 12 || memcmp(p, "HTTP/1.1 ", 9) != 0)
+        return "status line is not HTTP/1.1";
+    if (memcmp(p + 9, "200", 3) != 0 || (p[12] != ' ' && p[12] != '\r'))
+        return "status is not 200";
+    const char *line = memchr(p, '\n', hdr_len);
+    if (!line)
+        return "no line end";
+    line++;
+    long content_length = -1;
+    while (line < end) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        if (!eol)
+            break;
+        size_t len = (size_t)(eol - line);
+        if (len && line[len - 1] == '\r')
+            len--;
+        if (len == 0)
+            break;
+        if (header_is(line, len, "content-length")) {
+            const char *v = line + 15;
+            while (v < line + len && (*v == ' ' || *v == '\t'))
+                v++;
+            char *stop;
+            long cl = strtol(v, &stop, 10);
+            if (stop == v || cl < 0)
+                return "bad Content-Length";
+            if (content_length >= 0 && cl != content_length)
+                return "conflicting Content-Length";
+            content_length = cl;
+        } else if (header_is(line, len, "transfer-encoding")) {
+            return "Transfer-Encoding not expected";
+        } else if (header_is(line, len, "connection")) {
+            const char *v = line + 11;
+            while (v < line + len && (*v == ' ' || *v == '\t'))
+                v++;
+            if ((size_t)(line + len - v) >= 5 && strncasecmp(v, "close", 5) == 0)
+                return "server closes the keep-alive connection";
+        }
+        line = eol + 1;
+    }
+    if (content_length < 0)
+        return "no Content-Length";
+    c->expect = hdr_len + (size_t)content_length;
+    return NULL;
+}
+
+static void on_http_readable(struct worker *w, struct conn *c)
+{
+    for (;;) {
+        if (c->got == c->rcap) {
+            conn_fail(w, c, ERR_HTTP, "response larger than buffer");
+            return;
+        }
+        ssize_t n = recv(c->fd, c->rbuf + c->got, c->rcap - c->got, 0);
+        if (n > 0) {
+            size_t before = c->got;
+            w->bytes += (uint64_t)n;
+            c->got += (size_t)n;
+            if (!c->hdr_done) {
+                size_t from = before >= 3 ? before - 3 : 0;
+                unsigned char *hit = memmem(c->rbuf + from, c->got - from,
+                                            "\r\n\r\n", 4);
+                if (!hit)
+                    continue;
+                const char *why =
+                    parse_http_head(c, (size_t)(hit - c->rbuf) + 4);
+                if (why) {
+                    conn_fail(w, c, ERR_HTTP, why);
+                    return;
+                }
+                c->hdr_done = 1;
+            }
+            if (c->got > c->expect) {
+                conn_fail(w, c, ERR_SHORT_EXTRA, "bytes after the response");
+                return;
+            }
+            if (c->got == c->expect) {
+                complete_request(w, c);
+                return;
+            }
+            continue;
+        }
+        if (n == 0) {
+            conn_fail(w, c, ERR_CLOSED, "closed by server");
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        conn_fail(w, c, ERR_IO, strerror(errno));
+        return;
+    }
+}
+
+/* ---- udp ---------------------------------------------------------------- */
+
+static void on_udp_readable(struct worker *w, struct conn *c)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, w->scratch, w->scratch_len, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (errno == ECONNREFUSED) {
+                conn_fail(w, c, ERR_CLOSED, "port unreachable");
+                return;
+            }
+            conn_fail(w, c, ERR_IO, strerror(errno));
+            return;
+        }
+        w->bytes += (uint64_t)n;
+        if ((size_t)n != c->slen) {
+            conn_fail(w, c, ERR_DGRAM, "datagram length differs");
+            return;
+        }
+        if (c->slen >= 8) {
+            uint64_t seq;
+            memcpy(&seq, w->scratch, 8);
+            if (seq != c->seq) {
+                w->stale++; /* answer to a request we already resent */
+                continue;
+            }
+        }
+        if (opt.verify && memcmp(w->scratch, c->sbuf, c->slen) != 0) {
+            conn_fail(w, c, ERR_MISMATCH, "echoed datagram differs");
+            return;
+        }
+        complete_request(w, c);
+        if (!c->alive)
+            return;
+    }
+}
+
+static void udp_check_timeouts(struct worker *w, uint64_t now)
+{
+    uint64_t limit = (uint64_t)opt.udp_timeout_ms * 1000000ull;
+    for (int i = 0; i < w->nconns; i++) {
+        struct conn *c = w->conns[i];
+        if (c->alive && now - c->t_start > limit) {
+            w->timeouts++;
+            c->seq++;
+            stamp_seq(c);
+            c->sent = 0;
+            c->t_start = now;
+            send_more(w, c);
+        }
+    }
+}
+
+/* ---- worker thread ------------------------------------------------------ */
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    if (w->cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(w->cpu, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    }
+    struct epoll_event evs[512];
+    uint64_t now = now_ns();
+    for (int i = 0; i < w->nconns; i++)
+        start_request(w, w->conns[i], now);
+    uint64_t next_udp_check = now + 10000000ull;
+
+    while (w->alive > 0) {
+        now = now_ns();
+        if (now >= t_end)
+            break;
+        int timeout_ms = (int)((t_end - now) / 1000000ull) + 1;
+        if (timeout_ms > 20)
+            timeout_ms = 20;
+        if (opt.spin)
+            timeout_ms = 0;
+        int n = epoll_wait(w->ep, evs, 512, timeout_ms);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            perror("epoll_wait");
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            struct conn *c = evs[i].data.ptr;
+            uint32_t e = evs[i].events;
+            if (!c->alive)
+                continue;
+            if ((e & EPOLLOUT) && c->sent < c->slen)
+                send_more(w, c);
+            if (!c->alive)
+                continue;
+            if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+                if (opt.mode == MODE_ECHO)
+                    on_echo_readable(w, c);
+                else if (opt.mode == MODE_HTTP)
+                    on_http_readable(w, c);
+                else
+                    on_udp_readable(w, c);
+            }
+        }
+        if (opt.mode == MODE_UDP) {
+            now = now_ns();
+            if (now >= next_udp_check) {
+                udp_check_timeouts(w, now);
+                next_udp_check = now + 10000000ull;
+            }
+        }
+    }
+    w->t_finish = now_ns();
+    return NULL;
+}
+
+/* ---- setup -------------------------------------------------------------- */
+
+static int open_conn(const struct sockaddr_in *addr, char *why, size_t whylen)
+{
+    int type = opt.mode == MODE_UDP ? SOCK_DGRAM : SOCK_STREAM;
+    int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(why, whylen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (type == SOCK_STREAM) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    } else {
+        int buf = 4 << 20;
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+    }
+    if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) < 0) {
+        snprintf(why, whylen, "connect %s:%d: %s", opt.host, opt.port,
+                 strerror(errno));
+        close(fd);
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    return fd;
+}
+
+static int parse_cpus(const char *s)
+{
+    opt.ncpus = 0;
+    while (*s) {
+        char *stop;
+        long a = strtol(s, &stop, 10);
+        if (stop == s)
+            return -1;
+        long b = a;
+        s = stop;
+        if (*s == '-') {
+            s++;
+            b = strtol(s, &stop, 10);
+            if (stop == s)
+                return -1;
+            s = stop;
+        }
+        for (long i = a; i <= b && opt.ncpus < 256; i++)
+            opt.cpus[opt.ncpus++] = (int)i;
+        if (*s == ',')
+            s++;
+        else if (*s)
+            return -1;
+    }
+    return 0;
+}
+
+static size_t parse_size(const char *s)
+{
+    char *stop;
+    double v = strtod(s, &stop);
+    if (*stop == 'k' || *stop == 'K')
+        v *= 1024;
+    else if (*stop == 'm' || *stop == 'M')
+        v *= 1024 * 1024;
+    return (size_t)v;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: loadgen [options]\n"
+            "  -H, --host ADDR         server IPv4 address (127.0.0.1)\n"
+            "  -p, --port PORT         server port (required)\n"
+            "  -m, --mode MODE         echo | http | udp (echo)\n"
+            "  -c, --conns N           connections (10)\n"
+            "  -s, --size BYTES        message size for echo/udp (1024; K/M ok)\n"
+            "  -d, --duration SECS     measured duration (5)\n"
+            "  -w, --warmup SECS       unmeasured lead-in (1)\n"
+            "  -t, --threads N         threads (one per CPU in --cpus, else 1)\n"
+            "  -a, --cpus LIST         pin threads round-robin, e.g. 1 or 2-3\n"
+            "  -n, --requests N        stop each connection after N requests\n"
+            "  -V, --verify            compare echoed bytes with sent bytes\n"
+            "      --udp-timeout-ms N  resend an unanswered datagram (200)\n"
+            "      --spin              busy-poll instead of sleeping in epoll_wait\n"
+            "                          (use only on a core of its own)\n");
+}
+
+static void json_error(const char *msg)
+{
+    printf("{\"error\": \"");
+    for (const char *p = msg; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            putchar('\\');
+        putchar(*p);
+    }
+    printf("\"}\n");
+    fflush(stdout);
+}
+
+static void print_json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            printf("\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            printf("\\u%04x", *s);
+        else
+            putchar(*s);
+    }
+    putchar('"');
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"host", required_argument, 0, 'H'},
+        {"port", required_argument, 0, 'p'},
+        {"mode", required_argument, 0, 'm'},
+        {"conns", required_argument, 0, 'c'},
+        {"size", required_argument, 0, 's'},
+        {"duration", required_argument, 0, 'd'},
+        {"warmup", required_argument, 0, 'w'},
+        {"threads", required_argument, 0, 't'},
+        {"cpus", required_argument, 0, 'a'},
+        {"requests", required_argument, 0, 'n'},
+        {"verify", no_argument, 0, 'V'},
+        {"udp-timeout-ms", required_argument, 0, 'U'},
+        {"spin", no_argument, 0, 'S'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "H:p:m:c:s:d:w:t:a:n:Vh", longopts,
+                             NULL)) != -1) {
+        switch (ch) {
+        case 'H': opt.host = optarg; break;
+        case 'p': opt.port = atoi(optarg); break;
+        case 'm':
+            if (!strcmp(optarg, "echo")) opt.mode = MODE_ECHO;
+            else if (!strcmp(optarg, "http")) opt.mode = MODE_HTTP;
+            else if (!strcmp(optarg, "udp")) opt.mode = MODE_UDP;
+            else { usage(stderr); return 2; }
+            break;
+        case 'c': opt.conns = atoi(optarg); break;
+        case 's': opt.size = parse_size(optarg); break;
+        case 'd': opt.duration = atof(optarg); break;
+        case 'w': opt.warmup = atof(optarg); break;
+        case 't': opt.threads = atoi(optarg); break;
+        case 'a':
+            if (parse_cpus(optarg) < 0) { usage(stderr); return 2; }
+            break;
+        case 'n': opt.max_requests = atol(optarg); break;
+        case 'V': opt.verify = 1; break;
+        case 'U': opt.udp_timeout_ms = atoi(optarg); break;
+        case 'S': opt.spin = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (opt.port <= 0 || opt.conns <= 0 || opt.duration <= 0 ||
+        opt.warmup < 0 || (opt.mode != MODE_HTTP && opt.size == 0)) {
+        usage(stderr);
+        return 2;
+    }
+    if (opt.mode == MODE_UDP && opt.size > 65507) {
+        json_error("udp size above 65507 bytes");
+        return 2;
+    }
+    if (opt.threads <= 0)
+        opt.threads = opt.ncpus > 0 ? opt.ncpus : 1;
+    if (opt.threads > opt.conns)
+        opt.threads = opt.conns;
+
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)opt.port)};
+    if (inet_pton(AF_INET, opt.host, &addr.sin_addr) != 1) {
+        json_error("host must be an IPv4 address");
+        return 2;
+    }
+
+    struct worker *workers = calloc((size_t)opt.threads, sizeof *workers);
+    struct conn *conns = calloc((size_t)opt.conns, sizeof *conns);
+    char http_req[512];
+    int http_len = snprintf(http_req, sizeof http_req, http_request_fmt,
+                            opt.host, opt.port);
+    for (int t = 0; t < opt.threads; t++) {
+        struct worker *w = &workers[t];
+        w->index = t;
+        w->cpu = opt.ncpus ? opt.cpus[t % opt.ncpus] : -1;
+        w->ep = epoll_create1(EPOLL_CLOEXEC);
+        w->conns = calloc((size_t)opt.conns / (size_t)opt.threads + 1,
+                          sizeof *w->conns);
+        w->scratch_len = opt.mode == MODE_UDP ? 65536 : 262144;
+        w->scratch = malloc(w->scratch_len);
+    }
+    for (int i = 0; i < opt.conns; i++) {
+        struct conn *c = &conns[i];
+        struct worker *w = &workers[i % opt.threads];
+        char why[256];
+        c->id = i;
+        c->fd = open_conn(&addr, why, sizeof why);
+        if (c->fd < 0) {
+            json_error(why);
+            return 1;
+        }
+        if (opt.mode == MODE_HTTP) {
+            c->slen = (size_t)http_len;
+            c->sbuf = (unsigned char *)strdup(http_req);
+            c->rcap = 65536;
+        } else {
+            c->slen = opt.size;
+            c->sbuf = malloc(c->slen);
+            for (size_t k = 0; k < c->slen; k++)
+                c->sbuf[k] = (unsigned char)((k * 7 + (size_t)i * 13 + 1) & 0xff);
+            c->rcap = opt.verify ? c->slen : 0;
+        }
+        if (c->rcap)
+            c->rbuf = malloc(c->rcap);
+        c->alive = 1;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev);
+        w->conns[w->nconns++] = c;
+        w->alive++;
+    }
+
+    uint64_t t0 = now_ns();
+    t_measure_start = t0 + (uint64_t)(opt.warmup * 1e9);
+    t_end = t_measure_start + (uint64_t)(opt.duration * 1e9);
+    for (int t = 0; t < opt.threads; t++)
+        pthread_create(&workers[t].tid, NULL, worker_main, &workers[t]);
+    for (int t = 0; t < opt.threads; t++)
+        pthread_join(workers[t].tid, NULL);
+
+    /* merge */
+    static uint64_t hist[HIST_BUCKETS];
+    uint64_t measured = 0, total = 0, lat_sum = 0, lat_max = 0, bytes = 0;
+    uint64_t errors[ERR_KINDS] = {0}, err_total = 0, timeouts = 0, stale = 0;
+    uint64_t finish = t_measure_start;
+    int alive = 0;
+    const char *first_error = "";
+    for (int t = 0; t < opt.threads; t++) {
+        struct worker *w = &workers[t];
+        for (int b = 0; b < HIST_BUCKETS; b++)
+            hist[b] += w->hist[b];
+        measured += w->measured;
+        total += w->total;
+        lat_sum += w->lat_sum;
+        if (w->lat_max > lat_max)
+            lat_max = w->lat_max;
+        bytes += w->bytes;
+        for (int k = 0; k < ERR_KINDS; k++) {
+            errors[k] += w->errors[k];
+            err_total += w->errors[k];
+        }
+        timeouts += w->timeouts;
+        stale += w->stale;
+        alive += w->alive;
+        if (w->t_finish > finish)
+            finish = w->t_finish;
+        if (!first_error[0] && w->first_error[0])
+            first_error = w->first_error;
+    }
+    if (finish > t_end)
+        finish = t_end;
+    double measured_s = finish > t_measure_start
+                            ? (double)(finish - t_measure_start) / 1e9
+                            : 0.0;
+
+    static const double pcts[] = {0.50, 0.90, 0.99, 0.999};
+    static const char *pct_names[] = {"p50", "p90", "p99", "p999"};
+    double pct_us[4] = {0, 0, 0, 0};
+    for (int k = 0; k < 4 && measured; k++) {
+        uint64_t rank = (uint64_t)(pcts[k] * (double)measured + 0.999999);
+        if (rank < 1)
+            rank = 1;
+        uint64_t cum = 0;
+        for (int b = 0; b < HIST_BUCKETS; b++) {
+            cum += hist[b];
+            if (cum >= rank) {
+                pct_us[k] = hist_value(b) / 1000.0;
+                break;
+            }
+        }
+    }
+
+    const char *mode_name = opt.mode == MODE_ECHO   ? "echo"
+                            : opt.mode == MODE_HTTP ? "http"
+                                                    : "udp";
+    printf("{\"mode\": \"%s\", \"conns\": %d, \"size\": %zu, \"threads\": %d, "
+           "\"verify\": %s, ",
+           mode_name, opt.conns, opt.mode == MODE_HTTP ? (size_t)0 : opt.size,
+           opt.threads, opt.verify ? "true" : "false");
+    printf("\"duration_s\": %.6f, \"requests\": %llu, \"requests_total\": %llu, "
+           "\"rps\": %.1f, \"bytes_total\": %llu, ",
+           measured_s, (unsigned long long)measured, (unsigned long long)total,
+           measured_s > 0 ? (double)measured / measured_s : 0.0,
+           (unsigned long long)bytes);
+    printf("\"errors\": %llu, \"error_kinds\": {", (unsigned long long)err_total);
+    int first = 1;
+    for (int k = 0; k < ERR_KINDS; k++) {
+        if (!errors[k])
+            continue;
+        printf("%s\"%s\": %llu", first ? "" : ", ", err_names[k],
+               (unsigned long long)errors[k]);
+        first = 0;
+    }
+    printf("}, \"first_error\": ");
+    print_json_string(first_error);
+    printf(", \"timeouts\": %llu, \"stale\": %llu, \"conns_alive\": %d, ",
+           (unsigned long long)timeouts, (unsigned long long)stale, alive);
+    printf("\"lat_us\": {");
+    for (int k = 0; k < 4; k++)
+        printf("\"%s\": %.1f, ", pct_names[k], pct_us[k]);
+    printf("\"mean\": %.1f, \"max\": %.1f}}\n",
+           measured ? (double)lat_sum / (double)measured / 1000.0 : 0.0,
+           (double)lat_max / 1000.0);
+    fflush(stdout);
+    return 0;
+}
