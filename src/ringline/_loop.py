@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import threading
-from asyncio import base_events, coroutines, events, exceptions
+from asyncio import base_events, coroutines, events, exceptions, futures, sslproto, trsock
 from asyncio.log import logger
 
 from . import _core
@@ -34,13 +34,104 @@ def _sighandler_noop(signum, frame):
     """Python-level handler: the real work happens through the wakeup fd."""
 
 
+class _SocketTransport(asyncio.Transport):
+    """A TCP or Unix stream transport whose I/O goes through the ring.
+
+    The methods users call most (write, writelines, is_closing, ...) are the
+    native core's bound methods stored on the instance, so a call costs no
+    Python frame."""
+
+    def __init__(self, loop, sock, protocol, extra, server, context=None):
+        super().__init__(extra)
+        core = _core._make_stream_core(loop, sock, protocol, self, self._extra,
+                                       server, context)
+        self._core = core
+        self._loop = loop
+        self.write = core.write
+        self.writelines = core.writelines
+        self.is_closing = core.is_closing
+        self.get_write_buffer_size = core.get_write_buffer_size
+        self.pause_reading = core.pause_reading
+        self.resume_reading = core.resume_reading
+        self.is_reading = core.is_reading
+        self.get_extra_info = core.get_extra_info
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        sock = self._core.sock
+        if sock.fileno() == -1:
+            info.append("closed")
+        elif self._core.is_closing():
+            info.append("closing")
+        info.append(f"fd={sock.fileno()}")
+        return "<{}>".format(" ".join(info))
+
+    def write_eof(self):
+        self._core.write_eof()
+
+    def can_write_eof(self):
+        return True
+
+    def close(self):
+        self._core.close()
+
+    def abort(self):
+        self._core.abort()
+
+    def set_protocol(self, protocol):
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self._core.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def set_write_hard_cap(self, cap):
+        """Drop the connection with WriteBufferOverflow when unsent bytes
+        exceed cap (0 disables). Off by default, as in asyncio."""
+        if cap < 0:
+            raise ValueError("cap must be >= 0")
+        self._core.hard_cap = cap
+
+    def _force_close(self, exc):
+        self._core._force_close(exc)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        self._core._fatal_error(exc, message)
+
+    def __del__(self, _warn=__import__("warnings").warn):
+        core = self.__dict__.get("_core")
+        if core is not None and not core.is_closing() and core.sock.fileno() != -1:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            core.abort()
+
+
 class Loop(_core.LoopCore, asyncio.BaseEventLoop):
     """An asyncio event loop whose I/O goes through io_uring."""
 
-    def __init__(self, *, ring_entries: int = 4096, _mask_flags: int = 0) -> None:
+    def __init__(self, *, ring_entries: int = 4096, recv_buffers: int = 256,
+                 recv_buffer_size: int = 32768, write_hard_cap: int = 0,
+                 _mask_flags: int = 0) -> None:
+        """ring_entries: SQ size; recv_buffers x recv_buffer_size: the provided
+        buffer ring streams receive into; write_hard_cap: default hard cap on a
+        transport's unsent bytes (0: off, asyncio's behaviour)."""
+        if recv_buffers < 1 or recv_buffers > 32768:
+            raise ValueError("recv_buffers must be in 1..32768")
+        if recv_buffer_size < 64 or recv_buffer_size > 16 * 1024 * 1024:
+            raise ValueError("recv_buffer_size must be in 64..16 MiB")
+        if write_hard_cap < 0:
+            raise ValueError("write_hard_cap must be >= 0")
         asyncio.BaseEventLoop.__init__(self)
         self._setup_ring(ring_entries, _mask_flags)
+        self.recv_buffers = recv_buffers
+        self.recv_buffer_size = recv_buffer_size
+        self.write_hard_cap = write_hard_cap
         self._transports = {}
+        self._listeners = {}
 
     def __repr__(self) -> str:
         return (f"<{self.__class__.__name__} running={self.is_running()} "
@@ -192,3 +283,108 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
         finally:
             if total > 0:
                 file.seek(offset + total)
+
+    # ---- transports and servers -------------------------------------------
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                               extra=None, server=None):
+        extra = dict(extra) if extra else {}
+        extra["socket"] = sock
+        try:
+            extra.setdefault("sockname", sock.getsockname())
+        except OSError:
+            extra.setdefault("sockname", None)
+        if "peername" not in extra or extra["peername"] is None:
+            try:
+                extra["peername"] = sock.getpeername()
+            except OSError:
+                extra["peername"] = None
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+            base_events._set_nodelay(sock)
+        if server is not None:
+            server._attach()
+        transport = _SocketTransport(self, sock, protocol, extra, server)
+        self._transports[sock.fileno()] = transport
+        transport._core._start(waiter)
+        return transport
+
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *,
+                            server_side=False, server_hostname=None, extra=None,
+                            server=None, ssl_handshake_timeout=None,
+                            ssl_shutdown_timeout=None, call_connection_made=True):
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+            call_connection_made=call_connection_made)
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None,
+                       backlog=100, ssl_handshake_timeout=None,
+                       ssl_shutdown_timeout=None):
+        fd = sock.fileno()
+        if fd in self._listeners:
+            return
+        self._listeners[fd] = _core._make_listen_op(
+            self, sock, protocol_factory, sslcontext, server, backlog,
+            ssl_handshake_timeout, ssl_shutdown_timeout)
+
+    def _stop_serving(self, sock):
+        op = self._listeners.pop(sock.fileno(), None)
+        if op is not None:
+            _core._stop_listen_op(op)
+        sock.close()
+
+    def _accept_connection(self, protocol_factory, conn, sslcontext, server,
+                           backlog, ssl_handshake_timeout, ssl_shutdown_timeout):
+        """A connection arrived on a listener (called inside a copy of the
+        context create_server ran in)."""
+        if sslcontext:
+            self.create_task(self._accept_tls(
+                protocol_factory, conn, sslcontext, server,
+                ssl_handshake_timeout, ssl_shutdown_timeout))
+            return
+        try:
+            protocol = protocol_factory()
+            self._make_socket_transport(conn, protocol, server=server)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            conn.close()
+            self.call_exception_handler({
+                "message": "Error on transport creation for incoming connection",
+                "exception": exc,
+            })
+
+    async def _accept_tls(self, protocol_factory, conn, sslcontext, server,
+                          ssl_handshake_timeout, ssl_shutdown_timeout):
+        protocol = None
+        transport = None
+        try:
+            protocol = protocol_factory()
+            waiter = self.create_future()
+            transport = self._make_ssl_transport(
+                conn, protocol, sslcontext, waiter=waiter, server_side=True,
+                server=server, ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout)
+            try:
+                await waiter
+            except BaseException:
+                transport.close()
+                raise
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if transport is None:
+                conn.close()
+            if self._debug:
+                context = {
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc,
+                }
+                if protocol is not None:
+                    context["protocol"] = protocol
+                if transport is not None:
+                    context["transport"] = transport
+                self.call_exception_handler(context)

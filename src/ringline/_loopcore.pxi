@@ -149,6 +149,15 @@ cdef class LoopCore:
     cdef dict readers, writers
     cdef dict recv_stash, accept_stash
     cdef unsigned char probe_ops[256]
+    # streams
+    cdef rl_pbuf pbuf
+    cdef bint pbuf_ok
+    cdef public unsigned recv_buffers
+    cdef public unsigned recv_buffer_size
+    cdef public Py_ssize_t write_hard_cap
+    cdef list flush_list
+    cdef list parked
+    cdef public uint64_t enobufs
     cdef public int probe_len
     cdef object __weakref__
 
@@ -165,6 +174,10 @@ cdef class LoopCore:
         self.recv_stash = {}
         self.accept_stash = {}
         self._signal_handlers = {}
+        self.flush_list = []
+        self.parked = []
+        self.recv_buffers = 256
+        self.recv_buffer_size = 32768
         self.slow_callback_duration = 0.1
         self._clock_resolution = 1e-9
         memset(self.op_counts, 0, sizeof(self.op_counts))
@@ -572,7 +585,45 @@ cdef class LoopCore:
             elif ret != -62 and ret != -16 and ret != -11:  # ETIME, EBUSY, EAGAIN
                 raise _oserror(-ret, 'io_uring_enter failed: ' + _os.strerror(-ret))
         self._reap()
+        if self.parked:
+            self._unpark()
         return 0
+
+    cdef int _flush_writes(self) except -1:
+        cdef list fl = self.flush_list
+        self.flush_list = []
+        for f in fl:
+            (<_Flushable>f).flush()
+        return 0
+
+    cdef int _unpark(self) except -1:
+        # The batch that emptied the buffer ring has been dispatched and its
+        # buffers returned: re-arm the streams that found it empty.
+        cdef list parked = self.parked
+        self.parked = []
+        for s in parked:
+            (<_StreamCore>s)._arm_recv()
+        return 0
+
+    cdef int _ensure_pbuf(self) except -1:
+        cdef int err
+        cdef unsigned n = 1
+        if self.pbuf_ok:
+            return 0
+        while n < self.recv_buffers:
+            n <<= 1
+        err = rl_pbuf_init(&self.ring, &self.pbuf, n, self.recv_buffer_size, 1)
+        if err < 0:
+            raise _oserror(-err, 'cannot register the provided buffer ring: ' + _os.strerror(-err))
+        self.pbuf_ok = True
+        return 0
+
+    def _accepted(self, _ListenOp lop, int fd):
+        conn = _socket.socket(lop.family, lop.stype | SOCK_NONBLOCK, lop.proto, fileno=fd)
+        ctx = lop.context.copy()
+        ctx.run(self._accept_connection, lop.protocol_factory, conn, lop.sslcontext,
+                lop.server, lop.backlog, lop.ssl_handshake_timeout,
+                lop.ssl_shutdown_timeout)
 
     cdef int _run_once(self) except -1:
         cdef long long timeout_ns
@@ -605,6 +656,8 @@ cdef class LoopCore:
                 timeout_ns = <long long>(dt * 1e9) + 1
         else:
             timeout_ns = -1
+        if self.flush_list:
+            self._flush_writes()
         self._wait(timeout_ns)
 
         if self.th_len > 0:
@@ -724,6 +777,9 @@ cdef class LoopCore:
                 rl_enter(&self.ring, 1, 10000000)
                 self._reap()
         if self.inflight == 0:
+            if self.pbuf_ok:
+                rl_pbuf_exit(&self.ring, &self.pbuf)
+                self.pbuf_ok = False
             rl_ring_exit(&self.ring)
             self.ring_ok = False
             if self.wake_fd >= 0:
@@ -1192,6 +1248,7 @@ cdef class LoopCore:
             'stale_cqes': self.stale_cqes,
             'iterations': self.iterations,
             'inflight': self.inflight,
+            'enobufs': self.enobufs,
         }
 
     def _inject_cqe(self, uint64_t ud, int res, uint32_t flags=0):

@@ -1,0 +1,761 @@
+# Stream transports (TCP, Unix) and listening sockets over the ring.
+#
+# _StreamCore owns one connected socket's I/O:
+#   receive: one multishot RECV drawing from the loop's provided buffer ring;
+#     each completion's bytes are copied out (into an exact-size bytes, or
+#     into a BufferedProtocol's buffer) and the buffer goes straight back to
+#     the ring. An empty ring (ENOBUFS) parks the stream; the loop re-arms
+#     parked streams once the batch that emptied the ring has been dispatched.
+#   send: write() queues (bytes by reference, mutable buffers copied); the
+#     loop flushes every transport with queued data right before its single
+#     io_uring_enter, one SEND/SENDMSG per transport covering everything
+#     queued; at most one send in flight, a partial send continues from the
+#     right offset; the op holds every buffer it points at until completion.
+#   lifecycle: created -> connection_made (soon) -> reading -> close()
+#     (drains queued sends) or abort()/fatal error (drops them) ->
+#     connection_lost exactly once (soon) -> socket closed, ops cancelled.
+# Protocol callbacks run in the contextvars.Context captured at creation.
+#
+# _ListenOp is a multishot ACCEPT on a listening socket that creates a
+# transport per connection (create_server's serving side).
+
+from asyncio import constants as _aconstants
+from asyncio import base_events as _base_events
+
+cdef int _ENOBUFS = 105
+cdef int _ECANCELED = 125
+cdef Py_ssize_t _MAX_IOV = 64
+
+_FATAL_ERROR_IGNORE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+cdef class _Flushable:
+    cdef bint flush_scheduled
+
+    cdef int flush(self) except -1:
+        return 0
+
+
+cdef class _StreamRecvOp(_Op):
+    cdef _StreamCore owner
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        return self.owner._on_recv(res, flags)
+
+
+cdef class _StreamSendOp(_Op):
+    cdef _StreamCore owner
+    cdef list bufs
+    cdef iovec iov[64]
+    cdef Py_buffer views[64]
+    cdef int nviews
+    cdef msghdr msg
+    cdef Py_ssize_t nbytes
+
+    cdef void release(self):
+        cdef int i
+        for i in range(self.nviews):
+            PyBuffer_Release(&self.views[i])
+        self.nviews = 0
+        self.bufs = None
+
+    def __dealloc__(self):
+        self.release()
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        owner = self.owner
+        self.owner = None
+        if owner is None:
+            self.release()
+            return 0
+        return owner._on_sent(self, res, flags)
+
+
+cdef class _StreamCore(_Flushable):
+    """The native side of a stream transport (see the module notes)."""
+    cdef LoopCore loop
+    cdef readonly object sock
+    cdef object protocol
+    cdef object transport       # the asyncio.Transport wrapper users see
+    cdef object context
+    cdef object server
+    cdef public dict extra
+    cdef int fd
+    cdef bint is_buffered
+    cdef bint closing
+    cdef bint eof_requested
+    cdef bint eof_sent
+    cdef bint reading_paused
+    cdef bint lost_scheduled
+    cdef bint in_ctx
+    cdef bint protocol_paused
+    cdef bint connected
+    cdef int conn_lost
+    cdef _StreamRecvOp rop
+    cdef _StreamSendOp sop
+    cdef list wq
+    cdef Py_ssize_t wq_bytes
+    cdef Py_ssize_t inflight_bytes
+    cdef public Py_ssize_t high_water
+    cdef public Py_ssize_t low_water
+    cdef public Py_ssize_t hard_cap
+    cdef list pending_data
+
+    def __cinit__(self):
+        self.wq = []
+        self.high_water = 64 * 1024
+        self.low_water = 16 * 1024
+
+    # -- context handling --
+
+    cdef inline bint _enter(self) except -1:
+        if self.in_ctx or self.context is None:
+            return False
+        PyContext_Enter(self.context)
+        self.in_ctx = True
+        return True
+
+    cdef inline int _exit(self, bint entered) except -1:
+        if entered:
+            self.in_ctx = False
+            PyContext_Exit(self.context)
+        return 0
+
+    # -- setup --
+
+    def _start(self, waiter):
+        """Schedule connection_made, the first receive and the waiter, in
+        that order, as asyncio's transports do."""
+        self.loop.call_soon(self._connection_made, context=self.context)
+        if waiter is not None:
+            self.loop.call_soon(_futures._set_result_unless_cancelled, waiter, None)
+
+    def _connection_made(self):
+        # runs as a handle inside self.context
+        self.connected = True
+        self.in_ctx = True
+        try:
+            self.protocol.connection_made(self.transport)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, 'Fatal error: protocol.connection_made() call failed.')
+            return
+        finally:
+            self.in_ctx = False
+        if not self.closing and not self.reading_paused:
+            self._arm_recv()
+
+    # -- receive --
+
+    cdef int _arm_recv(self) except -1:
+        cdef io_uring_sqe *sqe
+        if self.rop.inflight or self.closing or self.reading_paused:
+            return 0
+        self.loop._ensure_pbuf()
+        sqe = self.loop._sqe(IORING_OP_RECV)
+        sqe.fd = self.fd
+        sqe.ioprio = IORING_RECV_MULTISHOT
+        sqe.flags = IOSQE_BUFFER_SELECT
+        sqe.buf_group = self.loop.pbuf.bgid
+        sqe.user_data = self.loop._reg(self.rop)
+        return 0
+
+    def _rearm_after_park(self):
+        self._arm_recv()
+
+    cdef int _on_recv(self, int res, uint32_t flags) except -1:
+        cdef unsigned bid
+        cdef char *ptr
+        cdef LoopCore loop = self.loop
+        if flags & IORING_CQE_F_BUFFER:
+            bid = flags >> IORING_CQE_BUFFER_SHIFT
+            ptr = rl_pbuf_addr(&loop.pbuf, bid)
+            try:
+                if res > 0:
+                    if self.closing and not self.lost_scheduled and False:
+                        pass
+                    self._deliver(ptr, res)
+            finally:
+                rl_pbuf_add(&loop.pbuf, <unsigned short>bid)
+                rl_pbuf_publish(&loop.pbuf)
+            if not (flags & IORING_CQE_F_MORE):
+                self._arm_recv()
+            return 0
+        if res == 0:
+            self._on_eof()
+            return 0
+        if res == -_ENOBUFS:
+            loop.enobufs += 1
+            loop.parked.append(self)
+            return 0
+        if res == -_ECANCELED:
+            return 0
+        if res < 0:
+            self._fatal_error(_oserror(-res), 'Fatal read error on socket transport')
+            return 0
+        if not (flags & IORING_CQE_F_MORE):
+            self._arm_recv()
+        return 0
+
+    cdef int _deliver(self, char *ptr, Py_ssize_t n) except -1:
+        cdef Py_buffer view
+        cdef Py_ssize_t k
+        cdef bint entered
+        if self.closing:
+            return 0
+        if self.reading_paused:
+            if self.pending_data is None:
+                self.pending_data = []
+            self.pending_data.append(PyBytes_FromStringAndSize(ptr, n))
+            return 0
+        entered = self._enter()
+        try:
+            if not self.is_buffered:
+                data = PyBytes_FromStringAndSize(ptr, n)
+                try:
+                    self.protocol.data_received(data)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
+                return 0
+            while n > 0:
+                try:
+                    buf = self.protocol.get_buffer(n)
+                    PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+                    try:
+                        k = view.len
+                        if k == 0:
+                            raise RuntimeError('get_buffer() returned an empty buffer')
+                        if k > n:
+                            k = n
+                        memcpy(view.buf, ptr, k)
+                    finally:
+                        PyBuffer_Release(&view)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, 'Fatal error: protocol.get_buffer() call failed.')
+                    return 0
+                try:
+                    self.protocol.buffer_updated(k)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, 'Fatal error: protocol.buffer_updated() call failed.')
+                    return 0
+                ptr += k
+                n -= k
+                if self.closing:
+                    return 0
+                if self.reading_paused and n > 0:
+                    if self.pending_data is None:
+                        self.pending_data = []
+                    self.pending_data.append(PyBytes_FromStringAndSize(ptr, n))
+                    return 0
+        finally:
+            self._exit(entered)
+        return 0
+
+    cdef int _on_eof(self) except -1:
+        cdef bint entered
+        if self.closing:
+            return 0
+        if self.reading_paused:
+            if self.pending_data is None:
+                self.pending_data = []
+            self.pending_data.append(None)   # EOF marker
+            return 0
+        if self.loop._debug:
+            _logger.debug('%r received EOF', self.transport)
+        entered = self._enter()
+        try:
+            try:
+                keep_open = self.protocol.eof_received()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, 'Fatal error: protocol.eof_received() call failed.')
+                return 0
+        finally:
+            self._exit(entered)
+        if keep_open:
+            self.reading_paused = True   # no more reads; writing stays open
+            self._stop_recv()
+        else:
+            self.close()
+        return 0
+
+    cdef int _stop_recv(self) except -1:
+        if self.rop.inflight:
+            self.loop._cancel_op(self.rop)
+        return 0
+
+    def pause_reading(self):
+        if self.closing or self.reading_paused:
+            return
+        self.reading_paused = True
+        self._stop_recv()
+        if self.loop._debug:
+            _logger.debug('%r pauses reading', self.transport)
+
+    def resume_reading(self):
+        if self.closing or not self.reading_paused:
+            return
+        self.reading_paused = False
+        pending = self.pending_data
+        self.pending_data = None
+        if pending:
+            self.loop.call_soon(self._replay, pending, context=self.context)
+        elif self.connected:
+            if not self.rop.inflight:
+                self._arm_recv()
+            else:
+                # a cancellation is still on its way: re-arm after it lands
+                self.loop.call_soon(self._rearm_after_park)
+        if self.loop._debug:
+            _logger.debug('%r resumes reading', self.transport)
+
+    def _replay(self, list pending):
+        self.in_ctx = True
+        try:
+            self._replay_in_ctx(pending)
+        finally:
+            self.in_ctx = False
+
+    def _replay_in_ctx(self, list pending):
+        cdef bytes chunk
+        for i, item in enumerate(pending):
+            if self.closing:
+                return
+            if self.reading_paused:
+                rest = pending[i:]
+                if self.pending_data:
+                    rest.extend(self.pending_data)
+                self.pending_data = rest
+                return
+            if item is None:
+                self._on_eof()
+                return
+            chunk = item
+            self._deliver(PyBytes_AS_STRING(chunk), len(chunk))
+        if not self.closing and not self.reading_paused:
+            self._arm_recv()
+
+    def is_reading(self):
+        return not self.reading_paused and not self.closing
+
+    # -- send --
+
+    def write(self, data):
+        cdef Py_ssize_t n
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f'data argument must be a bytes-like object, '
+                                f'not {type(data).__name__!r}')
+            data = bytes(data)     # the caller may reuse a mutable buffer
+        if self.eof_requested:
+            raise RuntimeError('Cannot call write() after write_eof()')
+        n = len(<bytes>data)
+        if n == 0:
+            return
+        if self.conn_lost:
+            if self.conn_lost >= _aconstants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                _logger.warning('socket.send() raised exception.')
+            self.conn_lost += 1
+            return
+        self.wq.append(data)
+        self.wq_bytes += n
+        if self.sop is None and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.flush_list.append(self)
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data):
+        for data in list_of_data:
+            self.write(data)
+
+    cdef int flush(self) except -1:
+        cdef _StreamSendOp op
+        cdef Py_ssize_t i, k, total = 0
+        cdef io_uring_sqe *sqe
+        self.flush_scheduled = False
+        if self.sop is not None or not self.wq or self.lost_scheduled:
+            return 0
+        op = _StreamSendOp.__new__(_StreamSendOp)
+        op.loop = self.loop
+        op.owner = self
+        op.fd = self.fd
+        k = len(self.wq)
+        if k > _MAX_IOV:
+            k = _MAX_IOV
+        op.bufs = self.wq[:k]
+        del self.wq[:k]
+        for i in range(k):
+            PyObject_GetBuffer(op.bufs[i], &op.views[i], PyBUF_SIMPLE)
+            op.nviews = i + 1
+            op.iov[i].iov_base = op.views[i].buf
+            op.iov[i].iov_len = op.views[i].len
+            total += op.views[i].len
+        op.nbytes = total
+        self.wq_bytes -= total
+        self.inflight_bytes = total
+        self.sop = op
+        if k == 1:
+            sqe = self.loop._sqe(IORING_OP_SEND)
+            rl_prep_rw(sqe, IORING_OP_SEND, self.fd, op.iov[0].iov_base,
+                       <unsigned>op.iov[0].iov_len, 0, self.loop._reg(op))
+        else:
+            op.msg.msg_iov = op.iov
+            op.msg.msg_iovlen = k
+            sqe = self.loop._sqe(IORING_OP_SENDMSG)
+            rl_prep_rw(sqe, IORING_OP_SENDMSG, self.fd, &op.msg, 1, 0, self.loop._reg(op))
+        sqe.msg_flags = MSG_NOSIGNAL
+        return 0
+
+    cdef int _on_sent(self, _StreamSendOp op, int res, uint32_t flags) except -1:
+        cdef Py_ssize_t sent, i, ln
+        self.sop = None
+        self.inflight_bytes = 0
+        if res < 0:
+            if res == -11 or res == -4:   # EAGAIN / EINTR: send it all again
+                self.wq[0:0] = op.bufs
+                self.wq_bytes += op.nbytes
+                op.release()
+                self._schedule_flush()
+                return 0
+            op.release()
+            if res == -_ECANCELED and self.lost_scheduled:
+                return 0
+            self._fatal_error(_oserror(-res), 'Fatal write error on socket transport')
+            return 0
+        sent = res
+        if sent < op.nbytes:
+            # requeue what the kernel did not take, from the right offset
+            rest = []
+            for i in range(len(op.bufs)):
+                ln = op.views[i].len
+                if sent >= ln:
+                    sent -= ln
+                    continue
+                if sent > 0:
+                    rest.append(memoryview(op.bufs[i])[sent:])
+                    sent = 0
+                else:
+                    rest.append(op.bufs[i])
+            op.release()
+            self.wq[0:0] = rest
+            self.wq_bytes += op.nbytes - res
+        else:
+            op.release()
+        if self.lost_scheduled:
+            return 0
+        if self.wq:
+            self.flush()
+        else:
+            self._maybe_resume_protocol()
+            if self.closing:
+                self._schedule_connection_lost(None)
+            elif self.eof_requested and not self.eof_sent:
+                self._send_eof()
+        if self.wq:
+            self._maybe_resume_protocol()
+        return 0
+
+    cdef int _schedule_flush(self) except -1:
+        if not self.flush_scheduled and self.sop is None:
+            self.flush_scheduled = True
+            self.loop.flush_list.append(self)
+        return 0
+
+    cdef int _send_eof(self) except -1:
+        cdef io_uring_sqe *sqe
+        self.eof_sent = True
+        sqe = self.loop._sqe(IORING_OP_SHUTDOWN)
+        sqe.fd = self.fd
+        sqe.len = SHUT_WR
+        sqe.user_data = RL_UD_IGNORE
+        return 0
+
+    def write_eof(self):
+        if self.closing or self.eof_requested:
+            return
+        self.eof_requested = True
+        if self.sop is None and not self.wq:
+            self._send_eof()
+
+    def can_write_eof(self):
+        return True
+
+    def get_write_buffer_size(self):
+        return self.wq_bytes + self.inflight_bytes
+
+    def get_write_buffer_limits(self):
+        return (self.low_water, self.high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            if low is None:
+                high = 64 * 1024
+            else:
+                high = 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f'high ({high!r}) must be >= low ({low!r}) must be >= 0')
+        self.high_water = high
+        self.low_water = low
+        self._maybe_pause_protocol()
+
+    cdef int _maybe_pause_protocol(self) except -1:
+        cdef Py_ssize_t size = self.wq_bytes + self.inflight_bytes
+        if self.hard_cap > 0 and size > self.hard_cap:
+            self._fatal_error(
+                WriteBufferOverflow(size, self.hard_cap),
+                'Write buffer hard cap exceeded; connection dropped')
+            return 0
+        if size <= self.high_water or self.protocol_paused:
+            return 0
+        self.protocol_paused = True
+        try:
+            self.protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.loop.call_exception_handler({
+                'message': 'protocol.pause_writing() failed',
+                'exception': exc,
+                'transport': self.transport,
+                'protocol': self.protocol,
+            })
+        return 0
+
+    cdef int _maybe_resume_protocol(self) except -1:
+        if (self.protocol_paused and
+                self.wq_bytes + self.inflight_bytes <= self.low_water):
+            self.protocol_paused = False
+            try:
+                self.protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.loop.call_exception_handler({
+                    'message': 'protocol.resume_writing() failed',
+                    'exception': exc,
+                    'transport': self.transport,
+                    'protocol': self.protocol,
+                })
+        return 0
+
+    # -- closing --
+
+    def is_closing(self):
+        return self.closing
+
+    def close(self):
+        if self.closing:
+            return
+        self.closing = True
+        self._stop_recv()
+        if self.sop is None and not self.wq:
+            self._schedule_connection_lost(None)
+
+    def abort(self):
+        self._force_close(None)
+
+    cdef int _schedule_connection_lost(self, exc) except -1:
+        if self.lost_scheduled:
+            return 0
+        self.lost_scheduled = True
+        self.conn_lost += 1
+        self.loop.call_soon(self._call_connection_lost, exc, context=self.context)
+        return 0
+
+    def _force_close(self, exc):
+        if self.lost_scheduled:
+            return
+        self.wq.clear()
+        self.wq_bytes = 0
+        if self.sop is not None:
+            self.loop._cancel_op(self.sop)
+        if not self.closing:
+            self.closing = True
+            self._stop_recv()
+        self._schedule_connection_lost(exc)
+
+    def _fatal_error(self, exc, message='Fatal error on transport'):
+        if isinstance(exc, OSError) and isinstance(exc, _FATAL_ERROR_IGNORE):
+            if self.loop._debug:
+                _logger.debug('%r: %s', self.transport, message, exc_info=True)
+        else:
+            self.loop.call_exception_handler({
+                'message': message,
+                'exception': exc,
+                'transport': self.transport,
+                'protocol': self.protocol,
+            })
+        self._force_close(exc)
+
+    def _call_connection_lost(self, exc):
+        self.in_ctx = True
+        try:
+            if self.connected:
+                self.protocol.connection_lost(exc)
+        finally:
+            self.in_ctx = False
+            self._release()
+
+    cdef int _release(self) except -1:
+        if self.rop.inflight:
+            self.loop._cancel_op(self.rop)
+        if self.sop is not None:
+            self.loop._cancel_op(self.sop)
+            self.sop.owner = None
+            self.sop = None
+        fd = self.fd
+        transports = getattr(self.loop, '_transports', None)
+        if transports is not None and transports.get(fd) is self.transport:
+            del transports[fd]
+        self.sock.close()
+        self.protocol = None
+        self.transport = None
+        server = self.server
+        self.server = None
+        if server is not None:
+            server._detach()
+        return 0
+
+    # -- protocol --
+
+    def set_protocol(self, protocol):
+        self.protocol = protocol
+        self.is_buffered = isinstance(protocol, _BufferedProtocol)
+
+    def get_protocol(self):
+        return self.protocol
+
+    def get_extra_info(self, name, default=None):
+        return self.extra.get(name, default)
+
+
+class WriteBufferOverflow(ConnectionError):
+    """A transport's unsent bytes exceeded its hard cap (see
+    Loop(write_hard_cap=...) / transport.set_write_hard_cap()); the
+    connection was dropped."""
+
+    def __init__(self, size, cap):
+        super().__init__(f'write buffer of {size} bytes exceeds the hard cap of '
+                         f'{cap} bytes; the peer is not reading: connection dropped')
+        self.size = size
+        self.cap = cap
+
+
+from asyncio import BufferedProtocol as _BufferedProtocol
+
+
+cdef class _ListenOp(_Op):
+    """Multishot ACCEPT on a listening socket (create_server)."""
+    cdef object sock
+    cdef object protocol_factory
+    cdef object sslcontext
+    cdef object server
+    cdef object backlog
+    cdef object ssl_handshake_timeout
+    cdef object ssl_shutdown_timeout
+    cdef object context
+    cdef bint stopped
+    cdef int family, stype, proto
+
+    cdef int arm(self) except -1:
+        cdef io_uring_sqe *sqe
+        if self.stopped or self.inflight:
+            return 0
+        sqe = self.loop._sqe(IORING_OP_ACCEPT)
+        sqe.fd = self.fd
+        sqe.ioprio = IORING_ACCEPT_MULTISHOT
+        sqe.accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC
+        sqe.user_data = self.loop._reg(self)
+        return 0
+
+    def _rearm(self):
+        self.arm()
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        if res >= 0:
+            if self.stopped:
+                c_close(res)
+                return 0
+            try:
+                self.loop._accepted(self, res)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.loop.call_exception_handler({
+                    'message': 'Error accepting a connection',
+                    'exception': exc,
+                    'socket': self.sock,
+                })
+        elif self.stopped or res == -_ECANCELED:
+            return 0
+        elif res in (-24, -23, -105, -12):   # EMFILE ENFILE ENOBUFS ENOMEM
+            self.loop.call_exception_handler({
+                'message': 'socket.accept() out of system resource',
+                'exception': _oserror(-res),
+                'socket': self.sock,
+            })
+            if not (flags & IORING_CQE_F_MORE):
+                self.loop.call_later(_aconstants.ACCEPT_RETRY_DELAY, self._rearm)
+            return 0
+        elif res == -22 or res == -9:   # EINVAL (not listening) / EBADF: stop
+            self.stopped = True
+            return 0
+        if not (flags & IORING_CQE_F_MORE) and not self.stopped:
+            self.arm()
+        return 0
+
+
+def _make_stream_core(LoopCore loop, sock, protocol, transport, dict extra, server, context):
+    """Create the native side of a stream transport (used by _loop.py)."""
+    cdef _StreamCore c = _StreamCore.__new__(_StreamCore)
+    c.loop = loop
+    c.sock = sock
+    c.fd = sock.fileno()
+    c.protocol = protocol
+    c.is_buffered = isinstance(protocol, _BufferedProtocol)
+    c.transport = transport
+    c.extra = extra
+    c.server = server
+    c.context = context if context is not None else PyContext_CopyCurrent()
+    c.hard_cap = loop.write_hard_cap
+    c.rop = _StreamRecvOp.__new__(_StreamRecvOp)
+    c.rop.loop = loop
+    c.rop.owner = c
+    c.rop.fd = c.fd
+    return c
+
+
+def _make_listen_op(LoopCore loop, sock, protocol_factory, sslcontext, server,
+                    backlog, ssl_handshake_timeout, ssl_shutdown_timeout):
+    cdef _ListenOp op = _ListenOp.__new__(_ListenOp)
+    op.loop = loop
+    op.sock = sock
+    op.fd = sock.fileno()
+    op.family = sock.family
+    op.stype = sock.type
+    op.proto = sock.proto
+    op.protocol_factory = protocol_factory
+    op.sslcontext = sslcontext
+    op.server = server
+    op.backlog = backlog
+    op.ssl_handshake_timeout = ssl_handshake_timeout
+    op.ssl_shutdown_timeout = ssl_shutdown_timeout
+    op.context = PyContext_CopyCurrent()
+    op.arm()
+    return op
+
+
+def _stop_listen_op(_ListenOp op):
+    op.stopped = True
+    if op.inflight:
+        op.loop._cancel_op(op)

@@ -1,0 +1,37 @@
+"""``ringline bench``: side-by-side benchmarks of ringline, asyncio and uvloop.
+
+Owns nothing itself; it names the parts, one module per concern:
+
+=============  ==============================================================
+``cli``        the command line, presets, outputs (``main``)
+``runner``     the method: fresh servers, warm-up, interleaved rounds, CPU
+``servers``    the registry of servers under test and the built-in servers
+``server``     the server process (``python -m ringline.bench.server``)
+``loops``      the registry of loops (name -> factory)
+``loadgen``    building and running the C load generator and C echo server
+``procs``      server processes and their CPU accounting
+``micro``      loop micro-benchmarks (run per loop in a subprocess)
+``report``     Markdown tables
+``chart``      chart.png
+``machine``    the machine description stored with the results
+``progress``   the progress display on stderr
+``csrc/``      ``loadgen.c`` and ``echo_server.c``, compiled at bench time
+=============  ==============================================================
+
+Usage: ``ringline bench --quick`` or ``python -m ringline.bench --quick``; see
+docs/benchmarks.md for the method and what each number means.  New servers
+join the matrix through :func:`register_workload`, new loops through
+:func:`register_loop`, without changes to the harness.
+"""
+from .loops import LOOPS, LoopSpec, register_loop
+from .servers import WORKLOADS, Workload, register_workload
+
+
+def main(argv=None) -> int:
+    from .cli import main as cli_main
+
+    return cli_main(argv)
+
+
+__all__ = ["main", "LOOPS", "LoopSpec", "register_loop", "WORKLOADS", "Workload",
+           "register_workload"]

@@ -1,0 +1,156 @@
+"""Building and running the native tools: the load generator and the C echo server.
+
+Owns: compiling ``csrc/loadgen.c`` and ``csrc/echo_server.c`` with the system
+C compiler (``$CC``, else ``cc``) into a cache directory keyed by a hash of
+the source, the compiler and the flags, so that an edited source is rebuilt
+and an unchanged one never is; and one call, :func:`run_loadgen`, that runs a
+generator session and returns its JSON report plus its own CPU time.
+
+Cache directory: ``$RINGLINE_BENCH_CACHE``, else
+``$XDG_CACHE_HOME/ringline-bench``, else ``~/.cache/ringline-bench``.  A build
+writes to a temporary name and renames it into place, so concurrent builds
+(parallel tests) never see a half-written binary.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CSRC = Path(__file__).with_name("csrc")
+CFLAGS = ("-O2", "-pthread")
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("RINGLINE_BENCH_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "ringline-bench"
+
+
+def compiler() -> str:
+    return os.environ.get("CC", "cc")
+
+
+def build(name: str) -> Path:
+    """Path to the compiled ``csrc/<name>.c``, compiling it if needed."""
+    source = CSRC / f"{name}.c"
+    text = source.read_bytes()
+    key = hashlib.sha256(text + compiler().encode() + " ".join(CFLAGS).encode())
+    target = cache_dir() / f"{name}-{key.hexdigest()[:16]}"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=target.parent)
+    os.close(fd)
+    cmd = [compiler(), *CFLAGS, "-o", tmp, str(source)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError(f"{' '.join(cmd)} failed:\n{proc.stderr.strip()}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def loadgen_path() -> Path:
+    return build("loadgen")
+
+
+def echo_server_path() -> Path:
+    return build("echo_server")
+
+
+@dataclass
+class LoadSpec:
+    """One generator session; mirrors loadgen.c's options."""
+
+    mode: str
+    port: int
+    conns: int
+    size: int | None
+    duration: float
+    warmup: float = 0.0
+    host: str = "127.0.0.1"
+    cpus: list[int] | None = None
+    threads: int | None = None
+    verify: bool = False
+    requests: int | None = None
+    spin: bool = False
+    extra: list[str] = field(default_factory=list)
+
+    def argv(self) -> list[str]:
+        argv = ["--host", self.host, "--port", str(self.port), "--mode", self.mode,
+                "--conns", str(self.conns), "--duration", f"{self.duration:g}",
+                "--warmup", f"{self.warmup:g}"]
+        if self.mode != "http":
+            argv += ["--size", str(self.size or 64)]
+        if self.cpus:
+            argv += ["--cpus", ",".join(map(str, self.cpus))]
+        if self.threads:
+            argv += ["--threads", str(self.threads)]
+        if self.verify:
+            argv.append("--verify")
+        if self.requests:
+            argv += ["--requests", str(self.requests)]
+        if self.spin:
+            argv.append("--spin")
+        return argv + list(self.extra)
+
+
+class LoadgenError(RuntimeError):
+    pass
+
+
+def run_loadgen(spec: LoadSpec, timeout: float | None = None) -> dict:
+    """Run one session; returns loadgen's JSON plus ``client_cpu_s``/``wall_s``.
+
+    Raises :class:`LoadgenError` when the generator fails to run or reports
+    an error before any traffic (e.g. connection refused).
+    """
+    import time
+
+    binary = loadgen_path()
+    if timeout is None:
+        timeout = spec.warmup + spec.duration + 30.0
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        proc = subprocess.Popen([str(binary), *spec.argv()], stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.monotonic() - started
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace").strip()
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        detail = stderr or f"exit status {proc.returncode}"
+        if proc.returncode < 0:
+            detail = f"killed by signal {-proc.returncode} (timeout {timeout:g}s?) {stderr}"
+        raise LoadgenError(f"loadgen produced no report: {detail}")
+    report = json.loads(lines[-1])
+    if "error" in report:
+        raise LoadgenError(f"loadgen: {report['error']}")
+    report["client_cpu_s"] = usage.ru_utime + usage.ru_stime
+    report["wall_s"] = wall
+    return report

@@ -1,0 +1,262 @@
+"""Markdown rendering of a results document.
+
+Owns: the tables printed on stdout and pasted into docs/benchmarks.md:
+
+* throughput: one row per workload x connections x size, one column per
+  loop (median requests/s with the min-max over rounds), then the ratios of
+  the subject loop (ringline when measured) to each other loop;
+* latency: median p50 / p99 / p99.9 per loop for the same rows;
+* server CPU: seconds of server CPU per million requests per loop, with the
+  same ratios (lower is better, so a ratio below 1 favours the subject);
+* micro-benchmarks: operations per second per loop, with ratios;
+* generator validation, when it ran.
+
+Every function takes the results document (the content of results.json),
+so a saved run can be re-rendered: ``python -m ringline.bench.report DIR``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .runner import format_size
+
+
+def fmt_rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    if value >= 1e4:
+        return f"{value / 1e3:.1f}k"
+    if value >= 1e3:
+        return f"{value / 1e3:.2f}k"
+    return f"{value:.0f}"
+
+
+def _fmt_us(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value / 1000:.1f}ms"
+    return f"{value:.0f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def _table(header: list[str], rows: list[list[str]], align_right_from: int) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i < align_right_from else "---:"
+                            for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _loops(results: dict) -> list[str]:
+    return list(results["config"]["loops"])
+
+
+def _others(results: dict) -> tuple[str, list[str]]:
+    subject = results.get("subject") or _loops(results)[-1]
+    return subject, [l for l in _loops(results) if l != subject]
+
+
+def _summary(entry: dict) -> dict | None:
+    return entry.get("summary") if entry else None
+
+
+def _cell_value(entry: dict | None, notes: list[str], key: str) -> str:
+    if entry is None:
+        return "-"
+    if entry["status"] == "n/a":
+        return "n/a"
+    summary = _summary(entry)
+    if summary is None:
+        notes.append(f"{key}: {entry.get('error')}")
+        return f"error[{len(notes)}]"
+    rps = summary["rps"]
+    text = f"{fmt_rate(rps['median'])} ({fmt_rate(rps['min'])}–{fmt_rate(rps['max'])})"
+    bad = [r for r in entry["rounds"] if r.get("status") != "ok"]
+    if bad:
+        notes.append(f"{key}: {len(bad)} of {len(entry['rounds'])} rounds failed: "
+                     f"{bad[0].get('error')}")
+        text += f" [{len(notes)}]"
+    return text
+
+
+def _median_of(entry: dict | None, field: str) -> float | None:
+    summary = _summary(entry) if entry else None
+    if not summary:
+        return None
+    value = summary.get(field)
+    if isinstance(value, dict):
+        return value["median"]
+    return value
+
+
+def throughput_table(results: dict) -> str:
+    loops = _loops(results)
+    subject, others = _others(results)
+    header = ["workload", "conns", "size", *[f"{l} req/s" for l in loops],
+              *[f"{subject}/{o}" for o in others]]
+    rows, notes = [], []
+    for cell in results["cells"]:
+        row = [cell["workload"], str(cell["conns"]), format_size(cell["size"])]
+        for loop in loops:
+            row.append(_cell_value(cell["loops"].get(loop), notes,
+                                   f"{cell['key']} on {loop}"))
+        mine = _median_of(cell["loops"].get(subject), "rps")
+        for other in others:
+            row.append(_ratio(mine, _median_of(cell["loops"].get(other), "rps")))
+        rows.append(row)
+    text = _table(header, rows, 3)
+    if notes:
+        text += "\n\n" + "\n".join(f"[{i + 1}] {n}" for i, n in enumerate(notes))
+    return text
+
+
+def latency_table(results: dict) -> str:
+    loops = _loops(results)
+    header = ["workload", "conns", "size", *[f"{l} p50 / p99 / p99.9 µs" for l in loops]]
+    rows = []
+    for cell in results["cells"]:
+        row = [cell["workload"], str(cell["conns"]), format_size(cell["size"])]
+        for loop in loops:
+            summary = _summary(cell["loops"].get(loop))
+            if not summary:
+                row.append("-")
+                continue
+            row.append(" / ".join(_fmt_us(summary[k]) for k in ("p50_us", "p99_us", "p999_us")))
+        rows.append(row)
+    return _table(header, rows, 3)
+
+
+def cpu_table(results: dict) -> str:
+    loops = _loops(results)
+    subject, others = _others(results)
+    header = ["workload", "conns", "size", *[f"{l} CPU s/Mreq" for l in loops],
+              *[f"{subject}/{o}" for o in others]]
+    rows = []
+    for cell in results["cells"]:
+        row = [cell["workload"], str(cell["conns"]), format_size(cell["size"])]
+        for loop in loops:
+            value = _median_of(cell["loops"].get(loop), "cpu_s_per_mreq")
+            row.append("-" if value is None else f"{value:.2f}")
+        mine = _median_of(cell["loops"].get(subject), "cpu_s_per_mreq")
+        for other in others:
+            row.append(_ratio(mine, _median_of(cell["loops"].get(other), "cpu_s_per_mreq")))
+        rows.append(row)
+    return _table(header, rows, 3)
+
+
+def micro_table(results: dict) -> str:
+    micro = results.get("micro")
+    if not micro:
+        return ""
+    loops = _loops(results)
+    subject, others = _others(results)
+    header = ["micro-benchmark", *[f"{l} ops/s" for l in loops],
+              *[f"{subject}/{o}" for o in others]]
+    rows = []
+    for name in micro["benchmarks"]:
+        row = [name]
+        medians = {}
+        for loop in loops:
+            entry = micro["loops"].get(loop, {})
+            stat = (entry.get("summary") or {}).get(name)
+            medians[loop] = stat["median"] if stat else None
+            if stat:
+                row.append(f"{fmt_rate(stat['median'])} "
+                           f"({fmt_rate(stat['min'])}–{fmt_rate(stat['max'])})")
+            else:
+                row.append("error" if entry.get("error") or entry.get("rounds") else "-")
+        for other in others:
+            row.append(_ratio(medians.get(subject), medians.get(other)))
+        rows.append(row)
+    return _table(header, rows, 1)
+
+
+def validation_table(results: dict) -> str:
+    validation = results.get("validation")
+    if not validation:
+        return ""
+    header = ["mode", "conns", "size", "C server req/s", "generator CPU",
+              "best Python req/s (at this cell)", "ratio"]
+    rows = []
+    for row in validation["rows"]:
+        summary = row.get("summary")
+        best = row.get("best_python")
+        rows.append([
+            row["mode"], str(row["conns"]), format_size(row["size"]),
+            "error: " + str(row.get("error")) if not summary else
+            f"{fmt_rate(summary['rps']['median'])} "
+            f"({fmt_rate(summary['rps']['min'])}–{fmt_rate(summary['rps']['max'])})",
+            f"{summary['client_cpu_util'] * 100:.0f}%" if summary and
+            summary.get("client_cpu_util") is not None else "-",
+            f"{fmt_rate(best['rps'])} ({best['workload']} on {best['loop']})" if best else "-",
+            f"{row['ratio']:.2f}x" if row.get("ratio") else "-",
+        ])
+    text = _table(header, rows, 3)
+    gen, py = validation.get("best_generator"), validation.get("best_python")
+    if gen and py:
+        verdict = "PASS" if validation["passed"] else "FAIL"
+        text += (f"\n\nBest generator rate {fmt_rate(gen['rps'])} req/s "
+                 f"({gen['mode']}, c={gen['conns']}, {format_size(gen['size'])}) vs best "
+                 f"Python server {fmt_rate(py['rps'])} req/s ({py['workload']} on "
+                 f"{py['loop']}, c={py['conns']}, {format_size(py['size'])}): "
+                 f"{validation['ratio']:.2f}x, required ≥ "
+                 f"{validation['required_ratio']:.0f}x: {verdict}")
+    return text
+
+
+def machine_line(results: dict) -> str:
+    m = results["machine"]
+    pin = results.get("pinning", {})
+    pinning = (f"server on CPU {pin['server_cpu']}, generator on CPU(s) "
+               f"{','.join(map(str, pin['client_cpus']))}" if pin.get("pinned")
+               else "not pinned")
+    versions = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+    return (f"{m['cpu_model']}, {m['cpus_online']} CPUs, Linux {m['kernel']}, "
+            f"Python {m['python']}; {versions}; {pinning}; load average at start "
+            f"{'/'.join(map(str, m.get('load_average_start') or []))}")
+
+
+def render(results: dict) -> str:
+    cfg = results["config"]
+    parts = [f"## ringline bench ({cfg['preset']}): {results.get('created', '')}",
+             machine_line(results),
+             f"{cfg['rounds']} rounds × {cfg['duration']:g} s per loop and cell, after a "
+             f"{cfg['warmup']:g} s warm-up session per fresh server and a "
+             f"{cfg['lead_in']:g} s unmeasured lead-in per session; median (min–max).",
+             "### Throughput (requests/s)", throughput_table(results),
+             "### Latency (median over rounds)", latency_table(results),
+             "### Server CPU per million requests (lower is better)", cpu_table(results)]
+    unavailable = [f"{name}: {info.get('error')}" for name, info in results["loops"].items()
+                   if not info.get("available")]
+    if unavailable:
+        parts.append("Unavailable loops: " + "; ".join(unavailable))
+    micro = micro_table(results)
+    if micro:
+        parts += ["### Loop micro-benchmarks (ops/s, higher is better)", micro]
+    validation = validation_table(results)
+    if validation:
+        parts += ["### Generator validation (C echo server)", validation]
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0] if args else "bench-results")
+    if path.is_dir():
+        path = path / "results.json"
+    sys.stdout.write(render(json.loads(path.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,610 @@
+"""The benchmark run: plan, servers, warm-up, interleaved rounds, micro-benchmarks.
+
+Owns: :class:`BenchConfig` (what to run), :func:`plan_cells` (the matrix of
+workload x connections x size), and :func:`run_benchmarks`, which produces
+the results document that :mod:`.report` and :mod:`.chart` render and that
+is saved as ``results.json``.
+
+Method, per cell:
+
+1. Start one fresh server per loop, each pinned to the server CPU.
+2. Run one throwaway warm-up session against each (a cold asyncio server is
+   about 3x slower until glibc's mmap threshold adapts to its 256 KiB reads;
+   an unwarmed number is worthless).
+3. Run ``rounds`` measured sessions per loop, interleaved round by round
+   (A B C, A B C, ...), so that drift in the machine hits every loop alike.
+   Each session opens its connections, runs an unmeasured lead-in, then
+   measures.  The server's CPU time (utime + stime from /proc/PID/stat) is
+   read before and after each session; CPU per request is that difference
+   over every request the session completed, lead-in included.
+4. Stop the servers.  The median, min and max over rounds are reported.
+
+The generator runs pinned to the other CPU(s); with one CPU nothing is
+pinned and the report says so.
+
+Invariants: a loop that cannot be imported, a server that fails to start
+or dies, a generator session that fails: each is recorded as an error for
+that loop's rounds in that cell, never an exception out of the run.  Every
+planned round has a record in the results, ok or not.  Results are written
+to disk after every cell, so an interrupted long run keeps what it measured.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import loadgen as _loadgen
+from .loadgen import LoadgenError, LoadSpec, run_loadgen
+from .loops import LOOPS, SUBJECT_LOOP
+from .machine import load_average, machine_info
+from .micro import MICRO_BENCHMARKS
+from .procs import ServerError, ServerProcess, _package_env
+from .progress import Progress
+from .servers import get_workload, load_plugins
+
+SCHEMA_VERSION = 1
+
+# Planning constants for the time estimate (seconds).
+_SERVER_START_S = 0.5
+_SESSION_OVERHEAD_S = 0.1
+_MICRO_PROCESS_S = 0.5
+
+
+@dataclass
+class BenchConfig:
+    loops: list[str]
+    workloads: list[str]
+    conns: list[int]
+    sizes: list[int]
+    rounds: int = 5
+    duration: float = 2.0
+    warmup: float = 1.0
+    lead_in: float = 0.3
+    micro: bool = True
+    micro_rounds: int = 5
+    micro_time: float = 0.2
+    validate: bool = False
+    verify: bool = False
+    spin: bool | None = None
+    server_cpu: int | None = None
+    client_cpus: list[int] | None = None
+    threads: int | None = None
+    host: str = "127.0.0.1"
+    out: Path = Path("bench-results")
+    preset: str = "custom"
+    cells: bool = True
+    chart: bool = True
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_spin(self) -> bool:
+        if self.spin is not None:
+            return self.spin
+        # Busy-polling is only fair when the generator has cores of its own.
+        return bool(self.client_cpus) and self.server_cpu not in (self.client_cpus or [])
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["out"] = str(self.out)
+        data["spin"] = self.resolved_spin()
+        return data
+
+
+@dataclass(frozen=True)
+class Cell:
+    workload: str
+    conns: int
+    size: int | None
+
+    @property
+    def mode(self) -> str:
+        return get_workload(self.workload).mode
+
+    @property
+    def key(self) -> str:
+        return f"{self.workload}/c{self.conns}/{format_size(self.size)}"
+
+
+def format_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    if size >= 1024 and size % 1024 == 0:
+        return f"{size // 1024}KiB"
+    return f"{size}B"
+
+
+def default_cpus() -> tuple[int | None, list[int] | None]:
+    """Server CPU and generator CPUs: first usable CPU vs the rest."""
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        return None, None
+    return usable[0], usable[1:]
+
+
+def plan_cells(cfg: BenchConfig) -> tuple[list[Cell], list[str]]:
+    """Cells to run, and notes on combinations left out (and why)."""
+    load_plugins()
+    cells, skipped = [], []
+    for name in cfg.workloads:
+        workload = get_workload(name)
+        sizes: list[int | None] = list(cfg.sizes) if workload.sized else [None]
+        for conns in cfg.conns:
+            for size in sizes:
+                if not workload.supports_size(size):
+                    skipped.append(f"{name} at {format_size(size)}: above its "
+                                   f"maximum of {workload.max_size} bytes")
+                    continue
+                cells.append(Cell(name, conns, size))
+    return cells, skipped
+
+
+def _median_min_max(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize_rounds(rounds: list[dict]) -> dict | None:
+    """Median/min/max over the rounds that completed without errors."""
+    ok = [r for r in rounds if r.get("status") == "ok"]
+    if not ok:
+        return None
+    def med(key: str) -> float | None:
+        values = [r[key] for r in ok if r.get(key) is not None]
+        return statistics.median(values) if values else None
+    def lat(key: str) -> float:
+        return statistics.median(r["lat_us"][key] for r in ok)
+    return {
+        "rounds_ok": len(ok),
+        "rps": _median_min_max([r["rps"] for r in ok]),
+        "p50_us": lat("p50"),
+        "p99_us": lat("p99"),
+        "p999_us": lat("p999"),
+        "cpu_s_per_mreq": med("cpu_s_per_mreq"),
+        "server_cpu_util": med("server_cpu_util"),
+        "client_cpu_util": med("client_cpu_util"),
+    }
+
+
+class _Run:
+    """State of one run: configuration, progress, results document."""
+
+    def __init__(self, cfg: BenchConfig, argv: list[str] | None):
+        self.cfg = cfg
+        self.spin = cfg.resolved_spin()
+        self.cells, self.skipped = plan_cells(cfg) if cfg.cells else ([], [])
+        self.results: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": argv,
+            "config": cfg.to_json(),
+            "machine": machine_info(),
+            "pinning": {"server_cpu": cfg.server_cpu, "client_cpus": cfg.client_cpus,
+                        "pinned": cfg.server_cpu is not None},
+            "loops": {},
+            "subject": SUBJECT_LOOP if SUBJECT_LOOP in cfg.loops else cfg.loops[-1],
+            "cells": [],
+            "skipped": self.skipped,
+            "micro": None,
+            "validation": None,
+        }
+        self.progress = Progress(self._planned_seconds(), enabled=cfg.progress)
+
+    # ---- planning -----------------------------------------------------------
+
+    def _session_s(self) -> float:
+        return self.cfg.lead_in + self.cfg.duration + _SESSION_OVERHEAD_S
+
+    def _cell_s(self) -> float:
+        per_loop = (_SERVER_START_S + self.cfg.warmup + _SESSION_OVERHEAD_S
+                    + self.cfg.rounds * self._session_s())
+        return per_loop * len(self.cfg.loops)
+
+    def _micro_s(self) -> float:
+        per = 1.6 * self.cfg.micro_time * len(MICRO_BENCHMARKS) + _MICRO_PROCESS_S
+        return per * self.cfg.micro_rounds * len(self.cfg.loops)
+
+    def _validation_cells(self) -> list[tuple[str, int, int | None]]:
+        seen: dict[tuple, None] = {}
+        for cell in self.cells:
+            seen[(cell.mode, cell.conns, cell.size)] = None
+        return list(seen)
+
+    def _validation_s(self) -> float:
+        per = (_SERVER_START_S + self.cfg.warmup + _SESSION_OVERHEAD_S
+               + self.cfg.rounds * self._session_s())
+        return per * len(self._validation_cells())
+
+    def _planned_seconds(self) -> float:
+        total = self._cell_s() * len(self.cells)
+        if self.cfg.micro:
+            total += self._micro_s()
+        if self.cfg.validate:
+            total += self._validation_s()
+        return total + 2.0
+
+    # ---- pieces -------------------------------------------------------------
+
+    def save(self) -> Path:
+        out = self.cfg.out
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "results.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.results, indent=1))
+        os.replace(tmp, path)
+        return path
+
+    def probe_loops(self) -> None:
+        for name in self.cfg.loops:
+            spec = LOOPS.get(name)
+            entry: dict[str, Any] = {"available": False, "factory": None}
+            if spec is None:
+                entry["error"] = f"unknown loop {name!r}"
+            else:
+                entry["factory"] = spec.factory + (f" {spec.kwargs}" if spec.kwargs else "")
+                entry["description"] = spec.description
+                self.progress.show(f"probing loop {name}")
+                server = ServerProcess.probe(name)
+                try:
+                    server.start(timeout=30)
+                    entry.update(available=True, version=server.info.get("version"),
+                                 loop_class=server.info.get("loop_class"))
+                except ServerError as exc:
+                    entry["error"] = _one_line_error(str(exc))
+                    entry["detail"] = str(exc)
+                    self.progress.note(f"loop {name} unavailable: {entry['error']}")
+                finally:
+                    server.close()
+            self.results["loops"][name] = entry
+
+    def _spec(self, mode: str, port: int, conns: int, size: int | None,
+              duration: float, lead_in: float) -> LoadSpec:
+        cfg = self.cfg
+        return LoadSpec(mode=mode, port=port, conns=conns, size=size,
+                        duration=duration, warmup=lead_in, host=cfg.host,
+                        cpus=cfg.client_cpus, threads=cfg.threads,
+                        verify=cfg.verify, spin=self.spin)
+
+    def _session(self, server: ServerProcess, mode: str, conns: int,
+                 size: int | None, duration: float, lead_in: float,
+                 round_no: int | None) -> dict:
+        """One generator session against ``server``, with CPU accounting."""
+        spec = self._spec(mode, server.port, conns, size, duration, lead_in)
+        u0, s0 = server.cpu_times()
+        report = run_loadgen(spec)
+        try:
+            u1, s1 = server.cpu_times()
+        except OSError:
+            raise LoadgenError(server.describe_death())
+        cpu = (u1 - u0) + (s1 - s0)
+        wall = report["wall_s"]
+        record = {
+            "round": round_no,
+            "status": "ok" if report["errors"] == 0 and report["requests"] > 0 else "errors",
+            "rps": report["rps"],
+            "requests": report["requests"],
+            "requests_total": report["requests_total"],
+            "errors": report["errors"],
+            "lat_us": report["lat_us"],
+            "server_cpu_s": round(cpu, 4),
+            "server_user_s": round(u1 - u0, 4),
+            "server_sys_s": round(s1 - s0, 4),
+            "cpu_s_per_mreq": (cpu / report["requests_total"] * 1e6
+                               if report["requests_total"] else None),
+            "server_cpu_util": cpu / wall if wall else None,
+            "client_cpu_s": round(report["client_cpu_s"], 4),
+            "client_cpu_util": report["client_cpu_s"] / wall if wall else None,
+            "server_rss_kib": server.rss_kib(),
+            "loadgen": report,
+        }
+        if record["status"] != "ok":
+            record["error"] = (report.get("first_error") or
+                               ("no request completed" if not report["requests"] else ""))
+        return record
+
+    # ---- cells --------------------------------------------------------------
+
+    def run_cell(self, index: int, cell: Cell) -> dict:
+        cfg = self.cfg
+        workload = get_workload(cell.workload)
+        record: dict[str, Any] = {"workload": cell.workload, "mode": workload.mode,
+                                  "conns": cell.conns, "size": cell.size,
+                                  "key": cell.key, "loops": {}}
+        label = f"[{index + 1}/{len(self.cells)}] {cell.workload} c={cell.conns}" + (
+            f" s={format_size(cell.size)}" if cell.size is not None else "")
+        servers: dict[str, ServerProcess] = {}
+        entries: dict[str, dict] = {}
+        try:
+            for loop in cfg.loops:
+                entry: dict[str, Any] = {"status": "ok", "error": None,
+                                         "server": None, "warmup": None, "rounds": []}
+                entries[loop] = entry
+                loop_info = self.results["loops"].get(loop, {})
+                if not loop_info.get("available"):
+                    entry.update(status="error",
+                                 error=f"loop unavailable: {loop_info.get('error')}")
+                elif not workload.supports_loop(loop):
+                    entry.update(status="n/a", error="workload does not run on this loop")
+                else:
+                    self.progress.show(f"{label} | starting {loop} server")
+                    server = ServerProcess.python(loop, cell.workload,
+                                                  cpu=cfg.server_cpu, host=cfg.host)
+                    try:
+                        server.start()
+                        servers[loop] = server
+                        entry["server"] = server.info
+                    except ServerError as exc:
+                        server.close()
+                        entry.update(status="error", error=_one_line_error(str(exc)),
+                                     detail=str(exc))
+                        self.progress.note(f"{label} {loop}: {entry['error']}")
+                    self.progress.advance(_SERVER_START_S)
+                record["loops"][loop] = entry
+
+            for loop, server in list(servers.items()):
+                self.progress.show(f"{label} | warm-up {loop}")
+                try:
+                    warm = self._session(server, workload.mode, cell.conns, cell.size,
+                                         cfg.warmup, 0.0, None)
+                    entries[loop]["warmup"] = {k: warm[k] for k in
+                                               ("rps", "requests", "errors", "status")}
+                except (LoadgenError, OSError) as exc:
+                    self._fail_loop(entries[loop], servers, loop, str(exc), label)
+                self.progress.advance(cfg.warmup + _SESSION_OVERHEAD_S)
+
+            for round_no in range(cfg.rounds):
+                for loop in cfg.loops:
+                    entry = entries[loop]
+                    server = servers.get(loop)
+                    if server is None:
+                        if entry["status"] == "error":
+                            entry["rounds"].append({"round": round_no, "status": "error",
+                                                    "error": entry["error"]})
+                        continue
+                    self.progress.show(f"{label} | round {round_no + 1}/{cfg.rounds} "
+                                       f"| {loop}")
+                    if not server.alive():
+                        self._fail_loop(entry, servers, loop, server.describe_death(), label)
+                        entry["rounds"].append({"round": round_no, "status": "error",
+                                                "error": entry["error"]})
+                        continue
+                    try:
+                        rec = self._session(server, workload.mode, cell.conns, cell.size,
+                                            cfg.duration, cfg.lead_in, round_no)
+                        if rec["status"] != "ok":
+                            self.progress.note(f"{label} {loop} round {round_no + 1}: "
+                                               f"{rec['errors']} errors: {rec.get('error')}")
+                    except (LoadgenError, OSError) as exc:
+                        rec = {"round": round_no, "status": "error",
+                               "error": _one_line_error(str(exc)), "detail": str(exc)}
+                        self.progress.note(f"{label} {loop} round {round_no + 1}: "
+                                           f"{rec['error']}")
+                    entry["rounds"].append(rec)
+                    self.progress.advance(self._session_s())
+                # loops with no server still count towards progress
+                missing = len(cfg.loops) - len(servers)
+                self.progress.advance(missing * self._session_s())
+        finally:
+            for server in servers.values():
+                server.close()
+
+        for loop, entry in entries.items():
+            if entry["status"] == "n/a":
+                continue
+            entry["summary"] = summarize_rounds(entry["rounds"])
+            if entry["summary"] is None and entry["status"] == "ok":
+                entry["status"] = "error"
+                entry["error"] = next((r.get("error") for r in entry["rounds"]
+                                       if r.get("error")), "no successful round")
+        return record
+
+    def _fail_loop(self, entry: dict, servers: dict, loop: str, message: str,
+                   label: str) -> None:
+        entry.update(status="error", error=_one_line_error(message), detail=message)
+        server = servers.pop(loop, None)
+        if server is not None:
+            server.close()
+        self.progress.note(f"{label} {loop}: {entry['error']}")
+
+    # ---- micro --------------------------------------------------------------
+
+    def run_micro(self) -> dict:
+        cfg = self.cfg
+        doc: dict[str, Any] = {
+            "benchmarks": {name: desc for name, (_, desc) in MICRO_BENCHMARKS.items()},
+            "target_s": cfg.micro_time, "loops": {}}
+        per_process = (1.6 * cfg.micro_time * len(MICRO_BENCHMARKS) + _MICRO_PROCESS_S)
+        for loop in cfg.loops:
+            doc["loops"][loop] = {"rounds": [], "error": None}
+        for round_no in range(cfg.micro_rounds):
+            for loop in cfg.loops:
+                entry = doc["loops"][loop]
+                self.progress.show(f"[micro] round {round_no + 1}/{cfg.micro_rounds} | {loop}")
+                if not self.results["loops"].get(loop, {}).get("available"):
+                    entry["error"] = "loop unavailable"
+                    entry["rounds"].append({"round": round_no, "status": "error",
+                                            "error": entry["error"]})
+                    self.progress.advance(per_process)
+                    continue
+                argv = [sys.executable, "-m", "ringline.bench.micro", "--loop", loop,
+                        "--time", f"{cfg.micro_time:g}"]
+                if cfg.server_cpu is not None:
+                    argv += ["--cpu", str(cfg.server_cpu)]
+                try:
+                    proc = subprocess.run(argv, capture_output=True, text=True,
+                                          env=_package_env(),
+                                          timeout=60 + 20 * per_process)
+                    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+                    if proc.returncode != 0 or not lines:
+                        raise RuntimeError(f"exit {proc.returncode}: "
+                                           f"{proc.stderr.strip()[-500:]}")
+                    data = json.loads(lines[-1])
+                    entry["rounds"].append({"round": round_no, "status": "ok",
+                                            "results": data["results"],
+                                            "errors": data["errors"]})
+                    for name, err in data["errors"].items():
+                        self.progress.note(f"[micro] {loop} {name}: {err}")
+                except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+                    entry["error"] = _one_line_error(str(exc))
+                    entry["rounds"].append({"round": round_no, "status": "error",
+                                            "error": entry["error"], "detail": str(exc)})
+                    self.progress.note(f"[micro] {loop}: {entry['error']}")
+                self.progress.advance(per_process)
+        for loop, entry in doc["loops"].items():
+            summary = {}
+            for name in MICRO_BENCHMARKS:
+                values = [r["results"][name]["ops_per_s"] for r in entry["rounds"]
+                          if r["status"] == "ok" and name in r["results"]]
+                summary[name] = _median_min_max(values)
+            entry["summary"] = summary
+        return doc
+
+    # ---- generator validation ----------------------------------------------
+
+    def run_validation(self) -> dict:
+        """The generator against the C echo server, compared with the best Python server."""
+        cfg = self.cfg
+        rows = []
+        for mode, conns, size in self._validation_cells():
+            label = f"[validate] C {mode} server c={conns}" + (
+                f" s={format_size(size)}" if size is not None else "")
+            row: dict[str, Any] = {"mode": mode, "conns": conns, "size": size,
+                                   "rounds": [], "error": None}
+            server = ServerProcess.c_echo(mode, cpu=cfg.server_cpu, host=cfg.host)
+            try:
+                server.start()
+                self.progress.show(f"{label} | warm-up")
+                self._session(server, mode, conns, size, cfg.warmup, 0.0, None)
+                for round_no in range(cfg.rounds):
+                    self.progress.show(f"{label} | round {round_no + 1}/{cfg.rounds}")
+                    row["rounds"].append(self._session(server, mode, conns, size,
+                                                       cfg.duration, cfg.lead_in, round_no))
+            except (ServerError, LoadgenError, OSError) as exc:
+                row["error"] = _one_line_error(str(exc))
+                self.progress.note(f"{label}: {row['error']}")
+            finally:
+                server.close()
+            self.progress.advance(_SERVER_START_S + cfg.warmup + _SESSION_OVERHEAD_S
+                                  + cfg.rounds * self._session_s())
+            row["summary"] = summarize_rounds(row["rounds"])
+            best = self._best_python(mode, conns, size)
+            row["best_python"] = best
+            if row["summary"] and best:
+                row["ratio"] = row["summary"]["rps"]["median"] / best["rps"]
+            rows.append(row)
+        return {"rows": rows, **self._validation_headline(rows)}
+
+    def _best_python(self, mode: str, conns: int | None = None,
+                     size: int | None | str = "any") -> dict | None:
+        best = None
+        for cell in self.results["cells"]:
+            if cell["mode"] != mode:
+                continue
+            if conns is not None and cell["conns"] != conns:
+                continue
+            if size != "any" and cell["size"] != size:
+                continue
+            for loop, entry in cell["loops"].items():
+                summary = entry.get("summary")
+                if not summary:
+                    continue
+                rps = summary["rps"]["median"]
+                if best is None or rps > best["rps"]:
+                    best = {"rps": rps, "loop": loop, "workload": cell["workload"],
+                            "conns": cell["conns"], "size": cell["size"]}
+        return best
+
+    def _validation_headline(self, rows: list[dict]) -> dict:
+        best_python = None
+        for mode in {r["mode"] for r in rows}:
+            candidate = self._best_python(mode)
+            if candidate and (best_python is None or candidate["rps"] > best_python["rps"]):
+                best_python = candidate
+        measured = [r for r in rows if r.get("summary")]
+        best_c = max(measured, key=lambda r: r["summary"]["rps"]["median"], default=None)
+        headline: dict[str, Any] = {"best_python": best_python, "best_generator": None,
+                                    "ratio": None, "passed": None, "required_ratio": 3.0}
+        if best_c is not None:
+            headline["best_generator"] = {
+                "rps": best_c["summary"]["rps"]["median"], "mode": best_c["mode"],
+                "conns": best_c["conns"], "size": best_c["size"],
+                "client_cpu_util": best_c["summary"].get("client_cpu_util")}
+            if best_python:
+                ratio = best_c["summary"]["rps"]["median"] / best_python["rps"]
+                headline["ratio"] = ratio
+                headline["passed"] = ratio >= 3.0
+        return headline
+
+    # ---- whole run ----------------------------------------------------------
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.progress.show("building the load generator")
+        _loadgen.loadgen_path()
+        if cfg.validate:
+            _loadgen.echo_server_path()
+        if cfg.server_cpu is None:
+            self.progress.note("note: fewer than 2 usable CPUs; server and generator "
+                               "are not pinned and share the machine")
+        self.probe_loops()
+        for note in self.skipped:
+            self.progress.note(f"skipped: {note}")
+        for index, cell in enumerate(self.cells):
+            self.results["cells"].append(self.run_cell(index, cell))
+            self.save()
+        if cfg.micro:
+            self.results["micro"] = self.run_micro()
+            self.save()
+        if cfg.validate:
+            self.results["validation"] = self.run_validation()
+        self.results["machine"]["load_average_end"] = load_average()
+        self.results["elapsed_s"] = round(self.progress.elapsed(), 1)
+        self.save()
+        self.progress.finish()
+        return self.results
+
+
+def _one_line_error(message: str) -> str:
+    first = message.strip().splitlines()[0] if message.strip() else "error"
+    # a traceback's last line says more than its first
+    lines = [l for l in message.strip().splitlines() if l.strip()]
+    if len(lines) > 1 and "Traceback" in message:
+        first = f"{lines[0]} ... {lines[-1].strip()}"
+    return first[:300]
+
+
+def run_benchmarks(cfg: BenchConfig, argv: list[str] | None = None) -> dict:
+    """Run everything ``cfg`` asks for; returns the results document (also saved)."""
+    return _Run(cfg, argv).run()
+
+
+def count_errors(results: dict) -> list[str]:
+    """Every failure in a results document, as readable lines (for --smoke)."""
+    problems = []
+    for name, info in results.get("loops", {}).items():
+        if not info.get("available"):
+            problems.append(f"loop {name}: {info.get('error')}")
+    for cell in results.get("cells", []):
+        for loop, entry in cell["loops"].items():
+            if entry["status"] == "n/a":
+                continue
+            bad = [r for r in entry["rounds"] if r.get("status") != "ok"]
+            if entry["status"] != "ok" or bad:
+                why = entry.get("error") or (bad[0].get("error") if bad else "")
+                problems.append(f"{cell['key']} on {loop}: {why}")
+    micro = results.get("micro") or {}
+    for loop, entry in micro.get("loops", {}).items():
+        for r in entry["rounds"]:
+            if r["status"] != "ok":
+                problems.append(f"micro on {loop}: {r.get('error')}")
+            else:
+                for name, err in r.get("errors", {}).items():
+                    problems.append(f"micro {name} on {loop}: {err}")
+    return problems
