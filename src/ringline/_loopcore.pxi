@@ -1079,6 +1079,11 @@ cdef class LoopCore:
         sqe.addr = <uint64_t><uintptr_t>&op.addr
         sqe.off = op.addrlen
         sqe.user_data = self._reg(op)
+        # Connect is handed to the kernel at once (the one exception to "one
+        # io_uring_enter per iteration"): asyncio's loops call connect() when
+        # sock_connect is called, and code that then blocks on the peer in the
+        # same thread (e.g. listener.accept()) relies on the SYN being out.
+        rl_enter(&self.ring, 0, 0)
         return 0
 
     async def sock_connect(self, sock, address):
@@ -1094,7 +1099,7 @@ cdef class LoopCore:
         alen = _build_sockaddr(family, address, &op.addr)
         if alen == 1:
             resolved = await self._ensure_resolved(
-                address, family=family, type=sock.type, proto=sock.proto)
+                address, family=family, type=sock.type, proto=sock.proto, loop=self)
             address = resolved[0][4]
             alen = _build_sockaddr(family, address, &op.addr)
             if alen == 1:
@@ -1181,7 +1186,7 @@ cdef class LoopCore:
         alen = _build_sockaddr(family, address, &op.addr)
         if alen == 1:
             resolved = await self._ensure_resolved(
-                address, family=family, type=_socket.SOCK_DGRAM, proto=0)
+                address, family=family, type=_socket.SOCK_DGRAM, proto=0, loop=self)
             address = resolved[0][4]
             alen = _build_sockaddr(family, address, &op.addr)
         PyObject_GetBuffer(data, &op.view, PyBUF_SIMPLE)

@@ -19,11 +19,13 @@ def draw_chart(results: dict, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     loops = list(results["config"]["loops"])
     subject = results.get("subject") or loops[-1]
-    others = [l for l in loops if l != subject]
+    others = [l for l in reversed(loops) if l != subject]
     workloads: list[str] = []
     for cell in results["cells"]:
         if cell["workload"] not in workloads:
@@ -73,18 +75,22 @@ def draw_chart(results: dict, path: Path) -> Path:
         ax.set_xticklabels([f"c={c['conns']}" + (f"\n{format_size(c['size'])}"
                                                  if c["size"] is not None else "")
                             for c in cells], fontsize=8)
-        ax.set_ylim(0, top * 1.3 if top else 1)
+        ax.set_ylim(0, top * (1.12 + 0.1 * len(others)) if top else 1)
         ax.set_ylabel("requests/s")
         ax.set_title(workload, fontsize=10, loc="left")
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
             lambda v, _: f"{v / 1000:.0f}k" if v >= 1000 else f"{v:.0f}"))
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right", ncol=len(loops))
+        ax.set_axisbelow(True)
+    handles = [matplotlib.patches.Patch(color=_COLOURS[i % len(_COLOURS)], label=loop)
+               for i, loop in enumerate(loops)]
+    fig.legend(handles=handles, loc="upper right", ncol=len(loops), fontsize=8,
+               frameon=False)
     machine = results.get("machine", {})
     fig.suptitle(f"ringline bench ({results['config']['preset']}): median req/s, "
-                 f"min–max whiskers — {machine.get('cpu_model', '')}, "
-                 f"Python {machine.get('python', '')}", fontsize=9)
-    fig.tight_layout()
+                 f"min–max whiskers\n{machine.get('cpu_model', '')}, "
+                 f"Python {machine.get('python', '')}", fontsize=9, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.0 * len(workloads) + 0.6)))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

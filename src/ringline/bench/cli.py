@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spin", dest="spin", action="store_const", const=True,
                         help="generator busy-polls (default when it has its own CPU)")
     parser.add_argument("--no-spin", dest="spin", action="store_const", const=False)
+    parser.add_argument("--engine", choices=["uring", "epoll"],
+                        help="generator I/O engine (default: uring when the kernel allows)")
     parser.add_argument("--server-cpu", type=int, help="CPU for the servers")
     parser.add_argument("--client-cpus", type=_csv(int), help="CPUs for the generator")
     parser.add_argument("--threads", type=int,
@@ -158,6 +160,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         micro_rounds=pick("micro_rounds"), micro_time=pick("micro_time"),
         validate=pick("validate"), verify=pick("verify"), spin=args.spin,
         server_cpu=server_cpu, client_cpus=client_cpus, threads=args.threads,
+        engine=args.engine,
         out=args.out, preset=preset_name, cells=not args.micro_only,
         chart=args.chart, progress=not args.quiet)
 

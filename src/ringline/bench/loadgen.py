@@ -90,6 +90,7 @@ class LoadSpec:
     verify: bool = False
     requests: int | None = None
     spin: bool = False
+    engine: str | None = None  # "uring" | "epoll"; None: uring when allowed
     extra: list[str] = field(default_factory=list)
 
     def argv(self) -> list[str]:
@@ -108,6 +109,8 @@ class LoadSpec:
             argv += ["--requests", str(self.requests)]
         if self.spin:
             argv.append("--spin")
+        if self.engine:
+            argv += ["--engine", self.engine]
         return argv + list(self.extra)
 
 

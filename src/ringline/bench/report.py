@@ -63,7 +63,8 @@ def _loops(results: dict) -> list[str]:
 
 def _others(results: dict) -> tuple[str, list[str]]:
     subject = results.get("subject") or _loops(results)[-1]
-    return subject, [l for l in _loops(results) if l != subject]
+    # nearest competitor first: with asyncio, uvloop, ringline -> ringline/uvloop, ringline/asyncio
+    return subject, [l for l in reversed(_loops(results)) if l != subject]
 
 
 def _summary(entry: dict) -> dict | None:
@@ -181,11 +182,22 @@ def micro_table(results: dict) -> str:
     return _table(header, rows, 1)
 
 
+def _busy(summary: dict | None) -> str:
+    """The generator's own load: busy share when spinning, else CPU use."""
+    if not summary:
+        return "-"
+    if summary.get("client_busy_frac") is not None:
+        return f"{summary['client_busy_frac'] * 100:.0f}%"
+    if summary.get("client_cpu_util") is not None:
+        return f"{summary['client_cpu_util'] * 100:.0f}% CPU"
+    return "-"
+
+
 def validation_table(results: dict) -> str:
     validation = results.get("validation")
     if not validation:
         return ""
-    header = ["mode", "conns", "size", "C server req/s", "generator CPU",
+    header = ["mode", "conns", "size", "C server req/s", "generator busy",
               "best Python req/s (at this cell)", "ratio"]
     rows = []
     for row in validation["rows"]:
@@ -196,8 +208,7 @@ def validation_table(results: dict) -> str:
             "error: " + str(row.get("error")) if not summary else
             f"{fmt_rate(summary['rps']['median'])} "
             f"({fmt_rate(summary['rps']['min'])}–{fmt_rate(summary['rps']['max'])})",
-            f"{summary['client_cpu_util'] * 100:.0f}%" if summary and
-            summary.get("client_cpu_util") is not None else "-",
+            _busy(summary),
             f"{fmt_rate(best['rps'])} ({best['workload']} on {best['loop']})" if best else "-",
             f"{row['ratio']:.2f}x" if row.get("ratio") else "-",
         ])

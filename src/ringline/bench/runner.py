@@ -76,6 +76,7 @@ class BenchConfig:
     server_cpu: int | None = None
     client_cpus: list[int] | None = None
     threads: int | None = None
+    engine: str | None = None
     host: str = "127.0.0.1"
     out: Path = Path("bench-results")
     preset: str = "custom"
@@ -170,6 +171,7 @@ def summarize_rounds(rounds: list[dict]) -> dict | None:
         "cpu_s_per_mreq": med("cpu_s_per_mreq"),
         "server_cpu_util": med("server_cpu_util"),
         "client_cpu_util": med("client_cpu_util"),
+        "client_busy_frac": med("client_busy_frac"),
     }
 
 
@@ -270,7 +272,7 @@ class _Run:
         return LoadSpec(mode=mode, port=port, conns=conns, size=size,
                         duration=duration, warmup=lead_in, host=cfg.host,
                         cpus=cfg.client_cpus, threads=cfg.threads,
-                        verify=cfg.verify, spin=self.spin)
+                        verify=cfg.verify, spin=self.spin, engine=cfg.engine)
 
     def _session(self, server: ServerProcess, mode: str, conns: int,
                  size: int | None, duration: float, lead_in: float,
@@ -301,6 +303,7 @@ class _Run:
             "server_cpu_util": cpu / wall if wall else None,
             "client_cpu_s": round(report["client_cpu_s"], 4),
             "client_cpu_util": report["client_cpu_s"] / wall if wall else None,
+            "client_busy_frac": report.get("busy_frac"),
             "server_rss_kib": server.rss_kib(),
             "loadgen": report,
         }
@@ -535,7 +538,8 @@ class _Run:
             headline["best_generator"] = {
                 "rps": best_c["summary"]["rps"]["median"], "mode": best_c["mode"],
                 "conns": best_c["conns"], "size": best_c["size"],
-                "client_cpu_util": best_c["summary"].get("client_cpu_util")}
+                "client_cpu_util": best_c["summary"].get("client_cpu_util"),
+                "client_busy_frac": best_c["summary"].get("client_busy_frac")}
             if best_python:
                 ratio = best_c["summary"]["rps"]["median"] / best_python["rps"]
                 headline["ratio"] = ratio

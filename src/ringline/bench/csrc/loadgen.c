@@ -4,11 +4,24 @@
  * Owns: driving N client connections against one server, each with exactly
  * one request in flight (closed loop), and reporting what came back.
  *
- * Lifecycle: parse options -> open all connections (blocking connect, then
- * non-blocking) -> split them round-robin over T threads, each with its own
- * epoll instance, pinned to the CPUs given -> every thread runs until the
- * common deadline (warm-up + duration) or until its connections are done ->
- * merge per-thread histograms -> print one JSON object on stdout.
+ * Lifecycle: parse options -> pick the I/O engine -> open all connections
+ * (blocking connect, then non-blocking) -> split them round-robin over T
+ * threads, each with its own io_uring (or epoll instance), pinned to the
+ * CPUs given -> every thread runs until the common deadline (lead-in +
+ * duration) or until its connections are done -> merge per-thread
+ * histograms -> print one JSON object on stdout.
+ *
+ * Engines:
+ *   uring  (default when the kernel allows it) one SEND and one RECV per
+ *          connection in flight, all of a thread's submissions and
+ *          completions batched into one io_uring_enter per turn; raw
+ *          syscalls, no liburing.
+ *   epoll  recv/send syscalls per readiness event.
+ *   --spin polls without sleeping; only for a CPU of its own.  It then
+ *          measures its own headroom: busy_frac is the share of the
+ *          measured window spent handling completions rather than finding
+ *          none (a generator near 1.0 is the bottleneck; one at 0.3 could
+ *          drive about three times the load).
  *
  * Modes:
  *   echo  TCP; send SIZE bytes, wait for exactly SIZE bytes back.
@@ -30,8 +43,11 @@
  *   - Each request's first 8 bytes carry a sequence number (when SIZE >= 8),
  *     so --verify catches stale or reordered data and UDP can tell a late
  *     reply from the current one.
+ *   - uring: a buffer handed to the kernel is never reused or freed while
+ *     its operation is in flight (one SEND and one RECV per connection at
+ *     most; the next request waits for the previous SEND's completion).
  *
- * Build: cc -O2 -pthread -o loadgen loadgen.c   (Linux only: epoll)
+ * Build: cc -O2 -pthread -o loadgen loadgen.c   (Linux only)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -49,13 +65,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <linux/io_uring.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
 enum mode { MODE_ECHO, MODE_HTTP, MODE_UDP };
+enum engine { ENGINE_AUTO, ENGINE_EPOLL, ENGINE_URING };
 
 enum err_kind {
     ERR_CLOSED,      /* peer closed or reset the connection */
@@ -113,6 +133,7 @@ static struct {
     long max_requests; /* per connection; 0 = unlimited */
     int udp_timeout_ms;
     int spin;          /* poll without sleeping (dedicated core) */
+    enum engine engine;
 } opt = {
     .host = "127.0.0.1",
     .port = 0,
@@ -127,6 +148,7 @@ static struct {
     .max_requests = 0,
     .udp_timeout_ms = 200,
     .spin = 0,
+    .engine = ENGINE_AUTO,
 };
 
 static uint64_t t_measure_start, t_end;
@@ -138,31 +160,149 @@ static inline uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* ---- io_uring (raw syscalls; no liburing needed) ----------------------- */
+
+struct uring {
+    int fd;
+    unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
+    unsigned *cq_head, *cq_tail, *cq_mask;
+    struct io_uring_sqe *sqes;
+    struct io_uring_cqe *cqes;
+    unsigned sq_entries;
+    unsigned sqe_tail; /* next SQE to fill (not yet published) */
+};
+
+static int uring_setup(struct uring *r, unsigned entries)
+{
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+            IORING_SETUP_CQSIZE,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE,
+        IORING_SETUP_CQSIZE,
+    };
+    struct io_uring_params p;
+    int fd = -1;
+    for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
+        memset(&p, 0, sizeof p);
+        p.flags = flag_sets[i];
+        p.cq_entries = entries * 2;
+        fd = (int)syscall(__NR_io_uring_setup, entries, &p);
+        if (fd >= 0)
+            break;
+    }
+    if (fd < 0)
+        return -errno;
+    size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    int single = (p.features & IORING_FEAT_SINGLE_MMAP) != 0;
+    if (single && cq_len > sq_len)
+        sq_len = cq_len;
+    char *sq = mmap(NULL, sq_len, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
+    if (sq == MAP_FAILED)
+        return -errno;
+    char *cq = sq;
+    if (!single) {
+        cq = mmap(NULL, cq_len, PROT_READ | PROT_WRITE,
+                  MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_CQ_RING);
+        if (cq == MAP_FAILED)
+            return -errno;
+    }
+    r->sqes = mmap(NULL, p.sq_entries * sizeof(struct io_uring_sqe),
+                   PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+                   IORING_OFF_SQES);
+    if (r->sqes == MAP_FAILED)
+        return -errno;
+    r->fd = fd;
+    r->sq_head = (unsigned *)(sq + p.sq_off.head);
+    r->sq_tail = (unsigned *)(sq + p.sq_off.tail);
+    r->sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
+    r->sq_array = (unsigned *)(sq + p.sq_off.array);
+    r->cq_head = (unsigned *)(cq + p.cq_off.head);
+    r->cq_tail = (unsigned *)(cq + p.cq_off.tail);
+    r->cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
+    r->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+    r->sq_entries = p.sq_entries;
+    r->sqe_tail = *r->sq_tail;
+    return 0;
+}
+
+/* Publish filled SQEs, submit them and (optionally) wait for completions. */
+static int uring_enter(struct uring *r, unsigned wait_nr, long timeout_ns)
+{
+    __atomic_store_n(r->sq_tail, r->sqe_tail, __ATOMIC_RELEASE);
+    unsigned pending = r->sqe_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+    unsigned flags = IORING_ENTER_GETEVENTS;
+    struct __kernel_timespec ts;
+    struct io_uring_getevents_arg arg;
+    void *argp = NULL;
+    size_t argsz = 0;
+    if (wait_nr && timeout_ns > 0) {
+        ts.tv_sec = timeout_ns / 1000000000L;
+        ts.tv_nsec = timeout_ns % 1000000000L;
+        memset(&arg, 0, sizeof arg);
+        arg.ts = (uint64_t)(uintptr_t)&ts;
+        argp = &arg;
+        argsz = sizeof arg;
+        flags |= IORING_ENTER_EXT_ARG;
+    }
+    int ret = (int)syscall(__NR_io_uring_enter, r->fd, pending, wait_nr, flags,
+                           argp, argsz);
+    if (ret < 0 && (errno == ETIME || errno == EINTR || errno == EAGAIN ||
+                    errno == EBUSY))
+        return 0;
+    return ret < 0 ? -errno : ret;
+}
+
+static struct io_uring_sqe *uring_sqe(struct uring *r)
+{
+    unsigned head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+    if (r->sqe_tail - head >= r->sq_entries) {
+        uring_enter(r, 0, 0); /* full: push what we have */
+        head = __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
+        if (r->sqe_tail - head >= r->sq_entries)
+            return NULL;
+    }
+    unsigned idx = r->sqe_tail & *r->sq_mask;
+    struct io_uring_sqe *sqe = &r->sqes[idx];
+    r->sq_array[idx] = idx;
+    r->sqe_tail++;
+    memset(sqe, 0, sizeof *sqe);
+    return sqe;
+}
+
 /* ---- connections -------------------------------------------------------- */
+
+enum { OP_SEND = 1, OP_RECV = 2 };
 
 struct conn {
     int fd;
     int id;
     int alive;
-    int want_out;
+    int want_out;        /* epoll: waiting for EPOLLOUT */
+    int send_inflight;   /* uring: a SEND is submitted */
+    int recv_inflight;   /* uring: a RECV is submitted */
+    int start_deferred;  /* uring: next request waits for the SEND CQE */
     uint64_t seq;
     uint64_t t_start;
     long done;           /* completed requests (whole run) */
     unsigned char *sbuf; /* request bytes */
     size_t slen;
     size_t sent;
-    unsigned char *rbuf; /* response bytes (verify / http) */
+    unsigned char *rbuf; /* response bytes (verify / http / udp) */
     size_t rcap;
     size_t got;
     size_t expect;       /* bytes expected for the current response */
     int hdr_done;        /* http: header parsed, expect is final */
-};
+} __attribute__((aligned(8)));
 
 struct worker {
     pthread_t tid;
     int index;
     int cpu;             /* -1: not pinned */
     int ep;
+    struct uring ring;
+    int ring_error;
     struct conn **conns;
     int nconns;
     int alive;
@@ -178,6 +318,7 @@ struct worker {
     uint64_t errors[ERR_KINDS];
     uint64_t timeouts;
     uint64_t stale;
+    uint64_t idle_ns;    /* measured window: polls that found nothing */
     uint64_t t_finish;
     char first_error[200];
 };
@@ -186,31 +327,32 @@ static const char http_request_fmt[] =
     "GET / HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: ringline-loadgen\r\n"
     "Accept: */*\r\n\r\n";
 
+static void conn_close(struct worker *w, struct conn *c)
+{
+    if (!c->alive)
+        return;
+    c->alive = 0;
+    w->alive--;
+    if (opt.engine == ENGINE_EPOLL) {
+        epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    } else {
+        /* in-flight ops hold the socket; shutting it down completes them */
+        shutdown(c->fd, SHUT_RDWR);
+    }
+    close(c->fd);
+    c->fd = -1;
+}
+
 static void conn_fail(struct worker *w, struct conn *c, enum err_kind kind,
                       const char *detail)
 {
+    if (!c->alive)
+        return;
     w->errors[kind]++;
     if (!w->first_error[0])
         snprintf(w->first_error, sizeof w->first_error, "conn %d: %s: %s",
                  c->id, err_names[kind], detail);
-    if (c->alive) {
-        c->alive = 0;
-        w->alive--;
-        epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
-        close(c->fd);
-        c->fd = -1;
-    }
-}
-
-static void conn_retire(struct worker *w, struct conn *c)
-{
-    if (c->alive) {
-        c->alive = 0;
-        w->alive--;
-        epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
-        close(c->fd);
-        c->fd = -1;
-    }
+    conn_close(w, c);
 }
 
 static void set_interest(struct worker *w, struct conn *c, int want_out)
@@ -229,8 +371,29 @@ static void stamp_seq(struct conn *c)
         memcpy(c->sbuf, &c->seq, 8);
 }
 
-/* Push as much of the current request as the socket takes. */
-static void send_more(struct worker *w, struct conn *c)
+/* Where the next received bytes should land. */
+static void recv_target(struct worker *w, struct conn *c, unsigned char **dst,
+                        size_t *room)
+{
+    if (opt.mode == MODE_HTTP || (opt.mode == MODE_ECHO && opt.verify)) {
+        /* verify: read exactly what is owed; a surplus then shows up as a
+         * mismatch of the next request (its sequence number cannot match) */
+        *dst = c->rbuf + c->got;
+        *room = (opt.mode == MODE_HTTP ? c->rcap : c->expect) - c->got;
+    } else if (opt.mode == MODE_UDP) {
+        *dst = c->rbuf;
+        *room = c->rcap;
+    } else {
+        /* content unchecked: any buffer will do, even one shared by
+         * concurrent receives */
+        *dst = w->scratch;
+        *room = w->scratch_len;
+    }
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+static void epoll_send(struct worker *w, struct conn *c)
 {
     while (c->sent < c->slen) {
         ssize_t n = send(c->fd, c->sbuf + c->sent, c->slen - c->sent,
@@ -255,12 +418,68 @@ static void send_more(struct worker *w, struct conn *c)
         set_interest(w, c, 0);
 }
 
+static void uring_send(struct worker *w, struct conn *c)
+{
+    if (c->send_inflight || c->sent >= c->slen)
+        return;
+    struct io_uring_sqe *sqe = uring_sqe(&w->ring);
+    if (!sqe) {
+        conn_fail(w, c, ERR_IO, "submission queue full");
+        return;
+    }
+    sqe->opcode = IORING_OP_SEND;
+    sqe->fd = c->fd;
+    sqe->addr = (uint64_t)(uintptr_t)(c->sbuf + c->sent);
+    sqe->len = (uint32_t)(c->slen - c->sent);
+    sqe->msg_flags = MSG_NOSIGNAL;
+    sqe->user_data = (uint64_t)(uintptr_t)c | OP_SEND;
+    c->send_inflight = 1;
+}
+
+static void uring_recv(struct worker *w, struct conn *c)
+{
+    if (c->recv_inflight || !c->alive)
+        return;
+    unsigned char *dst;
+    size_t room;
+    recv_target(w, c, &dst, &room);
+    if (room == 0)
+        return; /* armed again once the next request starts */
+    struct io_uring_sqe *sqe = uring_sqe(&w->ring);
+    if (!sqe) {
+        conn_fail(w, c, ERR_IO, "submission queue full");
+        return;
+    }
+    sqe->opcode = IORING_OP_RECV;
+    sqe->fd = c->fd;
+    sqe->addr = (uint64_t)(uintptr_t)dst;
+    sqe->len = (uint32_t)(room > 0x7fffffff ? 0x7fffffff : room);
+    sqe->user_data = (uint64_t)(uintptr_t)c | OP_RECV;
+    c->recv_inflight = 1;
+}
+
+static void issue_send(struct worker *w, struct conn *c)
+{
+    if (opt.engine == ENGINE_EPOLL)
+        epoll_send(w, c);
+    else
+        uring_send(w, c);
+}
+
+/* ---- request cycle ------------------------------------------------------ */
+
 static void start_request(struct worker *w, struct conn *c, uint64_t now)
 {
     if (opt.max_requests && c->done >= opt.max_requests) {
-        conn_retire(w, c);
+        conn_close(w, c);
         return;
     }
+    if (c->send_inflight) {
+        /* the previous request's last SEND completion is still queued */
+        c->start_deferred = 1;
+        return;
+    }
+    c->start_deferred = 0;
     c->seq++;
     stamp_seq(c);
     c->sent = 0;
@@ -268,7 +487,9 @@ static void start_request(struct worker *w, struct conn *c, uint64_t now)
     c->hdr_done = 0;
     c->expect = opt.mode == MODE_HTTP ? 0 : c->slen;
     c->t_start = now;
-    send_more(w, c);
+    issue_send(w, c);
+    if (opt.engine == ENGINE_URING)
+        uring_recv(w, c);
 }
 
 static void complete_request(struct worker *w, struct conn *c)
@@ -285,57 +506,6 @@ static void complete_request(struct worker *w, struct conn *c)
             w->lat_max = lat;
     }
     start_request(w, c, now);
-}
-
-/* ---- echo (TCP) --------------------------------------------------------- */
-
-static void on_echo_readable(struct worker *w, struct conn *c)
-{
-    for (;;) {
-        unsigned char *dst;
-        size_t room;
-        if (opt.verify) {
-            /* read exactly what is owed; surplus shows up as a mismatch of
-             * the next request (its sequence number cannot match) */
-            dst = c->rbuf + c->got;
-            room = c->expect - c->got;
-            if (room == 0) {
-                conn_fail(w, c, ERR_SHORT_EXTRA, "data with no request out");
-                return;
-            }
-        } else {
-            dst = w->scratch;
-            room = w->scratch_len;
-        }
-        ssize_t n = recv(c->fd, dst, room, 0);
-        if (n > 0) {
-            w->bytes += (uint64_t)n;
-            c->got += (size_t)n;
-            if (c->got > c->expect) {
-                conn_fail(w, c, ERR_SHORT_EXTRA, "more bytes than sent");
-                return;
-            }
-            if (c->got == c->expect) {
-                if (opt.verify && memcmp(c->rbuf, c->sbuf, c->slen) != 0) {
-                    conn_fail(w, c, ERR_MISMATCH, "echoed bytes differ");
-                    return;
-                }
-                complete_request(w, c);
-                return;
-            }
-            continue;
-        }
-        if (n == 0) {
-            conn_fail(w, c, ERR_CLOSED, "closed by server");
-            return;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return;
-        conn_fail(w, c, ERR_IO, strerror(errno));
-        return;
-    }
 }
 
 /* ---- http --------------------------------------------------------------- */
@@ -398,93 +568,105 @@ static const char *parse_http_head(struct conn *c, size_t hdr_len)
     return NULL;
 }
 
-static void on_http_readable(struct worker *w, struct conn *c)
-{
-    for (;;) {
-        if (c->got == c->rcap) {
-            conn_fail(w, c, ERR_HTTP, "response larger than buffer");
-            return;
-        }
-        ssize_t n = recv(c->fd, c->rbuf + c->got, c->rcap - c->got, 0);
-        if (n > 0) {
-            size_t before = c->got;
-            w->bytes += (uint64_t)n;
-            c->got += (size_t)n;
-            if (!c->hdr_done) {
-                size_t from = before >= 3 ? before - 3 : 0;
-                unsigned char *hit = memmem(c->rbuf + from, c->got - from,
-                                            "\r\n\r\n", 4);
-                if (!hit)
-                    continue;
-                const char *why =
-                    parse_http_head(c, (size_t)(hit - c->rbuf) + 4);
-                if (why) {
-                    conn_fail(w, c, ERR_HTTP, why);
-                    return;
-                }
-                c->hdr_done = 1;
-            }
-            if (c->got > c->expect) {
-                conn_fail(w, c, ERR_SHORT_EXTRA, "bytes after the response");
-                return;
-            }
-            if (c->got == c->expect) {
-                complete_request(w, c);
-                return;
-            }
-            continue;
-        }
-        if (n == 0) {
-            conn_fail(w, c, ERR_CLOSED, "closed by server");
-            return;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return;
-        conn_fail(w, c, ERR_IO, strerror(errno));
-        return;
-    }
-}
+/* ---- receiving: the same accounting for both engines -------------------- */
 
-/* ---- udp ---------------------------------------------------------------- */
-
-static void on_udp_readable(struct worker *w, struct conn *c)
+/* n > 0 bytes arrived at dst (from recv_target).  Returns 1 when the current
+ * request completed (the next one has been started), 0 when more bytes are
+ * owed, -1 when the connection failed. */
+static int consume(struct worker *w, struct conn *c, unsigned char *dst, size_t n)
 {
-    for (;;) {
-        ssize_t n = recv(c->fd, w->scratch, w->scratch_len, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            if (errno == ECONNREFUSED) {
-                conn_fail(w, c, ERR_CLOSED, "port unreachable");
-                return;
-            }
-            conn_fail(w, c, ERR_IO, strerror(errno));
-            return;
-        }
-        w->bytes += (uint64_t)n;
-        if ((size_t)n != c->slen) {
+    w->bytes += n;
+    if (opt.mode == MODE_UDP) {
+        if (n != c->slen) {
             conn_fail(w, c, ERR_DGRAM, "datagram length differs");
-            return;
+            return -1;
         }
         if (c->slen >= 8) {
             uint64_t seq;
-            memcpy(&seq, w->scratch, 8);
+            memcpy(&seq, dst, 8);
             if (seq != c->seq) {
                 w->stale++; /* answer to a request we already resent */
-                continue;
+                return 0;
             }
         }
-        if (opt.verify && memcmp(w->scratch, c->sbuf, c->slen) != 0) {
+        if (opt.verify && memcmp(dst, c->sbuf, c->slen) != 0) {
             conn_fail(w, c, ERR_MISMATCH, "echoed datagram differs");
-            return;
+            return -1;
         }
         complete_request(w, c);
-        if (!c->alive)
+        return 1;
+    }
+    size_t before = c->got;
+    c->got += n;
+    if (opt.mode == MODE_HTTP && !c->hdr_done) {
+        size_t from = before >= 3 ? before - 3 : 0;
+        unsigned char *hit = memmem(c->rbuf + from, c->got - from, "\r\n\r\n", 4);
+        if (!hit) {
+            if (c->got == c->rcap) {
+                conn_fail(w, c, ERR_HTTP, "response header too large");
+                return -1;
+            }
+            return 0;
+        }
+        const char *why = parse_http_head(c, (size_t)(hit - c->rbuf) + 4);
+        if (why) {
+            conn_fail(w, c, ERR_HTTP, why);
+            return -1;
+        }
+        if (c->expect > c->rcap) {
+            conn_fail(w, c, ERR_HTTP, "response larger than buffer");
+            return -1;
+        }
+        c->hdr_done = 1;
+    }
+    if (c->got > c->expect) {
+        conn_fail(w, c, ERR_SHORT_EXTRA,
+                  opt.mode == MODE_HTTP ? "bytes after the response"
+                                        : "more bytes than sent");
+        return -1;
+    }
+    if (c->got < c->expect)
+        return 0;
+    if (opt.mode == MODE_ECHO && opt.verify &&
+        memcmp(c->rbuf, c->sbuf, c->slen) != 0) {
+        conn_fail(w, c, ERR_MISMATCH, "echoed bytes differ");
+        return -1;
+    }
+    complete_request(w, c);
+    return 1;
+}
+
+static void epoll_readable(struct worker *w, struct conn *c)
+{
+    while (c->alive) {
+        unsigned char *dst;
+        size_t room;
+        recv_target(w, c, &dst, &room);
+        if (room == 0) {
+            conn_fail(w, c, ERR_SHORT_EXTRA, "data with no request out");
             return;
+        }
+        ssize_t n = recv(c->fd, dst, room, 0);
+        if (n > 0) {
+            int r = consume(w, c, dst, (size_t)n);
+            if (r != 0 && opt.mode != MODE_UDP)
+                return; /* done (the echo of the next one is not here yet) */
+            continue;
+        }
+        if (n == 0 && opt.mode != MODE_UDP) {
+            conn_fail(w, c, ERR_CLOSED, "closed by server");
+            return;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n < 0 && errno == ECONNREFUSED) {
+            conn_fail(w, c, ERR_CLOSED, "connection refused");
+            return;
+        }
+        conn_fail(w, c, ERR_IO, n < 0 ? strerror(errno) : "empty datagram");
+        return;
     }
 }
 
@@ -493,15 +675,85 @@ static void udp_check_timeouts(struct worker *w, uint64_t now)
     uint64_t limit = (uint64_t)opt.udp_timeout_ms * 1000000ull;
     for (int i = 0; i < w->nconns; i++) {
         struct conn *c = w->conns[i];
-        if (c->alive && now - c->t_start > limit) {
+        if (c->alive && !c->send_inflight && now - c->t_start > limit) {
             w->timeouts++;
             c->seq++;
             stamp_seq(c);
             c->sent = 0;
             c->t_start = now;
-            send_more(w, c);
+            issue_send(w, c);
         }
     }
+}
+
+/* ---- completions (uring) ------------------------------------------------ */
+
+static void uring_completion(struct worker *w, uint64_t user_data, int res)
+{
+    struct conn *c = (struct conn *)(uintptr_t)(user_data & ~(uint64_t)7);
+    int op = (int)(user_data & 7);
+    if (op == OP_SEND) {
+        c->send_inflight = 0;
+        if (!c->alive)
+            return;
+        if (res < 0) {
+            if (res == -EINTR || res == -EAGAIN) {
+                uring_send(w, c);
+                return;
+            }
+            conn_fail(w, c, res == -EPIPE || res == -ECONNRESET ? ERR_CLOSED : ERR_IO,
+                      strerror(-res));
+            return;
+        }
+        c->sent += (size_t)res;
+        w->bytes += (uint64_t)res;
+        if (c->sent < c->slen)
+            uring_send(w, c);
+        else if (c->start_deferred)
+            start_request(w, c, now_ns());
+        return;
+    }
+    c->recv_inflight = 0;
+    if (!c->alive)
+        return;
+    if (res > 0) {
+        unsigned char *dst;
+        size_t room;
+        recv_target(w, c, &dst, &room);
+        consume(w, c, dst, (size_t)res);
+        uring_recv(w, c);
+        return;
+    }
+    if (res == 0 && opt.mode != MODE_UDP) {
+        conn_fail(w, c, ERR_CLOSED, "closed by server");
+        return;
+    }
+    if (res == -EINTR || res == -EAGAIN || res == -ENOBUFS || res == 0) {
+        uring_recv(w, c);
+        return;
+    }
+    conn_fail(w, c, res == -ECONNREFUSED || res == -ECONNRESET ? ERR_CLOSED : ERR_IO,
+              strerror(-res));
+}
+
+static int uring_reap(struct worker *w)
+{
+    struct uring *r = &w->ring;
+    unsigned head = *r->cq_head;
+    unsigned tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
+    int n = 0;
+    while (head != tail) {
+        struct io_uring_cqe *cqe = &r->cqes[head & *r->cq_mask];
+        uint64_t ud = cqe->user_data;
+        int res = cqe->res;
+        head++;
+        __atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
+        uring_completion(w, ud, res);
+        n++;
+        if (head == tail)
+            tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
+    }
+    return n;
 }
 
 /* ---- worker thread ------------------------------------------------------ */
@@ -515,6 +767,18 @@ static void *worker_main(void *arg)
         CPU_SET(w->cpu, &set);
         pthread_setaffinity_np(pthread_self(), sizeof set, &set);
     }
+    if (opt.engine == ENGINE_URING) {
+        /* created here: a SINGLE_ISSUER ring belongs to its creating thread */
+        unsigned entries = 64;
+        while (entries < 2u * (unsigned)w->nconns + 16u && entries < 32768u)
+            entries *= 2;
+        int ret = uring_setup(&w->ring, entries);
+        if (ret < 0) {
+            w->ring_error = -ret;
+            w->t_finish = now_ns();
+            return NULL;
+        }
+    }
     struct epoll_event evs[512];
     uint64_t now = now_ns();
     for (int i = 0; i < w->nconns; i++)
@@ -525,36 +789,40 @@ static void *worker_main(void *arg)
         now = now_ns();
         if (now >= t_end)
             break;
-        int timeout_ms = (int)((t_end - now) / 1000000ull) + 1;
-        if (timeout_ms > 20)
-            timeout_ms = 20;
-        if (opt.spin)
-            timeout_ms = 0;
-        int n = epoll_wait(w->ep, evs, 512, timeout_ms);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            perror("epoll_wait");
-            break;
-        }
-        for (int i = 0; i < n; i++) {
-            struct conn *c = evs[i].data.ptr;
-            uint32_t e = evs[i].events;
-            if (!c->alive)
-                continue;
-            if ((e & EPOLLOUT) && c->sent < c->slen)
-                send_more(w, c);
-            if (!c->alive)
-                continue;
-            if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-                if (opt.mode == MODE_ECHO)
-                    on_echo_readable(w, c);
-                else if (opt.mode == MODE_HTTP)
-                    on_http_readable(w, c);
-                else
-                    on_udp_readable(w, c);
+        long wait_ns = (long)(t_end - now);
+        if (wait_ns > 20000000L)
+            wait_ns = 20000000L;
+        int handled;
+        if (opt.engine == ENGINE_URING) {
+            int ret = uring_enter(&w->ring, opt.spin ? 0 : 1, wait_ns);
+            if (ret < 0) {
+                w->ring_error = -ret;
+                break;
             }
+            handled = uring_reap(w);
+        } else {
+            int timeout_ms = opt.spin ? 0 : (int)(wait_ns / 1000000L) + 1;
+            int n = epoll_wait(w->ep, evs, 512, timeout_ms);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                perror("epoll_wait");
+                break;
+            }
+            for (int i = 0; i < n; i++) {
+                struct conn *c = evs[i].data.ptr;
+                uint32_t e = evs[i].events;
+                if (!c->alive)
+                    continue;
+                if ((e & EPOLLOUT) && c->sent < c->slen)
+                    epoll_send(w, c);
+                if (c->alive && (e & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+                    epoll_readable(w, c);
+            }
+            handled = n;
         }
+        if (!handled && opt.spin && now >= t_measure_start)
+            w->idle_ns += now_ns() - now;
         if (opt.mode == MODE_UDP) {
             now = now_ns();
             if (now >= next_udp_check) {
@@ -649,8 +917,10 @@ static void usage(FILE *f)
             "  -n, --requests N        stop each connection after N requests\n"
             "  -V, --verify            compare echoed bytes with sent bytes\n"
             "      --udp-timeout-ms N  resend an unanswered datagram (200)\n"
-            "      --spin              busy-poll instead of sleeping in epoll_wait\n"
-            "                          (use only on a core of its own)\n");
+            "      --spin              busy-poll instead of sleeping in the kernel\n"
+            "                          (use only on a core of its own)\n"
+            "  -e, --engine E          uring | epoll (default: uring if the kernel\n"
+            "                          allows it, else epoll)\n");
 }
 
 static void json_error(const char *msg)
@@ -695,10 +965,11 @@ int main(int argc, char **argv)
         {"verify", no_argument, 0, 'V'},
         {"udp-timeout-ms", required_argument, 0, 'U'},
         {"spin", no_argument, 0, 'S'},
+        {"engine", required_argument, 0, 'e'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "H:p:m:c:s:d:w:t:a:n:Vh", longopts,
+    while ((ch = getopt_long(argc, argv, "H:p:m:c:s:d:w:t:a:n:Ve:h", longopts,
                              NULL)) != -1) {
         switch (ch) {
         case 'H': opt.host = optarg; break;
@@ -721,6 +992,11 @@ int main(int argc, char **argv)
         case 'V': opt.verify = 1; break;
         case 'U': opt.udp_timeout_ms = atoi(optarg); break;
         case 'S': opt.spin = 1; break;
+        case 'e':
+            if (!strcmp(optarg, "uring")) opt.engine = ENGINE_URING;
+            else if (!strcmp(optarg, "epoll")) opt.engine = ENGINE_EPOLL;
+            else { usage(stderr); return 2; }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -733,6 +1009,21 @@ int main(int argc, char **argv)
     if (opt.mode == MODE_UDP && opt.size > 65507) {
         json_error("udp size above 65507 bytes");
         return 2;
+    }
+    if (opt.engine != ENGINE_EPOLL) {
+        struct uring probe;
+        int ret = uring_setup(&probe, 8);
+        if (ret == 0) {
+            close(probe.fd);
+            opt.engine = ENGINE_URING;
+        } else if (opt.engine == ENGINE_URING) {
+            char why[128];
+            snprintf(why, sizeof why, "io_uring unavailable: %s", strerror(-ret));
+            json_error(why);
+            return 2;
+        } else {
+            opt.engine = ENGINE_EPOLL;
+        }
     }
     if (opt.threads <= 0)
         opt.threads = opt.ncpus > 0 ? opt.ncpus : 1;
@@ -780,13 +1071,17 @@ int main(int argc, char **argv)
             c->sbuf = malloc(c->slen);
             for (size_t k = 0; k < c->slen; k++)
                 c->sbuf[k] = (unsigned char)((k * 7 + (size_t)i * 13 + 1) & 0xff);
-            c->rcap = opt.verify ? c->slen : 0;
+            c->rcap = opt.mode == MODE_UDP ? c->slen + 1 /* catch oversize */
+                      : opt.verify          ? c->slen
+                                            : 0;
         }
         if (c->rcap)
             c->rbuf = malloc(c->rcap);
         c->alive = 1;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev);
+        if (opt.engine == ENGINE_EPOLL) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+            epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev);
+        }
         w->conns[w->nconns++] = c;
         w->alive++;
     }
@@ -803,8 +1098,8 @@ int main(int argc, char **argv)
     static uint64_t hist[HIST_BUCKETS];
     uint64_t measured = 0, total = 0, lat_sum = 0, lat_max = 0, bytes = 0;
     uint64_t errors[ERR_KINDS] = {0}, err_total = 0, timeouts = 0, stale = 0;
-    uint64_t finish = t_measure_start;
-    int alive = 0;
+    uint64_t finish = t_measure_start, idle_ns = 0;
+    int alive = 0, ring_error = 0;
     const char *first_error = "";
     for (int t = 0; t < opt.threads; t++) {
         struct worker *w = &workers[t];
@@ -821,6 +1116,9 @@ int main(int argc, char **argv)
             err_total += w->errors[k];
         }
         timeouts += w->timeouts;
+        idle_ns += w->idle_ns;
+        if (w->ring_error)
+            ring_error = w->ring_error;
         stale += w->stale;
         alive += w->alive;
         if (w->t_finish > finish)
@@ -834,6 +1132,17 @@ int main(int argc, char **argv)
                             ? (double)(finish - t_measure_start) / 1e9
                             : 0.0;
 
+    if (ring_error) {
+        char why[128];
+        snprintf(why, sizeof why, "io_uring setup in a worker failed: %s",
+                 strerror(ring_error));
+        json_error(why);
+        return 1;
+    }
+    double busy = measured_s > 0 && opt.spin
+                      ? 1.0 - (double)idle_ns / 1e9 / (measured_s * opt.threads)
+                      : -1.0;
+
     static const double pcts[] = {0.50, 0.90, 0.99, 0.999};
     static const char *pct_names[] = {"p50", "p90", "p99", "p999"};
     double pct_us[4] = {0, 0, 0, 0};
@@ -845,7 +1154,10 @@ int main(int argc, char **argv)
         for (int b = 0; b < HIST_BUCKETS; b++) {
             cum += hist[b];
             if (cum >= rank) {
-                pct_us[k] = hist_value(b) / 1000.0;
+                double v = hist_value(b);
+                if (v > (double)lat_max) /* a bucket's midpoint can pass the max */
+                    v = (double)lat_max;
+                pct_us[k] = v / 1000.0;
                 break;
             }
         }
@@ -855,9 +1167,13 @@ int main(int argc, char **argv)
                             : opt.mode == MODE_HTTP ? "http"
                                                     : "udp";
     printf("{\"mode\": \"%s\", \"conns\": %d, \"size\": %zu, \"threads\": %d, "
-           "\"verify\": %s, ",
+           "\"verify\": %s, \"engine\": \"%s\", \"spin\": %s, ",
            mode_name, opt.conns, opt.mode == MODE_HTTP ? (size_t)0 : opt.size,
-           opt.threads, opt.verify ? "true" : "false");
+           opt.threads, opt.verify ? "true" : "false",
+           opt.engine == ENGINE_URING ? "uring" : "epoll",
+           opt.spin ? "true" : "false");
+    if (busy >= 0)
+        printf("\"busy_frac\": %.3f, ", busy < 0 ? 0.0 : busy);
     printf("\"duration_s\": %.6f, \"requests\": %llu, \"requests_total\": %llu, "
            "\"rps\": %.1f, \"bytes_total\": %llu, ",
            measured_s, (unsigned long long)measured, (unsigned long long)total,
