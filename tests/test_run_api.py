@@ -2,6 +2,8 @@
 new_event_loop() and asyncio.Runner integration. ringline-only."""
 import asyncio
 import contextlib
+import gc
+import warnings
 
 import pytest
 
@@ -120,13 +122,22 @@ def test_run_inside_running_loop_raises():
     async def outer():
         coro = inner()
         try:
-            with pytest.raises(RuntimeError):
+            # like asyncio.run(): fail fast, before creating a loop
+            with pytest.raises(RuntimeError,
+                               match="cannot be called from a running "
+                                     "event loop"):
                 ringline.run(coro)
         finally:
             coro.close()
         return "ok"
 
-    assert ringline.run(outer()) == "ok"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert ringline.run(outer()) == "ok"
+        gc.collect()
+    leaked = [str(w.message) for w in caught
+              if issubclass(w.category, RuntimeWarning)]
+    assert not leaked, leaked
 
 
 def test_event_loop_policy_new_event_loop():

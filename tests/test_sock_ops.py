@@ -522,13 +522,63 @@ def test_sock_connect_and_accept_unix(loop):
             async def main():
                 accept = asyncio.ensure_future(loop.sock_accept(lsock))
                 await loop.sock_connect(sock, path)
-                conn, _addr = await accept
+                conn, addr = await accept
                 with conn:
                     await loop.sock_sendall(sock, b"over unix")
-                    return await recv_exactly(loop, conn, 9)
+                    return addr, await recv_exactly(loop, conn, 9)
 
-            assert run(loop, main()) == b"over unix"
+            # an unbound AF_UNIX client has the empty address
+            assert run(loop, main()) == ("", b"over unix")
             assert sock.getpeername() == path
+
+
+def test_sock_connect_and_accept_unix_abstract(loop):
+    name = "\0ringline-test-%d-%d" % (os.getpid(), id(loop))
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(name)
+    lsock.listen(8)
+    lsock.setblocking(False)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sock.bind("\0ringline-client-%d-%d" % (os.getpid(), id(loop)))
+    with closing_all(lsock, sock):
+        async def main():
+            accept = asyncio.ensure_future(loop.sock_accept(lsock))
+            await loop.sock_connect(sock, name)
+            conn, addr = await accept
+            conn.close()
+            return addr
+
+        assert run(loop, main()) == sock.getsockname()
+        assert sock.getpeername() == name.encode()
+
+
+def test_sock_ipv6_tcp_and_udp(loop):
+    lsock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    lsock.bind(("::1", 0))
+    lsock.listen(4)
+    lsock.setblocking(False)
+    csock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    csock.setblocking(False)
+    u1 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    u1.bind(("::1", 0))
+    u1.setblocking(False)
+    u2 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    u2.bind(("::1", 0))
+    u2.setblocking(False)
+    with closing_all(lsock, csock, u1, u2):
+        async def main():
+            accept = asyncio.ensure_future(loop.sock_accept(lsock))
+            await loop.sock_connect(csock, lsock.getsockname()[:2])
+            conn, addr = await accept
+            conn.close()
+            await loop.sock_sendto(u1, b"v6", u2.getsockname()[:2])
+            data, uaddr = await loop.sock_recvfrom(u2, 10)
+            return addr, data, uaddr
+
+        addr, data, uaddr = run(loop, main())
+        assert addr == csock.getsockname()          # 4-tuple
+        assert (data, uaddr) == (b"v6", u1.getsockname())
 
 
 def test_sock_connect_unix_missing_path(loop):
@@ -1037,3 +1087,258 @@ def test_socket_closed_by_peer_during_sendall(loop, tcp):
     with pytest.raises(OSError) as info:
         run(loop, main())
     assert info.value.errno in (errno.EPIPE, errno.ECONNRESET)
+
+
+# ---------------------------------------------------------------------------
+# cancellation races: what a cancelled operation leaves behind must stay in
+# the *kernel* socket, where any other reader (plain socket calls, add_reader,
+# a transport) can get it -- as with asyncio's readiness-based operations.
+# ---------------------------------------------------------------------------
+
+# A completion-based loop may have received the bytes by the time the
+# cancellation reaches the kernel; it then keeps them for the next receive on
+# that socket. So "nothing lost" is checked through the loop's own next call.
+def test_cancel_recv_race_then_next_recv_loses_nothing(loop, tcp):
+    ours, peer = tcp
+    rounds = 30
+
+    async def main():
+        lost = []
+        for i in range(rounds):
+            msg = b"<%04d>" % i
+            task = asyncio.ensure_future(loop.sock_recv(ours, 1024))
+            await asyncio.sleep(0)          # the receive is now pending
+            peer.sendall(msg)               # data arrives...
+            task.cancel()                   # ...as the task is cancelled
+            try:
+                got = await task            # completed first: fine
+            except asyncio.CancelledError:
+                got = b""
+            # the rest must come with the next receive
+            if len(got) < len(msg):
+                got += await asyncio.wait_for(
+                    loop.sock_recv(ours, len(msg) - len(got)), 2)
+            if got != msg:
+                lost.append((i, got))
+        return lost
+
+    assert run(loop, main()) == []
+
+
+def test_cancel_recv_into_race_then_next_recv_loses_nothing(loop, tcp):
+    ours, peer = tcp
+    rounds = 30
+
+    async def main():
+        lost = []
+        buf = bytearray(1024)
+        for i in range(rounds):
+            msg = b"[%04d]" % i
+            task = asyncio.ensure_future(loop.sock_recv_into(ours, buf))
+            await asyncio.sleep(0)
+            peer.sendall(msg)
+            task.cancel()
+            try:
+                got = bytes(buf[:await task])
+            except asyncio.CancelledError:
+                got = b""
+            if len(got) < len(msg):
+                got += await asyncio.wait_for(
+                    loop.sock_recv(ours, len(msg) - len(got)), 2)
+            if got != msg:
+                lost.append((i, got))
+        return lost
+
+    assert run(loop, main()) == []
+
+
+def test_cancel_recvfrom_race_loses_no_datagram(loop, udp):
+    ours, peer = udp
+    rounds = 30
+
+    async def main():
+        lost = []
+        for i in range(rounds):
+            msg = b"dgram-%04d" % i
+            task = asyncio.ensure_future(loop.sock_recvfrom(ours, 1024))
+            await asyncio.sleep(0)
+            peer.sendto(msg, ours.getsockname())
+            task.cancel()
+            try:
+                got, _addr = await task
+            except asyncio.CancelledError:
+                # the datagram must still be there for the next receive
+                try:
+                    got, _addr = await asyncio.wait_for(
+                        loop.sock_recvfrom(ours, 1024), 0.2)
+                except asyncio.TimeoutError:
+                    got = None
+            if got != msg:
+                lost.append((i, got))
+                if len(lost) >= 3:
+                    break
+        return lost
+
+    assert run(loop, main()) == []
+
+
+def test_cancel_accept_race_then_next_accept(loop):
+    lsock = tcp_listener(backlog=64)
+    clients = []
+    with lsock:
+        async def main():
+            lost = []
+            for i in range(15):
+                task = asyncio.ensure_future(loop.sock_accept(lsock))
+                await asyncio.sleep(0)
+                c = socket.create_connection(lsock.getsockname(), timeout=5)
+                clients.append(c)
+                task.cancel()
+                try:
+                    conn, _ = await task
+                except asyncio.CancelledError:
+                    try:
+                        conn, _ = await asyncio.wait_for(loop.sock_accept(lsock), 2)
+                    except asyncio.TimeoutError:
+                        conn = None
+                if conn is None:
+                    lost.append(i)
+                    continue
+                with conn:
+                    if conn.getpeername() != c.getsockname():
+                        lost.append((i, "wrong connection"))
+            return lost
+
+        try:
+            assert run(loop, main()) == []
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_cancel_sendall_while_peer_reads_keeps_stream_consistent(loop):
+    payload = os.urandom(16 * MiB)
+    for attempt in range(4):
+        ours, peer = tcp_pair()
+        with closing_all(ours, peer):
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            marker = b"\n--MARKER-%d--\n" % attempt
+            # ~32 KiB per ms at best: 16 MiB takes > 0.5 s
+            reader = PeerReader(peer, marker=marker, delay=0.001,
+                                chunk=32 * 1024)
+
+            async def main():
+                reader.start()
+                task = asyncio.ensure_future(loop.sock_sendall(ours, payload))
+                await asyncio.sleep(0.02 + 0.01 * attempt)  # mid-transfer
+                assert not task.done()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await loop.sock_sendall(ours, marker)
+
+            run(loop, main())
+            got = reader.result()
+            assert got.endswith(marker)
+            prefix = got[:-len(marker)]
+            assert prefix == payload[:len(prefix)], (
+                f"attempt {attempt}: bytes after a cancelled sendall are "
+                f"not a prefix of its payload ({len(prefix)} bytes)")
+
+
+def test_cancelled_sendall_releases_buffer(loop, tcp):
+    ours, peer = tcp
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    payload = bytearray(os.urandom(8 * MiB))
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_sendall(ours, payload))
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The application owns the buffer again and may resize it.
+        payload.extend(b"more")
+        del payload[:]
+
+    run(loop, main())
+    assert payload == b""
+
+
+def test_sock_sendto_resolves_hostname(loop, udp):
+    ours, peer = udp
+    port = peer.getsockname()[1]
+    n = run(loop, loop.sock_sendto(ours, b"by name", ("localhost", port)))
+    assert n == 7
+    assert peer.recvfrom(100)[0] == b"by name"
+
+
+def test_sock_recv_zero_bytes(loop, tcp):
+    ours, peer = tcp
+    peer.sendall(b"keep")
+    assert run(loop, loop.sock_recv(ours, 0)) == b""
+    assert run(loop, recv_exactly(loop, ours, 4)) == b"keep"
+
+
+def test_pending_recv_survives_stop_and_restart(loop, tcp):
+    ours, peer = tcp
+    buf = bytearray(16)
+    task = loop.create_task(loop.sock_recv_into(ours, buf))
+    run(loop, asyncio.sleep(0.02))
+    assert not task.done()
+    peer.sendall(b"while stopped")   # arrives while the loop is not running
+    time.sleep(0.02)
+    assert run(loop, task) == 13
+    assert buf[:13] == b"while stopped"
+
+
+def test_close_loop_with_pending_operations(loop, tcp):
+    ours, peer = tcp
+    lsock = tcp_listener()
+    buf = bytearray(b"\xaa" * 64)
+    with lsock:
+        tasks = [loop.create_task(loop.sock_recv_into(ours, buf)),
+                 loop.create_task(loop.sock_recv(ours, 100)),
+                 loop.create_task(loop.sock_accept(lsock))]
+        run(loop, asyncio.sleep(0.02))
+        assert not any(t.done() for t in tasks)
+        loop.close()
+        assert loop.is_closed()
+        peer.sendall(b"Z" * 64)
+        time.sleep(0.05)
+        assert buf == b"\xaa" * 64, "closed loop's operation wrote the buffer"
+        # the data is still in the socket
+        ours.setblocking(True)
+        ours.settimeout(2)
+        assert peer_recv_exactly(ours, 64) == b"Z" * 64
+        for t in tasks:
+            t._log_destroy_pending = False
+
+
+def test_many_concurrent_pending_recvs(loop):
+    import resource
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # more operations than a 4096-entry ring holds, if the fd limit allows
+    n = max(100, min(5000, (soft - 256) // 2))
+    pairs = [socket.socketpair() for _ in range(n)]
+    try:
+        for a, b in pairs:
+            a.setblocking(False)
+
+        async def main():
+            tasks = [asyncio.ensure_future(loop.sock_recv(a, 64))
+                     for a, _ in pairs]
+            await asyncio.sleep(0.05)
+            assert not any(t.done() for t in tasks)
+            for i, (_, b) in enumerate(pairs):
+                b.send(b"%d" % i)
+            return await asyncio.gather(*tasks)
+
+        results = run(loop, main(), timeout=20)
+        assert results == [b"%d" % i for i in range(n)]
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()

@@ -43,5 +43,7 @@ def install() -> None:
 def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None,
         **kwargs: Any) -> _T:
     """Run a coroutine on a new ringline loop, like asyncio.run()."""
+    if asyncio.events._get_running_loop() is not None:
+        raise RuntimeError("ringline.run() cannot be called from a running event loop")
     with asyncio.Runner(debug=debug, loop_factory=new_event_loop, **kwargs) as runner:
         return runner.run(main)

@@ -171,6 +171,7 @@ cdef extern from "_ring.h" nogil:
     void rl_prep_rw(io_uring_sqe *sqe, int op, int fd, const void *addr, unsigned len, uint64_t off, uint64_t ud)
     double rl_monotonic()
     uint64_t RL_UD_IGNORE
+    int RL_OP_READ_MULTISHOT
     size_t RL_SUN_PATH_OFFSET
 
     int IORING_OP_NOP, IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_POLL_ADD

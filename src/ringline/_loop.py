@@ -18,9 +18,13 @@ import io
 import os
 import signal
 import socket
+import stat
+import subprocess
 import sys
 import threading
-from asyncio import base_events, coroutines, events, exceptions, futures, sslproto, trsock
+import warnings
+from asyncio import (base_events, base_subprocess, constants, coroutines, events,
+                     exceptions, futures, sslproto, tasks, unix_events)
 from asyncio.log import logger
 
 from . import _core
@@ -41,10 +45,14 @@ class _SocketTransport(asyncio.Transport):
     native core's bound methods stored on the instance, so a call costs no
     Python frame."""
 
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    _kind = 0
+
     def __init__(self, loop, sock, protocol, extra, server, context=None):
         super().__init__(extra)
         core = _core._make_stream_core(loop, sock, protocol, self, self._extra,
-                                       server, context)
+                                       server, context, self._kind)
         self._core = core
         self._loop = loop
         self.write = core.write
@@ -58,12 +66,12 @@ class _SocketTransport(asyncio.Transport):
 
     def __repr__(self):
         info = [self.__class__.__name__]
-        sock = self._core.sock
-        if sock.fileno() == -1:
+        core = self._core
+        if core.sock.fileno() == -1:
             info.append("closed")
-        elif self._core.is_closing():
+        elif core.is_closing():
             info.append("closing")
-        info.append(f"fd={sock.fileno()}")
+        info.append(f"fd={core.fileno_}")
         return "<{}>".format(" ".join(info))
 
     def write_eof(self):
@@ -100,6 +108,24 @@ class _SocketTransport(asyncio.Transport):
     def _force_close(self, exc):
         self._core._force_close(exc)
 
+    def _make_empty_waiter(self):
+        return self._core._make_empty_waiter()
+
+    def _reset_empty_waiter(self):
+        self._core._reset_empty_waiter()
+
+    @property
+    def _protocol_paused(self):
+        return self._core.protocol_paused_
+
+    @property
+    def _sock(self):
+        return self._core.sock
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
     def _fatal_error(self, exc, message="Fatal error on transport"):
         self._core._fatal_error(exc, message)
 
@@ -107,7 +133,60 @@ class _SocketTransport(asyncio.Transport):
         core = self.__dict__.get("_core")
         if core is not None and not core.is_closing() and core.sock.fileno() != -1:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            core.abort()
+            if not self._loop.is_closed():
+                core.abort()
+
+
+class _ReadPipeTransport(_SocketTransport, asyncio.ReadTransport):
+    """The read end of a pipe (or a socket/character device), read through
+    the ring (READ_MULTISHOT from the provided buffer ring when available)."""
+    _start_tls_compatible = False
+    _sendfile_compatible = constants._SendfileMode.UNSUPPORTED
+    _kind = 1
+
+    def __repr__(self):
+        return f"<{self.__class__.__name__} fd={self._core.fileno_}>"
+
+
+class _WritePipeTransport(_SocketTransport, asyncio.WriteTransport):
+    """The write end of a pipe, written through the ring (WRITE/WRITEV)."""
+    _start_tls_compatible = False
+    _sendfile_compatible = constants._SendfileMode.UNSUPPORTED
+    _kind = 2
+
+    def __repr__(self):
+        return f"<{self.__class__.__name__} fd={self._core.fileno_}>"
+
+
+def _check_pipe(pipe, *, readable):
+    fileno = pipe.fileno()
+    mode = os.fstat(fileno).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+        raise ValueError("Pipe transport is for pipes/sockets only.")
+    os.set_blocking(fileno, False)
+    return fileno, mode
+
+
+class _SubprocessTransport(base_subprocess.BaseSubprocessTransport):
+    """A child process; its pipes are ring transports and its exit arrives
+    through the ring (a poll on its pidfd)."""
+
+    def _start(self, args, shell, stdin, stdout, stderr, bufsize, **kwargs):
+        stdin_w = None
+        if stdin == subprocess.PIPE and sys.platform.startswith("aix"):
+            stdin, stdin_w = socket.socketpair()
+        try:
+            self._proc = subprocess.Popen(
+                args, shell=shell, stdin=stdin, stdout=stdout, stderr=stderr,
+                universal_newlines=False, bufsize=bufsize, **kwargs)
+            if stdin_w is not None:
+                stdin.close()
+                self._proc.stdin = open(stdin_w.detach(), "wb", buffering=bufsize)
+                stdin_w = None
+        finally:
+            if stdin_w is not None:
+                stdin.close()
+                stdin_w.close()
 
 
 class Loop(_core.LoopCore, asyncio.BaseEventLoop):
@@ -388,3 +467,184 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
                 if transport is not None:
                     context["transport"] = transport
                 self.call_exception_handler(context)
+
+    # ---- Unix sockets -----------------------------------------------------
+
+    async def create_unix_connection(self, protocol_factory, path=None, *, ssl=None,
+                                     sock=None, server_hostname=None,
+                                     ssl_handshake_timeout=None,
+                                     ssl_shutdown_timeout=None):
+        if server_hostname is not None and not isinstance(server_hostname, str):
+            raise TypeError("server_hostname must be a str")
+        if ssl:
+            if server_hostname is None:
+                raise ValueError("you have to pass server_hostname when using ssl")
+        else:
+            if server_hostname is not None:
+                raise ValueError("server_hostname is only meaningful with ssl")
+            if ssl_handshake_timeout is not None:
+                raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+            if ssl_shutdown_timeout is not None:
+                raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
+            try:
+                sock.setblocking(False)
+                await self.sock_connect(sock, path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError("no path and sock were specified")
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+            sock.setblocking(False)
+        return await self._create_connection_transport(
+            sock, protocol_factory, ssl, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+
+    async def create_unix_server(self, protocol_factory, path=None, *, sock=None,
+                                 backlog=100, ssl=None, ssl_handshake_timeout=None,
+                                 ssl_shutdown_timeout=None, start_serving=True):
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if path[0] not in (0, "\x00"):     # not an abstract name
+                try:
+                    if stat.S_ISSOCK(os.stat(path).st_mode):
+                        os.remove(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as err:
+                    logger.error("Unable to check or remove stale UNIX socket %r: %r",
+                                 path, err)
+            try:
+                sock.bind(path)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(errno.EADDRINUSE,
+                                  f"Address {path!r} is already in use") from None
+                raise
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError("path was not specified, and no sock specified")
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+        sock.setblocking(False)
+        server = base_events.Server(self, [sock], protocol_factory, ssl, backlog,
+                                    ssl_handshake_timeout, ssl_shutdown_timeout)
+        if start_serving:
+            server._start_serving()
+            await tasks.sleep(0)
+        return server
+
+    # ---- sendfile on transports -------------------------------------------
+
+    async def _sendfile_native(self, transp, file, offset, count):
+        sock = transp._sock
+        fd = sock.fileno()
+        self._transports.pop(fd, None)
+        resume_reading = transp.is_reading()
+        transp.pause_reading()
+        await transp._make_empty_waiter()
+        try:
+            return await self.sock_sendfile(sock, file, offset, count, fallback=False)
+        finally:
+            transp._reset_empty_waiter()
+            if resume_reading:
+                transp.resume_reading()
+            self._transports[fd] = transp
+
+    # ---- pipes ------------------------------------------------------------
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        fileno, _ = _check_pipe(pipe, readable=True)
+        extra = dict(extra) if extra else {}
+        extra["pipe"] = pipe
+        transport = _ReadPipeTransport(self, pipe, protocol, extra, None)
+        self._transports[fileno] = transport
+        transport._core._start(waiter)
+        return transport
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        fileno, mode = _check_pipe(pipe, readable=False)
+        extra = dict(extra) if extra else {}
+        extra["pipe"] = pipe
+        transport = _WritePipeTransport(self, pipe, protocol, extra, None)
+        self._transports[fileno] = transport
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            transport._core._start_watch()
+        transport._core._start(waiter)
+        return transport
+
+    # ---- subprocesses -----------------------------------------------------
+
+    async def _make_subprocess_transport(self, protocol, args, shell, stdin, stdout,
+                                         stderr, bufsize, extra=None, **kwargs):
+        waiter = self.create_future()
+        transp = _SubprocessTransport(self, protocol, args, shell, stdin, stdout,
+                                      stderr, bufsize, waiter=waiter, extra=extra,
+                                      **kwargs)
+        self._watch_child(transp.get_pid(), transp)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
+
+    def _watch_child(self, pid, transp):
+        """Exit notification through the ring: a poll on the child's pidfd."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            pidfd = -1
+        if pidfd < 0:
+            # no pidfd: fall back to a thread that waits for the child
+            def waiter():
+                try:
+                    _, status = os.waitpid(pid, 0)
+                    code = os.waitstatus_to_exitcode(status)
+                except ChildProcessError:
+                    code = 255
+                if not self.is_closed():
+                    self.call_soon_threadsafe(transp._process_exited, code)
+            threading.Thread(target=waiter, daemon=True).start()
+            return
+
+        def on_exit():
+            self._remove_reader(pidfd)
+            try:
+                wpid, status = os.waitpid(pid, os.WNOHANG)
+                if wpid == 0:      # spurious: wait again
+                    self._add_reader(pidfd, on_exit)
+                    return
+                code = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                code = 255
+                logger.warning("Unknown child process pid %d, will report returncode 255", pid)
+            os.close(pidfd)
+            if transp._returncode is None:
+                transp._process_exited(code)
+
+        self._add_reader(pidfd, on_exit)

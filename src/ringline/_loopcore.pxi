@@ -764,6 +764,12 @@ cdef class LoopCore:
                     pass
         self.accept_stash.clear()
         self.recv_stash.clear()
+        if self.sig_rsock is not None:
+            if self.sig_op is not None and self.sig_op.inflight:
+                self._cancel_op(self.sig_op)
+            self.sig_rsock.close()
+            self.sig_wsock.close()
+            self.sig_rsock = self.sig_wsock = None
         if not self.ring_ok:
             return
         # Cancel everything in flight and wait (bounded) until the kernel has
@@ -911,6 +917,27 @@ cdef class LoopCore:
         if not buf:
             del self.recv_stash[fd]
         return data
+
+    cdef _stash_datagram(self, sock, bytes data, addr):
+        key = ('dgram', sock.fileno())
+        ent = self.recv_stash.get(key)
+        if ent is not None and ent[0]() is sock:
+            ent[1].append((data, addr))
+        else:
+            self.recv_stash[key] = (_weakref.ref(sock), [(data, addr)])
+
+    cdef object _take_datagram(self, sock, int fd):
+        key = ('dgram', fd)
+        ent = self.recv_stash.get(key)
+        if ent is None:
+            return None
+        if ent[0]() is not sock or not ent[1]:
+            del self.recv_stash[key]
+            return None
+        item = ent[1].pop(0)
+        if not ent[1]:
+            del self.recv_stash[key]
+        return item
 
     cdef _stash_accept(self, sock, int newfd):
         key = sock.fileno()
@@ -1141,6 +1168,10 @@ cdef class LoopCore:
         cdef Py_ssize_t size = bufsize
         if size < 0:
             raise ValueError('negative buffersize in recvfrom')
+        if self.recv_stash:
+            item = self._take_datagram(sock, fd)
+            if item is not None:
+                return (item[0][:size], item[1])
         op = self._recvmsg_op(sock, fd, size)
         try:
             return await op.fut
@@ -1162,6 +1193,12 @@ cdef class LoopCore:
             if nbytes > size:
                 raise ValueError('nbytes is greater than the length of the buffer')
             size = nbytes
+        if self.recv_stash:
+            item = self._take_datagram(sock, fd)
+            if item is not None:
+                data = item[0][:size]
+                memoryview(buf).cast('B')[:len(data)] = data
+                return (len(data), item[1])
         op = self._recvmsg_op(sock, fd, size)
         op.target = buf
         try:

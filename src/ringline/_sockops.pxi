@@ -286,7 +286,11 @@ cdef class _MsgOp(_Op):
                 fut.set_exception(_oserror(-res))
             return 0
         if fut.done():
-            return 0   # a datagram arriving after cancellation is dropped, as UDP may
+            if res >= 0:
+                # cancelled as it arrived: keep it for the next sock_recvfrom
+                self.loop._stash_datagram(self.sock, self.mem[:res],
+                    _parse_sockaddr(<sockaddr*>&self.addr, self.msg.msg_namelen))
+            return 0
         if res < 0:
             fut.set_exception(_oserror(-res))
             return 0

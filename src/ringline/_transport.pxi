@@ -100,6 +100,9 @@ cdef class _StreamCore(_Flushable):
     cdef public Py_ssize_t low_water
     cdef public Py_ssize_t hard_cap
     cdef list pending_data
+    cdef public object empty_waiter
+    cdef public int kind            # 0 socket, 1 read pipe, 2 write pipe
+    cdef _PipeWatchOp watch_op
 
     def __cinit__(self):
         self.wq = []
@@ -150,12 +153,19 @@ cdef class _StreamCore(_Flushable):
 
     cdef int _arm_recv(self) except -1:
         cdef io_uring_sqe *sqe
-        if self.rop.inflight or self.closing or self.reading_paused:
+        if self.rop.inflight or self.closing or self.reading_paused or self.kind == 2:
             return 0
         self.loop._ensure_pbuf()
-        sqe = self.loop._sqe(IORING_OP_RECV)
+        if self.kind == 1:
+            if self.loop.probe_ops[RL_OP_READ_MULTISHOT]:
+                sqe = self.loop._sqe(RL_OP_READ_MULTISHOT)
+            else:
+                sqe = self.loop._sqe(IORING_OP_READ)
+            sqe.off = <uint64_t>-1
+        else:
+            sqe = self.loop._sqe(IORING_OP_RECV)
+            sqe.ioprio = IORING_RECV_MULTISHOT
         sqe.fd = self.fd
-        sqe.ioprio = IORING_RECV_MULTISHOT
         sqe.flags = IOSQE_BUFFER_SELECT
         sqe.buf_group = self.loop.pbuf.bgid
         sqe.user_data = self.loop._reg(self.rop)
@@ -269,6 +279,13 @@ cdef class _StreamCore(_Flushable):
             return 0
         if self.loop._debug:
             _logger.debug('%r received EOF', self.transport)
+        if self.kind == 1:
+            # a read pipe: eof_received, then connection_lost, whatever the
+            # protocol answers
+            self.closing = True
+            self.loop.call_soon(self.protocol.eof_received, context=self.context)
+            self._schedule_connection_lost(None)
+            return 0
         entered = self._enter()
         try:
             try:
@@ -357,6 +374,8 @@ cdef class _StreamCore(_Flushable):
             data = bytes(data)     # the caller may reuse a mutable buffer
         if self.eof_requested:
             raise RuntimeError('Cannot call write() after write_eof()')
+        if self.empty_waiter is not None:
+            raise RuntimeError('unable to write; sendfile is in progress')
         n = len(<bytes>data)
         if n == 0:
             return
@@ -402,6 +421,16 @@ cdef class _StreamCore(_Flushable):
         self.wq_bytes -= total
         self.inflight_bytes = total
         self.sop = op
+        if self.kind == 2:
+            if k == 1:
+                sqe = self.loop._sqe(IORING_OP_WRITE)
+                rl_prep_rw(sqe, IORING_OP_WRITE, self.fd, op.iov[0].iov_base,
+                           <unsigned>op.iov[0].iov_len, <uint64_t>-1, self.loop._reg(op))
+            else:
+                sqe = self.loop._sqe(IORING_OP_WRITEV)
+                rl_prep_rw(sqe, IORING_OP_WRITEV, self.fd, op.iov, <unsigned>k,
+                           <uint64_t>-1, self.loop._reg(op))
+            return 0
         if k == 1:
             sqe = self.loop._sqe(IORING_OP_SEND)
             rl_prep_rw(sqe, IORING_OP_SEND, self.fd, op.iov[0].iov_base,
@@ -455,6 +484,8 @@ cdef class _StreamCore(_Flushable):
             self.flush()
         else:
             self._maybe_resume_protocol()
+            if self.empty_waiter is not None and not self.empty_waiter.done():
+                self.empty_waiter.set_result(None)
             if self.closing:
                 self._schedule_connection_lost(None)
             elif self.eof_requested and not self.eof_sent:
@@ -472,6 +503,11 @@ cdef class _StreamCore(_Flushable):
     cdef int _send_eof(self) except -1:
         cdef io_uring_sqe *sqe
         self.eof_sent = True
+        if self.kind == 2:
+            # a pipe has no half-close: EOF is closing it
+            self.closing = True
+            self._schedule_connection_lost(None)
+            return 0
         sqe = self.loop._sqe(IORING_OP_SHUTDOWN)
         sqe.fd = self.fd
         sqe.len = SHUT_WR
@@ -482,6 +518,8 @@ cdef class _StreamCore(_Flushable):
         if self.closing or self.eof_requested:
             return
         self.eof_requested = True
+        if self.kind == 2:
+            self._stop_watch()
         if self.sop is None and not self.wq:
             self._send_eof()
 
@@ -556,6 +594,9 @@ cdef class _StreamCore(_Flushable):
     def close(self):
         if self.closing:
             return
+        if self.kind == 2:
+            self.write_eof()
+            return
         self.closing = True
         self._stop_recv()
         if self.sop is None and not self.wq:
@@ -572,9 +613,26 @@ cdef class _StreamCore(_Flushable):
         self.loop.call_soon(self._call_connection_lost, exc, context=self.context)
         return 0
 
+    def _make_empty_waiter(self):
+        if self.empty_waiter is not None:
+            raise RuntimeError('Empty waiter is already set')
+        self.empty_waiter = self.loop._new_future()
+        if not self.wq and self.sop is None:
+            self.empty_waiter.set_result(None)
+        return self.empty_waiter
+
+    def _reset_empty_waiter(self):
+        self.empty_waiter = None
+
+    @property
+    def protocol_paused_(self):
+        return self.protocol_paused
+
     def _force_close(self, exc):
         if self.lost_scheduled:
             return
+        if exc is not None and self.empty_waiter is not None and not self.empty_waiter.done():
+            self.empty_waiter.set_exception(exc)
         self.wq.clear()
         self.wq_bytes = 0
         if self.sop is not None:
@@ -605,8 +663,43 @@ cdef class _StreamCore(_Flushable):
         finally:
             self.in_ctx = False
             self._release()
+            if self.empty_waiter is not None and not self.empty_waiter.done():
+                self.empty_waiter.set_exception(
+                    ConnectionError('Connection is closed by peer'))
+
+    cdef int _stop_watch(self) except -1:
+        if self.watch_op is not None and self.watch_op.inflight:
+            self.loop._cancel_op(self.watch_op)
+        if self.watch_op is not None:
+            self.watch_op.owner = None
+        self.watch_op = None
+        return 0
+
+    def _start_watch(self):
+        """Write pipes: a poll on the write end reports the reader closing."""
+        cdef io_uring_sqe *sqe
+        cdef _PipeWatchOp op = _PipeWatchOp.__new__(_PipeWatchOp)
+        op.loop = self.loop
+        op.owner = self
+        op.fd = self.fd
+        self.watch_op = op
+        sqe = self.loop._sqe(IORING_OP_POLL_ADD)
+        sqe.fd = self.fd
+        sqe.poll32_events = POLLIN
+        sqe.user_data = self.loop._reg(op)
+
+    def _peer_closed(self):
+        self.watch_op = None
+        if self.lost_scheduled:
+            return
+        if self.wq or self.sop is not None:
+            self._force_close(BrokenPipeError())
+        else:
+            self.closing = True
+            self._schedule_connection_lost(None)
 
     cdef int _release(self) except -1:
+        self._stop_watch()
         if self.rop.inflight:
             self.loop._cancel_op(self.rop)
         if self.sop is not None:
@@ -637,6 +730,22 @@ cdef class _StreamCore(_Flushable):
 
     def get_extra_info(self, name, default=None):
         return self.extra.get(name, default)
+
+    @property
+    def fileno_(self):
+        return self.fd
+
+
+cdef class _PipeWatchOp(_Op):
+    cdef _StreamCore owner
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        owner = self.owner
+        self.owner = None
+        if owner is None or res == -_ECANCELED:
+            return 0
+        owner._peer_closed()
+        return 0
 
 
 class WriteBufferOverflow(ConnectionError):
@@ -715,9 +824,12 @@ cdef class _ListenOp(_Op):
         return 0
 
 
-def _make_stream_core(LoopCore loop, sock, protocol, transport, dict extra, server, context):
-    """Create the native side of a stream transport (used by _loop.py)."""
+def _make_stream_core(LoopCore loop, sock, protocol, transport, dict extra, server,
+                      context, int kind=0):
+    """Create the native side of a stream transport (used by _loop.py).
+    kind: 0 socket, 1 read pipe, 2 write pipe."""
     cdef _StreamCore c = _StreamCore.__new__(_StreamCore)
+    c.kind = kind
     c.loop = loop
     c.sock = sock
     c.fd = sock.fileno()

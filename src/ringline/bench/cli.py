@@ -107,11 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-validate", dest="validate", action="store_const", const=False)
     parser.add_argument("--verify", dest="verify", action="store_const", const=True,
                         help="generator compares every echoed byte (costs generator CPU)")
-    parser.add_argument("--spin", dest="spin", action="store_const", const=True,
-                        help="generator busy-polls (default when it has its own CPU)")
-    parser.add_argument("--no-spin", dest="spin", action="store_const", const=False)
-    parser.add_argument("--engine", choices=["uring", "epoll"],
-                        help="generator I/O engine (default: uring when the kernel allows)")
+    parser.add_argument("--spin", action="store_true",
+                        help="generator busy-polls its own CPU(s) and reports its busy share")
+    parser.add_argument("--engine", choices=["epoll", "uring"],
+                        help="generator I/O engine (default: epoll)")
     parser.add_argument("--server-cpu", type=int, help="CPU for the servers")
     parser.add_argument("--client-cpus", type=_csv(int), help="CPUs for the generator")
     parser.add_argument("--threads", type=int,

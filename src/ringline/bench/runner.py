@@ -86,10 +86,9 @@ class BenchConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_spin(self) -> bool:
-        if self.spin is not None:
-            return self.spin
-        # Busy-polling is only fair when the generator has cores of its own.
-        return bool(self.client_cpus) and self.server_cpu not in (self.client_cpus or [])
+        # Busy-polling is off unless asked for: on a shared machine a spinning
+        # generator steals time from everything else on its CPU.
+        return bool(self.spin) and self.server_cpu not in (self.client_cpus or [None])
 
     def to_json(self) -> dict:
         data = asdict(self)

@@ -12,6 +12,9 @@
  *         requests carry no body) with one fixed keep-alive response.
  *   udp   UDP: send every datagram back to its sender.
  *
+ * --spin polls epoll without sleeping (for a CPU of its own), to see how
+ * far the generator goes when the server never needs waking.
+ *
  * Lifecycle: bind + listen on HOST:PORT (PORT 0 = ephemeral) -> print
  * "READY <port>" on stdout -> serve until SIGTERM/SIGINT or until stdin
  * reaches end of file (so a dead harness never leaves it running).
@@ -51,6 +54,7 @@ struct conn {
 };
 
 static int ep;
+static int spin;
 static enum mode mode = MODE_ECHO;
 static char buf[1 << 18];
 
@@ -199,12 +203,13 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"host", required_argument, 0, 'H'}, {"port", required_argument, 0, 'p'},
         {"mode", required_argument, 0, 'm'}, {"cpu", required_argument, 0, 'a'},
-        {0, 0, 0, 0}};
-    while ((ch = getopt_long(argc, argv, "H:p:m:a:", longopts, NULL)) != -1) {
+        {"spin", no_argument, 0, 'S'}, {0, 0, 0, 0}};
+    while ((ch = getopt_long(argc, argv, "H:p:m:a:S", longopts, NULL)) != -1) {
         switch (ch) {
         case 'H': host = optarg; break;
         case 'p': port = atoi(optarg); break;
         case 'a': cpu = atoi(optarg); break;
+        case 'S': spin = 1; break;
         case 'm':
             if (!strcmp(optarg, "echo")) mode = MODE_ECHO;
             else if (!strcmp(optarg, "http")) mode = MODE_HTTP;
@@ -213,7 +218,7 @@ int main(int argc, char **argv)
             break;
         default:
             fprintf(stderr, "usage: echo_server [--host A] [--port P] "
-                            "[--mode echo|http|udp] [--cpu N]\n");
+                            "[--mode echo|http|udp] [--cpu N] [--spin]\n");
             return 2;
         }
     }
@@ -258,7 +263,7 @@ int main(int argc, char **argv)
 
     struct epoll_event evs[256];
     for (;;) {
-        int n = epoll_wait(ep, evs, 256, -1);
+        int n = epoll_wait(ep, evs, 256, spin ? 0 : -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
