@@ -38,7 +38,7 @@ def _sighandler_noop(signum, frame):
     """Python-level handler: the real work happens through the wakeup fd."""
 
 
-class _SocketTransport(asyncio.Transport):
+class _SocketTransport(asyncio.transports._FlowControlMixin):
     """A TCP or Unix stream transport whose I/O goes through the ring.
 
     The methods users call most (write, writelines, is_closing, ...) are the
@@ -50,7 +50,7 @@ class _SocketTransport(asyncio.Transport):
     _kind = 0
 
     def __init__(self, loop, sock, protocol, extra, server, context=None):
-        super().__init__(extra)
+        asyncio.BaseTransport.__init__(self, extra)
         core = _core._make_stream_core(loop, sock, protocol, self, self._extra,
                                        server, context, self._kind)
         self._core = core
@@ -71,6 +71,8 @@ class _SocketTransport(asyncio.Transport):
             info.append("closed")
         elif core.is_closing():
             info.append("closing")
+        else:
+            info.append("open")
         info.append(f"fd={core.fileno_}")
         return "<{}>".format(" ".join(info))
 
@@ -137,6 +139,57 @@ class _SocketTransport(asyncio.Transport):
                 core.abort()
 
 
+class _DatagramTransport(asyncio.transports._FlowControlMixin, asyncio.DatagramTransport):
+    """A UDP or Unix datagram transport over the ring."""
+
+    def __init__(self, loop, sock, protocol, address, extra):
+        asyncio.BaseTransport.__init__(self, extra)
+        core = _core._make_datagram_core(loop, sock, protocol, self, self._extra,
+                                         address, None)
+        self._core = core
+        self._loop = loop
+        self.sendto = core.sendto
+        self.is_closing = core.is_closing
+        self.get_extra_info = core.get_extra_info
+        self.get_write_buffer_size = core.get_write_buffer_size
+
+    def __repr__(self):
+        return f"<{self.__class__.__name__} fd={self._core.fileno_}>"
+
+    def close(self):
+        self._core.close()
+
+    def abort(self):
+        self._core.abort()
+
+    def set_protocol(self, protocol):
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self._core.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def _force_close(self, exc):
+        self._core._force_close(exc)
+
+    @property
+    def _sock(self):
+        return self._core.sock
+
+    @property
+    def _protocol_paused(self):
+        return False
+
+    @property
+    def _address(self):
+        return self._core.address
+
+
 class _ReadPipeTransport(_SocketTransport, asyncio.ReadTransport):
     """The read end of a pipe (or a socket/character device), read through
     the ring (READ_MULTISHOT from the provided buffer ring when available)."""
@@ -144,18 +197,12 @@ class _ReadPipeTransport(_SocketTransport, asyncio.ReadTransport):
     _sendfile_compatible = constants._SendfileMode.UNSUPPORTED
     _kind = 1
 
-    def __repr__(self):
-        return f"<{self.__class__.__name__} fd={self._core.fileno_}>"
-
 
 class _WritePipeTransport(_SocketTransport, asyncio.WriteTransport):
     """The write end of a pipe, written through the ring (WRITE/WRITEV)."""
     _start_tls_compatible = False
     _sendfile_compatible = constants._SendfileMode.UNSUPPORTED
     _kind = 2
-
-    def __repr__(self):
-        return f"<{self.__class__.__name__} fd={self._core.fileno_}>"
 
 
 def _check_pipe(pipe, *, readable):
@@ -356,8 +403,11 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
                 data = await self._file_read(fileno, want, offset + total)
                 if not data:
                     break
-                await self.sock_sendall(sock, data)
-                total += len(data)
+                view = memoryview(data)
+                while view:
+                    n = await self._sock_send(sock, view)
+                    total += n
+                    view = view[n:]
             return total
         finally:
             if total > 0:
@@ -413,6 +463,9 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
         op = self._listeners.pop(sock.fileno(), None)
         if op is not None:
             _core._stop_listen_op(op)
+            # hand the cancellation to the kernel now so that the listening
+            # socket (referenced by the accept) is gone when close returns
+            self._submit_pending()
         sock.close()
 
     def _accept_connection(self, protocol_factory, conn, sslcontext, server,
@@ -571,6 +624,26 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
             if resume_reading:
                 transp.resume_reading()
             self._transports[fd] = transp
+
+    # ---- datagrams --------------------------------------------------------
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None,
+                                 extra=None):
+        extra = dict(extra) if extra else {}
+        extra["socket"] = sock
+        try:
+            extra.setdefault("sockname", sock.getsockname())
+        except OSError:
+            extra.setdefault("sockname", None)
+        if "peername" not in extra:
+            try:
+                extra["peername"] = sock.getpeername()
+            except OSError:
+                extra["peername"] = None
+        transport = _DatagramTransport(self, sock, protocol, address, extra)
+        self._transports[sock.fileno()] = transport
+        transport._core._start(waiter)
+        return transport
 
     # ---- pipes ------------------------------------------------------------
 

@@ -152,6 +152,8 @@ cdef class LoopCore:
     # streams
     cdef rl_pbuf pbuf
     cdef bint pbuf_ok
+    cdef rl_pbuf dpbuf
+    cdef bint dpbuf_ok
     cdef public unsigned recv_buffers
     cdef public unsigned recv_buffer_size
     cdef public Py_ssize_t write_hard_cap
@@ -589,6 +591,14 @@ cdef class LoopCore:
             self._unpark()
         return 0
 
+    cdef int _submit_now(self) except -1:
+        rl_enter(&self.ring, 0, 0)
+        return 0
+
+    def _submit_pending(self):
+        """Hand every queued SQE to the kernel now (no wait)."""
+        rl_enter(&self.ring, 0, 0)
+
     cdef int _flush_writes(self) except -1:
         cdef list fl = self.flush_list
         self.flush_list = []
@@ -616,6 +626,16 @@ cdef class LoopCore:
         if err < 0:
             raise _oserror(-err, 'cannot register the provided buffer ring: ' + _os.strerror(-err))
         self.pbuf_ok = True
+        return 0
+
+    cdef int _ensure_dpbuf(self) except -1:
+        cdef int err
+        if self.dpbuf_ok:
+            return 0
+        err = rl_pbuf_init(&self.ring, &self.dpbuf, 64, 65536 + 512, 2)
+        if err < 0:
+            raise _oserror(-err, 'cannot register the datagram buffer ring: ' + _os.strerror(-err))
+        self.dpbuf_ok = True
         return 0
 
     def _accepted(self, _ListenOp lop, int fd):
@@ -786,6 +806,9 @@ cdef class LoopCore:
             if self.pbuf_ok:
                 rl_pbuf_exit(&self.ring, &self.pbuf)
                 self.pbuf_ok = False
+            if self.dpbuf_ok:
+                rl_pbuf_exit(&self.ring, &self.dpbuf)
+                self.dpbuf_ok = False
             rl_ring_exit(&self.ring)
             self.ring_ok = False
             if self.wake_fd >= 0:
@@ -1050,6 +1073,30 @@ cdef class LoopCore:
         op.loop = self
         op.fd = fd
         op.sock = sock
+        fut = op.fut = self._new_future()
+        op.submit()
+        try:
+            return await fut
+        except _aexc.CancelledError:
+            self._cancel_op(op)
+            raise
+
+    async def _sock_send(self, sock, data):
+        """One SEND: resolves with the number of bytes the kernel took."""
+        cdef _SendOp op
+        _check_sock(self, sock)
+        cdef int fd = _sock_fd(sock)
+        op = _SendOp.__new__(_SendOp)
+        PyObject_GetBuffer(data, &op.view, PyBUF_SIMPLE)
+        op.has_view = True
+        if op.view.len == 0:
+            PyBuffer_Release(&op.view)
+            op.has_view = False
+            return 0
+        op.loop = self
+        op.fd = fd
+        op.sock = sock
+        op.once = True
         fut = op.fut = self._new_future()
         op.submit()
         try:

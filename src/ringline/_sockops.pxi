@@ -170,6 +170,7 @@ cdef class _SendOp(_Op):
     cdef bint has_view
     cdef size_t offset
     cdef object sock
+    cdef bint once           # resolve with the byte count after one send
 
     def __dealloc__(self):
         if self.has_view:
@@ -188,10 +189,13 @@ cdef class _SendOp(_Op):
         fut = self.fut
         if res >= 0:
             self.offset += res
-            if self.offset < <size_t>self.view.len and not fut.done():
+            if self.once:
+                if not fut.done():
+                    fut.set_result(res)
+            elif self.offset < <size_t>self.view.len and not fut.done():
                 self.submit()
                 return 0
-            if not fut.done():
+            elif not fut.done():
                 fut.set_result(None)
         elif res == -11 or res == -4:
             if not fut.done():

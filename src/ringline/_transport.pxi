@@ -147,7 +147,10 @@ cdef class _StreamCore(_Flushable):
         finally:
             self.in_ctx = False
         if not self.closing and not self.reading_paused:
-            self._arm_recv()
+            # Start receiving one iteration later, as asyncio does, so that
+            # whoever awaits the transport (create_connection's caller)
+            # resumes before the first data_received.
+            self.loop.call_soon(self._rearm_after_park)
 
     # -- receive --
 
@@ -384,6 +387,22 @@ cdef class _StreamCore(_Flushable):
                 _logger.warning('socket.send() raised exception.')
             self.conn_lost += 1
             return
+        if self.kind == 2 and self.sop is None and not self.wq:
+            # Pipes write at call time when idle, as asyncio's and uvloop's
+            # pipe transports do (subprocess I/O is latency-bound and callers
+            # may block on the other end right after write()); what the pipe
+            # does not take goes through the ring. Sockets batch per iteration.
+            written = c_write(self.fd, PyBytes_AS_STRING(data), n)
+            if written == n:
+                return
+            if written < 0:
+                err = errno
+                if err != 11 and err != 4:
+                    self._fatal_error(_oserror(err), 'Fatal write error on pipe transport')
+                    return
+            else:
+                data = data[written:]
+                n -= written
         self.wq.append(data)
         self.wq_bytes += n
         if self.sop is None and not self.flush_scheduled:

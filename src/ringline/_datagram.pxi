@@ -1,0 +1,330 @@
+# Datagram (UDP and Unix datagram) transports over the ring.
+#
+# Receive: one multishot RECVMSG drawing from the loop's datagram buffer ring
+#   (its own provided-buffer group): each completion's buffer holds an
+#   io_uring_recvmsg_out header, the source address and the payload; the
+#   payload is copied into a bytes, the buffer returned at once.
+# Send: every sendto() becomes one SENDMSG holding a copy of the datagram and
+#   its encoded address until completion; the bytes in flight count for flow
+#   control (pause_writing above the high-water mark).
+# Lifecycle: created -> connection_made (soon) -> receiving -> close() (waits
+#   for sends in flight) or abort() -> connection_lost exactly once (soon).
+
+cdef extern from "_ring.h":
+    cdef struct io_uring_recvmsg_out:
+        uint32_t namelen
+        uint32_t controllen
+        uint32_t payloadlen
+        uint32_t flags
+
+
+cdef class _DgramRecvOp(_Op):
+    cdef _DatagramCore owner
+    cdef msghdr msg
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        return self.owner._on_recv(res, flags)
+
+
+cdef class _DgramSendOp(_Op):
+    cdef _DatagramCore owner
+    cdef msghdr msg
+    cdef iovec iov
+    cdef sockaddr_storage addr
+    cdef bytes data
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        owner = self.owner
+        self.owner = None
+        if owner is not None:
+            owner._on_sent(self, res)
+        self.data = None
+        return 0
+
+
+cdef class _DatagramCore:
+    cdef LoopCore loop
+    cdef readonly object sock
+    cdef object protocol
+    cdef object transport
+    cdef object context
+    cdef public dict extra
+    cdef public object address
+    cdef int fd
+    cdef int family
+    cdef bint closing
+    cdef bint lost_scheduled
+    cdef bint connected
+    cdef bint protocol_paused
+    cdef int conn_lost
+    cdef _DgramRecvOp rop
+    cdef Py_ssize_t inflight_bytes
+    cdef Py_ssize_t inflight_ops
+    cdef public Py_ssize_t high_water
+    cdef public Py_ssize_t low_water
+
+    def __cinit__(self):
+        self.high_water = 64 * 1024
+        self.low_water = 16 * 1024
+
+    def _start(self, waiter):
+        self.loop.call_soon(self._connection_made, context=self.context)
+        if waiter is not None:
+            self.loop.call_soon(_futures._set_result_unless_cancelled, waiter, None)
+
+    def _connection_made(self):
+        self.connected = True
+        self.protocol.connection_made(self.transport)
+        if not self.closing:
+            self._arm_recv()
+
+    cdef int _arm_recv(self) except -1:
+        cdef io_uring_sqe *sqe
+        if self.rop.inflight or self.closing:
+            return 0
+        self.loop._ensure_dpbuf()
+        self.rop.msg.msg_namelen = sizeof(sockaddr_storage)
+        self.rop.msg.msg_controllen = 0
+        sqe = self.loop._sqe(IORING_OP_RECVMSG)
+        sqe.fd = self.fd
+        sqe.addr = <uint64_t><uintptr_t>&self.rop.msg
+        sqe.len = 1
+        sqe.ioprio = IORING_RECV_MULTISHOT
+        sqe.flags = IOSQE_BUFFER_SELECT
+        sqe.buf_group = self.loop.dpbuf.bgid
+        sqe.user_data = self.loop._reg(self.rop)
+        return 0
+
+    def _rearm(self):
+        self._arm_recv()
+
+    cdef int _on_recv(self, int res, uint32_t flags) except -1:
+        cdef unsigned bid
+        cdef char *ptr
+        cdef io_uring_recvmsg_out *out
+        cdef LoopCore loop = self.loop
+        cdef uint32_t namelen
+        if flags & IORING_CQE_F_BUFFER:
+            bid = flags >> IORING_CQE_BUFFER_SHIFT
+            ptr = rl_pbuf_addr(&loop.dpbuf, bid)
+            try:
+                if res >= <int>sizeof(io_uring_recvmsg_out) and not self.closing:
+                    out = <io_uring_recvmsg_out*>ptr
+                    namelen = out.namelen
+                    if namelen > sizeof(sockaddr_storage):
+                        namelen = sizeof(sockaddr_storage)
+                    addr = _parse_sockaddr(<sockaddr*>(ptr + sizeof(io_uring_recvmsg_out)), namelen)
+                    data = PyBytes_FromStringAndSize(
+                        ptr + sizeof(io_uring_recvmsg_out) + sizeof(sockaddr_storage),
+                        out.payloadlen)
+                    if self.address is not None and addr is None:
+                        addr = self.address
+                    try:
+                        self.protocol.datagram_received(data, addr)
+                    except (SystemExit, KeyboardInterrupt):
+                        raise
+                    except BaseException as exc:
+                        self._fatal_error(exc, 'Fatal error: protocol.datagram_received() call failed.')
+            finally:
+                rl_pbuf_add(&loop.dpbuf, <unsigned short>bid)
+                rl_pbuf_publish(&loop.dpbuf)
+        elif res == -_ENOBUFS:
+            loop.enobufs += 1
+            loop.call_soon(self._rearm)
+            return 0
+        elif res == -_ECANCELED:
+            return 0
+        elif res < 0 and not self.closing:
+            self.protocol.error_received(_oserror(-res))
+        if not (flags & IORING_CQE_F_MORE) and not self.closing:
+            self._arm_recv()
+        return 0
+
+    def sendto(self, data, addr=None):
+        cdef _DgramSendOp op
+        cdef io_uring_sqe *sqe
+        cdef socklen_t alen = 0
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f'data argument must be a bytes-like object, '
+                            f'not {type(data).__name__!r}')
+        if not data:
+            return
+        if self.address is not None:
+            if addr not in (None, self.address):
+                raise ValueError(f'Invalid address: must be None or {self.address}')
+            addr = None      # connected: the kernel knows the peer
+        if self.conn_lost or self.closing:
+            if self.conn_lost >= _aconstants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                _logger.warning('socket.sendto() raised exception.')
+            self.conn_lost += 1
+            return
+        op = _DgramSendOp.__new__(_DgramSendOp)
+        if addr is not None:
+            alen = _build_sockaddr(self.family, addr, &op.addr)
+            if alen == 1:
+                info = _socket.getaddrinfo(addr[0], addr[1], self.family, _socket.SOCK_DGRAM)
+                alen = _build_sockaddr(self.family, info[0][4], &op.addr)
+        op.loop = self.loop
+        op.owner = self
+        op.fd = self.fd
+        op.data = bytes(data)
+        op.iov.iov_base = PyBytes_AS_STRING(op.data)
+        op.iov.iov_len = len(op.data)
+        op.msg.msg_name = &op.addr if alen else NULL
+        op.msg.msg_namelen = alen
+        op.msg.msg_iov = &op.iov
+        op.msg.msg_iovlen = 1
+        sqe = self.loop._sqe(IORING_OP_SENDMSG)
+        rl_prep_rw(sqe, IORING_OP_SENDMSG, self.fd, &op.msg, 1, 0, self.loop._reg(op))
+        sqe.msg_flags = MSG_NOSIGNAL
+        self.inflight_bytes += len(op.data)
+        self.inflight_ops += 1
+        self._maybe_pause_protocol()
+
+    cdef int _on_sent(self, _DgramSendOp op, int res) except -1:
+        self.inflight_bytes -= len(op.data)
+        self.inflight_ops -= 1
+        if res < 0 and res != -_ECANCELED and not self.lost_scheduled:
+            try:
+                self.protocol.error_received(_oserror(-res))
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, 'Fatal error: protocol.error_received() call failed.')
+                return 0
+        self._maybe_resume_protocol()
+        if self.closing and self.inflight_ops == 0:
+            self._schedule_connection_lost(None)
+        return 0
+
+    cdef int _maybe_pause_protocol(self) except -1:
+        if self.inflight_bytes <= self.high_water or self.protocol_paused:
+            return 0
+        self.protocol_paused = True
+        try:
+            self.protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.loop.call_exception_handler({
+                'message': 'protocol.pause_writing() failed', 'exception': exc,
+                'transport': self.transport, 'protocol': self.protocol})
+        return 0
+
+    cdef int _maybe_resume_protocol(self) except -1:
+        if self.protocol_paused and self.inflight_bytes <= self.low_water:
+            self.protocol_paused = False
+            try:
+                self.protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.loop.call_exception_handler({
+                    'message': 'protocol.resume_writing() failed', 'exception': exc,
+                    'transport': self.transport, 'protocol': self.protocol})
+        return 0
+
+    def get_write_buffer_size(self):
+        return self.inflight_bytes
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f'high ({high!r}) must be >= low ({low!r}) must be >= 0')
+        self.high_water = high
+        self.low_water = low
+        self._maybe_pause_protocol()
+
+    def get_write_buffer_limits(self):
+        return (self.low_water, self.high_water)
+
+    def is_closing(self):
+        return self.closing
+
+    def close(self):
+        if self.closing:
+            return
+        self.closing = True
+        if self.rop.inflight:
+            self.loop._cancel_op(self.rop)
+        if self.inflight_ops == 0:
+            self._schedule_connection_lost(None)
+
+    def abort(self):
+        self._force_close(None)
+
+    def _force_close(self, exc):
+        if self.lost_scheduled:
+            return
+        if not self.closing:
+            self.closing = True
+            if self.rop.inflight:
+                self.loop._cancel_op(self.rop)
+        self._schedule_connection_lost(exc)
+
+    def _fatal_error(self, exc, message='Fatal error on transport'):
+        if isinstance(exc, OSError):
+            if self.loop._debug:
+                _logger.debug('%r: %s', self.transport, message, exc_info=True)
+        else:
+            self.loop.call_exception_handler({
+                'message': message, 'exception': exc,
+                'transport': self.transport, 'protocol': self.protocol})
+        self._force_close(exc)
+
+    cdef int _schedule_connection_lost(self, exc) except -1:
+        if self.lost_scheduled:
+            return 0
+        self.lost_scheduled = True
+        self.conn_lost += 1
+        self.loop.call_soon(self._call_connection_lost, exc, context=self.context)
+        return 0
+
+    def _call_connection_lost(self, exc):
+        try:
+            if self.connected:
+                self.protocol.connection_lost(exc)
+        finally:
+            if self.rop.inflight:
+                self.loop._cancel_op(self.rop)
+            transports = getattr(self.loop, '_transports', None)
+            if transports is not None and transports.get(self.fd) is self.transport:
+                del transports[self.fd]
+            self.sock.close()
+            self.protocol = None
+            self.transport = None
+
+    def set_protocol(self, protocol):
+        self.protocol = protocol
+
+    def get_protocol(self):
+        return self.protocol
+
+    def get_extra_info(self, name, default=None):
+        return self.extra.get(name, default)
+
+    @property
+    def fileno_(self):
+        return self.fd
+
+
+def _make_datagram_core(LoopCore loop, sock, protocol, transport, dict extra,
+                        address, context):
+    cdef _DatagramCore c = _DatagramCore.__new__(_DatagramCore)
+    c.loop = loop
+    c.sock = sock
+    c.fd = sock.fileno()
+    c.family = sock.family
+    c.protocol = protocol
+    c.transport = transport
+    c.extra = extra
+    c.address = address
+    c.context = context if context is not None else PyContext_CopyCurrent()
+    c.rop = _DgramRecvOp.__new__(_DgramRecvOp)
+    c.rop.loop = loop
+    c.rop.owner = c
+    c.rop.fd = c.fd
+    return c
