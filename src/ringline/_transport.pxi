@@ -203,6 +203,10 @@ cdef class _StreamCore(_Flushable):
             loop.parked.append(self)
             return 0
         if res == -_ECANCELED:
+            # a pause (or close) cancelled the receive; if reading resumed
+            # meanwhile, start again
+            if not self.closing and not self.reading_paused and self.connected:
+                self._arm_recv()
             return 0
         if res < 0:
             self._fatal_error(_oserror(-res), 'Fatal read error on socket transport')
@@ -499,18 +503,19 @@ cdef class _StreamCore(_Flushable):
             op.release()
         if self.lost_scheduled:
             return 0
+        if not self.wq:
+            # resume_writing may write more (e.g. a TLS close_notify)
+            self._maybe_resume_protocol()
         if self.wq:
             self.flush()
-        else:
             self._maybe_resume_protocol()
-            if self.empty_waiter is not None and not self.empty_waiter.done():
-                self.empty_waiter.set_result(None)
-            if self.closing:
-                self._schedule_connection_lost(None)
-            elif self.eof_requested and not self.eof_sent:
-                self._send_eof()
-        if self.wq:
-            self._maybe_resume_protocol()
+            return 0
+        if self.empty_waiter is not None and not self.empty_waiter.done():
+            self.empty_waiter.set_result(None)
+        if self.closing:
+            self._schedule_connection_lost(None)
+        elif self.eof_requested and not self.eof_sent:
+            self._send_eof()
         return 0
 
     cdef int _schedule_flush(self) except -1:
@@ -743,6 +748,12 @@ cdef class _StreamCore(_Flushable):
     def set_protocol(self, protocol):
         self.protocol = protocol
         self.is_buffered = isinstance(protocol, _BufferedProtocol)
+        # pause_writing/resume_writing come in pairs per protocol: a protocol
+        # swapped in (start_tls's SSLProtocol) starts unpaused, except asyncio's
+        # sendfile fallback, which reads the paused state before the swap and
+        # waits for the matching resume_writing.
+        if not isinstance(protocol, _base_events._SendfileFallbackProtocol):
+            self.protocol_paused = False
 
     def get_protocol(self):
         return self.protocol

@@ -197,31 +197,45 @@ def validation_table(results: dict) -> str:
     validation = results.get("validation")
     if not validation:
         return ""
-    header = ["mode", "conns", "size", "C server req/s", "generator busy",
-              "best Python req/s (at this cell)", "ratio"]
+    header = ["mode", "conns", "size", "C server req/s", "best Python req/s (here)",
+              "ratio", "generator CPU", "generator µs/req",
+              "cheapest Python server µs/req (here)", "CPU ratio"]
     rows = []
     for row in validation["rows"]:
         summary = row.get("summary")
         best = row.get("best_python")
+        cheap = row.get("cheapest_python")
+        gen_cpu = (summary or {}).get("client_cpu_s_per_mreq")
         rows.append([
             row["mode"], str(row["conns"]), format_size(row["size"]),
             "error: " + str(row.get("error")) if not summary else
             f"{fmt_rate(summary['rps']['median'])} "
             f"({fmt_rate(summary['rps']['min'])}–{fmt_rate(summary['rps']['max'])})",
-            _busy(summary),
-            f"{fmt_rate(best['rps'])} ({best['workload']} on {best['loop']})" if best else "-",
+            f"{fmt_rate(best['rps'])} ({best['workload']}, {best['loop']})" if best else "-",
             f"{row['ratio']:.2f}x" if row.get("ratio") else "-",
+            _busy(summary),
+            f"{gen_cpu:.2f}" if gen_cpu else "-",
+            f"{cheap['cpu_s_per_mreq']:.2f} ({cheap['workload']}, {cheap['loop']})"
+            if cheap else "-",
+            f"{row['cpu_ratio']:.2f}x" if row.get("cpu_ratio") else "-",
         ])
     text = _table(header, rows, 3)
     gen, py = validation.get("best_generator"), validation.get("best_python")
     if gen and py:
         verdict = "PASS" if validation["passed"] else "FAIL"
-        text += (f"\n\nBest generator rate {fmt_rate(gen['rps'])} req/s "
+        text += (f"\n\nThroughput: best generator rate {fmt_rate(gen['rps'])} req/s "
                  f"({gen['mode']}, c={gen['conns']}, {format_size(gen['size'])}) vs best "
                  f"Python server {fmt_rate(py['rps'])} req/s ({py['workload']} on "
                  f"{py['loop']}, c={py['conns']}, {format_size(py['size'])}): "
                  f"{validation['ratio']:.2f}x, required ≥ "
                  f"{validation['required_ratio']:.0f}x: {verdict}")
+    cheap = validation.get("cheapest_python")
+    if validation.get("cpu_ratio") and cheap:
+        text += (f"\n\nCPU: the generator spends {validation['generator_cpu_s_per_mreq']:.2f} "
+                 f"µs per request at best; the cheapest Python server "
+                 f"{cheap['cpu_s_per_mreq']:.2f} µs ({cheap['workload']} on {cheap['loop']}, "
+                 f"c={cheap['conns']}, {format_size(cheap['size'])}): one generator CPU can "
+                 f"drive {validation['cpu_ratio']:.2f}x what one server CPU can serve.")
     return text
 
 
