@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import warnings
+import weakref
 from asyncio import (base_events, base_subprocess, constants, coroutines, events,
                      exceptions, futures, sslproto, tasks, unix_events)
 from asyncio.log import logger
@@ -32,6 +33,20 @@ from . import _core
 __all__ = ["Loop"]
 
 _SENDFILE_CHUNK = 256 * 1024
+# Zero-copy sends: measured with scripts/zc_threshold.py (docs/benchmarks.md),
+# SEND_ZC never beat SEND over loopback here (the kernel copies loopback
+# traffic anyway and the notification costs extra), so by default loopback
+# and Unix peers never use it, and other peers use it from 64 KiB. An explicit
+# send_zc_threshold applies to every stream socket.
+DEFAULT_SEND_ZC_THRESHOLD = 64 * 1024
+
+
+def _is_loopback_peer(sock, peername):
+    if sock.family == socket.AF_UNIX:
+        return True
+    host = peername[0] if isinstance(peername, tuple) and peername else ""
+    return (host.startswith("127.") or host == "::1"
+            or host.startswith("::ffff:127."))
 
 
 def _sighandler_noop(signum, frame):
@@ -236,15 +251,38 @@ class _SubprocessTransport(base_subprocess.BaseSubprocessTransport):
                 stdin_w.close()
 
 
+class Server(base_events.Server):
+    """asyncio's Server plus what Python 3.13 added and uvloop lacks:
+    close_clients() and abort_clients()."""
+
+    def _ringline_clients(self):
+        clients = self.__dict__.get("_rl_clients")
+        return list(clients) if clients else []
+
+    def close_clients(self):
+        """Close every connection this server accepted (after their queued
+        writes drain)."""
+        for transport in self._ringline_clients():
+            transport.close()
+
+    def abort_clients(self):
+        """Abort every connection this server accepted (queued writes dropped)."""
+        for transport in self._ringline_clients():
+            transport.abort()
+
+
 class Loop(_core.LoopCore, asyncio.BaseEventLoop):
     """An asyncio event loop whose I/O goes through io_uring."""
 
     def __init__(self, *, ring_entries: int = 4096, recv_buffers: int = 256,
                  recv_buffer_size: int = 32768, write_hard_cap: int = 0,
+                 send_zc_threshold: int | None = None,
                  _mask_flags: int = 0) -> None:
         """ring_entries: SQ size; recv_buffers x recv_buffer_size: the provided
         buffer ring streams receive into; write_hard_cap: default hard cap on a
-        transport's unsent bytes (0: off, asyncio's behaviour)."""
+        transport's unsent bytes (0: off, asyncio's behaviour);
+        send_zc_threshold: sends of at least this many bytes use SEND_ZC /
+        SENDMSG_ZC (None: the default, see docs/benchmarks.md; 0: always)."""
         if recv_buffers < 1 or recv_buffers > 32768:
             raise ValueError("recv_buffers must be in 1..32768")
         if recv_buffer_size < 64 or recv_buffer_size > 16 * 1024 * 1024:
@@ -256,6 +294,12 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
         self.recv_buffers = recv_buffers
         self.recv_buffer_size = recv_buffer_size
         self.write_hard_cap = write_hard_cap
+        self._zc_explicit = send_zc_threshold is not None
+        if send_zc_threshold is None:
+            send_zc_threshold = DEFAULT_SEND_ZC_THRESHOLD
+        if send_zc_threshold < 0:
+            raise ValueError("send_zc_threshold must be >= 0")
+        self.send_zc_threshold = send_zc_threshold
         self._transports = {}
         self._listeners = {}
 
@@ -433,6 +477,13 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
         if server is not None:
             server._attach()
         transport = _SocketTransport(self, sock, protocol, extra, server)
+        if server is not None:
+            clients = server.__dict__.get("_rl_clients")
+            if clients is None:
+                clients = server.__dict__["_rl_clients"] = weakref.WeakSet()
+            clients.add(transport)
+        if not self._zc_explicit and _is_loopback_peer(sock, extra["peername"]):
+            transport._core.zc_allowed = False
         self._transports[sock.fileno()] = transport
         transport._core._start(waiter)
         return transport
@@ -521,6 +572,11 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
                     context["transport"] = transport
                 self.call_exception_handler(context)
 
+    async def create_server(self, *args, **kwargs):
+        server = await super().create_server(*args, **kwargs)
+        server.__class__ = Server
+        return server
+
     # ---- Unix sockets -----------------------------------------------------
 
     async def create_unix_connection(self, protocol_factory, path=None, *, ssl=None,
@@ -601,8 +657,8 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
         sock.setblocking(False)
-        server = base_events.Server(self, [sock], protocol_factory, ssl, backlog,
-                                    ssl_handshake_timeout, ssl_shutdown_timeout)
+        server = Server(self, [sock], protocol_factory, ssl, backlog,
+                        ssl_handshake_timeout, ssl_shutdown_timeout)
         if start_serving:
             server._start_serving()
             await tasks.sleep(0)

@@ -160,6 +160,10 @@ cdef class LoopCore:
     cdef list flush_list
     cdef list parked
     cdef public uint64_t enobufs
+    cdef public Py_ssize_t send_zc_threshold
+    cdef public bint zc_ok
+    cdef public uint64_t zc_sends
+    cdef public uint64_t zc_notifs
     cdef public int probe_len
     cdef object __weakref__
 
@@ -180,6 +184,7 @@ cdef class LoopCore:
         self.parked = []
         self.recv_buffers = 256
         self.recv_buffer_size = 32768
+        self.send_zc_threshold = 1 << 62
         self.slow_callback_duration = 0.1
         self._clock_resolution = 1e-9
         memset(self.op_counts, 0, sizeof(self.op_counts))
@@ -196,6 +201,8 @@ cdef class LoopCore:
             raise OSError(-err, 'io_uring_setup failed: ' + _os.strerror(-err))
         self.ring_ok = True
         self.probe_len = rl_probe(&self.ring, self.probe_ops, 256)
+        self.zc_ok = (self.probe_ops[IORING_OP_SEND_ZC] != 0 and
+                      self.probe_ops[IORING_OP_SENDMSG_ZC] != 0)
         self.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         if self.wake_fd < 0:
             raise _oserror(errno)
@@ -1338,6 +1345,8 @@ cdef class LoopCore:
             'iterations': self.iterations,
             'inflight': self.inflight,
             'enobufs': self.enobufs,
+            'zc_sends': self.zc_sends,
+            'zc_notifs': self.zc_notifs,
         }
 
     def _inject_cqe(self, uint64_t ud, int res, uint32_t flags=0):

@@ -51,18 +51,33 @@ cdef class _StreamSendOp(_Op):
     cdef int nviews
     cdef msghdr msg
     cdef Py_ssize_t nbytes
+    cdef bint zc              # sent with SEND_ZC / SENDMSG_ZC
+    cdef bint notif_pending   # the kernel still reads the buffers
 
     cdef void release(self):
+        # Zero-copy sends keep their buffers until the kernel's notification
+        # (invariant 1): release() before that only marks the intent.
         cdef int i
+        if self.notif_pending:
+            return
         for i in range(self.nviews):
             PyBuffer_Release(&self.views[i])
         self.nviews = 0
         self.bufs = None
 
     def __dealloc__(self):
+        self.notif_pending = False
         self.release()
 
     cdef int complete(self, int res, uint32_t flags) except -1:
+        if flags & IORING_CQE_F_NOTIF:
+            # the zero-copy notification: the kernel is done with the memory
+            self.notif_pending = False
+            self.loop.zc_notifs += 1
+            self.release()
+            return 0
+        if self.zc and (flags & IORING_CQE_F_MORE):
+            self.notif_pending = True
         owner = self.owner
         self.owner = None
         if owner is None:
@@ -101,6 +116,7 @@ cdef class _StreamCore(_Flushable):
     cdef public Py_ssize_t hard_cap
     cdef list pending_data
     cdef public object empty_waiter
+    cdef public bint zc_allowed
     cdef public int kind            # 0 socket, 1 read pipe, 2 write pipe
     cdef _PipeWatchOp watch_op
 
@@ -453,6 +469,22 @@ cdef class _StreamCore(_Flushable):
                 sqe = self.loop._sqe(IORING_OP_WRITEV)
                 rl_prep_rw(sqe, IORING_OP_WRITEV, self.fd, op.iov, <unsigned>k,
                            <uint64_t>-1, self.loop._reg(op))
+            return 0
+        if total >= self.loop.send_zc_threshold and self.loop.zc_ok and self.zc_allowed:
+            # large sends: zero-copy, buffers held until the notification
+            op.zc = True
+            self.loop.zc_sends += 1
+            if k == 1:
+                sqe = self.loop._sqe(IORING_OP_SEND_ZC)
+                rl_prep_rw(sqe, IORING_OP_SEND_ZC, self.fd, op.iov[0].iov_base,
+                           <unsigned>op.iov[0].iov_len, 0, self.loop._reg(op))
+            else:
+                op.msg.msg_iov = op.iov
+                op.msg.msg_iovlen = k
+                sqe = self.loop._sqe(IORING_OP_SENDMSG_ZC)
+                rl_prep_rw(sqe, IORING_OP_SENDMSG_ZC, self.fd, &op.msg, 1, 0,
+                           self.loop._reg(op))
+            sqe.msg_flags = MSG_NOSIGNAL
             return 0
         if k == 1:
             sqe = self.loop._sqe(IORING_OP_SEND)
@@ -860,6 +892,7 @@ def _make_stream_core(LoopCore loop, sock, protocol, transport, dict extra, serv
     kind: 0 socket, 1 read pipe, 2 write pipe."""
     cdef _StreamCore c = _StreamCore.__new__(_StreamCore)
     c.kind = kind
+    c.zc_allowed = kind == 0
     c.loop = loop
     c.sock = sock
     c.fd = sock.fileno()
