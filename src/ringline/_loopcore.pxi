@@ -615,9 +615,18 @@ cdef class LoopCore:
 
     cdef int _unpark(self) except -1:
         # The batch that emptied the buffer ring has been dispatched and its
-        # buffers returned: re-arm the streams that found it empty.
+        # buffers returned: re-arm the streams that found it empty, first
+        # come first served, at most one per buffer (more would only find
+        # the ring empty again); the rest wait for the next iteration, which
+        # then does not block.
         cdef list parked = self.parked
-        self.parked = []
+        cdef Py_ssize_t n = len(parked)
+        cdef Py_ssize_t take = self.pbuf.nbufs if self.pbuf_ok else n
+        if take < n:
+            self.parked = parked[take:]
+            parked = parked[:take]
+        else:
+            self.parked = []
         for s in parked:
             (<_StreamCore>s)._arm_recv()
         return 0
@@ -670,7 +679,7 @@ cdef class LoopCore:
                 self._timer_cancelled_count -= 1
                 Py_DECREF(<object>p)
 
-        if self.rq_len > 0 or self._stopping:
+        if self.rq_len > 0 or self._stopping or self.parked:
             timeout_ns = 0
         elif self.th_len > 0:
             now = rl_monotonic()

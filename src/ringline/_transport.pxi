@@ -44,11 +44,13 @@ cdef class _StreamRecvOp(_Op):
 
 
 cdef class _StreamSendOp(_Op):
+    """One SEND/SENDMSG (or their zero-copy forms) of a stream transport.
+    Holds the bytes objects its iovecs point into until the final
+    completion (for zero-copy: until the notification). One op per
+    transport is reused from send to send."""
     cdef _StreamCore owner
     cdef list bufs
     cdef iovec iov[64]
-    cdef Py_buffer views[64]
-    cdef int nviews
     cdef msghdr msg
     cdef Py_ssize_t nbytes
     cdef bint zc              # sent with SEND_ZC / SENDMSG_ZC
@@ -57,17 +59,9 @@ cdef class _StreamSendOp(_Op):
     cdef void release(self):
         # Zero-copy sends keep their buffers until the kernel's notification
         # (invariant 1): release() before that only marks the intent.
-        cdef int i
         if self.notif_pending:
             return
-        for i in range(self.nviews):
-            PyBuffer_Release(&self.views[i])
-        self.nviews = 0
         self.bufs = None
-
-    def __dealloc__(self):
-        self.notif_pending = False
-        self.release()
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         if flags & IORING_CQE_F_NOTIF:
@@ -117,6 +111,7 @@ cdef class _StreamCore(_Flushable):
     cdef list pending_data
     cdef public object empty_waiter
     cdef public bint zc_allowed
+    cdef _StreamSendOp spare
     cdef public int kind            # 0 socket, 1 read pipe, 2 write pipe
     cdef _PipeWatchOp watch_op
 
@@ -436,40 +431,40 @@ cdef class _StreamCore(_Flushable):
 
     cdef int flush(self) except -1:
         cdef _StreamSendOp op
-        cdef Py_ssize_t i, k, total = 0
+        cdef Py_ssize_t i, k, total = 0, ln
         cdef io_uring_sqe *sqe
+        cdef bytes b
         self.flush_scheduled = False
         if self.sop is not None or not self.wq or self.lost_scheduled:
             return 0
-        op = _StreamSendOp.__new__(_StreamSendOp)
-        op.loop = self.loop
+        op = self.spare
+        if op is None:
+            op = _StreamSendOp.__new__(_StreamSendOp)
+            op.loop = self.loop
+            op.fd = self.fd
+        else:
+            self.spare = None
         op.owner = self
-        op.fd = self.fd
+        op.zc = False
         k = len(self.wq)
-        if k > _MAX_IOV:
-            k = _MAX_IOV
-        op.bufs = self.wq[:k]
-        del self.wq[:k]
+        if k == 1:
+            op.bufs = self.wq
+            self.wq = []
+        else:
+            if k > _MAX_IOV:
+                k = _MAX_IOV
+            op.bufs = self.wq[:k]
+            del self.wq[:k]
         for i in range(k):
-            PyObject_GetBuffer(op.bufs[i], &op.views[i], PyBUF_SIMPLE)
-            op.nviews = i + 1
-            op.iov[i].iov_base = op.views[i].buf
-            op.iov[i].iov_len = op.views[i].len
-            total += op.views[i].len
+            b = <bytes>op.bufs[i]
+            ln = len(b)
+            op.iov[i].iov_base = PyBytes_AS_STRING(b)
+            op.iov[i].iov_len = ln
+            total += ln
         op.nbytes = total
         self.wq_bytes -= total
         self.inflight_bytes = total
         self.sop = op
-        if self.kind == 2:
-            if k == 1:
-                sqe = self.loop._sqe(IORING_OP_WRITE)
-                rl_prep_rw(sqe, IORING_OP_WRITE, self.fd, op.iov[0].iov_base,
-                           <unsigned>op.iov[0].iov_len, <uint64_t>-1, self.loop._reg(op))
-            else:
-                sqe = self.loop._sqe(IORING_OP_WRITEV)
-                rl_prep_rw(sqe, IORING_OP_WRITEV, self.fd, op.iov, <unsigned>k,
-                           <uint64_t>-1, self.loop._reg(op))
-            return 0
         if total >= self.loop.send_zc_threshold and self.loop.zc_ok and self.zc_allowed:
             # large sends: zero-copy, buffers held until the notification
             op.zc = True
@@ -519,12 +514,12 @@ cdef class _StreamCore(_Flushable):
             # requeue what the kernel did not take, from the right offset
             rest = []
             for i in range(len(op.bufs)):
-                ln = op.views[i].len
+                ln = len(<bytes>op.bufs[i])
                 if sent >= ln:
                     sent -= ln
                     continue
                 if sent > 0:
-                    rest.append(memoryview(op.bufs[i])[sent:])
+                    rest.append(op.bufs[i][sent:])
                     sent = 0
                 else:
                     rest.append(op.bufs[i])
@@ -533,6 +528,8 @@ cdef class _StreamCore(_Flushable):
             self.wq_bytes += op.nbytes - res
         else:
             op.release()
+        if not op.notif_pending:
+            self.spare = op
         if self.lost_scheduled:
             return 0
         if not self.wq:

@@ -84,13 +84,13 @@ def draw_chart(results: dict, path: Path) -> Path:
         ax.set_axisbelow(True)
     handles = [matplotlib.patches.Patch(color=_COLOURS[i % len(_COLOURS)], label=loop)
                for i, loop in enumerate(loops)]
-    fig.legend(handles=handles, loc="upper right", ncol=len(loops), fontsize=8,
-               frameon=False)
+    fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.97, 0.995),
+               ncol=len(loops), fontsize=8, frameon=False)
     machine = results.get("machine", {})
     fig.suptitle(f"ringline bench ({results['config']['preset']}): median req/s, "
                  f"min–max whiskers\n{machine.get('cpu_model', '')}, "
                  f"Python {machine.get('python', '')}", fontsize=9, x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.0 * len(workloads) + 0.6)))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (3.0 * len(workloads) + 0.6)))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

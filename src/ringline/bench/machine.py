@@ -3,7 +3,8 @@
 Owns: :func:`machine_info`, a JSON-ready dict with the CPU model, the number
 of CPUs (online and usable by this process), the kernel, the Python build,
 the versions of the packages that matter (loops, parser, plotting, Cython),
-the C compiler, whether io_uring is allowed, and the load average, so that
+the C compiler, the git commit of the ringline tree, whether io_uring is
+allowed, and the load average, so that
 a result can be judged later (a busy machine makes every number suspect).
 """
 from __future__ import annotations
@@ -63,6 +64,25 @@ def load_average() -> list[float]:
         return []
 
 
+def ringline_commit() -> str | None:
+    """The git commit of the ringline tree being benchmarked (``+dirty`` if edited)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "src"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def machine_info() -> dict:
     return {
         "cpu_model": _cpu_model(),
@@ -74,6 +94,7 @@ def machine_info() -> dict:
         "python_implementation": platform.python_implementation(),
         "python_build": " ".join(platform.python_build()),
         "packages": package_versions(),
+        "ringline_commit": ringline_commit(),
         "compiler": _compiler_version(),
         "io_uring_disabled": _read("/proc/sys/kernel/io_uring_disabled"),
         "load_average_start": load_average(),

@@ -246,6 +246,8 @@ def machine_line(results: dict) -> str:
                f"{','.join(map(str, pin['client_cpus']))}" if pin.get("pinned")
                else "not pinned")
     versions = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+    if m.get("ringline_commit"):
+        versions += f" (ringline tree {m['ringline_commit']})"
     return (f"{m['cpu_model']}, {m['cpus_online']} CPUs, Linux {m['kernel']}, "
             f"Python {m['python']}; {versions}; {pinning}; load average at start "
             f"{'/'.join(map(str, m.get('load_average_start') or []))}")
