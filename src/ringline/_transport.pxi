@@ -109,6 +109,7 @@ cdef class _StreamCore(_Flushable):
     cdef public Py_ssize_t low_water
     cdef public Py_ssize_t hard_cap
     cdef list pending_data
+    cdef bint replay_pending    # pending_data is being replayed: keep order
     cdef public object empty_waiter
     cdef public bint zc_allowed
     cdef _StreamSendOp spare
@@ -167,7 +168,8 @@ cdef class _StreamCore(_Flushable):
 
     cdef int _arm_recv(self) except -1:
         cdef io_uring_sqe *sqe
-        if self.rop.inflight or self.closing or self.reading_paused or self.kind == 2:
+        if (self.rop.inflight or self.closing or self.reading_paused or
+                self.replay_pending or self.kind == 2):
             return 0
         self.loop._ensure_pbuf()
         if self.kind == 1:
@@ -216,7 +218,8 @@ cdef class _StreamCore(_Flushable):
         if res == -_ECANCELED:
             # a pause (or close) cancelled the receive; if reading resumed
             # meanwhile, start again
-            if not self.closing and not self.reading_paused and self.connected:
+            if (not self.closing and not self.reading_paused and
+                    not self.replay_pending and self.connected):
                 self._arm_recv()
             return 0
         if res < 0:
@@ -232,7 +235,8 @@ cdef class _StreamCore(_Flushable):
         cdef bint entered
         if self.closing:
             return 0
-        if self.reading_paused:
+        if self.reading_paused or self.replay_pending:
+            # paused, or older bytes still waiting to be replayed: keep order
             if self.pending_data is None:
                 self.pending_data = []
             self.pending_data.append(PyBytes_FromStringAndSize(ptr, n))
@@ -290,7 +294,7 @@ cdef class _StreamCore(_Flushable):
         cdef bint entered
         if self.closing:
             return 0
-        if self.reading_paused:
+        if self.reading_paused or self.replay_pending:
             if self.pending_data is None:
                 self.pending_data = []
             self.pending_data.append(None)   # EOF marker
@@ -339,9 +343,12 @@ cdef class _StreamCore(_Flushable):
         if self.closing or not self.reading_paused:
             return
         self.reading_paused = False
+        if self.replay_pending:
+            return      # the scheduled replay continues and re-arms
         pending = self.pending_data
         self.pending_data = None
         if pending:
+            self.replay_pending = True
             self.loop.call_soon(self._replay, pending, context=self.context)
         elif self.connected:
             if not self.rop.inflight:
@@ -360,21 +367,32 @@ cdef class _StreamCore(_Flushable):
             self.in_ctx = False
 
     def _replay_in_ctx(self, list pending):
+        # Deliver bytes that arrived while paused, then anything that arrived
+        # during the replay, in order; re-arm the receive only afterwards.
         cdef bytes chunk
-        for i, item in enumerate(pending):
-            if self.closing:
-                return
-            if self.reading_paused:
-                rest = pending[i:]
-                if self.pending_data:
-                    rest.extend(self.pending_data)
-                self.pending_data = rest
-                return
-            if item is None:
-                self._on_eof()
-                return
-            chunk = item
-            self._deliver(PyBytes_AS_STRING(chunk), len(chunk))
+        while pending:
+            for i, item in enumerate(pending):
+                if self.closing:
+                    self.replay_pending = False
+                    return
+                if self.reading_paused:
+                    rest = pending[i:]
+                    if self.pending_data:
+                        rest.extend(self.pending_data)
+                    self.pending_data = rest
+                    self.replay_pending = False
+                    return
+                if item is None:
+                    self.replay_pending = False
+                    self._on_eof()
+                    return
+                chunk = item
+                self.replay_pending = False
+                self._deliver(PyBytes_AS_STRING(chunk), len(chunk))
+                self.replay_pending = True
+            pending = self.pending_data
+            self.pending_data = None
+        self.replay_pending = False
         if not self.closing and not self.reading_paused:
             self._arm_recv()
 
@@ -465,6 +483,16 @@ cdef class _StreamCore(_Flushable):
         self.wq_bytes -= total
         self.inflight_bytes = total
         self.sop = op
+        if self.kind == 2:
+            if k == 1:
+                sqe = self.loop._sqe(IORING_OP_WRITE)
+                rl_prep_rw(sqe, IORING_OP_WRITE, self.fd, op.iov[0].iov_base,
+                           <unsigned>op.iov[0].iov_len, <uint64_t>-1, self.loop._reg(op))
+            else:
+                sqe = self.loop._sqe(IORING_OP_WRITEV)
+                rl_prep_rw(sqe, IORING_OP_WRITEV, self.fd, op.iov, <unsigned>k,
+                           <uint64_t>-1, self.loop._reg(op))
+            return 0
         if total >= self.loop.send_zc_threshold and self.loop.zc_ok and self.zc_allowed:
             # large sends: zero-copy, buffers held until the notification
             op.zc = True
