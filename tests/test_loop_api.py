@@ -1039,12 +1039,13 @@ def test_getaddrinfo_runs_off_loop_thread(loop, monkeypatch):
 
     async def main():
         loop.call_later(0.05, events.append, "timer")
-        res = await loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
+        # a name, not a numeric address: numeric hosts may be answered inline
+        res = await loop.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
         events.append("resolved")
         return res
 
     res = run(loop, main())
-    assert res and res[0][4] == ("127.0.0.1", 80)
+    assert res and res[0][4][1] == 80
     assert resolver_threads, "socket.getaddrinfo was not used"
     assert resolver_threads[0] != threading.get_ident()
     assert events == ["timer", "resolved"]
@@ -1604,3 +1605,20 @@ def test_close_releases_file_descriptors(loop_factory, usage):
         lp.close()
     # the closed loop is still referenced: whatever it holds open leaked
     assert _open_fds() == baseline, f"{_open_fds() - baseline} fd(s) leaked"
+
+
+def test_numeric_getaddrinfo_matches_the_resolver(loop):
+    async def main():
+        out = []
+        for host, port, kw in [("127.0.0.1", 80, {}), ("::1", "443", {}),
+                               ("10.1.2.3", 0, {"type": socket.SOCK_DGRAM}),
+                               ("127.0.0.1", 80, {"family": socket.AF_INET,
+                                                  "type": socket.SOCK_STREAM})]:
+            got = await loop.getaddrinfo(host, port, **kw)
+            want = socket.getaddrinfo(host, port, kw.get("family", 0),
+                                      kw.get("type", 0))
+            out.append((got, want))
+        return out
+
+    for got, want in run(loop, main()):
+        assert got == want

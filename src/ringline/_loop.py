@@ -41,6 +41,41 @@ _SENDFILE_CHUNK = 256 * 1024
 DEFAULT_SEND_ZC_THRESHOLD = 64 * 1024
 
 
+_NUMERIC_FLAGS = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+_numeric_cache: dict = {}   # numeric answers never change: up to 1024 kept
+
+
+def _numeric_host(host):
+    """A literal IPv4/IPv6 address (or None): parsing only, never DNS."""
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        try:
+            host = host.decode("ascii")
+        except UnicodeError:
+            return False
+    if not isinstance(host, str) or not host:
+        return False
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+        return True
+    except OSError:
+        pass
+    try:
+        socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+        return True
+    except OSError:
+        return False
+
+
+def _numeric_port(port):
+    if port is None or isinstance(port, int):
+        return True
+    if isinstance(port, bytes):
+        return port.isdigit()
+    return isinstance(port, str) and port.isdigit()
+
+
 def _is_loopback_peer(sock, peername):
     if sock.family == socket.AF_UNIX:
         return True
@@ -334,6 +369,35 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
         self._debug = bool(enabled)
         if self.is_running():
             self.call_soon_threadsafe(self._set_coroutine_origin_tracking, enabled)
+
+    # ---- DNS --------------------------------------------------------------
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        """Numeric hosts and ports are answered at once (getaddrinfo with
+        AI_NUMERICHOST|AI_NUMERICSERV never does DNS, so it cannot block);
+        everything else resolves in the default executor, off the loop."""
+        if not self._debug and _numeric_port(port) and _numeric_host(host):
+            key = (host, port, family, type, proto, flags)
+            try:
+                cached = _numeric_cache.get(key)
+            except TypeError:      # unhashable arguments: let the resolver say
+                cached = None
+                key = None
+            if cached is not None:
+                return list(cached)
+            try:
+                res = socket.getaddrinfo(host, port, family, type, proto,
+                                         flags | _NUMERIC_FLAGS)
+            except (socket.gaierror, UnicodeError, TypeError, ValueError):
+                pass
+            else:
+                if key is not None:
+                    if len(_numeric_cache) >= 1024:
+                        _numeric_cache.clear()
+                    _numeric_cache[key] = tuple(res)
+                return res
+        return await super().getaddrinfo(host, port, family=family, type=type,
+                                         proto=proto, flags=flags)
 
     # ---- readers / writers ------------------------------------------------
 
