@@ -816,7 +816,8 @@ def test_half_close_eof_received(loop, keep_open):
 
 
 # ---------------------------------------------------------------------------
-# 4. syscall economy under strace (ringline only)
+# 4. syscall economy under strace (ringline only; io_uring_enter batching on
+#    the io_uring backend, its epoll equivalent on the poll backend)
 
 ECHO_CONNS, ECHO_MESSAGES = 100, 1_000
 SOCKET_IO_SYSCALLS = {"read", "write", "readv", "writev", "send", "recv", "sendto",
@@ -843,6 +844,9 @@ def _strace(tmp_path, args):
 def test_echo_load_syscall_economy(tmp_path):
     if not shutil.which("strace"):
         pytest.fail("strace is needed (.ci/run installs it)")
+    import ringline
+    if ringline.backend().name == "poll":
+        return _poll_echo_load_economy(tmp_path)
     tool = os.path.join(HERE, "tools", "echo_load.py")
     loaded, stats = _strace(tmp_path, [tool, str(ECHO_CONNS), str(ECHO_MESSAGES)])
     idle, idle_stats = _strace(tmp_path, [tool, str(ECHO_CONNS), "0"])
@@ -862,6 +866,33 @@ def test_echo_load_syscall_economy(tmp_path):
     assert 0 < enters < messages / 4, (enters, messages)
     for name in SOCKET_IO_SYSCALLS:
         assert added.get(name, 0) <= 10, (name, loaded.get(name), idle.get(name))
+
+
+def _poll_echo_load_economy(tmp_path):
+    """The poll backend's equivalent: no io_uring_enter; each message costs
+    one send and one receive syscall per direction (short reads end a
+    multishot burst, so no EAGAIN probing), epoll_wait batches many ready
+    connections per call, and registrations do not churn per message."""
+    messages_per_conn = 100          # every operation is a syscall under strace
+    tool = os.path.join(HERE, "tools", "echo_load.py")
+    loaded, stats = _strace(tmp_path, [tool, str(ECHO_CONNS), str(messages_per_conn)])
+    idle, _ = _strace(tmp_path, [tool, str(ECHO_CONNS), "0"])
+    messages = stats["messages"]
+    assert messages == ECHO_CONNS * messages_per_conn
+    added = {k: v - idle.get(k, 0) for k, v in loaded.items()}
+    sends = sum(added.get(k, 0) for k in ("send", "sendto", "sendmsg", "write", "writev"))
+    recvs = sum(added.get(k, 0) for k in ("recv", "recvfrom", "recvmsg", "read", "readv"))
+    waits = sum(added.get(k, 0) for k in ("epoll_wait", "epoll_pwait", "epoll_pwait2"))
+    print(f"\n[syscalls poll] {ECHO_CONNS} connections x {messages_per_conn} messages: "
+          f"sends={sends} recvs={recvs} epoll_waits={waits} "
+          f"epoll_ctl={added.get('epoll_ctl', 0)}; stats {stats}")
+    print("[syscalls poll] added by the load:",
+          sorted(((k, v) for k, v in added.items() if v), key=lambda kv: -kv[1])[:10])
+    assert loaded.get("io_uring_enter", 0) == 0
+    assert 2 * messages <= sends <= 2 * messages + 100, sends
+    assert 2 * messages <= recvs <= 2.2 * messages + 100, recvs
+    assert 0 < waits < messages / 4, (waits, messages)
+    assert added.get("epoll_ctl", 0) <= 10 * ECHO_CONNS, added.get("epoll_ctl")
 
 
 # ---------------------------------------------------------------------------

@@ -5,27 +5,35 @@ Public API:
     EventLoopPolicy    an asyncio policy whose loops are ringline loops
     install()          make ringline the default loop policy
     run(coro, **kw)    like asyncio.run() on a ringline loop
-    backend()          which backend runs and what the kernel granted
+    backend()          which backend runs (io_uring or poll), why, and what
+                       the kernel granted
     Loop               the loop class
+    BackendUnavailable raised when io_uring is forced but unavailable
+
+Backends: io_uring when the kernel grants it, else the poll backend (epoll)
+automatically; RINGLINE_BACKEND=io_uring|poll or new_event_loop(backend=...)
+force one.
 """
 from __future__ import annotations
 
 import asyncio
 from typing import Any, Coroutine, TypeVar
 
-from ._backend import BackendInfo, backend
+from ._backend import BackendInfo, BackendUnavailable, backend
 from ._loop import Loop
 
 __all__ = ["Loop", "new_event_loop", "EventLoopPolicy", "install", "run",
-           "backend", "BackendInfo"]
+           "backend", "BackendInfo", "BackendUnavailable"]
 __version__ = "0.1.0"
 
 _T = TypeVar("_T")
 
 
-def new_event_loop() -> Loop:
-    """Create a new ringline event loop."""
-    return Loop()
+def new_event_loop(*, backend: str | None = None, **kwargs: Any) -> Loop:
+    """Create a new ringline event loop. backend: "io_uring", "poll" or None
+    (RINGLINE_BACKEND if set, else io_uring when available, else poll);
+    other keyword arguments go to Loop()."""
+    return Loop(backend=backend, **kwargs)
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):

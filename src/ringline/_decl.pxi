@@ -163,6 +163,7 @@ cdef extern from "_ring.h" nogil:
     void rl_cq_advance_to(rl_ring *r, unsigned head)
     unsigned rl_reap(rl_ring *r, io_uring_cqe *out, unsigned max)
     int rl_probe(rl_ring *r, unsigned char *ops_out, int max_ops)
+    int rl_fake_setup_errno
     int rl_pbuf_init(rl_ring *r, rl_pbuf *pb, unsigned nbufs, unsigned buf_size, unsigned short bgid)
     void rl_pbuf_exit(rl_ring *r, rl_pbuf *pb)
     void rl_pbuf_add(rl_pbuf *pb, unsigned short bid)
@@ -191,3 +192,25 @@ cdef extern from "_ring.h" nogil:
     int IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY
     int IORING_RECVSEND_POLL_FIRST
     int IORING_FEAT_EXT_ARG
+
+cdef extern from "_polldrv.h" nogil:
+    ctypedef struct rl_polldrv:
+        int epfd
+        unsigned sq_entries
+        unsigned cq_cap
+        unsigned waiting
+        uint64_t enters
+        uint64_t submitted
+        uint64_t epoll_waits
+        uint64_t epoll_ctls
+        uint64_t rebuilds
+        uint64_t stale_events
+
+    int rl_pd_init(rl_polldrv *d, unsigned entries)
+    void rl_pd_exit(rl_polldrv *d)
+    io_uring_sqe *rl_pd_get_sqe(rl_polldrv *d)
+    int rl_pd_enter(rl_polldrv *d, unsigned wait_nr, long long timeout_ns)
+    unsigned rl_pd_reap(rl_polldrv *d, io_uring_cqe *out, unsigned max)
+    int rl_pd_probe(unsigned char *ops_out, int max_ops)
+    int rl_pd_pbuf_init(rl_polldrv *d, rl_pbuf *pb, unsigned nbufs, unsigned buf_size, unsigned short bgid)
+    void rl_pd_pbuf_exit(rl_polldrv *d, rl_pbuf *pb)

@@ -6,9 +6,11 @@ cold-path machinery (create_connection's happy eyeballs, create_server's
 Server object, TLS via SSLProtocol, subprocess plumbing, executors, DNS in a
 thread) is reused unchanged on top of our hooks.
 
-Lifecycle: Loop() sets up its ring (raising OSError naming the reason when
-the kernel refuses); run_forever/run_until_complete drive it; close()
-releases the executor, signal handlers, every in-flight operation and the ring.
+Lifecycle: Loop() sets up its driver -- an io_uring ring, or the poll driver
+(epoll) when io_uring is unavailable or not wanted (see _backend.py; forcing
+io_uring where the kernel refuses raises BackendUnavailable naming the
+reason); run_forever/run_until_complete drive it; close() releases the
+executor, signal handlers, every in-flight operation and the driver.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from asyncio import (base_events, base_subprocess, constants, coroutines, events
                      exceptions, futures, sslproto, tasks, unix_events)
 from asyncio.log import logger
 
-from . import _core
+from . import _backend, _core
 
 __all__ = ["Loop"]
 
@@ -307,13 +309,17 @@ class Server(base_events.Server):
 
 
 class Loop(_core.LoopCore, asyncio.BaseEventLoop):
-    """An asyncio event loop whose I/O goes through io_uring."""
+    """An asyncio event loop whose I/O goes through io_uring (or, where
+    io_uring is unavailable, through the poll backend's epoll emulation of
+    the same operations)."""
 
-    def __init__(self, *, ring_entries: int = 4096, recv_buffers: int = 256,
+    def __init__(self, *, backend: str | None = None, ring_entries: int = 4096,
+                 recv_buffers: int = 256,
                  recv_buffer_size: int = 32768, write_hard_cap: int = 0,
                  send_zc_threshold: int | None = None,
                  _mask_flags: int = 0) -> None:
-        """ring_entries: SQ size; recv_buffers x recv_buffer_size: the provided
+        """backend: "io_uring", "poll" or None/"auto" (RINGLINE_BACKEND, else
+        io_uring when available); ring_entries: SQ size; recv_buffers x recv_buffer_size: the provided
         buffer ring streams receive into; write_hard_cap: default hard cap on a
         transport's unsent bytes (0: off, asyncio's behaviour);
         send_zc_threshold: sends of at least this many bytes use SEND_ZC /
@@ -325,7 +331,8 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
         if write_hard_cap < 0:
             raise ValueError("write_hard_cap must be >= 0")
         asyncio.BaseEventLoop.__init__(self)
-        self._setup_ring(ring_entries, _mask_flags)
+        self._backend_name, self._backend_reason = _backend.setup_backend(
+            self, backend, ring_entries, _mask_flags)
         self.recv_buffers = recv_buffers
         self.recv_buffer_size = recv_buffer_size
         self.write_hard_cap = write_hard_cap
@@ -340,7 +347,8 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
 
     def __repr__(self) -> str:
         return (f"<{self.__class__.__name__} running={self.is_running()} "
-                f"closed={self.is_closed()} debug={self.get_debug()} backend=io_uring>")
+                f"closed={self.is_closed()} debug={self.get_debug()} "
+                f"backend={getattr(self, '_backend_name', '?')}>")
 
     # ---- lifecycle ------------------------------------------------------
 

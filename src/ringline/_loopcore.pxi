@@ -1,9 +1,14 @@
 # The loop core: ready queue, timer heap, operation table, the ring, and the
 # iteration that ties them together.
 #
-# Owns: the io_uring ring of one loop, every in-flight operation (each holds
-# the memory the kernel may touch until its final completion), the ready
-# queue and the timer heap (each a C array of strong references).
+# Owns: the driver of one loop -- its io_uring ring, or the poll driver
+# (_polldrv.h: the same SQE-in / CQE-out contract emulated with epoll) when
+# io_uring is unavailable or not wanted -- every in-flight operation (each
+# holds the memory the kernel may touch until its final completion), the
+# ready queue and the timer heap (each a C array of strong references).
+# Operations never know which driver runs them: they fill SQEs from _sqe()
+# and receive completions through _dispatch(); only the few _drv_* calls
+# below look at `use_poll`.
 #
 # One iteration (_run_once):
 #   1. drop cancelled timers from the heap top (rebuild when most are dead);
@@ -111,7 +116,9 @@ cdef inline object _oserror(int err, str msg=None):
 cdef class LoopCore:
     """The native part of ringline's event loop (see the module notes)."""
     cdef rl_ring ring
-    cdef bint ring_ok
+    cdef rl_polldrv pd
+    cdef bint use_poll          # the poll driver runs this loop, not the ring
+    cdef bint ring_ok           # the driver (either one) is set up
     cdef public bint closing
     # ready queue (circular)
     cdef PyObject **rq
@@ -193,16 +200,62 @@ cdef class LoopCore:
             raise MemoryError()
         self._grow_ops()
 
-    def _setup_ring(self, unsigned entries=4096, unsigned mask_flags=0):
-        """Create the ring. Raises OSError naming the reason when refused."""
+    def _setup_ring(self, unsigned entries=4096, unsigned mask_flags=0,
+                    int fake_errno=0):
+        """Create the ring and check that it has what ringline needs (the
+        opcodes it uses and provided buffer rings). Raises OSError naming the
+        reason when refused. fake_errno: a test hook, setup fails with it."""
         cdef int err
+        cdef rl_pbuf probe_pb
+        global rl_fake_setup_errno
+        rl_fake_setup_errno = fake_errno
         err = rl_ring_init(&self.ring, entries, entries * 4, mask_flags)
+        rl_fake_setup_errno = 0
         if err < 0:
-            raise OSError(-err, 'io_uring_setup failed: ' + _os.strerror(-err))
-        self.ring_ok = True
+            raise OSError(-err, f'io_uring_setup failed: {_errno.errorcode.get(-err, -err)} '
+                                f'({_os.strerror(-err)})')
         self.probe_len = rl_probe(&self.ring, self.probe_ops, 256)
+        if self.probe_len < 0:
+            err = self.probe_len
+            rl_ring_exit(&self.ring)
+            raise OSError(-err, 'io_uring opcode probe failed (kernel older than 5.6): '
+                                + _os.strerror(-err))
+        missing = [name for name, op in (
+            ('READ', IORING_OP_READ), ('RECV', IORING_OP_RECV), ('SEND', IORING_OP_SEND),
+            ('ACCEPT', IORING_OP_ACCEPT), ('CONNECT', IORING_OP_CONNECT),
+            ('POLL_ADD', IORING_OP_POLL_ADD), ('ASYNC_CANCEL', IORING_OP_ASYNC_CANCEL),
+            ('SENDMSG', IORING_OP_SENDMSG), ('RECVMSG', IORING_OP_RECVMSG),
+            ('SHUTDOWN', IORING_OP_SHUTDOWN), ('WRITE', IORING_OP_WRITE),
+            ('WRITEV', IORING_OP_WRITEV))
+            if op >= self.probe_len or not self.probe_ops[op]]
+        if missing:
+            rl_ring_exit(&self.ring)
+            raise OSError(_errno.EOPNOTSUPP,
+                          'io_uring lacks opcodes ringline needs: ' + ', '.join(missing))
+        err = rl_pbuf_init(&self.ring, &probe_pb, 1, 64, 0)
+        if err < 0:
+            rl_ring_exit(&self.ring)
+            raise OSError(-err, 'io_uring provided buffer rings unavailable (kernel older '
+                                f'than 5.19): {_errno.errorcode.get(-err, -err)}')
+        rl_pbuf_exit(&self.ring, &probe_pb)
+        self.ring_ok = True
         self.zc_ok = (self.probe_ops[IORING_OP_SEND_ZC] != 0 and
                       self.probe_ops[IORING_OP_SENDMSG_ZC] != 0)
+        self._setup_wake()
+
+    def _setup_poll(self, unsigned entries=4096):
+        """Use the poll driver (epoll) instead of a ring."""
+        cdef int err
+        err = rl_pd_init(&self.pd, entries)
+        if err < 0:
+            raise OSError(-err, 'epoll_create1 failed: ' + _os.strerror(-err))
+        self.use_poll = True
+        self.ring_ok = True
+        self.probe_len = rl_pd_probe(self.probe_ops, 256)
+        self.zc_ok = False
+        self._setup_wake()
+
+    cdef int _setup_wake(self) except -1:
         self.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         if self.wake_fd < 0:
             raise _oserror(errno)
@@ -210,6 +263,42 @@ cdef class LoopCore:
         self.wake_op.loop = self
         self.wake_op.fd = self.wake_fd
         self._arm_wake()
+        return 0
+
+    # ---- the driver (io_uring ring or poll driver) ------------------------
+
+    cdef inline io_uring_sqe *_drv_get_sqe(self) noexcept:
+        if self.use_poll:
+            return rl_pd_get_sqe(&self.pd)
+        return rl_get_sqe(&self.ring)
+
+    cdef inline int _drv_enter(self, unsigned wait_nr, long long timeout_ns) noexcept nogil:
+        if self.use_poll:
+            return rl_pd_enter(&self.pd, wait_nr, timeout_ns)
+        return rl_enter(&self.ring, wait_nr, timeout_ns)
+
+    cdef inline unsigned _drv_reap(self, io_uring_cqe *out, unsigned max) noexcept:
+        if self.use_poll:
+            return rl_pd_reap(&self.pd, out, max)
+        return rl_reap(&self.ring, out, max)
+
+    cdef int _drv_pbuf_init(self, rl_pbuf *pb, unsigned nbufs, unsigned size,
+                            unsigned short bgid) noexcept:
+        if self.use_poll:
+            return rl_pd_pbuf_init(&self.pd, pb, nbufs, size, bgid)
+        return rl_pbuf_init(&self.ring, pb, nbufs, size, bgid)
+
+    cdef void _drv_pbuf_exit(self, rl_pbuf *pb) noexcept:
+        if self.use_poll:
+            rl_pd_pbuf_exit(&self.pd, pb)
+        else:
+            rl_pbuf_exit(&self.ring, pb)
+
+    cdef void _drv_exit(self) noexcept:
+        if self.use_poll:
+            rl_pd_exit(&self.pd)
+        else:
+            rl_ring_exit(&self.ring)
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -224,7 +313,7 @@ cdef class LoopCore:
             free(self.th)
             self.th = NULL
         if self.ring_ok and self.inflight == 0:
-            rl_ring_exit(&self.ring)
+            self._drv_exit()
             self.ring_ok = False
         # Operations still in flight keep their memory (and the ring stays
         # mapped) rather than risk the kernel writing into freed memory.
@@ -285,11 +374,11 @@ cdef class LoopCore:
         cdef io_uring_sqe *sqe
         if not self.ring_ok:
             raise RuntimeError('the ring of this loop is closed')
-        sqe = rl_get_sqe(&self.ring)
+        sqe = self._drv_get_sqe()
         if sqe == NULL:
             # SQ full within one iteration: hand the batch to the kernel now.
-            rl_enter(&self.ring, 0, 0)
-            sqe = rl_get_sqe(&self.ring)
+            self._drv_enter(0, 0)
+            sqe = self._drv_get_sqe()
             if sqe == NULL:
                 raise RuntimeError('io_uring submission queue is full')
         sqe.opcode = <uint8_t>opcode
@@ -341,7 +430,7 @@ cdef class LoopCore:
         cdef io_uring_cqe cqes[128]
         cdef unsigned n, i
         while True:
-            n = rl_reap(&self.ring, cqes, 128)
+            n = self._drv_reap(cqes, 128)
             for i in range(n):
                 self._dispatch(cqes[i].user_data, cqes[i].res, cqes[i].flags)
             if n < 128:
@@ -582,29 +671,30 @@ cdef class LoopCore:
     cdef int _wait(self, long long timeout_ns) except -1:
         cdef int ret
         if timeout_ns == 0:
-            ret = rl_enter(&self.ring, 0, 0)
+            ret = self._drv_enter(0, 0)
         else:
             self.waiting = True
             with nogil:
-                ret = rl_enter(&self.ring, 1, timeout_ns)
+                ret = self._drv_enter(1, timeout_ns)
             self.waiting = False
         if ret < 0:
             if ret == -4:  # EINTR: let Python run its signal handlers
                 PyErr_CheckSignals()
             elif ret != -62 and ret != -16 and ret != -11:  # ETIME, EBUSY, EAGAIN
-                raise _oserror(-ret, 'io_uring_enter failed: ' + _os.strerror(-ret))
+                raise _oserror(-ret, ('epoll_wait' if self.use_poll else 'io_uring_enter')
+                               + ' failed: ' + _os.strerror(-ret))
         self._reap()
         if self.parked:
             self._unpark()
         return 0
 
     cdef int _submit_now(self) except -1:
-        rl_enter(&self.ring, 0, 0)
+        self._drv_enter(0, 0)
         return 0
 
     def _submit_pending(self):
         """Hand every queued SQE to the kernel now (no wait)."""
-        rl_enter(&self.ring, 0, 0)
+        self._drv_enter(0, 0)
 
     cdef int _flush_writes(self) except -1:
         cdef list fl = self.flush_list
@@ -638,7 +728,7 @@ cdef class LoopCore:
             return 0
         while n < self.recv_buffers:
             n <<= 1
-        err = rl_pbuf_init(&self.ring, &self.pbuf, n, self.recv_buffer_size, 1)
+        err = self._drv_pbuf_init(&self.pbuf, n, self.recv_buffer_size, 1)
         if err < 0:
             raise _oserror(-err, 'cannot register the provided buffer ring: ' + _os.strerror(-err))
         self.pbuf_ok = True
@@ -648,7 +738,7 @@ cdef class LoopCore:
         cdef int err
         if self.dpbuf_ok:
             return 0
-        err = rl_pbuf_init(&self.ring, &self.dpbuf, 64, 65536 + 512, 2)
+        err = self._drv_pbuf_init(&self.dpbuf, 64, 65536 + 512, 2)
         if err < 0:
             raise _oserror(-err, 'cannot register the datagram buffer ring: ' + _os.strerror(-err))
         self.dpbuf_ok = True
@@ -816,16 +906,16 @@ cdef class LoopCore:
                     self._cancel_op(<_Op>self.ops[i])
             deadline = rl_monotonic() + 2.0
             while self.inflight > 0 and rl_monotonic() < deadline:
-                rl_enter(&self.ring, 1, 10000000)
+                self._drv_enter(1, 10000000)
                 self._reap()
         if self.inflight == 0:
             if self.pbuf_ok:
-                rl_pbuf_exit(&self.ring, &self.pbuf)
+                self._drv_pbuf_exit(&self.pbuf)
                 self.pbuf_ok = False
             if self.dpbuf_ok:
-                rl_pbuf_exit(&self.ring, &self.dpbuf)
+                self._drv_pbuf_exit(&self.dpbuf)
                 self.dpbuf_ok = False
-            rl_ring_exit(&self.ring)
+            self._drv_exit()
             self.ring_ok = False
             if self.wake_fd >= 0:
                 c_close(self.wake_fd)
@@ -1173,7 +1263,7 @@ cdef class LoopCore:
         # io_uring_enter per iteration"): asyncio's loops call connect() when
         # sock_connect is called, and code that then blocks on the peer in the
         # same thread (e.g. listener.accept()) relies on the SYN being out.
-        rl_enter(&self.ring, 0, 0)
+        self._drv_enter(0, 0)
         return 0
 
     async def sock_connect(self, sock, address):
@@ -1330,11 +1420,23 @@ cdef class LoopCore:
     # ---- introspection ----------------------------------------------------
 
     def _ring_info(self):
-        """Setup flags, features and probed opcodes of this loop's ring."""
+        """Setup flags, features and probed opcodes of this loop's ring (or
+        what the poll driver emulates)."""
         if not self.ring_ok:
             return None
         ops = [i for i in range(min(self.probe_len, 256)) if self.probe_ops[i]]
+        if self.use_poll:
+            return {
+                'backend': 'poll',
+                'fd': self.pd.epfd,
+                'setup_flags': 0,
+                'features': 0,
+                'sq_entries': self.pd.sq_entries,
+                'cq_entries': self.pd.cq_cap,
+                'opcodes': ops,
+            }
         return {
+            'backend': 'io_uring',
             'fd': self.ring.fd,
             'setup_flags': self.ring.setup_flags,
             'features': self.ring.features,
@@ -1346,10 +1448,16 @@ cdef class LoopCore:
     def _ring_stats(self):
         """Counters: operations prepared per opcode, io_uring_enter calls,
         SQEs submitted, stale completions dropped, loop iterations."""
+        if self.use_poll:
+            drv = {'enters': self.pd.enters, 'submitted': self.pd.submitted,
+                   'epoll_waits': self.pd.epoll_waits, 'epoll_ctls': self.pd.epoll_ctls,
+                   'epoll_rebuilds': self.pd.rebuilds, 'waiting': self.pd.waiting}
+        else:
+            drv = {'enters': self.ring.enters, 'submitted': self.ring.submitted}
         return {
+            'backend': 'poll' if self.use_poll else 'io_uring',
             'ops': {i: self.op_counts[i] for i in range(64) if self.op_counts[i]},
-            'enters': self.ring.enters,
-            'submitted': self.ring.submitted,
+            **drv,
             'stale_cqes': self.stale_cqes,
             'iterations': self.iterations,
             'inflight': self.inflight,

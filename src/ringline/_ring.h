@@ -119,8 +119,15 @@ typedef struct rl_ring {
     uint64_t submitted;
 } rl_ring;
 
+/* Test hook (RINGLINE_FAKE_URING_ERRNO, see _backend.py): when non-zero,
+ * io_uring_setup "fails" with this errno without asking the kernel. */
+static int rl_fake_setup_errno = 0;
+
 static inline int rl_sys_setup(unsigned entries, struct io_uring_params *p) {
-    /* A test hook makes setup fail with a chosen errno (see _backend.py). */
+    if (rl_fake_setup_errno) {
+        errno = rl_fake_setup_errno;
+        return -1;
+    }
     return (int)syscall(__NR_io_uring_setup, entries, p);
 }
 
@@ -384,9 +391,10 @@ static inline void rl_pbuf_publish(rl_pbuf *pb) {
     __atomic_store_n(&pb->br->tail, pb->tail, __ATOMIC_RELEASE);
 }
 
-static int rl_pbuf_init(rl_ring *r, rl_pbuf *pb, unsigned nbufs, unsigned buf_size,
-                        unsigned short bgid) {
-    struct io_uring_buf_reg reg;
+/* The buffer ring and the buffers themselves, filled and published; plain
+ * user memory until registered (the poll driver never registers it). */
+static int rl_pbuf_alloc(rl_pbuf *pb, unsigned nbufs, unsigned buf_size,
+                         unsigned short bgid) {
     unsigned i;
     int ret;
     memset(pb, 0, sizeof(*pb));
@@ -410,6 +418,29 @@ static int rl_pbuf_init(rl_ring *r, rl_pbuf *pb, unsigned nbufs, unsigned buf_si
         pb->mem = NULL;
         return ret;
     }
+    pb->br->tail = 0;
+    pb->tail = 0;
+    for (i = 0; i < nbufs; i++)
+        rl_pbuf_add(pb, (unsigned short)i);
+    rl_pbuf_publish(pb);
+    return 0;
+}
+
+static void rl_pbuf_free(rl_pbuf *pb) {
+    if (!pb->br)
+        return;
+    munmap(pb->mem, pb->mem_len);
+    munmap(pb->br, pb->br_len);
+    pb->br = NULL;
+    pb->mem = NULL;
+}
+
+static int rl_pbuf_init(rl_ring *r, rl_pbuf *pb, unsigned nbufs, unsigned buf_size,
+                        unsigned short bgid) {
+    struct io_uring_buf_reg reg;
+    int ret = rl_pbuf_alloc(pb, nbufs, buf_size, bgid);
+    if (ret < 0)
+        return ret;
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (uint64_t)(uintptr_t)pb->br;
     reg.ring_entries = nbufs;
@@ -417,17 +448,9 @@ static int rl_pbuf_init(rl_ring *r, rl_pbuf *pb, unsigned nbufs, unsigned buf_si
     ret = rl_sys_register(r->fd, IORING_REGISTER_PBUF_RING, &reg, 1);
     if (ret < 0) {
         ret = -errno;
-        munmap(pb->mem, pb->mem_len);
-        munmap(pb->br, pb->br_len);
-        pb->br = NULL;
-        pb->mem = NULL;
+        rl_pbuf_free(pb);
         return ret;
     }
-    pb->br->tail = 0;
-    pb->tail = 0;
-    for (i = 0; i < nbufs; i++)
-        rl_pbuf_add(pb, (unsigned short)i);
-    rl_pbuf_publish(pb);
     return 0;
 }
 
@@ -440,10 +463,7 @@ static void rl_pbuf_exit(rl_ring *r, rl_pbuf *pb) {
     reg.bgid = pb->bgid;
     if (r->fd >= 0)
         rl_sys_register(r->fd, IORING_UNREGISTER_PBUF_RING, &reg, 1);
-    munmap(pb->mem, pb->mem_len);
-    munmap(pb->br, pb->br_len);
-    pb->br = NULL;
-    pb->mem = NULL;
+    rl_pbuf_free(pb);
 }
 
 static inline char *rl_pbuf_addr(rl_pbuf *pb, unsigned bid) {
