@@ -90,7 +90,38 @@ def _sighandler_noop(signum, frame):
     """Python-level handler: the real work happens through the wakeup fd."""
 
 
-class _SocketTransport(asyncio.transports._FlowControlMixin):
+class _CoreDelegate:
+    """What the stream and datagram transport wrappers forward to their
+    native core unchanged (hot methods are bound on the instance instead)."""
+    __slots__ = ()
+
+    def close(self):
+        self._core.close()
+
+    def abort(self):
+        self._core.abort()
+
+    def set_protocol(self, protocol):
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self._core.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def _force_close(self, exc):
+        self._core._force_close(exc)
+
+    @property
+    def _sock(self):
+        return self._core.sock
+
+
+class _SocketTransport(_CoreDelegate, asyncio.transports._FlowControlMixin):
     """A TCP or Unix stream transport whose I/O goes through the ring.
 
     The methods users call most (write, writelines, is_closing, ...) are the
@@ -134,23 +165,6 @@ class _SocketTransport(asyncio.transports._FlowControlMixin):
     def can_write_eof(self):
         return True
 
-    def close(self):
-        self._core.close()
-
-    def abort(self):
-        self._core.abort()
-
-    def set_protocol(self, protocol):
-        self._core.set_protocol(protocol)
-
-    def get_protocol(self):
-        return self._core.get_protocol()
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        self._core.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_limits(self):
-        return self._core.get_write_buffer_limits()
 
     def set_write_hard_cap(self, cap):
         """Drop the connection with WriteBufferOverflow when unsent bytes
@@ -159,8 +173,6 @@ class _SocketTransport(asyncio.transports._FlowControlMixin):
             raise ValueError("cap must be >= 0")
         self._core.hard_cap = cap
 
-    def _force_close(self, exc):
-        self._core._force_close(exc)
 
     def _make_empty_waiter(self):
         return self._core._make_empty_waiter()
@@ -172,9 +184,6 @@ class _SocketTransport(asyncio.transports._FlowControlMixin):
     def _protocol_paused(self):
         return self._core.protocol_paused_
 
-    @property
-    def _sock(self):
-        return self._core.sock
 
     @property
     def _protocol(self):
@@ -191,7 +200,8 @@ class _SocketTransport(asyncio.transports._FlowControlMixin):
                 core.abort()
 
 
-class _DatagramTransport(asyncio.transports._FlowControlMixin, asyncio.DatagramTransport):
+class _DatagramTransport(_CoreDelegate, asyncio.transports._FlowControlMixin,
+                         asyncio.DatagramTransport):
     """A UDP or Unix datagram transport over the ring."""
 
     def __init__(self, loop, sock, protocol, address, extra):
@@ -208,30 +218,8 @@ class _DatagramTransport(asyncio.transports._FlowControlMixin, asyncio.DatagramT
     def __repr__(self):
         return f"<{self.__class__.__name__} fd={self._core.fileno_}>"
 
-    def close(self):
-        self._core.close()
 
-    def abort(self):
-        self._core.abort()
 
-    def set_protocol(self, protocol):
-        self._core.set_protocol(protocol)
-
-    def get_protocol(self):
-        return self._core.get_protocol()
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        self._core.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_limits(self):
-        return self._core.get_write_buffer_limits()
-
-    def _force_close(self, exc):
-        self._core._force_close(exc)
-
-    @property
-    def _sock(self):
-        return self._core.sock
 
     @property
     def _protocol_paused(self):

@@ -136,6 +136,7 @@ cdef class LoopCore:
     # wakeup
     cdef int wake_fd
     cdef bint waiting
+    cdef bint wake_sent      # one eventfd write per wait is enough
     cdef _WakeOp wake_op
     cdef _SignalOp sig_op
     cdef object sig_rsock, sig_wsock
@@ -642,8 +643,11 @@ cdef class LoopCore:
         self._wake()
 
     cdef inline void _wake(self):
+        # Only while the loop is blocked, and only once per wait: later
+        # callers find the loop already on its way back (the GIL orders this).
         cdef uint64_t one = 1
-        if self.waiting and self.wake_fd >= 0:
+        if self.waiting and not self.wake_sent and self.wake_fd >= 0:
+            self.wake_sent = True
             c_write(self.wake_fd, &one, 8)
 
     def _write_to_self(self):
@@ -677,6 +681,7 @@ cdef class LoopCore:
             with nogil:
                 ret = self._drv_enter(1, timeout_ns)
             self.waiting = False
+            self.wake_sent = False
         if ret < 0:
             if ret == -4:  # EINTR: let Python run its signal handlers
                 PyErr_CheckSignals()
