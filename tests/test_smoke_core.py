@@ -53,3 +53,41 @@ def test_sock_ops_go_through_the_ring():
         b.close()
     finally:
         loop.close()
+
+
+def test_busy_loop_skips_idle_enters_without_starving_io():
+    """With callbacks always ready, an iteration with nothing to submit, no
+    completion and no flagged task work skips its zero-timeout enter; I/O
+    that arrives meanwhile is still completed (the kernel flags its task
+    work), so a task spinning on sleep(0) cannot starve a receive."""
+    loop = ringline.new_event_loop()
+    try:
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+
+        async def spinner(stop):
+            while not stop.done():
+                await asyncio.sleep(0)
+
+        async def main():
+            stop = loop.create_future()
+            spin = asyncio.ensure_future(spinner(stop))
+            recv = asyncio.ensure_future(loop.sock_recv(b, 100))
+            for _ in range(200):
+                await asyncio.sleep(0)
+            a.send(b"arrived while spinning")   # plain send from outside the ring
+            data = await asyncio.wait_for(recv, 5)
+            stop.set_result(None)
+            await spin
+            return data
+
+        assert loop.run_until_complete(main()) == b"arrived while spinning"
+        stats = loop._ring_stats()
+        if stats.get("backend", "io_uring") == "io_uring":
+            assert stats["skipped_enters"] > 100
+            assert stats["enters"] < stats["iterations"] / 2
+        a.close()
+        b.close()
+    finally:
+        loop.close()

@@ -159,6 +159,7 @@ cdef extern from "_ring.h" nogil:
     unsigned rl_sq_pending(rl_ring *r)
     unsigned rl_sq_unpublished(rl_ring *r)
     int rl_sq_needs_taskrun(rl_ring *r)
+    int rl_enter_is_noop(rl_ring *r)
     io_uring_cqe *rl_cqe_at(rl_ring *r, unsigned head)
     void rl_cq_advance_to(rl_ring *r, unsigned head)
     unsigned rl_reap(rl_ring *r, io_uring_cqe *out, unsigned max)

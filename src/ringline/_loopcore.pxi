@@ -168,6 +168,7 @@ cdef class LoopCore:
     cdef list flush_list
     cdef list parked
     cdef public uint64_t enobufs
+    cdef public uint64_t skipped_enters
     cdef public Py_ssize_t send_zc_threshold
     cdef public bint zc_ok
     cdef public uint64_t zc_sends
@@ -675,6 +676,9 @@ cdef class LoopCore:
     cdef int _wait(self, long long timeout_ns) except -1:
         cdef int ret
         if timeout_ns == 0:
+            if not self.use_poll and rl_enter_is_noop(&self.ring):
+                self.skipped_enters += 1
+                return 0      # nothing to submit, reap or run: skip the syscall
             ret = self._drv_enter(0, 0)
         else:
             self.waiting = True
@@ -1467,6 +1471,7 @@ cdef class LoopCore:
             'iterations': self.iterations,
             'inflight': self.inflight,
             'enobufs': self.enobufs,
+            'skipped_enters': self.skipped_enters,
             'zc_sends': self.zc_sends,
             'zc_notifs': self.zc_notifs,
         }

@@ -340,6 +340,20 @@ static inline unsigned rl_reap(rl_ring *r, struct io_uring_cqe *out, unsigned ma
     return n;
 }
 
+/* True when a zero-timeout enter would do nothing: no SQE to hand over, no
+ * completion waiting in the CQ, and (the kernel flags it with TASKRUN_FLAG)
+ * no deferred task work pending. Only meaningful with TASKRUN_FLAG. */
+static inline int rl_enter_is_noop(rl_ring *r) {
+    if (!(r->setup_flags & IORING_SETUP_TASKRUN_FLAG))
+        return 0;
+    if (r->sqe_tail != __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE))
+        return 0;
+    if (__atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE) != *r->cq_khead)
+        return 0;
+    return (__atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE) &
+            (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) == 0;
+}
+
 static inline int rl_sq_needs_taskrun(rl_ring *r) {
     return (__atomic_load_n(r->sq_kflags, __ATOMIC_RELAXED) &
             (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
