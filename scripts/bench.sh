@@ -3,6 +3,7 @@
 # run the side-by-side benchmark (quick preset unless arguments are given).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/setup-system.sh
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"

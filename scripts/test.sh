@@ -7,6 +7,7 @@
 # Extra arguments go to pytest on every pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/setup-system.sh
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"

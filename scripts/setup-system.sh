@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# System packages the README commands need on a fresh Debian machine: a C
+# compiler and Python headers (the extension, the benchmark's C programs),
+# venv, and strace (the syscall-economy tests). Skipped when all are present.
+set -euo pipefail
+need=()
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+command -v strace >/dev/null 2>&1 || need+=(strace)
+python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || need+=(python3-dev)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq || true
+    $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
