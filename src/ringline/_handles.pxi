@@ -62,9 +62,6 @@ cdef class Handle:
             PyContext_Exit(ctx)
         return 0
 
-    def _run_py(self):
-        self._run()
-
     def cancel(self):
         if not self.cancelled_:
             self.cancelled_ = True

@@ -78,6 +78,23 @@ def _numeric_port(port):
     return isinstance(port, str) and port.isdigit()
 
 
+def _socket_extra(sock, extra):
+    """get_extra_info for a socket transport: the real socket object, its
+    name and its peer's (None where the kernel has none)."""
+    extra = dict(extra) if extra else {}
+    extra["socket"] = sock
+    try:
+        extra.setdefault("sockname", sock.getsockname())
+    except OSError:
+        extra.setdefault("sockname", None)
+    if extra.get("peername") is None:
+        try:
+            extra["peername"] = sock.getpeername()
+        except OSError:
+            extra["peername"] = None
+    return extra
+
+
 def _is_loopback_peer(sock, peername):
     if sock.family == socket.AF_UNIX:
         return True
@@ -243,15 +260,6 @@ class _WritePipeTransport(_SocketTransport, asyncio.WriteTransport):
     _start_tls_compatible = False
     _sendfile_compatible = constants._SendfileMode.UNSUPPORTED
     _kind = 2
-
-
-def _check_pipe(pipe, *, readable):
-    fileno = pipe.fileno()
-    mode = os.fstat(fileno).st_mode
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
-        raise ValueError("Pipe transport is for pipes/sockets only.")
-    os.set_blocking(fileno, False)
-    return fileno, mode
 
 
 class _SubprocessTransport(base_subprocess.BaseSubprocessTransport):
@@ -521,17 +529,7 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):
-        extra = dict(extra) if extra else {}
-        extra["socket"] = sock
-        try:
-            extra.setdefault("sockname", sock.getsockname())
-        except OSError:
-            extra.setdefault("sockname", None)
-        if "peername" not in extra or extra["peername"] is None:
-            try:
-                extra["peername"] = sock.getpeername()
-            except OSError:
-                extra["peername"] = None
+        extra = _socket_extra(sock, extra)
         if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
             base_events._set_nodelay(sock)
         if server is not None:
@@ -745,17 +743,7 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None,
                                  extra=None):
-        extra = dict(extra) if extra else {}
-        extra["socket"] = sock
-        try:
-            extra.setdefault("sockname", sock.getsockname())
-        except OSError:
-            extra.setdefault("sockname", None)
-        if "peername" not in extra:
-            try:
-                extra["peername"] = sock.getpeername()
-            except OSError:
-                extra["peername"] = None
+        extra = _socket_extra(sock, extra)
         transport = _DatagramTransport(self, sock, protocol, address, extra)
         self._transports[sock.fileno()] = transport
         transport._core._start(waiter)
@@ -763,25 +751,26 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
 
     # ---- pipes ------------------------------------------------------------
 
-    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
-        fileno, _ = _check_pipe(pipe, readable=True)
+    def _make_pipe_transport(self, cls, pipe, protocol, waiter, extra):
+        fileno = pipe.fileno()
+        mode = os.fstat(fileno).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+            raise ValueError("Pipe transport is for pipes/sockets only.")
+        os.set_blocking(fileno, False)
         extra = dict(extra) if extra else {}
         extra["pipe"] = pipe
-        transport = _ReadPipeTransport(self, pipe, protocol, extra, None)
+        transport = cls(self, pipe, protocol, extra, None)
         self._transports[fileno] = transport
+        if cls is _WritePipeTransport and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            transport._core._start_watch()    # reports the reader closing
         transport._core._start(waiter)
         return transport
 
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return self._make_pipe_transport(_ReadPipeTransport, pipe, protocol, waiter, extra)
+
     def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
-        fileno, mode = _check_pipe(pipe, readable=False)
-        extra = dict(extra) if extra else {}
-        extra["pipe"] = pipe
-        transport = _WritePipeTransport(self, pipe, protocol, extra, None)
-        self._transports[fileno] = transport
-        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-            transport._core._start_watch()
-        transport._core._start(waiter)
-        return transport
+        return self._make_pipe_transport(_WritePipeTransport, pipe, protocol, waiter, extra)
 
     # ---- subprocesses -----------------------------------------------------
 

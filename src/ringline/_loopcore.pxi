@@ -169,6 +169,11 @@ cdef class LoopCore:
     cdef list parked
     cdef public uint64_t enobufs
     cdef public uint64_t skipped_enters
+    # bounce buffers of receive operations, kept for reuse (a fresh malloc of
+    # up to 256 KiB per operation would hit glibc's mmap threshold)
+    cdef char *bcache[8]
+    cdef size_t bcap[8]
+    cdef int bn
     cdef public Py_ssize_t send_zc_threshold
     cdef public bint zc_ok
     cdef public uint64_t zc_sends
@@ -304,6 +309,7 @@ cdef class LoopCore:
 
     def __dealloc__(self):
         cdef Py_ssize_t i
+        self._bounce_clear()
         if self.rq != NULL:
             for i in range(self.rq_len):
                 Py_XDECREF(self.rq[(self.rq_head + i) & (self.rq_cap - 1)])
@@ -697,10 +703,6 @@ cdef class LoopCore:
             self._unpark()
         return 0
 
-    cdef int _submit_now(self) except -1:
-        self._drv_enter(0, 0)
-        return 0
-
     def _submit_pending(self):
         """Hand every queued SQE to the kernel now (no wait)."""
         self._drv_enter(0, 0)
@@ -752,6 +754,46 @@ cdef class LoopCore:
             raise _oserror(-err, 'cannot register the datagram buffer ring: ' + _os.strerror(-err))
         self.dpbuf_ok = True
         return 0
+
+    cdef char *_bounce_get(self, size_t size, size_t *cap) except NULL:
+        cdef int i
+        cdef char *p
+        if size == 0:
+            size = 1
+        for i in range(self.bn):
+            if self.bcap[i] >= size and self.bcap[i] <= 4 * size + 4096:
+                p = self.bcache[i]
+                cap[0] = self.bcap[i]
+                self.bn -= 1
+                self.bcache[i] = self.bcache[self.bn]
+                self.bcap[i] = self.bcap[self.bn]
+                return p
+        p = <char*>malloc(size)
+        if p == NULL:
+            raise MemoryError()
+        cap[0] = size
+        return p
+
+    cdef void _bounce_put(self, char *p, size_t cap) noexcept:
+        # only called at an operation's final completion: the kernel is done
+        if p == NULL:
+            return
+        if self.closing or self.bn >= 8:
+            free(p)
+            return
+        self.bcache[self.bn] = p
+        self.bcap[self.bn] = cap
+        self.bn += 1
+
+    cdef void _bounce_clear(self) noexcept:
+        while self.bn > 0:
+            self.bn -= 1
+            free(self.bcache[self.bn])
+
+    def _inflight_user_data(self):
+        """user_data of every operation in flight (tests of invariant 2)."""
+        cdef uint32_t i
+        return [(<_Op>self.ops[i]).ud for i in range(self.ops_cap) if self.ops[i] != NULL]
 
     def _accepted(self, _ListenOp lop, int fd):
         conn = _socket.socket(lop.family, lop.stype | SOCK_NONBLOCK, lop.proto, fileno=fd)
@@ -836,9 +878,6 @@ cdef class LoopCore:
         h = None
         return 0
 
-    def _run_once_py(self):
-        self._run_once()
-
     def run_forever(self):
         """Run until stop() is called."""
         self._check_closed()
@@ -879,6 +918,7 @@ cdef class LoopCore:
         cdef PyObject *p
         cdef double deadline
         self.closing = True
+        self._bounce_clear()
         while self.rq_len > 0:
             p = self._pop_ready()
             Py_DECREF(<object>p)
@@ -1113,9 +1153,7 @@ cdef class LoopCore:
         op.fd = fd
         op.sock = sock
         op.n = size
-        op.mem = <char*>malloc(size)
-        if op.mem == NULL:
-            raise MemoryError()
+        op.mem = self._bounce_get(size, &op.cap)
         fut = op.fut = self._new_future()
         sqe = self._sqe(IORING_OP_RECV)
         rl_prep_rw(sqe, IORING_OP_RECV, fd, op.mem, <unsigned>size, 0, self._reg(op))
@@ -1156,9 +1194,7 @@ cdef class LoopCore:
         op.sock = sock
         op.n = size
         op.target = buf
-        op.mem = <char*>malloc(size)
-        if op.mem == NULL:
-            raise MemoryError()
+        op.mem = self._bounce_get(size, &op.cap)
         fut = op.fut = self._new_future()
         sqe = self._sqe(IORING_OP_RECV)
         rl_prep_rw(sqe, IORING_OP_RECV, fd, op.mem, <unsigned>size, 0, self._reg(op))
@@ -1309,9 +1345,7 @@ cdef class LoopCore:
         op.loop = self
         op.fd = fd
         op.sock = sock
-        op.mem = <char*>malloc(size if size > 0 else 1)
-        if op.mem == NULL:
-            raise MemoryError()
+        op.mem = self._bounce_get(size, &op.cap)
         op.iov.iov_base = op.mem
         op.iov.iov_len = size
         op.msg.msg_name = &op.addr
@@ -1376,7 +1410,7 @@ cdef class LoopCore:
         cdef io_uring_sqe *sqe
         _check_sock(self, sock)
         cdef int fd = _sock_fd(sock)
-        cdef int family = _sock_family(fd)
+        cdef int family = _sock_family(sock, fd)
         op = _MsgOp.__new__(_MsgOp)
         op.loop = self
         op.fd = fd
@@ -1413,9 +1447,7 @@ cdef class LoopCore:
         op.loop = self
         op.fd = fd
         op.n = n
-        op.mem = <char*>malloc(n if n > 0 else 1)
-        if op.mem == NULL:
-            raise MemoryError()
+        op.mem = self._bounce_get(n, &op.cap)
         fut = op.fut = self._new_future()
         sqe = self._sqe(IORING_OP_READ)
         rl_prep_rw(sqe, IORING_OP_READ, fd, op.mem, <unsigned>n, offset, self._reg(op))
@@ -1424,7 +1456,10 @@ cdef class LoopCore:
         except _aexc.CancelledError:
             self._cancel_op(op)
             raise
-        return op.mem[:res]
+        data = op.mem[:res]
+        self._bounce_put(op.mem, op.cap)      # completed: the kernel is done
+        op.mem = NULL
+        return data
 
     # ---- introspection ----------------------------------------------------
 

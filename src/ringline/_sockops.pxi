@@ -112,7 +112,16 @@ cdef bytes _host_bytes(host):
     raise TypeError(f'host must be str or bytes, not {type(host).__name__}')
 
 
-cdef int _sock_family(int fd) except -1:
+cdef int _sock_family(sock, int fd) except -1:
+    """The socket's family: the object's own attribute, a getsockopt only
+    for stand-ins (mocks, wrappers) whose .family is not an int."""
+    fam_attr = getattr(sock, 'family', None)
+    if isinstance(fam_attr, int):
+        return fam_attr
+    return _sock_family_fd(fd)
+
+
+cdef int _sock_family_fd(int fd) except -1:
     cdef int fam = 0
     cdef socklen_t l = sizeof(int)
     if getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &fam, &l) < 0:
@@ -128,8 +137,10 @@ cdef int _sock_fd(sock) except -1:
 
 
 cdef class _RecvOp(_Op):
-    """sock_recv / sock_recv_into: RECV into a bounce buffer."""
+    """sock_recv / sock_recv_into: RECV into a bounce buffer (from the loop's
+    cache, returned at the final completion)."""
     cdef char *mem
+    cdef size_t cap
     cdef size_t n
     cdef object sock
     cdef object target      # recv_into: the caller's buffer object
@@ -160,6 +171,8 @@ cdef class _RecvOp(_Op):
         elif not fut.done():
             fut.set_exception(_oserror(-res))
         self.target = None
+        self.loop._bounce_put(self.mem, self.cap)
+        self.mem = NULL
         return 0
 
 
@@ -261,6 +274,7 @@ cdef class _MsgOp(_Op):
     cdef iovec iov
     cdef sockaddr_storage addr
     cdef char *mem
+    cdef size_t cap
     cdef Py_buffer view
     cdef bint has_view
     cdef bint is_send
@@ -276,6 +290,14 @@ cdef class _MsgOp(_Op):
             self.has_view = False
 
     cdef int complete(self, int res, uint32_t flags) except -1:
+        try:
+            return self._complete(res, flags)
+        finally:
+            if self.mem != NULL:
+                self.loop._bounce_put(self.mem, self.cap)
+                self.mem = NULL
+
+    cdef int _complete(self, int res, uint32_t flags) except -1:
         cdef Py_buffer view
         fut = self.fut
         if self.is_send:
@@ -315,8 +337,10 @@ cdef class _MsgOp(_Op):
 
 
 cdef class _ReadOp(_Op):
-    """READ of a file into a bounce buffer (sendfile's file side)."""
+    """READ of a file into a bounce buffer (sendfile's file side); the
+    awaiting coroutine copies the bytes out and returns the buffer."""
     cdef char *mem
+    cdef size_t cap
     cdef size_t n
 
     def __dealloc__(self):
@@ -333,10 +357,6 @@ cdef class _ReadOp(_Op):
         else:
             fut.set_exception(_oserror(-res))
         return 0
-
-
-cdef class _SockOpsMixin:
-    pass
 
 
 cdef int _check_sock(LoopCore loop, sock) except -1:

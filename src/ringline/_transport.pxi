@@ -199,8 +199,6 @@ cdef class _StreamCore(_Flushable):
             ptr = rl_pbuf_addr(&loop.pbuf, bid)
             try:
                 if res > 0:
-                    if self.closing and not self.lost_scheduled and False:
-                        pass
                     self._deliver(ptr, res)
             finally:
                 rl_pbuf_add(&loop.pbuf, <unsigned short>bid)
