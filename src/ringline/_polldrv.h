@@ -566,6 +566,33 @@ static int rl_pd_run_bufsel(rl_polldrv *d, rl_pd_op *op, int from_event) {
     }
 }
 
+
+/* READ/READV/WRITE/WRITEV as one call: offset -1 means the file position
+ * (read/write), otherwise the positional variants; EINTR retried. */
+static ssize_t rl_pd_rw(int opcode, int fd, void *addr, unsigned len, uint64_t off) {
+    ssize_t n;
+    int cur = off == (uint64_t)-1;
+    do {
+        switch (opcode) {
+        case IORING_OP_READ:
+            n = cur ? read(fd, addr, len) : pread(fd, addr, len, (off_t)off);
+            break;
+        case IORING_OP_READV:
+            n = cur ? readv(fd, (struct iovec *)addr, (int)len)
+                    : preadv(fd, (struct iovec *)addr, (int)len, (off_t)off);
+            break;
+        case IORING_OP_WRITE:
+            n = cur ? write(fd, addr, len) : pwrite(fd, addr, len, (off_t)off);
+            break;
+        default: /* IORING_OP_WRITEV */
+            n = cur ? writev(fd, (struct iovec *)addr, (int)len)
+                    : pwritev(fd, (struct iovec *)addr, (int)len, (off_t)off);
+            break;
+        }
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
 static int rl_pd_run(rl_polldrv *d, rl_pd_op *op, int from_event, uint32_t revents) {
     struct io_uring_sqe *sqe = &op->sqe;
     int fd = sqe->fd;
@@ -584,39 +611,10 @@ static int rl_pd_run(rl_polldrv *d, rl_pd_op *op, int from_event, uint32_t reven
         return RL_PD_DONE;
 
     case IORING_OP_READ:
-        do {
-            if (sqe->off == (uint64_t)-1)
-                n = read(fd, addr, sqe->len);
-            else
-                n = pread(fd, addr, sqe->len, (off_t)sqe->off);
-        } while (n < 0 && errno == EINTR);
-        break;
-
     case IORING_OP_READV:
-        do {
-            if (sqe->off == (uint64_t)-1)
-                n = readv(fd, (struct iovec *)addr, (int)sqe->len);
-            else
-                n = preadv(fd, (struct iovec *)addr, (int)sqe->len, (off_t)sqe->off);
-        } while (n < 0 && errno == EINTR);
-        break;
-
     case IORING_OP_WRITE:
-        do {
-            if (sqe->off == (uint64_t)-1)
-                n = write(fd, addr, sqe->len);
-            else
-                n = pwrite(fd, addr, sqe->len, (off_t)sqe->off);
-        } while (n < 0 && errno == EINTR);
-        break;
-
     case IORING_OP_WRITEV:
-        do {
-            if (sqe->off == (uint64_t)-1)
-                n = writev(fd, (struct iovec *)addr, (int)sqe->len);
-            else
-                n = pwritev(fd, (struct iovec *)addr, (int)sqe->len, (off_t)sqe->off);
-        } while (n < 0 && errno == EINTR);
+        n = rl_pd_rw(sqe->opcode, fd, addr, sqe->len, sqe->off);
         break;
 
     case IORING_OP_RECV:
