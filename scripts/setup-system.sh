@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # System packages the README commands need on a fresh Debian machine: a C
 # compiler and Python headers (the extension, the benchmark's C programs),
-# venv, and strace (the syscall-economy tests). Skipped when all are present.
+# venv, strace (the syscall-economy tests), and the real servers the client
+# tests run against (redis-server, redis-cli, memcached). Skipped when all
+# are present.
 set -euo pipefail
 need=()
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+command -v memcached >/dev/null 2>&1 || need+=(memcached)
 python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
     || need+=(python3-dev)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)

@@ -10,6 +10,14 @@ Public API:
     Loop               the loop class
     BackendUnavailable raised when io_uring is forced but unavailable
 
+Native runtime (thread-per-core workers and the connection API):
+    Conn, connect, connect_unix, connect_tls, need_at_least, NEED_MORE,
+    ChainResult, Handler, serve, launch, Runtime, Config, UdpSocket,
+    sleep, sleep_until, timeout, timeout_at, try_sleep, try_timeout, spawn,
+    TaskHandle, Channel, ChannelClosed, BackpressureQueue, and the errors
+    ConnectionClosed, ConnectionDropped, SendPoolExhausted, QueueFull,
+    TimerPoolExhausted, ConfigError.
+
 Backends: io_uring when the kernel grants it, else the poll backend (epoll)
 automatically; RINGLINE_BACKEND=io_uring|poll or new_event_loop(backend=...)
 force one.
@@ -20,10 +28,40 @@ import asyncio
 from typing import Any, Coroutine, TypeVar
 
 from ._backend import BackendInfo, BackendUnavailable, backend
+from ._errors import (ConfigError, ConnectionClosed, ConnectionDropped, QueueFull,
+                      SendPoolExhausted, TimerPoolExhausted)
 from ._loop import Loop
+from ._native import (NEED_MORE, ChainResult, Conn, connect, connect_tls, connect_unix,
+                      need_at_least)
+
+# names served by modules imported on first use (the runtime, tasks, UDP)
+_LAZY = {
+    "Handler": "_runtime", "serve": "_runtime", "launch": "_runtime",
+    "Runtime": "_runtime", "Config": "_config", "UdpSocket": "_udp",
+    "sleep": "_tasks", "sleep_until": "_tasks", "timeout": "_tasks",
+    "timeout_at": "_tasks", "try_sleep": "_tasks", "try_timeout": "_tasks",
+    "spawn": "_tasks", "TaskHandle": "_tasks", "Channel": "_tasks",
+    "ChannelClosed": "_tasks", "BackpressureQueue": "_tasks",
+    "ChannelEmpty": "_tasks", "Timeout": "_tasks",
+    "TlsConn": "_tls", "wrap_server_tls": "_tls",
+}
 
 __all__ = ["Loop", "new_event_loop", "EventLoopPolicy", "install", "run",
-           "backend", "BackendInfo", "BackendUnavailable"]
+           "backend", "BackendInfo", "BackendUnavailable",
+           "Conn", "connect", "connect_unix", "connect_tls", "need_at_least",
+           "NEED_MORE", "ChainResult", "ConnectionClosed", "ConnectionDropped",
+           "SendPoolExhausted", "QueueFull", "TimerPoolExhausted", "ConfigError",
+           *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ringline' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f"ringline.{module}"), name)
+    globals()[name] = value
+    return value
 __version__ = "0.1.0"
 
 _T = TypeVar("_T")

@@ -9,6 +9,9 @@ One extension built from include files, one per concern:
                  iteration, readers/writers, signals, socket operations
 - _sockops.pxi   the operation objects behind the sock_* API and sockaddr codec
 - _transport.pxi stream transports and servers over the ring
+- _datagram.pxi  datagram (UDP, Unix datagram) transports
+- _conn.pxi      the native connection API (ringline.Conn), send chains,
+                 guards, the multishot listener of the native runtime
 """
 
 include "_decl.pxi"
@@ -17,3 +20,4 @@ include "_loopcore.pxi"
 include "_sockops.pxi"
 include "_transport.pxi"
 include "_datagram.pxi"
+include "_conn.pxi"

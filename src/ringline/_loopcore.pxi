@@ -179,6 +179,8 @@ cdef class LoopCore:
     cdef public uint64_t zc_sends
     cdef public uint64_t zc_notifs
     cdef public int probe_len
+    cdef public object conn_table   # the native API's connections (_conn.pxi)
+    cdef object tick_cb             # called once per iteration (native runtime)
     cdef object __weakref__
 
     def __cinit__(self, *args, **kwargs):
@@ -729,7 +731,7 @@ cdef class LoopCore:
         else:
             self.parked = []
         for s in parked:
-            (<_StreamCore>s)._arm_recv()
+            (<_Flushable>s).rearm()
         return 0
 
     cdef int _ensure_pbuf(self) except -1:
@@ -876,7 +878,24 @@ cdef class LoopCore:
                 finally:
                     self._current_handle = None
         h = None
+        if self.tick_cb is not None:
+            try:
+                self.tick_cb()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.call_exception_handler({
+                    'message': 'ringline: on_tick() failed',
+                    'exception': exc,
+                })
         return 0
+
+    def _set_tick(self, fn):
+        """fn() is called once per loop iteration, after completions are
+        dispatched and ready callbacks run (the native runtime's on_tick)."""
+        if fn is not None and not callable(fn):
+            raise TypeError('tick callback must be callable or None')
+        self.tick_cb = fn
 
     def run_forever(self):
         """Run until stop() is called."""

@@ -35,6 +35,10 @@ cdef class _Flushable:
     cdef int flush(self) except -1:
         return 0
 
+    cdef int rearm(self) except -1:
+        # re-arm a receive parked on an empty provided-buffer ring
+        return 0
+
 
 cdef class _StreamRecvOp(_Op):
     cdef _StreamCore owner
@@ -189,6 +193,9 @@ cdef class _StreamCore(_Flushable):
 
     def _rearm_after_park(self):
         self._arm_recv()
+
+    cdef int rearm(self) except -1:
+        return self._arm_recv()
 
     cdef int _on_recv(self, int res, uint32_t flags) except -1:
         cdef unsigned bid

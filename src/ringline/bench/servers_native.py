@@ -1,0 +1,58 @@
+"""Benchmark workload ``native``: echo on ringline's native connection API.
+
+The server is what a ``ringline.Handler`` runs in a worker: a multishot
+accept (``ringline._native.Listener``) turning each accepted fd into a
+``Conn`` whose task echoes with ``with_data`` + ``send_nowait``. One process,
+pinned like every other server of the harness, so the numbers compare with
+the Protocol echo of the other loops. Runs only on ringline's loops.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from .servers import Workload, register_workload
+
+
+async def _echo(conn) -> None:
+    send = conn.send_nowait
+
+    def on_data(view) -> int:
+        send(bytes(view))
+        return len(view)
+
+    try:
+        while await conn.with_data(on_data):
+            pass
+    except ConnectionError:
+        pass
+    finally:
+        conn.close()
+
+
+class _NativeServer:
+    def __init__(self, loop, sock: socket.socket) -> None:
+        from ringline import _native
+        self._loop = loop
+        self._family = sock.family
+        self._tasks: set = set()
+        self._adopt = _native.adopt_fd
+        self._listener = _native.Listener(loop, sock, self._on_fd)
+
+    def _on_fd(self, fd: int) -> None:
+        conn = self._adopt(self._loop, fd, self._family)
+        task = self._loop.create_task(_echo(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+async def _start_native(sock: socket.socket):
+    return _NativeServer(asyncio.get_running_loop(), sock)
+
+
+register_workload(Workload("native", "echo", _start_native,
+                           "echo, ringline native API (Conn.with_data + send_nowait)",
+                           loops=("ringline", "ringline-poll")))
