@@ -48,6 +48,8 @@ def loop_name(request):
 
 @pytest.fixture(params=list(WORKLOADS))
 def server(request, loop_name):
+    if not WORKLOADS[request.param].supports_loop(loop_name):
+        pytest.skip(f"workload {request.param} runs only on {WORKLOADS[request.param].loops}")
     """A not-yet-started server; the test starts it (a start failure is a failure)."""
     proc = ServerProcess.python(loop_name, request.param)
     try:
