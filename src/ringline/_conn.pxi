@@ -53,6 +53,14 @@ cdef extern from "<netinet/tcp.h>" nogil:
 cdef extern from "<sys/socket.h>" nogil:
     int setsockopt(int, int, int, const void*, socklen_t)
 
+cdef extern from "_amsend.h":
+    ctypedef int (*rl_step_fn)(object, PyObject **) except -1
+    int rl_install_am_send(PyTypeObject *tp, rl_step_fn fn)
+
+cdef extern from "Python.h":
+    ctypedef struct PyTypeObject:
+        pass
+
 cdef int _OP_LINK_TIMEOUT = 15
 cdef int _ECONNRESET = 104
 
@@ -452,29 +460,10 @@ cdef class _ReadWait:
         return 0
 
     cdef object _step(self):
-        cdef Conn h = self.handle
-        cdef _ConnSlot slot = h.slot
-        cdef Py_ssize_t r
-        if self.exc is not None:
-            exc = self.exc
-            self.exc = None
-            raise exc
-        if slot.gen != h.gen:
-            raise ConnectionClosed('connection is closed')
-        if self.parked:
-            # resumed by the task after a wakeup
-            self.parked = False
-            if slot.reader is self:
-                slot.reader = None
-        r = slot._try_consume(self.fn, self.keep, h)
-        if r >= 0:
-            raise StopIteration(r)
-        if slot.reader is not None and slot.reader is not self:
-            raise RuntimeError('another task is already waiting for data on this connection')
-        slot.reader = self
-        self.parked = True
-        self._asyncio_future_blocking = True
-        return self
+        cdef PyObject *out = NULL
+        if _readwait_step(self, &out) == 1:
+            raise StopIteration(<object>out)
+        return <object>out
 
     # -- the future protocol asyncio.Task uses --
 
@@ -548,6 +537,45 @@ cdef class _ReadWait:
         finally:
             PyContext_Exit(ctx)
         return 0
+
+
+cdef int _readwait_step(object obj, PyObject **out) except -1:
+    """One step of a _ReadWait: 1 with *out = the count (done), 0 with *out =
+    the awaitable itself (the task waits on it). New references."""
+    cdef _ReadWait self = <_ReadWait>obj
+    cdef Conn h = self.handle
+    cdef _ConnSlot slot = h.slot
+    cdef Py_ssize_t r
+    if self.exc is not None:
+        exc = self.exc
+        self.exc = None
+        raise exc
+    if slot.gen != h.gen:
+        raise ConnectionClosed('connection is closed')
+    if self.parked:
+        # resumed by the task after a wakeup
+        self.parked = False
+        if slot.reader is self:
+            slot.reader = None
+    r = slot._try_consume(self.fn, self.keep, h)
+    if r >= 0:
+        res = PyLong_FromSsize_t(r)
+        Py_INCREF(res)
+        out[0] = <PyObject*>res
+        return 1
+    if slot.reader is not None and slot.reader is not self:
+        raise RuntimeError('another task is already waiting for data on this connection')
+    slot.reader = self
+    self.parked = True
+    self._asyncio_future_blocking = True
+    Py_INCREF(self)
+    out[0] = <PyObject*>self
+    return 0
+
+
+rl_install_am_send(<PyTypeObject*>_ReadWait, _readwait_step)
+
+_mv_release = memoryview.release
 
 
 # ---------------------------------------------------------------------------
@@ -755,7 +783,7 @@ cdef class _ConnSlot(_Flushable):
                 finally:
                     if not keep:
                         try:
-                            view.release()
+                            _mv_release(view)
                         except BufferError:
                             pass    # the handler exported it: the chunk stays referenced
                     view = None
