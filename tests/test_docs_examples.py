@@ -1,5 +1,6 @@
-"""Every ```python block in docs/api.md runs (in a fresh interpreter, so
-that policies and globals cannot leak between examples)."""
+"""Every ```python block in docs/api.md and docs/native.md
+runs (in a fresh interpreter, so that policies and globals cannot leak
+between examples). docs/runtime.md's examples run in tests/test_runtime.py."""
 import os
 import re
 import subprocess
@@ -7,15 +8,20 @@ import sys
 
 import pytest
 
-DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "api.md")
+DOCS_DIR = os.path.join(os.path.dirname(__file__), "..", "docs")
+DOC = os.path.join(DOCS_DIR, "api.md")
+RUNNABLE = ("api.md", "native.md")   # tasks.md: run by tests/test_tasks.py
 
 
-def _blocks():
-    text = open(DOC).read()
-    return re.findall(r"```python\n(.*?)```", text, re.S)
+def _blocks(names=("api.md",)):
+    found = []
+    for name in names:
+        text = open(os.path.join(DOCS_DIR, name)).read()
+        found += re.findall(r"```python\n(.*?)```", text, re.S)
+    return found
 
 
-@pytest.mark.parametrize("code", _blocks(), ids=lambda c: c.splitlines()[0][:40])
+@pytest.mark.parametrize("code", _blocks(RUNNABLE), ids=lambda c: c.splitlines()[0][:40])
 def test_api_doc_example_runs(code):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
                           text=True, timeout=60)

@@ -37,7 +37,8 @@ from ._native import (NEED_MORE, ChainResult, Conn, connect, connect_tls, connec
 # names served by modules imported on first use (the runtime, tasks, UDP)
 _LAZY = {
     "Handler": "_runtime", "serve": "_runtime", "launch": "_runtime",
-    "Runtime": "_runtime", "Config": "_config", "UdpSocket": "_udp",
+    "Runtime": "_runtime", "WorkerContext": "_runtime", "Config": "_config",
+    "UdpSocket": "_udp",
     "sleep": "_tasks", "sleep_until": "_tasks", "timeout": "_tasks",
     "timeout_at": "_tasks", "try_sleep": "_tasks", "try_timeout": "_tasks",
     "spawn": "_tasks", "TaskHandle": "_tasks", "Channel": "_tasks",

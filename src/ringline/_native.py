@@ -153,6 +153,7 @@ class Listener:
         if not callable(on_fd):
             raise TypeError("on_fd must be callable")
         self._sock = sock
+        self._loop = loop
         sock.setblocking(False)     # the poll backend accepts with accept4()
         self._op = _core._listen(loop, sock, on_fd)
 
@@ -161,7 +162,15 @@ class Listener:
         return bool(_core._listen_active(self._op))
 
     def close(self) -> None:
+        """Stop accepting. The cancellation reaches the kernel at once, so
+        the caller may close the listening socket right after."""
         _core._listen_stop(self._op)
+        loop = self._op_loop()
+        if loop is not None and not loop.is_closed():
+            loop._submit_pending()
+
+    def _op_loop(self) -> Any:
+        return self._loop
 
 
 def configure(loop: Any, *, max_send_queue: Optional[int] = None,
