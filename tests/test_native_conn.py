@@ -668,3 +668,37 @@ def test_needs_a_ringline_loop():
         with pytest.raises(RuntimeError, match="ringline event loop"):
             await ringline.connect(("127.0.0.1", 1))
     asyncio.run(main())
+
+
+def test_close_from_another_task_wakes_the_reader():
+    async def main():
+        srv = NativeServer(echo)
+        try:
+            c = await ringline.connect(("127.0.0.1", srv.port))
+            reader = asyncio.ensure_future(c.with_data(len))
+
+            async def closer():
+                await asyncio.sleep(0.01)
+                c.close()             # runs inside another task
+            await closer()
+            with pytest.raises(ringline.ConnectionClosed):
+                await reader
+        finally:
+            srv.close()
+    run(main())
+
+
+def test_deep_pipeline_of_small_sends_is_gathered():
+    async def main():
+        srv = NativeServer(echo)
+        try:
+            c = await ringline.connect(("127.0.0.1", srv.port))
+            parts = [b"%05d;" % i for i in range(5000)]
+            for p in parts:
+                c.send_nowait(p)
+            want = b"".join(parts)
+            assert await read_exactly(c, len(want)) == want
+            c.close()
+        finally:
+            srv.close()
+    run(main())

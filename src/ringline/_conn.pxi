@@ -516,13 +516,18 @@ cdef class _ReadWait:
             slot.loop.call_soon(cb, self, context=ctx)
         return True
 
-    cdef int _wake(self) except -1:
-        # called by the slot when data (or EOF, or an error) arrived
+    cdef int _wake(self, bint direct) except -1:
+        # called by the slot when data (or EOF, or an error) arrived. direct:
+        # from a completion (no task is running): step the task right here;
+        # otherwise (close() from another task) through the ready queue.
         cb = self.cb
         ctx = self.cb_ctx
         self.cb = None
         self.cb_ctx = None
         if cb is None:
+            return 0
+        if not direct:
+            self.handle.slot.loop.call_soon(cb, self, context=ctx)
             return 0
         PyContext_Enter(ctx)
         try:
@@ -710,7 +715,7 @@ cdef class _ConnSlot(_Flushable):
             self._arm_recv()
         if self.reader is not None:
             if self.eof or self.end - self.start >= self.want or self.state != _S_OPEN:
-                self.reader._wake()
+                self.reader._wake(True)
         self._maybe_recycle()
         return 0
 
@@ -917,8 +922,16 @@ cdef class _ConnSlot(_Flushable):
             return self._submit_chain(<_Chain>first)
         nq = len(wq)
         k = 0
-        while k < nq and k < _MAX_IOV and type(wq[k]) is bytes:
+        while k < nq and type(wq[k]) is bytes:
             k += 1
+        if k > _MAX_IOV:
+            # a deep pipeline: gather everything into one buffer rather than
+            # sending 64 iovecs per completion round
+            joined = b''.join(wq[:k])
+            del wq[:k]
+            wq.insert(0, joined)
+            nq = len(wq)
+            k = 1
         op = self.spare
         if op is None:
             op = _NSendOp.__new__(_NSendOp)
@@ -1196,7 +1209,7 @@ cdef class _ConnSlot(_Flushable):
         if self.reader is not None:
             r = self.reader
             self.reader = None
-            (<_ReadWait>r)._wake()
+            (<_ReadWait>r)._wake(False)
         return 0
 
     cdef int _fail_waiters(self, exc) except -1:

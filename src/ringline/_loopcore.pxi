@@ -181,6 +181,7 @@ cdef class LoopCore:
     cdef public int probe_len
     cdef public object conn_table   # the native API's connections (_conn.pxi)
     cdef object tick_cb             # called once per iteration (native runtime)
+    cdef list pre_flush             # one-shot hooks run before the flush (_at_flush)
     cdef object __weakref__
 
     def __cinit__(self, *args, **kwargs):
@@ -197,6 +198,7 @@ cdef class LoopCore:
         self.accept_stash = {}
         self._signal_handlers = {}
         self.flush_list = []
+        self.pre_flush = []
         self.parked = []
         self.recv_buffers = 256
         self.recv_buffer_size = 32768
@@ -813,6 +815,8 @@ cdef class LoopCore:
         cdef TimerHandle top
 
         self.iterations += 1
+        if self.pre_flush:
+            self._run_pre_flush()
         if self.th_len > 100 and self._timer_cancelled_count * 2 > self.th_len:
             self._heap_rebuild()
         else:
@@ -886,6 +890,21 @@ cdef class LoopCore:
             except BaseException as exc:
                 self.call_exception_handler({
                     'message': 'ringline: on_tick() failed',
+                    'exception': exc,
+                })
+        return 0
+
+    cdef int _run_pre_flush(self) except -1:
+        cdef list hooks = self.pre_flush
+        self.pre_flush = []
+        for fn in hooks:
+            try:
+                fn()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.call_exception_handler({
+                    'message': 'ringline: a pre-flush hook failed',
                     'exception': exc,
                 })
         return 0
@@ -1149,6 +1168,16 @@ cdef class LoopCore:
 
     cdef object _new_future(self):
         return _futures.Future(loop=self)
+
+    def create_future(self):
+        """A new asyncio.Future attached to this loop."""
+        return _futures.Future(loop=self)
+
+    def _at_flush(self, fn):
+        """Run fn() once, at the end of this iteration's callbacks, right
+        before queued sends are flushed to the kernel: protocol clients batch
+        the commands of one iteration there (several hooks may be pending)."""
+        self.pre_flush.append(fn)
 
     async def sock_recv(self, sock, n):
         """Receive up to n bytes from a non-blocking socket (RECV in the ring)."""

@@ -1,0 +1,1066 @@
+"""One memcache connection: automatic pipelining over a ringline `Conn`.
+
+Owns: a `Conn`, the reply parser, the FIFO of pending commands and the reader
+task that matches replies to them.
+
+Lifecycle: `connect()` opens the Conn and starts the reader task. Every
+command encodes its request, queues it with `conn.send_nowait` (the loop
+writes everything queued during one iteration together, so commands from
+concurrent tasks share one send) and appends one entry to the FIFO. The
+reader task waits on `conn.with_data`, parses every complete reply in the
+buffer and resolves the FIFO entries in order: one wake-up per batch of
+replies, not per command. `close()`, EOF, a ProtocolError or a reply timeout
+fail the connection: the Conn is closed, every pending command fails with an
+error naming the cause, later commands fail at once, nothing hangs.
+
+Quiet commands (classic ``noreply`` and meta commands with ``q``) have no
+reply on success. To keep the FIFO in step, a run of quiet commands is
+always closed by an ``mn`` (meta no-op) before the next ordinary command or
+at the end of the loop iteration; its ``MN`` reply is the sync point. Quiet
+meta commands carry an opaque token (added when the caller gave none) so
+their replies, when there are any, are matched to the right command; a
+command whose reply never came before the sync point got the suppressed
+success (EN for mg, HD otherwise). Errors after classic noreply commands are
+counted (`noreply_errors`) and logged, never handed to another command.
+
+Invariants: replies are matched strictly in order; a reply that does not fit
+the command at the head of the FIFO is a ProtocolError that closes the
+connection (never a silent desync); ``CLIENT_ERROR`` to a command with a data
+block also closes it (memcached may have read the data as a command).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from functools import partial
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
+
+from .. import _errors
+from .._native import need_at_least
+from ._proto import (MAX_KEY_LENGTH, ClientError, DEFAULT_MAX_VALUE, Item,
+                     MetaResult, ProtocolError, ReplyError, ResponseParser, _bad_key_byte,
+                     check_key, check_value, encode_meta, meta_flag_tokens)
+
+__all__ = ["Client", "connect"]
+
+_log = logging.getLogger("ringline.memcache")
+
+Key = Union[bytes, str]
+_CRLF = b"\r\n"
+# values at least this big go out as their own send part (bytes by reference,
+# other buffers as zero-copy guard parts) instead of being joined to the header
+_BIG_VALUE = 16384
+_MN = b"mn\r\n"
+# reply headers are parsed from a bytes copy of at most this much of the
+# receive buffer; data blocks beyond it are taken from the buffer directly
+_WINDOW = 65536
+
+
+def _key(key: Any) -> bytes:
+    if key.__class__ is bytes and 0 < len(key) <= MAX_KEY_LENGTH and _bad_key_byte(key) is None:
+        return key
+    return check_key(key)
+
+
+# ---------------------------------------------------------------------------
+# reply converters: reply -> result, or raise. A ReplyError fails only its own
+# command; a ProtocolError (a reply that does not fit) closes the connection.
+
+
+def _unexpected(r: Any, what: str) -> Any:
+    if isinstance(r, ReplyError):
+        raise r
+    if isinstance(r, ProtocolError):
+        raise r
+    raise ProtocolError(f"unexpected reply {r!r} to {what}")
+
+
+def _c_get(r: Any) -> Any:
+    if r.__class__ is list:
+        return r[0][2] if r else None
+    return _unexpected(r, "get")
+
+
+def _c_get_item(r: Any) -> Any:
+    if r.__class__ is list:
+        if not r:
+            return None
+        k, f, v, c = r[0]
+        return Item(k, v, f, c)
+    return _unexpected(r, "gets")
+
+
+def _c_get_many(r: Any) -> Any:
+    if r.__class__ is list:
+        return {k: v for k, _, v, _ in r}
+    return _unexpected(r, "get_many")
+
+
+def _c_gets_many(r: Any) -> Any:
+    if r.__class__ is list:
+        return {k: Item(k, v, f, c) for k, f, v, c in r}
+    return _unexpected(r, "gets_many")
+
+
+def _storage_error(r: Any, what: str) -> Any:
+    if r.__class__ is ClientError:
+        raise ProtocolError(f"{what}: memcached answered {r.line!r}; the value may have been "
+                            "read as a command, so the connection is closed")
+    return _unexpected(r, what)
+
+
+def _c_stored(r: Any) -> Any:
+    if r == b"STORED":
+        return True
+    if r == b"NOT_STORED":
+        return False
+    return _storage_error(r, "a storage command")
+
+
+def _c_cas(r: Any) -> Any:
+    if r == b"STORED":
+        return True
+    if r == b"EXISTS":
+        return False
+    if r == b"NOT_FOUND":
+        return None
+    return _storage_error(r, "cas")
+
+
+def _c_incr(r: Any) -> Any:
+    if r.__class__ is bytes:
+        if r.isdigit():
+            return int(r)
+        if r == b"NOT_FOUND":
+            return None
+    return _unexpected(r, "incr/decr")
+
+
+def _c_deleted(r: Any) -> Any:
+    if r == b"DELETED":
+        return True
+    if r == b"NOT_FOUND":
+        return False
+    return _unexpected(r, "delete")
+
+
+def _c_touched(r: Any) -> Any:
+    if r == b"TOUCHED":
+        return True
+    if r == b"NOT_FOUND":
+        return False
+    return _unexpected(r, "touch")
+
+
+def _c_ok(r: Any) -> Any:
+    if r == b"OK":
+        return None
+    return _unexpected(r, "flush_all/verbosity")
+
+
+def _c_version(r: Any) -> Any:
+    if r.__class__ is bytes and r.startswith(b"VERSION "):
+        return r[8:].decode("ascii", "replace")
+    return _unexpected(r, "version")
+
+
+def _c_stats(r: Any) -> Any:
+    if r.__class__ is dict:
+        return r
+    if r.__class__ is list and not r:
+        return {}
+    return _unexpected(r, "stats")
+
+
+def _c_meta(r: Any) -> Any:
+    if r.__class__ is MetaResult and r.status != "MN":
+        return r
+    return _unexpected(r, "a meta command")
+
+
+def _c_meta_set(r: Any) -> Any:
+    if r.__class__ is MetaResult and r.status != "MN":
+        return r
+    return _storage_error(r, "ms")
+
+
+def _c_mn(r: Any) -> Any:
+    if r.__class__ is MetaResult and r.status == "MN":
+        return None
+    return _unexpected(r, "mn")
+
+
+class _Quiet:
+    """A FIFO entry of a quiet meta command (see the module docstring)."""
+    __slots__ = ("opaque", "default", "conv")
+
+    def __init__(self, opaque: str, default: str, conv: Callable[[Any], Any]) -> None:
+        self.opaque = opaque
+        self.default = default
+        self.conv = conv
+
+
+_SYNC = _Quiet("", "MN", _c_mn)     # the mn closing a run of quiet commands
+
+
+class _Fired:
+    """The target of a fire()d command: its result goes to recv() with tag."""
+    __slots__ = ("tag",)
+
+    def __init__(self, tag: Any) -> None:
+        self.tag = tag
+
+
+# ---------------------------------------------------------------------------
+
+
+class Client:
+    """A memcache client on one connection (see `connect`).
+
+    Command methods return awaitables (futures) and can be called from many
+    tasks at once: their requests are pipelined on the connection and their
+    replies matched in order. Argument errors (bad keys, bad flags) raise at
+    the call.
+    """
+
+    def __init__(self, conn: Any, *, address: Any = None,
+                 max_value_size: int = DEFAULT_MAX_VALUE,
+                 max_in_flight: Optional[int] = None,
+                 reply_timeout: Optional[float] = None,
+                 zero_copy: bool = False) -> None:
+        self._conn = conn
+        self._zero_copy = zero_copy
+        self._send = conn.send_nowait
+        self._loop = asyncio.get_running_loop()
+        # asyncio.Future (the C type) bound to the loop: cheaper than the
+        # loop's create_future(), which is Python code on a ringline loop
+        self._new_future = partial(asyncio.Future, loop=self._loop)
+        self._parser = ResponseParser(max_value=max_value_size)
+        self._pending: Deque[Tuple[Any, Any]] = deque()
+        self._address = address
+        self._error: Optional[BaseException] = None
+        self._blamed = False
+        self._quiet_open = False
+        self._opaque = 0
+        self.noreply_errors = 0
+        # fire/recv
+        self.max_in_flight = max_in_flight
+        self._fired = 0                   # fired and not yet recv()d
+        self._done: Deque[Tuple[Any, Any]] = deque()
+        self._recv_waiter: Optional[asyncio.Future] = None
+        # reply watchdog
+        self._reply_timeout = reply_timeout
+        self._progress = 0
+        self._watch_mark = -1
+        self._watchdog: Optional[asyncio.TimerHandle] = None
+        self._reader: Optional[asyncio.Task] = None
+        self._reader = self._loop.create_task(self._read_loop())
+
+    # -- lifecycle ----------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection failed or was closed."""
+        return self._error is not None
+
+    @property
+    def pending(self) -> int:
+        """Commands sent and not yet answered."""
+        return len(self._pending)
+
+    @property
+    def address(self) -> Any:
+        return self._address
+
+    async def close(self) -> None:
+        """Close the connection; commands still pending fail with
+        ConnectionClosed."""
+        self._fail(_errors.ConnectionClosed("memcache client closed"))
+        reader = self._reader
+        if reader is not None and not reader.done() and reader is not asyncio.current_task():
+            await asyncio.wait([reader])
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._error is not None else f"pending={len(self._pending)}"
+        return f"<memcache.Client {self._address!r} {state}>"
+
+    # -- the reader -----------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        conn = self._conn
+        on_data = self._on_data
+        wait = conn.with_bytes if self._zero_copy else conn.with_data
+        try:
+            while True:
+                n = await wait(on_data)
+                if n == 0:
+                    if conn.buffered or self._parser.in_reply:
+                        raise ProtocolError(
+                            f"memcached closed the connection in the middle of a reply "
+                            f"({conn.buffered} bytes of an incomplete reply)")
+                    raise _errors.ConnectionClosed("memcached closed the connection")
+        except asyncio.CancelledError:
+            self._fail(_errors.ConnectionClosed("memcache reader cancelled"))
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure closes the conn
+            self._fail(exc)
+
+    def _on_data(self, view: memoryview) -> Any:
+        parser = self._parser
+        if self._zero_copy:
+            # headers are parsed from a copy of (at most) a window; values are
+            # slices of the receive buffer itself (with_bytes keeps it alive)
+            pos = parser.parse(bytes(view[:_WINDOW]), 0, view, True)
+        elif len(view) <= _WINDOW:
+            pos = parser.parse(bytes(view))
+        else:
+            # big values are copied once, straight from the receive buffer
+            pos = parser.parse(bytes(view[:_WINDOW]), 0, view)
+        replies = parser.replies
+        if replies:
+            parser.replies = []
+            self._dispatch(replies)
+        if pos:
+            return pos
+        need = parser.need
+        return need_at_least(need) if need else 0
+
+    def _dispatch(self, replies: List[Any]) -> None:
+        pending = self._pending
+        self._progress += 1
+        popleft = pending.popleft
+        for r in replies:
+            try:
+                conv, target = popleft()
+            except IndexError:
+                raise ProtocolError(f"unsolicited reply {r!r} (no command pending)") from None
+            if conv.__class__ is _Quiet:
+                pending.appendleft((conv, target))
+                self._dispatch_quiet(r)
+                continue
+            if target.__class__ is not _Fired:
+                if target.done():        # the caller gave up (cancelled)
+                    self._check_only(conv, r)
+                    continue
+                try:
+                    value = conv(r)
+                except ReplyError as e:
+                    target.set_exception(e)
+                except ProtocolError as e:
+                    self._blamed = True
+                    target.set_exception(e)
+                    raise
+                else:
+                    target.set_result(value)
+            else:
+                self._deliver_fired(conv, target, r)
+
+    @staticmethod
+    def _check_only(conv: Any, r: Any) -> None:
+        try:
+            conv(r)
+        except ReplyError:
+            pass
+
+    def _deliver(self, conv: Any, target: Any, r: Any) -> None:
+        if target.__class__ is _Fired:
+            self._deliver_fired(conv, target, r)
+            return
+        if target.done():
+            self._check_only(conv, r)
+            return
+        try:
+            value = conv(r)
+        except ReplyError as e:
+            target.set_exception(e)
+        except ProtocolError as e:
+            self._blamed = True
+            target.set_exception(e)
+            raise
+        else:
+            target.set_result(value)
+
+    def _deliver_fired(self, conv: Any, target: _Fired, r: Any) -> None:
+        try:
+            value = conv(r)
+        except ReplyError as e:
+            value = e
+        except ProtocolError as e:
+            self._blamed = True
+            self._done.append((target.tag, e))
+            self._wake_recv()
+            raise
+        self._done.append((target.tag, value))
+        self._wake_recv()
+
+    def _dispatch_quiet(self, r: Any) -> None:
+        pending = self._pending
+        while pending:
+            conv, target = pending[0]
+            if conv is _SYNC:
+                if r.__class__ is MetaResult and r.status == "MN":
+                    pending.popleft()
+                    return
+                if isinstance(r, ReplyError):
+                    self.noreply_errors += 1
+                    _log.warning("memcache %s: error after a noreply command: %s",
+                                 self._address, r)
+                    return
+                raise ProtocolError(f"unexpected reply {r!r} after noreply commands")
+            if conv.__class__ is not _Quiet:
+                pending.popleft()
+                self._deliver(conv, target, r)
+                return
+            if r.__class__ is MetaResult:
+                if r.status != "MN" and r.flags.get("O") == conv.opaque:
+                    pending.popleft()
+                    self._deliver(conv.conv, target, r)
+                    return
+            elif isinstance(r, ReplyError):
+                pending.popleft()
+                self._deliver(conv.conv, target, r)
+                return
+            else:
+                raise ProtocolError(f"unexpected reply {r!r} to a quiet meta command")
+            # no reply of its own came before this one: its success was suppressed
+            pending.popleft()
+            self._deliver(conv.conv, target, MetaResult(conv.default, {}))
+        raise ProtocolError(f"unsolicited reply {r!r} (no command pending)")
+
+    # -- failure ------------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is not None:
+            return
+        if not isinstance(exc, Exception):      # KeyboardInterrupt & co.
+            exc = _errors.ConnectionClosed(f"memcache connection aborted: {exc!r}")
+        self._error = exc
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        reader = self._reader
+        if reader is not None and not reader.done():
+            try:
+                current = asyncio.current_task()
+            except RuntimeError:
+                current = None
+            if reader is not current:
+                # unpark the reader first: closing the Conn under a parked
+                # reader would wake it synchronously from inside this task
+                reader.cancel()
+        try:
+            if isinstance(exc, (ProtocolError, TimeoutError)):
+                self._conn.abort()
+            else:
+                self._conn.close()
+        except Exception:  # noqa: BLE001 - already closed
+            pass
+        pending = self._pending
+        self._pending = deque()
+        first = not self._blamed     # the head's reply broke: it gets exc itself
+        for conv, target in pending:
+            if target is None:
+                continue
+            if first and isinstance(exc, (ProtocolError, TimeoutError)):
+                err: BaseException = exc      # the command whose reply broke
+            else:
+                err = self._closed_error()
+            first = False
+            if target.__class__ is _Fired:
+                self._done.append((target.tag, err))
+            elif not target.done():
+                target.set_exception(err)
+        self._wake_recv()
+
+    def _closed_error(self) -> BaseException:
+        exc = self._error
+        if isinstance(exc, _errors.ConnectionClosed) and not isinstance(
+                exc, (ProtocolError, TimeoutError)):
+            err = _errors.ConnectionClosed(f"memcache connection to {self._address} is closed: "
+                                           f"{exc}")
+        else:
+            err = _errors.ConnectionClosed(
+                f"memcache connection to {self._address} was closed after "
+                f"{type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        return err
+
+    # -- writing --------------------------------------------------------------
+
+    def _closed(self) -> BaseException:
+        return self._closed_error()
+
+    def _send_value(self, head: bytes, value: Any) -> None:
+        """head + value + CRLF: one bytes object for small values, separate
+        parts (no copy of the value) for big ones."""
+        if len(value) < _BIG_VALUE:
+            if value.__class__ is bytes:
+                self._send(head + value + _CRLF)
+            else:
+                self._send(b"".join((head, value, _CRLF)))
+        elif value.__class__ is bytes:
+            send = self._send
+            send(head)
+            send(value)
+            send(_CRLF)
+        else:
+            fut = self._conn.send_parts().copy(head).guard(value).copy(_CRLF).submit()
+            fut.add_done_callback(_ignore_result)
+
+    def _arm_watchdog(self) -> None:
+        if self._watchdog is None and self._reply_timeout is not None:
+            self._watch_mark = self._progress
+            self._watchdog = self._loop.call_later(self._reply_timeout, self._watch)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if self._error is not None or not self._pending:
+            return
+        if self._progress == self._watch_mark:
+            self._fail(TimeoutError(f"memcached at {self._address} sent no reply for "
+                                    f"{self._reply_timeout} s with {len(self._pending)} "
+                                    "commands pending"))
+            return
+        self._arm_watchdog()
+
+    def _close_quiet_run(self) -> None:
+        if self._quiet_open and self._error is None:
+            self._quiet_open = False
+            try:
+                self._send(_MN)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(exc)
+                return
+            self._pending.append((_SYNC, None))
+
+    def _open_quiet_run(self) -> None:
+        if not self._quiet_open:
+            self._quiet_open = True
+            self._loop.call_soon(self._close_quiet_run)
+        if self._watchdog is None and self._reply_timeout is not None:
+            self._arm_watchdog()
+
+    def _submit(self, data: Any, conv: Any, value: Any = None) -> asyncio.Future:
+        """Send a command expecting a reply; return the future of its result."""
+        if self._error is not None:
+            raise self._closed()
+        if self._quiet_open:
+            self._close_quiet_run()
+        try:
+            if value is None:
+                self._send(data)
+            else:
+                self._send_value(data, value)
+        except Exception as exc:  # noqa: BLE001 - the conn dropped under us
+            self._fail(exc)
+            raise self._closed() from exc
+        fut = self._new_future()
+        self._pending.append((conv, fut))
+        if self._watchdog is None and self._reply_timeout is not None:
+            self._arm_watchdog()
+        return fut
+
+    def _submit_noreply(self, data: Any, value: Any = None) -> asyncio.Future:
+        if self._error is not None:
+            raise self._closed()
+        try:
+            if value is None:
+                self._send(data)
+            else:
+                self._send_value(data, value)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+            raise self._closed() from exc
+        self._open_quiet_run()
+        fut = self._new_future()
+        fut.set_result(None)
+        return fut
+
+    def _submit_quiet(self, data: Any, entry: _Quiet, value: Any = None,
+                      target: Any = None) -> Any:
+        if self._error is not None:
+            raise self._closed()
+        try:
+            if value is None:
+                self._send(data)
+            else:
+                self._send_value(data, value)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+            raise self._closed() from exc
+        if target is None:
+            target = self._new_future()
+        self._pending.append((entry, target))
+        self._open_quiet_run()
+        return target
+
+    # -- classic commands -----------------------------------------------------
+
+    def get(self, key: Key) -> "asyncio.Future[Optional[bytes]]":
+        """The value of `key`, or None on a miss."""
+        if key.__class__ is not bytes or not 0 < len(key) <= MAX_KEY_LENGTH \
+                or _bad_key_byte(key) is not None:
+            key = check_key(key)
+        if self._error is not None or self._quiet_open:
+            return self._submit(b"get " + key + _CRLF, _c_get)
+        try:
+            self._send(b"get " + key + _CRLF)
+        except Exception:  # noqa: BLE001
+            return self._submit(b"get " + key + _CRLF, _c_get)
+        fut = self._new_future()
+        self._pending.append((_c_get, fut))
+        if self._reply_timeout is not None and self._watchdog is None:
+            self._arm_watchdog()
+        return fut
+
+    def get_item(self, key: Key) -> "asyncio.Future[Optional[Item]]":
+        """`Item` (value, flags) of `key`, or None on a miss."""
+        return self._submit(b"get " + _key(key) + _CRLF, _c_get_item)
+
+    def gets(self, key: Key) -> "asyncio.Future[Optional[Item]]":
+        """`Item` (value, flags, cas) of `key`, or None on a miss."""
+        return self._submit(b"gets " + _key(key) + _CRLF, _c_get_item)
+
+    def get_many(self, keys: Iterable[Key]) -> "asyncio.Future[Dict[bytes, bytes]]":
+        """``{key: value}`` for the keys that hit (one ``get`` line)."""
+        ks = [_key(k) for k in keys]
+        if not ks:
+            fut = self._new_future()
+            fut.set_result({})
+            return fut
+        return self._submit(b"get " + b" ".join(ks) + _CRLF, _c_get_many)
+
+    def gets_many(self, keys: Iterable[Key]) -> "asyncio.Future[Dict[bytes, Item]]":
+        """``{key: Item}`` (with cas) for the keys that hit."""
+        ks = [_key(k) for k in keys]
+        if not ks:
+            fut = self._new_future()
+            fut.set_result({})
+            return fut
+        return self._submit(b"gets " + b" ".join(ks) + _CRLF, _c_gets_many)
+
+    def gat(self, exptime: int, key: Key) -> "asyncio.Future[Optional[bytes]]":
+        """Get and touch: the value of `key` (None on a miss), new exptime."""
+        return self._submit(b"gat %d %b\r\n" % (exptime, _key(key)), _c_get)
+
+    def gats(self, exptime: int, key: Key) -> "asyncio.Future[Optional[Item]]":
+        """Get and touch with cas: `Item` or None."""
+        return self._submit(b"gats %d %b\r\n" % (exptime, _key(key)), _c_get_item)
+
+    def _store(self, cmd: bytes, key: Key, value: Any, flags: int, exptime: int,
+               noreply: bool) -> asyncio.Future:
+        if key.__class__ is not bytes or not 0 < len(key) <= MAX_KEY_LENGTH \
+                or _bad_key_byte(key) is not None:
+            key = check_key(key)
+        if value.__class__ is not bytes:
+            value = check_value(value)
+            n = memoryview(value).nbytes
+            if n != len(value):
+                value = memoryview(value).cast("B")
+        else:
+            n = len(value)
+        if noreply:
+            return self._submit_noreply(b"%b %b %d %d %d noreply\r\n"
+                                        % (cmd, key, flags, exptime, n), value)
+        head = b"%b %b %d %d %d\r\n" % (cmd, key, flags, exptime, n)
+        if n < _BIG_VALUE and value.__class__ is bytes and self._error is None \
+                and not self._quiet_open:
+            try:
+                self._send(head + value + _CRLF)
+            except Exception:  # noqa: BLE001
+                return self._submit(head, _c_stored, value)
+            fut = self._new_future()
+            self._pending.append((_c_stored, fut))
+            if self._reply_timeout is not None and self._watchdog is None:
+                self._arm_watchdog()
+            return fut
+        return self._submit(head, _c_stored, value)
+
+    def set(self, key: Key, value: Any, *, flags: int = 0, exptime: int = 0,
+            noreply: bool = False) -> "asyncio.Future[bool]":
+        """Store `value` (bytes-like). True when stored."""
+        return self._store(b"set", key, value, flags, exptime, noreply)
+
+    def add(self, key: Key, value: Any, *, flags: int = 0, exptime: int = 0,
+            noreply: bool = False) -> "asyncio.Future[bool]":
+        """Store only if `key` is absent. True when stored."""
+        return self._store(b"add", key, value, flags, exptime, noreply)
+
+    def replace(self, key: Key, value: Any, *, flags: int = 0, exptime: int = 0,
+                noreply: bool = False) -> "asyncio.Future[bool]":
+        """Store only if `key` exists. True when stored."""
+        return self._store(b"replace", key, value, flags, exptime, noreply)
+
+    def append(self, key: Key, value: Any, *, noreply: bool = False) -> "asyncio.Future[bool]":
+        """Append to an existing value. True when stored."""
+        return self._store(b"append", key, value, 0, 0, noreply)
+
+    def prepend(self, key: Key, value: Any, *, noreply: bool = False) -> "asyncio.Future[bool]":
+        """Prepend to an existing value. True when stored."""
+        return self._store(b"prepend", key, value, 0, 0, noreply)
+
+    def cas(self, key: Key, value: Any, cas: int, *, flags: int = 0, exptime: int = 0,
+            noreply: bool = False) -> "asyncio.Future[Optional[bool]]":
+        """Store if the item's cas is still `cas`: True stored, False changed
+        since (EXISTS), None missing (NOT_FOUND)."""
+        key = _key(key)
+        value = check_value(value)
+        n = memoryview(value).nbytes
+        if n != len(value):
+            value = memoryview(value).cast("B")
+        if noreply:
+            return self._submit_noreply(b"cas %b %d %d %d %d noreply\r\n"
+                                        % (key, flags, exptime, n, cas), value)
+        return self._submit(b"cas %b %d %d %d %d\r\n" % (key, flags, exptime, n, cas),
+                            _c_cas, value)
+
+    def incr(self, key: Key, delta: int = 1, *, noreply: bool = False
+             ) -> "asyncio.Future[Optional[int]]":
+        """Add `delta` to a decimal value: the new value, or None if missing."""
+        return self._arith(b"incr", key, delta, noreply)
+
+    def decr(self, key: Key, delta: int = 1, *, noreply: bool = False
+             ) -> "asyncio.Future[Optional[int]]":
+        """Subtract `delta` (floors at 0): the new value, or None if missing."""
+        return self._arith(b"decr", key, delta, noreply)
+
+    def _arith(self, cmd: bytes, key: Key, delta: int, noreply: bool) -> asyncio.Future:
+        if not isinstance(delta, int) or not 0 <= delta < 1 << 64:
+            raise ValueError(f"{cmd.decode()}: delta must be an int in 0..2**64-1, got {delta!r}")
+        key = _key(key)
+        if noreply:
+            return self._submit_noreply(b"%b %b %d noreply\r\n" % (cmd, key, delta))
+        return self._submit(b"%b %b %d\r\n" % (cmd, key, delta), _c_incr)
+
+    def delete(self, key: Key, *, noreply: bool = False) -> "asyncio.Future[bool]":
+        """Delete `key`: True if it existed."""
+        key = _key(key)
+        if noreply:
+            return self._submit_noreply(b"delete " + key + b" noreply\r\n")
+        return self._submit(b"delete " + key + _CRLF, _c_deleted)
+
+    def touch(self, key: Key, exptime: int, *, noreply: bool = False) -> "asyncio.Future[bool]":
+        """Set a new expiry on `key`: True if it existed."""
+        key = _key(key)
+        if noreply:
+            return self._submit_noreply(b"touch %b %d noreply\r\n" % (key, exptime))
+        return self._submit(b"touch %b %d\r\n" % (key, exptime), _c_touched)
+
+    def flush_all(self, delay: int = 0, *, noreply: bool = False) -> "asyncio.Future[None]":
+        """Invalidate every item (after `delay` seconds)."""
+        line = b"flush_all %d" % delay if delay else b"flush_all"
+        if noreply:
+            return self._submit_noreply(line + b" noreply\r\n")
+        return self._submit(line + _CRLF, _c_ok)
+
+    def version(self) -> "asyncio.Future[str]":
+        """The server's version string."""
+        return self._submit(b"version\r\n", _c_version)
+
+    def stats(self, *args: str) -> "asyncio.Future[Dict[str, str]]":
+        """``stats [args]`` as a dict of str."""
+        for a in args:
+            if not a or any(c.isspace() for c in a):
+                raise ValueError(f"bad stats argument {a!r}")
+        line = b" ".join([b"stats"] + [a.encode() for a in args])
+        return self._submit(line + _CRLF, _c_stats)
+
+    # -- meta commands ----------------------------------------------------------
+
+    def _meta(self, cmd: bytes, key: Key, flags: Tuple[Any, ...], conv: Any,
+              default: str, value: Any = None, target: Any = None) -> Any:
+        key = _key(key)
+        tokens = meta_flag_tokens(cmd, flags) if flags else []
+        n = None
+        if value is not None:
+            value = check_value(value)
+            n = memoryview(value).nbytes
+            if n != len(value):
+                value = memoryview(value).cast("B")
+        if "q" in tokens:
+            opaque = None
+            for t in tokens:
+                if t[0] == "O":
+                    opaque = t[1:]
+            if opaque is None:
+                self._opaque = (self._opaque + 1) & 0xFFFFFFFF
+                opaque = "%x" % self._opaque
+                tokens.append("O" + opaque)
+            return self._submit_quiet(encode_meta(cmd, key, tokens, n),
+                                      _Quiet(opaque, default, conv), value, target)
+        data = encode_meta(cmd, key, tokens, n)
+        if target is not None:
+            return self._submit_fired(data, conv, target, value)
+        return self._submit(data, conv, value)
+
+    def mg(self, key: Key, *flags: Union[str, bytes]) -> "asyncio.Future[MetaResult]":
+        """Meta get. Flags: ``v`` value, ``f`` client flags, ``t`` TTL, ``c``
+        cas, ``k`` key, ``s`` size, ``h`` hit before, ``l`` last access,
+        ``O<token>`` opaque, ``T<ttl>`` touch, ``N<ttl>`` vivify on miss,
+        ``R<ttl>`` recache, ``u`` no LRU bump, ``q`` quiet (a miss is EN
+        without a reply line), ``E<cas>``, ``b`` base64 key.
+        Returns a `MetaResult` (status VA/HD on a hit, EN on a miss)."""
+        if not flags and key.__class__ is bytes and 0 < len(key) <= MAX_KEY_LENGTH \
+                and _bad_key_byte(key) is None:
+            return self._submit(b"mg " + key + _CRLF, _c_meta)
+        return self._meta(b"mg", key, flags, _c_meta, "EN")
+
+    def ms(self, key: Key, value: Any, *flags: Union[str, bytes]
+           ) -> "asyncio.Future[MetaResult]":
+        """Meta set. Flags: ``T<ttl>``, ``F<client flags>``, ``C<cas>``
+        compare, ``I`` invalidate, ``M<mode>`` (E add, A append, P prepend,
+        R replace, S set), ``N<ttl>`` autovivify on append, ``c`` return cas,
+        ``k``, ``O<token>``, ``q`` quiet, ``b``. Status HD stored, NS not
+        stored, EX cas mismatch, NF not found."""
+        return self._meta(b"ms", key, flags, _c_meta_set, "HD", value)
+
+    def md(self, key: Key, *flags: Union[str, bytes]) -> "asyncio.Future[MetaResult]":
+        """Meta delete. Flags: ``C<cas>``, ``I`` invalidate (mark stale),
+        ``T<ttl>`` (with I), ``k``, ``O<token>``, ``q``, ``x``, ``b``. Status
+        HD deleted, NF not found, EX cas mismatch."""
+        return self._meta(b"md", key, flags, _c_meta, "HD")
+
+    def ma(self, key: Key, *flags: Union[str, bytes]) -> "asyncio.Future[MetaResult]":
+        """Meta arithmetic. Flags: ``D<delta>``, ``M<mode>`` (I/+ incr, D/-
+        decr), ``N<ttl>`` create on miss with ``J<initial>``, ``T<ttl>``,
+        ``C<cas>``, ``v`` return the value, ``t``, ``c``, ``k``, ``O``,
+        ``q``, ``b``. Status HD/VA success, NF not found, NS, EX."""
+        return self._meta(b"ma", key, flags, _c_meta, "HD")
+
+    def mn(self) -> "asyncio.Future[None]":
+        """Meta no-op: resolves once every command sent before it was answered."""
+        return self._submit(_MN, _c_mn)
+
+    # -- fire / recv ------------------------------------------------------------
+
+    def _submit_fired(self, data: Any, conv: Any, target: _Fired, value: Any = None) -> _Fired:
+        if self._error is not None:
+            raise self._closed()
+        if self._quiet_open:
+            self._close_quiet_run()
+        try:
+            if value is None:
+                self._send(data)
+            else:
+                self._send_value(data, value)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+            raise self._closed() from exc
+        self._pending.append((conv, target))
+        if self._watchdog is None and self._reply_timeout is not None:
+            self._arm_watchdog()
+        return target
+
+    def fire(self, tag: Any, command: str, *args: Any, **kwargs: Any) -> None:
+        """Send `command` (a method name: "get", "set", "mg", ...) without
+        waiting; its result comes back from `recv()` as ``(tag, result)``.
+
+        Raises ringline.QueueFull when `max_in_flight` fired commands have
+        not been received yet. noreply commands are not allowed here."""
+        if self.max_in_flight is not None and self._fired >= self.max_in_flight:
+            raise _errors.QueueFull(f"{self._fired} fired commands in flight "
+                                    f"(max_in_flight={self.max_in_flight})")
+        if kwargs.get("noreply"):
+            raise ValueError("fire(): noreply commands have no result to recv()")
+        builder = _FIRE_BUILDERS.get(command)
+        if builder is None:
+            raise ValueError(f"fire(): unknown command {command!r} "
+                             f"(one of {', '.join(sorted(_FIRE_BUILDERS))})")
+        builder(self, _Fired(tag), *args, **kwargs)
+        self._fired += 1
+
+    @property
+    def in_flight(self) -> int:
+        """Fired commands whose results were not received yet."""
+        return self._fired
+
+    async def recv(self) -> Tuple[Any, Any]:
+        """The next fired command's ``(tag, result)``, in the order fired.
+        A command that failed has its exception (a `MemcacheError` or a
+        connection error) as the result. RuntimeError if nothing is fired."""
+        while not self._done:
+            if self._fired == 0:
+                raise RuntimeError("recv(): no fired command is pending")
+            if self._error is not None and not self._done:
+                raise self._closed()
+            waiter = self._recv_waiter
+            if waiter is None or waiter.done():
+                waiter = self._recv_waiter = self._new_future()
+            await waiter
+        self._fired -= 1
+        return self._done.popleft()
+
+    def _wake_recv(self) -> None:
+        w = self._recv_waiter
+        if w is not None:
+            self._recv_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+
+def _ignore_result(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+# fire() builders: (client, target, *args) -> queue the command with target
+
+
+def _fire_simple(conv: Any, line: Callable[..., bytes]) -> Callable[..., Any]:
+    def build(c: Client, target: _Fired, *args: Any, **kw: Any) -> Any:
+        return c._submit_fired(line(*args, **kw), conv, target)
+    return build
+
+
+def _fire_store(cmd: bytes) -> Callable[..., Any]:
+    def build(c: Client, target: _Fired, key: Key, value: Any, *, flags: int = 0,
+              exptime: int = 0, noreply: bool = False) -> Any:
+        key = _key(key)
+        value = check_value(value)
+        n = memoryview(value).nbytes
+        if n != len(value):
+            value = memoryview(value).cast("B")
+        return c._submit_fired(b"%b %b %d %d %d\r\n" % (cmd, key, flags, exptime, n),
+                               _c_stored, target, value)
+    return build
+
+
+def _fire_cas(c: Client, target: _Fired, key: Key, value: Any, cas: int, *, flags: int = 0,
+              exptime: int = 0, noreply: bool = False) -> Any:
+    key = _key(key)
+    value = check_value(value)
+    n = memoryview(value).nbytes
+    return c._submit_fired(b"cas %b %d %d %d %d\r\n" % (key, flags, exptime, n, cas),
+                           _c_cas, target, value)
+
+
+def _arith_line(cmd: bytes) -> Callable[..., bytes]:
+    def line(key: Key, delta: int = 1, *, noreply: bool = False) -> bytes:
+        if not isinstance(delta, int) or not 0 <= delta < 1 << 64:
+            raise ValueError(f"delta must be an int in 0..2**64-1, got {delta!r}")
+        return b"%b %b %d\r\n" % (cmd, _key(key), delta)
+    return line
+
+
+def _fire_meta(cmd: bytes, conv: Any, default: str) -> Callable[..., Any]:
+    def build(c: Client, target: _Fired, key: Key, *flags: Any) -> Any:
+        return c._meta(cmd, key, flags, conv, default, None, target)
+    return build
+
+
+def _fire_ms(c: Client, target: _Fired, key: Key, value: Any, *flags: Any) -> Any:
+    return c._meta(b"ms", key, flags, _c_meta_set, "HD", value, target)
+
+
+_FIRE_BUILDERS: Dict[str, Callable[..., Any]] = {
+    "get": _fire_simple(_c_get, lambda key: b"get " + _key(key) + _CRLF),
+    "get_item": _fire_simple(_c_get_item, lambda key: b"get " + _key(key) + _CRLF),
+    "gets": _fire_simple(_c_get_item, lambda key: b"gets " + _key(key) + _CRLF),
+    "get_many": _fire_simple(_c_get_many,
+                             lambda keys: b"get " + b" ".join(_key(k) for k in keys) + _CRLF),
+    "gets_many": _fire_simple(_c_gets_many,
+                              lambda keys: b"gets " + b" ".join(_key(k) for k in keys) + _CRLF),
+    "set": _fire_store(b"set"),
+    "add": _fire_store(b"add"),
+    "replace": _fire_store(b"replace"),
+    "append": _fire_store(b"append"),
+    "prepend": _fire_store(b"prepend"),
+    "cas": _fire_cas,
+    "incr": _fire_simple(_c_incr, _arith_line(b"incr")),
+    "decr": _fire_simple(_c_incr, _arith_line(b"decr")),
+    "delete": _fire_simple(_c_deleted,
+                           lambda key, *, noreply=False: b"delete " + _key(key) + _CRLF),
+    "touch": _fire_simple(_c_touched, lambda key, exptime, *, noreply=False:
+                          b"touch %b %d\r\n" % (_key(key), exptime)),
+    "version": _fire_simple(_c_version, lambda: b"version\r\n"),
+    "mg": _fire_meta(b"mg", _c_meta, "EN"),
+    "ms": _fire_ms,
+    "md": _fire_meta(b"md", _c_meta, "HD"),
+    "ma": _fire_meta(b"ma", _c_meta, "HD"),
+    "mn": _fire_simple(_c_mn, lambda: _MN),
+}
+
+
+# ---------------------------------------------------------------------------
+
+
+def _split_addr(host: Any, port: Optional[int]) -> Tuple[str, int]:
+    if port is None:
+        if isinstance(host, tuple):
+            return str(host[0]), int(host[1])
+        h, sep, p = str(host).rpartition(":")
+        if sep and p.isdigit():
+            return h.strip("[]") or "127.0.0.1", int(p)
+        return str(host), 11211
+    return str(host), int(port)
+
+
+async def _open(host: Any, port: Optional[int], *, timeout: Optional[float] = None,
+                ssl: Any = None, server_hostname: Optional[str] = None,
+                max_value_size: int = DEFAULT_MAX_VALUE, max_in_flight: Optional[int] = None,
+                reply_timeout: Optional[float] = None, zero_copy: bool = False) -> Client:
+    from .. import _native
+    addr = _split_addr(host, port)
+    if ssl is not None and ssl is not False:
+        import ssl as _ssl
+        ctx = ssl if isinstance(ssl, _ssl.SSLContext) else _ssl.create_default_context()
+        conn = await _native.connect_tls(addr, ssl_context=ctx,
+                                         server_hostname=server_hostname or addr[0],
+                                         timeout=timeout)
+    else:
+        conn = await _native.connect(addr, timeout=timeout)
+    return Client(conn, address=addr, max_value_size=max_value_size,
+                  max_in_flight=max_in_flight, reply_timeout=reply_timeout,
+                  zero_copy=zero_copy)
+
+
+class _Connecting:
+    """`connect()`'s result: await it for a Client, or use it in ``async with``."""
+
+    __slots__ = ("_coro", "_client")
+
+    def __init__(self, coro: Any) -> None:
+        self._coro = coro
+        self._client: Optional[Client] = None
+
+    def __await__(self) -> Any:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> Client:
+        self._client = await self._coro
+        return self._client
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def connect(host: Any = "127.0.0.1", port: Optional[int] = None, *,
+            timeout: Optional[float] = None, ssl: Any = None,
+            server_hostname: Optional[str] = None,
+            max_value_size: int = DEFAULT_MAX_VALUE, max_in_flight: Optional[int] = None,
+            reply_timeout: Optional[float] = None, zero_copy: bool = False) -> _Connecting:
+    """Connect to memcached: ``client = await connect(host, port)`` or
+    ``async with connect(host, port) as client``.
+
+    `host` may also be ``"host:port"`` or ``(host, port)``; the port defaults
+    to 11211. `timeout` bounds the connect. `ssl`: an `ssl.SSLContext` (or
+    True for the default context) for TLS. `max_value_size` caps the size of
+    a value in a reply (a bigger one is a ProtocolError that closes the
+    connection). `max_in_flight` bounds `fire()`. `reply_timeout`: fail the
+    connection when commands are pending and no reply came for that long.
+    `zero_copy`: values in replies are read-only memoryviews of the receive
+    buffer (`conn.with_bytes`) instead of bytes copies.
+    Needs a running ringline event loop.
+    """
+    return _Connecting(_open(host, port, timeout=timeout, ssl=ssl,
+                             server_hostname=server_hostname, max_value_size=max_value_size,
+                             max_in_flight=max_in_flight, reply_timeout=reply_timeout,
+                             zero_copy=zero_copy))
