@@ -29,7 +29,7 @@ from ._errors import ConnectionClosed, ConnectionDropped, SendPoolExhausted
 __all__ = ["Conn", "connect", "connect_unix", "connect_tls", "need_at_least",
            "NEED_MORE", "ChainResult", "SendParts", "SendChain", "ConnectionClosed",
            "ConnectionDropped", "SendPoolExhausted", "adopt", "Listener", "configure",
-           "stats"]
+           "limits", "stats"]
 
 Address = Union[Tuple[str, int], str]
 
@@ -191,6 +191,18 @@ def configure(loop: Any, *, max_send_queue: Optional[int] = None,
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
         setattr(table, attr, value)
+
+
+def limits(loop: Any = None) -> dict:
+    """The native connection limits of a loop (the running one by default):
+    max_send_queue, recv_accumulator_cap, send_zc_threshold, max_connections,
+    send_pool_limit."""
+    if loop is None:
+        loop = _running_loop("limits")
+    t = _core._conn_table(loop)
+    return {"max_send_queue": t.max_send_queue, "recv_accumulator_cap": t.recv_cap,
+            "send_zc_threshold": t.zc_threshold, "max_connections": t.max_connections,
+            "send_pool_limit": t.pool_limit}
 
 
 def stats(loop: Any = None) -> dict:

@@ -6,6 +6,9 @@ Owns nothing itself; it names the parts, one module per concern:
 ``cli``        the command line, presets, outputs (``main``)
 ``runner``     the method: fresh servers, warm-up, interleaved rounds, CPU
 ``servers``    the registry of servers under test and the built-in servers
+``servers_native``  the ``native`` workload: echo on ringline's Conn API
+``clients``    client workloads: ringline's Redis/memcache clients vs redis-py,
+               aiomcache and emcache against real servers
 ``server``     the server process (``python -m ringline.bench.server``)
 ``loops``      the registry of loops (name -> factory)
 ``loadgen``    building and running the C load generator and C echo server

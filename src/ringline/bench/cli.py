@@ -6,17 +6,29 @@ in ``--out``).  Progress goes to stderr.
 
 Presets (explicit options override them):
 
-``--quick``  about two minutes with three loops: protocol, streams and http
+``--quick``  about two minutes with three loops: protocol, streams, http and
+             the native API echo (ringline loops only)
              at 10 and 100 connections, 1 KiB, 5 rounds of 0.7 s, plus the
-             micro-benchmarks (3 rounds, short).
+             micro-benchmarks (3 rounds, short), plus the client workloads
+             (3 rounds of 1 s, about 3.5 minutes).
 (default)    every workload, 1/10/100 connections, 64 B/1 KiB/16 KiB,
-             5 rounds of 2 s, micro-benchmarks.
-``--full``   the default plus 100 KiB messages and the generator validation
-             against the C echo server.
+             5 rounds of 2 s, micro-benchmarks (no client workloads unless
+             ``--clients``).
+``--full``   the default plus 100 KiB messages, the generator validation
+             against the C echo server, and the client workloads (5 rounds
+             of 2 s).
 ``--smoke``  every workload on every loop, 1 and 8 connections, 64 B and
              100 KiB, one short round with byte-exact verification, tiny
              micro-benchmarks; exits non-zero if anything failed.  Timing is
              never judged.  This is what CI runs.
+``--clients`` only the client workloads: ringline's Redis and memcached
+             clients against redis-py (hiredis), aiomcache and emcache, GET
+             and SET of 64 B and 1 KiB with 1 task, 50 (redis) or 32
+             (memcache) tasks, and pipelines of 100; quick settings (3 rounds
+             of 1 s) unless a preset is given (``--clients --full``: 5 rounds
+             of 2 s; ``--clients --smoke``: one short verified round).
+             With ``--clients``, ``--rounds``, ``--duration``, ``--warmup``,
+             ``--lead-in`` and ``--verify`` apply to the client sessions.
 
 Exit status: 0 when the run finished (cells with errors are reported in the
 table); with ``--smoke`` or ``--strict``, 1 if any cell, round or micro-
@@ -28,6 +40,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .clients import CLIENT_PRESETS, DRIVERS, KINDS, ClientConfig
 from .loops import DEFAULT_LOOPS, LOOPS
 from .micro import MICRO_BENCHMARKS
 from .runner import BenchConfig, count_errors, default_cpus, run_benchmarks
@@ -37,16 +50,19 @@ ALL_WORKLOADS = ("protocol", "buffered", "streams", "sock", "http", "udp")
 PRESETS: dict[str, dict] = {
     "default": dict(workloads=None, conns=[1, 10, 100], sizes=[64, 1024, 16384],
                     rounds=5, duration=2.0, warmup=1.0, lead_in=0.3,
-                    micro_rounds=5, micro_time=0.2, validate=False, verify=False),
-    "quick": dict(workloads=["protocol", "streams", "http"], conns=[10, 100],
+                    micro_rounds=5, micro_time=0.2, validate=False, verify=False,
+                    clients=False),
+    "quick": dict(workloads=["protocol", "streams", "http", "native"], conns=[10, 100],
                   sizes=[1024], rounds=5, duration=0.7, warmup=0.7, lead_in=0.2,
-                  micro_rounds=3, micro_time=0.05, validate=False, verify=False),
+                  micro_rounds=3, micro_time=0.05, validate=False, verify=False,
+                  clients=True),
     "full": dict(workloads=None, conns=[1, 10, 100], sizes=[64, 1024, 16384, 102400],
                  rounds=5, duration=2.0, warmup=1.5, lead_in=0.3,
-                 micro_rounds=5, micro_time=0.3, validate=True, verify=False),
+                 micro_rounds=5, micro_time=0.3, validate=True, verify=False,
+                 clients=True),
     "smoke": dict(workloads=None, conns=[1, 8], sizes=[64, 102400], rounds=1,
                   duration=0.3, warmup=0.2, lead_in=0.0, micro_rounds=1,
-                  micro_time=0.01, validate=False, verify=True),
+                  micro_time=0.01, validate=False, verify=True, clients=False),
 }
 
 
@@ -120,6 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 if anything failed (implied by --smoke)")
+    clients = parser.add_argument_group("client workloads")
+    clients.add_argument("--clients", action="store_true",
+                         help="run only the client workloads (see below)")
+    clients.add_argument("--no-clients", action="store_true",
+                         help="leave the client workloads out of --quick / --full")
+    clients.add_argument("--client-drivers", type=_csv(str),
+                         help=f"comma-separated (default: all: {','.join(DRIVERS)})")
+    clients.add_argument("--client-ops", type=_csv(str), help="get,set (default: both)")
+    clients.add_argument("--client-sizes", type=_csv(parse_size),
+                         help="value sizes (default: 64,1K)")
+    clients.add_argument("--client-pipeline", type=int,
+                         help="commands per pipeline batch (default 100; 0: no pipeline cells)")
+    clients.add_argument("--client-rounds", type=int)
+    clients.add_argument("--client-duration", type=float)
+    clients.add_argument("--client-warmup", type=float)
     parser.add_argument("--list", action="store_true",
                         help="list workloads, loops and micro-benchmarks, then exit")
     return parser
@@ -152,16 +183,63 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         client_cpus = args.client_cpus
     if args.no_pin:
         server_cpu, client_cpus = None, None
+    clients = None
+    if args.clients or (preset.get("clients") and not args.no_clients
+                        and not args.micro_only):
+        clients = client_config_from_args(args, server_cpu, client_cpus)
+    if args.clients:
+        preset_name = "clients" if args.preset is None else f"clients, {args.preset}"
     return BenchConfig(
         loops=loops, workloads=workloads, conns=pick("conns"), sizes=pick("sizes"),
         rounds=pick("rounds"), duration=pick("duration"), warmup=pick("warmup"),
-        lead_in=pick("lead_in"), micro=args.micro,
+        lead_in=pick("lead_in"),
         micro_rounds=pick("micro_rounds"), micro_time=pick("micro_time"),
-        validate=pick("validate"), verify=pick("verify"), spin=args.spin,
+        verify=pick("verify"), spin=args.spin,
         server_cpu=server_cpu, client_cpus=client_cpus, threads=args.threads,
         engine=args.engine,
-        out=args.out, preset=preset_name, cells=not args.micro_only,
-        chart=args.chart, progress=not args.quiet)
+        out=args.out, preset=preset_name,
+        cells=not args.micro_only and not args.clients,
+        micro=args.micro and not args.clients,
+        validate=False if args.clients else pick("validate"),
+        chart=args.chart, progress=not args.quiet, clients=clients)
+
+
+def client_config_from_args(args: argparse.Namespace, server_cpu: int | None,
+                            client_cpus: list[int] | None) -> ClientConfig:
+    """The client section's settings: its preset, then the options.
+
+    The client under test runs on the CPU the server benchmark gives the
+    servers (the first usable one), redis-server and memcached on the first
+    generator CPU.
+    """
+    name = args.preset or ("quick" if args.clients else "default")
+    settings = dict(CLIENT_PRESETS[name])
+    for key in ("rounds", "duration", "warmup"):
+        value = getattr(args, f"client_{key}")
+        if value is None and args.clients:
+            value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    if args.clients and args.lead_in is not None:
+        settings["lead_in"] = args.lead_in
+    if args.clients and args.verify:
+        settings["verify"] = True
+    drivers = args.client_drivers or list(DRIVERS)
+    unknown = [d for d in drivers if d not in DRIVERS]
+    if unknown:
+        raise SystemExit(f"unknown client driver(s): {', '.join(unknown)} "
+                         f"(known: {', '.join(DRIVERS)})")
+    ops = args.client_ops or ["get", "set"]
+    if any(op not in ("get", "set") for op in ops):
+        raise SystemExit(f"unknown client op(s) in {','.join(ops)} (known: get,set)")
+    if args.client_sizes:
+        settings["sizes"] = args.client_sizes
+    if args.client_pipeline is not None:
+        settings["pipeline"] = args.client_pipeline
+    return ClientConfig(drivers=drivers, ops=ops,
+                        client_cpu=server_cpu,
+                        server_cpu=client_cpus[0] if client_cpus else None,
+                        **settings)
 
 
 def _list() -> None:
@@ -178,6 +256,12 @@ def _list() -> None:
     print("micro-benchmarks:")
     for name, (_, desc) in MICRO_BENCHMARKS.items():
         print(f"  {name:<22} {desc}")
+    print("client drivers (--clients):")
+    for spec in DRIVERS.values():
+        tasks = "/".join(map(str, KINDS[spec.kind].tasks))
+        if spec.concurrent_only:
+            tasks = f"{KINDS[spec.kind].tasks[-1]}, {'/'.join(spec.ops).upper()} only"
+        print(f"  {spec.name:<18} {spec.kind:<8} {spec.loop:<8} tasks {tasks}; {spec.settings}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,11 @@ Owns: the tables printed on stdout and pasted into docs/benchmarks.md:
 * server CPU: seconds of server CPU per million requests per loop, with the
   same ratios (lower is better, so a ratio below 1 favours the subject);
 * micro-benchmarks: operations per second per loop, with ratios;
-* generator validation, when it ran.
+* generator validation, when it ran;
+* client workloads, when they ran: per server (redis, memcache) one table
+  of client operations per second and one of client CPU per million
+  operations, one column per driver, ringline's client over each peer, and
+  a closing note with the ratio ranges and the issue's targets.
 
 Every function takes the results document (the content of results.json),
 so a saved run can be re-rendered: ``python -m ringline.bench.report DIR``.
@@ -155,6 +159,35 @@ def cpu_table(results: dict) -> str:
     return _table(header, rows, 3)
 
 
+def native_table(results: dict) -> str:
+    """The native API's echo (ringline's ``native`` workload) against each
+    other loop's asyncio.Protocol echo, cell by cell."""
+    cells = {(c["workload"], c["conns"], c["size"]): c for c in results["cells"]}
+    others = [l for l in _loops(results) if not l.startswith("ringline")]
+    rows = []
+    for (workload, conns, size), cell in cells.items():
+        if workload != "native":
+            continue
+        proto = cells.get(("protocol", conns, size))
+        if not proto:
+            continue
+        for subject in ("ringline", "ringline-poll"):
+            mine = _median_of(cell["loops"].get(subject), "rps")
+            mine_cpu = _median_of(cell["loops"].get(subject), "cpu_s_per_mreq")
+            if mine is None:
+                continue
+            for other in others:
+                theirs = _median_of(proto["loops"].get(other), "rps")
+                theirs_cpu = _median_of(proto["loops"].get(other), "cpu_s_per_mreq")
+                rows.append([str(conns), format_size(size), f"{subject} native",
+                             f"{other} protocol", fmt_rate(mine), fmt_rate(theirs),
+                             _ratio(mine, theirs), _ratio(mine_cpu, theirs_cpu)])
+    if not rows:
+        return ""
+    return _table(["conns", "size", "subject", "peer", "subject req/s", "peer req/s",
+                   "throughput ratio", "CPU/req ratio"], rows, 4)
+
+
 def micro_table(results: dict) -> str:
     micro = results.get("micro")
     if not micro:
@@ -245,6 +278,12 @@ def machine_line(results: dict) -> str:
     pinning = (f"server on CPU {pin['server_cpu']}, generator on CPU(s) "
                f"{','.join(map(str, pin['client_cpus']))}" if pin.get("pinned")
                else "not pinned")
+    clients = results.get("clients")
+    if clients and not results.get("cells"):
+        cpin = clients.get("pinning", {})
+        pinning = (f"client under test on CPU {cpin.get('client_cpu')}, redis-server and "
+                   f"memcached on CPU {clients['config'].get('server_cpu')}"
+                   if cpin.get("pinned") else "not pinned")
     versions = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
     if m.get("ringline_commit"):
         versions += f" (ringline tree {m['ringline_commit']})"
@@ -253,16 +292,228 @@ def machine_line(results: dict) -> str:
             f"{'/'.join(map(str, m.get('load_average_start') or []))}")
 
 
+# ---- client workloads ---------------------------------------------------------
+
+
+def _client_drivers(clients: dict, kind: str) -> tuple[list[str], list[str], list[str]]:
+    """(all drivers of kind in column order, ringline's, the peers)."""
+    names: list[str] = []
+    for cell in clients["cells"]:
+        if cell["kind"] == kind:
+            for name in cell["drivers"]:
+                if name not in names:
+                    names.append(name)
+    subjects = [n for n in names if clients["drivers"].get(n, {}).get("subject")]
+    peers = [n for n in names if n not in subjects]
+    return peers + subjects, subjects, peers
+
+
+def _client_kinds(clients: dict) -> list[str]:
+    kinds: list[str] = []
+    for cell in clients["cells"]:
+        if cell["kind"] not in kinds:
+            kinds.append(cell["kind"])
+    return kinds
+
+
+def _short(name: str) -> str:
+    return "ringline" if name.startswith("ringline") else name
+
+
+def _client_ops(entry: dict | None, notes: list[str], key: str) -> str:
+    if entry is None:
+        return "-"
+    summary = entry.get("summary")
+    if summary is None:
+        notes.append(f"{key}: {entry.get('error')}")
+        return f"error[{len(notes)}]"
+    ops = summary["ops_per_s"]
+    text = f"{fmt_rate(ops['median'])} ({fmt_rate(ops['min'])}–{fmt_rate(ops['max'])})"
+    bad = [r for r in entry["rounds"] if r.get("status") != "ok"]
+    if bad:
+        notes.append(f"{key}: {len(bad)} of {len(entry['rounds'])} rounds failed: "
+                     f"{bad[0].get('error')}")
+        text += f" [{len(notes)}]"
+    return text
+
+
+def _client_value(entry: dict | None, field: str) -> float | None:
+    summary = (entry or {}).get("summary")
+    if not summary:
+        return None
+    value = summary.get(field)
+    return value["median"] if isinstance(value, dict) else value
+
+
+def _client_server_line(clients: dict, kind: str) -> str:
+    server = clients.get("servers", {}).get(kind, {})
+    pin = clients.get("pinning", {})
+    where = (f"server pinned to CPU {server.get('cpu')}, clients to CPU {pin.get('client_cpu')}"
+             if pin.get("pinned") else "not pinned")
+    if server.get("error"):
+        head = f"server failed: {server['error']}"
+    else:
+        head = server.get("version") or kind
+    drivers = []
+    for name in _client_drivers(clients, kind)[0]:
+        info = clients["drivers"].get(name, {})
+        if not info.get("available"):
+            drivers.append(f"{name} unavailable ({info.get('error')})")
+            continue
+        versions = ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items() if v)
+        drivers.append(f"{name} ({versions}) on {info.get('loop')} {info.get('loop_version')}")
+    return f"**{kind}**: {head}; {where}; " + "; ".join(drivers) + "."
+
+
+def client_table(results: dict, field: str) -> str:
+    """One table per server kind: ops/s (``field="ops"``) or CPU s/Mop (``"cpu"``)."""
+    clients = results.get("clients")
+    if not clients or not clients.get("cells"):
+        return ""
+    parts = []
+    for kind in _client_kinds(clients):
+        names, subjects, peers = _client_drivers(clients, kind)
+        unit = "ops/s" if field == "ops" else "CPU s/Mop"
+        header = ["op", "size", "load", *[f"{n} {unit}" for n in names],
+                  *[f"{_short(s)}/{p}" for s in subjects for p in peers]]
+        rows, notes = [], []
+        for cell in clients["cells"]:
+            if cell["kind"] != kind:
+                continue
+            row = [cell["op"].upper(), format_size(cell["size"]), cell["load"]]
+            stat = "ops_per_s" if field == "ops" else "cpu_s_per_mop"
+            for name in names:
+                entry = cell["drivers"].get(name)
+                if field == "ops":
+                    row.append(_client_ops(entry, notes, f"{cell['key']} on {name}"))
+                else:
+                    value = _client_value(entry, stat)
+                    row.append("-" if value is None else f"{value:.2f}")
+            for subject in subjects:
+                for peer in peers:
+                    row.append(_ratio(_client_value(cell["drivers"].get(subject), stat),
+                                      _client_value(cell["drivers"].get(peer), stat)))
+            rows.append(row)
+        text = _client_server_line(clients, kind) + "\n\n" + _table(header, rows, 3)
+        if notes:
+            text += "\n\n" + "\n".join(f"[{i + 1}] {n}" for i, n in enumerate(notes))
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
+def client_latency_table(results: dict) -> str:
+    clients = results.get("clients")
+    if not clients or not clients.get("cells"):
+        return ""
+    parts = []
+    for kind in _client_kinds(clients):
+        names = _client_drivers(clients, kind)[0]
+        header = ["op", "size", "load", *[f"{n} p50 / p99 µs" for n in names]]
+        rows = []
+        for cell in clients["cells"]:
+            if cell["kind"] != kind:
+                continue
+            row = [cell["op"].upper(), format_size(cell["size"]), cell["load"]]
+            for name in names:
+                summary = (cell["drivers"].get(name) or {}).get("summary")
+                row.append(" / ".join(_fmt_us(summary[k]) for k in ("p50_us", "p99_us"))
+                           if summary else "-")
+            rows.append(row)
+        parts.append(f"**{kind}**\n\n" + _table(header, rows, 3))
+    return "\n\n".join(parts)
+
+
+def _range(values: list[float]) -> str:
+    if not values:
+        return "-"
+    lo, hi = min(values), max(values)
+    return f"{lo:.2f}x" if abs(hi - lo) < 0.005 else f"{lo:.2f}–{hi:.2f}x"
+
+
+def client_note(results: dict) -> str:
+    """The closing note: ringline's client over each peer, per load, and the targets."""
+    clients = results.get("clients")
+    if not clients or not clients.get("ratios"):
+        return ""
+    lines = ["Client ratios (ringline's median ops/s over the peer's; the range "
+             "covers GET/SET × value sizes; CPU: ringline's CPU per op over the peer's):"]
+    pairs: list[tuple[str, str, str]] = []
+    for r in clients["ratios"]:
+        pair = (r["kind"], r["subject"], r["peer"])
+        if pair not in pairs:
+            pairs.append(pair)
+    targets = {(t["kind"], t["subject"], t["peer"]): t for t in clients.get("targets", [])}
+    for kind, subject, peer in pairs:
+        rows = [r for r in clients["ratios"]
+                if (r["kind"], r["subject"], r["peer"]) == (kind, subject, peer)]
+        loads: list[str] = []
+        for r in rows:
+            if r["load"] not in loads:
+                loads.append(r["load"])
+        bits = []
+        for load in loads:
+            sel = [r for r in rows if r["load"] == load]
+            ops = [r["ratio"] for r in sel if r["ratio"]]
+            cpu = [r["cpu_ratio"] for r in sel if r["cpu_ratio"]]
+            ops_only = {r["op"] for r in sel}
+            kind_ops = {x["op"] for x in clients["ratios"] if x["kind"] == kind}
+            what = load + (f" ({'/'.join(sorted(o.upper() for o in ops_only))} only)"
+                           if ops_only < kind_ops else "")
+            bits.append(f"{what} {_range(ops)} (CPU {_range(cpu)})")
+        line = f"- {subject} / {peer}: " + "; ".join(bits) + "."
+        target = targets.get((kind, subject, peer))
+        if target:
+            verdict = "met" if target["met"] == target["cells"] else (
+                "partly met" if target["met"] else "not met")
+            line += (f" Target ≥ {target['required']:g}x at {target['tasks']} tasks: "
+                     f"{verdict} ({target['met']} of {target['cells']} cells).")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def client_section(results: dict) -> list[str]:
+    clients = results.get("clients")
+    if not clients:
+        return []
+    ccfg = clients["config"]
+    parts = [f"### Client workloads\n\n{ccfg['rounds']} rounds × {ccfg['duration']:g} s "
+             f"per driver and cell, interleaved, after a {ccfg['warmup']:g} s warm-up "
+             f"session per fresh client and a {ccfg['lead_in']:g} s unmeasured lead-in per "
+             f"session; closed loop (T tasks back to back, or one task sending batches of "
+             f"{ccfg['pipeline']}); median (min–max)."]
+    if clients.get("cells"):
+        parts += ["### Client throughput (ops/s)", client_table(results, "ops"),
+                  "### Client CPU per million ops (lower is better)",
+                  client_table(results, "cpu"),
+                  "### Client latency (median over rounds; per batch for pipelines)",
+                  client_latency_table(results)]
+    note = client_note(results)
+    if note:
+        parts.append(note)
+    problems = [f"{name}: {info.get('error')}" for name, info in clients["drivers"].items()
+                if not info.get("available")]
+    problems += [f"{kind} server: {info['error']}" for kind, info in
+                 clients.get("servers", {}).items() if info.get("error")]
+    if problems:
+        parts.append("Unavailable: " + "; ".join(problems))
+    return parts
+
+
 def render(results: dict) -> str:
     cfg = results["config"]
     parts = [f"## ringline bench ({cfg['preset']}): {results.get('created', '')}",
-             machine_line(results),
-             f"{cfg['rounds']} rounds × {cfg['duration']:g} s per loop and cell, after a "
-             f"{cfg['warmup']:g} s warm-up session per fresh server and a "
-             f"{cfg['lead_in']:g} s unmeasured lead-in per session; median (min–max).",
-             "### Throughput (requests/s)", throughput_table(results),
-             "### Latency (median over rounds)", latency_table(results),
-             "### Server CPU per million requests (lower is better)", cpu_table(results)]
+             machine_line(results)]
+    if results["cells"] or not results.get("clients"):
+        parts += [
+            f"{cfg['rounds']} rounds × {cfg['duration']:g} s per loop and cell, after a "
+            f"{cfg['warmup']:g} s warm-up session per fresh server and a "
+            f"{cfg['lead_in']:g} s unmeasured lead-in per session; median (min–max).",
+            "### Throughput (requests/s)", throughput_table(results),
+            "### Latency (median over rounds)", latency_table(results),
+            "### Server CPU per million requests (lower is better)", cpu_table(results)]
+    native = native_table(results)
+    if native:
+        parts += ["### Native API echo vs the other loops' asyncio.Protocol echo", native]
     unavailable = [f"{name}: {info.get('error')}" for name, info in results["loops"].items()
                    if not info.get("available")]
     if unavailable:
@@ -273,6 +524,7 @@ def render(results: dict) -> str:
     validation = validation_table(results)
     if validation:
         parts += ["### Generator validation (C echo server)", validation]
+    parts += client_section(results)
     return "\n\n".join(parts) + "\n"
 
 

@@ -19,6 +19,10 @@ Method, per cell:
    over every request the session completed, lead-in included.
 4. Stop the servers.  The median, min and max over rounds are reported.
 
+The client workloads (``BenchConfig.clients``, see :mod:`.clients`) run
+after the micro-benchmarks, with their own method and results section
+(``results["clients"]``).
+
 The generator runs pinned to the other CPU(s); with one CPU nothing is
 pinned and the report says so.
 
@@ -42,6 +46,8 @@ from typing import Any
 
 from . import loadgen as _loadgen
 from .loadgen import LoadgenError, LoadSpec, run_loadgen
+from .clients import ClientConfig, count_client_errors, run_client_section
+from .clients import planned_seconds as _client_planned_seconds
 from .loops import LOOPS, SUBJECT_LOOP
 from .machine import load_average, machine_info
 from .micro import MICRO_BENCHMARKS
@@ -83,6 +89,7 @@ class BenchConfig:
     cells: bool = True
     chart: bool = True
     progress: bool = True
+    clients: ClientConfig | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_spin(self) -> bool:
@@ -196,6 +203,7 @@ class _Run:
             "skipped": self.skipped,
             "micro": None,
             "validation": None,
+            "clients": None,
         }
         self.progress = Progress(self._planned_seconds(), enabled=cfg.progress)
 
@@ -230,6 +238,8 @@ class _Run:
             total += self._micro_s()
         if self.cfg.validate:
             total += self._validation_s()
+        if self.cfg.clients is not None:
+            total += _client_planned_seconds(self.cfg.clients)
         return total + 2.0
 
     # ---- pieces -------------------------------------------------------------
@@ -579,18 +589,28 @@ class _Run:
                 headline["passed"] = ratio >= 3.0
         return headline
 
+    # ---- client workloads ---------------------------------------------------
+
+    def _clients_progress(self, doc: dict) -> None:
+        """After every client cell: keep what was measured on disk."""
+        self.results["clients"] = doc
+        self.save()
+
     # ---- whole run ----------------------------------------------------------
 
     def run(self) -> dict:
         cfg = self.cfg
-        self.progress.show("building the load generator")
-        _loadgen.loadgen_path()
+        loop_work = bool(self.cells) or cfg.micro or cfg.validate
+        if self.cells or cfg.validate:
+            self.progress.show("building the load generator")
+            _loadgen.loadgen_path()
         if cfg.validate:
             _loadgen.echo_server_path()
         if cfg.server_cpu is None:
             self.progress.note("note: fewer than 2 usable CPUs; server and generator "
                                "are not pinned and share the machine")
-        self.probe_loops()
+        if loop_work:
+            self.probe_loops()
         for note in self.skipped:
             self.progress.note(f"skipped: {note}")
         for index, cell in enumerate(self.cells):
@@ -601,6 +621,10 @@ class _Run:
             self.save()
         if cfg.validate:
             self.results["validation"] = self.run_validation()
+            self.save()
+        if cfg.clients is not None:
+            self.results["clients"] = run_client_section(cfg.clients, self.progress,
+                                                         on_cell=self._clients_progress)
         self.results["machine"]["load_average_end"] = load_average()
         self.results["elapsed_s"] = round(self.progress.elapsed(), 1)
         self.save()
@@ -644,4 +668,5 @@ def count_errors(results: dict) -> list[str]:
             else:
                 for name, err in r.get("errors", {}).items():
                     problems.append(f"micro {name} on {loop}: {err}")
+    problems += count_client_errors(results.get("clients"))
     return problems
