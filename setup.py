@@ -10,6 +10,11 @@ extensions = [
         include_dirs=["src/ringline"],
         extra_compile_args=["-O2", "-fno-strict-aliasing"],
     ),
+    Extension(
+        "ringline.memcache._speedups",
+        ["src/ringline/memcache/_speedups.pyx"],
+        extra_compile_args=["-O2"],
+    ),
 ]
 
 setup(

@@ -508,11 +508,13 @@ def test_reply_over_max_value_size_closes_that_connection(port):
             await good.set(b"big", b"x" * 5000)
             bad = await mc.connect("127.0.0.1", port, max_value_size=4096)
             f1 = bad.get(b"big")
-            f2 = bad.get(b"big")
-            with pytest.raises(mc.ProtocolError, match=r"5000 bytes exceeds max_value_size"):
-                await f1
+            f2 = bad.get(b"big")         # merged with f1: the same reply breaks both
+            f3 = bad.version()
+            for f in (f1, f2):
+                with pytest.raises(mc.ProtocolError, match=r"5000 bytes exceeds max_value_size"):
+                    await f
             with pytest.raises(ringline.ConnectionClosed, match="ProtocolError"):
-                await f2
+                await f3
             assert bad.closed
             assert await good.get(b"big") == b"x" * 5000
             await bad.close()
@@ -610,12 +612,14 @@ def test_broken_reply_fails_that_connection_only(port, key, error, match):
             bad = await mc.connect("127.0.0.1", stub.port, reply_timeout=0.3)
             assert await bad.get(b"ok") == b"ok"
             f1 = bad.get(key)
-            f2 = bad.get(b"ok")
+            f2 = bad.get(b"ok")          # merged with f1: one line, one (broken) reply
+            f3 = bad.set(b"after", b"x")
             background = [good.get(b"k") for _ in range(50)]
-            with pytest.raises(error, match=match):
-                await f1
+            for f in (f1, f2):
+                with pytest.raises(error, match=match):
+                    await f
             with pytest.raises(ringline.ConnectionClosed):
-                await f2
+                await f3
             assert bad.closed
             with pytest.raises(ringline.ConnectionClosed):
                 bad.get(b"ok")
@@ -641,6 +645,326 @@ def test_errors_after_noreply_commands_are_counted_not_misrouted():
             assert c.noreply_errors == 2 and c.pending == 0 and not c.closed
     with StubServer() as stub:
         run(main, stub)
+
+
+# ---------------------------------------------------------------------------
+# merged gets: concurrent single-key gets of one loop iteration -> one line
+
+
+class MemStub(StubServer):
+    """A tiny in-memory memcache (get/gets/set/delete/mg/mn/version) that
+    records every request line. Keys with a meaning: ``srverr`` makes the
+    whole get reply SERVER_ERROR, ``stranger`` adds a VALUE for a key nobody
+    asked for, ``garbled`` answers garbage."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+        self.store = {}
+        self._cas = 0
+
+    def get_lines(self):
+        return [ln for ln in self.lines if ln.split()[0] in (b"get", b"gets")]
+
+    async def _handle(self, reader, writer):
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                line = line.rstrip(b"\r\n")
+                self.lines.append(line)
+                parts = line.split()
+                cmd = parts[0]
+                if cmd in (b"get", b"gets"):
+                    keys = parts[1:]
+                    if b"srverr" in keys:
+                        writer.write(b"SERVER_ERROR out of memory\r\n")
+                        continue
+                    if b"garbled" in keys:
+                        writer.write(b"VALUE garbled 0 zz\r\n")
+                        continue
+                    out = []
+                    for k in keys + ([b"nobody"] if b"stranger" in keys else []):
+                        if k == b"nobody" or k in self.store:
+                            flags, v, cas = self.store.get(k, (0, b"?", 1))
+                            head = b"VALUE %b %d %d" % (k, flags, len(v))
+                            if cmd == b"gets":
+                                head += b" %d" % cas
+                            out.append(head + b"\r\n" + v + b"\r\n")
+                    writer.write(b"".join(out) + b"END\r\n")
+                elif cmd == b"set":
+                    data = (await reader.readexactly(int(parts[4]) + 2))[:-2]
+                    self._cas += 1
+                    self.store[parts[1]] = (int(parts[2]), data, self._cas)
+                    if b"noreply" not in parts:
+                        writer.write(b"STORED\r\n")
+                elif cmd == b"delete":
+                    found = self.store.pop(parts[1], None) is not None
+                    writer.write(b"DELETED\r\n" if found else b"NOT_FOUND\r\n")
+                elif cmd == b"mg":
+                    item = self.store.get(parts[1])
+                    if item is None:
+                        writer.write(b"EN\r\n")
+                    else:
+                        writer.write(b"VA %d\r\n%b\r\n" % (len(item[1]), item[1]))
+                elif cmd == b"mn":
+                    writer.write(b"MN\r\n")
+                elif cmd == b"version":
+                    writer.write(b"VERSION 1.6.0-stub\r\n")
+                else:
+                    writer.write(b"ERROR\r\n")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+def _keys_of(line):
+    return line.split()[1:]
+
+
+def test_50_concurrent_gets_go_out_as_one_get_line():
+    async def main(stub):
+        async with mc.connect("127.0.0.1", stub.port, push_gets_at=0) as c:
+            await asyncio.gather(*(c.set(b"k%d" % i, b"value %d" % i, flags=i)
+                                   for i in range(20)))
+            # 50 tasks, each one get; they all run in the same loop iteration.
+            # k0..k19 hit (k0..k9 asked for several times), m0..m4 miss
+            asked = [b"k%d" % (i % 20) if i % 10 else b"m%d" % (i // 10) for i in range(50)]
+
+            async def one(key):
+                return await c.get(key)
+            before = len(stub.lines)
+            got = await asyncio.gather(*(one(k) for k in asked))
+            want = [b"value %s" % k[1:] if k.startswith(b"k") else None for k in asked]
+            assert got == want
+            lines = stub.lines[before:]
+            assert len(lines) == 1 and lines[0].startswith(b"get ")
+            # every key once, in the order first asked for
+            assert _keys_of(lines[0]) == list(dict.fromkeys(asked))
+            assert c.get_lines == 1 and c.get_calls == 50
+            assert c.pending == 0
+
+            # the same with plain futures (no tasks) and gets/get_item mixed in:
+            # one ``gets`` line, each caller gets its own kind of result
+            before = len(stub.lines)
+            futs = [c.get(b"k1"), c.gets(b"k2"), c.get_item(b"k3"), c.get(b"k1"),
+                    c.gets(b"nope"), c.get(b"k2")]
+            r = await asyncio.gather(*futs)
+            assert r[0] == b"value 1" and r[3] == b"value 1" and r[5] == b"value 2"
+            assert r[1] == mc.Item(b"k2", b"value 2", 2, stub.store[b"k2"][2])
+            assert r[2] == mc.Item(b"k3", b"value 3", 3, None)
+            assert r[4] is None
+            assert stub.lines[before:] == [b"gets k1 k2 k3 nope"]
+            assert c.get_lines == 2 and c.get_calls == 56
+    with MemStub() as stub:
+        run(main, stub)
+
+
+def test_merged_gets_keep_fifo_order_with_interleaved_commands():
+    async def main(stub):
+        async with mc.connect("127.0.0.1", stub.port) as c:
+            assert await c.set(b"a", b"old") and await c.set(b"b", b"B")
+            before = len(stub.lines)
+            # all queued in one iteration: a merged get never moves across
+            # another command, so the get after the set sees the new value
+            f = [c.get(b"a"), c.get(b"b"), c.set(b"a", b"new"), c.get(b"a"),
+                 c.get(b"c"), c.delete(b"b"), c.get(b"b"), c.mg(b"a", "v"),
+                 c.get(b"a"), c.get(b"a")]
+            r = await asyncio.gather(*f)
+            assert r[:7] == [b"old", b"B", True, b"new", None, True, None]
+            assert r[7].value == b"new" and r[8] == b"new" and r[9] == b"new"
+            assert stub.lines[before:] == [b"get a b", b"set a 0 0 3", b"get a c",
+                                           b"delete b", b"get b", b"mg a v", b"get a"]
+            # noreply commands end a merged get too (and are closed by mn)
+            before = len(stub.lines)
+            f1 = c.get(b"a")
+            c.set(b"a", b"newer", noreply=True)
+            f2 = c.get(b"a")
+            assert await f1 == b"new" and await f2 == b"newer"
+            assert stub.lines[before:] == [b"get a", b"set a 0 0 5 noreply", b"mn", b"get a"]
+            assert c.pending == 0
+    with MemStub() as stub:
+        run(main, stub)
+
+
+def test_merged_gets_against_memcached(port):
+    async def main():
+        async with mc.connect("127.0.0.1", port, push_gets_at=0) as c:
+            await asyncio.gather(*(c.set(b"key:%d" % i, b"v%d" % i) for i in range(30)))
+            lines0, calls0 = c.get_lines, c.get_calls
+
+            async def one(i):
+                return await c.get(b"key:%d" % (i % 40))      # 30..39 miss
+            got = await asyncio.gather(*(one(i) for i in range(50)))
+            assert got == [b"v%d" % (i % 40) if i % 40 < 30 else None for i in range(50)]
+            assert c.get_lines - lines0 == 1 and c.get_calls - calls0 == 50
+            # gets merged with gets: each caller its own cas
+            items = await asyncio.gather(*(c.gets(b"key:%d" % i) for i in range(5)))
+            assert [it.value for it in items] == [b"v%d" % i for i in range(5)]
+            assert await c.cas(b"key:0", b"x", items[0].cas) is True
+            assert await c.cas(b"key:1", b"y", items[0].cas) is False
+            # set, get, set, get in one iteration: in order
+            r = await asyncio.gather(c.set(b"o", b"1"), c.get(b"o"), c.get(b"o"),
+                                     c.set(b"o", b"2"), c.get(b"o"), c.incr(b"o", 5),
+                                     c.get(b"o"))
+            assert r == [True, b"1", b"1", True, b"2", 7, b"7"]
+            assert c.pending == 0
+    run(main)
+
+
+def test_merged_get_lines_are_capped():
+    async def main(stub):
+        async with mc.connect("127.0.0.1", stub.port, push_gets_at=0) as c:
+            long_keys = [b"%s%04d" % (b"x" * 40, i) for i in range(600)]     # 44 bytes
+            short_keys = [b"s%d" % i for i in range(1500)]                   # <= 5 bytes
+            for k in long_keys[::7] + short_keys[::7]:
+                c.set(k, k[::-1], noreply=True)
+            await c.mn()
+            before = len(stub.lines)
+            got = await asyncio.gather(*(c.get(k) for k in long_keys))
+            assert got == [k[::-1] if i % 7 == 0 else None for i, k in enumerate(long_keys)]
+            lines = stub.lines[before:]
+            assert len(lines) == 4 and all(len(ln) + 2 <= 8000 for ln in lines)
+            assert [k for ln in lines for k in _keys_of(ln)] == long_keys
+            before = len(stub.lines)
+            got = await asyncio.gather(*(c.get(k) for k in short_keys))
+            assert got == [k[::-1] if i % 7 == 0 else None for i, k in enumerate(short_keys)]
+            lines = stub.lines[before:]
+            assert [len(_keys_of(ln)) for ln in lines] == [1000, 500]
+    with MemStub() as stub:
+        run(main, stub)
+
+
+def test_full_merged_gets_are_pushed_at_once(port):
+    """With the default push_gets_at=16, a merged get that reaches 16 callers
+    goes to the kernel at once (Conn.push): 50 gets make lines of 16, 16, 16
+    and 2 callers, and every caller still gets its own value, in order."""
+    async def main():
+        async with mc.connect("127.0.0.1", port) as c:
+            await asyncio.gather(*(c.set(b"p:%d" % i, b"v%d" % i) for i in range(50)))
+            lines0, calls0, pushes0 = c.get_lines, c.get_calls, c.get_pushes
+
+            async def one(i):
+                return await c.get(b"p:%d" % i)
+            got = await asyncio.gather(*(one(i) for i in range(50)))
+            assert got == [b"v%d" % i for i in range(50)]
+            assert c.get_lines - lines0 == 4 and c.get_calls - calls0 == 50
+            assert c.get_pushes - pushes0 == 3
+            # fired gets are pushed the same way
+            for i in range(40):
+                c.fire(i, "get", b"p:%d" % i)
+            assert [await c.recv() for _ in range(40)] == [(i, b"v%d" % i) for i in range(40)]
+            assert c.get_pushes - pushes0 == 5 and c.pending == 0
+    run(main)
+
+
+def test_push_gets_at_is_validated():
+    async def main():
+        for bad in (-1, 1.5, "16", None):
+            with pytest.raises(ValueError, match="push_gets_at"):
+                mc.Client(object(), push_gets_at=bad)
+    run(main)
+
+
+def test_fired_gets_are_merged_and_received_in_order():
+    async def main(stub):
+        async with mc.connect("127.0.0.1", stub.port) as c:
+            await c.set(b"a", b"A")
+            await c.set(b"b", b"B", flags=5)
+            before = len(stub.lines)
+            for i, (cmd, key) in enumerate([("get", b"a"), ("get", b"zz"), ("get_item", b"b"),
+                                            ("get", b"a"), ("gets", b"b"), ("version", None),
+                                            ("get", b"b")]):
+                c.fire(i, cmd, *([key] if key else []))
+            out = [await c.recv() for _ in range(7)]
+            assert [t for t, _ in out] == list(range(7))
+            assert out[0][1] == b"A" and out[1][1] is None and out[3][1] == b"A"
+            assert out[2][1] == mc.Item(b"b", b"B", 5, None)
+            assert out[4][1].cas == stub.store[b"b"][2]
+            assert out[5][1] == "1.6.0-stub" and out[6][1] == b"B"
+            assert stub.lines[before:] == [b"gets a zz b", b"version", b"get b"]
+    with MemStub() as stub:
+        run(main, stub)
+
+
+def test_a_cancelled_caller_does_not_disturb_its_merged_get():
+    async def main(stub):
+        async with mc.connect("127.0.0.1", stub.port) as c:
+            await c.set(b"a", b"A")
+            f1, f2, f3 = c.get(b"a"), c.get(b"a"), c.get(b"b")
+            f2.cancel()
+            task = asyncio.ensure_future(c.get(b"a"))
+            await asyncio.sleep(0)
+            task.cancel()
+            assert await f1 == b"A" and await f3 is None
+            assert await c.get(b"a") == b"A" and c.pending == 0
+    with MemStub() as stub:
+        run(main, stub)
+
+
+def test_an_error_reply_to_a_merged_get_fails_every_caller_and_keeps_the_connection():
+    async def main(stub):
+        async with mc.connect("127.0.0.1", stub.port) as c:
+            await c.set(b"a", b"A")
+            futs = [c.get(b"a"), c.get(b"srverr"), c.gets(b"a")]
+            c.fire("fired", "get", b"a")
+            after = c.get_many([b"a"])
+            for f in futs:
+                with pytest.raises(mc.ServerError, match="out of memory"):
+                    await f
+            tag, err = await c.recv()
+            assert tag == "fired" and isinstance(err, mc.ServerError)
+            assert await after == {b"a": b"A"}
+            assert not c.closed and await c.get(b"a") == b"A"
+    with MemStub() as stub:
+        run(main, stub)
+
+
+@pytest.mark.parametrize("key, match", [
+    (b"stranger", "not the ones asked for"),
+    (b"garbled", "bad data length"),
+])
+def test_a_broken_reply_to_a_merged_get_fails_every_caller_and_closes(key, match):
+    async def main(stub):
+        async with mc.connect("127.0.0.1", stub.port) as c:
+            await c.set(b"a", b"A")
+            before = c.get(b"a")
+            assert await before == b"A"
+            first = c.set(b"x", b"1")
+            futs = [c.get(b"a"), c.get(key), c.get(b"a"), c.get_item(b"b")]
+            c.fire("fired", "get", b"b")
+            later = c.version()
+            assert await first is True
+            for f in futs:
+                with pytest.raises(mc.ProtocolError, match=match):
+                    await f
+            tag, err = await c.recv()
+            assert tag == "fired" and isinstance(err, mc.ProtocolError)
+            with pytest.raises(ringline.ConnectionClosed, match="ProtocolError"):
+                await later
+            assert c.closed
+            with pytest.raises(ringline.ConnectionClosed):
+                c.get(b"a")
+    with MemStub() as stub:
+        run(main, stub)
+
+
+def test_close_fails_a_merged_get_not_yet_sent(port):
+    async def main():
+        c = await mc.connect("127.0.0.1", port)
+        futs = [c.get(b"k%d" % i) for i in range(5)]
+        c.fire("f", "get", b"k")
+        await c.close()                   # before the loop flushed the merged get
+        for f in futs:
+            with pytest.raises(ringline.ConnectionClosed):
+                await f
+        tag, err = await c.recv()
+        assert isinstance(err, ringline.ConnectionClosed)
+        assert c.get_lines == 0
+        await asyncio.sleep(0)            # the pre-flush hook finds nothing to send
+    run(main)
 
 
 # ---------------------------------------------------------------------------

@@ -12,6 +12,52 @@ from ringline.memcache._proto import (ClientError, CommandError, Item, MetaResul
                                       check_key, check_value, encode_meta,
                                       encode_storage, meta_flag_tokens)
 
+from ringline.memcache import _proto
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def scanner(request, monkeypatch):
+    """Every parser test runs with the native VALUE scanner and without it."""
+    if request.param == "python":
+        monkeypatch.setattr(_proto, "_scan_values", None)
+    return request.param
+
+
+def test_the_native_scanner_is_used(scanner):
+    p = ResponseParser()
+    calls = []
+    real = _proto._scan_values
+    if real is not None:
+        _proto._scan_values = lambda *a: calls.append(1) or real(*a)
+    try:
+        wire = b"VALUE a 5 1 77\r\nA\r\nVALUE b 0 2\r\nBB\r\nEND\r\n"
+        assert p.parse(wire) == len(wire)
+        assert p.replies == [[(b"a", 5, b"A", 77), (b"b", 0, b"BB", None)]]
+    finally:
+        _proto._scan_values = real
+    assert bool(calls) == (scanner == "native")
+
+
+@pytest.mark.parametrize("wire, items", [
+    # 20-digit cas (u64 max), 32-bit flags max, a key with high bytes, an
+    # empty value: the scanner leaves what it does not take to the Python path
+    (b"VALUE k 0 1 18446744073709551615\r\nv\r\nEND\r\n", [(b"k", 0, b"v", 2**64 - 1)]),
+    (b"VALUE k 4294967295 0\r\n\r\nEND\r\n", [(b"k", 2**32 - 1, b"", None)]),
+    ("VALUE kä 1 2\r\nzz\r\nVALUE x 0 0 0\r\n\r\nEND\r\n".encode(),
+     [("kä".encode(), 1, b"zz", None), (b"x", 0, b"", 0)]),
+])
+def test_value_edge_cases(wire, items):
+    p = ResponseParser()
+    assert p.parse(wire) == len(wire)
+    assert p.replies == [items]
+
+
+def test_value_records_split_by_a_bad_one():
+    p = ResponseParser()
+    with pytest.raises(ProtocolError, match="not followed by CRLF"):
+        p.parse(b"VALUE a 0 1\r\nA\r\nVALUE b 0 1\r\nBBB\r\nEND\r\n")
+
+
 # ---------------------------------------------------------------------------
 # strategies: a reply as (wire bytes, expected parsed reply)
 

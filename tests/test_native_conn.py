@@ -702,3 +702,41 @@ def test_deep_pipeline_of_small_sends_is_gathered():
         finally:
             srv.close()
     run(main())
+
+
+def test_push_hands_queued_bytes_to_the_kernel_before_the_iteration_ends():
+    """send_nowait queues until the end of the iteration; push() sends now:
+    the peer can read the bytes before the coroutine yields to the loop."""
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        conn = await ringline.connect(lsock.getsockname())
+        peer, _ = lsock.accept()
+        peer.settimeout(5)
+        try:
+            conn.send_nowait(b"queued")
+            peer.setblocking(False)
+            with pytest.raises(BlockingIOError):     # not sent yet
+                peer.recv(100)
+            peer.settimeout(5)
+            conn.push()
+            assert peer.recv(100) == b"queued"       # without yielding
+            conn.push()                              # nothing queued: a no-op
+            # a push while a send is in flight leaves the bytes queued behind it
+            conn.send_nowait(b"a")
+            conn.push()
+            conn.send_nowait(b"b")
+            conn.push()
+            await asyncio.sleep(0.05)
+            got = b""
+            while len(got) < 2:
+                got += peer.recv(100)
+            assert got == b"ab"
+            conn.close()
+            with pytest.raises(ringline.ConnectionClosed):
+                conn.push()
+        finally:
+            peer.close()
+            lsock.close()
+    run(main())

@@ -1499,6 +1499,19 @@ cdef class Conn:
         self._live()
         return SendChain(self)
 
+    def push(self):
+        """Hand the queued bytes to the kernel now rather than with the
+        rest of this iteration's submissions (one extra io_uring_enter).
+        For pipelining clients that want the peer working on a first batch
+        while they build the next; a no-op when a send is already in flight
+        (the queued bytes follow it) or nothing is queued."""
+        cdef _ConnSlot s = self._live()
+        if s.busy or not s.wq:
+            return
+        s.flush()
+        if s.busy:
+            s.loop._drv_enter(0, 0)
+
     def shutdown_write(self):
         """Half-close: send FIN once the queued sends are out."""
         cdef _ConnSlot s = self._live()

@@ -517,6 +517,11 @@ class TlsConn:
         except ConnectionError:
             pass
 
+    def push(self) -> None:
+        """Hand the queued (encrypted) bytes to the kernel now: see Conn.push."""
+        self._check_open()
+        self._raw.push()
+
     def shutdown_write(self) -> None:
         """Half-close: queue close_notify, then FIN once the queued sends
         are out. Receiving goes on."""

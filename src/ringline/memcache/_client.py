@@ -55,6 +55,10 @@ _MN = b"mn\r\n"
 # reply headers are parsed from a bytes copy of at most this much of the
 # receive buffer; data blocks beyond it are taken from the buffer directly
 _WINDOW = 65536
+# concurrent single-key gets are merged into one ``get k1 k2 ...`` line of at
+# most this many keys and (about) this many bytes
+_BATCH_KEYS = 1000
+_BATCH_BYTES = 8000
 
 
 def _key(key: Any) -> bytes:
@@ -89,6 +93,16 @@ def _c_get_item(r: Any) -> Any:
         k, f, v, c = r[0]
         return Item(k, v, f, c)
     return _unexpected(r, "gets")
+
+
+def _convert_item(it: Any, kind: int) -> Any:
+    """A merged-get caller's result from its VALUE item (None: a miss)."""
+    if it is None:
+        return None
+    if kind == 0:
+        return it[2]
+    k, f, v, c = it
+    return Item(k, v, f, c if kind == 2 else None)
 
 
 def _c_get_many(r: Any) -> Any:
@@ -212,6 +226,37 @@ class _Fired:
         self.tag = tag
 
 
+# what a merged-get caller wants from its item (see _GetBatch.entries)
+_AS_VALUE = 0        # get: the value or None
+_AS_ITEM = 1         # get_item: Item without cas
+_AS_CAS_ITEM = 2     # gets: Item with cas
+
+
+class _GetBatch:
+    """The single-key gets (get, get_item, gets) queued in a row during one
+    loop iteration: sent as one ``get``/``gets k1 k2 ...`` line, answered by
+    one VALUE... END reply, one FIFO slot.
+
+    `keys` holds the distinct keys in order (a dict used as an ordered set),
+    `entries` one ``(key, kind, target)`` per caller in call order (target: a
+    future or a _Fired), `room` the bytes the line may still grow by, `cas`
+    whether some caller needs cas (then the line is ``gets``)."""
+    __slots__ = ("keys", "entries", "room", "cas")
+
+    def __init__(self) -> None:
+        self.keys: Dict[bytes, None] = {}
+        self.entries: List[Tuple[bytes, int, Any]] = []
+        self.room = _BATCH_BYTES - 7          # "gets " + CRLF
+        self.cas = False
+
+
+def _batch_marker(r: Any) -> Any:    # the FIFO conv of a _GetBatch (never called)
+    raise AssertionError("a merged get is delivered by Client._deliver_batch")
+
+
+_BATCH = _batch_marker
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -228,8 +273,11 @@ class Client:
                  max_value_size: int = DEFAULT_MAX_VALUE,
                  max_in_flight: Optional[int] = None,
                  reply_timeout: Optional[float] = None,
-                 zero_copy: bool = False) -> None:
+                 zero_copy: bool = False, push_gets_at: int = 16) -> None:
+        if push_gets_at.__class__ is not int or push_gets_at < 0:
+            raise ValueError(f"push_gets_at must be an int >= 0, not {push_gets_at!r}")
         self._conn = conn
+        self._push_at = push_gets_at
         self._zero_copy = zero_copy
         self._send = conn.send_nowait
         self._loop = asyncio.get_running_loop()
@@ -244,6 +292,13 @@ class Client:
         self._quiet_open = False
         self._opaque = 0
         self.noreply_errors = 0
+        # merged gets: the batch still open (not sent), the pre-flush hook
+        self._batch: Optional[_GetBatch] = None
+        self._hook_set = False
+        self._at_flush = getattr(self._loop, "_at_flush", None) or self._loop.call_soon
+        self.get_lines = 0                # merged get/gets lines sent
+        self.get_calls = 0                # single-key get calls they carried
+        self.get_pushes = 0               # merged gets sent before the iteration's end
         # fire/recv
         self.max_in_flight = max_in_flight
         self._fired = 0                   # fired and not yet recv()d
@@ -314,15 +369,25 @@ class Client:
 
     def _on_data(self, view: memoryview) -> Any:
         parser = self._parser
-        if self._zero_copy:
-            # headers are parsed from a copy of (at most) a window; values are
-            # slices of the receive buffer itself (with_bytes keeps it alive)
-            pos = parser.parse(bytes(view[:_WINDOW]), 0, view, True)
-        elif len(view) <= _WINDOW:
-            pos = parser.parse(bytes(view))
-        else:
-            # big values are copied once, straight from the receive buffer
-            pos = parser.parse(bytes(view[:_WINDOW]), 0, view)
+        try:
+            if self._zero_copy:
+                # headers are parsed from a copy of (at most) a window; values
+                # are slices of the receive buffer itself (with_bytes keeps it
+                # alive)
+                pos = parser.parse(bytes(view[:_WINDOW]), 0, view, True)
+            elif len(view) <= _WINDOW:
+                pos = parser.parse(bytes(view))
+            else:
+                # big values are copied once, straight from the receive buffer
+                pos = parser.parse(bytes(view[:_WINDOW]), 0, view)
+        except ProtocolError:
+            # the replies complete before the broken one still reach their
+            # callers; the broken one's caller then gets the error
+            replies = parser.replies
+            if replies:
+                parser.replies = []
+                self._dispatch(replies)
+            raise
         replies = parser.replies
         if replies:
             parser.replies = []
@@ -341,6 +406,9 @@ class Client:
                 conv, target = popleft()
             except IndexError:
                 raise ProtocolError(f"unsolicited reply {r!r} (no command pending)") from None
+            if conv is _BATCH:
+                self._deliver_batch(target, r)
+                continue
             if conv.__class__ is _Quiet:
                 pending.appendleft((conv, target))
                 self._dispatch_quiet(r)
@@ -370,6 +438,9 @@ class Client:
             pass
 
     def _deliver(self, conv: Any, target: Any, r: Any) -> None:
+        if conv is _BATCH:
+            self._deliver_batch(target, r)
+            return
         if target.__class__ is _Fired:
             self._deliver_fired(conv, target, r)
             return
@@ -399,6 +470,71 @@ class Client:
             raise
         self._done.append((target.tag, value))
         self._wake_recv()
+
+    def _deliver_batch(self, b: _GetBatch, r: Any) -> None:
+        """Hand a merged get's reply to each of its callers."""
+        entries = b.entries
+        if r.__class__ is not list:
+            if isinstance(r, ReplyError):          # every caller gets the error
+                for _, _, target in entries:
+                    self._put(target, r.__class__(r.line), True)
+                return
+            err = r if isinstance(r, ProtocolError) else ProtocolError(
+                f"unexpected reply {r!r} to {'gets' if b.cas else 'get'}")
+            self._blamed = True
+            for _, _, target in entries:
+                self._put(target, err, True)
+            raise err
+        if len(entries) == 1:
+            key, kind, target = entries[0]
+            if not r:
+                it = None
+            elif len(r) == 1 and r[0][0] == key:
+                it = r[0]
+            else:
+                it = self._bad_batch_reply(b, r)
+            if target.__class__ is not _Fired:
+                if target.done():
+                    return
+                if kind == 0:
+                    target.set_result(it[2] if it is not None else None)
+                    return
+            self._put(target, _convert_item(it, kind), False)
+            return
+        got = {it[0]: it for it in r}
+        if len(got) != len(r) or not got.keys() <= b.keys.keys():
+            self._bad_batch_reply(b, r)
+        get = got.get
+        for key, kind, target in entries:
+            if target.__class__ is not _Fired:
+                if target.done():              # the caller gave up (cancelled)
+                    continue
+                if kind == 0:
+                    it = get(key)
+                    target.set_result(it[2] if it is not None else None)
+                    continue
+            self._put(target, _convert_item(get(key), kind), False)
+
+    def _bad_batch_reply(self, b: _GetBatch, r: List[Any]) -> Any:
+        keys = [it[0] for it in r]
+        err = ProtocolError(f"reply to {'gets' if b.cas else 'get'} "
+                            f"{b' '.join(b.keys)[:80]!r} has VALUE lines for keys "
+                            f"{keys[:10]!r}: not the ones asked for")
+        self._blamed = True
+        for _, _, target in b.entries:
+            self._put(target, err, True)
+        raise err
+
+    def _put(self, target: Any, value: Any, error: bool) -> None:
+        """A result (or with `error` an exception) for a future or a _Fired."""
+        if target.__class__ is _Fired:
+            self._done.append((target.tag, value))
+            self._wake_recv()
+        elif not target.done():
+            if error:
+                target.set_exception(value)
+            else:
+                target.set_result(value)
 
     def _dispatch_quiet(self, r: Any) -> None:
         pending = self._pending
@@ -462,6 +598,7 @@ class Client:
                 self._conn.close()
         except Exception:  # noqa: BLE001 - already closed
             pass
+        self._batch = None                  # failed below with the rest
         pending = self._pending
         self._pending = deque()
         first = not self._blamed     # the head's reply broke: it gets exc itself
@@ -473,6 +610,10 @@ class Client:
             else:
                 err = self._closed_error()
             first = False
+            if conv is _BATCH:                # every caller of a merged get
+                for _, _, t in target.entries:
+                    self._put(t, err, True)
+                continue
             if target.__class__ is _Fired:
                 self._done.append((target.tag, err))
             elif not target.done():
@@ -533,6 +674,8 @@ class Client:
     def _close_quiet_run(self) -> None:
         if self._quiet_open and self._error is None:
             self._quiet_open = False
+            if self._batch is not None:       # (never open during a quiet run)
+                self._flush_batch()
             try:
                 self._send(_MN)
             except Exception as exc:  # noqa: BLE001
@@ -549,6 +692,8 @@ class Client:
 
     def _submit(self, data: Any, conv: Any, value: Any = None) -> asyncio.Future:
         """Send a command expecting a reply; return the future of its result."""
+        if self._batch is not None:
+            self._flush_batch()
         if self._error is not None:
             raise self._closed()
         if self._quiet_open:
@@ -568,6 +713,8 @@ class Client:
         return fut
 
     def _submit_noreply(self, data: Any, value: Any = None) -> asyncio.Future:
+        if self._batch is not None:
+            self._flush_batch()
         if self._error is not None:
             raise self._closed()
         try:
@@ -585,6 +732,8 @@ class Client:
 
     def _submit_quiet(self, data: Any, entry: _Quiet, value: Any = None,
                       target: Any = None) -> Any:
+        if self._batch is not None:
+            self._flush_batch()
         if self._error is not None:
             raise self._closed()
         try:
@@ -601,32 +750,126 @@ class Client:
         self._open_quiet_run()
         return target
 
+    # -- merged gets ------------------------------------------------------------
+
+    def _open_batch(self) -> _GetBatch:
+        """Start a merged get (after sending the one still open): its FIFO
+        slot is taken now, its line is sent when the batch is closed."""
+        if self._batch is not None:
+            self._flush_batch()
+        if self._error is not None:
+            raise self._closed()
+        if self._quiet_open:
+            self._close_quiet_run()
+            if self._error is not None:
+                raise self._closed()
+        b = self._batch = _GetBatch()
+        self._pending.append((_BATCH, b))
+        if not self._hook_set:
+            self._hook_set = True
+            self._at_flush(self._on_flush)
+        if self._watchdog is None and self._reply_timeout is not None:
+            self._arm_watchdog()
+        return b
+
+    def _on_flush(self) -> None:
+        # the loop is about to write this iteration's sends: join them
+        self._hook_set = False
+        if self._batch is not None:
+            self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        """Send the open merged get: every command queued after it follows
+        it on the wire, as in the FIFO."""
+        b = self._batch
+        self._batch = None
+        if b is None or self._error is not None:
+            return
+        self.get_lines += 1
+        self.get_calls += len(b.entries)
+        keys = b.keys
+        if len(keys) == 1:
+            for key in keys:
+                line = (b"gets " if b.cas else b"get ") + key + _CRLF
+        else:
+            line = (b"gets " if b.cas else b"get ") + b" ".join(keys) + _CRLF
+        try:
+            self._send(line)
+        except Exception as exc:  # noqa: BLE001 - the conn dropped under us
+            self._fail(exc)
+
+    def _get1(self, key: bytes, kind: int, target: Any) -> Any:
+        """Add a single-key get (of `kind`) to the open merged get."""
+        b = self._batch
+        if b is None:
+            b = self._open_batch()
+        keys = b.keys
+        if key not in keys:
+            room = b.room - len(key) - 1
+            if room < 0 or len(keys) >= _BATCH_KEYS:
+                b = self._open_batch()
+                keys = b.keys
+                room = b.room - len(key) - 1
+            keys[key] = None
+            b.room = room
+        if kind == 2:
+            b.cas = True
+        if target is None:
+            target = self._new_future()
+        entries = b.entries
+        entries.append((key, kind, target))
+        if len(entries) == self._push_at:
+            self._push_batch()
+        return target
+
+    def _push_batch(self) -> None:
+        # a full batch goes to the kernel at once: memcached works on it while
+        # the callers of the next batch run (double buffering)
+        self._flush_batch()
+        if self._error is None:
+            self.get_pushes += 1
+            try:
+                self._conn.push()
+            except Exception as exc:  # noqa: BLE001 - the conn dropped under us
+                self._fail(exc)
+
     # -- classic commands -----------------------------------------------------
 
     def get(self, key: Key) -> "asyncio.Future[Optional[bytes]]":
-        """The value of `key`, or None on a miss."""
+        """The value of `key`, or None on a miss.
+
+        Gets issued one after another during one loop iteration (from any
+        number of tasks) go out as one ``get k1 k2 ...`` line."""
         if key.__class__ is not bytes or not 0 < len(key) <= MAX_KEY_LENGTH \
                 or _bad_key_byte(key) is not None:
             key = check_key(key)
-        if self._error is not None or self._quiet_open:
-            return self._submit(b"get " + key + _CRLF, _c_get)
-        try:
-            self._send(b"get " + key + _CRLF)
-        except Exception:  # noqa: BLE001
-            return self._submit(b"get " + key + _CRLF, _c_get)
+        b = self._batch
+        if b is None:
+            b = self._open_batch()
+        keys = b.keys
+        if key not in keys:
+            room = b.room - len(key) - 1
+            if room < 0 or len(keys) >= _BATCH_KEYS:
+                b = self._open_batch()
+                keys = b.keys
+                room = b.room - len(key) - 1
+            keys[key] = None
+            b.room = room
         fut = self._new_future()
-        self._pending.append((_c_get, fut))
-        if self._reply_timeout is not None and self._watchdog is None:
-            self._arm_watchdog()
+        entries = b.entries
+        entries.append((key, 0, fut))
+        if len(entries) == self._push_at:
+            self._push_batch()
         return fut
 
     def get_item(self, key: Key) -> "asyncio.Future[Optional[Item]]":
-        """`Item` (value, flags) of `key`, or None on a miss."""
-        return self._submit(b"get " + _key(key) + _CRLF, _c_get_item)
+        """`Item` (value, flags) of `key`, or None on a miss (merged like get)."""
+        return self._get1(_key(key), 1, None)
 
     def gets(self, key: Key) -> "asyncio.Future[Optional[Item]]":
-        """`Item` (value, flags, cas) of `key`, or None on a miss."""
-        return self._submit(b"gets " + _key(key) + _CRLF, _c_get_item)
+        """`Item` (value, flags, cas) of `key`, or None on a miss (merged
+        like get: the merged line is then ``gets``)."""
+        return self._get1(_key(key), 2, None)
 
     def get_many(self, keys: Iterable[Key]) -> "asyncio.Future[Dict[bytes, bytes]]":
         """``{key: value}`` for the keys that hit (one ``get`` line)."""
@@ -670,6 +913,8 @@ class Client:
             return self._submit_noreply(b"%b %b %d %d %d noreply\r\n"
                                         % (cmd, key, flags, exptime, n), value)
         head = b"%b %b %d %d %d\r\n" % (cmd, key, flags, exptime, n)
+        if self._batch is not None:
+            self._flush_batch()
         if n < _BIG_VALUE and value.__class__ is bytes and self._error is None \
                 and not self._quiet_open:
             try:
@@ -841,6 +1086,8 @@ class Client:
     # -- fire / recv ------------------------------------------------------------
 
     def _submit_fired(self, data: Any, conv: Any, target: _Fired, value: Any = None) -> _Fired:
+        if self._batch is not None:
+            self._flush_batch()
         if self._error is not None:
             raise self._closed()
         if self._quiet_open:
@@ -960,9 +1207,9 @@ def _fire_ms(c: Client, target: _Fired, key: Key, value: Any, *flags: Any) -> An
 
 
 _FIRE_BUILDERS: Dict[str, Callable[..., Any]] = {
-    "get": _fire_simple(_c_get, lambda key: b"get " + _key(key) + _CRLF),
-    "get_item": _fire_simple(_c_get_item, lambda key: b"get " + _key(key) + _CRLF),
-    "gets": _fire_simple(_c_get_item, lambda key: b"gets " + _key(key) + _CRLF),
+    "get": lambda c, target, key: c._get1(_key(key), 0, target),
+    "get_item": lambda c, target, key: c._get1(_key(key), 1, target),
+    "gets": lambda c, target, key: c._get1(_key(key), 2, target),
     "get_many": _fire_simple(_c_get_many,
                              lambda keys: b"get " + b" ".join(_key(k) for k in keys) + _CRLF),
     "gets_many": _fire_simple(_c_gets_many,
@@ -1005,7 +1252,8 @@ def _split_addr(host: Any, port: Optional[int]) -> Tuple[str, int]:
 async def _open(host: Any, port: Optional[int], *, timeout: Optional[float] = None,
                 ssl: Any = None, server_hostname: Optional[str] = None,
                 max_value_size: int = DEFAULT_MAX_VALUE, max_in_flight: Optional[int] = None,
-                reply_timeout: Optional[float] = None, zero_copy: bool = False) -> Client:
+                reply_timeout: Optional[float] = None, zero_copy: bool = False,
+                push_gets_at: int = 16) -> Client:
     from .. import _native
     addr = _split_addr(host, port)
     if ssl is not None and ssl is not False:
@@ -1018,7 +1266,7 @@ async def _open(host: Any, port: Optional[int], *, timeout: Optional[float] = No
         conn = await _native.connect(addr, timeout=timeout)
     return Client(conn, address=addr, max_value_size=max_value_size,
                   max_in_flight=max_in_flight, reply_timeout=reply_timeout,
-                  zero_copy=zero_copy)
+                  zero_copy=zero_copy, push_gets_at=push_gets_at)
 
 
 class _Connecting:
@@ -1046,7 +1294,8 @@ def connect(host: Any = "127.0.0.1", port: Optional[int] = None, *,
             timeout: Optional[float] = None, ssl: Any = None,
             server_hostname: Optional[str] = None,
             max_value_size: int = DEFAULT_MAX_VALUE, max_in_flight: Optional[int] = None,
-            reply_timeout: Optional[float] = None, zero_copy: bool = False) -> _Connecting:
+            reply_timeout: Optional[float] = None, zero_copy: bool = False,
+            push_gets_at: int = 16) -> _Connecting:
     """Connect to memcached: ``client = await connect(host, port)`` or
     ``async with connect(host, port) as client``.
 
@@ -1058,9 +1307,13 @@ def connect(host: Any = "127.0.0.1", port: Optional[int] = None, *,
     connection when commands are pending and no reply came for that long.
     `zero_copy`: values in replies are read-only memoryviews of the receive
     buffer (`conn.with_bytes`) instead of bytes copies.
+    `push_gets_at`: concurrent single-key gets are merged into one ``get k1
+    k2 ...`` line per loop iteration; a line that reaches this many callers
+    is handed to the kernel at once, so memcached works on it while the next
+    one is built (0: merged lines go out only at the end of the iteration).
     Needs a running ringline event loop.
     """
     return _Connecting(_open(host, port, timeout=timeout, ssl=ssl,
                              server_hostname=server_hostname, max_value_size=max_value_size,
                              max_in_flight=max_in_flight, reply_timeout=reply_timeout,
-                             zero_copy=zero_copy))
+                             zero_copy=zero_copy, push_gets_at=push_gets_at))
