@@ -726,7 +726,7 @@ def _keys_of(line):
 
 def test_50_concurrent_gets_go_out_as_one_get_line():
     async def main(stub):
-        async with mc.connect("127.0.0.1", stub.port, push_gets_at=0) as c:
+        async with mc.connect("127.0.0.1", stub.port, push_at=0) as c:
             await asyncio.gather(*(c.set(b"k%d" % i, b"value %d" % i, flags=i)
                                    for i in range(20)))
             # 50 tasks, each one get; they all run in the same loop iteration.
@@ -791,7 +791,7 @@ def test_merged_gets_keep_fifo_order_with_interleaved_commands():
 
 def test_merged_gets_against_memcached(port):
     async def main():
-        async with mc.connect("127.0.0.1", port, push_gets_at=0) as c:
+        async with mc.connect("127.0.0.1", port, push_at=0) as c:
             await asyncio.gather(*(c.set(b"key:%d" % i, b"v%d" % i) for i in range(30)))
             lines0, calls0 = c.get_lines, c.get_calls
 
@@ -816,7 +816,7 @@ def test_merged_gets_against_memcached(port):
 
 def test_merged_get_lines_are_capped():
     async def main(stub):
-        async with mc.connect("127.0.0.1", stub.port, push_gets_at=0) as c:
+        async with mc.connect("127.0.0.1", stub.port, push_at=0) as c:
             long_keys = [b"%s%04d" % (b"x" * 40, i) for i in range(600)]     # 44 bytes
             short_keys = [b"s%d" % i for i in range(1500)]                   # <= 5 bytes
             for k in long_keys[::7] + short_keys[::7]:
@@ -837,34 +837,41 @@ def test_merged_get_lines_are_capped():
         run(main, stub)
 
 
-def test_full_merged_gets_are_pushed_at_once(port):
-    """With the default push_gets_at=16, a merged get that reaches 16 callers
-    goes to the kernel at once (Conn.push): 50 gets make lines of 16, 16, 16
-    and 2 callers, and every caller still gets its own value, in order."""
+def test_full_runs_are_pushed_at_once(port):
+    """With the default push_at=16, 16 commands queued in one iteration go
+    to the kernel at once (Conn.push): 50 gets make merged lines of 16, 16,
+    16 and 2 callers, 40 sets three pushes of 16, and every caller still gets
+    its own result, in order."""
     async def main():
         async with mc.connect("127.0.0.1", port) as c:
             await asyncio.gather(*(c.set(b"p:%d" % i, b"v%d" % i) for i in range(50)))
-            lines0, calls0, pushes0 = c.get_lines, c.get_calls, c.get_pushes
+            lines0, calls0, pushes0 = c.get_lines, c.get_calls, c.pushes
 
             async def one(i):
                 return await c.get(b"p:%d" % i)
             got = await asyncio.gather(*(one(i) for i in range(50)))
             assert got == [b"v%d" % i for i in range(50)]
             assert c.get_lines - lines0 == 4 and c.get_calls - calls0 == 50
-            assert c.get_pushes - pushes0 == 3
+            assert c.pushes - pushes0 == 3
             # fired gets are pushed the same way
             for i in range(40):
                 c.fire(i, "get", b"p:%d" % i)
             assert [await c.recv() for _ in range(40)] == [(i, b"v%d" % i) for i in range(40)]
-            assert c.get_pushes - pushes0 == 5 and c.pending == 0
+            assert c.pushes - pushes0 == 5 and c.pending == 0
+            stored = await asyncio.gather(*(c.set(b"q:%d" % i, b"w") for i in range(40)))
+            assert stored == [True] * 40 and c.pushes - pushes0 == 7
+            # a run spread over iterations is not pushed: the count restarts
+            for i in range(10):
+                assert await c.set(b"r", b"%d" % i) is True
+            assert c.pushes - pushes0 == 7 and await c.get(b"r") == b"9"
     run(main)
 
 
-def test_push_gets_at_is_validated():
+def test_push_at_is_validated():
     async def main():
         for bad in (-1, 1.5, "16", None):
-            with pytest.raises(ValueError, match="push_gets_at"):
-                mc.Client(object(), push_gets_at=bad)
+            with pytest.raises(ValueError, match="push_at"):
+                mc.Client(object(), push_at=bad)
     run(main)
 
 

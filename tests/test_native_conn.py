@@ -740,3 +740,197 @@ def test_push_hands_queued_bytes_to_the_kernel_before_the_iteration_ends():
             peer.close()
             lsock.close()
     run(main())
+
+
+class _CountingAwait:
+    """Wraps an awaitable and counts how often its task resumed it."""
+
+    def __init__(self, aw):
+        self.it = aw.__await__()
+        self.resumes = 0
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.send(None)
+
+    def send(self, value):
+        self.resumes += 1
+        return self.it.send(value)
+
+    def throw(self, *exc):
+        self.resumes += 1
+        return self.it.throw(*exc)
+
+
+def _echo_peer(port, messages, expect):
+    """A blocking client thread: send each message, read the echo back."""
+    import threading
+    out = {}
+
+    def run_peer():
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            got = b""
+            for m in messages:
+                s.sendall(m)
+                want = len(got) + expect(m)
+                while len(got) < want:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+            out["got"] = got
+    t = threading.Thread(target=run_peer, daemon=True)
+    t.start()
+    return t, out
+
+
+def test_on_data_runs_fn_per_arrival_without_resuming_the_task():
+    async def main():
+        calls = []
+        result = {}
+
+        async def handler(conn):
+            send = conn.send_nowait
+
+            def fn(view):
+                calls.append(len(view))
+                send(bytes(view))
+                return len(view)
+            w = _CountingAwait(conn.on_data(fn))
+            result["total"] = await w
+            result["resumes"] = w.resumes
+        srv = NativeServer(handler)
+        messages = [b"m%03d" % i * 10 for i in range(50)]
+        t, out = _echo_peer(srv.port, messages, len)
+        while t.is_alive():
+            await asyncio.sleep(0.01)
+        for _ in range(200):
+            if "total" in result:
+                break
+            await asyncio.sleep(0.01)
+        srv.close()
+        assert not srv.errors
+        assert out["got"] == b"".join(messages)
+        assert result["total"] == sum(map(len, messages)) == sum(calls)
+        assert len(calls) >= 50 // 2                # one call per arrival
+        assert result["resumes"] <= 3               # start, (a park,) the EOF
+    run(main())
+
+
+def test_on_data_need_at_least_and_partial_consumption():
+    async def main():
+        frames = []
+        result = {}
+
+        async def handler(conn):
+            def fn(view):
+                if len(view) < 4:
+                    return ringline.need_at_least(4)
+                n = struct.unpack_from(">I", view)[0]
+                if len(view) < 4 + n:
+                    return ringline.need_at_least(4 + n)
+                frames.append(bytes(view[4:4 + n]))
+                conn.send_nowait(b"ok")
+                return 4 + n                        # one frame per call
+            result["total"] = await conn.on_data(fn)
+        srv = NativeServer(handler)
+        payloads = [b"x" * n for n in (0, 1, 100, 70000, 3)]
+        wire = [struct.pack(">I", len(p)) + p for p in payloads]
+        # two frames in one write and one frame split over two writes
+        chunks = [wire[0] + wire[1], wire[2][:5], wire[2][5:], wire[3], wire[4]]
+        t, out = _echo_peer(srv.port, chunks, lambda c: 2 * sum(1 for w in wire if w in c)
+                            if c != wire[2][:5] else 0)
+        while t.is_alive():
+            await asyncio.sleep(0.01)
+        for _ in range(200):
+            if "total" in result:
+                break
+            await asyncio.sleep(0.01)
+        srv.close()
+        assert not srv.errors
+        assert frames == payloads
+        assert result["total"] == sum(map(len, wire))
+    run(main())
+
+
+def test_on_data_ends_with_fn_exception_or_close():
+    async def main():
+        seen = {}
+
+        async def raising(conn):
+            def fn(view):
+                if b"boom" in bytes(view):
+                    raise ValueError("bad frame")
+                return len(view)
+            try:
+                await conn.on_data(fn)
+            except ValueError as exc:
+                seen["raised"] = str(exc)
+
+        async def closing(conn):
+            def fn(view):
+                conn.send_nowait(b"bye")
+                conn.close()
+                return len(view)
+            seen["closed_total"] = await conn.on_data(fn)
+
+        for handler, msg in ((raising, b"fine"), (closing, b"hello")):
+            srv = NativeServer(handler)
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+                s.sendall(msg)
+                if handler is raising:
+                    await asyncio.sleep(0.05)
+                    s.sendall(b"boom")
+                else:
+                    got = b""
+                    while True:
+                        await asyncio.sleep(0.01)
+                        s.setblocking(False)
+                        try:
+                            chunk = s.recv(100)
+                        except BlockingIOError:
+                            continue
+                        if not chunk:
+                            break
+                        got += chunk
+                    assert got == b"bye"
+                for _ in range(300):
+                    if ("raised" if handler is raising else "closed_total") in seen:
+                        break
+                    await asyncio.sleep(0.01)
+            srv.close()
+        assert seen["raised"] == "bad frame"
+        assert seen["closed_total"] == 5
+    run(main())
+
+
+def test_on_data_can_be_cancelled_and_refuses_a_second_reader():
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        conn = await ringline.connect(lsock.getsockname())
+        peer, _ = lsock.accept()
+        try:
+            task = asyncio.ensure_future(conn.on_data(len))
+            await asyncio.sleep(0.01)
+            with pytest.raises(RuntimeError, match="already waiting"):
+                await conn.with_data(len)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # the connection is still usable by a new reader
+            peer.sendall(b"after")
+            assert await conn.with_data(len) == 5
+            conn.close()
+            with pytest.raises(ringline.ConnectionClosed):
+                conn.on_data(len)
+        finally:
+            peer.close()
+            lsock.close()
+    run(main())

@@ -424,6 +424,8 @@ cdef class _ReadWait:
     cdef object cb_ctx
     cdef object exc        # raised by result() (cancellation)
     cdef bint parked
+    cdef bint each         # on_data(): fn runs on every arrival, inside the completion
+    cdef Py_ssize_t total  # on_data(): bytes consumed so far
 
     def __await__(self):
         return self
@@ -516,6 +518,40 @@ cdef class _ReadWait:
             slot.loop.call_soon(cb, self, context=ctx)
         return True
 
+    cdef int _pump(self) except -1:
+        # on_data(): bytes arrived for a parked reader. fn consumes them right
+        # here in the completion, without resuming the task; the task is
+        # woken only to finish (EOF, a closed connection, an error from fn).
+        cdef Conn h = self.handle
+        cdef _ConnSlot slot = h.slot
+        cdef Py_ssize_t r
+        ctx = self.cb_ctx
+        if ctx is not None:
+            PyContext_Enter(ctx)
+        try:
+            while True:
+                if slot.gen != h.gen or (slot.state != _S_OPEN and slot.error is None):
+                    break                       # closed by the handler: done
+                r = slot._try_consume(self.fn, False, h)
+                if r > 0:
+                    self.total += r
+                    continue
+                if r < 0:
+                    return 0                    # wait for more, still parked
+                break                           # EOF
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self.exc = exc
+        finally:
+            if ctx is not None:
+                PyContext_Exit(ctx)
+        self.parked = False
+        if slot.reader is self:
+            slot.reader = None
+        self._wake(True)
+        return 0
+
     cdef int _wake(self, bint direct) except -1:
         # called by the slot when data (or EOF, or an error) arrived. direct:
         # from a completion (no task is running): step the task right here;
@@ -562,12 +598,28 @@ cdef int _readwait_step(object obj, PyObject **out) except -1:
         self.parked = False
         if slot.reader is self:
             slot.reader = None
-    r = slot._try_consume(self.fn, self.keep, h)
-    if r >= 0:
-        res = PyLong_FromSsize_t(r)
-        Py_INCREF(res)
-        out[0] = <PyObject*>res
-        return 1
+    if self.each:
+        while True:
+            if slot.gen != h.gen or (slot.state != _S_OPEN and slot.error is None):
+                r = 0                           # closed by the handler: done
+            else:
+                r = slot._try_consume(self.fn, False, h)
+            if r > 0:
+                self.total += r
+                continue
+            if r == 0:
+                res = PyLong_FromSsize_t(self.total)
+                Py_INCREF(res)
+                out[0] = <PyObject*>res
+                return 1
+            break
+    else:
+        r = slot._try_consume(self.fn, self.keep, h)
+        if r >= 0:
+            res = PyLong_FromSsize_t(r)
+            Py_INCREF(res)
+            out[0] = <PyObject*>res
+            return 1
     if slot.reader is not None and slot.reader is not self:
         raise RuntimeError('another task is already waiting for data on this connection')
     slot.reader = self
@@ -715,7 +767,10 @@ cdef class _ConnSlot(_Flushable):
             self._arm_recv()
         if self.reader is not None:
             if self.eof or self.end - self.start >= self.want or self.state != _S_OPEN:
-                self.reader._wake(True)
+                if self.reader.each:
+                    self.reader._pump()
+                else:
+                    self.reader._wake(True)
         self._maybe_recycle()
         return 0
 
@@ -1428,6 +1483,21 @@ cdef class Conn:
         w.handle = self
         w.fn = fn
         w.keep = True
+        return w
+
+    def on_data(self, fn):
+        """Awaitable: call fn(view) every time bytes arrive, as with_data
+        does, until EOF; resolves to the total consumed. fn runs straight
+        from the receive completion, without resuming the awaiting task, so
+        a connection that only reacts to what it receives (an echo, a
+        request/response server that answers from fn) costs no task switch
+        per message. It ends at EOF, when fn closes the connection, or with
+        the exception fn raised (or the connection's error)."""
+        self._live()
+        cdef _ReadWait w = _ReadWait.__new__(_ReadWait)
+        w.handle = self
+        w.fn = fn
+        w.each = True
         return w
 
     def try_with_data(self, fn):

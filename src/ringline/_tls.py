@@ -375,6 +375,18 @@ class TlsConn:
         valid for as long as the caller keeps them."""
         return await self._read(fn, True)
 
+    async def on_data(self, fn: Callable[[memoryview], Any]) -> int:
+        """Call fn on every arrival of plaintext until EOF (see Conn.on_data);
+        the total consumed. Over TLS the task resumes per record decrypted."""
+        total = 0
+        while True:
+            if self._closed and self._error is None:
+                return total                 # closed by fn
+            n = await self._read(fn, False)
+            if n == 0:
+                return total
+            total += n
+
     def try_with_data(self, fn: Callable[[memoryview], Any]) -> int:
         """Run fn over the plaintext available now, never waiting; 0 when
         nothing was consumed (also at the end of the stream)."""

@@ -7,7 +7,8 @@ in ``--out``).  Progress goes to stderr.
 Presets (explicit options override them):
 
 ``--quick``  about two minutes with three loops: protocol, streams, http and
-             the native API echo (ringline loops only)
+             the native API echo, as on_data callbacks and as a with_data
+             task loop (ringline loops only)
              at 10 and 100 connections, 1 KiB, 5 rounds of 0.7 s, plus the
              micro-benchmarks (3 rounds, short), plus the client workloads
              (3 rounds of 1 s, about 3.5 minutes).
@@ -52,7 +53,7 @@ PRESETS: dict[str, dict] = {
                     rounds=5, duration=2.0, warmup=1.0, lead_in=0.3,
                     micro_rounds=5, micro_time=0.2, validate=False, verify=False,
                     clients=False),
-    "quick": dict(workloads=["protocol", "streams", "http", "native"], conns=[10, 100],
+    "quick": dict(workloads=["protocol", "streams", "http", "native", "native-task"], conns=[10, 100],
                   sizes=[1024], rounds=5, duration=0.7, warmup=0.7, lead_in=0.2,
                   micro_rounds=3, micro_time=0.05, validate=False, verify=False,
                   clients=True),

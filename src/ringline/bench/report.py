@@ -160,13 +160,13 @@ def cpu_table(results: dict) -> str:
 
 
 def native_table(results: dict) -> str:
-    """The native API's echo (ringline's ``native`` workload) against each
-    other loop's asyncio.Protocol echo, cell by cell."""
+    """The native API's echo (ringline's ``native`` and ``native-task``
+    workloads) against each loop's asyncio.Protocol echo, cell by cell."""
     cells = {(c["workload"], c["conns"], c["size"]): c for c in results["cells"]}
-    others = [l for l in _loops(results) if not l.startswith("ringline")]
+    others = [l for l in _loops(results) if not l.startswith("ringline")] + ["ringline"]
     rows = []
     for (workload, conns, size), cell in cells.items():
-        if workload != "native":
+        if workload not in ("native", "native-task"):
             continue
         proto = cells.get(("protocol", conns, size))
         if not proto:
@@ -179,7 +179,9 @@ def native_table(results: dict) -> str:
             for other in others:
                 theirs = _median_of(proto["loops"].get(other), "rps")
                 theirs_cpu = _median_of(proto["loops"].get(other), "cpu_s_per_mreq")
-                rows.append([str(conns), format_size(size), f"{subject} native",
+                if theirs is None:
+                    continue
+                rows.append([str(conns), format_size(size), f"{subject} {workload}",
                              f"{other} protocol", fmt_rate(mine), fmt_rate(theirs),
                              _ratio(mine, theirs), _ratio(mine_cpu, theirs_cpu)])
     if not rows:
@@ -513,7 +515,7 @@ def render(results: dict) -> str:
             "### Server CPU per million requests (lower is better)", cpu_table(results)]
     native = native_table(results)
     if native:
-        parts += ["### Native API echo vs the other loops' asyncio.Protocol echo", native]
+        parts += ["### Native API echo vs each loop's asyncio.Protocol echo", native]
     unavailable = [f"{name}: {info.get('error')}" for name, info in results["loops"].items()
                    if not info.get("available")]
     if unavailable:

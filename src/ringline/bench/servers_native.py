@@ -2,7 +2,10 @@
 
 The server is what a ``ringline.Handler`` runs in a worker: a multishot
 accept (``ringline._native.Listener``) turning each accepted fd into a
-``Conn`` whose task echoes with ``with_data`` + ``send_nowait``. One process,
+``Conn`` whose task echoes with ``on_data`` + ``send_nowait`` (the callback
+runs straight from each receive completion; the task only waits for EOF).
+Workload ``native-task`` is the same echo written as a ``with_data`` loop,
+which resumes the task for every message. One process,
 pinned like every other server of the harness, so the numbers compare with
 the Protocol echo of the other loops. Runs only on ringline's loops.
 """
@@ -22,6 +25,21 @@ async def _echo(conn) -> None:
         return len(view)
 
     try:
+        await conn.on_data(on_data)
+    except ConnectionError:
+        pass
+    finally:
+        conn.close()
+
+
+async def _echo_task(conn) -> None:
+    send = conn.send_nowait
+
+    def on_data(view) -> int:
+        send(bytes(view))
+        return len(view)
+
+    try:
         while await conn.with_data(on_data):
             pass
     except ConnectionError:
@@ -31,9 +49,10 @@ async def _echo(conn) -> None:
 
 
 class _NativeServer:
-    def __init__(self, loop, sock: socket.socket) -> None:
+    def __init__(self, loop, sock: socket.socket, handler) -> None:
         from ringline import _native
         self._loop = loop
+        self._handler = handler
         self._family = sock.family
         self._tasks: set = set()
         self._adopt = _native.adopt_fd
@@ -41,7 +60,7 @@ class _NativeServer:
 
     def _on_fd(self, fd: int) -> None:
         conn = self._adopt(self._loop, fd, self._family)
-        task = self._loop.create_task(_echo(conn))
+        task = self._loop.create_task(self._handler(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -50,9 +69,17 @@ class _NativeServer:
 
 
 async def _start_native(sock: socket.socket):
-    return _NativeServer(asyncio.get_running_loop(), sock)
+    return _NativeServer(asyncio.get_running_loop(), sock, _echo)
+
+
+async def _start_native_task(sock: socket.socket):
+    return _NativeServer(asyncio.get_running_loop(), sock, _echo_task)
 
 
 register_workload(Workload("native", "echo", _start_native,
-                           "echo, ringline native API (Conn.with_data + send_nowait)",
+                           "echo, ringline native API (Conn.on_data + send_nowait)",
+                           loops=("ringline", "ringline-poll")))
+register_workload(Workload("native-task", "echo", _start_native_task,
+                           "echo, ringline native API as a task loop (Conn.with_data + "
+                           "send_nowait)",
                            loops=("ringline", "ringline-poll")))

@@ -273,11 +273,11 @@ class Client:
                  max_value_size: int = DEFAULT_MAX_VALUE,
                  max_in_flight: Optional[int] = None,
                  reply_timeout: Optional[float] = None,
-                 zero_copy: bool = False, push_gets_at: int = 16) -> None:
-        if push_gets_at.__class__ is not int or push_gets_at < 0:
-            raise ValueError(f"push_gets_at must be an int >= 0, not {push_gets_at!r}")
+                 zero_copy: bool = False, push_at: int = 16) -> None:
+        if push_at.__class__ is not int or push_at < 0:
+            raise ValueError(f"push_at must be an int >= 0, not {push_at!r}")
         self._conn = conn
-        self._push_at = push_gets_at
+        self._push_at = push_at
         self._zero_copy = zero_copy
         self._send = conn.send_nowait
         self._loop = asyncio.get_running_loop()
@@ -298,7 +298,8 @@ class Client:
         self._at_flush = getattr(self._loop, "_at_flush", None) or self._loop.call_soon
         self.get_lines = 0                # merged get/gets lines sent
         self.get_calls = 0                # single-key get calls they carried
-        self.get_pushes = 0               # merged gets sent before the iteration's end
+        self.pushes = 0                   # runs handed to the kernel before the iteration's end
+        self._run = 0                     # commands queued since the last push / iteration end
         # fire/recv
         self.max_in_flight = max_in_flight
         self._fired = 0                   # fired and not yet recv()d
@@ -710,6 +711,7 @@ class Client:
         self._pending.append((conv, fut))
         if self._watchdog is None and self._reply_timeout is not None:
             self._arm_watchdog()
+        self._count()
         return fut
 
     def _submit_noreply(self, data: Any, value: Any = None) -> asyncio.Future:
@@ -775,6 +777,7 @@ class Client:
     def _on_flush(self) -> None:
         # the loop is about to write this iteration's sends: join them
         self._hook_set = False
+        self._run = 0
         if self._batch is not None:
             self._flush_batch()
 
@@ -816,18 +819,30 @@ class Client:
             b.cas = True
         if target is None:
             target = self._new_future()
-        entries = b.entries
-        entries.append((key, kind, target))
-        if len(entries) == self._push_at:
-            self._push_batch()
+        b.entries.append((key, kind, target))
+        self._count()
         return target
 
-    def _push_batch(self) -> None:
-        # a full batch goes to the kernel at once: memcached works on it while
-        # the callers of the next batch run (double buffering)
-        self._flush_batch()
+    def _count(self) -> None:
+        """One more command queued in this iteration; a full run is pushed."""
+        run = self._run + 1
+        if run == self._push_at:
+            self._push_run()
+            return
+        self._run = run
+        if run == 1 and not self._hook_set:
+            self._hook_set = True
+            self._at_flush(self._on_flush)
+
+    def _push_run(self) -> None:
+        # push_at commands queued in this iteration go to the kernel at once:
+        # memcached works on them while the callers of the next run execute
+        # (double buffering); the rest go with the iteration's submissions
+        self._run = 0
+        if self._batch is not None:
+            self._flush_batch()
         if self._error is None:
-            self.get_pushes += 1
+            self.pushes += 1
             try:
                 self._conn.push()
             except Exception as exc:  # noqa: BLE001 - the conn dropped under us
@@ -856,10 +871,12 @@ class Client:
             keys[key] = None
             b.room = room
         fut = self._new_future()
-        entries = b.entries
-        entries.append((key, 0, fut))
-        if len(entries) == self._push_at:
-            self._push_batch()
+        b.entries.append((key, 0, fut))
+        run = self._run + 1
+        if run == self._push_at:
+            self._push_run()
+        else:
+            self._run = run
         return fut
 
     def get_item(self, key: Key) -> "asyncio.Future[Optional[Item]]":
@@ -925,6 +942,7 @@ class Client:
             self._pending.append((_c_stored, fut))
             if self._reply_timeout is not None and self._watchdog is None:
                 self._arm_watchdog()
+            self._count()
             return fut
         return self._submit(head, _c_stored, value)
 
@@ -1253,7 +1271,7 @@ async def _open(host: Any, port: Optional[int], *, timeout: Optional[float] = No
                 ssl: Any = None, server_hostname: Optional[str] = None,
                 max_value_size: int = DEFAULT_MAX_VALUE, max_in_flight: Optional[int] = None,
                 reply_timeout: Optional[float] = None, zero_copy: bool = False,
-                push_gets_at: int = 16) -> Client:
+                push_at: int = 16) -> Client:
     from .. import _native
     addr = _split_addr(host, port)
     if ssl is not None and ssl is not False:
@@ -1266,7 +1284,7 @@ async def _open(host: Any, port: Optional[int], *, timeout: Optional[float] = No
         conn = await _native.connect(addr, timeout=timeout)
     return Client(conn, address=addr, max_value_size=max_value_size,
                   max_in_flight=max_in_flight, reply_timeout=reply_timeout,
-                  zero_copy=zero_copy, push_gets_at=push_gets_at)
+                  zero_copy=zero_copy, push_at=push_at)
 
 
 class _Connecting:
@@ -1295,7 +1313,7 @@ def connect(host: Any = "127.0.0.1", port: Optional[int] = None, *,
             server_hostname: Optional[str] = None,
             max_value_size: int = DEFAULT_MAX_VALUE, max_in_flight: Optional[int] = None,
             reply_timeout: Optional[float] = None, zero_copy: bool = False,
-            push_gets_at: int = 16) -> _Connecting:
+            push_at: int = 16) -> _Connecting:
     """Connect to memcached: ``client = await connect(host, port)`` or
     ``async with connect(host, port) as client``.
 
@@ -1307,13 +1325,13 @@ def connect(host: Any = "127.0.0.1", port: Optional[int] = None, *,
     connection when commands are pending and no reply came for that long.
     `zero_copy`: values in replies are read-only memoryviews of the receive
     buffer (`conn.with_bytes`) instead of bytes copies.
-    `push_gets_at`: concurrent single-key gets are merged into one ``get k1
-    k2 ...`` line per loop iteration; a line that reaches this many callers
-    is handed to the kernel at once, so memcached works on it while the next
-    one is built (0: merged lines go out only at the end of the iteration).
+    `push_at`: when this many commands (a merged get counts each caller)
+    were queued in one loop iteration, they are handed to the kernel at once,
+    so memcached works on them while the next ones are built (0: everything
+    goes out at the end of the iteration).
     Needs a running ringline event loop.
     """
     return _Connecting(_open(host, port, timeout=timeout, ssl=ssl,
                              server_hostname=server_hostname, max_value_size=max_value_size,
                              max_in_flight=max_in_flight, reply_timeout=reply_timeout,
-                             zero_copy=zero_copy, push_gets_at=push_gets_at))
+                             zero_copy=zero_copy, push_at=push_at))
