@@ -934,3 +934,47 @@ def test_on_data_can_be_cancelled_and_refuses_a_second_reader():
             peer.close()
             lsock.close()
     run(main())
+
+
+def test_drain_waits_until_everything_queued_is_sent():
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        _native.configure(asyncio.get_running_loop(), max_send_queue=256 << 20,
+                          send_pool_limit=512 << 20)
+        conn = await ringline.connect(lsock.getsockname())
+        peer, _ = lsock.accept()
+        try:
+            assert (await conn.drain()) is None              # nothing queued: at once
+            conn.send_nowait(b"x" * 100)
+            await asyncio.wait_for(conn.drain(), 5)          # small: out soon
+            # more than the socket buffers hold while the peer does not read
+            big = b"y" * (32 << 20)
+            conn.send_nowait(big)
+            d = conn.drain()
+            await asyncio.sleep(0.2)
+            assert not d.done()
+            got = 0
+            peer.setblocking(False)
+            while got < len(big) + 100 and not d.done():
+                try:
+                    got += len(peer.recv(1 << 20))
+                except BlockingIOError:
+                    pass
+                await asyncio.sleep(0)
+            assert (await asyncio.wait_for(d, 10)) is None
+            assert conn.send_queue_bytes == 0
+            # a drop fails a pending drain with the connection's error
+            conn.send_nowait(big)
+            d = conn.drain()
+            await asyncio.sleep(0.05)
+            conn.abort()
+            with pytest.raises(ringline.ConnectionClosed):
+                await asyncio.wait_for(d, 5)
+            with pytest.raises(ringline.ConnectionClosed):
+                conn.drain()
+        finally:
+            peer.close()
+            lsock.close()
+    run(main())

@@ -1558,6 +1558,23 @@ cdef class Conn:
         s.send_waiters.append((s.queued_total, n, fut))
         return fut
 
+    def drain(self):
+        """A future resolving to None once every byte queued on this
+        connection so far (send_nowait, send, parts, chains) has been sent;
+        at once when nothing is queued or in flight. For flow control in
+        handlers that produce faster than the peer reads: await it before
+        queueing more. Fails with the connection's error if it is dropped
+        first."""
+        cdef _ConnSlot s = self._live()
+        fut = s.loop._new_future()
+        if s.sent_total >= s.queued_total:
+            fut.set_result(None)
+            return fut
+        if s.send_waiters is None:
+            s.send_waiters = _deque()
+        s.send_waiters.append((s.queued_total, None, fut))
+        return fut
+
     def send_parts(self):
         """A builder: .copy(data) and .guard(obj) parts, then .submit()."""
         self._live()

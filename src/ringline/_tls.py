@@ -529,6 +529,11 @@ class TlsConn:
         except ConnectionError:
             pass
 
+    def drain(self) -> "asyncio.Future[None]":
+        """Resolves once everything queued so far is sent (see Conn.drain)."""
+        self._check_open()
+        return self._raw.drain()
+
     def push(self) -> None:
         """Hand the queued (encrypted) bytes to the kernel now: see Conn.push."""
         self._check_open()
