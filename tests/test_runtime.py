@@ -114,7 +114,8 @@ def recv_line(sock):
 
 
 class MultiProto(Handler):
-    """First byte picks the protocol: b"e" echo, b"l" length-prefixed frames
+    """First byte picks the protocol: b"e" echo (b"o": echo with on_data),
+    b"l" length-prefixed frames
     (reply: frame of b"<worker id>|" + payload), b"w" worker id and close."""
 
     async def on_accept(self, conn):
@@ -129,10 +130,13 @@ class MultiProto(Handler):
         if kind == b"w":
             conn.send_nowait(b"%d\n" % wid)
             return
-        if kind == b"e":
+        if kind == b"e" or kind == b"o":
             def echo(view):
                 conn.send_nowait(bytes(view))
                 return len(view)
+            if kind == b"o":                 # the callback form: no task switch per message
+                await conn.on_data(echo)
+                return
             while await conn.with_data(echo):
                 pass
             return
@@ -166,14 +170,16 @@ async def _read_exactly(conn, n):
 
 async def _exercise(port, nconn):
     addr = ("127.0.0.1", port)
-    # echo, sizes from 1 byte to several receive buffers
-    conn = await ringline.connect(addr, timeout=5)
-    conn.send_nowait(b"e")
-    for size in (1, 1000, 300_000):
-        blob = os.urandom(size)
-        conn.send_nowait(blob)
-        assert await _read_exactly(conn, size) == blob
-    conn.close()
+    # echo (with_data loop and on_data), sizes from 1 byte to several
+    # receive buffers
+    for kind in (b"e", b"o"):
+        conn = await ringline.connect(addr, timeout=5)
+        conn.send_nowait(kind)
+        for size in (1, 1000, 300_000):
+            blob = os.urandom(size)
+            conn.send_nowait(blob)
+            assert await _read_exactly(conn, size) == blob
+        conn.close()
     # length-prefixed frames: pipelined and split across writes
     conn = await ringline.connect(f"127.0.0.1:{port}", timeout=5)
     payloads = [os.urandom(n) for n in (0, 1, 5, 4096, 70_000)]
