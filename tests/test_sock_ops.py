@@ -276,6 +276,27 @@ def test_sock_recvfrom(loop, udp):
     assert addr == peer.getsockname()
 
 
+def test_sock_recvfrom_waits_on_a_socket_shut_down_for_reading(loop, udp):
+    """After shutdown(SHUT_RD) a UDP socket polls readable with nothing to
+    read: sock_recvfrom keeps waiting (no BlockingIOError) and still gets a
+    datagram that arrives later, as on asyncio's own loop."""
+    ours, peer = udp
+    try:
+        ours.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass                     # ENOTCONN: Linux marks the socket shut down anyway
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_recvfrom(ours, 1024))
+        await asyncio.sleep(0.1)
+        assert not task.done()
+        peer.sendto(b"late", ours.getsockname())
+        return await task
+
+    data, addr = run(loop, main())
+    assert data == b"late" and addr == peer.getsockname()
+
+
 def test_sock_recvfrom_truncates_to_bufsize(loop, udp):
     ours, peer = udp
     peer.sendto(b"0123456789", ours.getsockname())
