@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -691,3 +692,40 @@ def test_plaintext_bounded_by_the_accumulator_cap(run, certs, echo):
             await conn.with_data(lambda v: ringline.NEED_MORE)   # never consumes
         assert not conn.is_alive
     run(main)
+
+
+def test_on_data_drain_and_push_over_tls(run, certs):
+    """on_data over TLS: fn sees the decrypted stream on every arrival until
+    the peer's close_notify, the total comes back; drain and push reach the
+    raw connection."""
+    server_ctx = certs.server_ctx()
+
+    def handler(sock):
+        with server_ctx.wrap_socket(sock, server_side=True) as tls:
+            assert tls.recv(2) == b"hi"
+            time.sleep(0.05)
+            for part in (b"alpha;", b"beta;", b"gamma;"):
+                tls.sendall(part)
+                time.sleep(0.02)
+            tls.unwrap()
+
+    port, thread = serve_once(handler)
+
+    async def main():
+        conn = await connect_tls(("127.0.0.1", port), certs.client_ctx(), timeout=5)
+        seen = []
+
+        def fn(view):
+            seen.append(bytes(view))
+            return len(view)
+        conn.send_nowait(b"hi")
+        conn.push()
+        assert await asyncio.wait_for(conn.drain(), 5) is None
+        assert await conn.on_data(fn) == len(b"alpha;beta;gamma;")
+        assert b"".join(seen) == b"alpha;beta;gamma;" and len(seen) >= 2
+        conn.close()
+        with pytest.raises(ConnectionClosed):
+            conn.drain()
+
+    run(main)
+    thread.join(5)
