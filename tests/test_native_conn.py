@@ -720,9 +720,15 @@ def test_push_hands_queued_bytes_to_the_kernel_before_the_iteration_ends():
             with pytest.raises(BlockingIOError):     # not sent yet
                 peer.recv(100)
             peer.settimeout(5)
+            loop = asyncio.get_running_loop()
+            enters = loop._ring_stats()["enters"]
             conn.push()
+            # exactly one extra enter: the opt-in exception to "one enter per
+            # iteration" (design.md §3.4)
+            assert loop._ring_stats()["enters"] == enters + 1
             assert peer.recv(100) == b"queued"       # without yielding
             conn.push()                              # nothing queued: a no-op
+            assert loop._ring_stats()["enters"] == enters + 1
             # a push while a send is in flight leaves the bytes queued behind it
             conn.send_nowait(b"a")
             conn.push()

@@ -522,23 +522,13 @@ cdef class _ReadWait:
         # on_data(): bytes arrived for a parked reader. fn consumes them right
         # here in the completion, without resuming the task; the task is
         # woken only to finish (EOF, a closed connection, an error from fn).
-        cdef Conn h = self.handle
-        cdef _ConnSlot slot = h.slot
-        cdef Py_ssize_t r
+        cdef _ConnSlot slot = self.handle.slot
         ctx = self.cb_ctx
         if ctx is not None:
             PyContext_Enter(ctx)
         try:
-            while True:
-                if slot.gen != h.gen or (slot.state != _S_OPEN and slot.error is None):
-                    break                       # closed by the handler: done
-                r = slot._try_consume(self.fn, False, h)
-                if r > 0:
-                    self.total += r
-                    continue
-                if r < 0:
-                    return 0                    # wait for more, still parked
-                break                           # EOF
+            if not self._consume_each():
+                return 0                        # wait for more, still parked
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -551,6 +541,23 @@ cdef class _ReadWait:
             slot.reader = None
         self._wake(True)
         return 0
+
+    cdef bint _consume_each(self) except -1:
+        # on_data(): run fn over what is buffered until it needs more (False)
+        # or the stream ended: EOF, or closed by the handler (True)
+        cdef Conn h = self.handle
+        cdef _ConnSlot slot = h.slot
+        cdef Py_ssize_t r
+        while True:
+            if slot.gen != h.gen or (slot.state != _S_OPEN and slot.error is None):
+                return True
+            r = slot._try_consume(self.fn, False, h)
+            if r > 0:
+                self.total += r
+            elif r == 0:
+                return True
+            else:
+                return False
 
     cdef int _wake(self, bint direct) except -1:
         # called by the slot when data (or EOF, or an error) arrived. direct:
@@ -599,20 +606,11 @@ cdef int _readwait_step(object obj, PyObject **out) except -1:
         if slot.reader is self:
             slot.reader = None
     if self.each:
-        while True:
-            if slot.gen != h.gen or (slot.state != _S_OPEN and slot.error is None):
-                r = 0                           # closed by the handler: done
-            else:
-                r = slot._try_consume(self.fn, False, h)
-            if r > 0:
-                self.total += r
-                continue
-            if r == 0:
-                res = PyLong_FromSsize_t(self.total)
-                Py_INCREF(res)
-                out[0] = <PyObject*>res
-                return 1
-            break
+        if self._consume_each():
+            res = PyLong_FromSsize_t(self.total)
+            Py_INCREF(res)
+            out[0] = <PyObject*>res
+            return 1
     else:
         r = slot._try_consume(self.fn, self.keep, h)
         if r >= 0:
@@ -1588,7 +1586,8 @@ cdef class Conn:
 
     def push(self):
         """Hand the queued bytes to the kernel now rather than with the
-        rest of this iteration's submissions (one extra io_uring_enter).
+        rest of this iteration's submissions: one extra io_uring_enter, the
+        one opt-in exception to "one enter per iteration" (design.md §3.4).
         For pipelining clients that want the peer working on a first batch
         while they build the next; a no-op when a send is already in flight
         (the queued bytes follow it) or nothing is queued."""

@@ -1389,7 +1389,6 @@ cdef class LoopCore:
 
     cdef _MsgOp _recvmsg_op(self, sock, int fd, Py_ssize_t size):
         cdef _MsgOp op = _MsgOp.__new__(_MsgOp)
-        cdef io_uring_sqe *sqe
         op.loop = self
         op.fd = fd
         op.sock = sock
@@ -1397,12 +1396,10 @@ cdef class LoopCore:
         op.iov.iov_base = op.mem
         op.iov.iov_len = size
         op.msg.msg_name = &op.addr
-        op.msg.msg_namelen = sizeof(sockaddr_storage)
         op.msg.msg_iov = &op.iov
         op.msg.msg_iovlen = 1
         op.fut = self._new_future()
-        sqe = self._sqe(IORING_OP_RECVMSG)
-        rl_prep_rw(sqe, IORING_OP_RECVMSG, fd, &op.msg, 1, 0, self._reg(op))
+        op.submit_recv()
         return op
 
     async def sock_recvfrom(self, sock, bufsize):

@@ -289,16 +289,19 @@ cdef class _MsgOp(_Op):
             PyBuffer_Release(&self.view)
             self.has_view = False
 
-    cdef int complete(self, int res, uint32_t flags) except -1:
+    cdef int submit_recv(self) except -1:
         cdef io_uring_sqe *sqe
+        self.msg.msg_namelen = sizeof(sockaddr_storage)
+        sqe = self.loop._sqe(IORING_OP_RECVMSG)
+        rl_prep_rw(sqe, IORING_OP_RECVMSG, self.fd, &self.msg, 1, 0, self.loop._reg(self))
+        return 0
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
         if res == -11 and not self.is_send and self.mem != NULL and not self.fut.done():
             # readable with nothing to read (a UDP socket shut down for
             # reading): the kernel gave up after its own poll; keep waiting,
             # as a selector loop does, instead of failing the await
-            self.msg.msg_namelen = sizeof(sockaddr_storage)
-            sqe = self.loop._sqe(IORING_OP_RECVMSG)
-            rl_prep_rw(sqe, IORING_OP_RECVMSG, self.fd, &self.msg, 1, 0, self.loop._reg(self))
-            return 0
+            return self.submit_recv()
         try:
             return self._complete(res, flags)
         finally:

@@ -17,15 +17,18 @@ import socket
 from .servers import Workload, register_workload
 
 
-async def _echo(conn) -> None:
+def _echo_fn(conn):
     send = conn.send_nowait
 
-    def on_data(view) -> int:
+    def echo(view) -> int:
         send(bytes(view))
         return len(view)
+    return echo
 
+
+async def _echo(conn) -> None:
     try:
-        await conn.on_data(on_data)
+        await conn.on_data(_echo_fn(conn))
     except ConnectionError:
         pass
     finally:
@@ -33,14 +36,9 @@ async def _echo(conn) -> None:
 
 
 async def _echo_task(conn) -> None:
-    send = conn.send_nowait
-
-    def on_data(view) -> int:
-        send(bytes(view))
-        return len(view)
-
+    echo = _echo_fn(conn)
     try:
-        while await conn.with_data(on_data):
+        while await conn.with_data(echo):
             pass
     except ConnectionError:
         pass

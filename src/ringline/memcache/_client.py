@@ -95,14 +95,20 @@ def _c_get_item(r: Any) -> Any:
     return _unexpected(r, "gets")
 
 
+# what a merged-get caller wants from its item (see _GetBatch.entries)
+_AS_VALUE = 0        # get: the value or None
+_AS_ITEM = 1         # get_item: Item without cas
+_AS_CAS_ITEM = 2     # gets: Item with cas
+
+
 def _convert_item(it: Any, kind: int) -> Any:
     """A merged-get caller's result from its VALUE item (None: a miss)."""
     if it is None:
         return None
-    if kind == 0:
+    if kind == _AS_VALUE:
         return it[2]
     k, f, v, c = it
-    return Item(k, v, f, c if kind == 2 else None)
+    return Item(k, v, f, c if kind == _AS_CAS_ITEM else None)
 
 
 def _c_get_many(r: Any) -> Any:
@@ -226,12 +232,6 @@ class _Fired:
         self.tag = tag
 
 
-# what a merged-get caller wants from its item (see _GetBatch.entries)
-_AS_VALUE = 0        # get: the value or None
-_AS_ITEM = 1         # get_item: Item without cas
-_AS_CAS_ITEM = 2     # gets: Item with cas
-
-
 class _GetBatch:
     """The single-key gets (get, get_item, gets) queued in a row during one
     loop iteration: sent as one ``get``/``gets k1 k2 ...`` line, answered by
@@ -250,11 +250,8 @@ class _GetBatch:
         self.cas = False
 
 
-def _batch_marker(r: Any) -> Any:    # the FIFO conv of a _GetBatch (never called)
+def _BATCH(r: Any) -> Any:    # the FIFO conv of a _GetBatch (never called)
     raise AssertionError("a merged get is delivered by Client._deliver_batch")
-
-
-_BATCH = _batch_marker
 
 
 # ---------------------------------------------------------------------------
@@ -295,7 +292,7 @@ class Client:
         # merged gets: the batch still open (not sent), the pre-flush hook
         self._batch: Optional[_GetBatch] = None
         self._hook_set = False
-        self._at_flush = getattr(self._loop, "_at_flush", None) or self._loop.call_soon
+        self._at_flush = self._loop._at_flush
         self.get_lines = 0                # merged get/gets lines sent
         self.get_calls = 0                # single-key get calls they carried
         self.pushes = 0                   # runs handed to the kernel before the iteration's end
@@ -381,18 +378,14 @@ class Client:
             else:
                 # big values are copied once, straight from the receive buffer
                 pos = parser.parse(bytes(view[:_WINDOW]), 0, view)
-        except ProtocolError:
-            # the replies complete before the broken one still reach their
-            # callers; the broken one's caller then gets the error
+        finally:
+            # also when parsing failed: the replies complete before the broken
+            # one reach their callers, then the broken one's caller gets the
+            # error
             replies = parser.replies
             if replies:
                 parser.replies = []
                 self._dispatch(replies)
-            raise
-        replies = parser.replies
-        if replies:
-            parser.replies = []
-            self._dispatch(replies)
         if pos:
             return pos
         need = parser.need
@@ -480,47 +473,27 @@ class Client:
                 for _, _, target in entries:
                     self._put(target, r.__class__(r.line), True)
                 return
-            err = r if isinstance(r, ProtocolError) else ProtocolError(
-                f"unexpected reply {r!r} to {'gets' if b.cas else 'get'}")
-            self._blamed = True
-            for _, _, target in entries:
-                self._put(target, err, True)
-            raise err
-        if len(entries) == 1:
-            key, kind, target = entries[0]
-            if not r:
-                it = None
-            elif len(r) == 1 and r[0][0] == key:
-                it = r[0]
-            else:
-                it = self._bad_batch_reply(b, r)
-            if target.__class__ is not _Fired:
-                if target.done():
-                    return
-                if kind == 0:
-                    target.set_result(it[2] if it is not None else None)
-                    return
-            self._put(target, _convert_item(it, kind), False)
-            return
+            self._fail_batch(b, r if isinstance(r, ProtocolError) else ProtocolError(
+                f"unexpected reply {r!r} to {'gets' if b.cas else 'get'}"))
         got = {it[0]: it for it in r}
         if len(got) != len(r) or not got.keys() <= b.keys.keys():
-            self._bad_batch_reply(b, r)
+            self._fail_batch(b, ProtocolError(
+                f"reply to {'gets' if b.cas else 'get'} {b' '.join(b.keys)[:80]!r} has "
+                f"VALUE lines for keys {[it[0] for it in r][:10]!r}: not the ones asked for"))
         get = got.get
         for key, kind, target in entries:
             if target.__class__ is not _Fired:
                 if target.done():              # the caller gave up (cancelled)
                     continue
-                if kind == 0:
+                if kind == _AS_VALUE:
                     it = get(key)
                     target.set_result(it[2] if it is not None else None)
                     continue
             self._put(target, _convert_item(get(key), kind), False)
 
-    def _bad_batch_reply(self, b: _GetBatch, r: List[Any]) -> Any:
-        keys = [it[0] for it in r]
-        err = ProtocolError(f"reply to {'gets' if b.cas else 'get'} "
-                            f"{b' '.join(b.keys)[:80]!r} has VALUE lines for keys "
-                            f"{keys[:10]!r}: not the ones asked for")
+    def _fail_batch(self, b: _GetBatch, err: ProtocolError) -> None:
+        """A merged get's reply broke the stream: every caller gets `err`,
+        which then closes the connection."""
         self._blamed = True
         for _, _, target in b.entries:
             self._put(target, err, True)
@@ -790,12 +763,7 @@ class Client:
             return
         self.get_lines += 1
         self.get_calls += len(b.entries)
-        keys = b.keys
-        if len(keys) == 1:
-            for key in keys:
-                line = (b"gets " if b.cas else b"get ") + key + _CRLF
-        else:
-            line = (b"gets " if b.cas else b"get ") + b" ".join(keys) + _CRLF
+        line = (b"gets " if b.cas else b"get ") + b" ".join(b.keys) + _CRLF
         try:
             self._send(line)
         except Exception as exc:  # noqa: BLE001 - the conn dropped under us
@@ -815,7 +783,7 @@ class Client:
                 room = b.room - len(key) - 1
             keys[key] = None
             b.room = room
-        if kind == 2:
+        if kind == _AS_CAS_ITEM:
             b.cas = True
         if target is None:
             target = self._new_future()
@@ -858,35 +826,16 @@ class Client:
         if key.__class__ is not bytes or not 0 < len(key) <= MAX_KEY_LENGTH \
                 or _bad_key_byte(key) is not None:
             key = check_key(key)
-        b = self._batch
-        if b is None:
-            b = self._open_batch()
-        keys = b.keys
-        if key not in keys:
-            room = b.room - len(key) - 1
-            if room < 0 or len(keys) >= _BATCH_KEYS:
-                b = self._open_batch()
-                keys = b.keys
-                room = b.room - len(key) - 1
-            keys[key] = None
-            b.room = room
-        fut = self._new_future()
-        b.entries.append((key, 0, fut))
-        run = self._run + 1
-        if run == self._push_at:
-            self._push_run()
-        else:
-            self._run = run
-        return fut
+        return self._get1(key, _AS_VALUE, None)
 
     def get_item(self, key: Key) -> "asyncio.Future[Optional[Item]]":
         """`Item` (value, flags) of `key`, or None on a miss (merged like get)."""
-        return self._get1(_key(key), 1, None)
+        return self._get1(_key(key), _AS_ITEM, None)
 
     def gets(self, key: Key) -> "asyncio.Future[Optional[Item]]":
         """`Item` (value, flags, cas) of `key`, or None on a miss (merged
         like get: the merged line is then ``gets``)."""
-        return self._get1(_key(key), 2, None)
+        return self._get1(_key(key), _AS_CAS_ITEM, None)
 
     def get_many(self, keys: Iterable[Key]) -> "asyncio.Future[Dict[bytes, bytes]]":
         """``{key: value}`` for the keys that hit (one ``get`` line)."""
@@ -1225,9 +1174,9 @@ def _fire_ms(c: Client, target: _Fired, key: Key, value: Any, *flags: Any) -> An
 
 
 _FIRE_BUILDERS: Dict[str, Callable[..., Any]] = {
-    "get": lambda c, target, key: c._get1(_key(key), 0, target),
-    "get_item": lambda c, target, key: c._get1(_key(key), 1, target),
-    "gets": lambda c, target, key: c._get1(_key(key), 2, target),
+    "get": lambda c, target, key: c._get1(_key(key), _AS_VALUE, target),
+    "get_item": lambda c, target, key: c._get1(_key(key), _AS_ITEM, target),
+    "gets": lambda c, target, key: c._get1(_key(key), _AS_CAS_ITEM, target),
     "get_many": _fire_simple(_c_get_many,
                              lambda keys: b"get " + b" ".join(_key(k) for k in keys) + _CRLF),
     "gets_many": _fire_simple(_c_gets_many,

@@ -316,13 +316,9 @@ def encode_meta(cmd: bytes, key: bytes, tokens: List[str],
 # ---------------------------------------------------------------------------
 # the reply parser
 
-# a well-formed VALUE line: key, flags, data length, optional cas (20 digits
-# at most: u64; longer numbers take the checked path, which rejects them)
-# the native scanner of VALUE runs (None: the pure-Python path alone; the
-# tests run the parser both ways)
+# the native scanner of runs of complete VALUE records (None: the
+# pure-Python path alone; the tests run the parser both ways)
 _scan_values: Any = _speedups.scan_values
-
-_value_line = re.compile(rb"VALUE (\S+) (\d{1,20}) (\d{1,20})(?: (\d{1,20}))?\r\n").match
 
 _META_CODES = {b"VA": "VA", b"HD": "HD", b"EN": "EN", b"NF": "NF", b"NS": "NS",
                b"EX": "EX", b"MN": "MN", b"ME": "ME"}
@@ -368,8 +364,8 @@ class ResponseParser:
         then be beyond ``len(buf)``. Values are then ``bytes`` copied from
         `src`, or with `views` slices of `src` itself (no copy)."""
         append = self.replies.append
-        value_line = _value_line
-        scan = _scan_values if buf.__class__ is bytes else None
+        # (with `src` values come from the receive buffer: the Python path)
+        scan = _scan_values if src is None and buf.__class__ is bytes else None
         end = len(buf)
         find = buf.find
         items = self._items
@@ -378,61 +374,26 @@ class ResponseParser:
         self.need = 0
         try:
             while pos < end:
-                if buf[pos] == 86 and stats is None:                          # 'V'
-                    if scan is not None and src is None:
-                        # the native scanner takes a run of complete VALUE records
-                        if items is None:
-                            got: list = []
-                            p2 = scan(buf, pos, max_value, got)
-                            if p2 != pos:
-                                if buf.startswith(b"END\r\n", p2):
-                                    append(got)
-                                    pos = p2 + 5
-                                else:
-                                    items = got
-                                    pos = p2
-                                continue
-                        else:
-                            p2 = scan(buf, pos, max_value, items)
-                            if p2 != pos:
+                if scan is not None and buf[pos] == 86 and stats is None:     # 'V'
+                    # the native scanner takes a run of complete VALUE records;
+                    # what it stops at (END, an incomplete or bad record) is
+                    # handled below
+                    if items is None:
+                        got: list = []
+                        p2 = scan(buf, pos, max_value, got)
+                        if p2 != pos:
+                            if buf.startswith(b"END\r\n", p2):
+                                append(got)
+                                pos = p2 + 5
+                            else:
+                                items = got
                                 pos = p2
-                                continue
-                    # the common case, a well-formed VALUE line, in one match;
-                    # anything else (VA, VERSION, errors, an incomplete
-                    # line) goes the long way below
-                    m = value_line(buf, pos)
-                    if m is not None:
-                        key, flags, size, cas = m.groups()
-                        n = int(size)
-                        if n > max_value:
-                            raise ProtocolError(f"value of {n} bytes exceeds max_value_size "
-                                                f"({max_value} bytes)")
-                        start = m.end()
-                        stop = start + n
-                        if src is None:
-                            if stop + 2 > end:
-                                self.need = stop + 2 - pos
-                                break
-                            if buf[stop] != 13 or buf[stop + 1] != 10:
-                                raise ProtocolError(
-                                    f"VALUE data block of {n} bytes not followed by CRLF")
-                            value = buf[start:stop]
-                        else:
-                            value = self._value_from(src, views, pos, start, stop, "VALUE")
-                            if value is None:
-                                break
-                        item = (key, 0 if flags == b"0" else int(flags), value,
-                                None if cas is None else int(cas))
-                        if items is None:
-                            if buf.startswith(b"END\r\n", stop + 2):   # a one-item reply
-                                append([item])
-                                pos = stop + 7
-                                continue
-                            items = [item]
-                        else:
-                            items.append(item)
-                        pos = stop + 2
-                        continue
+                            continue
+                    else:
+                        p2 = scan(buf, pos, max_value, items)
+                        if p2 != pos:
+                            pos = p2
+                            continue
                 eol = find(b"\r\n", pos)
                 if eol < 0:
                     if end - pos > self.max_line:

@@ -61,6 +61,7 @@ def scan_values(bytes buf, Py_ssize_t pos, Py_ssize_t max_value, list items):
         if i < 0 or i >= end:
             break
         has_cas = False
+        cas = 0
         if p[i] == 32:
             i = _digits(p, i + 1, end, &cas)
             if i < 0 or i >= end:

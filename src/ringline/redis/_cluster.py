@@ -28,7 +28,7 @@ import binascii
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._client import Client, Options, Pipeline, _make_options, open_connection
-from ._commands import Commands, _k
+from ._commands import AllNodesAdmin, Commands, _k
 from ._errors import (AskError, ClusterDownError, CrossSlotError, LoadingError, MovedError,
                       RedisConnectionError, RedisError, ResponseError, TryAgainError)
 from ._resp import encode_arg, encode_command
@@ -156,7 +156,7 @@ def _common_slot(keys: List[bytes]) -> int:
     return slot
 
 
-class ClusterClient(Commands):
+class ClusterClient(AllNodesAdmin, Commands):
     """A Redis Cluster client (see the module docstring)."""
 
     __slots__ = ("_opts", "_seeds", "_nodes", "_dialing", "_slots", "_refreshing",
@@ -503,21 +503,6 @@ class ClusterClient(Commands):
         if message is not None:
             return await self._call(-1, encode_command((b"PING", message)), None, 1)
         return all(await self._all("ping"))
-
-    async def dbsize(self) -> int:
-        return sum(await self._all("dbsize"))
-
-    async def flushdb(self, asynchronous: bool = False) -> bool:
-        return all(await self._all("flushdb", asynchronous))
-
-    async def flushall(self, asynchronous: bool = False) -> bool:
-        return all(await self._all("flushall", asynchronous))
-
-    async def keys(self, pattern: Any = b"*") -> list:
-        out: list = []
-        for part in await self._all("keys", pattern):
-            out.extend(part)
-        return out
 
     async def scan_iter(self, **kw: Any):
         for client in await self._masters_clients():

@@ -627,3 +627,27 @@ class Commands:
         """TIME as float seconds."""
         return self._cmd((b"TIME",), None,
                          lambda v: int(bytes(v[0])) + int(bytes(v[1])) / 1e6)
+
+
+class AllNodesAdmin:
+    """The whole-keyspace admin commands of clients spread over several
+    servers (ShardedClient, ClusterClient): sent to every server through the
+    class's ``_all(method, *args)``, the answers combined."""
+
+    async def _all(self, method: str, *args: Any) -> List[Any]:
+        raise NotImplementedError
+
+    async def dbsize(self) -> int:
+        return sum(await self._all("dbsize"))
+
+    async def flushdb(self, asynchronous: bool = False) -> bool:
+        return all(await self._all("flushdb", asynchronous))
+
+    async def flushall(self, asynchronous: bool = False) -> bool:
+        return all(await self._all("flushall", asynchronous))
+
+    async def keys(self, pattern: Any = b"*") -> list:
+        out: list = []
+        for part in await self._all("keys", pattern):
+            out.extend(part)
+        return out

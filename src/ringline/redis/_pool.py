@@ -24,7 +24,7 @@ import asyncio
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._client import Client, Options, Pipeline, _make_options, open_connection
-from ._commands import Commands, _k
+from ._commands import AllNodesAdmin, Commands, _k
 from ._errors import CrossSlotError
 from ._resp import encode_command
 
@@ -119,7 +119,7 @@ def _default_ring(weights: Dict[str, int]) -> Any:
     return Ketama(weights)
 
 
-class ShardedClient(Commands):
+class ShardedClient(AllNodesAdmin, Commands):
     """Keys spread over several servers by consistent (ketama) hashing.
     Keyless commands go to every server where that makes sense (ping,
     dbsize, flushdb, flushall, keys, scan_iter) and to the first server
@@ -207,21 +207,6 @@ class ShardedClient(Commands):
         if message is not None:
             return await self._nodes[self._names[0]].ping(message)
         return all(await self._all("ping"))
-
-    async def dbsize(self) -> int:
-        return sum(await self._all("dbsize"))
-
-    async def flushdb(self, asynchronous: bool = False) -> bool:
-        return all(await self._all("flushdb", asynchronous))
-
-    async def flushall(self, asynchronous: bool = False) -> bool:
-        return all(await self._all("flushall", asynchronous))
-
-    async def keys(self, pattern: Any = b"*") -> list:
-        out: list = []
-        for part in await self._all("keys", pattern):
-            out.extend(part)
-        return out
 
     async def scan_iter(self, **kw: Any):
         for name in self._names:
