@@ -532,10 +532,9 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
         extra = _socket_extra(sock, extra)
         if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
             base_events._set_nodelay(sock)
-        if server is not None:
-            server._attach()
         transport = _SocketTransport(self, sock, protocol, extra, server)
         if server is not None:
+            _core._server_attach(server, transport)
             clients = server.__dict__.get("_rl_clients")
             if clients is None:
                 clients = server.__dict__["_rl_clients"] = weakref.WeakSet()

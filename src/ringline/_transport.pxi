@@ -28,6 +28,28 @@ cdef Py_ssize_t _MAX_IOV = 64
 
 _FATAL_ERROR_IGNORE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
+# asyncio.Server's private client-tracking hooks: _attach()/_detach() through
+# 3.12, _attach(transport)/_detach(transport) from 3.13 (the server then keeps
+# its clients for close_clients()/abort_clients()). Pinned by
+# tests/test_asyncio_hooks.py.
+import inspect as _inspect
+_SERVER_HOOKS_TAKE_TRANSPORT = (
+    len(_inspect.signature(_base_events.Server._attach).parameters) == 2)
+
+
+def _server_attach(server, transport):
+    if _SERVER_HOOKS_TAKE_TRANSPORT:
+        server._attach(transport)
+    else:
+        server._attach()
+
+
+def _server_detach(server, transport):
+    if _SERVER_HOOKS_TAKE_TRANSPORT:
+        server._detach(transport)
+    else:
+        server._detach()
+
 
 cdef class _Flushable:
     cdef bint flush_scheduled
@@ -798,11 +820,12 @@ cdef class _StreamCore(_Flushable):
             del transports[fd]
         self.sock.close()
         self.protocol = None
+        transport = self.transport
         self.transport = None
         server = self.server
         self.server = None
         if server is not None:
-            server._detach()
+            _server_detach(server, transport)
         return 0
 
     # -- protocol --
