@@ -47,7 +47,9 @@ def test_sock_ops_go_through_the_ring():
         loop.run_until_complete(main())
         after = loop._ring_stats()["ops"]
         send, recv = OPCODE_NUMBERS["SEND"], OPCODE_NUMBERS["RECV"]
-        assert after.get(send, 0) - before.get(send, 0) == 10
+        # sock_sendall tries one non-blocking send() when called, as asyncio
+        # does (issue 13): what the socket takes never needs the ring
+        assert after.get(send, 0) - before.get(send, 0) == 0
         assert after.get(recv, 0) - before.get(recv, 0) == 10
         a.close()
         b.close()

@@ -1,6 +1,8 @@
 """Syscall economy (issue 2, acceptance 4): under `strace -c -f`, a
 sock_sendall/sock_recv ping-pong of 10,000 messages on the io_uring backend
-makes no send/recv/epoll syscalls, only io_uring_enter. On the poll backend
+makes no recv/epoll syscalls, only io_uring_enter, and exactly one send per
+sock_sendall (it tries a non-blocking send() when called, as asyncio does:
+issue 13; only what the socket does not take goes through the ring). On the poll backend
 (the suite's second pass) its equivalent: one send/recv syscall per
 operation (no EAGAIN retries), one epoll_wait per loop iteration, no
 epoll_ctl churn and no io_uring_enter at all."""
@@ -46,9 +48,11 @@ def test_pingpong_makes_no_send_recv_epoll_syscalls():
     added = {k: v - baseline.get(k, 0) for k, v in counts.items()}
     print("added syscalls:", sorted(added.items(), key=lambda kv: -kv[1])[:12])
     print(err)
-    for name in FORBIDDEN:
+    for name in FORBIDDEN - {"sendto"}:
         assert added.get(name, 0) <= 10, (name, added.get(name))
-    # 2 messages each way per round trip: 40,000 operations, all via the ring
+    # sock_sendall's attempt at call time: one send(2) (sendto) per call
+    assert 2 * n <= added.get("sendto", 0) <= 2 * n + 10, added.get("sendto")
+    # 2 messages each way per round trip: the receives via the ring
     assert added.get("io_uring_enter", 0) > 0
     assert added["io_uring_enter"] <= 4 * n + 100
 

@@ -73,10 +73,14 @@ cdef class _DatagramCore:
             self.loop.call_soon(_futures._set_result_unless_cancelled, waiter, None)
 
     def _connection_made(self):
+        # runs as a handle inside self.context; an exception is logged by
+        # the handle and the transport keeps working, as on asyncio
         self.connected = True
-        self.protocol.connection_made(self.transport)
-        if not self.closing:
-            self._arm_recv()
+        try:
+            self.protocol.connection_made(self.transport)
+        finally:
+            if not self.closing:
+                self._arm_recv()
 
     cdef int _arm_recv(self) except -1:
         cdef io_uring_sqe *sqe
@@ -119,12 +123,16 @@ cdef class _DatagramCore:
                         out.payloadlen)
                     if self.address is not None and addr is None:
                         addr = self.address
+                    # protocol callbacks run in the endpoint's context
+                    PyContext_Enter(self.context)
                     try:
                         self.protocol.datagram_received(data, addr)
                     except (SystemExit, KeyboardInterrupt):
                         raise
                     except BaseException as exc:
                         self._fatal_error(exc, 'Fatal error: protocol.datagram_received() call failed.')
+                    finally:
+                        PyContext_Exit(self.context)
             finally:
                 rl_pbuf_add(&loop.dpbuf, <unsigned short>bid)
                 rl_pbuf_publish(&loop.dpbuf)
@@ -135,7 +143,11 @@ cdef class _DatagramCore:
         elif res == -_ECANCELED:
             return 0
         elif res < 0 and not self.closing:
-            self.protocol.error_received(_oserror(-res))
+            PyContext_Enter(self.context)
+            try:
+                self.protocol.error_received(_oserror(-res))
+            finally:
+                PyContext_Exit(self.context)
         if not (flags & IORING_CQE_F_MORE) and not self.closing:
             self._arm_recv()
         return 0
@@ -162,7 +174,14 @@ cdef class _DatagramCore:
         if addr is not None:
             alen = _build_sockaddr(self.family, addr, &op.addr)
             if alen == 1:
-                info = _socket.getaddrinfo(addr[0], addr[1], self.family, _socket.SOCK_DGRAM)
+                # a name: resolved here, as socket.sendto() does; a failure
+                # goes to error_received, as on asyncio
+                try:
+                    info = _socket.getaddrinfo(addr[0], addr[1], self.family,
+                                               _socket.SOCK_DGRAM)
+                except OSError as exc:
+                    self.protocol.error_received(exc)
+                    return
                 alen = _build_sockaddr(self.family, info[0][4], &op.addr)
         op.loop = self.loop
         op.owner = self
@@ -185,6 +204,7 @@ cdef class _DatagramCore:
         self.inflight_bytes -= len(op.data)
         self.inflight_ops -= 1
         if res < 0 and res != -_ECANCELED and not self.lost_scheduled:
+            PyContext_Enter(self.context)
             try:
                 self.protocol.error_received(_oserror(-res))
             except (SystemExit, KeyboardInterrupt):
@@ -192,6 +212,8 @@ cdef class _DatagramCore:
             except BaseException as exc:
                 self._fatal_error(exc, 'Fatal error: protocol.error_received() call failed.')
                 return 0
+            finally:
+                PyContext_Exit(self.context)
         self._maybe_resume_protocol()
         if self.closing and self.inflight_ops == 0:
             self._schedule_connection_lost(None)

@@ -53,6 +53,7 @@ cdef extern from "<sys/socket.h>" nogil:
     int MSG_NOSIGNAL, MSG_TRUNC, MSG_DONTWAIT, MSG_WAITALL
     int SOL_SOCKET, SO_DOMAIN, SO_ERROR
     int getsockopt(int, int, int, void*, socklen_t*)
+    ssize_t c_send "send" (int, const void*, size_t, int)
     int shutdown(int, int)
     int SHUT_WR, SHUT_RD, SHUT_RDWR
 

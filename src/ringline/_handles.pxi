@@ -24,6 +24,7 @@ cdef class Handle:
     cdef object source_tb
     cdef object repr_cache
     cdef bint is_timer
+    cdef object __weakref__     # asyncio.Handle is weak-referenceable
 
     def __cinit__(self):
         self.cancelled_ = False

@@ -159,15 +159,22 @@ class _SocketTransport(_CoreDelegate, asyncio.transports._FlowControlMixin):
         self.writelines = core.writelines
         self.is_closing = core.is_closing
         self.get_write_buffer_size = core.get_write_buffer_size
-        self.pause_reading = core.pause_reading
-        self.resume_reading = core.resume_reading
-        self.is_reading = core.is_reading
+        if self._kind != 2:
+            # a write pipe has no reading side: asyncio's raise
+            # NotImplementedError (ReadTransport's methods)
+            self.pause_reading = core.pause_reading
+            self.resume_reading = core.resume_reading
+            self.is_reading = core.is_reading
         self.get_extra_info = core.get_extra_info
 
     def __repr__(self):
         info = [self.__class__.__name__]
         core = self._core
-        if core.sock.fileno() == -1:
+        try:
+            closed = core.sock.fileno() == -1
+        except (ValueError, OSError):    # a pipe's file object once closed
+            closed = True
+        if closed:
             info.append("closed")
         elif core.is_closing():
             info.append("closing")
@@ -211,7 +218,13 @@ class _SocketTransport(_CoreDelegate, asyncio.transports._FlowControlMixin):
 
     def __del__(self, _warn=__import__("warnings").warn):
         core = self.__dict__.get("_core")
-        if core is not None and not core.is_closing() and core.sock.fileno() != -1:
+        if core is None or core.is_closing():
+            return
+        try:
+            open_fd = core.sock.fileno() != -1
+        except (ValueError, OSError):
+            open_fd = False
+        if open_fd:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             if not self._loop.is_closed():
                 core.abort()

@@ -10,16 +10,20 @@
 # and receive completions through _dispatch(); only the few _drv_* calls
 # below look at `use_poll`.
 #
-# One iteration (_run_once):
+# One iteration (_run_once), in asyncio's order:
 #   1. drop cancelled timers from the heap top (rebuild when most are dead);
 #   2. one io_uring_enter: submits everything queued since the last one and
 #      waits (zero timeout when callbacks are ready, else until the nearest
 #      timer, else indefinitely; call_soon_threadsafe wakes it via an eventfd
-#      read that is always armed in the ring);
-#   3. dispatch every completion to its operation (generation-checked token:
-#      stale completions are counted and dropped);
-#   4. move due timers to the ready queue;
-#   5. run the callbacks that were ready at that point.
+#      read that is always armed in the ring); Python signal handlers run
+#      right after it;
+#   3. run the callbacks that were ready before the wait (asyncio runs the
+#      ready queue before the I/O callbacks of the poll that follows it);
+#   4. dispatch every completion to its operation (generation-checked token:
+#      stale completions are counted and dropped): protocol callbacks and
+#      add_reader/add_writer callbacks run here, as asyncio's I/O handles;
+#   5. run the timers that are due.
+# Callbacks scheduled during 3-5 run in the next iteration, after its wait.
 #
 # Lifecycle: created with its ring; run_forever/run_until_complete any number
 # of times; close() cancels every operation, waits for the kernel to finish
@@ -93,6 +97,7 @@ cdef class _PollOp(_Op):
     cdef Handle handle
     cdef uint32_t events
     cdef bint removed
+    cdef object fileobj      # what add_reader/add_writer was given
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         if self.removed:
@@ -101,9 +106,14 @@ cdef class _PollOp(_Op):
             return 0
         if self.handle.cancelled_:
             return 0
-        self.loop._push_ready(self.handle)
+        h = self.handle
         if res >= 0 and not self.loop.closing:
             self.loop._arm_poll(self)
+        if self.loop.closing:
+            return 0
+        # an I/O callback of this wait: it runs now, after the callbacks
+        # that were ready before the wait and before the due timers
+        self.loop._run_handle(h)
         return 0
 
 
@@ -427,6 +437,14 @@ cdef class LoopCore:
             self.inflight -= 1
             op.inflight = False
             Py_DECREF(op)
+        if self._closed and op.fut is not None:
+            # close() drains the operations it cancelled: an awaiting
+            # sock_*() call stays pending, as on asyncio (resolving its
+            # future now could only fail: the loop is closed); the op's
+            # memory is released with the op
+            if res >= 0 and isinstance(op, _AcceptOp):
+                c_close(res)
+            return 0
         try:
             op.complete(res, flags)
         except (SystemExit, KeyboardInterrupt):
@@ -596,14 +614,15 @@ cdef class LoopCore:
             self._check_callback(callback, 'call_soon')
         h = _new_handle(self, callback, args, context)
         if self._debug:
-            h.source_tb = _format_helpers.extract_stack(_sys._getframe(1))
+            # native methods have no frame: frame 0 is the caller's
+            h.source_tb = _format_helpers.extract_stack(_sys._getframe(0))
         self._push_ready(h)
         return h
 
     def _call_soon(self, callback, args, context):
         cdef Handle h = _new_handle(self, callback, tuple(args), context)
         if self._debug:
-            h.source_tb = _format_helpers.extract_stack(_sys._getframe(1))
+            h.source_tb = _format_helpers.extract_stack(_sys._getframe(0))
         self._push_ready(h)
         return h
 
@@ -615,7 +634,7 @@ cdef class LoopCore:
             self._check_callback(callback, 'call_soon_threadsafe')
         h = _new_handle(self, callback, args, context)
         if self._debug:
-            h.source_tb = _format_helpers.extract_stack(_sys._getframe(1))
+            h.source_tb = _format_helpers.extract_stack(_sys._getframe(0))
         self._push_ready(h)
         self._wake()
         return h
@@ -624,7 +643,7 @@ cdef class LoopCore:
         if delay is None:
             raise TypeError('delay must not be None')
         cdef double d = delay
-        return self._call_at(rl_monotonic() + d, callback, args, context, 1)
+        return self._call_at(rl_monotonic() + d, callback, args, context, 0)
 
     def call_at(self, when, callback, *args, context=None):
         if when is None:
@@ -641,7 +660,8 @@ cdef class LoopCore:
             self._check_callback(callback, 'call_at')
         h = _new_timer(self, when, callback, args, context)
         if self._debug:
-            h.source_tb = _format_helpers.extract_stack(_sys._getframe(1 + depth))
+            # native methods have no frame: frame `depth` is the caller's
+            h.source_tb = _format_helpers.extract_stack(_sys._getframe(depth))
         self._heap_push(h)
         return h
 
@@ -696,15 +716,17 @@ cdef class LoopCore:
                 ret = self._drv_enter(1, timeout_ns)
             self.waiting = False
             self.wake_sent = False
+            # A signal that interrupted the wait is not always reported as
+            # EINTR (io_uring_enter returns the number it submitted when it
+            # submitted any): let Python run its handlers after every
+            # blocking wait (a flag test when none is pending).
+            PyErr_CheckSignals()
         if ret < 0:
-            if ret == -4:  # EINTR: let Python run its signal handlers
+            if ret == -4:  # EINTR
                 PyErr_CheckSignals()
             elif ret != -62 and ret != -16 and ret != -11:  # ETIME, EBUSY, EAGAIN
                 raise _oserror(-ret, ('epoll_wait' if self.use_poll else 'io_uring_enter')
                                + ' failed: ' + _os.strerror(-ret))
-        self._reap()
-        if self.parked:
-            self._unpark()
         return 0
 
     def _submit_pending(self):
@@ -806,9 +828,26 @@ cdef class LoopCore:
                 lop.server, lop.backlog, lop.ssl_handshake_timeout,
                 lop.ssl_shutdown_timeout)
 
+    cdef inline int _run_handle(self, Handle h) except -1:
+        cdef double t0, dt
+        if not self._debug:
+            h._run()
+            return 0
+        try:
+            self._current_handle = h
+            t0 = rl_monotonic()
+            h._run()
+            dt = rl_monotonic() - t0
+            if dt >= self.slow_callback_duration:
+                _logger.warning('Executing %s took %.3f seconds',
+                                _format_handle(h), dt)
+        finally:
+            self._current_handle = None
+        return 0
+
     cdef int _run_once(self) except -1:
         cdef long long timeout_ns
-        cdef double now, end, t0, dt
+        cdef double now, end, dt
         cdef Py_ssize_t ntodo, i
         cdef PyObject *p
         cdef Handle h
@@ -843,6 +882,23 @@ cdef class LoopCore:
             self._flush_writes()
         self._wait(timeout_ns)
 
+        # the callbacks that were ready before the wait
+        ntodo = self.rq_len
+        for i in range(ntodo):
+            p = self._pop_ready()
+            h = <Handle>p
+            Py_DECREF(h)
+            if h.cancelled_:
+                continue
+            self._run_handle(h)
+        h = None
+
+        # the I/O callbacks of this wait
+        self._reap()
+        if self.parked:
+            self._unpark()
+
+        # the timers that are due
         if self.th_len > 0:
             end = rl_monotonic() + self._clock_resolution
             while self.th_len > 0 and self.th[0].when < end:
@@ -850,38 +906,11 @@ cdef class LoopCore:
                 top = <TimerHandle>p
                 Py_DECREF(top)
                 top.scheduled = False
-                if not top.cancelled_:
-                    self._push_ready(top)
-                else:
+                if top.cancelled_:
                     self._timer_cancelled_count -= 1
-
-        ntodo = self.rq_len
-        if not self._debug:
-            for i in range(ntodo):
-                p = self._pop_ready()
-                h = <Handle>p
-                Py_DECREF(h)
-                if h.cancelled_:
                     continue
-                h._run()
-        else:
-            for i in range(ntodo):
-                p = self._pop_ready()
-                h = <Handle>p
-                Py_DECREF(h)
-                if h.cancelled_:
-                    continue
-                try:
-                    self._current_handle = h
-                    t0 = rl_monotonic()
-                    h._run()
-                    dt = rl_monotonic() - t0
-                    if dt >= self.slow_callback_duration:
-                        _logger.warning('Executing %s took %.3f seconds',
-                                        _format_handle(h), dt)
-                finally:
-                    self._current_handle = None
-        h = None
+                self._run_handle(top)
+            top = None
         if self.tick_cb is not None:
             try:
                 self.tick_cb()
@@ -1017,9 +1046,10 @@ cdef class LoopCore:
         sqe.user_data = self._reg(op)
         return 0
 
-    cdef _add_poller(self, dict table, int fd, uint32_t events, callback, tuple args):
+    cdef _add_poller(self, dict table, fileobj, uint32_t events, callback, tuple args):
         cdef _PollOp op
         cdef Handle h
+        cdef int fd = _fileobj_to_fd(fileobj)
         self._check_closed_c()
         h = _new_handle(self, callback, args, None)
         old = table.get(fd)
@@ -1027,17 +1057,30 @@ cdef class LoopCore:
             op = <_PollOp>old
             op.handle.cancel()
             op.handle = h
+            op.fileobj = fileobj
             return
         op = _PollOp.__new__(_PollOp)
         op.loop = self
         op.fd = fd
+        op.fileobj = fileobj
         op.events = events
         op.handle = h
         table[fd] = op
         self._arm_poll(op)
 
-    cdef bint _remove_poller(self, dict table, int fd) except -1:
+    cdef bint _remove_poller(self, dict table, fileobj) except -1:
         cdef _PollOp op
+        try:
+            fd = _fileobj_to_fd(fileobj)
+        except ValueError:
+            # the object no longer has a fd (a closed socket): find its
+            # registration by the object, as selectors do
+            for key, old in table.items():
+                if (<_PollOp>old).fileobj is fileobj:
+                    fd = key
+                    break
+            else:
+                raise
         old = table.pop(fd, None)
         if old is None:
             return False
@@ -1049,20 +1092,20 @@ cdef class LoopCore:
         return True
 
     def _add_reader(self, fd, callback, *args):
-        self._add_poller(self.readers, _fileobj_to_fd(fd), POLLIN, callback, args)
+        self._add_poller(self.readers, fd, POLLIN, callback, args)
 
     def _add_writer(self, fd, callback, *args):
-        self._add_poller(self.writers, _fileobj_to_fd(fd), POLLOUT, callback, args)
+        self._add_poller(self.writers, fd, POLLOUT, callback, args)
 
     def _remove_reader(self, fd):
         if self._closed:
             return False
-        return self._remove_poller(self.readers, _fileobj_to_fd(fd))
+        return self._remove_poller(self.readers, fd)
 
     def _remove_writer(self, fd):
         if self._closed:
             return False
-        return self._remove_poller(self.writers, _fileobj_to_fd(fd))
+        return self._remove_poller(self.writers, fd)
 
     def _has_reader(self, fd):
         return _fileobj_to_fd(fd) in self.readers
@@ -1111,6 +1154,43 @@ cdef class LoopCore:
             self._push_ready(<Handle>handle)
 
     # ---- socket operations (see _sockops.pxi) -----------------------------
+
+    cdef _recv_orphan(self, _RecvOp done, bytes data):
+        """A cancelled receive completed with data: keep it for the next
+        receive on that socket, and if one is already waiting (it could not
+        see the stash when it started), hand it the oldest bytes now."""
+        cdef _RecvOp other
+        cdef uint32_t i
+        cdef Py_ssize_t k
+        cdef Py_buffer view
+        sock = done.sock
+        self._stash_recv(sock, data)
+        for i in range(self.ops_cap):
+            if self.ops[i] == NULL or type(<object>self.ops[i]) is not _RecvOp:
+                continue
+            other = <_RecvOp>self.ops[i]
+            if other is done or other.sock is not sock or other.fut.done():
+                continue
+            chunk = self._take_stash(sock, done.fd, <Py_ssize_t>other.n)
+            if chunk is None:
+                return
+            if other.target is None:
+                other.fut.set_result(chunk)
+            else:
+                k = len(chunk)
+                PyObject_GetBuffer(other.target, &view, PyBUF_WRITABLE)
+                try:
+                    if k > view.len:
+                        k = view.len
+                    memcpy(view.buf, PyBytes_AS_STRING(chunk), k)
+                finally:
+                    PyBuffer_Release(&view)
+                other.target = None
+                other.fut.set_result(k)
+            # whatever that receive still gets from the kernel comes later
+            # in the stream: its completion stashes it after these bytes
+            self._cancel_op(other)
+            return
 
     cdef _stash_recv(self, sock, data):
         key = sock.fileno()
@@ -1258,8 +1338,12 @@ cdef class LoopCore:
             raise
 
     async def sock_sendall(self, sock, data):
-        """Send all of data (SEND in the ring, continued after partial sends)."""
+        """Send all of data: one non-blocking send() at once, as asyncio
+        does (so a close() right after the call cannot overtake the data),
+        then SEND in the ring for the rest, continued after partial sends."""
         cdef _SendOp op
+        cdef ssize_t sent
+        cdef int err
         _check_sock(self, sock)
         cdef int fd = _sock_fd(sock)
         op = _SendOp.__new__(_SendOp)
@@ -1269,6 +1353,19 @@ cdef class LoopCore:
             PyBuffer_Release(&op.view)
             op.has_view = False
             return None
+        sent = c_send(fd, op.view.buf, <size_t>op.view.len, MSG_DONTWAIT | MSG_NOSIGNAL)
+        if sent < 0:
+            err = errno
+            if err != _errno.EAGAIN and err != _errno.EINTR:
+                PyBuffer_Release(&op.view)
+                op.has_view = False
+                raise _oserror(err)
+        elif sent == op.view.len:
+            PyBuffer_Release(&op.view)
+            op.has_view = False
+            return None
+        else:
+            op.offset = <size_t>sent
         op.loop = self
         op.fd = fd
         op.sock = sock
@@ -1278,6 +1375,14 @@ cdef class LoopCore:
             return await fut
         except _aexc.CancelledError:
             self._cancel_op(op)
+            if op.inflight:
+                # the caller owns its buffer again once the cancellation
+                # surfaces: wait for the kernel to let go of it (invariant 1)
+                waiter = op.release_waiter = self._new_future()
+                try:
+                    await waiter
+                except _aexc.CancelledError:
+                    pass
             raise
 
     async def _sock_send(self, sock, data):

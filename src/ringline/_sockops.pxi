@@ -106,6 +106,8 @@ cdef bytes _host_bytes(host):
     if isinstance(host, str):
         if host == '':
             return b'0.0.0.0'
+        if host == '<broadcast>':       # socket module's name for INADDR_BROADCAST
+            return b'255.255.255.255'
         return (<str>host).encode('idna')
     if isinstance(host, bytes):
         return host
@@ -156,7 +158,7 @@ cdef class _RecvOp(_Op):
         if res >= 0:
             if fut.done():
                 if res > 0:
-                    self.loop._stash_recv(self.sock, self.mem[:res])
+                    self.loop._recv_orphan(self, self.mem[:res])
             elif self.target is None:
                 fut.set_result(self.mem[:res])
             else:
@@ -184,6 +186,7 @@ cdef class _SendOp(_Op):
     cdef size_t offset
     cdef object sock
     cdef bint once           # resolve with the byte count after one send
+    cdef object release_waiter   # a cancelled caller waits for the buffer
 
     def __dealloc__(self):
         if self.has_view:
@@ -219,6 +222,10 @@ cdef class _SendOp(_Op):
         if self.has_view and not self.inflight:
             PyBuffer_Release(&self.view)
             self.has_view = False
+        if not self.inflight and self.release_waiter is not None:
+            if not self.release_waiter.done():
+                self.release_waiter.set_result(None)
+            self.release_waiter = None
         return 0
 
 
@@ -263,6 +270,10 @@ cdef class _ConnectOp(_Op):
             self.loop._submit_connect(self)
         elif res == -106:  # EISCONN after a retried attempt
             fut.set_result(None)
+        elif getattr(self.sock, 'family', None) == AF_UNIX:
+            # a Unix connect fails at once on asyncio (in connect() itself):
+            # the OS's message, which callers match on
+            fut.set_exception(_oserror(-res))
         else:
             fut.set_exception(OSError(-res, f'Connect call failed {self.address}'))
         return 0

@@ -27,6 +27,7 @@ cdef int _ECANCELED = 125
 cdef Py_ssize_t _MAX_IOV = 64
 
 _FATAL_ERROR_IGNORE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+_MSG_DONTWAIT_NOSIGNAL = _socket.MSG_DONTWAIT | _socket.MSG_NOSIGNAL
 
 # asyncio.Server's private client-tracking hooks: _attach()/_detach() through
 # 3.12, _attach(transport)/_detach(transport) from 3.13 (the server then keeps
@@ -174,21 +175,18 @@ cdef class _StreamCore(_Flushable):
     def _connection_made(self):
         # runs as a handle inside self.context
         self.connected = True
+        # Start receiving one iteration later, as asyncio does, so that
+        # whoever awaits the transport (create_connection's caller) resumes
+        # before the first data_received; scheduled first so that, as on
+        # asyncio, an exception in connection_made is only logged (by the
+        # handle) and the transport keeps working. Arming checks whether
+        # connection_made closed the transport or paused reading.
+        self.loop.call_soon(self._rearm_after_park)
         self.in_ctx = True
         try:
             self.protocol.connection_made(self.transport)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, 'Fatal error: protocol.connection_made() call failed.')
-            return
         finally:
             self.in_ctx = False
-        if not self.closing and not self.reading_paused:
-            # Start receiving one iteration later, as asyncio does, so that
-            # whoever awaits the transport (create_connection's caller)
-            # resumes before the first data_received.
-            self.loop.call_soon(self._rearm_after_park)
 
     # -- receive --
 
@@ -711,7 +709,21 @@ cdef class _StreamCore(_Flushable):
             self._schedule_connection_lost(None)
 
     def abort(self):
+        if self.wq and self.sop is None and self.kind == 0 and not self.lost_scheduled:
+            self._send_queued_now()
         self._force_close(None)
+
+    cdef int _send_queued_now(self) except -1:
+        # abort() right after write(): asyncio's write() has already tried
+        # the send, so the peer gets those bytes; give the kernel what was
+        # queued this iteration with one non-blocking send (abort is rare:
+        # write() itself stays syscall-free). What the socket does not take
+        # is dropped, as asyncio drops its buffer.
+        try:
+            self.sock.sendmsg(self.wq[:_MAX_IOV], [], _MSG_DONTWAIT_NOSIGNAL)
+        except OSError:
+            pass
+        return 0
 
     cdef int _schedule_connection_lost(self, exc) except -1:
         if self.lost_scheduled:
