@@ -187,12 +187,16 @@ def test_chain_reaches_the_kernel_whole_when_the_sq_is_nearly_full(floop, pair):
     ch = c.send_chain()
     for i in range(n):
         ch.add(i.to_bytes(4, "big"))
-    fut = ch.submit()
+    futs = []
 
-    def fill_then_flush():
-        floop._queue_nops(64 - 5)     # 5 free slots left before the flush
-    floop.call_soon(fill_then_flush)
+    def fill_then_submit():
+        # other work leaves 5 free SQ slots; the chain is flushed at the
+        # end of this same iteration
+        floop._queue_nops(64 - 5)
+        futs.append(ch.submit())
+    floop.call_soon(fill_then_submit)
     turn(floop)
+    fut = futs[0]
     log = sqes(floop)
     # everything queued before the chain went out in one earlier submission;
     # then the chain, whole and in order, each link but the last linked
@@ -203,6 +207,10 @@ def test_chain_reaches_the_kernel_whole_when_the_sq_is_nearly_full(floop, pair):
     assert all(s["flags"] & IOSQE_IO_LINK for s in links[:-1])
     assert not links[-1]["flags"] & IOSQE_IO_LINK
     # the kernel saw the chain in one enter: no enter boundary inside it
+    assert len({s["enter"] for s in links}) == 1
+    # and the NOPs queued before it went in an earlier one
+    nops = [s for s in log if s["opcode"] == IORING_OP_NOP]
+    assert nops and max(s["enter"] for s in nops) < links[0]["enter"]
     for i, s in enumerate(links):
         floop._fake_complete(s["user_data"], 4)
     turn(floop, 2)
@@ -233,12 +241,18 @@ def test_enter_boundary_never_splits_a_chain(floop, pair):
     ch = c.send_chain()
     for i in range(floop.max_chain_links):
         ch.add(b"ab")
-    fut = ch.submit()
-    floop.call_soon(floop._queue_nops, 64 - 2)
+    futs = []
+
+    def fill_then_submit():
+        floop._queue_nops(64 - 2)
+        futs.append(ch.submit())
+    floop.call_soon(fill_then_submit)
     turn(floop)
+    fut = futs[0]
     log = sqes(floop)
     links = [s for s in log if s["opcode"] == IORING_OP_SEND]
     assert len(links) == floop.max_chain_links
+    assert len({s["enter"] for s in links}) == 1
     for s in links:
         floop._fake_complete(s["user_data"], 2)
     turn(floop, 2)

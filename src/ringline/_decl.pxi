@@ -144,6 +144,7 @@ cdef extern from "_ring.h" nogil:
         uint64_t submitted
         int fake
         io_uring_sqe *fake_log
+        unsigned *fake_log_enter
         unsigned fake_log_len
 
     ctypedef struct rl_pbuf:

@@ -296,7 +296,8 @@ cdef class LoopCore:
             q = &self.ring.fake_log[i]
             out.append({'opcode': q.opcode, 'flags': q.flags, 'fd': q.fd,
                         'addr': q.addr, 'len': q.len, 'off': q.off,
-                        'msg_flags': q.msg_flags, 'user_data': q.user_data})
+                        'msg_flags': q.msg_flags, 'user_data': q.user_data,
+                        'enter': self.ring.fake_log_enter[i]})
         self.ring.fake_log_len = 0
         return out
 

@@ -123,6 +123,7 @@ typedef struct rl_ring {
     unsigned fake_ctl[4];          /* sq head, sq tail, sq flags, cq overflow */
     unsigned fake_cq_ctl[2];       /* cq head, cq tail */
     struct io_uring_sqe *fake_log;
+    unsigned *fake_log_enter;      /* per logged SQE: which enter took it */
     unsigned fake_log_len, fake_log_cap;
 } rl_ring;
 
@@ -259,7 +260,9 @@ static int rl_ring_init(rl_ring *r, unsigned entries, unsigned cq_entries,
 static void rl_ring_exit(rl_ring *r) {
     if (r->fake) {
         free(r->sqes); free(r->sq_array); free(r->cqes); free(r->fake_log);
+        free(r->fake_log_enter);
         r->sqes = NULL; r->sq_array = NULL; r->cqes = NULL; r->fake_log = NULL;
+        r->fake_log_enter = NULL;
         r->fake = 0;
         return;
     }
@@ -583,16 +586,22 @@ static int rl_fake_enter(rl_ring *r) {
     if (r->fake_log_len + n > r->fake_log_cap) {
         unsigned cap = r->fake_log_cap ? r->fake_log_cap : 64;
         struct io_uring_sqe *nl;
+        unsigned *ne;
         while (cap < r->fake_log_len + n)
             cap *= 2;
         nl = (struct io_uring_sqe *)realloc(r->fake_log, (size_t)cap * sizeof(*nl));
         if (!nl)
             return -ENOMEM;
         r->fake_log = nl;
+        ne = (unsigned *)realloc(r->fake_log_enter, (size_t)cap * sizeof(*ne));
+        if (!ne)
+            return -ENOMEM;
+        r->fake_log_enter = ne;
         r->fake_log_cap = cap;
     }
     while (head != tail) {
         struct io_uring_sqe *sqe = &r->sqes[r->sq_array[head & r->sq_mask]];
+        r->fake_log_enter[r->fake_log_len] = (unsigned)r->enters;
         r->fake_log[r->fake_log_len++] = *sqe;
         /* fake == 1: an ASYNC_CANCEL completes its target at once with
          * -ECANCELED, as the kernel does for an operation still waiting;
