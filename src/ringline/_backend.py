@@ -152,6 +152,10 @@ def setup_backend(loop, requested, entries: int, mask_flags: int) -> tuple[str, 
         want = "poll"
     if want in ("uring", "iouring"):
         want = "io_uring"
+    if want == "_fake" and source.startswith("backend="):
+        # the fake-completion test harness (no kernel); only by argument
+        loop._setup_fake_ring(entries)
+        return "io_uring", "fake ring: completions posted by the test harness"
     if want not in ("auto", "io_uring", "poll"):
         raise ValueError(f"unknown ringline backend {requested!r} ({source}): "
                          f"expected 'io_uring', 'poll' or 'auto'")

@@ -63,6 +63,7 @@ cdef extern from "Python.h":
 
 cdef int _OP_LINK_TIMEOUT = 15
 cdef int _ECONNRESET = 104
+from operator import index as _operator_index
 
 ctypedef struct _rl_timespec:
     int64_t tv_sec
@@ -200,6 +201,7 @@ cdef class _NSendOp(_Op):
     cdef iovec iov[64]
     cdef msghdr msg
     cdef Py_ssize_t nbytes
+    cdef Py_ssize_t off0     # bufs[0] is sent from this offset
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         return self.slot._on_sent(self, res)
@@ -665,6 +667,7 @@ cdef class _ConnSlot(_Flushable):
     cdef _ReadWait reader
     # send
     cdef list wq
+    cdef Py_ssize_t wq_off   # wq[0] (bytes) was partly sent: wq_off bytes are out
     cdef Py_ssize_t wq_bytes
     cdef Py_ssize_t inflight_bytes
     cdef bint busy             # a send (or chain) is in flight
@@ -692,6 +695,7 @@ cdef class _ConnSlot(_Flushable):
         self.recv_parked = False
         self.reader = None
         self.wq = []
+        self.wq_off = 0
         self.wq_bytes = 0
         self.inflight_bytes = 0
         self.busy = False
@@ -852,6 +856,16 @@ cdef class _ConnSlot(_Flushable):
                     if self.state != _S_OPEN and self.error is not None:
                         raise self.error
                     raise ConnectionClosed('connection is closed')
+                if type(res) is not int and not isinstance(res, _NeedAtLeast):
+                    if res is None:
+                        raise TypeError('parse callback returned None; return the number of '
+                                        'bytes consumed, 0 or need_at_least(n)')
+                    if isinstance(res, bool):
+                        raise TypeError('parse callback returned a bool; return the number '
+                                        'of bytes consumed, 0 or need_at_least(n)')
+                    # int subclasses (IntEnum) and __index__ objects take the
+                    # one int path below (re-arm, negative check included)
+                    res = _operator_index(res)
                 if type(res) is int:
                     r = res
                     if r > 0:
@@ -871,26 +885,13 @@ cdef class _ConnSlot(_Flushable):
                         raise ValueError(f'parse callback returned {r}; expected the number '
                                          'of bytes consumed, 0 or need_at_least(n)')
                     self.want = avail + 1
-                elif isinstance(res, _NeedAtLeast):
+                else:
                     na = <_NeedAtLeast>res
                     if na.n > self.table.recv_cap:
                         raise ValueError(f'need_at_least({na.n}) exceeds the receive accumulator '
                                          f'cap ({self.table.recv_cap} bytes)')
                     self.want = na.n if na.n > avail else avail + 1
                     self._reserve(self.want)
-                elif res is None:
-                    raise TypeError('parse callback returned None; return the number of '
-                                    'bytes consumed, 0 or need_at_least(n)')
-                else:
-                    r = res    # int subclasses (IntEnum) and __index__ objects
-                    if r > 0:
-                        if r > avail:
-                            raise ValueError(f'parse callback consumed {r} bytes but only '
-                                             f'{avail} are buffered')
-                        self.start += r
-                        self.want = 1
-                        return r
-                    self.want = avail + 1
             if self.eof:
                 if self.error is not None:
                     raise self.error
@@ -980,6 +981,9 @@ cdef class _ConnSlot(_Flushable):
         if k > _MAX_IOV:
             # a deep pipeline: gather everything into one buffer rather than
             # sending 64 iovecs per completion round
+            if self.wq_off:
+                wq[0] = (<bytes>wq[0])[self.wq_off:]
+                self.wq_off = 0
             joined = b''.join(wq[:k])
             del wq[:k]
             wq.insert(0, joined)
@@ -1005,6 +1009,12 @@ cdef class _ConnSlot(_Flushable):
             op.iov[i].iov_base = PyBytes_AS_STRING(b)
             op.iov[i].iov_len = ln
             total += ln
+        # a partly sent head continues from its offset, without a copy
+        op.off0 = self.wq_off
+        self.wq_off = 0
+        op.iov[0].iov_base = <char*>op.iov[0].iov_base + op.off0
+        op.iov[0].iov_len -= op.off0
+        total -= op.off0
         op.nbytes = total
         self.wq_bytes -= total
         self.inflight_bytes = total
@@ -1014,7 +1024,7 @@ cdef class _ConnSlot(_Flushable):
         if k == 1:
             sqe = self.loop._sqe(IORING_OP_SEND)
             rl_prep_rw(sqe, IORING_OP_SEND, self.fd, op.iov[0].iov_base,
-                       <unsigned>op.iov[0].iov_len, 0, self.loop._reg(op))
+                       op.iov[0].iov_len, 0, self.loop._reg(op))
         else:
             op.msg.msg_iov = op.iov
             op.msg.msg_iovlen = k
@@ -1029,6 +1039,8 @@ cdef class _ConnSlot(_Flushable):
         self.busy = False
         self.cur_send = None
         self.inflight_bytes = 0
+        if res == 0 and op.nbytes > 0:
+            res = -_EIO   # no progress on a non-empty send is an error, never a retry
         if self.state == _S_DEAD or self.state == _S_FREE:
             op.bufs = None
             self.spare = op
@@ -1038,6 +1050,7 @@ cdef class _ConnSlot(_Flushable):
         if res < 0:
             if res == -11 or res == -4:
                 self.wq[0:0] = op.bufs
+                self.wq_off = op.off0
                 self.wq_bytes += op.nbytes
                 op.bufs = None
                 self.spare = op
@@ -1051,18 +1064,17 @@ cdef class _ConnSlot(_Flushable):
             return 0
         sent = res
         if sent < op.nbytes:
-            rest = []
-            for i in range(len(op.bufs)):
+            # the first buffer not sent whole goes back as the head with the
+            # offset reached (no copy of the rest)
+            sent += op.off0
+            i = 0
+            ln = len(<bytes>op.bufs[0])
+            while sent >= ln:
+                sent -= ln
+                i += 1
                 ln = len(<bytes>op.bufs[i])
-                if sent >= ln:
-                    sent -= ln
-                    continue
-                if sent > 0:
-                    rest.append(op.bufs[i][sent:])
-                    sent = 0
-                else:
-                    rest.append(op.bufs[i])
-            self.wq[0:0] = rest
+            self.wq[0:0] = op.bufs[i:]
+            self.wq_off = sent
             self.wq_bytes += op.nbytes - res
         op.bufs = None
         self.spare = op
@@ -1154,6 +1166,21 @@ cdef class _ConnSlot(_Flushable):
         cdef _NZcOp zop
         cdef Py_buffer view
         cdef Py_ssize_t total = ch.state.total_bytes
+        if not self.loop.use_poll:
+            # the whole chain reaches the kernel in one submission or not at
+            # all (invariant 9): room for every link first, before any state
+            # changes, so a chain that cannot fit fails alone and the
+            # connection stays usable
+            try:
+                self.loop._sq_reserve(<unsigned>n)
+            except SubmissionQueueFull as exc:
+                self.wq_bytes -= total
+                self.table.pool_bytes -= total
+                if ch.fut is not None and not ch.fut.done():
+                    ch.fut.set_exception(exc)
+                if self.wq:
+                    self._schedule_flush()
+                return 0
         self.wq_bytes -= total
         self.inflight_bytes = total
         self.busy = True
@@ -1182,11 +1209,11 @@ cdef class _ConnSlot(_Flushable):
             if ch.zc[i]:
                 sqe = self.loop._sqe(IORING_OP_SEND_ZC)
                 rl_prep_rw(sqe, IORING_OP_SEND_ZC, self.fd, zop.iov[0].iov_base,
-                           <unsigned>zop.iov[0].iov_len, 0, self.loop._reg(zop))
+                           zop.iov[0].iov_len, 0, self.loop._reg(zop))
             else:
                 sqe = self.loop._sqe(IORING_OP_SEND)
                 rl_prep_rw(sqe, IORING_OP_SEND, self.fd, zop.iov[0].iov_base,
-                           <unsigned>zop.iov[0].iov_len, 0, self.loop._reg(zop))
+                           zop.iov[0].iov_len, 0, self.loop._reg(zop))
             sqe.msg_flags = MSG_NOSIGNAL | MSG_WAITALL
             if i + 1 < n:
                 sqe.flags = IOSQE_IO_LINK
@@ -1209,7 +1236,7 @@ cdef class _ConnSlot(_Flushable):
         PyObject_GetBuffer(part, &view, PyBUF_SIMPLE)
         op.nbytes = view.len
         sqe = self.loop._sqe(IORING_OP_SEND)
-        rl_prep_rw(sqe, IORING_OP_SEND, self.fd, view.buf, <unsigned>view.len, 0,
+        rl_prep_rw(sqe, IORING_OP_SEND, self.fd, view.buf, <size_t>view.len, 0,
                    self.loop._reg(op))
         PyBuffer_Release(&view)
         sqe.msg_flags = MSG_NOSIGNAL
@@ -1225,6 +1252,8 @@ cdef class _ConnSlot(_Flushable):
         cdef Py_ssize_t link_len = len(ch.links[ch.next_link])
         if self.state == _S_DEAD or self.state == _S_FREE:
             res = -_ECANCELED if res >= 0 else res
+        if res == 0 and op.nbytes > 0:
+            res = -_EIO   # no progress is an error, never a retry
         if res >= 0 and ch.link_off + res < link_len:
             ch.link_off += res
             return self._poll_next_link(ch)
@@ -1281,6 +1310,7 @@ cdef class _ConnSlot(_Flushable):
                     (<_Chain>item).fut.set_exception(exc)
         self.table.pool_bytes -= self.wq_bytes
         self.wq = []
+        self.wq_off = 0
         self.wq_bytes = 0
         return 0
 
@@ -1826,8 +1856,10 @@ cdef class SendChain:
         s._check_send(self.conn)
         if not self.links:
             raise ValueError('empty send chain')
-        if len(self.links) > 4096:
-            raise ValueError('a send chain has at most 4096 links')
+        if len(self.links) > s.loop.max_chain_links:
+            raise ValueError(f'a send chain has at most max_chain_links = '
+                             f'{s.loop.max_chain_links} links (a quarter of the '
+                             f'submission queue), got {len(self.links)}')
         fut = s.loop._new_future()
         ch = _Chain.__new__(_Chain)
         ch.links = self.links
@@ -1881,6 +1913,15 @@ def _connect_fd(LoopCore loop, int fd, int family, address, timeout):
     if alen == 1:
         raise ValueError(f'cannot encode address {address!r}')
     op.addrlen = alen
+    t = -1.0
+    if timeout is not None:
+        # validated before anything is queued: a raise after the CONNECT was
+        # in the ring would leave it running on an fd the caller then closes
+        t = timeout
+        if not (t >= 0):
+            raise ValueError(f'timeout must be >= 0, got {timeout!r}')
+        if not loop.use_poll:
+            loop._sq_reserve(2)   # CONNECT + LINK_TIMEOUT in one submission
     fut = op.fut = loop._new_future()
     sqe = loop._sqe(IORING_OP_CONNECT)
     sqe.fd = fd
@@ -1888,9 +1929,6 @@ def _connect_fd(LoopCore loop, int fd, int family, address, timeout):
     sqe.off = op.addrlen
     sqe.user_data = loop._reg(op)
     if timeout is not None:
-        t = timeout
-        if t < 0:
-            raise ValueError(f'timeout must be >= 0, got {timeout!r}')
         if loop.use_poll:
             loop.call_later(t, _connect_timed_out, op)
         else:

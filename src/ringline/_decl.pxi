@@ -143,6 +143,10 @@ cdef extern from "_ring.h" nogil:
         unsigned cq_entries
         uint64_t enters
         uint64_t submitted
+        int fake
+        io_uring_sqe *fake_log
+        unsigned *fake_log_enter
+        unsigned fake_log_len
 
     ctypedef struct rl_pbuf:
         unsigned nbufs
@@ -166,12 +170,15 @@ cdef extern from "_ring.h" nogil:
     unsigned rl_reap(rl_ring *r, io_uring_cqe *out, unsigned max)
     int rl_probe(rl_ring *r, unsigned char *ops_out, int max_ops)
     int rl_fake_setup_errno
+    int rl_ring_init_fake(rl_ring *r, unsigned entries, unsigned cq_entries)
+    int rl_fake_post(rl_ring *r, uint64_t ud, int res, uint32_t flags)
     int rl_pbuf_init(rl_ring *r, rl_pbuf *pb, unsigned nbufs, unsigned buf_size, unsigned short bgid)
     void rl_pbuf_exit(rl_ring *r, rl_pbuf *pb)
     void rl_pbuf_add(rl_pbuf *pb, unsigned short bid)
     void rl_pbuf_publish(rl_pbuf *pb)
     char *rl_pbuf_addr(rl_pbuf *pb, unsigned bid)
-    void rl_prep_rw(io_uring_sqe *sqe, int op, int fd, const void *addr, unsigned len, uint64_t off, uint64_t ud)
+    void rl_prep_rw(io_uring_sqe *sqe, int op, int fd, const void *addr, size_t len, uint64_t off, uint64_t ud)
+    unsigned RL_MAX_IO_LEN
     double rl_monotonic()
     uint64_t RL_UD_IGNORE
     int RL_OP_READ_MULTISHOT

@@ -123,12 +123,26 @@ cdef inline object _oserror(int err, str msg=None):
     return OSError(err, msg)
 
 
+class SubmissionQueueFull(RuntimeError):
+    """A group of linked submissions could not be placed in the submission
+    queue whole; nothing of it was queued."""
+
+
+cdef unsigned _max_chain_links(unsigned sq_entries) noexcept:
+    # a chain takes at most a quarter of the SQ, so the rest of an
+    # iteration's work still fits beside it (and it always fits after one
+    # submit of what was queued before it)
+    cdef unsigned n = sq_entries // 4
+    return n if n >= 1 else 1
+
+
 cdef class LoopCore:
     """The native part of ringline's event loop (see the module notes)."""
     cdef rl_ring ring
     cdef rl_polldrv pd
     cdef bint use_poll          # the poll driver runs this loop, not the ring
     cdef bint ring_ok           # the driver (either one) is set up
+    cdef public unsigned max_chain_links   # longest linked chain one submission takes
     cdef public bint closing
     # ready queue (circular)
     cdef PyObject **rq
@@ -260,9 +274,70 @@ cdef class LoopCore:
                                 f'than 5.19): {_errno.errorcode.get(-err, -err)}')
         rl_pbuf_exit(&self.ring, &probe_pb)
         self.ring_ok = True
+        self.max_chain_links = _max_chain_links(self.ring.sq_entries)
         self.zc_ok = (self.probe_ops[IORING_OP_SEND_ZC] != 0 and
                       self.probe_ops[IORING_OP_SENDMSG_ZC] != 0)
         self._setup_wake()
+
+    def _setup_fake_ring(self, unsigned entries=4096):
+        """Test harness: a ring with no kernel behind it (see _ring.h). The
+        core runs its io_uring paths; _fake_sqes() returns what it submitted
+        and _fake_complete() posts the completions the test chooses."""
+        cdef int err
+        if entries & (entries - 1):
+            raise ValueError('entries must be a power of two')
+        err = rl_ring_init_fake(&self.ring, entries, entries * 4)
+        if err < 0:
+            raise OSError(-err, 'fake ring setup failed')
+        self.probe_len = rl_probe(&self.ring, self.probe_ops, 256)
+        self.ring_ok = True
+        self.max_chain_links = _max_chain_links(self.ring.sq_entries)
+        self.zc_ok = True
+        self._setup_wake()
+
+    def _fake_sqes(self):
+        """Test harness: the SQEs submitted since the last call, as dicts."""
+        cdef unsigned i
+        cdef io_uring_sqe *q
+        if not self.ring.fake:
+            raise RuntimeError('not a fake ring')
+        out = []
+        for i in range(self.ring.fake_log_len):
+            q = &self.ring.fake_log[i]
+            out.append({'opcode': q.opcode, 'flags': q.flags, 'fd': q.fd,
+                        'addr': q.addr, 'len': q.len, 'off': q.off,
+                        'msg_flags': q.msg_flags, 'user_data': q.user_data,
+                        'enter': self.ring.fake_log_enter[i]})
+        self.ring.fake_log_len = 0
+        return out
+
+    def _fake_complete(self, uint64_t user_data, int res, uint32_t flags=0):
+        """Test harness: post one completion (reaped by the next iteration)."""
+        if not self.ring.fake:
+            raise RuntimeError('not a fake ring')
+        if rl_fake_post(&self.ring, user_data, res, flags) < 0:
+            raise RuntimeError('fake completion queue is full')
+
+    def _queue_nops(self, unsigned n):
+        """Test hook: queue n NOPs (completions ignored) in this iteration,
+        as if that much other work was queued beside the caller's."""
+        cdef io_uring_sqe *sqe
+        cdef unsigned i
+        for i in range(n):
+            sqe = self._sqe(IORING_OP_NOP)
+            sqe.fd = -1
+            sqe.user_data = RL_UD_IGNORE
+
+    def _fake_auto_cancel(self, bint on):
+        """Test harness: whether ASYNC_CANCEL completes its target with
+        -ECANCELED at once (the default) or the test posts every completion."""
+        if not self.ring.fake:
+            raise RuntimeError('not a fake ring')
+        self.ring.fake = 1 if on else 2
+
+    def _fake_pending_sqes(self):
+        """Test harness: SQEs queued this iteration, not yet submitted."""
+        return rl_sq_pending(&self.ring)
 
     def _setup_poll(self, unsigned entries=4096):
         """Use the poll driver (epoll) instead of a ring."""
@@ -272,6 +347,7 @@ cdef class LoopCore:
             raise OSError(-err, 'epoll_create1 failed: ' + _os.strerror(-err))
         self.use_poll = True
         self.ring_ok = True
+        self.max_chain_links = _max_chain_links(self.pd.sq_entries)
         self.probe_len = rl_pd_probe(self.probe_ops, 256)
         self.zc_ok = False
         self._setup_wake()
@@ -407,6 +483,28 @@ cdef class LoopCore:
         if opcode < 64:
             self.op_counts[opcode] += 1
         return sqe
+
+    cdef inline unsigned _drv_sq_space(self) noexcept:
+        if self.use_poll:
+            return self.pd.sq_entries - self.pd.sq_len
+        return self.ring.sq_entries - rl_sq_pending(&self.ring)
+
+    cdef int _sq_reserve(self, unsigned n) except -1:
+        """Make room for n SQEs that must reach the kernel in one submission
+        (a linked chain: invariant 9). What is already queued is submitted
+        first when the rest of the queue cannot hold all n, so no _sqe() call
+        between this and the chain's last SQE submits a partial chain. Raises
+        SubmissionQueueFull, with nothing queued, when n cannot fit."""
+        if not self.ring_ok:
+            raise RuntimeError('the ring of this loop is closed')
+        if self._drv_sq_space() >= n:
+            return 0
+        self._drv_enter(0, 0)
+        if self._drv_sq_space() >= n:
+            return 0
+        raise SubmissionQueueFull(
+            f'{n} linked submissions do not fit the submission queue '
+            f'({self._drv_sq_space()} of {self.ring.sq_entries if not self.use_poll else self.pd.sq_entries} free)')
 
     cdef int _cancel_op(self, _Op op) except -1:
         cdef io_uring_sqe *sqe
@@ -1236,6 +1334,11 @@ cdef class LoopCore:
         return item
 
     cdef _stash_accept(self, sock, int newfd):
+        if self.closing:
+            # the loop is closing (the stash is already cleared): nobody can
+            # take this connection any more
+            c_close(newfd)
+            return
         key = sock.fileno()
         ent = self.accept_stash.get(key)
         if ent is not None and ent[0]() is sock:
@@ -1284,7 +1387,7 @@ cdef class LoopCore:
         op.mem = self._bounce_get(size, &op.cap)
         fut = op.fut = self._new_future()
         sqe = self._sqe(IORING_OP_RECV)
-        rl_prep_rw(sqe, IORING_OP_RECV, fd, op.mem, <unsigned>size, 0, self._reg(op))
+        rl_prep_rw(sqe, IORING_OP_RECV, fd, op.mem, <size_t>size, 0, self._reg(op))
         try:
             return await fut
         except _aexc.CancelledError:
@@ -1325,7 +1428,7 @@ cdef class LoopCore:
         op.mem = self._bounce_get(size, &op.cap)
         fut = op.fut = self._new_future()
         sqe = self._sqe(IORING_OP_RECV)
-        rl_prep_rw(sqe, IORING_OP_RECV, fd, op.mem, <unsigned>size, 0, self._reg(op))
+        rl_prep_rw(sqe, IORING_OP_RECV, fd, op.mem, <size_t>size, 0, self._reg(op))
         try:
             return await fut
         except _aexc.CancelledError:
@@ -1600,7 +1703,7 @@ cdef class LoopCore:
         op.mem = self._bounce_get(n, &op.cap)
         fut = op.fut = self._new_future()
         sqe = self._sqe(IORING_OP_READ)
-        rl_prep_rw(sqe, IORING_OP_READ, fd, op.mem, <unsigned>n, offset, self._reg(op))
+        rl_prep_rw(sqe, IORING_OP_READ, fd, op.mem, <size_t>n, offset, self._reg(op))
         try:
             res = await fut
         except _aexc.CancelledError:

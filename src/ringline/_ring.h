@@ -117,6 +117,14 @@ typedef struct rl_ring {
     /* counters */
     uint64_t enters;
     uint64_t submitted;
+    /* the fake-completion test harness (rl_ring_init_fake): no kernel; SQEs
+     * the core submits are copied to a log, CQEs are posted by the test */
+    int fake;
+    unsigned fake_ctl[4];          /* sq head, sq tail, sq flags, cq overflow */
+    unsigned fake_cq_ctl[2];       /* cq head, cq tail */
+    struct io_uring_sqe *fake_log;
+    unsigned *fake_log_enter;      /* per logged SQE: which enter took it */
+    unsigned fake_log_len, fake_log_cap;
 } rl_ring;
 
 /* Test hook (RINGLINE_FAKE_URING_ERRNO, see _backend.py): when non-zero,
@@ -250,6 +258,14 @@ static int rl_ring_init(rl_ring *r, unsigned entries, unsigned cq_entries,
 }
 
 static void rl_ring_exit(rl_ring *r) {
+    if (r->fake) {
+        free(r->sqes); free(r->sq_array); free(r->cqes); free(r->fake_log);
+        free(r->fake_log_enter);
+        r->sqes = NULL; r->sq_array = NULL; r->cqes = NULL; r->fake_log = NULL;
+        r->fake_log_enter = NULL;
+        r->fake = 0;
+        return;
+    }
     if (r->fd < 0)
         return;
     munmap(r->sqes, r->sqes_len);
@@ -287,11 +303,15 @@ static inline struct io_uring_sqe *rl_get_sqe(rl_ring *r) {
 /* Submit everything pending and wait for `wait_nr` completions or until the
  * timeout (timeout_ns < 0: no timeout). Returns >= 0 or -errno; -ETIME and
  * -EINTR are ordinary outcomes. Call without the GIL when it may block. */
+static int rl_fake_enter(rl_ring *r);
+
 static inline int rl_enter(rl_ring *r, unsigned wait_nr, long long timeout_ns) {
     unsigned to_submit;
     unsigned flags = 0;
     int ret;
     rl_publish(r);
+    if (__builtin_expect(r->fake, 0))
+        return rl_fake_enter(r);
     to_submit = rl_sq_pending(r);
     if (wait_nr > 0 || (r->setup_flags & IORING_SETUP_DEFER_TASKRUN))
         flags |= IORING_ENTER_GETEVENTS;
@@ -362,8 +382,14 @@ static inline int rl_sq_needs_taskrun(rl_ring *r) {
 /* Probe: fills ops_out[op] = 1 when supported. Returns the last op + 1 or -errno. */
 static int rl_probe(rl_ring *r, unsigned char *ops_out, int max_ops) {
     size_t sz = sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
-    struct io_uring_probe *p = (struct io_uring_probe *)calloc(1, sz);
+    struct io_uring_probe *p;
     int i, ret;
+    if (r->fake) {                 /* the fake ring "supports" every opcode */
+        for (i = 0; i < max_ops && i < IORING_OP_LAST; i++)
+            ops_out[i] = 1;
+        return IORING_OP_LAST;
+    }
+    p = (struct io_uring_probe *)calloc(1, sz);
     if (!p)
         return -ENOMEM;
     ret = rl_sys_register(r->fd, IORING_REGISTER_PROBE, p, 256);
@@ -455,6 +481,8 @@ static int rl_pbuf_init(rl_ring *r, rl_pbuf *pb, unsigned nbufs, unsigned buf_si
     int ret = rl_pbuf_alloc(pb, nbufs, buf_size, bgid);
     if (ret < 0)
         return ret;
+    if (r->fake)
+        return 0;
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (uint64_t)(uintptr_t)pb->br;
     reg.ring_entries = nbufs;
@@ -486,12 +514,19 @@ static inline char *rl_pbuf_addr(rl_pbuf *pb, unsigned bid) {
 
 /* ---- SQE preparation ---------------------------------------------------- */
 
+/* The largest length one read/write/send/recv SQE carries: the kernel's own
+ * per-call cap (MAX_RW_COUNT, INT_MAX rounded down to a page). The SQE's len
+ * field is 32 bits: a size_t handed in unclamped would wrap (2^32 -> 0, a
+ * zero-byte send "succeeding" forever). Callers pass the full size_t length;
+ * the op then completes short and continues from its offset. */
+#define RL_MAX_IO_LEN 0x7FFFF000u
+
 static inline void rl_prep_rw(struct io_uring_sqe *sqe, int op, int fd, const void *addr,
-                              unsigned len, uint64_t off, uint64_t ud) {
+                              size_t len, uint64_t off, uint64_t ud) {
     sqe->opcode = (uint8_t)op;
     sqe->fd = fd;
     sqe->addr = (uint64_t)(uintptr_t)addr;
-    sqe->len = len;
+    sqe->len = len > RL_MAX_IO_LEN ? RL_MAX_IO_LEN : (unsigned)len;
     sqe->off = off;
     sqe->user_data = ud;
 }
@@ -506,6 +541,92 @@ static inline double rl_monotonic(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- the fake-completion harness ---------------------------------------
+ * A ring with no kernel behind it, for testing the core's driver logic with
+ * chosen completions (tests/loop/test_fake_completions.py). The SQ and CQ are
+ * plain memory laid out as the kernel's; "submitting" copies the published
+ * SQEs to a log the test reads; the test posts CQEs, which the core reaps
+ * through the ordinary rl_reap(). Never used outside tests. */
+
+static int rl_ring_init_fake(rl_ring *r, unsigned entries, unsigned cq_entries) {
+    unsigned i;
+    memset(r, 0, sizeof(*r));
+    r->fd = -1;
+    r->fake = 1;
+    r->setup_flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+    r->sq_entries = entries;
+    r->sq_mask = entries - 1;
+    r->cq_entries = cq_entries;
+    r->cq_mask = cq_entries - 1;
+    r->sq_khead = &r->fake_ctl[0];
+    r->sq_ktail = &r->fake_ctl[1];
+    r->sq_kflags = &r->fake_ctl[2];
+    r->cq_koverflow = &r->fake_ctl[3];
+    r->cq_khead = &r->fake_cq_ctl[0];
+    r->cq_ktail = &r->fake_cq_ctl[1];
+    r->sqes = (struct io_uring_sqe *)calloc(entries, sizeof(struct io_uring_sqe));
+    r->sq_array = (unsigned *)calloc(entries, sizeof(unsigned));
+    r->cqes = (struct io_uring_cqe *)calloc(cq_entries, sizeof(struct io_uring_cqe));
+    if (!r->sqes || !r->sq_array || !r->cqes) {
+        rl_ring_exit(r);
+        return -ENOMEM;
+    }
+    for (i = 0; i < entries; i++)
+        r->sq_array[i] = i;
+    return 0;
+}
+
+static int rl_fake_post(rl_ring *r, uint64_t ud, int res, uint32_t flags);
+
+static int rl_fake_enter(rl_ring *r) {
+    unsigned head = *r->sq_khead, tail = *r->sq_ktail, n = tail - head;
+    r->enters++;
+    if (r->fake_log_len + n > r->fake_log_cap) {
+        unsigned cap = r->fake_log_cap ? r->fake_log_cap : 64;
+        struct io_uring_sqe *nl;
+        unsigned *ne;
+        while (cap < r->fake_log_len + n)
+            cap *= 2;
+        nl = (struct io_uring_sqe *)realloc(r->fake_log, (size_t)cap * sizeof(*nl));
+        if (!nl)
+            return -ENOMEM;
+        r->fake_log = nl;
+        ne = (unsigned *)realloc(r->fake_log_enter, (size_t)cap * sizeof(*ne));
+        if (!ne)
+            return -ENOMEM;
+        r->fake_log_enter = ne;
+        r->fake_log_cap = cap;
+    }
+    while (head != tail) {
+        struct io_uring_sqe *sqe = &r->sqes[r->sq_array[head & r->sq_mask]];
+        r->fake_log_enter[r->fake_log_len] = (unsigned)r->enters;
+        r->fake_log[r->fake_log_len++] = *sqe;
+        /* fake == 1: an ASYNC_CANCEL completes its target at once with
+         * -ECANCELED, as the kernel does for an operation still waiting;
+         * fake == 2 leaves every completion to the test */
+        if (r->fake == 1 && sqe->opcode == IORING_OP_ASYNC_CANCEL)
+            rl_fake_post(r, sqe->addr, -ECANCELED, 0);
+        head++;
+    }
+    __atomic_store_n(r->sq_khead, head, __ATOMIC_RELEASE);
+    r->submitted += n;
+    return (int)n;
+}
+
+/* Post one completion; -EBUSY when the CQ is full. */
+static int rl_fake_post(rl_ring *r, uint64_t ud, int res, uint32_t flags) {
+    unsigned tail = *r->cq_ktail;
+    struct io_uring_cqe *cqe;
+    if (tail - *r->cq_khead >= r->cq_entries)
+        return -EBUSY;
+    cqe = &r->cqes[tail & r->cq_mask];
+    cqe->user_data = ud;
+    cqe->res = res;
+    cqe->flags = flags;
+    __atomic_store_n(r->cq_ktail, tail + 1, __ATOMIC_RELEASE);
+    return 0;
 }
 
 #endif /* RINGLINE_RING_H */

@@ -237,7 +237,7 @@ cdef class _AcceptOp(_Op):
     cdef int complete(self, int res, uint32_t flags) except -1:
         fut = self.fut
         if res >= 0:
-            if fut.done():
+            if fut.done() or self.loop.closing:
                 self.loop._stash_accept(self.sock, res)
                 return 0
             try:

@@ -24,6 +24,7 @@ from asyncio import base_events as _base_events
 
 cdef int _ENOBUFS = 105
 cdef int _ECANCELED = 125
+cdef int _EIO = 5
 cdef Py_ssize_t _MAX_IOV = 64
 
 _FATAL_ERROR_IGNORE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
@@ -80,6 +81,7 @@ cdef class _StreamSendOp(_Op):
     cdef iovec iov[64]
     cdef msghdr msg
     cdef Py_ssize_t nbytes
+    cdef Py_ssize_t off0      # bufs[0] is sent from this offset
     cdef bint zc              # sent with SEND_ZC / SENDMSG_ZC
     cdef bint notif_pending   # the kernel still reads the buffers
 
@@ -130,6 +132,7 @@ cdef class _StreamCore(_Flushable):
     cdef _StreamRecvOp rop
     cdef _StreamSendOp sop
     cdef list wq
+    cdef Py_ssize_t wq_off      # wq[0] was partly sent: its first wq_off bytes are out
     cdef Py_ssize_t wq_bytes
     cdef Py_ssize_t inflight_bytes
     cdef public Py_ssize_t high_water
@@ -225,13 +228,16 @@ cdef class _StreamCore(_Flushable):
             bid = flags >> IORING_CQE_BUFFER_SHIFT
             ptr = rl_pbuf_addr(&loop.pbuf, bid)
             try:
-                if res > 0:
+                if res > 0 and not loop.closing:
                     self._deliver(ptr, res)
             finally:
                 rl_pbuf_add(&loop.pbuf, <unsigned short>bid)
                 rl_pbuf_publish(&loop.pbuf)
-            if not (flags & IORING_CQE_F_MORE):
+            if not (flags & IORING_CQE_F_MORE) and not loop.closing:
                 self._arm_recv()
+            return 0
+        if loop.closing:
+            # loop.close() cancelled the receive: no callbacks, no re-arm
             return 0
         if res == 0:
             self._on_eof()
@@ -504,6 +510,12 @@ cdef class _StreamCore(_Flushable):
             op.iov[i].iov_base = PyBytes_AS_STRING(b)
             op.iov[i].iov_len = ln
             total += ln
+        # a partly sent head continues from its offset, without a copy
+        op.off0 = self.wq_off
+        self.wq_off = 0
+        op.iov[0].iov_base = <char*>op.iov[0].iov_base + op.off0
+        op.iov[0].iov_len -= op.off0
+        total -= op.off0
         op.nbytes = total
         self.wq_bytes -= total
         self.inflight_bytes = total
@@ -512,7 +524,7 @@ cdef class _StreamCore(_Flushable):
             if k == 1:
                 sqe = self.loop._sqe(IORING_OP_WRITE)
                 rl_prep_rw(sqe, IORING_OP_WRITE, self.fd, op.iov[0].iov_base,
-                           <unsigned>op.iov[0].iov_len, <uint64_t>-1, self.loop._reg(op))
+                           op.iov[0].iov_len, <uint64_t>-1, self.loop._reg(op))
             else:
                 sqe = self.loop._sqe(IORING_OP_WRITEV)
                 rl_prep_rw(sqe, IORING_OP_WRITEV, self.fd, op.iov, <unsigned>k,
@@ -525,7 +537,7 @@ cdef class _StreamCore(_Flushable):
             if k == 1:
                 sqe = self.loop._sqe(IORING_OP_SEND_ZC)
                 rl_prep_rw(sqe, IORING_OP_SEND_ZC, self.fd, op.iov[0].iov_base,
-                           <unsigned>op.iov[0].iov_len, 0, self.loop._reg(op))
+                           op.iov[0].iov_len, 0, self.loop._reg(op))
             else:
                 op.msg.msg_iov = op.iov
                 op.msg.msg_iovlen = k
@@ -537,7 +549,7 @@ cdef class _StreamCore(_Flushable):
         if k == 1:
             sqe = self.loop._sqe(IORING_OP_SEND)
             rl_prep_rw(sqe, IORING_OP_SEND, self.fd, op.iov[0].iov_base,
-                       <unsigned>op.iov[0].iov_len, 0, self.loop._reg(op))
+                       op.iov[0].iov_len, 0, self.loop._reg(op))
         else:
             op.msg.msg_iov = op.iov
             op.msg.msg_iovlen = k
@@ -550,9 +562,19 @@ cdef class _StreamCore(_Flushable):
         cdef Py_ssize_t sent, i, ln
         self.sop = None
         self.inflight_bytes = 0
+        if self.loop.closing:
+            # the loop is closing and cancelled this send: closing is not an
+            # error (asyncio's loops just stop driving their transports)
+            op.release()
+            return 0
+        if res == 0 and op.nbytes > 0:
+            # lengths are clamped (rl_prep_rw), so a non-empty send cannot
+            # legitimately take nothing: never requeue it as progress
+            res = -_EIO
         if res < 0:
             if res == -11 or res == -4:   # EAGAIN / EINTR: send it all again
                 self.wq[0:0] = op.bufs
+                self.wq_off = op.off0
                 self.wq_bytes += op.nbytes
                 op.release()
                 self._schedule_flush()
@@ -564,20 +586,19 @@ cdef class _StreamCore(_Flushable):
             return 0
         sent = res
         if sent < op.nbytes:
-            # requeue what the kernel did not take, from the right offset
-            rest = []
-            for i in range(len(op.bufs)):
+            # requeue what the kernel did not take; the first buffer not sent
+            # whole goes back as the head with the offset reached (no copy:
+            # a huge buffer sent in many short sends costs no copying)
+            sent += op.off0
+            i = 0
+            ln = len(<bytes>op.bufs[0])
+            while sent >= ln:
+                sent -= ln
+                i += 1
                 ln = len(<bytes>op.bufs[i])
-                if sent >= ln:
-                    sent -= ln
-                    continue
-                if sent > 0:
-                    rest.append(op.bufs[i][sent:])
-                    sent = 0
-                else:
-                    rest.append(op.bufs[i])
+            self.wq[0:0] = op.bufs[i:]
+            self.wq_off = sent
             op.release()
-            self.wq[0:0] = rest
             self.wq_bytes += op.nbytes - res
         else:
             op.release()
@@ -754,6 +775,7 @@ cdef class _StreamCore(_Flushable):
         if exc is not None and self.empty_waiter is not None and not self.empty_waiter.done():
             self.empty_waiter.set_exception(exc)
         self.wq.clear()
+        self.wq_off = 0
         self.wq_bytes = 0
         if self.sop is not None:
             self.loop._cancel_op(self.sop)
