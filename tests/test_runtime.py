@@ -480,10 +480,13 @@ def test_on_start_per_worker_client_only_and_on_tick(monkeypatch):
             c, _ = collector.accept()
             with c:
                 reports.append(json.loads(recv_line(c)))
+    # the collector thread starts after launch() forked the workers (a fork
+    # in a multi-threaded process is deprecated); the listen backlog holds
+    # the workers' connections until it runs
     t = threading.Thread(target=collect, daemon=True)
-    t.start()
     try:
         rt = launch(Client, None, Config(workers=2, tick=0.02, max_connections=16))
+        t.start()
         assert rt.address is None and rt.port is None
         assert rt.join(20), "client-only workers did not finish"
         t.join(5)

@@ -1214,6 +1214,8 @@ class _Supervisor:
         for sock in (self.sig_r, self.sig_w, self.ctl_r):
             if sock is not None:
                 sock.close()
+        with self.lock:        # request_stop() writes ctl_w from other threads
+            self.ctl_w.close()
         try:
             self.sel.close()
         except Exception:
