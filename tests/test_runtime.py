@@ -582,6 +582,70 @@ def test_rlimit_nofile_too_low_fails_startup_naming_it(tmp_path):
     assert "children: []" in out        # nothing was forked
 
 
+DERIVED = RLIMIT.split("resource.setrlimit")[0] + """
+import logging, socket, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="LOG %(message)s")
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit // 2, limit))   # soft below hard
+if os.geteuid() == 0:
+    drop_cap_sys_resource()
+
+class Echo(Handler):
+    async def on_accept(self, conn):
+        await conn.on_data(lambda view: conn.send_nowait(bytes(view)) or len(view))
+
+try:
+    rt = launch(Echo, ("127.0.0.1", 0), Config(workers=2))    # default max_connections
+except OSError as exc:
+    print("FAILED:", exc, flush=True)
+else:
+    with socket.create_connection(("127.0.0.1", rt.port), timeout=5) as s:
+        s.sendall(b"ping")
+        print("ECHO", s.recv(4).decode(), flush=True)
+    print("CONFIG", rt.config.max_connections, rt.config.acceptor_queue, flush=True)
+    print("SOFT", resource.getrlimit(resource.RLIMIT_NOFILE)[0], flush=True)
+    rt.shutdown(0)
+    assert rt.join(10)
+"""
+
+
+def test_default_max_connections_derived_from_a_low_rlimit(tmp_path):
+    # hard limit 300, soft 150: the default Config must start (the soft limit
+    # is raised towards the hard one) with the budget divided among 2 workers
+    path = tmp_path / "derived.py"
+    path.write_text(DERIVED)
+    proc = subprocess.run([sys.executable, str(path), "300"], capture_output=True,
+                          text=True, timeout=40)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "ECHO ping" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("CONFIG")]
+    max_connections, acceptor_queue = map(int, line.split()[1:])
+    slack = 64 + 16 * 2
+    assert max_connections == (300 - slack) // 2
+    assert acceptor_queue == min(1024, max_connections)
+    (soft,) = [int(l.split()[1]) for l in proc.stdout.splitlines() if l.startswith("SOFT")]
+    assert max_connections * 2 + slack <= soft <= 300
+    logs = [l for l in proc.stdout.splitlines() if l.startswith("LOG ")]
+    assert any("max_connections=%d" % max_connections in l and "RLIMIT_NOFILE" in l
+               for l in logs), logs
+
+
+def test_default_max_connections_fails_naming_a_limit_too_low(tmp_path):
+    path = tmp_path / "derived.py"
+    path.write_text(DERIVED)
+    proc = subprocess.run([sys.executable, str(path), "90"], capture_output=True,
+                          text=True, timeout=40)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("FAILED:")]
+    assert "RLIMIT_NOFILE" in line and "can be raised to 90" in line, line
+
+
+def test_config_leaves_fd_bounds_to_the_runtime():
+    cfg = Config(workers=3)
+    assert cfg.max_connections is None and cfg.acceptor_queue is None
+    assert Config(max_connections=7, acceptor_queue=5).max_connections == 7
+
+
 def test_rlimit_raised_to_fit_the_config(tmp_path):
     proc = run_script(tmp_path, """
         import resource

@@ -62,7 +62,7 @@ import traceback
 import weakref
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
-from ._config import Config, physical_core_cpus
+from ._config import Config, fit_nofile, nofile_slack, physical_core_cpus
 from ._errors import ConnectionClosed
 
 __all__ = ["Handler", "WorkerContext", "Runtime", "serve", "launch"]
@@ -217,8 +217,10 @@ def _describe_exit(code: Optional[int]) -> str:
 
 
 def _ensure_nofile(cfg: Config) -> None:
-    """Raise RLIMIT_NOFILE to fit every worker's connections, or fail."""
-    slack = 64 + 16 * cfg.workers + 4 * cfg.workers * len(cfg.udp_bind)
+    """Raise RLIMIT_NOFILE to fit every worker's connections, or fail naming
+    the limit. cfg has been through fit_nofile (no None bounds)."""
+    assert cfg.max_connections is not None
+    slack = nofile_slack(cfg.workers, len(cfg.udp_bind))
     need = cfg.max_connections * cfg.workers + slack
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     inf = resource.RLIM_INFINITY
@@ -239,7 +241,8 @@ def _ensure_nofile(cfg: Config) -> None:
         f"for the runtime) but the soft limit is {soft} and the hard limit "
         f"{'unlimited' if hard == inf else hard} cannot be raised ({reason}); raise "
         f"the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower "
-        f"Config.max_connections / Config.workers")
+        f"Config.max_connections / Config.workers (or leave max_connections "
+        f"unset: it is then derived from the limit)")
 
 
 def _set_timer_slots(loop: Any, slots: int) -> None:
@@ -743,8 +746,8 @@ class _Supervisor:
     # -- start -----------------------------------------------------------
 
     def start(self) -> None:
-        cfg = self.cfg
         try:
+            self.cfg = cfg = fit_nofile(self.cfg)
             _ensure_nofile(cfg)
             cpus = physical_core_cpus()
             self.slots = [_Slot(i, cpus[i % len(cpus)] if cfg.pin_to_core else None)
