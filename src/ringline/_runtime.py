@@ -60,10 +60,15 @@ import threading
 import time
 import traceback
 import weakref
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import (TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Type,
+                    Union)
 
 from ._config import Config, fit_nofile, nofile_slack, physical_core_cpus
 from ._errors import ConnectionClosed
+
+if TYPE_CHECKING:
+    from ._core import Conn
+    from ._udp import UdpSocket
 
 __all__ = ["Handler", "WorkerContext", "Runtime", "serve", "launch"]
 
@@ -114,7 +119,7 @@ class Handler:
         """Runs once per worker as a task, next to accepting. With bind=None
         (and no UDP) it is the worker's whole program."""
 
-    async def on_accept(self, conn: Any) -> None:
+    async def on_accept(self, conn: "Conn") -> None:
         """Serve one connection (a ringline.Conn)."""
         raise NotImplementedError(f"{type(self).__name__}.on_accept() is not defined")
 
@@ -122,7 +127,7 @@ class Handler:
         """Called once per loop iteration (and at least every Config.tick
         seconds when set). Must not block."""
 
-    async def on_udp_bind(self, udp: Any) -> None:
+    async def on_udp_bind(self, udp: "UdpSocket") -> None:
         """Serve one UDP socket (a ringline.UdpSocket), one per
         Config.udp_bind address; cancelled when the worker stops."""
 
@@ -1312,7 +1317,7 @@ class Runtime:
                 f"running={self.running}>")
 
 
-def launch(handler_cls: Type[Any], bind: Bind, config: Optional[Config] = None) -> Runtime:
+def launch(handler_cls: Type[Handler], bind: Bind, config: Optional[Config] = None) -> Runtime:
     """Start the runtime (fork the workers, wait until each is ready) and
     return at once; the caller's signals are left alone. Raises when a
     worker cannot start or RLIMIT_NOFILE cannot fit the Config."""
@@ -1332,7 +1337,7 @@ def _shutdown_at_exit(ref: "weakref.ref[Runtime]") -> None:
         rt.join(rt.config.grace + _KILL_SLACK + 1.0)
 
 
-def serve(handler_cls: Type[Any], bind: Bind, config: Optional[Config] = None) -> None:
+def serve(handler_cls: Type[Handler], bind: Bind, config: Optional[Config] = None) -> None:
     """Run the runtime in this process until it shuts down: SIGINT or SIGTERM
     start a graceful shutdown (a second one cancels at once); with bind=None
     and no UDP, until every worker's on_start returned."""
