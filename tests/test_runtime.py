@@ -62,15 +62,21 @@ def finish(proc, timeout=30):
     return out, err
 
 
+def _descendants(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return []
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
 def kill_tree(proc):
-    """SIGKILL a child and whatever it forked (workers are its children)."""
+    """SIGKILL a child and whatever it forked (workers are its children, or
+    its grandchildren under launch(), whose supervisor is a process)."""
     if proc.poll() is not None:
         return
-    try:
-        kids = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
-    except OSError:
-        kids = []
-    for pid in [proc.pid, *map(int, kids)]:
+    for pid in [proc.pid, *_descendants(proc.pid)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     proc.wait()
@@ -415,7 +421,8 @@ class Broken(Handler):
 
 def _children():
     me = os.getpid()
-    return set(open(f"/proc/{me}/task/{me}/children").read().split())
+    with open(f"/proc/{me}/task/{me}/children") as f:
+        return set(f.read().split())
 
 
 def test_worker_startup_failure_fails_launch():
@@ -797,7 +804,8 @@ def test_handler_exception_logged_worker_lives_on(tmp_path):
 
 
 def _doc_blocks():
-    text = open(DOC).read()
+    with open(DOC) as f:
+        text = f.read()
     return re.findall(r"```python\n(.*?)```", text, re.S)
 
 
