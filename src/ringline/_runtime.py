@@ -1019,6 +1019,7 @@ class _Supervisor:
 
     def _pick(self) -> Optional[_Slot]:
         slots, cap = self.slots, self.cfg.acceptor_queue
+        assert cap is not None          # fit_nofile filled it at start
         n = len(slots)
         for i in range(n):
             slot = slots[(self.rr + i) % n]
