@@ -452,6 +452,46 @@ def test_shutdown_returns_early_when_connections_finish():
             idle.close()
 
 
+ORPHAN = """
+import os
+from ringline import Config, Handler, launch
+
+class Idle(Handler):
+    async def on_accept(self, conn):
+        await conn.with_data(len)
+
+rt = launch(Idle, ("127.0.0.1", 0), Config(workers=2, grace=1.0, max_connections=16))
+print(rt.supervisor_pid, *rt.workers, flush=True)
+os._exit(0)      # no shutdown, no atexit hook: the launching process just vanishes
+"""
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def test_launched_runtime_stops_when_its_caller_vanishes(tmp_path):
+    # the supervisor is a process of its own under launch(): EOF on its link
+    # to the caller makes it shut the workers down gracefully and exit
+    proc = run_script(tmp_path, ORPHAN)
+    out, err = finish(proc)
+    pids = [int(p) for p in out.split()]
+    try:
+        assert proc.returncode == 0 and len(pids) == 3, out + err[-3000:]
+        deadline = time.monotonic() + 30
+        while not all(map(_gone, pids)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(map(_gone, pids)), [p for p in pids if not _gone(p)]
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 # ---------------------------------------------------------------------------
 # 4. on_start (client-only), on_tick, on_udp_bind
 

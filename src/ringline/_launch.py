@@ -147,6 +147,11 @@ class Runtime:
                     return
 
     @property
+    def supervisor_pid(self) -> int:
+        """The pid of the supervisor process (the workers' parent)."""
+        return self._pid
+
+    @property
     def workers(self) -> List[Optional[int]]:
         """Worker pids by worker id (None while a worker is being respawned)."""
         return list(self._query()["workers"])
@@ -198,17 +203,25 @@ class Runtime:
                     pass
 
     def _supervisor_exited(self, timeout: Optional[float]) -> bool:
-        if self._pidfd is not None:
-            ready, _, _ = select.select([self._pidfd], [], [], timeout)
-            return bool(ready)
+        """Wait (without the lock, without reaping) until the supervisor has
+        exited; True when it has."""
+        if self._exited:
+            return True
+        pidfd = self._pidfd
+        if pidfd is not None:
+            try:
+                ready, _, _ = select.select([pidfd], [], [], timeout)
+                return bool(ready)
+            except (OSError, ValueError):   # closed by a concurrent join()
+                return True
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
-                pid, _status = os.waitpid(self._pid, os.WNOHANG)
+                info = os.waitid(os.P_PID, self._pid,
+                                 os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return True
-            if pid:
-                self._exited = True
+            if info is not None:
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -217,11 +230,9 @@ class Runtime:
     def join(self, timeout: Optional[float] = None) -> bool:
         """Wait until every worker and the supervisor have exited; True when
         they have."""
+        if not self._supervisor_exited(timeout):
+            return False
         with self._lock:
-            if self._link is None and self._pidfd is None and self._exited:
-                return True
-            if not self._exited and not self._supervisor_exited(timeout):
-                return False
             if not self._exited:
                 try:
                     os.waitpid(self._pid, 0)
@@ -241,10 +252,7 @@ class Runtime:
 
     @property
     def running(self) -> bool:
-        with self._lock:
-            if self._exited:
-                return False
-            return not self._supervisor_exited(0)
+        return not self._supervisor_exited(0)
 
     def _forget_in_child(self) -> None:
         # a process forked by launch() must not keep the caller's links to
@@ -283,9 +291,10 @@ def _start(sup: "_Supervisor") -> Runtime:
         code = _EXIT_CRASH
         try:
             caller_end.close()
-            with _live_lock:
-                for rt in _live:    # the caller's other runtimes are not ours
-                    rt._forget_in_child()
+            # the caller's other runtimes are not ours (no lock: another
+            # thread of the caller may have held it at the fork)
+            for rt in list(_live):
+                rt._forget_in_child()
             code = _run_supervisor(sup, sup_end)
         except BaseException:
             try:
