@@ -1,19 +1,32 @@
-"""Build the native extension. io_uring is driven by raw syscalls, so nothing
-beyond a C compiler, the Python headers and the kernel UAPI headers is needed."""
+"""Build the native extensions. io_uring is driven by raw syscalls, so nothing
+beyond a C compiler, the Python headers and the kernel UAPI headers is needed.
+
+The shared objects are linked stripped (no debug info or symbol table: the
+wheel stays small); RINGLINE_DEBUG_BUILD=1 keeps the symbols (and adds -g)
+for perf, gdb and valgrind."""
+import os
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+
+if os.environ.get("RINGLINE_DEBUG_BUILD"):
+    compile_extra, link_extra = ["-g"], []
+else:
+    compile_extra, link_extra = [], ["-s"]
 
 extensions = [
     Extension(
         "ringline._core",
         ["src/ringline/_core.pyx"],
         include_dirs=["src/ringline"],
-        extra_compile_args=["-O2", "-fno-strict-aliasing"],
+        extra_compile_args=["-O2", "-fno-strict-aliasing", *compile_extra],
+        extra_link_args=link_extra,
     ),
     Extension(
         "ringline.memcache._speedups",
         ["src/ringline/memcache/_speedups.pyx"],
-        extra_compile_args=["-O2"],
+        extra_compile_args=["-O2", *compile_extra],
+        extra_link_args=link_extra,
     ),
 ]
 

@@ -11,8 +11,11 @@
 
 Servers listen on 127.0.0.1 on ephemeral ports and are stopped at the end of
 each test.  The ringline cases fail, rather than skip, while the loop lacks
-what a server needs.
+what a server needs. What needs the bench extra (uvloop, httptools for the
+HTTP workload, matplotlib for the chart) is skipped, with that reason, when
+only the test extra is installed.
 """
+import importlib.util
 import json
 import os
 import socket
@@ -41,8 +44,18 @@ def native_tools():
     return loadgen_path(), echo_server_path()
 
 
+BENCH_EXTRA = "in the bench extra: pip install -e '.[test,bench]'"
+
+
+def _need(module, what):
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} ({what}) is not installed; it is {BENCH_EXTRA}")
+
+
 @pytest.fixture(params=LOOPS)
 def loop_name(request):
+    if request.param == "uvloop":
+        _need("uvloop", "the uvloop peer")
     return request.param
 
 
@@ -50,6 +63,8 @@ def loop_name(request):
 def server(request, loop_name):
     if not WORKLOADS[request.param].supports_loop(loop_name):
         pytest.skip(f"workload {request.param} runs only on {WORKLOADS[request.param].loops}")
+    if WORKLOADS[request.param].mode == "http":
+        _need("httptools", "the HTTP workload's parser")
     """A not-yet-started server; the test starts it (a start failure is a failure)."""
     proc = ServerProcess.python(loop_name, request.param)
     try:
@@ -231,6 +246,10 @@ HARNESS_WORKLOADS = ["protocol", "http"]
 
 @pytest.fixture(scope="module")
 def harness_run(tmp_path_factory):
+    for module, what in [("uvloop", "the uvloop peer"),
+                         ("httptools", "the HTTP workload's parser"),
+                         ("matplotlib", "the chart")]:
+        _need(module, what)
     out = tmp_path_factory.mktemp("bench-out")
     argv = [sys.executable, "-m", "ringline.bench", "--loops", ",".join(LOOPS),
             "--workloads", ",".join(HARNESS_WORKLOADS), "--conns", "2", "--sizes", "64",

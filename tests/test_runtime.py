@@ -62,15 +62,21 @@ def finish(proc, timeout=30):
     return out, err
 
 
+def _descendants(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return []
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
 def kill_tree(proc):
-    """SIGKILL a child and whatever it forked (workers are its children)."""
+    """SIGKILL a child and whatever it forked (workers are its children, or
+    its grandchildren under launch(), whose supervisor is a process)."""
     if proc.poll() is not None:
         return
-    try:
-        kids = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
-    except OSError:
-        kids = []
-    for pid in [proc.pid, *map(int, kids)]:
+    for pid in [proc.pid, *_descendants(proc.pid)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     proc.wait()
@@ -415,7 +421,8 @@ class Broken(Handler):
 
 def _children():
     me = os.getpid()
-    return set(open(f"/proc/{me}/task/{me}/children").read().split())
+    with open(f"/proc/{me}/task/{me}/children") as f:
+        return set(f.read().split())
 
 
 def test_worker_startup_failure_fails_launch():
@@ -443,6 +450,46 @@ def test_shutdown_returns_early_when_connections_finish():
             assert rt.exit_codes == [0, 0]
         finally:
             idle.close()
+
+
+ORPHAN = """
+import os
+from ringline import Config, Handler, launch
+
+class Idle(Handler):
+    async def on_accept(self, conn):
+        await conn.with_data(len)
+
+rt = launch(Idle, ("127.0.0.1", 0), Config(workers=2, grace=1.0, max_connections=16))
+print(rt.supervisor_pid, *rt.workers, flush=True)
+os._exit(0)      # no shutdown, no atexit hook: the launching process just vanishes
+"""
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def test_launched_runtime_stops_when_its_caller_vanishes(tmp_path):
+    # the supervisor is a process of its own under launch(): EOF on its link
+    # to the caller makes it shut the workers down gracefully and exit
+    proc = run_script(tmp_path, ORPHAN)
+    out, err = finish(proc)
+    pids = [int(p) for p in out.split()]
+    try:
+        assert proc.returncode == 0 and len(pids) == 3, out + err[-3000:]
+        deadline = time.monotonic() + 30
+        while not all(map(_gone, pids)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(map(_gone, pids)), [p for p in pids if not _gone(p)]
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------
@@ -480,10 +527,13 @@ def test_on_start_per_worker_client_only_and_on_tick(monkeypatch):
             c, _ = collector.accept()
             with c:
                 reports.append(json.loads(recv_line(c)))
+    # the collector thread starts after launch() forked the workers (a fork
+    # in a multi-threaded process is deprecated); the listen backlog holds
+    # the workers' connections until it runs
     t = threading.Thread(target=collect, daemon=True)
-    t.start()
     try:
         rt = launch(Client, None, Config(workers=2, tick=0.02, max_connections=16))
+        t.start()
         assert rt.address is None and rt.port is None
         assert rt.join(20), "client-only workers did not finish"
         t.join(5)
@@ -577,6 +627,70 @@ def test_rlimit_nofile_too_low_fails_startup_naming_it(tmp_path):
     for line in failures:
         assert "RLIMIT_NOFILE" in line and "2" in line and "64" in line
     assert "children: []" in out        # nothing was forked
+
+
+DERIVED = RLIMIT.split("resource.setrlimit")[0] + """
+import logging, socket, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="LOG %(message)s")
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit // 2, limit))   # soft below hard
+if os.geteuid() == 0:
+    drop_cap_sys_resource()
+
+class Echo(Handler):
+    async def on_accept(self, conn):
+        await conn.on_data(lambda view: conn.send_nowait(bytes(view)) or len(view))
+
+try:
+    rt = launch(Echo, ("127.0.0.1", 0), Config(workers=2))    # default max_connections
+except OSError as exc:
+    print("FAILED:", exc, flush=True)
+else:
+    with socket.create_connection(("127.0.0.1", rt.port), timeout=5) as s:
+        s.sendall(b"ping")
+        print("ECHO", s.recv(4).decode(), flush=True)
+    print("CONFIG", rt.config.max_connections, rt.config.acceptor_queue, flush=True)
+    print("SOFT", resource.getrlimit(resource.RLIMIT_NOFILE)[0], flush=True)
+    rt.shutdown(0)
+    assert rt.join(10)
+"""
+
+
+def test_default_max_connections_derived_from_a_low_rlimit(tmp_path):
+    # hard limit 300, soft 150: the default Config must start (the soft limit
+    # is raised towards the hard one) with the budget divided among 2 workers
+    path = tmp_path / "derived.py"
+    path.write_text(DERIVED)
+    proc = subprocess.run([sys.executable, str(path), "300"], capture_output=True,
+                          text=True, timeout=40)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "ECHO ping" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("CONFIG")]
+    max_connections, acceptor_queue = map(int, line.split()[1:])
+    slack = 64 + 16 * 2
+    assert max_connections == (300 - slack) // 2
+    assert acceptor_queue == min(1024, max_connections)
+    (soft,) = [int(l.split()[1]) for l in proc.stdout.splitlines() if l.startswith("SOFT")]
+    assert max_connections * 2 + slack <= soft <= 300
+    logs = [l for l in proc.stdout.splitlines() if l.startswith("LOG ")]
+    assert any("max_connections=%d" % max_connections in l and "RLIMIT_NOFILE" in l
+               for l in logs), logs
+
+
+def test_default_max_connections_fails_naming_a_limit_too_low(tmp_path):
+    path = tmp_path / "derived.py"
+    path.write_text(DERIVED)
+    proc = subprocess.run([sys.executable, str(path), "90"], capture_output=True,
+                          text=True, timeout=40)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("FAILED:")]
+    assert "RLIMIT_NOFILE" in line and "can be raised to 90" in line, line
+
+
+def test_config_leaves_fd_bounds_to_the_runtime():
+    cfg = Config(workers=3)
+    assert cfg.max_connections is None and cfg.acceptor_queue is None
+    assert Config(max_connections=7, acceptor_queue=5).max_connections == 7
 
 
 def test_rlimit_raised_to_fit_the_config(tmp_path):
@@ -730,7 +844,8 @@ def test_handler_exception_logged_worker_lives_on(tmp_path):
 
 
 def _doc_blocks():
-    text = open(DOC).read()
+    with open(DOC) as f:
+        text = f.read()
     return re.findall(r"```python\n(.*?)```", text, re.S)
 
 

@@ -25,7 +25,7 @@ force one.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine, TypeVar
+from typing import TYPE_CHECKING, Any, Coroutine, TypeVar
 
 from ._backend import BackendInfo, BackendUnavailable, backend
 from ._errors import (ConfigError, ConnectionClosed, ConnectionDropped, QueueFull,
@@ -33,6 +33,32 @@ from ._errors import (ConfigError, ConnectionClosed, ConnectionDropped, QueueFul
 from ._loop import Loop
 from ._native import (NEED_MORE, ChainResult, Conn, connect, connect_tls, connect_unix,
                       need_at_least)
+
+if TYPE_CHECKING:
+    # what __getattr__ serves lazily, spelled out for type checkers (the
+    # redundant aliases mark them as re-exported)
+    from ._config import Config as Config
+    from ._runtime import Handler as Handler
+    from ._runtime import Runtime as Runtime
+    from ._runtime import WorkerContext as WorkerContext
+    from ._runtime import launch as launch
+    from ._runtime import serve as serve
+    from ._tasks import BackpressureQueue as BackpressureQueue
+    from ._tasks import Channel as Channel
+    from ._tasks import ChannelClosed as ChannelClosed
+    from ._tasks import ChannelEmpty as ChannelEmpty
+    from ._tasks import TaskHandle as TaskHandle
+    from ._tasks import Timeout as Timeout
+    from ._tasks import sleep as sleep
+    from ._tasks import sleep_until as sleep_until
+    from ._tasks import spawn as spawn
+    from ._tasks import timeout as timeout
+    from ._tasks import timeout_at as timeout_at
+    from ._tasks import try_sleep as try_sleep
+    from ._tasks import try_timeout as try_timeout
+    from ._tls import TlsConn as TlsConn
+    from ._tls import wrap_server_tls as wrap_server_tls
+    from ._udp import UdpSocket as UdpSocket
 
 # names served by modules imported on first use (the runtime, tasks, UDP)
 _LAZY = {

@@ -12,18 +12,29 @@ sees the same object.
 
 Invariants: every bound the runtime applies to peer-driven growth (receive
 accumulator, send queue, connections per worker, acceptor queue depth) is a
-field here, with a finite default.
+field here, with a finite default. The two bounds counted in file
+descriptors (`max_connections`, `acceptor_queue`) default to None: `fit_nofile`
+derives them, when the runtime starts, from the RLIMIT_NOFILE this process
+can raise its soft limit to, shared among the workers, so that the defaults
+start on any machine; an explicit value is kept, and the runtime fails at
+start naming RLIMIT_NOFILE when it cannot fit.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
+import logging
 import math
 import os
+import resource
 from typing import Any, List, Optional, Sequence, Tuple
 
 from ._errors import ConfigError
 
-__all__ = ["Config", "physical_core_cpus", "default_workers"]
+__all__ = ["Config", "physical_core_cpus", "default_workers", "fit_nofile",
+           "nofile_reachable", "nofile_slack"]
+
+log = logging.getLogger("ringline.runtime")
 
 _SYS_CPU = "/sys/devices/system/cpu"
 
@@ -119,11 +130,13 @@ class Config:
     pin_to_core: pin each worker to one core; sq_entries: submission queue
     size of each worker's ring; recv_buffers x recv_buffer_size: each
     worker's provided buffer ring; max_connections: connections per worker
-    (more are refused: accepted and closed at once, counted); backlog: listen
+    (more are refused: accepted and closed at once, counted; None: derived
+    at start from RLIMIT_NOFILE, see `fit_nofile`); backlog: listen
     backlog; distribution: "reuseport" (one SO_REUSEPORT listener per worker,
     the kernel spreads connections) or "acceptor" (the parent accepts and
     hands fds to workers round-robin); acceptor_queue: fds handed to a worker
-    and not yet taken, above which it is skipped; recv_accumulator_cap,
+    and not yet taken, above which it is skipped (None: derived with
+    max_connections); recv_accumulator_cap,
     max_send_queue, send_zc_threshold: per-connection bounds (bytes);
     timer_slots: timers per worker; tick: call on_tick at least this often
     (seconds) when idle, or None; grace: default shutdown grace (seconds);
@@ -135,10 +148,10 @@ class Config:
     sq_entries: int = 4096
     recv_buffers: int = 256
     recv_buffer_size: int = 32768
-    max_connections: int = 16384
+    max_connections: Optional[int] = None
     backlog: int = 1024
     distribution: str = "reuseport"
-    acceptor_queue: int = 1024
+    acceptor_queue: Optional[int] = None
     recv_accumulator_cap: int = 16 * _MIB
     max_send_queue: int = 8 * _MIB
     send_zc_threshold: int = 65536
@@ -154,11 +167,13 @@ class Config:
         _pow2_in("sq_entries", self.sq_entries, 8, 32768)
         _pow2_in("recv_buffers", self.recv_buffers, 1, 32768)
         _int_in("recv_buffer_size", self.recv_buffer_size, 64, 16 * _MIB, " bytes")
-        _int_in("max_connections", self.max_connections, 1, 1 << 24)
+        if self.max_connections is not None:
+            _int_in("max_connections", self.max_connections, 1, 1 << 24)
         _int_in("backlog", self.backlog, 1, 65535)
         if self.distribution not in ("reuseport", "acceptor"):
             raise _bad("distribution", "'reuseport' or 'acceptor'", self.distribution)
-        _int_in("acceptor_queue", self.acceptor_queue, 1, 1 << 20)
+        if self.acceptor_queue is not None:
+            _int_in("acceptor_queue", self.acceptor_queue, 1, 1 << 20)
         _int_in("recv_accumulator_cap", self.recv_accumulator_cap, 1024, 1 << 32,
                 " bytes")
         _int_in("max_send_queue", self.max_send_queue, 1024, 1 << 40, " bytes")
@@ -177,3 +192,72 @@ class Config:
     def replace(self, **changes: Any) -> "Config":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------
+# file descriptors: the budget RLIMIT_NOFILE allows
+
+MAX_CONNECTIONS_DEFAULT_CAP = 16384   # the derived default never exceeds this
+ACCEPTOR_QUEUE_DEFAULT_CAP = 1024
+
+
+def nofile_slack(workers: int, udp_addresses: int) -> int:
+    """File descriptors the runtime itself needs besides connections:
+    listeners, channels, rings, pidfds, UDP sockets and some for the
+    handler's own files."""
+    return 64 + 16 * workers + 4 * workers * udp_addresses
+
+
+def _nr_open() -> int:
+    value = _read_int("/proc/sys/fs/nr_open")
+    return value if value is not None and value > 0 else 1 << 20
+
+
+def nofile_reachable() -> Tuple[int, int, int]:
+    """(reachable, soft, hard): the RLIMIT_NOFILE soft limit this process can
+    raise itself to without privileges (the hard limit; the kernel's
+    fs.nr_open when the hard limit is unlimited), and the current limits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    reachable = _nr_open() if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY:
+        reachable = max(reachable, soft)
+    return reachable, soft, hard
+
+
+def fit_nofile(cfg: Config) -> Config:
+    """`cfg` with max_connections and acceptor_queue derived where they are
+    None: the reachable RLIMIT_NOFILE minus the runtime's slack, divided
+    among the workers (as if they shared one descriptor table, which keeps
+    the budget valid when workers are threads and for the fds in flight
+    between processes), capped at MAX_CONNECTIONS_DEFAULT_CAP per worker.
+    The choice is logged at INFO. Raises OSError(EMFILE) naming the limit
+    when not even one connection per worker fits."""
+    if cfg.max_connections is not None and cfg.acceptor_queue is not None:
+        return cfg
+    reachable, soft, hard = nofile_reachable()
+    slack = nofile_slack(cfg.workers, len(cfg.udp_bind))
+    max_connections = cfg.max_connections
+    if max_connections is None:
+        max_connections = min(MAX_CONNECTIONS_DEFAULT_CAP,
+                              (reachable - slack) // cfg.workers)
+        if max_connections < 1:
+            raise OSError(
+                errno.EMFILE,
+                f"RLIMIT_NOFILE is too low: it can be raised to {reachable} file "
+                f"descriptors (soft {soft}, hard {_limit_text(hard)}), which leaves "
+                f"no connection for workers={cfg.workers} after the {slack} the "
+                f"runtime needs; raise the hard limit (ulimit -Hn, systemd "
+                f"LimitNOFILE=) or lower Config.workers")
+        log.info("ringline: max_connections=%d per worker (x %d workers), derived "
+                 "from RLIMIT_NOFILE (reachable %d: soft %s, hard %s); set "
+                 "Config.max_connections to choose", max_connections, cfg.workers,
+                 reachable, _limit_text(soft), _limit_text(hard))
+    acceptor_queue = cfg.acceptor_queue
+    if acceptor_queue is None:
+        acceptor_queue = min(ACCEPTOR_QUEUE_DEFAULT_CAP, max_connections)
+    return dataclasses.replace(cfg, max_connections=max_connections,
+                               acceptor_queue=acceptor_queue)
+
+
+def _limit_text(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)

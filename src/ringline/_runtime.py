@@ -1,4 +1,6 @@
-"""ringline's thread-per-core runtime: `Handler`, `serve`, `launch`, `Runtime`.
+"""ringline's thread-per-core runtime: `Handler`, `serve` and the supervisor
+(`launch` and `Runtime`, which run the same supervisor in a process of its
+own, are in ringline._launch).
 
 Owns: the process tree of a ringline server. A parent process (the
 supervisor) and one worker process per core. Each worker is pinned to its
@@ -44,7 +46,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import atexit
 import collections
 import errno
 import functools
@@ -59,11 +60,15 @@ import struct
 import threading
 import time
 import traceback
-import weakref
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import (TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Type,
+                    Union)
 
-from ._config import Config, physical_core_cpus
+from ._config import Config, fit_nofile, nofile_slack, physical_core_cpus
 from ._errors import ConnectionClosed
+
+if TYPE_CHECKING:
+    from ._core import Conn
+    from ._udp import UdpSocket
 
 __all__ = ["Handler", "WorkerContext", "Runtime", "serve", "launch"]
 
@@ -84,6 +89,7 @@ _MAX_FDS_PER_MSG = 253  # SCM_MAX_FD
 
 _MSG_FDS, _MSG_STOP = b"F", b"S"
 _MSG_READY, _MSG_ERROR, _MSG_TAKEN = b"R", b"E", b"A"
+_MSG_QUERY, _MSG_STATE = b"Q", b"T"     # launching process <-> supervisor
 _STOP = struct.Struct("=d")
 _TAKEN = struct.Struct("=Q")
 
@@ -114,7 +120,7 @@ class Handler:
         """Runs once per worker as a task, next to accepting. With bind=None
         (and no UDP) it is the worker's whole program."""
 
-    async def on_accept(self, conn: Any) -> None:
+    async def on_accept(self, conn: "Conn") -> None:
         """Serve one connection (a ringline.Conn)."""
         raise NotImplementedError(f"{type(self).__name__}.on_accept() is not defined")
 
@@ -122,7 +128,7 @@ class Handler:
         """Called once per loop iteration (and at least every Config.tick
         seconds when set). Must not block."""
 
-    async def on_udp_bind(self, udp: Any) -> None:
+    async def on_udp_bind(self, udp: "UdpSocket") -> None:
         """Serve one UDP socket (a ringline.UdpSocket), one per
         Config.udp_bind address; cancelled when the worker stops."""
 
@@ -217,8 +223,10 @@ def _describe_exit(code: Optional[int]) -> str:
 
 
 def _ensure_nofile(cfg: Config) -> None:
-    """Raise RLIMIT_NOFILE to fit every worker's connections, or fail."""
-    slack = 64 + 16 * cfg.workers + 4 * cfg.workers * len(cfg.udp_bind)
+    """Raise RLIMIT_NOFILE to fit every worker's connections, or fail naming
+    the limit. cfg has been through fit_nofile (no None bounds)."""
+    assert cfg.max_connections is not None
+    slack = nofile_slack(cfg.workers, len(cfg.udp_bind))
     need = cfg.max_connections * cfg.workers + slack
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     inf = resource.RLIM_INFINITY
@@ -239,7 +247,8 @@ def _ensure_nofile(cfg: Config) -> None:
         f"for the runtime) but the soft limit is {soft} and the hard limit "
         f"{'unlimited' if hard == inf else hard} cannot be raised ({reason}); raise "
         f"the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower "
-        f"Config.max_connections / Config.workers")
+        f"Config.max_connections / Config.workers (or leave max_connections "
+        f"unset: it is then derived from the limit)")
 
 
 def _set_timer_slots(loop: Any, slots: int) -> None:
@@ -739,18 +748,33 @@ class _Supervisor:
         self.queue_full_log = _RateLimitedLog()
         self.done = threading.Event()
         self.lock = threading.Lock()
+        self.prepared = False
+        # under launch(): the SOCK_SEQPACKET link to the launching process
+        # (see ringline._launch), watched by this supervisor's loop
+        self.link: Optional[socket.socket] = None
 
     # -- start -----------------------------------------------------------
 
+    def prepare(self) -> None:
+        """Size and raise RLIMIT_NOFILE (in the process that forks next, so
+        that everything it forks inherits the limit); raises naming the
+        limit when the Config cannot fit."""
+        if not self.prepared:
+            self.cfg = fit_nofile(self.cfg)
+            _ensure_nofile(self.cfg)
+            self.prepared = True
+
     def start(self) -> None:
-        cfg = self.cfg
         try:
-            _ensure_nofile(cfg)
+            self.prepare()
+            cfg = self.cfg
             cpus = physical_core_cpus()
             self.slots = [_Slot(i, cpus[i % len(cpus)] if cfg.pin_to_core else None)
                           for i in range(cfg.workers)]
             self._open_sockets()
             self.sel.register(self.ctl_r, selectors.EVENT_READ, self._on_ctl)
+            if self.link is not None:
+                self.sel.register(self.link, selectors.EVENT_READ, self._on_link)
             if self.signals:
                 self._install_signals()
             for slot in self.slots:
@@ -887,7 +911,8 @@ class _Supervisor:
         except Exception:
             pass
         mine = {id(slot.listener)} | {id(s) for s in slot.udp_socks}
-        for sock in [self.ctl_r, self.ctl_w, self.sig_r, self.sig_w, self.acceptor]:
+        for sock in [self.ctl_r, self.ctl_w, self.sig_r, self.sig_w, self.acceptor,
+                     self.link]:
             if sock is not None:
                 sock.close()
         for other in self.slots:
@@ -994,6 +1019,7 @@ class _Supervisor:
 
     def _pick(self) -> Optional[_Slot]:
         slots, cap = self.slots, self.cfg.acceptor_queue
+        assert cap is not None          # fit_nofile filled it at start
         n = len(slots)
         for i in range(n):
             slot = slots[(self.rr + i) % n]
@@ -1070,6 +1096,58 @@ class _Supervisor:
             for i in range(0, len(data) - size + 1, size):
                 (grace,) = _STOP.unpack_from(data, i + 1)
                 self._begin_stop(None if grace < 0 else grace)
+
+    def state(self) -> Dict[str, Any]:
+        """What a launching process reads (ringline._launch.Runtime)."""
+        return {"workers": [s.pid for s in self.slots],
+                "exit_codes": [s.exit_code for s in self.slots],
+                "counters": dict(self.counters), "address": self.address,
+                "udp_addresses": list(self.udp_addresses), "config": self.cfg}
+
+    def _on_link(self) -> None:
+        link = self.link
+        if link is None:
+            return
+        while True:
+            try:
+                msg = link.recv(64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                msg = b""
+            if not msg:
+                # the launching process is gone (or closed its Runtime): a
+                # runtime nobody can stop any more stops now, gracefully
+                self._close_link()
+                if not self.stopping:
+                    log.warning("the process that launched this runtime is gone; "
+                                "shutting down")
+                    self._begin_stop(None)
+                return
+            kind = msg[:1]
+            if kind == _MSG_STOP and len(msg) >= 1 + _STOP.size:
+                (grace,) = _STOP.unpack_from(msg, 1)
+                self._begin_stop(None if grace < 0 else grace)
+            elif kind == _MSG_QUERY:
+                self.send_state()
+
+    def send_state(self) -> None:
+        if self.link is None:
+            return
+        import pickle
+        try:
+            self.link.send(_MSG_STATE + pickle.dumps(self.state()))
+        except OSError:
+            pass
+
+    def _close_link(self) -> None:
+        if self.link is not None:
+            try:
+                self.sel.unregister(self.link)
+            except (KeyError, ValueError):
+                pass
+            self.link.close()
+            self.link = None
 
     def _on_signal(self) -> None:
         assert self.sig_r is not None
@@ -1198,6 +1276,13 @@ class _Supervisor:
                 slot.pid = None
         self._cleanup()
 
+    def release_in_launcher(self) -> None:
+        """launch()'s caller after forking the supervisor process: drop the
+        copies of the supervisor's plumbing (nothing else is open yet)."""
+        self.sel.close()
+        self.ctl_r.close()
+        self.ctl_w.close()
+
     def _cleanup(self) -> None:
         if not self.stopping:
             self.stopping = True
@@ -1214,6 +1299,8 @@ class _Supervisor:
         for sock in (self.sig_r, self.sig_w, self.ctl_r):
             if sock is not None:
                 sock.close()
+        with self.lock:        # request_stop() writes ctl_w from other threads
+            self.ctl_w.close()
         try:
             self.sel.close()
         except Exception:
@@ -1235,99 +1322,7 @@ def _ignore_signal(signum: int, frame: Any) -> None:
 # public entry points
 
 
-class Runtime:
-    """A running ringline runtime started by `launch()`; the supervisor runs
-    in a background thread of this process."""
-
-    def __init__(self, supervisor: _Supervisor) -> None:
-        self._sup = supervisor
-        self._thread = threading.Thread(target=supervisor.run, name="ringline-supervisor",
-                                        daemon=True)
-        self._thread.start()
-
-    @property
-    def workers(self) -> List[Optional[int]]:
-        """Worker pids by worker id (None while a worker is being respawned)."""
-        return [s.pid for s in self._sup.slots]
-
-    @property
-    def address(self) -> Any:
-        """The bound address: (host, port) for TCP, the path for Unix, None
-        for client-only programs."""
-        return self._sup.address
-
-    @property
-    def port(self) -> Optional[int]:
-        addr = self._sup.address
-        return addr[1] if isinstance(addr, tuple) else None
-
-    @property
-    def udp_addresses(self) -> List[Any]:
-        """The bound address of each Config.udp_bind entry."""
-        return list(self._sup.udp_addresses)
-
-    @property
-    def config(self) -> Config:
-        return self._sup.cfg
-
-    @property
-    def exit_codes(self) -> List[Optional[int]]:
-        """The last exit code of each worker id (negative: killed by that
-        signal; None: still running)."""
-        return [s.exit_code for s in self._sup.slots]
-
-    def stats(self) -> Dict[str, int]:
-        """The parent's counters: accepted and refused_queue_full (acceptor
-        mode), deaths and respawns."""
-        return dict(self._sup.counters)
-
-    def shutdown(self, grace: Optional[float] = None) -> None:
-        """Start a graceful shutdown (Config.grace when grace is None); returns
-        at once, join() waits for it. A later call can only shorten the grace."""
-        self._sup.request_stop(grace)
-
-    def join(self, timeout: Optional[float] = None) -> bool:
-        """Wait until every worker has exited; True when they have."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def __enter__(self) -> "Runtime":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.shutdown()
-        self.join()
-
-    def __repr__(self) -> str:
-        return (f"<ringline.Runtime address={self.address!r} workers={self.workers} "
-                f"running={self.running}>")
-
-
-def launch(handler_cls: Type[Any], bind: Bind, config: Optional[Config] = None) -> Runtime:
-    """Start the runtime (fork the workers, wait until each is ready) and
-    return at once; the caller's signals are left alone. Raises when a
-    worker cannot start or RLIMIT_NOFILE cannot fit the Config."""
-    sup = _Supervisor(handler_cls, bind, config, signals=False)
-    sup.start()
-    rt = Runtime(sup)
-    atexit.register(_shutdown_at_exit, weakref.ref(rt))
-    return rt
-
-
-def _shutdown_at_exit(ref: "weakref.ref[Runtime]") -> None:
-    # a launched runtime still running when the interpreter exits is shut
-    # down gracefully rather than left to notice its parent is gone
-    rt = ref()
-    if rt is not None and rt.running:
-        rt.shutdown()
-        rt.join(rt.config.grace + _KILL_SLACK + 1.0)
-
-
-def serve(handler_cls: Type[Any], bind: Bind, config: Optional[Config] = None) -> None:
+def serve(handler_cls: Type[Handler], bind: Bind, config: Optional[Config] = None) -> None:
     """Run the runtime in this process until it shuts down: SIGINT or SIGTERM
     start a graceful shutdown (a second one cancels at once); with bind=None
     and no UDP, until every worker's on_start returned."""
@@ -1335,3 +1330,8 @@ def serve(handler_cls: Type[Any], bind: Bind, config: Optional[Config] = None) -
     sup = _Supervisor(handler_cls, bind, config, signals=in_main)
     sup.start()
     sup.run()
+
+
+# launch() and Runtime live in ringline._launch (the supervisor runs in a
+# process of its own there); imported last, as that module uses this one
+from ._launch import Runtime, launch  # noqa: E402
