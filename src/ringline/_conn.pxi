@@ -1884,6 +1884,8 @@ def _adopt_fd(LoopCore loop, int fd, int family):
     Conn and start receiving."""
     cdef _ConnTable t = _table_of(loop)
     cdef _ConnSlot s
+    if loop.sock_ops:
+        _fd_claim(loop, fd, None)
     try:
         s = t._alloc(fd, family)
     except BaseException:
@@ -1906,6 +1908,8 @@ def _connect_fd(LoopCore loop, int fd, int family, address, timeout):
     cdef _NConnectOp op = _NConnectOp.__new__(_NConnectOp)
     cdef io_uring_sqe *sqe
     cdef double t
+    if loop.sock_ops:
+        _fd_claim(loop, fd, None)
     op.loop = loop
     op.fd = fd
     op.address = address
@@ -1954,6 +1958,8 @@ def _listen(LoopCore loop, sock, on_fd):
     cdef _NListenOp op = _NListenOp.__new__(_NListenOp)
     op.loop = loop
     op.fd = sock.fileno()
+    if loop.sock_ops:
+        _fd_claim(loop, op.fd, sock)
     op.on_fd = on_fd
     op.arm()
     return op

@@ -37,6 +37,7 @@ cdef class _DgramSendOp(_Op):
         owner = self.owner
         self.owner = None
         if owner is not None:
+            owner.sends.discard(self)
             owner._on_sent(self, res)
         self.data = None
         return 0
@@ -58,6 +59,7 @@ cdef class _DatagramCore:
     cdef bint protocol_paused
     cdef int conn_lost
     cdef _DgramRecvOp rop
+    cdef set sends           # SENDMSG operations in flight
     cdef Py_ssize_t inflight_bytes
     cdef Py_ssize_t inflight_ops
     cdef public Py_ssize_t high_water
@@ -196,6 +198,7 @@ cdef class _DatagramCore:
         sqe = self.loop._sqe(IORING_OP_SENDMSG)
         rl_prep_rw(sqe, IORING_OP_SENDMSG, self.fd, &op.msg, 1, 0, self.loop._reg(op))
         sqe.msg_flags = MSG_NOSIGNAL
+        self.sends.add(op)
         self.inflight_bytes += len(op.data)
         self.inflight_ops += 1
         self._maybe_pause_protocol()
@@ -310,8 +313,16 @@ cdef class _DatagramCore:
             if self.connected:
                 self.protocol.connection_lost(exc)
         finally:
+            # the fd closes below and its number may be reused at once: what
+            # is still queued is voided, what is in flight cancelled first
+            # (abort() leaves sends in flight; a blocked Unix datagram send
+            # must never go out on the next socket with this number)
+            self.loop._void_fd(self.fd)
             if self.rop.inflight:
                 self.loop._cancel_op(self.rop)
+            for op in list(self.sends):
+                if (<_DgramSendOp>op).inflight:
+                    self.loop._cancel_op(<_DgramSendOp>op)
             transports = getattr(self.loop, '_transports', None)
             if transports is not None and transports.get(self.fd) is self.transport:
                 del transports[self.fd]
@@ -339,12 +350,15 @@ def _make_datagram_core(LoopCore loop, sock, protocol, transport, dict extra,
     c.loop = loop
     c.sock = sock
     c.fd = sock.fileno()
+    if loop.sock_ops:
+        _fd_claim(loop, c.fd, sock)
     c.family = sock.family
     c.protocol = protocol
     c.transport = transport
     c.extra = extra
     c.address = address
     c.context = context if context is not None else PyContext_CopyCurrent()
+    c.sends = set()
     c.rop = _DgramRecvOp.__new__(_DgramRecvOp)
     c.rop.loop = loop
     c.rop.owner = c

@@ -165,6 +165,8 @@ cdef extern from "_ring.h" nogil:
     unsigned rl_sq_unpublished(rl_ring *r)
     int rl_sq_needs_taskrun(rl_ring *r)
     int rl_enter_is_noop(rl_ring *r)
+    int rl_ring_void_sqe(rl_ring *r, uint64_t ud)
+    unsigned rl_ring_void_fd(rl_ring *r, int fd, uint64_t *out, unsigned max)
     io_uring_cqe *rl_cqe_at(rl_ring *r, unsigned head)
     void rl_cq_advance_to(rl_ring *r, unsigned head)
     unsigned rl_reap(rl_ring *r, io_uring_cqe *out, unsigned max)
@@ -205,7 +207,7 @@ cdef extern from "_ring.h" nogil:
 cdef extern from "_polldrv.h" nogil:
     ctypedef struct rl_polldrv:
         int epfd
-        unsigned sq_entries
+        unsigned sq_entries, sq_len
         unsigned cq_cap
         unsigned waiting
         uint64_t enters
@@ -220,6 +222,8 @@ cdef extern from "_polldrv.h" nogil:
     io_uring_sqe *rl_pd_get_sqe(rl_polldrv *d)
     int rl_pd_enter(rl_polldrv *d, unsigned wait_nr, long long timeout_ns)
     unsigned rl_pd_reap(rl_polldrv *d, io_uring_cqe *out, unsigned max)
+    int rl_pd_void_sqe(rl_polldrv *d, uint64_t ud)
+    unsigned rl_pd_void_fd(rl_polldrv *d, int fd, uint64_t *out, unsigned max)
     int rl_pd_probe(unsigned char *ops_out, int max_ops)
     int rl_pd_pbuf_init(rl_polldrv *d, rl_pbuf *pb, unsigned nbufs, unsigned buf_size, unsigned short bgid)
     void rl_pd_pbuf_exit(rl_polldrv *d, rl_pbuf *pb)

@@ -58,6 +58,7 @@ cdef class _Op:
     cdef bint inflight
     cdef bint cancelling
     cdef int fd
+    cdef uint64_t epoch      # loop.sq_epoch when its SQE was queued
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         return 0
@@ -180,6 +181,11 @@ cdef class LoopCore:
     cdef public uint64_t iterations
     cdef dict readers, writers
     cdef dict recv_stash, accept_stash
+    cdef dict sock_ops              # fd -> pending sock_* operations (_fdguard.pxi)
+    cdef list sock_new              # sock_* operations queued since the last submit
+    cdef double sock_scan_at        # last full check of sock_ops
+    cdef uint64_t sq_epoch          # driver submissions so far (see _void_queued)
+    cdef list voided                # user_data of ops whose SQE was voided
     cdef unsigned char probe_ops[256]
     # streams
     cdef rl_pbuf pbuf
@@ -220,6 +226,9 @@ cdef class LoopCore:
         self.writers = {}
         self.recv_stash = {}
         self.accept_stash = {}
+        self.sock_ops = {}
+        self.sock_new = []
+        self.voided = []
         self._signal_handlers = {}
         self.flush_list = []
         self.pre_flush = []
@@ -370,6 +379,7 @@ cdef class LoopCore:
         return rl_get_sqe(&self.ring)
 
     cdef inline int _drv_enter(self, unsigned wait_nr, long long timeout_ns) noexcept nogil:
+        self.sq_epoch += 1
         if self.use_poll:
             return rl_pd_enter(&self.pd, wait_nr, timeout_ns)
         return rl_enter(&self.ring, wait_nr, timeout_ns)
@@ -466,6 +476,7 @@ cdef class LoopCore:
         op.ud = ((<uint64_t>gen) << 32) | slot
         op.inflight = True
         op.cancelling = False
+        op.epoch = self.sq_epoch
         return op.ud
 
     cdef io_uring_sqe *_sqe(self, int opcode) except NULL:
@@ -517,6 +528,61 @@ cdef class LoopCore:
         sqe.user_data = RL_UD_IGNORE
         return 0
 
+    cdef bint _void_queued(self, _Op op) except -1:
+        """If op's SQE has not been handed to the driver yet, turn it into an
+        ignored NOP: op then completes with -ECANCELED at the next reap."""
+        cdef int found
+        if not op.inflight or op.epoch != self.sq_epoch or not self.ring_ok:
+            return False
+        if self.use_poll:
+            found = rl_pd_void_sqe(&self.pd, op.ud)
+        else:
+            found = rl_ring_void_sqe(&self.ring, op.ud)
+        if not found:
+            return False
+        op.cancelling = True
+        self.voided.append(op.ud)
+        return True
+
+    cdef int _void_fd(self, int fd) except -1:
+        """fd's owner is about to close it, and the number may be reused at
+        once (invariant 10): every SQE on fd still in the submission queue is
+        voided, never run against the next file with that number; their
+        operations complete with -ECANCELED at the next reap. Operations
+        already submitted are cancelled by the caller as usual."""
+        cdef uint64_t uds[64]
+        cdef unsigned n, i
+        cdef uint32_t slot
+        cdef _Op op
+        if not self.ring_ok:
+            return 0
+        while True:
+            if self.use_poll:
+                if self.pd.sq_len == 0:
+                    return 0
+                n = rl_pd_void_fd(&self.pd, fd, uds, 64)
+            else:
+                if rl_sq_pending(&self.ring) == 0:
+                    return 0
+                n = rl_ring_void_fd(&self.ring, fd, uds, 64)
+            for i in range(n):
+                self.voided.append(uds[i])
+                slot = <uint32_t>(uds[i] & 0xFFFFFFFFULL)
+                if slot < self.ops_cap and self.ops[slot] != NULL:
+                    op = <_Op>self.ops[slot]
+                    if op.ud == uds[i]:
+                        op.cancelling = True
+            if n < 64:
+                return 0
+
+    cdef int _cancel_for_close(self, _Op op) except -1:
+        """Cancel op because its fd is about to be closed, and its number may
+        be reused at once (invariant 10): an SQE still in the submission queue
+        is voided, never run against whatever file gets that number."""
+        if not self._void_queued(op):
+            self._cancel_op(op)
+        return 0
+
     cdef inline int _dispatch(self, uint64_t ud, int res, uint32_t flags) except -1:
         cdef uint32_t slot, gen
         cdef _Op op
@@ -563,6 +629,11 @@ cdef class LoopCore:
                 self._dispatch(cqes[i].user_data, cqes[i].res, cqes[i].flags)
             if n < 128:
                 break
+        if self.voided:
+            voided = self.voided
+            self.voided = []
+            for ud in voided:
+                self._dispatch(ud, -125, 0)      # -ECANCELED
         return 0
 
     # ---- ready queue ------------------------------------------------------
@@ -803,6 +874,10 @@ cdef class LoopCore:
 
     cdef int _wait(self, long long timeout_ns) except -1:
         cdef int ret
+        if self.sock_new:
+            _sock_ops_check_new(self)
+        if self.sock_ops:
+            timeout_ns = _sock_ops_scan(self, timeout_ns)
         if timeout_ns == 0:
             if not self.use_poll and rl_enter_is_noop(&self.ring):
                 self.skipped_enters += 1
@@ -829,6 +904,8 @@ cdef class LoopCore:
 
     def _submit_pending(self):
         """Hand every queued SQE to the kernel now (no wait)."""
+        if self.sock_new:
+            _sock_ops_check_new(self)
         self._drv_enter(0, 0)
 
     cdef int _flush_writes(self) except -1:
@@ -1114,6 +1191,8 @@ cdef class LoopCore:
             return
         # Cancel everything in flight and wait (bounded) until the kernel has
         # let go of the memory those operations reference.
+        if self.sock_new:
+            _sock_ops_check_new(self)
         if self.inflight > 0:
             for i in range(self.ops_cap):
                 if self.ops[i] != NULL:
@@ -1122,6 +1201,8 @@ cdef class LoopCore:
             while self.inflight > 0 and rl_monotonic() < deadline:
                 self._drv_enter(1, 10000000)
                 self._reap()
+        self.sock_ops.clear()
+        self.sock_new = []
         if self.inflight == 0:
             if self.pbuf_ok:
                 self._drv_pbuf_exit(&self.pbuf)
@@ -1157,6 +1238,8 @@ cdef class LoopCore:
             op.handle = h
             op.fileobj = fileobj
             return
+        if self.sock_ops:
+            _fd_claim(self, fd, None)
         op = _PollOp.__new__(_PollOp)
         op.loop = self
         op.fd = fd
@@ -1231,6 +1314,8 @@ cdef class LoopCore:
         wsock.setblocking(False)
         self.sig_rsock = rsock
         self.sig_wsock = wsock
+        if self.sock_ops:
+            _fd_claim(self, rsock.fileno(), None)
         self.sig_op = _SignalOp.__new__(_SignalOp)
         self.sig_op.loop = self
         self.sig_op.fd = rsock.fileno()
@@ -1386,6 +1471,7 @@ cdef class LoopCore:
         op.n = size
         op.mem = self._bounce_get(size, &op.cap)
         fut = op.fut = self._new_future()
+        _sock_op_queued(self, op)
         sqe = self._sqe(IORING_OP_RECV)
         rl_prep_rw(sqe, IORING_OP_RECV, fd, op.mem, <size_t>size, 0, self._reg(op))
         try:
@@ -1427,6 +1513,7 @@ cdef class LoopCore:
         op.target = buf
         op.mem = self._bounce_get(size, &op.cap)
         fut = op.fut = self._new_future()
+        _sock_op_queued(self, op)
         sqe = self._sqe(IORING_OP_RECV)
         rl_prep_rw(sqe, IORING_OP_RECV, fd, op.mem, <size_t>size, 0, self._reg(op))
         try:
@@ -1539,6 +1626,7 @@ cdef class LoopCore:
         op.sock = sock
         op.addrlen = sizeof(sockaddr_storage)
         fut = op.fut = self._new_future()
+        _sock_op_queued(self, op)
         sqe = self._sqe(IORING_OP_ACCEPT)
         sqe.fd = fd
         sqe.addr = <uint64_t><uintptr_t>&op.addr
@@ -1555,7 +1643,9 @@ cdef class LoopCore:
             raise
 
     cdef int _submit_connect(self, _ConnectOp op) except -1:
-        cdef io_uring_sqe *sqe = self._sqe(IORING_OP_CONNECT)
+        cdef io_uring_sqe *sqe
+        _sock_op_queued(self, op)
+        sqe = self._sqe(IORING_OP_CONNECT)
         sqe.fd = op.fd
         sqe.addr = <uint64_t><uintptr_t>&op.addr
         sqe.off = op.addrlen
@@ -1564,6 +1654,8 @@ cdef class LoopCore:
         # io_uring_enter per iteration"): asyncio's loops call connect() when
         # sock_connect is called, and code that then blocks on the peer in the
         # same thread (e.g. listener.accept()) relies on the SYN being out.
+        if self.sock_new:
+            _sock_ops_check_new(self)
         self._drv_enter(0, 0)
         return 0
 
@@ -1684,6 +1776,7 @@ cdef class LoopCore:
         op.msg.msg_iov = &op.iov
         op.msg.msg_iovlen = 1
         fut = op.fut = self._new_future()
+        _sock_op_queued(self, op)
         sqe = self._sqe(IORING_OP_SENDMSG)
         rl_prep_rw(sqe, IORING_OP_SENDMSG, fd, &op.msg, 1, 0, self._reg(op))
         sqe.msg_flags = MSG_NOSIGNAL
@@ -1697,6 +1790,8 @@ cdef class LoopCore:
         """Read up to n bytes of a file at offset (READ in the ring)."""
         cdef _ReadOp op = _ReadOp.__new__(_ReadOp)
         cdef io_uring_sqe *sqe
+        if self.sock_ops:
+            _fd_claim(self, fd, None)
         op.loop = self
         op.fd = fd
         op.n = n

@@ -157,6 +157,24 @@ static inline struct io_uring_sqe *rl_pd_get_sqe(rl_polldrv *d) {
     return sqe;
 }
 
+/* The poll driver's rl_ring_void_sqe: a queued SQE not yet run becomes a
+ * NOP whose completion is ignored. Returns 1 when found. */
+static int rl_pd_void_sqe(rl_polldrv *d, uint64_t ud) {
+    unsigned i;
+    for (i = 0; i < d->sq_len; i++) {
+        struct io_uring_sqe *sqe = &d->sq[i];
+        if (sqe->user_data == ud) {
+            rl_sqe_void(sqe);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static unsigned rl_pd_void_fd(rl_polldrv *d, int fd, uint64_t *out, unsigned max) {
+    return rl_void_fd_range(d->sq, 0xFFFFFFFFu, 0, d->sq_len, fd, out, max);
+}
+
 static void rl_pd_post(rl_polldrv *d, uint64_t ud, int res, uint32_t flags) {
     if (ud == RL_UD_IGNORE)
         return;

@@ -300,6 +300,57 @@ static inline struct io_uring_sqe *rl_get_sqe(rl_ring *r) {
     return sqe;
 }
 
+/* Turn the SQE carrying `ud` that the kernel has not read yet into a NOP
+ * whose completion is ignored (link flags kept), so that an operation whose
+ * file descriptor is being closed (its number may be reused at once) never
+ * reaches the kernel; the caller completes the operation itself. Returns 1
+ * when found, 0 when that SQE was already submitted. */
+static inline void rl_sqe_void(struct io_uring_sqe *sqe) {
+    uint8_t links = sqe->flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK);
+    memset(sqe, 0, sizeof(*sqe));
+    sqe->opcode = IORING_OP_NOP;
+    sqe->fd = -1;
+    sqe->flags = links;
+    sqe->user_data = RL_UD_IGNORE;
+}
+
+static int rl_ring_void_sqe(rl_ring *r, uint64_t ud) {
+    unsigned i = __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
+    for (; i != r->sqe_tail; i++) {
+        struct io_uring_sqe *sqe = &r->sqes[i & r->sq_mask];
+        if (sqe->user_data == ud) {
+            rl_sqe_void(sqe);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Void the not yet submitted SQEs sqes[from..to) (indices masked) that name
+ * `fd` (its owner is closing it). The user_data of those that had one are
+ * stored in out (at most max; the caller repeats while max were stored). */
+static unsigned rl_void_fd_range(struct io_uring_sqe *sqes, unsigned mask, unsigned from,
+                                 unsigned to, int fd, uint64_t *out, unsigned max) {
+    unsigned i, n = 0;
+    for (i = from; i != to; i++) {
+        struct io_uring_sqe *sqe = &sqes[i & mask];
+        if (sqe->fd != fd || sqe->opcode == IORING_OP_NOP || (sqe->flags & IOSQE_FIXED_FILE))
+            continue;
+        if (sqe->user_data != RL_UD_IGNORE) {
+            if (n == max)
+                break;
+            out[n++] = sqe->user_data;
+        }
+        rl_sqe_void(sqe);
+    }
+    return n;
+}
+
+static unsigned rl_ring_void_fd(rl_ring *r, int fd, uint64_t *out, unsigned max) {
+    return rl_void_fd_range(r->sqes, r->sq_mask, __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE),
+                            r->sqe_tail, fd, out, max);
+}
+
 /* Submit everything pending and wait for `wait_nr` completions or until the
  * timeout (timeout_ns < 0: no timeout). Returns >= 0 or -errno; -ETIME and
  * -EINTR are ordinary outcomes. Call without the GIL when it may block. */

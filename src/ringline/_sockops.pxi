@@ -138,13 +138,12 @@ cdef int _sock_fd(sock) except -1:
     return fd
 
 
-cdef class _RecvOp(_Op):
+cdef class _RecvOp(_SockOp):
     """sock_recv / sock_recv_into: RECV into a bounce buffer (from the loop's
     cache, returned at the final completion)."""
     cdef char *mem
     cdef size_t cap
     cdef size_t n
-    cdef object sock
     cdef object target      # recv_into: the caller's buffer object
 
     def __dealloc__(self):
@@ -152,7 +151,13 @@ cdef class _RecvOp(_Op):
             free(self.mem)
             self.mem = NULL
 
-    cdef int complete(self, int res, uint32_t flags) except -1:
+    cdef int _release(self, int res) except -1:
+        self.target = None
+        self.loop._bounce_put(self.mem, self.cap)
+        self.mem = NULL
+        return 0
+
+    cdef int _result(self, int res, uint32_t flags) except -1:
         cdef Py_buffer view
         fut = self.fut
         if res >= 0:
@@ -178,13 +183,12 @@ cdef class _RecvOp(_Op):
         return 0
 
 
-cdef class _SendOp(_Op):
+cdef class _SendOp(_SockOp):
     """sock_sendall: SEND of a held buffer export, continued after partial
     sends until everything went out."""
     cdef Py_buffer view
     cdef bint has_view
     cdef size_t offset
-    cdef object sock
     cdef bint once           # resolve with the byte count after one send
     cdef object release_waiter   # a cancelled caller waits for the buffer
 
@@ -194,14 +198,22 @@ cdef class _SendOp(_Op):
             self.has_view = False
 
     cdef int submit(self) except -1:
-        cdef io_uring_sqe *sqe = self.loop._sqe(IORING_OP_SEND)
+        cdef io_uring_sqe *sqe
+        _sock_op_queued(self.loop, self)
+        sqe = self.loop._sqe(IORING_OP_SEND)
         rl_prep_rw(sqe, IORING_OP_SEND, self.fd, <char*>self.view.buf + self.offset,
                    <unsigned>min(<size_t>self.view.len - self.offset, <size_t>0x7FFFF000), 0,
                    self.loop._reg(self))
         sqe.msg_flags = MSG_NOSIGNAL
         return 0
 
-    cdef int complete(self, int res, uint32_t flags) except -1:
+    cdef int _release(self, int res) except -1:
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+            self.has_view = False
+        return 0
+
+    cdef int _result(self, int res, uint32_t flags) except -1:
         fut = self.fut
         if res >= 0:
             self.offset += res
@@ -229,12 +241,16 @@ cdef class _SendOp(_Op):
         return 0
 
 
-cdef class _AcceptOp(_Op):
+cdef class _AcceptOp(_SockOp):
     cdef sockaddr_storage addr
     cdef socklen_t addrlen
-    cdef object sock
 
-    cdef int complete(self, int res, uint32_t flags) except -1:
+    cdef int _release(self, int res) except -1:
+        if res >= 0:
+            c_close(res)         # accepted from a listener the user closed
+        return 0
+
+    cdef int _result(self, int res, uint32_t flags) except -1:
         fut = self.fut
         if res >= 0:
             if fut.done() or self.loop.closing:
@@ -253,13 +269,12 @@ cdef class _AcceptOp(_Op):
         return 0
 
 
-cdef class _ConnectOp(_Op):
+cdef class _ConnectOp(_SockOp):
     cdef sockaddr_storage addr
     cdef socklen_t addrlen
     cdef object address
-    cdef object sock
 
-    cdef int complete(self, int res, uint32_t flags) except -1:
+    cdef int _result(self, int res, uint32_t flags) except -1:
         fut = self.fut
         if fut.done():
             return 0
@@ -279,7 +294,7 @@ cdef class _ConnectOp(_Op):
         return 0
 
 
-cdef class _MsgOp(_Op):
+cdef class _MsgOp(_SockOp):
     """RECVMSG / SENDMSG with their msghdr, iovec and address storage."""
     cdef msghdr msg
     cdef iovec iov
@@ -289,7 +304,6 @@ cdef class _MsgOp(_Op):
     cdef Py_buffer view
     cdef bint has_view
     cdef bint is_send
-    cdef object sock
     cdef object target
 
     def __dealloc__(self):
@@ -303,11 +317,22 @@ cdef class _MsgOp(_Op):
     cdef int submit_recv(self) except -1:
         cdef io_uring_sqe *sqe
         self.msg.msg_namelen = sizeof(sockaddr_storage)
+        _sock_op_queued(self.loop, self)
         sqe = self.loop._sqe(IORING_OP_RECVMSG)
         rl_prep_rw(sqe, IORING_OP_RECVMSG, self.fd, &self.msg, 1, 0, self.loop._reg(self))
         return 0
 
-    cdef int complete(self, int res, uint32_t flags) except -1:
+    cdef int _release(self, int res) except -1:
+        self.target = None
+        if self.mem != NULL:
+            self.loop._bounce_put(self.mem, self.cap)
+            self.mem = NULL
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+            self.has_view = False
+        return 0
+
+    cdef int _result(self, int res, uint32_t flags) except -1:
         if res == -11 and not self.is_send and self.mem != NULL and not self.fut.done():
             # readable with nothing to read (a UDP socket shut down for
             # reading): the kernel gave up after its own poll; keep waiting,

@@ -841,6 +841,9 @@ cdef class _StreamCore(_Flushable):
             self._schedule_connection_lost(None)
 
     cdef int _release(self) except -1:
+        # the fd closes below and its number may be reused at once: what is
+        # still in the submission queue is voided, the rest cancelled first
+        self.loop._void_fd(self.fd)
         self._stop_watch()
         if self.rop.inflight:
             self.loop._cancel_op(self.rop)
@@ -983,6 +986,8 @@ def _make_stream_core(LoopCore loop, sock, protocol, transport, dict extra, serv
     c.loop = loop
     c.sock = sock
     c.fd = sock.fileno()
+    if loop.sock_ops:
+        _fd_claim(loop, c.fd, sock)
     c.protocol = protocol
     c.is_buffered = isinstance(protocol, _BufferedProtocol)
     c.transport = transport
@@ -1003,6 +1008,8 @@ def _make_listen_op(LoopCore loop, sock, protocol_factory, sslcontext, server,
     op.loop = loop
     op.sock = sock
     op.fd = sock.fileno()
+    if loop.sock_ops:
+        _fd_claim(loop, op.fd, sock)
     op.family = sock.family
     op.stype = sock.type
     op.proto = sock.proto
