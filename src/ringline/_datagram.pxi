@@ -206,6 +206,8 @@ cdef class _DatagramCore:
     cdef int _on_sent(self, _DgramSendOp op, int res) except -1:
         self.inflight_bytes -= len(op.data)
         self.inflight_ops -= 1
+        if self.protocol is None:
+            return 0         # cancelled by abort(): connection_lost was called
         if res < 0 and res != -_ECANCELED and not self.lost_scheduled:
             PyContext_Enter(self.context)
             try:

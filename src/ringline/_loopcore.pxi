@@ -1859,6 +1859,10 @@ cdef class LoopCore:
             'zc_notifs': self.zc_notifs,
         }
 
+    def _sock_ops_pending(self):
+        """sock_* operations filed in the fd registry (tests of invariant 10)."""
+        return sum([len(v) for v in self.sock_ops.values()])
+
     def _inject_cqe(self, uint64_t ud, int res, uint32_t flags=0):
         """Feed a synthetic completion (tests of the dispatch logic)."""
         self._dispatch(ud, res, flags)
