@@ -1,9 +1,14 @@
 # Datagram (UDP and Unix datagram) transports over the ring.
 #
-# Receive: one multishot RECVMSG drawing from the loop's datagram buffer ring
-#   (its own provided-buffer group): each completion's buffer holds an
-#   io_uring_recvmsg_out header, the source address and the payload; the
-#   payload is copied into a bytes, the buffer returned at once.
+# Receive (UDP): one multishot RECVMSG drawing from the loop's datagram
+#   buffer ring (its own provided-buffer group): each completion's buffer
+#   holds an io_uring_recvmsg_out header, the source address and the payload
+#   (room for 65,904 bytes: more than the largest UDP datagram, IPv4 or
+#   IPv6); the payload is copied into a bytes, the buffer returned at once.
+# Receive (Unix and other families, whose datagrams may be larger: up to the
+#   sender's SO_SNDBUF, about 4 MiB): each datagram is delivered whole, by two
+#   RECVMSGs -- MSG_PEEK|MSG_TRUNC for its length, then the read itself into
+#   the transport's own buffer, grown to the largest datagram seen.
 # Send: every sendto() becomes one SENDMSG holding a copy of the datagram and
 #   its encoded address until completion; the bytes in flight count for flow
 #   control (pause_writing above the high-water mark).
@@ -24,6 +29,24 @@ cdef class _DgramRecvOp(_Op):
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         return self.owner._on_recv(res, flags)
+
+
+cdef class _DgramWholeOp(_DgramRecvOp):
+    """The two-step receive of a datagram of any size (see the notes)."""
+    cdef iovec iov
+    cdef sockaddr_storage addr
+    cdef char scratch
+    cdef char *buf
+    cdef size_t cap
+    cdef bint peeking
+
+    def __dealloc__(self):
+        if self.buf != NULL:
+            free(self.buf)
+            self.buf = NULL
+
+    cdef int complete(self, int res, uint32_t flags) except -1:
+        return self.owner._on_whole(res)
 
 
 cdef class _DgramSendOp(_Op):
@@ -53,6 +76,7 @@ cdef class _DatagramCore:
     cdef public object address
     cdef int fd
     cdef int family
+    cdef bint whole          # datagrams may exceed the buffer ring's: _DgramWholeOp
     cdef bint closing
     cdef bint lost_scheduled
     cdef bint connected
@@ -88,6 +112,8 @@ cdef class _DatagramCore:
         cdef io_uring_sqe *sqe
         if self.rop.inflight or self.closing:
             return 0
+        if self.whole:
+            return self._arm_whole(True)
         self.loop._ensure_dpbuf()
         self.rop.msg.msg_namelen = sizeof(sockaddr_storage)
         self.rop.msg.msg_controllen = 0
@@ -103,6 +129,66 @@ cdef class _DatagramCore:
 
     def _rearm(self):
         self._arm_recv()
+
+    cdef int _arm_whole(self, bint peek) except -1:
+        cdef _DgramWholeOp op = <_DgramWholeOp>self.rop
+        cdef io_uring_sqe *sqe
+        op.peeking = peek
+        memset(&op.msg, 0, sizeof(msghdr))
+        if peek:
+            op.iov.iov_base = &op.scratch
+            op.iov.iov_len = 1
+        else:
+            op.iov.iov_base = op.buf
+            op.iov.iov_len = op.cap
+            op.msg.msg_name = &op.addr
+            op.msg.msg_namelen = sizeof(sockaddr_storage)
+        op.msg.msg_iov = &op.iov
+        op.msg.msg_iovlen = 1
+        sqe = self.loop._sqe(IORING_OP_RECVMSG)
+        rl_prep_rw(sqe, IORING_OP_RECVMSG, self.fd, &op.msg, 1, 0, self.loop._reg(op))
+        if peek:
+            sqe.msg_flags = MSG_PEEK | MSG_TRUNC    # the result is the whole length
+        return 0
+
+    cdef int _on_whole(self, int res) except -1:
+        cdef _DgramWholeOp op = <_DgramWholeOp>self.rop
+        cdef size_t need
+        cdef char *nbuf
+        if self.closing or res == -_ECANCELED:
+            return 0
+        if res == -11 or res == -4:           # EAGAIN / EINTR: ask again
+            return self._arm_whole(op.peeking)
+        if res < 0:
+            self.protocol.error_received(_oserror(-res))
+            if not self.closing:
+                self._arm_whole(True)
+            return 0
+        if op.peeking:
+            need = <size_t>res if res > 0 else 1
+            if need > op.cap:
+                nbuf = <char*>realloc(op.buf, need)   # not in flight: the kernel is done
+                if nbuf == NULL:
+                    raise MemoryError()
+                op.buf = nbuf
+                op.cap = need
+            return self._arm_whole(False)
+        namelen = op.msg.msg_namelen
+        if namelen > sizeof(sockaddr_storage):
+            namelen = sizeof(sockaddr_storage)
+        addr = _parse_sockaddr(<sockaddr*>&op.addr, namelen)
+        if self.address is not None and addr is None:
+            addr = self.address
+        data = PyBytes_FromStringAndSize(op.buf, res)
+        try:
+            self.protocol.datagram_received(data, addr)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, 'Fatal error: protocol.datagram_received() call failed.')
+        if not self.closing:
+            self._arm_whole(True)
+        return 0
 
     cdef int _on_recv(self, int res, uint32_t flags) except -1:
         cdef unsigned bid
@@ -361,7 +447,9 @@ def _make_datagram_core(LoopCore loop, sock, protocol, transport, dict extra,
     c.address = address
     c.context = context if context is not None else PyContext_CopyCurrent()
     c.sends = set()
-    c.rop = _DgramRecvOp.__new__(_DgramRecvOp)
+    c.whole = c.family != AF_INET and c.family != AF_INET6
+    c.rop = (_DgramWholeOp.__new__(_DgramWholeOp) if c.whole
+             else _DgramRecvOp.__new__(_DgramRecvOp))
     c.rop.loop = loop
     c.rop.owner = c
     c.rop.fd = c.fd

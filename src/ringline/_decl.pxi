@@ -50,7 +50,7 @@ cdef extern from "<sys/socket.h>" nogil:
         int msg_flags
     int AF_INET, AF_INET6, AF_UNIX
     int SOCK_STREAM, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_CLOEXEC
-    int MSG_NOSIGNAL, MSG_TRUNC, MSG_DONTWAIT, MSG_WAITALL
+    int MSG_NOSIGNAL, MSG_TRUNC, MSG_DONTWAIT, MSG_WAITALL, MSG_PEEK
     int SOL_SOCKET, SO_DOMAIN, SO_ERROR
     int getsockopt(int, int, int, void*, socklen_t*)
     ssize_t c_send "send" (int, const void*, size_t, int)
