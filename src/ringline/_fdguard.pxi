@@ -2,7 +2,8 @@
 # operation outlives its file descriptor's identity).
 #
 # Owns: the loop's registry of pending sock_* operations, by fd number
-# (LoopCore.sock_ops: fd -> [_SockOp]), the list of those queued since the
+# (LoopCore.sock_ops: fd -> the first _SockOp of that fd's list, linked
+# through the operations themselves), the list of those queued since the
 # last submission (LoopCore.sock_new) and the time of the last full check.
 #
 # Problem: user code may close a socket while one of its sock_* operations is
@@ -30,10 +31,39 @@
 #     size) and, when the loop is about to block, no later than that: this
 #     releases the closed file on io_uring so the peer sees EOF.
 # Cost: nothing unless sock_* operations are pending; transports and Conns
-# only test `if loop.sock_ops` once when created.
+# only test `if loop.sock_ops` once when created. A sock_* operation pays a
+# dict insert and delete and one ownership check (the fd field of the
+# socket object read directly; fileno() for other objects).
 
 cdef double _SCAN_INTERVAL = 0.001       # s between full checks, at least
 cdef double _SCAN_PER_ENTRY = 1e-6       # s added per registered fd
+
+cdef extern from *:
+    """
+    /* CPython's socket object starts with its fd (Modules/socketmodule.h:
+     * PySocketSockObject { PyObject_HEAD; SOCKET_T sock_fd; ... }); checked
+     * against fileno() when the module loads (_sock_fd_direct_ok). */
+    typedef struct { PyObject_HEAD int sock_fd; } rl_pysock_head;
+    static inline int rl_pysock_fd(PyObject *o) { return ((rl_pysock_head *)o)->sock_fd; }
+    """
+    int rl_pysock_fd(PyObject *o)
+
+import _socket as _c_socket
+
+
+cdef type _SockBase = _c_socket.socket
+
+
+cdef bint _sock_fd_direct_ok():
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        ok = rl_pysock_fd(<PyObject*>s) == s.fileno() and s.fileno() >= 0
+    finally:
+        s.close()
+    return ok and rl_pysock_fd(<PyObject*>s) == -1
+
+
+cdef bint _SOCK_FD_DIRECT = _sock_fd_direct_ok()
 
 
 cdef class _SockOp(_Op):
@@ -41,6 +71,7 @@ cdef class _SockOp(_Op):
     cdef object sock
     cdef bint filed          # in loop.sock_ops
     cdef bint orphaned       # its socket gave up the fd: drop the result
+    cdef _SockOp fd_prev, fd_next   # the other operations filed under fd
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         try:
@@ -63,23 +94,42 @@ cdef class _SockOp(_Op):
 
 cdef inline bint _sock_owns(sock, int fd):
     """Does this socket object still own fd (not closed, not detached)?"""
+    if _SOCK_FD_DIRECT and isinstance(sock, _SockBase):
+        return rl_pysock_fd(<PyObject*>sock) == fd
     try:
         return sock.fileno() == fd
     except Exception:
         return True          # a stand-in we cannot ask: assume it does
 
 
+cdef list _fd_ops(LoopCore loop, int fd):
+    """The operations filed under fd (a copy: safe to orphan while walking)."""
+    cdef list out = []
+    cdef _SockOp op = loop.sock_ops.get(fd)
+    while op is not None:
+        out.append(op)
+        op = op.fd_next
+    return out
+
+
 cdef int _sock_op_queued(LoopCore loop, _SockOp op) except -1:
     """Call right before queueing op's SQE (first submission or a retry)."""
-    cdef list ops
+    cdef _SockOp head
     if not op.filed:
+        head = None
         if loop.sock_ops:
-            _fd_claim(loop, op.fd, op.sock)
-        ops = loop.sock_ops.get(op.fd)
-        if ops is None:
-            loop.sock_ops[op.fd] = [op]
-        else:
-            ops.append(op)
+            head = loop.sock_ops.get(op.fd)
+            if head is not None and (head.sock is not op.sock or head.fd_next is not None):
+                _fd_claim(loop, op.fd, op.sock)
+                head = loop.sock_ops.get(op.fd)
+        if head is None:
+            loop.sock_ops[op.fd] = op
+        else:                               # after the head: no dict write
+            op.fd_prev = head
+            op.fd_next = head.fd_next
+            if head.fd_next is not None:
+                head.fd_next.fd_prev = op
+            head.fd_next = op
         op.filed = True
     loop.sock_new.append(op)
     return 0
@@ -87,15 +137,20 @@ cdef int _sock_op_queued(LoopCore loop, _SockOp op) except -1:
 
 cdef int _sock_op_unfile(_SockOp op) except -1:
     cdef dict reg = op.loop.sock_ops
+    cdef _SockOp nxt = op.fd_next
     op.filed = False
-    ops = reg.get(op.fd)
-    if ops is not None:
-        try:
-            (<list>ops).remove(op)
-        except ValueError:
-            pass
-        if not ops:
-            del reg[op.fd]
+    if op.fd_prev is None:
+        if nxt is None:
+            if reg.get(op.fd) is op:
+                del reg[op.fd]
+        else:
+            reg[op.fd] = nxt
+            nxt.fd_prev = None
+    else:
+        op.fd_prev.fd_next = nxt
+        if nxt is not None:
+            nxt.fd_prev = op.fd_prev
+    op.fd_prev = op.fd_next = None
     return 0
 
 
@@ -113,14 +168,13 @@ cdef int _fd_claim(LoopCore loop, int fd, sock) except -1:
     still filed under it for a socket that gave the number up. Call only when
     loop.sock_ops is not empty (the callers test it: that is the whole cost
     of this guard on paths that do not use sock_*)."""
-    ops = loop.sock_ops.get(fd)
-    if ops is None:
+    cdef _SockOp op
+    if fd not in loop.sock_ops:
         return 0
-    if (<_SockOp>(<list>ops)[0]).sock is sock and len(<list>ops) == 1:
-        return 0
-    for op in list(<list>ops):
-        if (<_SockOp>op).sock is not sock and not _sock_owns((<_SockOp>op).sock, fd):
-            _sock_op_orphan(loop, <_SockOp>op)
+    for o in _fd_ops(loop, fd):
+        op = <_SockOp>o
+        if op.sock is not sock and not _sock_owns(op.sock, fd):
+            _sock_op_orphan(loop, op)
     return 0
 
 
@@ -135,11 +189,11 @@ cdef int _sock_ops_check_new(LoopCore loop) except -1:
     one whose socket was closed meanwhile (their SQE is voided in place)."""
     cdef list new = loop.sock_new
     cdef _SockOp op
-    loop.sock_new = []
     for o in new:
         op = <_SockOp>o
         if op.filed and op.inflight and not _sock_owns(op.sock, op.fd):
             _sock_op_orphan(loop, op)
+    del new[:]
     return 0
 
 
@@ -159,8 +213,8 @@ cdef long long _sock_ops_scan(LoopCore loop, long long timeout_ns) except -2:
                 return left_ns
         return timeout_ns
     loop.sock_scan_at = now
-    for fd, ops in list(loop.sock_ops.items()):
-        for o in list(<list>ops):
+    for fd in list(loop.sock_ops):
+        for o in _fd_ops(loop, fd):
             op = <_SockOp>o
             if not op.inflight:
                 _sock_op_unfile(op)       # its SQE could not be queued

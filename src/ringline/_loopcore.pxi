@@ -1201,7 +1201,9 @@ cdef class LoopCore:
             while self.inflight > 0 and rl_monotonic() < deadline:
                 self._drv_enter(1, 10000000)
                 self._reap()
-        self.sock_ops.clear()
+        for fd in list(self.sock_ops):
+            for op in _fd_ops(self, fd):
+                _sock_op_unfile(<_SockOp>op)
         self.sock_new = []
         if self.inflight == 0:
             if self.pbuf_ok:
@@ -1861,7 +1863,7 @@ cdef class LoopCore:
 
     def _sock_ops_pending(self):
         """sock_* operations filed in the fd registry (tests of invariant 10)."""
-        return sum([len(v) for v in self.sock_ops.values()])
+        return sum([len(_fd_ops(self, fd)) for fd in self.sock_ops])
 
     def _inject_cqe(self, uint64_t ud, int res, uint32_t flags=0):
         """Feed a synthetic completion (tests of the dispatch logic)."""
