@@ -40,6 +40,7 @@ cdef class Handle:
         cdef object ctx = self.context
         cdef object cb = self.callback
         cdef object args = self.args
+        cdef object error = None
         PyContext_Enter(ctx)
         try:
             if PyTuple_GET_SIZE(args) == 0:
@@ -49,18 +50,26 @@ cdef class Handle:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            cb_repr = _format_helpers._format_callback_source(cb, args)
-            context = {
-                'message': f'Exception in callback {cb_repr}',
-                'exception': exc,
-                'handle': self,
-            }
-            if self.source_tb is not None:
-                context['source_traceback'] = self.source_tb
-            self.loop.call_exception_handler(context)
-            exc = None
+            error = exc
         finally:
             PyContext_Exit(ctx)
+        if error is not None:
+            # Reported after leaving the context: from 3.12 the loop runs a
+            # custom exception handler inside the handle's context
+            # (ctx.run), which cannot enter a context that is still entered.
+            self._report(error, cb, args)
+        return 0
+
+    cdef int _report(self, object exc, object cb, object args) except -1:
+        cb_repr = _format_helpers._format_callback_source(cb, args)
+        context = {
+            'message': f'Exception in callback {cb_repr}',
+            'exception': exc,
+            'handle': self,
+        }
+        if self.source_tb is not None:
+            context['source_traceback'] = self.source_tb
+        self.loop.call_exception_handler(context)
         return 0
 
     def cancel(self):

@@ -297,24 +297,40 @@ class _SubprocessTransport(base_subprocess.BaseSubprocessTransport):
                 stdin_w.close()
 
 
-class Server(base_events.Server):
-    """asyncio's Server plus what Python 3.13 added and uvloop lacks:
-    close_clients() and abort_clients()."""
+# 3.13 gave asyncio's Server close_clients()/abort_clients() over its own
+# set of attached transports (filled by _attach(transport)): there the base
+# class is used as is.  Before 3.13 ringline keeps the set itself.
+_BASE_SERVER_HAS_CLIENTS = hasattr(base_events.Server, "close_clients")
 
-    def _ringline_clients(self):
-        clients = self.__dict__.get("_rl_clients")
-        return list(clients) if clients else []
 
-    def close_clients(self):
-        """Close every connection this server accepted (after their queued
-        writes drain)."""
-        for transport in self._ringline_clients():
-            transport.close()
+if _BASE_SERVER_HAS_CLIENTS:
+    class Server(base_events.Server):
+        """asyncio's Server (close_clients() and abort_clients() are the
+        base class's own on this Python)."""
 
-    def abort_clients(self):
-        """Abort every connection this server accepted (queued writes dropped)."""
-        for transport in self._ringline_clients():
-            transport.abort()
+        def _ringline_clients(self):
+            return list(self._clients)
+
+else:
+    class Server(base_events.Server):
+        """asyncio's Server plus what Python 3.13 added and uvloop lacks:
+        close_clients() and abort_clients()."""
+
+        def _ringline_clients(self):
+            clients = self.__dict__.get("_rl_clients")
+            return list(clients) if clients else []
+
+        def close_clients(self):
+            """Close every connection this server accepted (after their
+            queued writes drain)."""
+            for transport in self._ringline_clients():
+                transport.close()
+
+        def abort_clients(self):
+            """Abort every connection this server accepted (queued writes
+            dropped)."""
+            for transport in self._ringline_clients():
+                transport.abort()
 
 
 class Loop(_core.LoopCore, asyncio.BaseEventLoop):
@@ -548,10 +564,11 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
         transport = _SocketTransport(self, sock, protocol, extra, server)
         if server is not None:
             _core._server_attach(server, transport)
-            clients = server.__dict__.get("_rl_clients")
-            if clients is None:
-                clients = server.__dict__["_rl_clients"] = weakref.WeakSet()
-            clients.add(transport)
+            if not _BASE_SERVER_HAS_CLIENTS:
+                clients = server.__dict__.get("_rl_clients")
+                if clients is None:
+                    clients = server.__dict__["_rl_clients"] = weakref.WeakSet()
+                clients.add(transport)
         if not self._zc_explicit and _is_loopback_peer(sock, extra["peername"]):
             transport._core.zc_allowed = False
         self._transports[sock.fileno()] = transport
