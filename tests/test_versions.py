@@ -301,3 +301,25 @@ def test_queue_shutdown(loop_factory):
     ref = _queue_shutdown_scenario(asyncio.SelectorEventLoop())
     assert "getter-shutdown" in ref and "put-shutdown" in ref
     assert _queue_shutdown_scenario(loop_factory()) == ref
+
+
+# ---- the policy system (deprecated from 3.14) ------------------------------------
+
+def test_install_and_import_without_deprecation_warnings():
+    """import ringline and ringline.install() warn on no supported Python
+    (3.14 deprecates asyncio.DefaultEventLoopPolicy and
+    set_event_loop_policy(); ringline uses what stays warning-free), and
+    install() still makes asyncio.new_event_loop() a ringline loop."""
+    import subprocess
+    code = (
+        "import asyncio, ringline\n"
+        "ringline.install()\n"
+        "loop = asyncio.new_event_loop()\n"
+        "assert isinstance(loop, ringline.Loop), loop\n"
+        "loop.close()\n"
+        "assert asyncio.run(asyncio.sleep(0, 'ok')) == 'ok'\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-W", "error::DeprecationWarning",
+                          "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -103,6 +103,12 @@ def _is_loopback_peer(sock, peername):
             or host.startswith("::ffff:127."))
 
 
+# 3.14 deprecates coroutines.iscoroutinefunction (asyncio.iscoroutinefunction)
+# and keeps the warning-free check as coroutines._iscoroutinefunction.
+_iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", None) \
+    or coroutines.iscoroutinefunction
+
+
 def _sighandler_noop(signum, frame):
     """Python-level handler: the real work happens through the wakeup fd."""
 
@@ -473,8 +479,7 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
     def add_signal_handler(self, sig, callback, *args):
         """Run callback(*args) in the loop when signal sig arrives. The signal
         reaches the loop through the ring (a read on the wakeup socket)."""
-        if (coroutines.iscoroutine(callback)
-                or coroutines.iscoroutinefunction(callback)):
+        if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()
