@@ -323,3 +323,61 @@ def test_install_and_import_without_deprecation_warnings():
                           "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# ---- Unix server socket cleanup (3.13: cleanup_socket) ----------------------------
+
+def _unix_cleanup_scenario(loop, tmp_path, **kw):
+    import os
+    import socket as _socket
+    out = []
+
+    async def main():
+        async def serve(r, w):
+            w.close()
+        # bound by the server from a path
+        path = str(tmp_path / "a.sock")
+        srv = await asyncio.start_unix_server(serve, path, **kw)
+        srv.close()
+        await srv.wait_closed()
+        out.append(os.path.exists(path))
+        # an already bound socket passed in
+        path2 = str(tmp_path / "b.sock")
+        with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as sock:
+            sock.bind(path2)
+            srv = await asyncio.start_unix_server(serve, sock=sock, **kw)
+            srv.close()
+            await srv.wait_closed()
+        out.append(os.path.exists(path2))
+        # replaced by someone else meanwhile: their file stays
+        path3 = str(tmp_path / "c.sock")
+        srv = await asyncio.start_unix_server(serve, path3, **kw)
+        os.unlink(path3)
+        with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as other:
+            other.bind(path3)
+            srv.close()
+            await srv.wait_closed()
+            out.append(os.path.exists(path3))
+        for p in (path, path2, path3):
+            if os.path.exists(p):
+                os.unlink(p)
+        return out
+
+    try:
+        return run(loop, main())
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("kw", [{}, {"cleanup_socket": False}],
+                         ids=["default", "no-cleanup"])
+def test_unix_server_socket_cleanup(loop_factory, tmp_path, kw):
+    if kw and not PY313:
+        pytest.skip("cleanup_socket is a 3.13 parameter")
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "got").mkdir()
+    ref = _unix_cleanup_scenario(asyncio.SelectorEventLoop(), tmp_path / "ref", **kw)
+    got = _unix_cleanup_scenario(loop_factory(), tmp_path / "got", **kw)
+    if PY313 and not kw:
+        assert ref == [False, False, True]
+    assert got == ref

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import io
 import os
 import signal
@@ -303,6 +304,13 @@ class _SubprocessTransport(base_subprocess.BaseSubprocessTransport):
                 stdin_w.close()
 
 
+# 3.13's create_unix_server unlinks the socket's path when the server closes
+# (cleanup_socket=True); before 3.13 asyncio leaves the file, and so does
+# ringline there unless cleanup_socket=True is passed.
+_UNIX_CLEANUP_DEFAULT = "cleanup_socket" in inspect.signature(
+    unix_events._UnixSelectorEventLoop.create_unix_server).parameters
+
+
 # 3.13 gave asyncio's Server close_clients()/abort_clients() over its own
 # set of attached transports (filled by _attach(transport)): there the base
 # class is used as is.  Before 3.13 ringline keeps the set itself.
@@ -375,6 +383,9 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
         self.send_zc_threshold = send_zc_threshold
         self._transports = {}
         self._listeners = {}
+        # Unix listening sockets whose path is unlinked when the server
+        # closes (3.13's cleanup_socket): socket -> inode of the path
+        self._unix_server_sockets = {}
 
     def __repr__(self) -> str:
         return (f"<{self.__class__.__name__} running={self.is_running()} "
@@ -609,7 +620,24 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
             # hand the cancellation to the kernel now so that the listening
             # socket (referenced by the accept) is gone when close returns
             self._submit_pending()
+        inode = self._unix_server_sockets.pop(sock, None)
+        path = None
+        if inode is not None:
+            try:
+                path = sock.getsockname()
+            except OSError:
+                path = None
         sock.close()
+        if path:
+            # only the file this server bound: another may have replaced it
+            try:
+                if os.stat(path).st_ino == inode:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                logger.error("Unable to clean up listening UNIX socket %r: %r",
+                             path, err)
 
     def _accept_connection(self, protocol_factory, conn, sslcontext, server,
                            backlog, ssl_handshake_timeout, ssl_shutdown_timeout):
@@ -711,7 +739,8 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
 
     async def create_unix_server(self, protocol_factory, path=None, *, sock=None,
                                  backlog=100, ssl=None, ssl_handshake_timeout=None,
-                                 ssl_shutdown_timeout=None, start_serving=True):
+                                 ssl_shutdown_timeout=None, start_serving=True,
+                                 cleanup_socket=_UNIX_CLEANUP_DEFAULT):
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
         if ssl_handshake_timeout is not None and not ssl:
@@ -749,6 +778,13 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
         sock.setblocking(False)
+        if cleanup_socket:
+            path = sock.getsockname()
+            if path and path[0] not in (0, "\x00"):     # not an abstract name
+                try:
+                    self._unix_server_sockets[sock] = os.stat(path).st_ino
+                except FileNotFoundError:
+                    pass
         server = Server(self, [sock], protocol_factory, ssl, backlog,
                         ssl_handshake_timeout, ssl_shutdown_timeout)
         if start_serving:
