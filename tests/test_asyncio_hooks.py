@@ -310,6 +310,28 @@ def test_format_helpers_for_handles():
     assert got == ref
 
 
+def test_format_callback_source_debug_flag():
+    # 3.13 added debug=: full argument reprs in debug mode
+    takes_debug = "debug" in inspect.signature(
+        format_helpers._format_callback_source).parameters
+    assert takes_debug == (sys.version_info >= (3, 13))
+
+    def scenario(loop):
+        def cb(arg):
+            pass
+        out = []
+        for debug in (False, True):
+            loop.set_debug(debug)
+            h = loop.call_soon(cb, "y" * 300)
+            text = repr(h)
+            h.cancel()
+            out.append(text[text.index("cb("):].split(" created at")[0])
+        return out
+
+    ref, got = _on_both(scenario)
+    assert got == ref
+
+
 def test_check_callback_and_check_running():
     assert _binds(base_events.BaseEventLoop._check_callback, None, print, "call_soon")
     assert _binds(base_events.BaseEventLoop._check_running, None)
