@@ -45,7 +45,7 @@ find_python() {    # find_python 3.12 -> path of an interpreter of that version,
 
 # version -> interpreter, in version order
 declare -A PYS
-PYS[$DEFAULT_VER]=$(command -v "$PY")
+PYS[$DEFAULT_VER]=$("$PY" -c 'import sys; print(sys.executable)')   # not a pyenv shim
 for ver in 3.11 3.12 3.13; do
     [ -n "${PYS[$ver]:-}" ] && continue
     p=$(find_python "$ver")
@@ -54,6 +54,10 @@ done
 VERSIONS=$(printf '%s\n' "${!PYS[@]}" | sort -V)
 if [ -n "${RINGLINE_TEST_PYTHONS:-}" ]; then
     VERSIONS=$(printf '%s\n' $VERSIONS | grep -x -F -f <(printf '%s\n' $RINGLINE_TEST_PYTHONS) || true)
+fi
+if [ -z "$VERSIONS" ]; then
+    echo "test.sh: no supported interpreter selected (RINGLINE_TEST_PYTHONS='${RINGLINE_TEST_PYTHONS:-}')" >&2
+    exit 2
 fi
 NEWEST=$(printf '%s\n' $VERSIONS | tail -n 1)
 
