@@ -466,14 +466,20 @@ def test_connect_errors_and_connect_timeout():
         dead.close()
         with pytest.raises(rr.RedisConnectionError, match="connect failed"):
             await rr.connect("127.0.0.1", dead_port)
-        # a server that accepts but never answers the handshake
-        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        # a server that accepts but never answers the handshake; it keeps
+        # its writers (3.13's StreamWriter.__del__ closes the connection,
+        # and the client would see a reset instead of a timeout)
+        held = []
+        server = await asyncio.start_server(lambda r, w: held.append(w),
+                                            "127.0.0.1", 0)
         silent = server.sockets[0].getsockname()[1]
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         with pytest.raises(rr.RedisTimeoutError, match="connect_timeout"):
             await rr.connect("127.0.0.1", silent, client_name="x", connect_timeout=0.3)
         assert loop.time() - t0 < 3
+        for w in held:
+            w.close()
         server.close()
     run(main())
 

@@ -1,61 +1,76 @@
 """Server.close_clients() and abort_clients() (Python 3.13's API, which
-uvloop lacks), and protocol callbacks running in the context captured when
-the transport was created."""
+uvloop lacks: on 3.13 ringline uses asyncio's base class, before it its own
+Server subclass provides them), compared with stock asyncio where stock has
+them, and protocol callbacks running in the context captured when the
+transport was created."""
 import asyncio
 import contextvars
 
+import pytest
+
 import ringline
 
+from conftest import run
+
 request_id = contextvars.ContextVar("request_id", default=None)
+STOCK_HAS_CLIENTS = hasattr(asyncio.base_events.Server, "close_clients")
 
 
 class Hold(asyncio.Protocol):
-    lost = []
+    def __init__(self, log):
+        self.log = log
 
     def connection_made(self, tr):
         self.tr = tr
+        self.log.append("made")
+        tr.write(b"hello")
 
     def connection_lost(self, exc):
-        Hold.lost.append(exc)
+        self.log.append(("lost", type(exc).__name__))
 
 
 def _clients(loop, n, method):
-    Hold.lost = []
+    log = []
 
     async def main():
-        server = await loop.create_server(Hold, "127.0.0.1", 0)
+        server = await loop.create_server(lambda: Hold(log), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(n)]
-        for _ in range(20):
-            await asyncio.sleep(0.01)
-            if len(server._ringline_clients()) == n:
-                break
-        assert len(server._ringline_clients()) == n
+        for r, _ in conns:
+            assert await r.readexactly(5) == b"hello"
         getattr(server, method)()
+        tails = []
         for r, w in conns:
-            assert await asyncio.wait_for(r.read(), 2) == b""   # peer sees EOF/close
+            tails.append(await asyncio.wait_for(r.read(), 2))   # EOF
             w.close()
         server.close()
-        await server.wait_closed()
-        return len(Hold.lost)
+        await asyncio.wait_for(server.wait_closed(), 2)
+        # nothing left attached once every connection is gone
+        return tails, sorted(map(str, log))
 
-    return loop.run_until_complete(main())
-
-
-def test_close_clients():
-    loop = ringline.new_event_loop()
     try:
-        assert _clients(loop, 5, "close_clients") == 5
+        return run(loop, main())
     finally:
         loop.close()
 
 
-def test_abort_clients():
-    loop = ringline.new_event_loop()
-    try:
-        assert _clients(loop, 5, "abort_clients") == 5
-    finally:
-        loop.close()
+@pytest.mark.parametrize("method", ["close_clients", "abort_clients"])
+def test_server_clients_methods(method):
+    got = _clients(ringline.new_event_loop(), 5, method)
+    assert got[0] == [b""] * 5
+    assert got[1].count("made") == 5
+    if STOCK_HAS_CLIENTS:
+        assert got == _clients(asyncio.SelectorEventLoop(), 5, method)
+
+
+def test_server_clients_use_base_class_on_313():
+    from ringline import _loop
+    if STOCK_HAS_CLIENTS:
+        assert "close_clients" not in vars(_loop.Server)
+        assert "abort_clients" not in vars(_loop.Server)
+    else:
+        assert callable(_loop.Server.close_clients)
+        assert callable(_loop.Server.abort_clients)
 
 
 def test_protocol_callbacks_run_in_creation_context():

@@ -101,16 +101,40 @@ def new_event_loop(*, backend: str | None = None, **kwargs: Any) -> Loop:
     return Loop(backend=backend, **kwargs)
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
-    """An asyncio event loop policy that creates ringline loops."""
+# The policy system is deprecated from 3.14 (removal planned for 3.16):
+# asyncio.DefaultEventLoopPolicy and asyncio.set_event_loop_policy() warn
+# there.  ringline's policy derives from the class behind that name (the same
+# class on 3.11-3.13) and install() uses the private setter when it exists, so
+# neither import nor install() warns; ringline.run() or
+# asyncio.run(main(), loop_factory=ringline.new_event_loop) is the way forward.
+_unix_events = asyncio.unix_events
+_PolicyBase = getattr(_unix_events, "_UnixDefaultEventLoopPolicy", None)
+if _PolicyBase is None:          # pragma: no cover - a future Python
+    _PolicyBase = getattr(asyncio.events, "_BaseDefaultEventLoopPolicy", object)
+
+
+class EventLoopPolicy(_PolicyBase):  # type: ignore[misc, valid-type]
+    """An asyncio event loop policy that creates ringline loops (prefer
+    ringline.run() or asyncio.run(..., loop_factory=ringline.new_event_loop):
+    asyncio deprecates policies from Python 3.14)."""
 
     def _loop_factory(self) -> Loop:  # type: ignore[override]
         return new_event_loop()
 
 
 def install() -> None:
-    """Set ringline's EventLoopPolicy as asyncio's current policy."""
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    """Set ringline's EventLoopPolicy as asyncio's current policy, so that
+    asyncio.new_event_loop() and asyncio.run() without a loop_factory create
+    ringline loops.  Works without a DeprecationWarning on 3.11-3.14; where
+    asyncio has no policy system any more it raises RuntimeError."""
+    setter = getattr(asyncio.events, "_set_event_loop_policy", None)
+    if setter is None:
+        setter = getattr(asyncio.events, "set_event_loop_policy", None)
+    if setter is None or _PolicyBase is object:
+        raise RuntimeError(
+            "this Python has no asyncio event loop policies: use ringline.run(main()) "
+            "or asyncio.run(main(), loop_factory=ringline.new_event_loop)")
+    setter(EventLoopPolicy())
 
 
 def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None,

@@ -13,6 +13,18 @@ from asyncio import format_helpers as _format_helpers
 
 cdef object _empty_tuple = ()
 
+# 3.13 added debug= (full argument reprs in debug mode, reprlib otherwise)
+import inspect as _inspect_h
+cdef bint _FMT_TAKES_DEBUG = "debug" in _inspect_h.signature(
+    _format_helpers._format_callback_source).parameters
+
+
+cdef object _callback_source(object cb, object args, LoopCore loop):
+    if _FMT_TAKES_DEBUG:
+        return _format_helpers._format_callback_source(
+            cb, args, debug=loop is not None and loop._debug)
+    return _format_helpers._format_callback_source(cb, args)
+
 
 cdef class Handle:
     """A callback scheduled on a ringline loop (asyncio.Handle's interface)."""
@@ -40,6 +52,7 @@ cdef class Handle:
         cdef object ctx = self.context
         cdef object cb = self.callback
         cdef object args = self.args
+        cdef object error = None
         PyContext_Enter(ctx)
         try:
             if PyTuple_GET_SIZE(args) == 0:
@@ -49,18 +62,26 @@ cdef class Handle:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            cb_repr = _format_helpers._format_callback_source(cb, args)
-            context = {
-                'message': f'Exception in callback {cb_repr}',
-                'exception': exc,
-                'handle': self,
-            }
-            if self.source_tb is not None:
-                context['source_traceback'] = self.source_tb
-            self.loop.call_exception_handler(context)
-            exc = None
+            error = exc
         finally:
             PyContext_Exit(ctx)
+        if error is not None:
+            # Reported after leaving the context: from 3.12 the loop runs a
+            # custom exception handler inside the handle's context
+            # (ctx.run), which cannot enter a context that is still entered.
+            self._report(error, cb, args)
+        return 0
+
+    cdef int _report(self, object exc, object cb, object args) except -1:
+        cb_repr = _callback_source(cb, args, self.loop)
+        context = {
+            'message': f'Exception in callback {cb_repr}',
+            'exception': exc,
+            'handle': self,
+        }
+        if self.source_tb is not None:
+            context['source_traceback'] = self.source_tb
+        self.loop.call_exception_handler(context)
         return 0
 
     def cancel(self):
@@ -108,8 +129,7 @@ cdef class Handle:
         if self.is_timer:
             info.append(f'when={(<TimerHandle>self).when_}')
         if self.callback is not None:
-            info.append(_format_helpers._format_callback_source(
-                self.callback, self.args))
+            info.append(_callback_source(self.callback, self.args, self.loop))
         if self.source_tb:
             frame = self.source_tb[len(self.source_tb) - 1]
             info.append(f'created at {frame[0]}:{frame[1]}')

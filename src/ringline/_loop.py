@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import io
 import os
 import signal
@@ -101,6 +102,12 @@ def _is_loopback_peer(sock, peername):
     host = peername[0] if isinstance(peername, tuple) and peername else ""
     return (host.startswith("127.") or host == "::1"
             or host.startswith("::ffff:127."))
+
+
+# 3.14 deprecates coroutines.iscoroutinefunction (asyncio.iscoroutinefunction)
+# and keeps the warning-free check as coroutines._iscoroutinefunction.
+_iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", None) \
+    or coroutines.iscoroutinefunction
 
 
 def _sighandler_noop(signum, frame):
@@ -297,24 +304,47 @@ class _SubprocessTransport(base_subprocess.BaseSubprocessTransport):
                 stdin_w.close()
 
 
-class Server(base_events.Server):
-    """asyncio's Server plus what Python 3.13 added and uvloop lacks:
-    close_clients() and abort_clients()."""
+# 3.13's create_unix_server unlinks the socket's path when the server closes
+# (cleanup_socket=True); before 3.13 asyncio leaves the file, and so does
+# ringline there unless cleanup_socket=True is passed.
+_UNIX_CLEANUP_DEFAULT = "cleanup_socket" in inspect.signature(
+    unix_events._UnixSelectorEventLoop.create_unix_server).parameters
 
-    def _ringline_clients(self):
-        clients = self.__dict__.get("_rl_clients")
-        return list(clients) if clients else []
 
-    def close_clients(self):
-        """Close every connection this server accepted (after their queued
-        writes drain)."""
-        for transport in self._ringline_clients():
-            transport.close()
+# 3.13 gave asyncio's Server close_clients()/abort_clients() over its own
+# set of attached transports (filled by _attach(transport)): there the base
+# class is used as is.  Before 3.13 ringline keeps the set itself.
+_BASE_SERVER_HAS_CLIENTS = hasattr(base_events.Server, "close_clients")
 
-    def abort_clients(self):
-        """Abort every connection this server accepted (queued writes dropped)."""
-        for transport in self._ringline_clients():
-            transport.abort()
+
+if _BASE_SERVER_HAS_CLIENTS:
+    class Server(base_events.Server):
+        """asyncio's Server (close_clients() and abort_clients() are the
+        base class's own on this Python)."""
+
+        def _ringline_clients(self):
+            return list(self._clients)
+
+else:
+    class Server(base_events.Server):
+        """asyncio's Server plus what Python 3.13 added and uvloop lacks:
+        close_clients() and abort_clients()."""
+
+        def _ringline_clients(self):
+            clients = self.__dict__.get("_rl_clients")
+            return list(clients) if clients else []
+
+        def close_clients(self):
+            """Close every connection this server accepted (after their
+            queued writes drain)."""
+            for transport in self._ringline_clients():
+                transport.close()
+
+        def abort_clients(self):
+            """Abort every connection this server accepted (queued writes
+            dropped)."""
+            for transport in self._ringline_clients():
+                transport.abort()
 
 
 class Loop(_core.LoopCore, asyncio.BaseEventLoop):
@@ -353,6 +383,9 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
         self.send_zc_threshold = send_zc_threshold
         self._transports = {}
         self._listeners = {}
+        # Unix listening sockets whose path is unlinked when the server
+        # closes (3.13's cleanup_socket): socket -> inode of the path
+        self._unix_server_sockets = {}
 
     def __repr__(self) -> str:
         return (f"<{self.__class__.__name__} running={self.is_running()} "
@@ -457,8 +490,7 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
     def add_signal_handler(self, sig, callback, *args):
         """Run callback(*args) in the loop when signal sig arrives. The signal
         reaches the loop through the ring (a read on the wakeup socket)."""
-        if (coroutines.iscoroutine(callback)
-                or coroutines.iscoroutinefunction(callback)):
+        if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()
@@ -548,10 +580,11 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
         transport = _SocketTransport(self, sock, protocol, extra, server)
         if server is not None:
             _core._server_attach(server, transport)
-            clients = server.__dict__.get("_rl_clients")
-            if clients is None:
-                clients = server.__dict__["_rl_clients"] = weakref.WeakSet()
-            clients.add(transport)
+            if not _BASE_SERVER_HAS_CLIENTS:
+                clients = server.__dict__.get("_rl_clients")
+                if clients is None:
+                    clients = server.__dict__["_rl_clients"] = weakref.WeakSet()
+                clients.add(transport)
         if not self._zc_explicit and _is_loopback_peer(sock, extra["peername"]):
             transport._core.zc_allowed = False
         self._transports[sock.fileno()] = transport
@@ -587,7 +620,24 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
             # hand the cancellation to the kernel now so that the listening
             # socket (referenced by the accept) is gone when close returns
             self._submit_pending()
+        inode = self._unix_server_sockets.pop(sock, None)
+        path = None
+        if inode is not None:
+            try:
+                path = sock.getsockname()
+            except OSError:
+                path = None
         sock.close()
+        if path:
+            # only the file this server bound: another may have replaced it
+            try:
+                if os.stat(path).st_ino == inode:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                logger.error("Unable to clean up listening UNIX socket %r: %r",
+                             path, err)
 
     def _accept_connection(self, protocol_factory, conn, sslcontext, server,
                            backlog, ssl_handshake_timeout, ssl_shutdown_timeout):
@@ -689,7 +739,8 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
 
     async def create_unix_server(self, protocol_factory, path=None, *, sock=None,
                                  backlog=100, ssl=None, ssl_handshake_timeout=None,
-                                 ssl_shutdown_timeout=None, start_serving=True):
+                                 ssl_shutdown_timeout=None, start_serving=True,
+                                 cleanup_socket=_UNIX_CLEANUP_DEFAULT):
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
         if ssl_handshake_timeout is not None and not ssl:
@@ -727,6 +778,13 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
         sock.setblocking(False)
+        if cleanup_socket:
+            path = sock.getsockname()
+            if path and path[0] not in (0, "\x00"):     # not an abstract name
+                try:
+                    self._unix_server_sockets[sock] = os.stat(path).st_ino
+                except FileNotFoundError:
+                    pass
         server = Server(self, [sock], protocol_factory, ssl, backlog,
                         ssl_handshake_timeout, ssl_shutdown_timeout)
         if start_serving:
