@@ -32,7 +32,7 @@ most `max_value` bytes, else `ProtocolError` naming the limit; a multi-line
 reply (``VALUE``... or ``STAT``... before its ``END``) holds at most
 `max_reply_bytes` (default 64 MiB) in the parser, accounted as each record's
 wire bytes plus 192 (an over-estimate of the tuple or dict entry and the
-objects it holds), else `ProtocolError` naming ``max_reply_bytes``; numbers
+objects it holds; 384 when values are memoryviews), else `ProtocolError` naming ``max_reply_bytes``; numbers
 (data lengths, flags, cas, incr/decr results) have at most 20 digits and
 keys at most 250 bytes, else `ProtocolError`; anything that is not valid
 memcache reply syntax raises `ProtocolError` naming what was wrong. The
@@ -62,6 +62,8 @@ DEFAULT_MAX_REPLY_BYTES = 64 << 20
 # of its wire bytes (tracemalloc: about 150 bytes of tuple/dict entry and
 # object headers on CPython 3.11)
 RECORD_COST = 192
+# and this much more per record when values are memoryviews (`views`)
+VIEW_COST = 192
 _MAX_DIGITS = 20                  # a 64-bit number has at most 20 digits
 
 
@@ -393,6 +395,7 @@ class ResponseParser:
         max_value = self.max_value
         used = self._used
         max_reply = self.max_reply_bytes
+        cost = RECORD_COST + VIEW_COST if views else RECORD_COST
         self.need = 0
         try:
             while pos < end:
@@ -482,7 +485,7 @@ class ResponseParser:
                             items = [item]
                         else:
                             items.append(item)
-                        used += stop + 2 - pos + RECORD_COST
+                        used += stop + 2 - pos + cost
                         if used > max_reply:
                             raise ProtocolError(self._over_budget("VALUE"))
                         pos = stop + 2
