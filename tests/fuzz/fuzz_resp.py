@@ -11,6 +11,8 @@ import os
 import sys
 
 import atheris
+import hypothesis  # noqa: F401 - imported (not instrumented) before the parsers
+import pytest  # noqa: F401
 
 with atheris.instrument_imports():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
