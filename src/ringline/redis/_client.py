@@ -44,8 +44,16 @@ for RESP2 when it is installed, except that our parser takes a reply whose
 bulk string of at least ``zero_copy_min`` bytes starts the receive buffer
 (hiredis would copy it twice) and every RESP3 connection (hiredis returns
 sets as lists and big numbers as bytes, and cannot tell an attribute from a
-reply). ``parser="python"`` uses our parser always (strict checks, every
-limit knob); ``parser="hiredis"`` uses hiredis always (RESP2 only).
+reply). ``parser="python"`` uses our parser always; ``parser="hiredis"``
+requires hiredis (RESP2 only). Either way hiredis, which cannot be bounded
+from outside (it preallocates announced arrays and keeps a partial reply's
+objects), is only fed complete replies that the native scanner
+``redis._scan.vetted_end`` vouches for: well formed, within every limit
+knob of our parser with the same accounting; the first reply it does not
+vouch for (incomplete at arrival, malformed, over a limit, a big bulk at the
+front) goes to our parser, which parses it or raises the ProtocolError
+naming the knob. hiredis thus never holds a partial reply, and both paths
+give the same values and errors.
 """
 from __future__ import annotations
 

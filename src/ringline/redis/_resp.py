@@ -45,10 +45,14 @@ names the knob; the caller closes the connection):
                     refused before anything is consumed)
   max_reply_bytes   memory one reply may hold in the parser while it is
                     incomplete (default 64 MiB, 4x the default receive
-                    accumulator cap). Accounted as each element's wire
-                    bytes plus 64 per scalar, 256 per aggregate and 512
-                    per error: over-estimates of the Python objects they
-                    become (tracemalloc, CPython 3.11), so a peer cannot
+                    accumulator cap). Accounted as the reply's wire bytes
+                    plus 256 per non-empty aggregate and, per element of
+                    an aggregate, 64 (256 for an empty aggregate, 512 for
+                    an error): over-estimates of the Python objects they
+                    become (tracemalloc, CPython 3.11). Checked at every
+                    aggregate header, when a parse call runs out of bytes
+                    and when the reply completes (exactly), so the
+                    outcome never depends on the split and a peer cannot
                     make the client hold much more than this
   max_line          bytes of one header or simple line (default 64 KiB)
   max_bignum_digits digits of a RESP3 big number (default 4300, Python's
@@ -332,22 +336,30 @@ class Parser:
             n = limit
         stack = self._stack
         max_line = self.max_line
+        # max_reply_bytes accounting (see the module docstring): wire bytes
+        # are charged as position deltas from `mark` at aggregate pushes and
+        # when a call suspends, 64 per element when its aggregate completes,
+        # extras in the rare branches; nothing per scalar on the hot path.
+        # Every check sees a partial sum of the reply's final total, and the
+        # total is checked when the reply completes: the outcome does not
+        # depend on how the bytes were split.
         used = self._used
+        mark = pos
+        max_reply = self.max_reply_bytes
         while True:
             if pos >= limit:
-                self._used = used
+                self._suspend(used + pos - mark, data, pos)
                 self.want = 0 if limit < n else 1
                 return NEED_MORE, pos
-            start = pos
             t = data[pos]
             e = data.find(b"\r\n", pos + 1, pos + max_line + 2)
             if e < 0:
-                self._used = used
+                self._suspend(used + pos - mark, data, pos)
                 return self._need_line(data, pos, limit, n)
             if t == 36 or t == 61 or t == 33:           # $ bulk, = verbatim, ! bulk error
                 s = data[pos + 1:e]
                 if s.isdigit():
-                    if e - pos > _MAX_LEN_DIGITS + 1:
+                    if e - pos > 21:                    # _MAX_LEN_DIGITS + 1
                         raise self._fail(f"length field of {e - pos - 1} digits", data, pos)
                     ln = int(s)
                 elif s == b"-1" and t == 36:
@@ -363,7 +375,7 @@ class Parser:
                     start_v = e + 2
                     end = start_v + ln
                     if end + 2 > n:
-                        self._used = used
+                        self._suspend(used + pos - mark, data, pos)
                         self.want = end + 2 - pos
                         return NEED_MORE, pos
                     if end + 2 <= limit:
@@ -391,7 +403,10 @@ class Parser:
                         value = value[4:]
                     elif t == 33:
                         value = error_from_reply(bytes(value))
-                        used += ERROR_COST - SCALAR_COST
+                        if stack:
+                            used += ERROR_COST - SCALAR_COST
+                            if used + pos - mark > max_reply:
+                                raise self._fail(self._over_budget(), data, pos)
             elif t == 43:                                   # + simple string
                 value = data[pos + 1:e]
                 if 10 in value or 13 in value:
@@ -419,8 +434,11 @@ class Parser:
                 if 10 in s or 13 in s:
                     raise self._fail(_BARE, data, pos)
                 value = error_from_reply(s)
-                used += ERROR_COST - SCALAR_COST
                 pos = e + 2
+                if stack:
+                    used += ERROR_COST - SCALAR_COST
+                    if used + pos - mark > max_reply:
+                        raise self._fail(self._over_budget(), data, pos)
             elif t in _AGG_KIND:                            # * % ~ > |
                 s = data[pos + 1:e]
                 if s.isdigit():
@@ -445,12 +463,16 @@ class Parser:
                         if len(stack) >= self.max_depth:
                             raise self._fail(f"aggregates nested deeper than max_depth "
                                              f"({self.max_depth})", data, pos)
-                        used += pos - start + AGGREGATE_COST
-                        if used > self.max_reply_bytes:
-                            raise self._fail(self._over_budget(), data, start)
+                        used += pos - mark + AGGREGATE_COST
+                        mark = pos
+                        if used > max_reply:
+                            raise self._fail(self._over_budget(), data, pos)
                         stack.append([kind, count, []])
                         continue
-                    used += AGGREGATE_COST - SCALAR_COST
+                    if stack:
+                        used += AGGREGATE_COST - SCALAR_COST
+                        if used + pos - mark > max_reply:
+                            raise self._fail(self._over_budget(), data, pos)
                     value = self._finish(kind, [])
                     if value is _FINISHED_ATTR:
                         continue
@@ -477,27 +499,32 @@ class Parser:
             else:
                 raise self._fail(f"invalid type byte {bytes((t,))!r}", data, pos)
             # a value is complete: hand it to the enclosing aggregate(s)
-            if stack:
-                used += pos - start + SCALAR_COST
-                if used > self.max_reply_bytes:
-                    raise self._fail(self._over_budget(), data, start)
-                while stack:
-                    frame = stack[-1]
-                    frame[2].append(value)
-                    frame[1] -= 1
-                    if frame[1]:
-                        break
-                    stack.pop()
-                    value = self._finish(frame[0], frame[2])
-                    if value is _FINISHED_ATTR:
-                        break
-                else:
-                    self._used = 0
-                    return value, pos
+            while stack:
+                frame = stack[-1]
+                items = frame[2]
+                items.append(value)
+                frame[1] -= 1
+                if frame[1]:
+                    break
+                stack.pop()
+                used += SCALAR_COST * len(items)
+                value = self._finish(frame[0], items)
+                if value is _FINISHED_ATTR:
+                    break
             else:
-                if used:
+                if used:                    # an aggregate reply: its total
                     self._used = 0
+                    if used + pos - mark > max_reply:
+                        raise self._fail(self._over_budget(), data, pos)
                 return value, pos
+
+    def _suspend(self, used: int, data: Any, pos: int) -> None:
+        # a call returns NEED_MORE: keep the charge, check it with the
+        # elements of the still open aggregates
+        if self._stack:
+            if used + SCALAR_COST * sum([len(f[2]) for f in self._stack]) > self.max_reply_bytes:
+                raise self._fail(self._over_budget(), data, pos)
+        self._used = used
 
     def _over_budget(self) -> str:
         return (f"reply exceeds max_reply_bytes ({self.max_reply_bytes} bytes of wire and "

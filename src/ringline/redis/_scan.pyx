@@ -8,8 +8,10 @@ it is only ever given *complete* replies that this scanner vouches for: well
 formed, RESP2 only (``+ - : $ *``), in canonical form (integers and lengths
 without leading zeros, 64-bit integers), within every limit of the Python
 `Parser` (max_depth, max_elements, max_bulk, max_line, max_reply_bytes, with
-the same accounting: wire bytes plus SCALAR_COST / AGGREGATE_COST /
-ERROR_COST per element of an aggregate), and not a top-level bulk of
+the same accounting: the reply's wire bytes, AGGREGATE_COST per non-empty
+aggregate, SCALAR_COST per element of an aggregate, and for elements that
+are empty aggregates or errors AGGREGATE_COST or ERROR_COST in place of
+SCALAR_COST), and not a top-level bulk of
 ``big_bulk`` bytes or more (those go zero-copy through our parser).
 
 It stops at the first reply it does not vouch for (incomplete, unusual,
@@ -145,7 +147,8 @@ cdef Py_ssize_t _scan(const unsigned char *p, Py_ssize_t n, Py_ssize_t max_depth
                     if v > 0:
                         if depth >= max_depth:
                             return last
-                        used += pos - start + AGGREGATE_COST
+                        # an element of its parent too (SCALAR_COST for the slot)
+                        used += pos - start + AGGREGATE_COST + (SCALAR_COST if depth else 0)
                         if used > max_reply:
                             return last
                         remaining[depth] = v
