@@ -25,7 +25,8 @@ extensions = [
     Extension(
         "ringline.redis._scan",
         ["src/ringline/redis/_scan.pyx"],
-        extra_compile_args=["-O2"],
+        extra_compile_args=["-O2", *compile_extra],
+        extra_link_args=link_extra,
     ),
     Extension(
         "ringline.memcache._speedups",
