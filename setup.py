@@ -23,6 +23,12 @@ extensions = [
         extra_link_args=link_extra,
     ),
     Extension(
+        "ringline.redis._scan",
+        ["src/ringline/redis/_scan.pyx"],
+        extra_compile_args=["-O2", *compile_extra],
+        extra_link_args=link_extra,
+    ),
+    Extension(
         "ringline.memcache._speedups",
         ["src/ringline/memcache/_speedups.pyx"],
         extra_compile_args=["-O2", *compile_extra],

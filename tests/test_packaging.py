@@ -83,7 +83,8 @@ def test_sdist_has_every_source(built):
     assert {"src/ringline/_core.pyx", "src/ringline/_ring.h",
             "src/ringline/bench/csrc/loadgen.c"} <= expected
     assert expected <= names, sorted(expected - names)
-    generated = {"src/ringline/_core.c", "src/ringline/memcache/_speedups.c"}
+    generated = {"src/ringline/_core.c", "src/ringline/memcache/_speedups.c",
+                 "src/ringline/redis/_scan.c"}
     assert not generated & names
 
 
@@ -96,10 +97,11 @@ def test_wheel_has_no_generated_c_and_stripped_objects(built):
         assert not [n for n in names if n.endswith((".pyx", ".pxi"))]
         assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
         stubs = [n for n in names if n.endswith(".pyi")]
-        assert {"ringline/_core.pyi", "ringline/memcache/_speedups.pyi"} <= set(stubs)
+        assert {"ringline/_core.pyi", "ringline/memcache/_speedups.pyi",
+                "ringline/redis/_scan.pyi"} <= set(stubs)
         assert "ringline/py.typed" in names
         objects = [n for n in names if n.endswith(".so")]
-        assert len(objects) == 2, objects
+        assert len(objects) == 3, objects
         for name in objects:
             sections = _elf_section_names(zf.read(name))
             assert ".text" in sections

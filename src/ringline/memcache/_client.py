@@ -38,7 +38,8 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, 
 
 from .. import _errors
 from .._native import need_at_least
-from ._proto import (MAX_KEY_LENGTH, ClientError, DEFAULT_MAX_VALUE, Item,
+from ._proto import (MAX_KEY_LENGTH, ClientError, DEFAULT_MAX_REPLY_BYTES, DEFAULT_MAX_VALUE,
+                     Item,
                      MetaResult, ProtocolError, ReplyError, ResponseParser, _bad_key_byte,
                      check_key, check_value, encode_meta, meta_flag_tokens)
 
@@ -70,6 +71,12 @@ def _key(key: Any) -> bytes:
 # ---------------------------------------------------------------------------
 # reply converters: reply -> result, or raise. A ReplyError fails only its own
 # command; a ProtocolError (a reply that does not fit) closes the connection.
+
+
+def _not_convertible(r: Any, exc: BaseException) -> ProtocolError:
+    """The error for a reply a converter could not turn into a result (the
+    command it was popped for gets it: never left unresolved)."""
+    return ProtocolError(f"reply {repr(r)[:80]} could not be converted: {exc!r}"[:300])
 
 
 def _unexpected(r: Any, what: str) -> Any:
@@ -268,6 +275,7 @@ class Client:
 
     def __init__(self, conn: Any, *, address: Any = None,
                  max_value_size: int = DEFAULT_MAX_VALUE,
+                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
                  max_in_flight: Optional[int] = None,
                  reply_timeout: Optional[float] = None,
                  zero_copy: bool = False, push_at: int = 16) -> None:
@@ -281,7 +289,8 @@ class Client:
         # asyncio.Future (the C type) bound to the loop: cheaper than the
         # loop's create_future(), which is Python code on a ringline loop
         self._new_future = partial(asyncio.Future, loop=self._loop)
-        self._parser = ResponseParser(max_value=max_value_size)
+        self._parser = ResponseParser(max_value=max_value_size,
+                                      max_reply_bytes=max_reply_bytes)
         self._pending: Deque[Tuple[Any, Any]] = deque()
         self._address = address
         self._error: Optional[BaseException] = None
@@ -419,6 +428,11 @@ class Client:
                     self._blamed = True
                     target.set_exception(e)
                     raise
+                except Exception as exc:     # a reply the converter choked on
+                    self._blamed = True
+                    err = _not_convertible(r, exc)
+                    target.set_exception(err)
+                    raise err from exc
                 else:
                     target.set_result(value)
             else:
@@ -430,6 +444,10 @@ class Client:
             conv(r)
         except ReplyError:
             pass
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            raise _not_convertible(r, exc) from exc
 
     def _deliver(self, conv: Any, target: Any, r: Any) -> None:
         if conv is _BATCH:
@@ -449,6 +467,11 @@ class Client:
             self._blamed = True
             target.set_exception(e)
             raise
+        except Exception as exc:
+            self._blamed = True
+            err = _not_convertible(r, exc)
+            target.set_exception(err)
+            raise err from exc
         else:
             target.set_result(value)
 
@@ -462,6 +485,12 @@ class Client:
             self._done.append((target.tag, e))
             self._wake_recv()
             raise
+        except Exception as exc:
+            self._blamed = True
+            err = _not_convertible(r, exc)
+            self._done.append((target.tag, err))
+            self._wake_recv()
+            raise err from exc
         self._done.append((target.tag, value))
         self._wake_recv()
 
@@ -1220,7 +1249,7 @@ async def _open(host: Any, port: Optional[int], *, timeout: Optional[float] = No
                 ssl: Any = None, server_hostname: Optional[str] = None,
                 max_value_size: int = DEFAULT_MAX_VALUE, max_in_flight: Optional[int] = None,
                 reply_timeout: Optional[float] = None, zero_copy: bool = False,
-                push_at: int = 16) -> Client:
+                push_at: int = 16, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> Client:
     from .. import _native
     addr = _split_addr(host, port)
     if ssl is not None and ssl is not False:
@@ -1232,6 +1261,7 @@ async def _open(host: Any, port: Optional[int], *, timeout: Optional[float] = No
     else:
         conn = await _native.connect(addr, timeout=timeout)
     return Client(conn, address=addr, max_value_size=max_value_size,
+                  max_reply_bytes=max_reply_bytes,
                   max_in_flight=max_in_flight, reply_timeout=reply_timeout,
                   zero_copy=zero_copy, push_at=push_at)
 
@@ -1262,7 +1292,8 @@ def connect(host: Any = "127.0.0.1", port: Optional[int] = None, *,
             server_hostname: Optional[str] = None,
             max_value_size: int = DEFAULT_MAX_VALUE, max_in_flight: Optional[int] = None,
             reply_timeout: Optional[float] = None, zero_copy: bool = False,
-            push_at: int = 16) -> _Connecting:
+            push_at: int = 16,
+            max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> _Connecting:
     """Connect to memcached: ``client = await connect(host, port)`` or
     ``async with connect(host, port) as client``.
 
@@ -1270,7 +1301,10 @@ def connect(host: Any = "127.0.0.1", port: Optional[int] = None, *,
     to 11211. `timeout` bounds the connect. `ssl`: an `ssl.SSLContext` (or
     True for the default context) for TLS. `max_value_size` caps the size of
     a value in a reply (a bigger one is a ProtocolError that closes the
-    connection). `max_in_flight` bounds `fire()`. `reply_timeout`: fail the
+    connection). `max_reply_bytes` (64 MiB) caps what one multi-line reply
+    (VALUE... or STAT... before its END) may hold while it is incomplete
+    (wire bytes plus 192 per record; beyond it a ProtocolError naming it
+    closes the connection). `max_in_flight` bounds `fire()`. `reply_timeout`: fail the
     connection when commands are pending and no reply came for that long.
     `zero_copy`: values in replies are read-only memoryviews of the receive
     buffer (`conn.with_bytes`) instead of bytes copies.
@@ -1282,5 +1316,6 @@ def connect(host: Any = "127.0.0.1", port: Optional[int] = None, *,
     """
     return _Connecting(_open(host, port, timeout=timeout, ssl=ssl,
                              server_hostname=server_hostname, max_value_size=max_value_size,
+                             max_reply_bytes=max_reply_bytes,
                              max_in_flight=max_in_flight, reply_timeout=reply_timeout,
                              zero_copy=zero_copy, push_at=push_at))

@@ -28,9 +28,16 @@ Replies come out as:
     for ``ERROR``/``CLIENT_ERROR``/``SERVER_ERROR`` lines.
 
 Invariants: every reply line is at most `max_line` bytes and every value at
-most `max_value` bytes, else `ProtocolError` naming the limit; anything that
-is not valid memcache reply syntax raises `ProtocolError` naming what was
-wrong. After a ProtocolError the parser (and the connection) must not be
+most `max_value` bytes, else `ProtocolError` naming the limit; a multi-line
+reply (``VALUE``... or ``STAT``... before its ``END``) holds at most
+`max_reply_bytes` (default 64 MiB) in the parser, accounted as each record's
+wire bytes plus 192 (an over-estimate of the tuple or dict entry and the
+objects it holds; 384 when values are memoryviews), else `ProtocolError` naming ``max_reply_bytes``; numbers
+(data lengths, flags, cas, incr/decr results) have at most 20 digits and
+keys at most 250 bytes, else `ProtocolError`; anything that is not valid
+memcache reply syntax raises `ProtocolError` naming what was wrong. The
+outcome does not depend on how the bytes were split, nor on whether the
+native scanner is present. After a ProtocolError the parser (and the connection) must not be
 used again: the stream position is unknown.
 """
 from __future__ import annotations
@@ -44,12 +51,20 @@ __all__ = [
     "MemcacheError", "ProtocolError", "ReplyError", "CommandError", "ClientError",
     "ServerError", "MetaResult", "Item", "ResponseParser", "check_key", "check_value",
     "encode_get", "encode_storage", "encode_cas", "encode_meta", "meta_flag_tokens",
-    "MAX_KEY_LENGTH", "DEFAULT_MAX_VALUE", "DEFAULT_MAX_LINE",
+    "MAX_KEY_LENGTH", "DEFAULT_MAX_VALUE", "DEFAULT_MAX_LINE", "DEFAULT_MAX_REPLY_BYTES",
 ]
 
 MAX_KEY_LENGTH = 250
 DEFAULT_MAX_VALUE = 8 << 20       # memcached's default item cap is 1 MiB (-I)
 DEFAULT_MAX_LINE = 8192
+DEFAULT_MAX_REPLY_BYTES = 64 << 20
+# what one VALUE record or STAT line of an unfinished reply is charged on top
+# of its wire bytes (tracemalloc: about 150 bytes of tuple/dict entry and
+# object headers on CPython 3.11)
+RECORD_COST = 192
+# and this much more per record when values are memoryviews (`views`)
+VIEW_COST = 192
+_MAX_DIGITS = 20                  # a 64-bit number has at most 20 digits
 
 
 # ---------------------------------------------------------------------------
@@ -336,15 +351,22 @@ def _meta_flags(toks: List[bytes], first: int) -> Dict[str, str]:
 class ResponseParser:
     """Incremental parser of memcache replies (see the module docstring)."""
 
-    __slots__ = ("replies", "need", "max_value", "max_line", "_items", "_stats",
-                 "_buf")
+    __slots__ = ("replies", "need", "max_value", "max_line", "max_reply_bytes", "_items",
+                 "_stats", "_buf", "_used")
 
     def __init__(self, max_value: int = DEFAULT_MAX_VALUE,
-                 max_line: int = DEFAULT_MAX_LINE) -> None:
+                 max_line: int = DEFAULT_MAX_LINE,
+                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> None:
+        for name, v in (("max_value", max_value), ("max_line", max_line),
+                        ("max_reply_bytes", max_reply_bytes)):
+            if v.__class__ is not int or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
         self.replies: List[Any] = []
         self.need = 0
         self.max_value = max_value
         self.max_line = max_line
+        self.max_reply_bytes = max_reply_bytes
+        self._used = 0                         # accounted bytes of the reply in progress
         self._items: Optional[list] = None     # a get-family reply in progress
         self._stats: Optional[dict] = None     # a stats reply in progress
         self._buf = b""                        # feed() only
@@ -371,6 +393,9 @@ class ResponseParser:
         items = self._items
         stats = self._stats
         max_value = self.max_value
+        used = self._used
+        max_reply = self.max_reply_bytes
+        cost = RECORD_COST + VIEW_COST if views else RECORD_COST
         self.need = 0
         try:
             while pos < end:
@@ -387,19 +412,26 @@ class ResponseParser:
                                 pos = p2 + 5
                             else:
                                 items = got
+                                used += p2 - pos + RECORD_COST * len(got)
                                 pos = p2
+                                if used > max_reply:
+                                    raise ProtocolError(self._over_budget("VALUE"))
                             continue
                     else:
+                        n0 = len(items)
                         p2 = scan(buf, pos, max_value, items)
                         if p2 != pos:
+                            used += p2 - pos + RECORD_COST * (len(items) - n0)
                             pos = p2
+                            if used > max_reply:
+                                raise ProtocolError(self._over_budget("VALUE"))
                             continue
                 eol = find(b"\r\n", pos)
-                if eol < 0:
-                    if end - pos > self.max_line:
+                if eol < 0 or eol - pos > self.max_line:
+                    if eol >= 0 or end - pos > self.max_line:
                         raise ProtocolError(
-                            f"reply line longer than max_line ({self.max_line} bytes) "
-                            f"without CRLF: {bytes(buf[pos:pos + 60])!r}...")
+                            f"reply line longer than max_line ({self.max_line} bytes): "
+                            f"{bytes(buf[pos:pos + 60])!r}...")
                     break
                 c = buf[pos]
                 if c == 86:                                                   # 'V'
@@ -413,9 +445,12 @@ class ResponseParser:
                             raise ProtocolError(
                                 f"malformed VALUE line: {bytes(buf[pos:eol])[:80]!r}")
                         size = toks[2]
-                        if not size.isdigit() or len(size) > 20:
+                        if not size.isdigit() or len(size) > _MAX_DIGITS:
                             raise ProtocolError(
                                 f"bad data length in {bytes(buf[pos:eol])[:80]!r}")
+                        if len(toks[0]) > MAX_KEY_LENGTH:
+                            raise ProtocolError(f"VALUE key longer than {MAX_KEY_LENGTH} "
+                                                f"bytes: {bytes(buf[pos:eol])[:80]!r}")
                         n = int(size)
                         if n > max_value:
                             raise ProtocolError(f"value of {n} bytes exceeds max_value_size "
@@ -434,13 +469,14 @@ class ResponseParser:
                             value = self._value_from(src, views, pos, start, stop, "VALUE")
                             if value is None:
                                 break
-                        try:
-                            flags = toks[1]
-                            item = (toks[0], 0 if flags == b"0" else int(flags),
-                                    value, int(toks[3]) if nt == 4 else None)
-                        except ValueError:
+                        flags = toks[1]
+                        if (not flags.isdigit() or len(flags) > _MAX_DIGITS
+                                or (nt == 4 and (not toks[3].isdigit()
+                                                 or len(toks[3]) > _MAX_DIGITS))):
                             raise ProtocolError(
-                                f"malformed VALUE line: {bytes(buf[pos:eol])[:80]!r}") from None
+                                f"malformed VALUE line: {bytes(buf[pos:eol])[:80]!r}")
+                        item = (toks[0], 0 if flags == b"0" else int(flags),
+                                value, int(toks[3]) if nt == 4 else None)
                         if items is None:
                             if buf.startswith(b"END\r\n", stop + 2):   # a one-item reply
                                 append([item])
@@ -449,6 +485,9 @@ class ResponseParser:
                             items = [item]
                         else:
                             items.append(item)
+                        used += stop + 2 - pos + cost
+                        if used > max_reply:
+                            raise ProtocolError(self._over_budget("VALUE"))
                         pos = stop + 2
                         continue
                     if c1 == 65 and (buf[pos + 2] == 32 or eol == pos + 2):      # VA
@@ -459,7 +498,7 @@ class ResponseParser:
                             raise ProtocolError(f"VA reply without a size: "
                                                 f"{bytes(buf[pos:eol])!r}")
                         size = toks[0]
-                        if not size.isdigit():
+                        if not size.isdigit() or len(size) > _MAX_DIGITS:
                             raise ProtocolError(
                                 f"bad data length in {bytes(buf[pos:eol])[:80]!r}")
                         n = int(size)
@@ -498,6 +537,7 @@ class ResponseParser:
                         stats = None
                     else:
                         append([])
+                    used = 0
                     pos = eol + 2
                     continue
                 line = buf[pos:eol]
@@ -507,6 +547,9 @@ class ResponseParser:
                         pos = eol + 2
                         continue
                     if 48 <= c <= 57 and line.isdigit():
+                        if eol - pos > _MAX_DIGITS:
+                            raise ProtocolError(f"numeric reply of {eol - pos} digits (a "
+                                                "memcache counter is 64-bit)")
                         append(line)
                         pos = eol + 2
                         continue
@@ -524,12 +567,16 @@ class ResponseParser:
                         stats = {}
                     name, _, value = bytes(line[5:]).partition(b" ")
                     stats[name.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+                    used += eol + 2 - pos + RECORD_COST
+                    if used > max_reply:
+                        raise ProtocolError(self._over_budget("STAT"))
                     pos = eol + 2
                     continue
                 err = self._error(line)
                 if err is not None:
                     # an error line may also cut a multi-line reply short
                     items = stats = None
+                    used = 0
                     append(err)
                     pos = eol + 2
                     continue
@@ -541,7 +588,12 @@ class ResponseParser:
         finally:
             self._items = items
             self._stats = stats
+            self._used = used
         return pos
+
+    def _over_budget(self, what: str) -> str:
+        return (f"a {what} reply without END exceeds max_reply_bytes "
+                f"({self.max_reply_bytes} bytes of records and their overhead)")
 
     def _value_from(self, src: Any, views: bool, pos: int, start: int, stop: int,
                     what: str) -> Any:

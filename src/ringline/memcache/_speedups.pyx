@@ -5,10 +5,10 @@ Owns one function, `scan_values`, which the pure-Python `ResponseParser`
 (`_proto.py`) calls at the start of a ``VALUE`` record: it consumes a run of
 complete, well-formed ``VALUE <key> <flags> <bytes>[ <cas>]\\r\\n<data>\\r\\n``
 records and stops at the first thing that is not one (the ``END`` line, an
-incomplete record, anything malformed or over a limit). Everything it stops
-at is then handled, and diagnosed, by the Python parser, so this module never
-raises protocol errors and the parser's behaviour is the same with or without
-it. Stateless; no lifecycle.
+incomplete record, anything malformed or over a limit, a key over 250
+bytes). Everything it stops at is then handled, and diagnosed, by the
+Python parser, so this module never raises protocol errors and the parser's
+behaviour is the same with or without it. Stateless; no lifecycle.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -52,7 +52,7 @@ def scan_values(bytes buf, Py_ssize_t pos, Py_ssize_t max_value, list items):
         while i < end and p[i] > 32 and p[i] != 127:
             i += 1
         k1 = i
-        if k1 == k0 or i >= end or p[i] != 32:
+        if k1 == k0 or k1 - k0 > 250 or i >= end or p[i] != 32:
             break
         i = _digits(p, i + 1, end, &flags)
         if i < 0 or i >= end or p[i] != 32 or flags > 0xFFFFFFFF:

@@ -44,8 +44,16 @@ for RESP2 when it is installed, except that our parser takes a reply whose
 bulk string of at least ``zero_copy_min`` bytes starts the receive buffer
 (hiredis would copy it twice) and every RESP3 connection (hiredis returns
 sets as lists and big numbers as bytes, and cannot tell an attribute from a
-reply). ``parser="python"`` uses our parser always (strict checks, every
-limit knob); ``parser="hiredis"`` uses hiredis always (RESP2 only).
+reply). ``parser="python"`` uses our parser always; ``parser="hiredis"``
+requires hiredis (RESP2 only). Either way hiredis, which cannot be bounded
+from outside (it preallocates announced arrays and keeps a partial reply's
+objects), is only fed complete replies that the native scanner
+``redis._scan.vetted_end`` vouches for: well formed, within every limit
+knob of our parser with the same accounting; the first reply it does not
+vouch for (incomplete at arrival, malformed, over a limit, a big bulk at the
+front) goes to our parser, which parses it or raises the ProtocolError
+naming the knob. hiredis thus never holds a partial reply, and both paths
+give the same values and errors.
 """
 from __future__ import annotations
 
@@ -61,9 +69,9 @@ from ringline._errors import ConnectionClosed, ConnectionDropped, QueueFull
 from ._commands import Commands, _k
 from ._errors import (ProtocolError, RedisConnectionError, RedisError, RedisTimeoutError,
                       ResponseError)
-from ._resp import (DEFAULT_MAX_BULK, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ELEMENTS,
-                    DEFAULT_MAX_LINE, DEFAULT_ZERO_COPY_MIN, NEED_MORE, Parser, Push,
-                    encode_command)
+from ._resp import (DEFAULT_MAX_BIGNUM_DIGITS, DEFAULT_MAX_BULK, DEFAULT_MAX_DEPTH,
+                    DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_LINE, DEFAULT_MAX_REPLY_BYTES,
+                    DEFAULT_ZERO_COPY_MIN, NEED_MORE, Parser, Push, encode_command)
 
 __all__ = ["connect", "Client", "Pipeline", "Options"]
 
@@ -72,6 +80,7 @@ _InvalidState = asyncio.InvalidStateError
 _WINDOW = 256 << 10           # header window copied per receive callback
 _BIG_COMMAND = 256 << 10      # commands above this wait for send-queue room
 _need_at_least = ringline.need_at_least
+from ._scan import vetted_end as _vetted_end   # noqa: E402
 
 
 # -- options ---------------------------------------------------------------
@@ -83,6 +92,7 @@ class Options:
     __slots__ = ("host", "port", "path", "db", "username", "password", "protocol",
                  "client_name", "connect_timeout", "command_timeout", "ssl",
                  "server_hostname", "max_depth", "max_bulk", "max_elements", "max_line",
+                 "max_reply_bytes", "max_bignum_digits",
                  "zero_copy_min", "max_in_flight", "on_push", "parser", "reconnect")
 
     def __init__(self, host: str = "127.0.0.1", port: int = 6379, *,
@@ -94,6 +104,8 @@ class Options:
                  ssl: Any = None, server_hostname: Optional[str] = None,
                  max_depth: int = DEFAULT_MAX_DEPTH, max_bulk: int = DEFAULT_MAX_BULK,
                  max_elements: int = DEFAULT_MAX_ELEMENTS, max_line: int = DEFAULT_MAX_LINE,
+                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+                 max_bignum_digits: int = DEFAULT_MAX_BIGNUM_DIGITS,
                  zero_copy_min: int = DEFAULT_ZERO_COPY_MIN, max_in_flight: int = 10_000,
                  on_push: Optional[Callable[[Push], Any]] = None,
                  parser: str = "auto", reconnect: bool = True) -> None:
@@ -128,13 +140,21 @@ class Options:
         self.max_bulk = max_bulk
         self.max_elements = max_elements
         self.max_line = max_line
+        self.max_reply_bytes = max_reply_bytes
+        self.max_bignum_digits = max_bignum_digits
         self.zero_copy_min = zero_copy_min
         self.max_in_flight = max_in_flight
         self.on_push = on_push
         self.parser = parser
         self.reconnect = reconnect
-        Parser(max_depth=max_depth, max_bulk=max_bulk, max_elements=max_elements,
-               max_line=max_line, zero_copy_min=zero_copy_min)   # validates the limits
+        self._parser()                  # validates the limits
+
+    def _parser(self) -> Parser:
+        """A reply parser with these options' limits."""
+        return Parser(max_depth=self.max_depth, max_bulk=self.max_bulk,
+                      max_elements=self.max_elements, max_line=self.max_line,
+                      zero_copy_min=self.zero_copy_min, max_reply_bytes=self.max_reply_bytes,
+                      max_bignum_digits=self.max_bignum_digits)
 
     @property
     def address_text(self) -> str:
@@ -149,7 +169,8 @@ class Options:
         return Options(host, port, **kw)
 
 
-_URL_INTS = ("db", "protocol", "max_in_flight", "zero_copy_min")
+_URL_INTS = ("db", "protocol", "max_in_flight", "zero_copy_min", "max_depth", "max_bulk",
+             "max_elements", "max_line", "max_reply_bytes", "max_bignum_digits")
 _URL_FLOATS = ("connect_timeout", "command_timeout", "socket_timeout",
                "socket_connect_timeout")
 
@@ -276,7 +297,7 @@ class _Connection:
 
     __slots__ = ("conn", "loop", "pending", "parser", "opts", "error", "reader", "name",
                  "zc_min", "window", "max_send", "recv_cap", "_on_data_fn", "_drain",
-                 "pushes_dropped", "_hreader", "_h_partial", "fast", "__weakref__")
+                 "pushes_dropped", "_hreader", "fast", "__weakref__")
 
     def __init__(self, conn: Any, loop: Any, opts: Options) -> None:
         self.conn = conn
@@ -284,9 +305,7 @@ class _Connection:
         self.opts = opts
         self.name = f"redis {opts.address_text}"
         self.pending: collections.deque = collections.deque()
-        self.parser = Parser(max_depth=opts.max_depth, max_bulk=opts.max_bulk,
-                             max_elements=opts.max_elements, max_line=opts.max_line,
-                             zero_copy_min=opts.zero_copy_min)
+        self.parser = opts._parser()
         self.zc_min = opts.zero_copy_min
         self.window = max(_WINDOW, opts.max_line + 64)
         self.max_send, self.recv_cap = _conn_limits(loop)
@@ -296,7 +315,6 @@ class _Connection:
         self._drain: Optional[asyncio.Future] = None
         self.pushes_dropped = 0
         self._hreader = None
-        self._h_partial = False
         hiredis = _hiredis_module() if opts.parser != "python" and opts.protocol == 2 else None
         if opts.parser == "hiredis" and hiredis is None:
             raise RedisError("parser='hiredis' needs the hiredis package")
@@ -508,6 +526,8 @@ class _Connection:
                     e = data.find(b"\r\n", pos + 1, pos + 4096)
                     if e > 0:
                         value = data[pos + 1:e]
+                        if 10 in value or 13 in value:     # the parser names it
+                            value, new = parser.parse_at(data, pos, view, n)
                         pos = e + 2
                         try:
                             popleft().set_result(value)
@@ -520,8 +540,9 @@ class _Connection:
                         s = data[pos + 1:e]
                         if s.isdigit():
                             pos = e + 2
+                            value = int(s)
                             try:
-                                popleft().set_result(int(s))
+                                popleft().set_result(value)
                             except _InvalidState:
                                 pass
                             continue
@@ -562,16 +583,22 @@ class _Connection:
             pass
 
     def _on_data_hiredis(self, view: memoryview) -> Any:
-        # Our parser takes over while it holds a partial aggregate, and for a
-        # large bulk string at the front of the buffer (so a big GET comes
-        # back as a zero-copy view); hiredis, which copies, does the rest.
-        # The two never interleave within a reply: each starts only when the
-        # other holds no partial state.
-        if self.parser._stack or (not self._h_partial and view[0] == 36
-                                  and self._big_bulk_first(view)):
+        # hiredis only ever gets complete replies that redis._scan vouches
+        # for (well formed, RESP2, within every parser limit, not a big bulk
+        # at the front); the first reply it does not vouch for (incomplete,
+        # unusual, malformed, over a limit) goes to our parser, which parses
+        # it, zero-copy for a big bulk, or raises the ProtocolError naming
+        # the problem. So hiredis never holds a partial reply and a peer
+        # cannot make it allocate beyond the parser's bounds.
+        parser = self.parser
+        if parser._stack:
+            return self._on_data(view)
+        end = _vetted_end(view, parser.max_depth, parser.max_elements, parser.max_bulk,
+                          parser.max_line, parser.max_reply_bytes, self.zc_min)
+        if not end:
             return self._on_data(view)
         reader = self._hreader
-        reader.feed(view)
+        reader.feed(view, 0, end)
         gets = reader.gets
         popleft = self.pending.popleft
         try:
@@ -591,22 +618,9 @@ class _Connection:
                                 "waiting for one") from None
         except ProtocolError as exc:
             raise ProtocolError(f"{self.name}: {exc}") from None
-        self._h_partial = partial = reader.has_data()
-        if partial and reader.len() > self.parser.max_bulk + self.window:
-            # hiredis buffers a reply whole: bound what a peer can make it hold
-            raise ProtocolError(f"{self.name}: invalid RESP reply: a reply exceeds max_bulk "
-                                f"({self.parser.max_bulk} bytes)")
-        return len(view)
-
-    def _big_bulk_first(self, view: memoryview) -> bool:
-        head = view[:24].tobytes()
-        e = head.find(b"\r\n", 1)
-        if e < 0:
-            return len(head) < 24           # header incomplete: let our parser wait
-        s = head[1:e]
-        if not s.isdigit():
-            return s != b"-1"               # a malformed header: our parser names it
-        return int(s) >= self.zc_min
+        if reader.has_data():         # cannot happen: it was given whole replies
+            raise ProtocolError(f"{self.name}: hiredis kept part of a vetted reply")
+        return end
 
     # -- failing and closing --
 
@@ -1065,7 +1079,9 @@ async def connect(host: Optional[str] = None, port: Optional[int] = None, *,
     RedisTimeoutError, its reply is discarded when it arrives), ssl (an
     SSLContext or True), server_hostname, zero_copy_min (bulk strings of at
     least this many bytes come back as memoryviews, default 16 KiB),
-    max_depth / max_bulk / max_elements / max_line (parser limits),
+    max_depth / max_bulk / max_elements / max_line / max_reply_bytes /
+    max_bignum_digits (parser limits; a reply beyond one is a ProtocolError
+    naming it, and the connection closes),
     max_in_flight (fire/recv bound, default 10,000), on_push (callback for
     RESP3 push messages), parser ("auto": hiredis for RESP2 when installed,
     with our parser for large values and RESP3; "python"; "hiredis"), reconnect (redial
