@@ -18,8 +18,8 @@ them to see where the instructions go).  Valgrind itself is never a
 dependency of the harness; this module is a tool for the analyses in
 docs/benchmarks.md.
 
-Invariants: the generator verifies every echoed byte (a wrong answer is an
-error, not a count); every server started is stopped.
+Invariants: the generator verifies every echoed byte unless ``--no-verify``
+(a wrong answer is an error, not a count); every server started is stopped.
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def _wait_poking(server: ServerProcess, mode: str, limit: float = 300.0) -> None
 
 def measure_once(loop: str, workload: str, conns: int, size: int | None,
                  requests: int, out_dir: Path, cpu: int | None = None,
-                 tree: Path | None = None) -> dict:
+                 tree: Path | None = None, verify: bool = True) -> dict:
     """One callgrind run of a server answering ``conns * requests`` requests."""
     load_plugins()
     mode = get_workload(workload).mode if not loop.startswith("c-") else workload
@@ -99,7 +99,7 @@ def measure_once(loop: str, workload: str, conns: int, size: int | None,
     try:
         server.start(timeout=120)
         report = run_loadgen(LoadSpec(mode=mode, port=server.port, conns=conns, size=size,
-                                      duration=600, verify=True, requests=requests),
+                                      duration=600, verify=verify, requests=requests),
                              timeout=600)
         # valgrind writes its counts at exit: let the server end on its own
         # (end of stdin), however slowly, rather than be killed
@@ -116,15 +116,17 @@ def measure_once(loop: str, workload: str, conns: int, size: int | None,
 
 def measure(loop: str, workload: str, conns: int, size: int | None,
             counts: tuple[int, int], keep: Path | None = None,
-            tree: Path | None = None) -> dict:
+            tree: Path | None = None, verify: bool = True) -> dict:
     """Instructions per request: the slope between two bounded runs."""
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
     out_dir = keep or Path(tempfile.mkdtemp(prefix="ringline-instr-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        small = measure_once(loop, workload, conns, size, counts[0], out_dir, tree=tree)
-        large = measure_once(loop, workload, conns, size, counts[1], out_dir, tree=tree)
+        small = measure_once(loop, workload, conns, size, counts[0], out_dir, tree=tree,
+                             verify=verify)
+        large = measure_once(loop, workload, conns, size, counts[1], out_dir, tree=tree,
+                             verify=verify)
     finally:
         if keep is None:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -150,10 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", type=Path,
                         help="run the server from another ringline checkout (its src/ "
                              "built in place), e.g. an older commit's worktree")
+    parser.add_argument("--no-verify", dest="verify", action="store_false", default=True,
+                        help="do not compare echoed bytes (to profile a server that "
+                             "answers wrongly; lengths are still checked)")
     args = parser.parse_args(argv)
     small, large = (int(x) for x in args.requests.split(","))
     result = measure(args.loop, args.workload, args.conns, args.size, (small, large),
-                     args.keep, args.tree)
+                     args.keep, args.tree, args.verify)
     result["tree"] = str(args.tree) if args.tree else None
     print(json.dumps(result))
     return 0
