@@ -90,10 +90,13 @@ def measure_once(loop: str, workload: str, conns: int, size: int | None,
                                       engine="uring" if loop == "c-uring" else "epoll")
     else:
         server = ServerProcess.python(loop, workload, cpu=cpu)
-    prefix = valgrind
+    # a fixed hash seed: with a random one, start-up (imports) varies by
+    # ~0.5M instructions from run to run, which the slope would absorb
+    prefix = ["env", "PYTHONHASHSEED=0", *valgrind]
     if tree is not None:
         # the server imports ringline from another checkout (built in place)
-        prefix = ["env", f"PYTHONPATH={Path(tree).resolve() / 'src'}", *valgrind]
+        prefix = ["env", "PYTHONHASHSEED=0",
+                  f"PYTHONPATH={Path(tree).resolve() / 'src'}", *valgrind]
     server.argv = prefix + server.argv
     server.native = loop.startswith("c-")
     try:
