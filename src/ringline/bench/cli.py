@@ -38,13 +38,16 @@ benchmark failed.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from .clients import CLIENT_PRESETS, DRIVERS, KINDS, ClientConfig
-from .loops import DEFAULT_LOOPS, LOOPS
+from .loops import DEFAULT_LOOPS, LOOPS, expand_loop_names
 from .micro import MICRO_BENCHMARKS
-from .runner import BenchConfig, count_errors, default_cpus, run_benchmarks
+from .runner import (BenchConfig, count_errors, default_cpus, references_for,
+                     run_benchmarks)
 
 ALL_WORKLOADS = ("protocol", "buffered", "streams", "sock", "http", "udp")
 
@@ -100,7 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated (default: all: {','.join(ALL_WORKLOADS)})")
     parser.add_argument("--loops", type=_csv(str),
                         help=f"comma-separated (default: {','.join(DEFAULT_LOOPS)}; "
-                             f"known: {','.join(LOOPS)})")
+                             f"known: {','.join(LOOPS)}; 'field': asyncio, uvloop, "
+                             f"every installed field loop and ringline)")
+    parser.add_argument("--python", metavar="PATH",
+                        help="run the whole benchmark under this interpreter (its "
+                             "environment must have ringline built for it and the "
+                             "loops installed; see scripts/bench.sh)")
+    parser.add_argument("--references", type=_csv(str),
+                        help="C reference servers measured in every cell: auto (the "
+                             "io_uring server, the epoll one for UDP; the default), "
+                             "c-uring, c-epoll, none")
     parser.add_argument("--conns", type=_csv(int), help="connections, e.g. 1,10,100")
     parser.add_argument("--sizes", type=_csv(parse_size),
                         help="message sizes, e.g. 64,1K,16K,100K")
@@ -173,7 +185,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if unknown:
         raise SystemExit(f"unknown workload(s): {', '.join(unknown)} "
                          f"(known: {', '.join(WORKLOADS)})")
-    loops = args.loops or list(DEFAULT_LOOPS)
+    loops = expand_loop_names(args.loops) if args.loops else list(DEFAULT_LOOPS)
     unknown = [l for l in loops if l not in LOOPS]
     if unknown:
         raise SystemExit(f"unknown loop(s): {', '.join(unknown)} (known: {', '.join(LOOPS)})")
@@ -190,7 +202,14 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         clients = client_config_from_args(args, server_cpu, client_cpus)
     if args.clients:
         preset_name = "clients" if args.preset is None else f"clients, {args.preset}"
+    references = args.references or ["auto"]
+    try:
+        for mode in ("echo", "http", "udp"):
+            references_for(references, mode)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     return BenchConfig(
+        references=references,
         loops=loops, workloads=workloads, conns=pick("conns"), sizes=pick("sizes"),
         rounds=pick("rounds"), duration=pick("duration"), warmup=pick("warmup"),
         lead_in=pick("lead_in"),
@@ -265,9 +284,39 @@ def _list() -> None:
         print(f"  {spec.name:<18} {spec.kind:<8} {spec.loop:<8} tasks {tasks}; {spec.settings}")
 
 
+def _without_python_option(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--python":
+            skip = True
+        elif not arg.startswith("--python="):
+            out.append(arg)
+    return out
+
+
+def reexec_argv(python: str, argv: list[str]) -> list[str]:
+    """The command that runs this benchmark under ``python`` instead."""
+    return [python, "-m", "ringline.bench", *_without_python_option(argv)]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    python = args.python and (shutil.which(args.python) or args.python)
+    if python and os.path.realpath(python) != os.path.realpath(sys.executable):
+        # everything (harness, servers, micro-benchmarks) runs under that
+        # interpreter; it imports this very tree
+        from .procs import _package_env
+
+        command = reexec_argv(python, argv)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execve(command[0], command, _package_env())
+        except OSError as exc:
+            raise SystemExit(f"--python {args.python}: {exc}") from None
     if args.list:
         _list()
         return 0

@@ -1,6 +1,7 @@
-"""Building and running the native tools: the load generator and the C echo server.
+"""Building and running the native tools: the load generator and the C echo servers.
 
-Owns: compiling ``csrc/loadgen.c`` and ``csrc/echo_server.c`` with the system
+Owns: compiling ``csrc/loadgen.c``, ``csrc/echo_server.c`` and
+``csrc/uring_echo_server.c`` (the io_uring reference) with the system
 C compiler (``$CC``, else ``cc``) into a cache directory keyed by a hash of
 the source, the compiler and the flags, so that an edited source is rebuilt
 and an unchanged one never is; and one call, :func:`run_loadgen`, that runs a
@@ -72,6 +73,10 @@ def loadgen_path() -> Path:
 
 def echo_server_path() -> Path:
     return build("echo_server")
+
+
+def uring_echo_server_path() -> Path:
+    return build("uring_echo_server")
 
 
 @dataclass

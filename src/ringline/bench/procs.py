@@ -1,7 +1,7 @@
 """Server processes under the harness's control, and their CPU accounting.
 
 Owns: :class:`ServerProcess`, which starts a benchmark server (a Python
-workload on a loop, or the C echo server), waits for its ready line, reads
+workload on a loop, or a C reference server: epoll or io_uring), waits for its ready line, reads
 the process's own CPU accounting from ``/proc/PID/stat`` and stops it.
 
 Lifecycle: ``start()`` -> ready (``port`` known) -> any number of
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .loadgen import echo_server_path
+from .loadgen import echo_server_path, uring_echo_server_path
 from .server import READY_PREFIX
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -93,11 +93,14 @@ class ServerProcess:
 
     @classmethod
     def c_echo(cls, mode: str, *, cpu: int | None = None,
-               host: str = "127.0.0.1") -> "ServerProcess":
-        argv = [str(echo_server_path()), "--mode", mode, "--host", host]
+               host: str = "127.0.0.1", engine: str = "epoll") -> "ServerProcess":
+        """The C reference server: ``engine`` epoll (echo_server.c) or
+        uring (uring_echo_server.c, TCP modes only)."""
+        binary = uring_echo_server_path() if engine == "uring" else echo_server_path()
+        argv = [str(binary), "--mode", mode, "--host", host]
         if cpu is not None:
             argv += ["--cpu", str(cpu)]
-        return cls(argv, f"C {mode} server", native=True)
+        return cls(argv, f"C {engine} {mode} server", native=True)
 
     @property
     def pid(self) -> int:

@@ -8,6 +8,9 @@ Owns: the tables printed on stdout and pasted into docs/benchmarks.md:
 * latency: median p50 / p99 / p99.9 per loop for the same rows;
 * server CPU: seconds of server CPU per million requests per loop, with the
   same ratios (lower is better, so a ratio below 1 favours the subject);
+  when the run measured a C reference server (``--references``), each
+  loop's CPU per request relative to it, and the reference's own numbers
+  in the throughput and CPU tables;
 * micro-benchmarks: operations per second per loop, with ratios;
 * generator validation, when it ran;
 * client workloads, when they ran: per server (redis, memcache) one table
@@ -104,11 +107,38 @@ def _median_of(entry: dict | None, field: str) -> float | None:
     return value
 
 
+def _has_reference(results: dict) -> bool:
+    return any(cell.get("references") for cell in results["cells"])
+
+
+def _reference_value(cell: dict, notes: list[str], field: str) -> str:
+    """The C reference column: its throughput or CPU, or a footnoted error."""
+    refs = cell.get("references") or {}
+    if not refs:
+        return "-"
+    ref = cell.get("c_reference")
+    if ref is None:
+        name, entry = next(iter(refs.items()))
+        notes.append(f"{cell['key']} on {name}: {entry.get('error')}")
+        return f"error[{len(notes)}]"
+    if field == "rps":
+        return f"{fmt_rate(ref['rps'])} ({ref['name']})"
+    return f"{ref['cpu_s_per_mreq']:.2f} ({ref['name']})"
+
+
+def _relative_to_c(cell: dict, loop: str) -> str:
+    rel = ((cell.get("c_reference") or {}).get("relative") or {}).get(loop)
+    return "-" if rel is None else f"{rel:.2f}x"
+
+
 def throughput_table(results: dict) -> str:
     loops = _loops(results)
     subject, others = _others(results)
+    with_ref = _has_reference(results)
     header = ["workload", "conns", "size", *[f"{l} req/s" for l in loops],
               *[f"{subject}/{o}" for o in others]]
+    if with_ref:
+        header += ["C reference req/s", f"{subject} CPU/req vs C"]
     rows, notes = [], []
     for cell in results["cells"]:
         row = [cell["workload"], str(cell["conns"]), format_size(cell["size"])]
@@ -118,6 +148,8 @@ def throughput_table(results: dict) -> str:
         mine = _median_of(cell["loops"].get(subject), "rps")
         for other in others:
             row.append(_ratio(mine, _median_of(cell["loops"].get(other), "rps")))
+        if with_ref:
+            row += [_reference_value(cell, notes, "rps"), _relative_to_c(cell, subject)]
         rows.append(row)
     text = _table(header, rows, 3)
     if notes:
@@ -142,21 +174,36 @@ def latency_table(results: dict) -> str:
 
 
 def cpu_table(results: dict) -> str:
+    """CPU per request; with a C reference, each loop's value is followed by
+    its ratio to the reference's (the figure that separates the loops when
+    the generator's CPU caps throughput)."""
     loops = _loops(results)
     subject, others = _others(results)
-    header = ["workload", "conns", "size", *[f"{l} CPU s/Mreq" for l in loops],
+    with_ref = _has_reference(results)
+    header = ["workload", "conns", "size",
+              *[f"{l} CPU s/Mreq" + (" (vs C)" if with_ref else "") for l in loops],
               *[f"{subject}/{o}" for o in others]]
-    rows = []
+    if with_ref:
+        header.append("C reference CPU s/Mreq")
+    rows, notes = [], []
     for cell in results["cells"]:
         row = [cell["workload"], str(cell["conns"]), format_size(cell["size"])]
         for loop in loops:
             value = _median_of(cell["loops"].get(loop), "cpu_s_per_mreq")
-            row.append("-" if value is None else f"{value:.2f}")
+            text = "-" if value is None else f"{value:.2f}"
+            if with_ref and value is not None and cell.get("c_reference"):
+                text += f" ({_relative_to_c(cell, loop)})"
+            row.append(text)
         mine = _median_of(cell["loops"].get(subject), "cpu_s_per_mreq")
         for other in others:
             row.append(_ratio(mine, _median_of(cell["loops"].get(other), "cpu_s_per_mreq")))
+        if with_ref:
+            row.append(_reference_value(cell, notes, "cpu"))
         rows.append(row)
-    return _table(header, rows, 3)
+    text = _table(header, rows, 3)
+    if notes:
+        text += "\n\n" + "\n".join(f"[{i + 1}] {n}" for i, n in enumerate(notes))
+    return text
 
 
 def native_table(results: dict) -> str:

@@ -90,6 +90,7 @@ class BenchConfig:
     chart: bool = True
     progress: bool = True
     clients: ClientConfig | None = None
+    references: list[str] = field(default_factory=lambda: ["auto"])
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_spin(self) -> bool:
@@ -150,6 +151,55 @@ def plan_cells(cfg: BenchConfig) -> tuple[list[Cell], list[str]]:
                     continue
                 cells.append(Cell(name, conns, size))
     return cells, skipped
+
+
+#: The C reference servers: name -> engine of csrc/ (epoll: echo_server.c,
+#: uring: uring_echo_server.c).
+REFERENCES = {"c-uring": "uring", "c-epoll": "epoll"}
+
+#: ``--references auto``: the io_uring server where it serves the mode, the
+#: epoll one for UDP.
+_AUTO_REFERENCE = {"echo": "c-uring", "http": "c-uring", "udp": "c-epoll"}
+
+
+def references_for(wanted: list[str], mode: str) -> list[str]:
+    """The C reference servers that run in a cell of ``mode``.
+
+    ``wanted`` holds names of :data:`REFERENCES`, ``auto`` or ``none``;
+    c-uring serves TCP only, so for UDP it stands for c-epoll.
+    """
+    out: list[str] = []
+    for name in wanted:
+        if name == "none":
+            continue
+        if name == "auto":
+            name = _AUTO_REFERENCE[mode]
+        elif name == "c-uring" and mode == "udp":
+            name = "c-epoll"
+        if name not in REFERENCES:
+            raise ValueError(f"unknown reference {name!r} (known: auto, none, "
+                             f"{', '.join(REFERENCES)})")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def c_reference(cell: dict) -> dict | None:
+    """The cell's C reference: the measured C server with the least CPU per
+    request, and every loop's CPU per request relative to it."""
+    best = None
+    for name, entry in (cell.get("references") or {}).items():
+        cpu = (entry.get("summary") or {}).get("cpu_s_per_mreq")
+        if cpu and (best is None or cpu < best["cpu_s_per_mreq"]):
+            best = {"name": name, "cpu_s_per_mreq": cpu,
+                    "rps": entry["summary"]["rps"]["median"]}
+    if best is None:
+        return None
+    best["relative"] = {
+        loop: (entry["summary"]["cpu_s_per_mreq"] / best["cpu_s_per_mreq"]
+               if (entry.get("summary") or {}).get("cpu_s_per_mreq") else None)
+        for loop, entry in cell["loops"].items()}
+    return best
 
 
 def _median_min_max(values: list[float]) -> dict | None:
@@ -215,7 +265,8 @@ class _Run:
     def _cell_s(self) -> float:
         per_loop = (_SERVER_START_S + self.cfg.warmup + _SESSION_OVERHEAD_S
                     + self.cfg.rounds * self._session_s())
-        return per_loop * len(self.cfg.loops)
+        return per_loop * (len(self.cfg.loops) + len(references_for(self.cfg.references,
+                                                                    "echo")))
 
     def _micro_s(self) -> float:
         per = 1.6 * self.cfg.micro_time * len(MICRO_BENCHMARKS) + _MICRO_PROCESS_S
@@ -286,9 +337,11 @@ class _Run:
 
     def _session(self, server: ServerProcess, mode: str, conns: int,
                  size: int | None, duration: float, lead_in: float,
-                 round_no: int | None) -> dict:
+                 round_no: int | None, verify: bool = False) -> dict:
         """One generator session against ``server``, with CPU accounting."""
         spec = self._spec(mode, server.port, conns, size, duration, lead_in)
+        if verify:
+            spec.verify = True
         u0, s0 = server.cpu_times()
         report = run_loadgen(spec)
         try:
@@ -336,12 +389,33 @@ class _Run:
             f" s={format_size(cell.size)}" if cell.size is not None else "")
         servers: dict[str, ServerProcess] = {}
         entries: dict[str, dict] = {}
+        references = references_for(cfg.references, workload.mode)
+        participants = [*cfg.loops, *references]
         try:
-            for loop in cfg.loops:
+            for loop in participants:
                 entry: dict[str, Any] = {"status": "ok", "error": None,
                                          "server": None, "warmup": None, "rounds": []}
                 entries[loop] = entry
                 loop_info = self.results["loops"].get(loop, {})
+                if loop in references:
+                    self.progress.show(f"{label} | starting the {loop} reference")
+                    server = None
+                    try:
+                        server = ServerProcess.c_echo(workload.mode, cpu=cfg.server_cpu,
+                                                      host=cfg.host,
+                                                      engine=REFERENCES[loop])
+                        server.start()
+                        servers[loop] = server
+                        entry["server"] = server.info
+                    except (ServerError, OSError, _loadgen.BuildError) as exc:
+                        if server is not None:
+                            server.close()
+                        entry.update(status="error", error=_one_line_error(str(exc)),
+                                     detail=str(exc))
+                        self.progress.note(f"{label} {loop}: {entry['error']}")
+                    self.progress.advance(_SERVER_START_S)
+                    record.setdefault("references", {})[loop] = entry
+                    continue
                 if not loop_info.get("available"):
                     entry.update(status="error",
                                  error=f"loop unavailable: {loop_info.get('error')}")
@@ -366,16 +440,23 @@ class _Run:
             for loop, server in list(servers.items()):
                 self.progress.show(f"{label} | warm-up {loop}")
                 try:
+                    # the warm-up checks the answers too: echoed bytes compared
+                    # (HTTP: status 200 and framing, always); a server that
+                    # answers wrongly is an error for this cell, not a number
                     warm = self._session(server, workload.mode, cell.conns, cell.size,
-                                         cfg.warmup, 0.0, None)
+                                         cfg.warmup, 0.0, None, verify=True)
                     entries[loop]["warmup"] = {k: warm[k] for k in
                                                ("rps", "requests", "errors", "status")}
+                    if warm["status"] != "ok":
+                        self._fail_loop(entries[loop], servers, loop,
+                                        f"wrong answers in the verified warm-up: "
+                                        f"{warm.get('error')}", label)
                 except (LoadgenError, OSError) as exc:
                     self._fail_loop(entries[loop], servers, loop, str(exc), label)
                 self.progress.advance(cfg.warmup + _SESSION_OVERHEAD_S)
 
             for round_no in range(cfg.rounds):
-                for loop in cfg.loops:
+                for loop in participants:
                     entry = entries[loop]
                     server = servers.get(loop)
                     if server is None:
@@ -404,7 +485,7 @@ class _Run:
                     entry["rounds"].append(rec)
                     self.progress.advance(self._session_s())
                 # loops with no server still count towards progress
-                missing = len(cfg.loops) - len(servers)
+                missing = len(participants) - len(servers)
                 self.progress.advance(missing * self._session_s())
         finally:
             for server in servers.values():
@@ -418,6 +499,7 @@ class _Run:
                 entry["status"] = "error"
                 entry["error"] = next((r.get("error") for r in entry["rounds"]
                                        if r.get("error")), "no successful round")
+        record["c_reference"] = c_reference(record)
         return record
 
     def _fail_loop(self, entry: dict, servers: dict, loop: str, message: str,
@@ -653,7 +735,7 @@ def count_errors(results: dict) -> list[str]:
         if not info.get("available"):
             problems.append(f"loop {name}: {info.get('error')}")
     for cell in results.get("cells", []):
-        for loop, entry in cell["loops"].items():
+        for loop, entry in [*cell["loops"].items(), *(cell.get("references") or {}).items()]:
             if entry["status"] == "n/a":
                 continue
             bad = [r for r in entry["rounds"] if r.get("status") != "ok"]

@@ -27,7 +27,7 @@ import sys
 import threading
 
 from .loops import create_loop, get_loop_spec
-from .servers import get_workload, make_socket
+from .servers import get_workload, load_plugins, make_socket
 
 READY_PREFIX = "RINGLINE-BENCH-READY "
 
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", action="store_true",
                         help="check the loop runs, print a ready line, exit")
     args = parser.parse_args(argv)
+    load_plugins()  # a plugin may register loops as well as workloads
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     if args.probe:

@@ -18,8 +18,8 @@ udp         UDP echo with a :class:`asyncio.DatagramProtocol`
 
 Extending: a module named ``ringline.bench.servers_<anything>`` (found
 automatically) or listed in the ``RINGLINE_BENCH_PLUGINS`` environment
-variable (comma-separated module names) calls :func:`register_workload` at
-import time; the harness, the server process and the tests all pick it up
+variable (comma-separated module names) calls :func:`register_workload` (or
+:func:`ringline.bench.loops.register_loop`) at import time; the harness, the server process and the tests all pick it up
 through :func:`load_plugins`.  Such a module must not import a loop
 implementation at import time (do it inside ``start``), so that listing
 workloads never depends on a loop being importable.
