@@ -140,10 +140,16 @@ def test_readme_has_the_quick_starts():
 
 
 def test_readme_keeps_the_two_commands():
-    # .ci/run executes the first sh block after this line
+    # the README's test command is exactly what CI (.ci/run) runs
     text = open(README).read()
     after = text.split("Set up and run the whole test suite", 1)[1]
-    assert after.split("```sh\n", 1)[1].split("```", 1)[0].strip() == "./scripts/test.sh"
+    readme_cmd = after.split("```sh\n", 1)[1].split("```", 1)[0].strip()
+    assert readme_cmd == "./scripts/test.sh"
+    ci = open(os.path.join(os.path.dirname(README), ".ci", "run")).read()
+    ci_cmds = [ln.strip() for ln in ci.splitlines()
+               if ln.strip() and not ln.lstrip().startswith("#")
+               and not ln.startswith(("set ", "cd "))]
+    assert ci_cmds == [readme_cmd]
     assert "```sh\n./scripts/bench.sh\n```" in text
 
 
