@@ -183,7 +183,7 @@ def test_closing_the_loop_with_a_send_in_flight_is_not_an_error(loop_factory, ca
             loop.close()
         assert contexts == []
         assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
-        tr.abort() if not loop.is_closed() else None
+        del tr
     finally:
         if not loop.is_closed():
             loop.close()
@@ -194,7 +194,25 @@ def test_closing_the_loop_with_a_send_in_flight_is_not_an_error(loop_factory, ca
 
 
 class Consumed(enum.IntEnum):
-    NOTHING = 0
+    THREE = 3
+
+
+def feed_once(data, hold=False):
+    """A loopback peer in a thread: accepts one connection, sends data,
+    (hold: waits for the client to close first) and closes. Returns
+    (listening socket, port)."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+
+    def feed():
+        conn, _ = lsock.accept()
+        conn.sendall(data)
+        if hold:
+            conn.recv(1)
+        conn.close()
+    threading.Thread(target=feed, daemon=True).start()
+    return lsock, lsock.getsockname()[1]
 
 
 def test_parse_callback_returning_an_int_subclass_keeps_the_conn_flowing():
@@ -209,17 +227,7 @@ def test_parse_callback_returning_an_int_subclass_keeps_the_conn_flowing():
     async def main():
         loop = asyncio.get_running_loop()
         _native.configure(loop, recv_accumulator_cap=8192)
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(1)
-        port = lsock.getsockname()[1]
-
-        def feed():
-            conn, _ = lsock.accept()
-            conn.sendall(b"z" * total)
-            conn.close()
-        t = threading.Thread(target=feed, daemon=True)
-        t.start()
+        lsock, port = feed_once(b"z" * total)
         c = await ringline.connect(("127.0.0.1", port))
         got = 0
 
@@ -238,25 +246,14 @@ def test_parse_callback_returning_an_int_subclass_keeps_the_conn_flowing():
 
 def test_parse_callback_returning_a_bool_is_a_clear_error():
     async def main():
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(1)
-        port = lsock.getsockname()[1]
-
-        def feed():
-            conn, _ = lsock.accept()
-            conn.sendall(b"abc")
-            conn.recv(1)
-            conn.close()
-        t = threading.Thread(target=feed, daemon=True)
-        t.start()
+        lsock, port = feed_once(b"abc", hold=True)
         c = await ringline.connect(("127.0.0.1", port))
         try:
             with pytest.raises(TypeError, match="bool"):
                 await c.with_data(lambda view: True)
             with pytest.raises(TypeError, match="None"):
                 await c.with_data(lambda view: None)
-            assert await c.with_data(lambda view: Consumed.NOTHING + 3) == 3
+            assert await c.with_data(lambda view: Consumed.THREE) == 3
         finally:
             c.close()
             lsock.close()
