@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import weakref
 
 import pytest
@@ -682,3 +683,70 @@ def test_close_with_sock_recv_in_flight_reports_nothing(loop_factory):
     b.close()
     assert not task.done()
     assert [m for m in reported if "closed" in m] == []
+
+
+# ---- 11. which timers are due is decided after the wait ---------------------
+
+def test_timer_scheduled_by_a_callback_runs_after_earlier_call_soon(loop):
+    """A timer that a callback schedules, and that falls due while the
+    callbacks of that iteration still run, runs after the call_soon()
+    handles scheduled before it (asyncio moves due timers to its ready queue
+    once per iteration). CPython's test_wait_for_reraises_exception_during_
+    cancellation depends on it: the inner task must start before wait_for's
+    timeout fires."""
+    async def scenario():
+        lp = asyncio.get_running_loop()
+        order = []
+        done = lp.create_future()
+
+        def first():
+            lp.call_soon(order.append, "soon")
+            lp.call_later(0.0001, order.append, "timer")
+            lp.call_at(lp.time() - 1, order.append, "past")
+            t_end = lp.time() + 0.005
+            while lp.time() < t_end:       # both timers fall due meanwhile
+                pass
+
+        lp.call_soon(first)
+        lp.call_later(0.05, done.set_result, None)
+        await done
+        return order
+
+    expected = on_stock_asyncio(scenario)
+    assert expected == ["soon", "past", "timer"]
+    assert run(loop, scenario()) == expected
+
+
+def test_wait_for_inner_task_starts_before_a_tiny_timeout(loop):
+    """The CPython 3.13 test that found the ordering above, made
+    deterministic: the timeout is already due when the caller yields."""
+    class Foo(Exception):
+        pass
+
+    async def scenario():
+        async def inner():
+            try:
+                await asyncio.sleep(0.2)
+            finally:
+                raise Foo
+
+        task = asyncio.create_task(inner())
+        t_end = time.monotonic() + 0.005
+        while time.monotonic() < t_end:
+            pass
+        try:
+            await asyncio.wait_for(_burn_then(task), timeout=0.0001)
+        except BaseException as exc:
+            return type(exc).__name__
+        return "no exception"
+
+    expected = on_stock_asyncio(scenario)
+    assert expected == "Foo"
+    assert run(loop, scenario()) == expected
+
+
+async def _burn_then(task):
+    t_end = time.monotonic() + 0.005       # the timeout falls due meanwhile
+    while time.monotonic() < t_end:
+        pass
+    return await task

@@ -1022,11 +1022,14 @@ cdef class LoopCore:
 
     cdef int _run_once(self) except -1:
         cdef long long timeout_ns
-        cdef double now, end, dt
+        cdef double now, dt
+        cdef double end = 0
         cdef Py_ssize_t ntodo, i
         cdef PyObject *p
         cdef Handle h
         cdef TimerHandle top
+        cdef bint has_timers
+        cdef uint64_t seq_limit = 0
 
         self.iterations += 1
         if self.pre_flush:
@@ -1057,6 +1060,15 @@ cdef class LoopCore:
             self._flush_writes()
         self._wait(timeout_ns)
 
+        # which timers are due is decided now, as asyncio does when it moves
+        # them to its ready queue: a timer scheduled by a callback of this
+        # iteration waits for the next one, behind the call_soon() handles
+        # scheduled before it
+        has_timers = self.th_len > 0
+        if has_timers:
+            end = rl_monotonic() + self._clock_resolution
+            seq_limit = self.th_seq
+
         # the callbacks that were ready before the wait
         ntodo = self.rq_len
         for i in range(ntodo):
@@ -1073,10 +1085,10 @@ cdef class LoopCore:
         if self.parked:
             self._unpark()
 
-        # the timers that are due
-        if self.th_len > 0:
-            end = rl_monotonic() + self._clock_resolution
-            while self.th_len > 0 and self.th[0].when < end:
+        # the timers that were due after the wait
+        if has_timers:
+            while (self.th_len > 0 and self.th[0].when < end
+                   and self.th[0].seq < seq_limit):
                 p = self._heap_pop()
                 top = <TimerHandle>p
                 Py_DECREF(top)

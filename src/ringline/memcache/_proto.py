@@ -428,7 +428,9 @@ class ResponseParser:
                             continue
                 eol = find(b"\r\n", pos)
                 if eol < 0 or eol - pos > self.max_line:
-                    if eol >= 0 or end - pos > self.max_line:
+                    # (without a CRLF yet, max_line + 1 bytes may be a whole
+                    # line whose CR has come without its LF)
+                    if eol >= 0 or end - pos > self.max_line + 1:
                         raise ProtocolError(
                             f"reply line longer than max_line ({self.max_line} bytes): "
                             f"{bytes(buf[pos:pos + 60])!r}...")
