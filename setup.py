@@ -18,7 +18,7 @@ extensions = [
     Extension(
         "ringline._core",
         ["src/ringline/_core.pyx"],
-        include_dirs=["src/ringline"],
+        include_dirs=["src/ringline/_c"],
         extra_compile_args=["-O2", "-fno-strict-aliasing", *compile_extra],
         extra_link_args=link_extra,
     ),

@@ -31,7 +31,8 @@ import warnings
 import pytest
 
 import ringline
-from ringline import _core, _loop
+from ringline import _core
+from ringline._loop import loop as _loop
 
 from conftest import run, tcp_listener
 

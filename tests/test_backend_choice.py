@@ -18,7 +18,7 @@ import sys
 import pytest
 
 import ringline
-from ringline import _backend
+from ringline._loop import backend as _backend
 
 ENV_KEYS = ("RINGLINE_BACKEND", "RINGLINE_FAKE_URING_ERRNO", "RINGLINE_FAKE_URING_DISABLED")
 

@@ -80,7 +80,7 @@ def test_sdist_has_every_source(built):
     top = {"LICENSE", "README.md", "pyproject.toml", "setup.py", "MANIFEST.in"}
     assert top <= names, top - names
     expected = {"src/" + rel for rel in _repo_sources()}
-    assert {"src/ringline/_core.pyx", "src/ringline/_ring.h",
+    assert {"src/ringline/_core.pyx", "src/ringline/_c/ring.h",
             "src/ringline/bench/csrc/loadgen.c"} <= expected
     assert expected <= names, sorted(expected - names)
     generated = {"src/ringline/_core.c", "src/ringline/memcache/_speedups.c",

@@ -20,7 +20,7 @@ import socket
 import pytest
 
 import ringline
-from ringline._backend import OPCODE_NUMBERS
+from ringline._loop.backend import OPCODE_NUMBERS
 
 from conftest import run
 

@@ -64,7 +64,7 @@ def test_server_clients_methods(method):
 
 
 def test_server_clients_use_base_class_on_313():
-    from ringline import _loop
+    from ringline._loop import loop as _loop
     if STOCK_HAS_CLIENTS:
         assert "close_clients" not in vars(_loop.Server)
         assert "abort_clients" not in vars(_loop.Server)

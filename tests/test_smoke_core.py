@@ -7,7 +7,7 @@ import os
 import socket
 
 import ringline
-from ringline._backend import OPCODE_NUMBERS
+from ringline._loop.backend import OPCODE_NUMBERS
 
 
 # The suite runs once per backend; without RINGLINE_BACKEND=poll this machine

@@ -1001,7 +1001,7 @@ def test_enobufs_parks_and_loses_nothing(sink):
         stats = lp._ring_stats()
     finally:
         lp.close()
-    from ringline._backend import OPCODE_NUMBERS
+    from ringline._loop.backend import OPCODE_NUMBERS
     recvs = stats["ops"].get(OPCODE_NUMBERS["RECV"], 0)
     fills = ENOBUFS_CONNS * ENOBUFS_BYTES // bufsize
     print(f"\n[enobufs {sink}] {ENOBUFS_CONNS} x {ENOBUFS_BYTES} bytes through {nbufs} x {bufsize} "

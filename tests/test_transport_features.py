@@ -157,7 +157,7 @@ def test_connect_accepted_socket(rloop):
 def test_write_pipe_large_payload_goes_through_the_ring(rloop):
     """More than the pipe buffer holds: write() puts what fits directly, the
     rest goes through the ring (WRITE/WRITEV) in order."""
-    from ringline._backend import OPCODE_NUMBERS
+    from ringline._loop.backend import OPCODE_NUMBERS
 
     async def main():
         r, w = os.pipe()

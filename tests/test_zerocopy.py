@@ -14,7 +14,7 @@ import sys
 import weakref
 
 import ringline
-from ringline._backend import OPCODE_NUMBERS
+from ringline._loop.backend import OPCODE_NUMBERS
 
 
 class Sink(asyncio.Protocol):

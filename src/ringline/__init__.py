@@ -27,10 +27,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Coroutine, TypeVar
 
-from ._backend import BackendInfo, BackendUnavailable, backend
+from ._loop.backend import BackendInfo, BackendUnavailable, backend
 from ._errors import (ConfigError, ConnectionClosed, ConnectionDropped, QueueFull,
                       SendPoolExhausted, TimerPoolExhausted)
-from ._loop import Loop
+from ._loop.loop import Loop
 from ._native import (NEED_MORE, ChainResult, Conn, connect, connect_tls, connect_unix,
                       need_at_least)
 

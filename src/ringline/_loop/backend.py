@@ -3,7 +3,7 @@ and what the kernel granted it (setup flags, features, opcodes).
 
 Owns: the choice made when a loop is created -- io_uring when the kernel
 grants a ring with everything ringline needs, otherwise the poll backend
-(epoll, `_polldrv.h`), logging the reason once per process at INFO on the
+(epoll, `_c/polldrv.h`), logging the reason once per process at INFO on the
 "ringline" logger; `RINGLINE_BACKEND=io_uring|poll` or `backend=` force a
 choice (forcing io_uring where it is unavailable raises BackendUnavailable,
 naming the reason) -- the names of io_uring setup flags and opcodes, and the
@@ -211,7 +211,7 @@ def backend(loop=None) -> BackendInfo:
     key = _env_key()
     info = _cache.get(key)
     if info is None:
-        from ._loop import Loop
+        from .loop import Loop
         new = Loop()
         try:
             info = _cache[key] = info_from_loop(new)

@@ -68,10 +68,6 @@ cdef bint _SOCK_FD_DIRECT = _sock_fd_direct_ok()
 
 cdef class _SockOp(_Op):
     """An operation of the sock_* API, filed under its fd while in flight."""
-    cdef object sock
-    cdef bint filed          # in loop.sock_ops
-    cdef bint orphaned       # its socket gave up the fd: drop the result
-    cdef _SockOp fd_prev, fd_next   # the other operations filed under fd
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         try:
@@ -102,7 +98,7 @@ cdef inline bint _sock_owns(sock, int fd):
         return True          # a stand-in we cannot ask: assume it does
 
 
-cdef list _fd_ops(LoopCore loop, int fd):
+cdef list _fd_ops(_LoopSock loop, int fd):
     """The operations filed under fd (a copy: safe to orphan while walking)."""
     cdef list out = []
     cdef _SockOp op = loop.sock_ops.get(fd)
@@ -112,7 +108,7 @@ cdef list _fd_ops(LoopCore loop, int fd):
     return out
 
 
-cdef int _sock_op_queued(LoopCore loop, _SockOp op) except -1:
+cdef int _sock_op_queued(_LoopSock loop, _SockOp op) except -1:
     """Call right before queueing op's SQE (first submission or a retry)."""
     cdef _SockOp head
     if not op.filed:
@@ -154,7 +150,7 @@ cdef int _sock_op_unfile(_SockOp op) except -1:
     return 0
 
 
-cdef int _sock_op_orphan(LoopCore loop, _SockOp op) except -1:
+cdef int _sock_op_orphan(_LoopSock loop, _SockOp op) except -1:
     op.orphaned = True
     if op.filed:
         _sock_op_unfile(op)
@@ -163,7 +159,7 @@ cdef int _sock_op_orphan(LoopCore loop, _SockOp op) except -1:
     return 0
 
 
-cdef int _fd_claim(LoopCore loop, int fd, sock) except -1:
+cdef int _fd_claim(_LoopSock loop, int fd, sock) except -1:
     """A new owner (sock, or None for a bare fd) takes fd: orphan what is
     still filed under it for a socket that gave the number up. Call only when
     loop.sock_ops is not empty (the callers test it: that is the whole cost
@@ -178,13 +174,13 @@ cdef int _fd_claim(LoopCore loop, int fd, sock) except -1:
     return 0
 
 
-def _fd_claim_py(LoopCore loop, int fd, sock=None):
+def _fd_claim_py(_LoopSock loop, int fd, sock=None):
     """_fd_claim for the Python side (_loop.py, _native.py)."""
     if loop.sock_ops:
         _fd_claim(loop, fd, sock)
 
 
-cdef int _sock_ops_check_new(LoopCore loop) except -1:
+cdef int _sock_ops_check_new(_LoopSock loop) except -1:
     """Before a submission: orphan the operations queued since the previous
     one whose socket was closed meanwhile (their SQE is voided in place)."""
     cdef list new = loop.sock_new
@@ -197,7 +193,7 @@ cdef int _sock_ops_check_new(LoopCore loop) except -1:
     return 0
 
 
-cdef long long _sock_ops_scan(LoopCore loop, long long timeout_ns) except -2:
+cdef long long _sock_ops_scan(_LoopSock loop, long long timeout_ns) except -2:
     """Before a wait, with operations registered: check all of them unless
     the last check is recent; a wait that would block past the next check is
     shortened to it. Returns the (possibly shortened) timeout."""

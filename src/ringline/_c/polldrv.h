@@ -38,7 +38,7 @@
 #ifndef RINGLINE_POLLDRV_H
 #define RINGLINE_POLLDRV_H
 
-#include "_ring.h"
+#include "ring.h"
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>

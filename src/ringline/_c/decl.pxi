@@ -1,8 +1,12 @@
-# ringline native declarations: the C ring layer, libc and CPython C-API
-# pieces the loop core uses. Declarations only; no state lives here.
+# _c/decl.pxi -- the declarations the native core uses: the driver layer
+# (ring.h, polldrv.h, amsend.h in this folder), libc, the kernel UAPI and
+# the CPython C-API pieces, and the errno values the core tests, by name.
+#
+# Declarations only: no state lives here, nothing runs. Included once, by
+# _core.pxd, so every .pxi of the extension sees them.
 
 from libc.stdint cimport uint64_t, uint32_t, int64_t, uint16_t, uint8_t, uintptr_t
-from libc.string cimport memcpy, memset, strlen
+from libc.string cimport memcpy, memmove, memset, strlen
 from libc.stdlib cimport malloc, free, realloc, calloc
 from libc.errno cimport errno
 from cpython.object cimport PyObject
@@ -32,6 +36,12 @@ cdef extern from "Python.h":
     Py_ssize_t PyByteArray_GET_SIZE(object)
     int PyByteArray_Resize(object, Py_ssize_t) except -1
     object PyLong_FromSsize_t(Py_ssize_t)
+    object PyMemoryView_FromObject(object)
+    int PyBuffer_FillInfo(Py_buffer *view, object obj, void *buf, Py_ssize_t len,
+                          int readonly, int flags) except -1
+    Py_ssize_t _rl_refcnt "Py_REFCNT"(PyObject *)
+    ctypedef struct PyTypeObject:
+        pass
 
 cdef extern from "<sys/socket.h>" nogil:
     ctypedef unsigned int socklen_t
@@ -56,6 +66,9 @@ cdef extern from "<sys/socket.h>" nogil:
     ssize_t c_send "send" (int, const void*, size_t, int)
     int shutdown(int, int)
     int SHUT_WR, SHUT_RD, SHUT_RDWR
+    int getpeername(int, sockaddr*, socklen_t*)
+    int getsockname(int, sockaddr*, socklen_t*)
+    int setsockopt(int, int, int, const void*, socklen_t)
 
 cdef extern from "<sys/uio.h>" nogil:
     struct iovec:
@@ -81,6 +94,10 @@ cdef extern from "<netinet/in.h>" nogil:
     uint16_t ntohs(uint16_t)
     uint32_t htonl(uint32_t)
     uint32_t ntohl(uint32_t)
+    int IPPROTO_TCP
+
+cdef extern from "<netinet/tcp.h>" nogil:
+    int TCP_NODELAY
 
 cdef extern from "<arpa/inet.h>" nogil:
     int inet_pton(int af, const char *src, void *dst)
@@ -107,7 +124,7 @@ cdef extern from "<sys/eventfd.h>" nogil:
 cdef extern from "<string.h>" nogil:
     char *strerror(int errnum)
 
-cdef extern from "_ring.h" nogil:
+cdef extern from "ring.h" nogil:
     struct io_uring_sqe:
         uint8_t opcode
         uint8_t flags
@@ -191,7 +208,7 @@ cdef extern from "_ring.h" nogil:
     int IORING_OP_TIMEOUT, IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL
     int IORING_OP_CONNECT, IORING_OP_CLOSE, IORING_OP_READ, IORING_OP_WRITE
     int IORING_OP_SEND, IORING_OP_RECV, IORING_OP_SHUTDOWN, IORING_OP_SPLICE
-    int IORING_OP_PROVIDE_BUFFERS, IORING_OP_SEND_ZC, IORING_OP_SENDMSG_ZC
+    int IORING_OP_PROVIDE_BUFFERS, IORING_OP_SEND_ZC, IORING_OP_SENDMSG_ZC, IORING_OP_LINK_TIMEOUT
     int IORING_OP_LAST
     int IORING_SETUP_SQPOLL, IORING_SETUP_CQSIZE, IORING_SETUP_CLAMP
     int IORING_SETUP_SUBMIT_ALL, IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG
@@ -204,7 +221,7 @@ cdef extern from "_ring.h" nogil:
     int IORING_RECVSEND_POLL_FIRST
     int IORING_FEAT_EXT_ARG
 
-cdef extern from "_polldrv.h" nogil:
+cdef extern from "polldrv.h" nogil:
     ctypedef struct rl_polldrv:
         int epfd
         unsigned sq_entries, sq_len
@@ -227,3 +244,14 @@ cdef extern from "_polldrv.h" nogil:
     int rl_pd_probe(unsigned char *ops_out, int max_ops)
     int rl_pd_pbuf_init(rl_polldrv *d, rl_pbuf *pb, unsigned nbufs, unsigned buf_size, unsigned short bgid)
     void rl_pd_pbuf_exit(rl_polldrv *d, rl_pbuf *pb)
+
+cdef extern from "ring.h":
+    cdef struct io_uring_recvmsg_out:
+        uint32_t namelen
+        uint32_t controllen
+        uint32_t payloadlen
+        uint32_t flags
+
+cdef extern from "amsend.h":
+    ctypedef int (*rl_step_fn)(object, PyObject **) except -1
+    int rl_install_am_send(PyTypeObject *tp, rl_step_fn fn)

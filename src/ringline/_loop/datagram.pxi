@@ -15,17 +15,8 @@
 # Lifecycle: created -> connection_made (soon) -> receiving -> close() (waits
 #   for sends in flight) or abort() -> connection_lost exactly once (soon).
 
-cdef extern from "_ring.h":
-    cdef struct io_uring_recvmsg_out:
-        uint32_t namelen
-        uint32_t controllen
-        uint32_t payloadlen
-        uint32_t flags
-
 
 cdef class _DgramRecvOp(_Op):
-    cdef _DatagramCore owner
-    cdef msghdr msg
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         return self.owner._on_recv(res, flags)
@@ -33,12 +24,6 @@ cdef class _DgramRecvOp(_Op):
 
 cdef class _DgramWholeOp(_DgramRecvOp):
     """The two-step receive of a datagram of any size (see the notes)."""
-    cdef iovec iov
-    cdef sockaddr_storage addr
-    cdef char scratch
-    cdef char *buf
-    cdef size_t cap
-    cdef bint peeking
 
     def __dealloc__(self):
         if self.buf != NULL:
@@ -50,11 +35,6 @@ cdef class _DgramWholeOp(_DgramRecvOp):
 
 
 cdef class _DgramSendOp(_Op):
-    cdef _DatagramCore owner
-    cdef msghdr msg
-    cdef iovec iov
-    cdef sockaddr_storage addr
-    cdef bytes data
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         owner = self.owner
@@ -67,27 +47,6 @@ cdef class _DgramSendOp(_Op):
 
 
 cdef class _DatagramCore:
-    cdef LoopCore loop
-    cdef readonly object sock
-    cdef object protocol
-    cdef object transport
-    cdef object context
-    cdef public dict extra
-    cdef public object address
-    cdef int fd
-    cdef int family
-    cdef bint whole          # datagrams may exceed the buffer ring's: _DgramWholeOp
-    cdef bint closing
-    cdef bint lost_scheduled
-    cdef bint connected
-    cdef bint protocol_paused
-    cdef int conn_lost
-    cdef _DgramRecvOp rop
-    cdef set sends           # SENDMSG operations in flight
-    cdef Py_ssize_t inflight_bytes
-    cdef Py_ssize_t inflight_ops
-    cdef public Py_ssize_t high_water
-    cdef public Py_ssize_t low_water
 
     def __cinit__(self):
         self.high_water = 64 * 1024

@@ -54,7 +54,6 @@ def _server_detach(server, transport):
 
 
 cdef class _Flushable:
-    cdef bint flush_scheduled
 
     cdef int flush(self) except -1:
         return 0
@@ -65,7 +64,6 @@ cdef class _Flushable:
 
 
 cdef class _StreamRecvOp(_Op):
-    cdef _StreamCore owner
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         return self.owner._on_recv(res, flags)
@@ -76,14 +74,6 @@ cdef class _StreamSendOp(_Op):
     Holds the bytes objects its iovecs point into until the final
     completion (for zero-copy: until the notification). One op per
     transport is reused from send to send."""
-    cdef _StreamCore owner
-    cdef list bufs
-    cdef iovec iov[64]
-    cdef msghdr msg
-    cdef Py_ssize_t nbytes
-    cdef Py_ssize_t off0      # bufs[0] is sent from this offset
-    cdef bint zc              # sent with SEND_ZC / SENDMSG_ZC
-    cdef bint notif_pending   # the kernel still reads the buffers
 
     cdef void release(self):
         # Zero-copy sends keep their buffers until the kernel's notification
@@ -111,40 +101,6 @@ cdef class _StreamSendOp(_Op):
 
 cdef class _StreamCore(_Flushable):
     """The native side of a stream transport (see the module notes)."""
-    cdef LoopCore loop
-    cdef readonly object sock
-    cdef object protocol
-    cdef object transport       # the asyncio.Transport wrapper users see
-    cdef object context
-    cdef object server
-    cdef public dict extra
-    cdef int fd
-    cdef bint is_buffered
-    cdef bint closing
-    cdef bint eof_requested
-    cdef bint eof_sent
-    cdef bint reading_paused
-    cdef bint lost_scheduled
-    cdef bint in_ctx
-    cdef bint protocol_paused
-    cdef bint connected
-    cdef int conn_lost
-    cdef _StreamRecvOp rop
-    cdef _StreamSendOp sop
-    cdef list wq
-    cdef Py_ssize_t wq_off      # wq[0] was partly sent: its first wq_off bytes are out
-    cdef Py_ssize_t wq_bytes
-    cdef Py_ssize_t inflight_bytes
-    cdef public Py_ssize_t high_water
-    cdef public Py_ssize_t low_water
-    cdef public Py_ssize_t hard_cap
-    cdef list pending_data
-    cdef bint replay_pending    # pending_data is being replayed: keep order
-    cdef public object empty_waiter
-    cdef public bint zc_allowed
-    cdef _StreamSendOp spare
-    cdef public int kind            # 0 socket, 1 read pipe, 2 write pipe
-    cdef _PipeWatchOp watch_op
 
     def __cinit__(self):
         self.wq = []
@@ -892,7 +848,6 @@ cdef class _StreamCore(_Flushable):
 
 
 cdef class _PipeWatchOp(_Op):
-    cdef _StreamCore owner
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         owner = self.owner
@@ -916,67 +871,6 @@ class WriteBufferOverflow(ConnectionError):
 
 
 from asyncio import BufferedProtocol as _BufferedProtocol
-
-
-cdef class _ListenOp(_Op):
-    """Multishot ACCEPT on a listening socket (create_server)."""
-    cdef object sock
-    cdef object protocol_factory
-    cdef object sslcontext
-    cdef object server
-    cdef object backlog
-    cdef object ssl_handshake_timeout
-    cdef object ssl_shutdown_timeout
-    cdef object context
-    cdef bint stopped
-    cdef int family, stype, proto
-
-    cdef int arm(self) except -1:
-        cdef io_uring_sqe *sqe
-        if self.stopped or self.inflight:
-            return 0
-        sqe = self.loop._sqe(IORING_OP_ACCEPT)
-        sqe.fd = self.fd
-        sqe.ioprio = IORING_ACCEPT_MULTISHOT
-        sqe.accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC
-        sqe.user_data = self.loop._reg(self)
-        return 0
-
-    def _rearm(self):
-        self.arm()
-
-    cdef int complete(self, int res, uint32_t flags) except -1:
-        if res >= 0:
-            if self.stopped:
-                c_close(res)
-                return 0
-            try:
-                self.loop._accepted(self, res)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self.loop.call_exception_handler({
-                    'message': 'Error accepting a connection',
-                    'exception': exc,
-                    'socket': self.sock,
-                })
-        elif self.stopped or res == -_ECANCELED:
-            return 0
-        elif res in (-24, -23, -105, -12):   # EMFILE ENFILE ENOBUFS ENOMEM
-            self.loop.call_exception_handler({
-                'message': 'socket.accept() out of system resource',
-                'exception': _oserror(-res),
-                'socket': self.sock,
-            })
-            if not (flags & IORING_CQE_F_MORE):
-                self.loop.call_later(_aconstants.ACCEPT_RETRY_DELAY, self._rearm)
-            return 0
-        elif res == -22 or res == -9:   # EINVAL (not listening) / EBADF: stop
-            self.stopped = True
-            return 0
-        if not (flags & IORING_CQE_F_MORE) and not self.stopped:
-            self.arm()
-        return 0
 
 
 def _make_stream_core(LoopCore loop, sock, protocol, transport, dict extra, server,
@@ -1003,31 +897,3 @@ def _make_stream_core(LoopCore loop, sock, protocol, transport, dict extra, serv
     c.rop.owner = c
     c.rop.fd = c.fd
     return c
-
-
-def _make_listen_op(LoopCore loop, sock, protocol_factory, sslcontext, server,
-                    backlog, ssl_handshake_timeout, ssl_shutdown_timeout):
-    cdef _ListenOp op = _ListenOp.__new__(_ListenOp)
-    op.loop = loop
-    op.sock = sock
-    op.fd = sock.fileno()
-    if loop.sock_ops:
-        _fd_claim(loop, op.fd, sock)
-    op.family = sock.family
-    op.stype = sock.type
-    op.proto = sock.proto
-    op.protocol_factory = protocol_factory
-    op.sslcontext = sslcontext
-    op.server = server
-    op.backlog = backlog
-    op.ssl_handshake_timeout = ssl_handshake_timeout
-    op.ssl_shutdown_timeout = ssl_shutdown_timeout
-    op.context = PyContext_CopyCurrent()
-    op.arm()
-    return op
-
-
-def _stop_listen_op(_ListenOp op):
-    op.stopped = True
-    if op.inflight:
-        op.loop._cancel_op(op)

@@ -141,10 +141,6 @@ cdef int _sock_fd(sock) except -1:
 cdef class _RecvOp(_SockOp):
     """sock_recv / sock_recv_into: RECV into a bounce buffer (from the loop's
     cache, returned at the final completion)."""
-    cdef char *mem
-    cdef size_t cap
-    cdef size_t n
-    cdef object target      # recv_into: the caller's buffer object
 
     def __dealloc__(self):
         if self.mem != NULL:
@@ -186,11 +182,6 @@ cdef class _RecvOp(_SockOp):
 cdef class _SendOp(_SockOp):
     """sock_sendall: SEND of a held buffer export, continued after partial
     sends until everything went out."""
-    cdef Py_buffer view
-    cdef bint has_view
-    cdef size_t offset
-    cdef bint once           # resolve with the byte count after one send
-    cdef object release_waiter   # a cancelled caller waits for the buffer
 
     def __dealloc__(self):
         if self.has_view:
@@ -242,8 +233,6 @@ cdef class _SendOp(_SockOp):
 
 
 cdef class _AcceptOp(_SockOp):
-    cdef sockaddr_storage addr
-    cdef socklen_t addrlen
 
     cdef int _release(self, int res) except -1:
         if res >= 0:
@@ -270,9 +259,6 @@ cdef class _AcceptOp(_SockOp):
 
 
 cdef class _ConnectOp(_SockOp):
-    cdef sockaddr_storage addr
-    cdef socklen_t addrlen
-    cdef object address
 
     cdef int _result(self, int res, uint32_t flags) except -1:
         fut = self.fut
@@ -296,15 +282,6 @@ cdef class _ConnectOp(_SockOp):
 
 cdef class _MsgOp(_SockOp):
     """RECVMSG / SENDMSG with their msghdr, iovec and address storage."""
-    cdef msghdr msg
-    cdef iovec iov
-    cdef sockaddr_storage addr
-    cdef char *mem
-    cdef size_t cap
-    cdef Py_buffer view
-    cdef bint has_view
-    cdef bint is_send
-    cdef object target
 
     def __dealloc__(self):
         if self.mem != NULL:
@@ -387,9 +364,6 @@ cdef class _MsgOp(_SockOp):
 cdef class _ReadOp(_Op):
     """READ of a file into a bounce buffer (sendfile's file side); the
     awaiting coroutine copies the bytes out and returns the buffer."""
-    cdef char *mem
-    cdef size_t cap
-    cdef size_t n
 
     def __dealloc__(self):
         if self.mem != NULL:
@@ -407,7 +381,7 @@ cdef class _ReadOp(_Op):
         return 0
 
 
-cdef int _check_sock(LoopCore loop, sock) except -1:
+cdef int _check_sock(_LoopSock loop, sock) except -1:
     if loop._closed:
         raise RuntimeError('Event loop is closed')
     if isinstance(sock, _ssl_SSLSocket):

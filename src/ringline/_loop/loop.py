@@ -7,7 +7,7 @@ Server object, TLS via SSLProtocol, subprocess plumbing, executors, DNS in a
 thread) is reused unchanged on top of our hooks.
 
 Lifecycle: Loop() sets up its driver -- an io_uring ring, or the poll driver
-(epoll) when io_uring is unavailable or not wanted (see _backend.py; forcing
+(epoll) when io_uring is unavailable or not wanted (see backend.py; forcing
 io_uring where the kernel refuses raises BackendUnavailable naming the
 reason); run_forever/run_until_complete drive it; close() releases the
 executor, signal handlers, every in-flight operation and the driver.
@@ -31,7 +31,8 @@ from asyncio import (base_events, base_subprocess, constants, coroutines, events
                      exceptions, futures, sslproto, tasks, unix_events)
 from asyncio.log import logger
 
-from . import _backend, _core
+from .. import _core
+from . import backend as _backend
 
 __all__ = ["Loop"]
 

@@ -1,0 +1,654 @@
+# ringline._core: the declarations of every extension type of the native
+# core, apart from their bodies (which live in the .pxi files _core.pyx
+# includes, named in the section headers below).
+#
+# Reading order: the driver layer (_c/), then the loop core's class chain
+#   _LoopSched (sched.pxi: ready queue, timer heap, call_* API)
+#     -> _LoopOps (ops.pxi: driver, operation table, dispatch)
+#       -> _LoopSock (sockapi.pxi: sock_* API, stashes)
+#         -> LoopCore (iteration.pxi: the loop turn, readers/writers, signals)
+# then the operations and transports over it (_loop/), then the native
+# connection API (_conn/). Every operation is an _Op: it holds whatever the
+# kernel may touch until its final completion (invariant 1).
+
+include "_c/decl.pxi"
+
+
+ctypedef struct TEntry:         # a timer heap entry
+    double when
+    uint64_t seq                # scheduling order: ties run first-come
+    PyObject *h                 # the TimerHandle (one strong reference)
+
+ctypedef struct _rl_timespec:   # struct __kernel_timespec (LINK_TIMEOUT)
+    int64_t tv_sec
+    long long tv_nsec
+
+
+# ---- _loop/sched.pxi ---------------------------------------------------------
+
+cdef class Handle:
+    cdef object callback
+    cdef object args
+    cdef object context
+    cdef _LoopSched loop
+    cdef bint cancelled_
+    cdef object source_tb
+    cdef object repr_cache
+    cdef bint is_timer
+    cdef object __weakref__     # asyncio.Handle is weak-referenceable
+    cdef inline int _run(self) except -1
+    cdef int _report(self, object exc, object cb, object args) except -1
+
+cdef class TimerHandle(Handle):
+    cdef double when_
+    cdef bint scheduled      # currently in the loop's timer heap
+    cdef bint __eq_(self, TimerHandle o)
+
+cdef class _LoopSched:
+    # ready queue (circular): rq[(rq_head + i) & (rq_cap - 1)], one reference each
+    cdef PyObject **rq
+    cdef Py_ssize_t rq_head, rq_len, rq_cap
+    # timer heap, ordered by (when, seq)
+    cdef TEntry *th
+    cdef Py_ssize_t th_len, th_cap
+    cdef uint64_t th_seq
+    # wakeup of a blocked wait (call_soon_threadsafe)
+    cdef int wake_fd
+    cdef bint waiting
+    cdef bint wake_sent      # one eventfd write per wait is enough
+    # public asyncio-compatible state
+    cdef public bint _closed
+    cdef public bint _stopping
+    cdef public bint _debug
+    cdef public object _thread_id
+    cdef public Py_ssize_t _timer_cancelled_count
+    cdef public double slow_callback_duration
+    cdef public object _current_handle
+    cdef public double _clock_resolution
+    cdef object __weakref__
+    cdef int _push_ready(self, Handle h) except -1
+    cdef inline PyObject *_pop_ready(self)
+    cdef int _heap_push(self, TimerHandle h) except -1
+    cdef PyObject *_heap_pop(self)
+    cdef int _heap_rebuild(self) except -1
+    cdef void _timer_cancelled(self, TimerHandle h)
+    cdef inline int _check_closed_c(self) except -1
+    cdef TimerHandle _call_at(self, double when, object callback, object args, object context, int depth)
+    cdef inline void _wake(self)
+    cdef inline int _run_handle(self, Handle h) except -1
+    cdef object _new_future(self)
+
+
+# ---- _loop/ops.pxi -----------------------------------------------------------
+
+cdef class _Op:
+    cdef uint64_t ud
+    cdef LoopCore loop
+    cdef object fut
+    cdef bint inflight
+    cdef bint cancelling
+    cdef int fd
+    cdef uint64_t epoch      # loop.sq_epoch when its SQE was queued
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _WakeOp(_Op):
+    cdef uint64_t value
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _LoopOps(_LoopSched):
+    cdef rl_ring ring
+    cdef rl_polldrv pd
+    cdef bint use_poll          # the poll driver runs this loop, not the ring
+    cdef bint ring_ok           # the driver (either one) is set up
+    cdef public unsigned max_chain_links   # longest linked chain one submission takes
+    cdef public bint closing
+    # operation table: ops[slot] holds one reference while in flight
+    cdef PyObject **ops
+    cdef uint32_t *gens
+    cdef uint32_t *free_slots
+    cdef uint32_t nfree, ops_cap
+    cdef public Py_ssize_t inflight
+    cdef _WakeOp wake_op
+    cdef uint64_t op_counts[64]
+    cdef public uint64_t stale_cqes
+    cdef uint64_t sq_epoch          # driver submissions so far (see _void_queued)
+    cdef list voided                # user_data of ops whose SQE was voided
+    cdef unsigned char probe_ops[256]
+    cdef public int probe_len
+    cdef public bint zc_ok
+    # provided buffer rings: streams (group 1) and datagrams (group 2)
+    cdef rl_pbuf pbuf
+    cdef bint pbuf_ok
+    cdef rl_pbuf dpbuf
+    cdef bint dpbuf_ok
+    cdef public unsigned recv_buffers
+    cdef public unsigned recv_buffer_size
+    # bounce buffers of receive operations, kept for reuse (a fresh malloc of
+    # up to 256 KiB per operation would hit glibc's mmap threshold)
+    cdef char *bcache[8]
+    cdef size_t bcap[8]
+    cdef int bn
+    cdef int _setup_wake(self) except -1
+    cdef int _arm_wake(self) except -1
+    cdef inline io_uring_sqe *_drv_get_sqe(self) noexcept
+    cdef inline int _drv_enter(self, unsigned wait_nr, long long timeout_ns) noexcept nogil
+    cdef inline unsigned _drv_reap(self, io_uring_cqe *out, unsigned max) noexcept
+    cdef int _drv_pbuf_init(self, rl_pbuf *pb, unsigned nbufs, unsigned size, unsigned short bgid) noexcept
+    cdef void _drv_pbuf_exit(self, rl_pbuf *pb) noexcept
+    cdef void _drv_exit(self) noexcept
+    cdef int _grow_ops(self) except -1
+    cdef uint64_t _reg(self, _Op op) except 0
+    cdef io_uring_sqe *_sqe(self, int opcode) except NULL
+    cdef inline unsigned _drv_sq_space(self) noexcept
+    cdef int _sq_reserve(self, unsigned n) except -1
+    cdef int _cancel_op(self, _Op op) except -1
+    cdef bint _void_queued(self, _Op op) except -1
+    cdef int _void_fd(self, int fd) except -1
+    cdef int _cancel_for_close(self, _Op op) except -1
+    cdef inline int _dispatch(self, uint64_t ud, int res, uint32_t flags) except -1
+    cdef int _reap(self) except -1
+    cdef int _ensure_pbuf(self) except -1
+    cdef int _ensure_dpbuf(self) except -1
+    cdef char *_bounce_get(self, size_t size, size_t *cap) except NULL
+    cdef void _bounce_put(self, char *p, size_t cap) noexcept
+    cdef void _bounce_clear(self) noexcept
+
+
+# ---- _loop/fdguard.pxi -------------------------------------------------------
+
+cdef class _SockOp(_Op):
+    cdef object sock
+    cdef bint filed          # in loop.sock_ops
+    cdef bint orphaned       # its socket gave up the fd: drop the result
+    cdef _SockOp fd_prev, fd_next   # the other operations filed under fd
+    cdef int complete(self, int res, uint32_t flags) except -1
+    cdef int _result(self, int res, uint32_t flags) except -1
+    cdef int _release(self, int res) except -1
+
+
+# ---- _loop/sockops.pxi -------------------------------------------------------
+
+cdef class _RecvOp(_SockOp):
+    cdef char *mem
+    cdef size_t cap
+    cdef size_t n
+    cdef object target      # recv_into: the caller's buffer object
+    cdef int _release(self, int res) except -1
+    cdef int _result(self, int res, uint32_t flags) except -1
+
+cdef class _SendOp(_SockOp):
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef size_t offset
+    cdef bint once           # resolve with the byte count after one send
+    cdef object release_waiter   # a cancelled caller waits for the buffer
+    cdef int submit(self) except -1
+    cdef int _release(self, int res) except -1
+    cdef int _result(self, int res, uint32_t flags) except -1
+
+cdef class _AcceptOp(_SockOp):
+    cdef sockaddr_storage addr
+    cdef socklen_t addrlen
+    cdef int _release(self, int res) except -1
+    cdef int _result(self, int res, uint32_t flags) except -1
+
+cdef class _ConnectOp(_SockOp):
+    cdef sockaddr_storage addr
+    cdef socklen_t addrlen
+    cdef object address
+    cdef int _result(self, int res, uint32_t flags) except -1
+
+cdef class _MsgOp(_SockOp):
+    cdef msghdr msg
+    cdef iovec iov
+    cdef sockaddr_storage addr
+    cdef char *mem
+    cdef size_t cap
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef bint is_send
+    cdef object target
+    cdef int submit_recv(self) except -1
+    cdef int _release(self, int res) except -1
+    cdef int _result(self, int res, uint32_t flags) except -1
+    cdef int _complete(self, int res, uint32_t flags) except -1
+
+cdef class _ReadOp(_Op):
+    cdef char *mem
+    cdef size_t cap
+    cdef size_t n
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+
+# ---- _loop/sockapi.pxi -------------------------------------------------------
+
+cdef class _LoopSock(_LoopOps):
+    cdef dict recv_stash, accept_stash
+    cdef dict sock_ops              # fd -> pending sock_* operations (fdguard.pxi)
+    cdef list sock_new              # sock_* operations queued since the last submit
+    cdef double sock_scan_at        # last full check of sock_ops
+    cdef _recv_orphan(self, _RecvOp done, bytes data)
+    cdef _stash_recv(self, sock, data)
+    cdef object _take_stash(self, sock, int fd, Py_ssize_t n)
+    cdef _stash_datagram(self, sock, bytes data, addr)
+    cdef object _take_datagram(self, sock, int fd)
+    cdef _stash_accept(self, sock, int newfd)
+    cdef int _submit_connect(self, _ConnectOp op) except -1
+    cdef _MsgOp _recvmsg_op(self, sock, int fd, Py_ssize_t size)
+
+
+# ---- _loop/iteration.pxi -----------------------------------------------------
+
+cdef class _SignalOp(_Op):
+    cdef unsigned char buf[256]
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _PollOp(_Op):
+    cdef Handle handle
+    cdef uint32_t events
+    cdef bint removed
+    cdef object fileobj      # what add_reader/add_writer was given
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class LoopCore(_LoopSock):
+    cdef _SignalOp sig_op
+    cdef object sig_rsock, sig_wsock
+    cdef public dict _signal_handlers
+    cdef dict readers, writers
+    cdef public uint64_t iterations
+    cdef public uint64_t enobufs
+    cdef public uint64_t skipped_enters
+    cdef list flush_list            # streams and slots with sends to flush
+    cdef list parked                # streams waiting for provided buffers
+    cdef public Py_ssize_t write_hard_cap
+    cdef public Py_ssize_t send_zc_threshold
+    cdef public uint64_t zc_sends
+    cdef public uint64_t zc_notifs
+    cdef public object conn_table   # the native API's connections (_conn/)
+    cdef object tick_cb             # called once per iteration (native runtime)
+    cdef list pre_flush             # one-shot hooks run before the flush (_at_flush)
+    cdef int _wait(self, long long timeout_ns) except -1
+    cdef int _flush_writes(self) except -1
+    cdef int _unpark(self) except -1
+    cdef int _run_once(self) except -1
+    cdef int _run_pre_flush(self) except -1
+    cdef int _arm_poll(self, _PollOp op) except -1
+    cdef _add_poller(self, dict table, fileobj, uint32_t events, callback, tuple args)
+    cdef bint _remove_poller(self, dict table, fileobj) except -1
+    cdef int _arm_signal(self) except -1
+
+
+# ---- _loop/stream.pxi --------------------------------------------------------
+
+cdef class _Flushable:
+    cdef bint flush_scheduled
+    cdef int flush(self) except -1
+    cdef int rearm(self) except -1
+
+cdef class _StreamRecvOp(_Op):
+    cdef _StreamCore owner
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _StreamSendOp(_Op):
+    cdef _StreamCore owner
+    cdef list bufs
+    cdef iovec iov[64]
+    cdef msghdr msg
+    cdef Py_ssize_t nbytes
+    cdef Py_ssize_t off0      # bufs[0] is sent from this offset
+    cdef bint zc              # sent with SEND_ZC / SENDMSG_ZC
+    cdef bint notif_pending   # the kernel still reads the buffers
+    cdef void release(self)
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _StreamCore(_Flushable):
+    cdef LoopCore loop
+    cdef readonly object sock
+    cdef object protocol
+    cdef object transport       # the asyncio.Transport wrapper users see
+    cdef object context
+    cdef object server
+    cdef public dict extra
+    cdef int fd
+    cdef bint is_buffered
+    cdef bint closing
+    cdef bint eof_requested
+    cdef bint eof_sent
+    cdef bint reading_paused
+    cdef bint lost_scheduled
+    cdef bint in_ctx
+    cdef bint protocol_paused
+    cdef bint connected
+    cdef int conn_lost
+    cdef _StreamRecvOp rop
+    cdef _StreamSendOp sop
+    cdef list wq
+    cdef Py_ssize_t wq_off      # wq[0] was partly sent: its first wq_off bytes are out
+    cdef Py_ssize_t wq_bytes
+    cdef Py_ssize_t inflight_bytes
+    cdef public Py_ssize_t high_water
+    cdef public Py_ssize_t low_water
+    cdef public Py_ssize_t hard_cap
+    cdef list pending_data
+    cdef bint replay_pending    # pending_data is being replayed: keep order
+    cdef public object empty_waiter
+    cdef public bint zc_allowed
+    cdef _StreamSendOp spare
+    cdef public int kind            # 0 socket, 1 read pipe, 2 write pipe
+    cdef _PipeWatchOp watch_op
+    cdef inline bint _enter(self) except -1
+    cdef inline int _exit(self, bint entered) except -1
+    cdef int _arm_recv(self) except -1
+    cdef int rearm(self) except -1
+    cdef int _on_recv(self, int res, uint32_t flags) except -1
+    cdef int _deliver(self, char *ptr, Py_ssize_t n) except -1
+    cdef int _on_eof(self) except -1
+    cdef int _stop_recv(self) except -1
+    cdef int flush(self) except -1
+    cdef int _on_sent(self, _StreamSendOp op, int res, uint32_t flags) except -1
+    cdef int _schedule_flush(self) except -1
+    cdef int _send_eof(self) except -1
+    cdef int _maybe_pause_protocol(self) except -1
+    cdef int _maybe_resume_protocol(self) except -1
+    cdef int _send_queued_now(self) except -1
+    cdef int _schedule_connection_lost(self, exc) except -1
+    cdef int _stop_watch(self) except -1
+    cdef int _release(self) except -1
+
+cdef class _PipeWatchOp(_Op):
+    cdef _StreamCore owner
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+
+# ---- _loop/accept.pxi --------------------------------------------------------
+
+cdef class _ListenOp(_Op):
+    cdef object sock
+    cdef object protocol_factory
+    cdef object sslcontext
+    cdef object server
+    cdef object backlog
+    cdef object ssl_handshake_timeout
+    cdef object ssl_shutdown_timeout
+    cdef object context
+    cdef bint stopped
+    cdef int family, stype, proto
+    cdef int arm(self) except -1
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _NListenOp(_Op):
+    cdef object on_fd
+    cdef bint stopped
+    cdef int arm(self) except -1
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+
+# ---- _loop/datagram.pxi ------------------------------------------------------
+
+cdef class _DgramRecvOp(_Op):
+    cdef _DatagramCore owner
+    cdef msghdr msg
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _DgramWholeOp(_DgramRecvOp):
+    cdef iovec iov
+    cdef sockaddr_storage addr
+    cdef char scratch
+    cdef char *buf
+    cdef size_t cap
+    cdef bint peeking
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _DgramSendOp(_Op):
+    cdef _DatagramCore owner
+    cdef msghdr msg
+    cdef iovec iov
+    cdef sockaddr_storage addr
+    cdef bytes data
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _DatagramCore:
+    cdef LoopCore loop
+    cdef readonly object sock
+    cdef object protocol
+    cdef object transport
+    cdef object context
+    cdef public dict extra
+    cdef public object address
+    cdef int fd
+    cdef int family
+    cdef bint whole          # datagrams may exceed the buffer ring's: _DgramWholeOp
+    cdef bint closing
+    cdef bint lost_scheduled
+    cdef bint connected
+    cdef bint protocol_paused
+    cdef int conn_lost
+    cdef _DgramRecvOp rop
+    cdef set sends           # SENDMSG operations in flight
+    cdef Py_ssize_t inflight_bytes
+    cdef Py_ssize_t inflight_ops
+    cdef public Py_ssize_t high_water
+    cdef public Py_ssize_t low_water
+    cdef int _arm_recv(self) except -1
+    cdef int _arm_whole(self, bint peek) except -1
+    cdef int _on_whole(self, int res) except -1
+    cdef int _on_recv(self, int res, uint32_t flags) except -1
+    cdef int _on_sent(self, _DgramSendOp op, int res) except -1
+    cdef int _maybe_pause_protocol(self) except -1
+    cdef int _maybe_resume_protocol(self) except -1
+    cdef int _schedule_connection_lost(self, exc) except -1
+
+
+# ---- _conn/recv.pxi ----------------------------------------------------------
+
+cdef class _NeedAtLeast:
+    cdef readonly Py_ssize_t n
+
+cdef class _Chunk:
+    cdef char *buf
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t vstart, vlen
+
+cdef class _NRecvOp(_Op):
+    cdef _ConnSlot slot
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _ReadWait:
+    cdef public object _asyncio_future_blocking
+    cdef Conn handle
+    cdef object fn
+    cdef bint keep         # with_bytes: views stay valid
+    cdef object cb
+    cdef object cb_ctx
+    cdef object exc        # raised by result() (cancellation)
+    cdef bint parked
+    cdef bint each         # on_data(): fn runs on every arrival, inside the completion
+    cdef Py_ssize_t total  # on_data(): bytes consumed so far
+    cdef int _unpark(self) except -1
+    cdef object _step(self)
+    cdef int _pump(self) except -1
+    cdef bint _consume_each(self) except -1
+    cdef int _wake(self, bint direct) except -1
+
+
+# ---- _conn/slot.pxi ----------------------------------------------------------
+
+cdef class _NSendOp(_Op):
+    cdef _ConnSlot slot
+    cdef list bufs
+    cdef iovec iov[64]
+    cdef msghdr msg
+    cdef Py_ssize_t nbytes
+    cdef Py_ssize_t off0     # bufs[0] is sent from this offset
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _NShutOp(_Op):
+    cdef _ConnSlot slot
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _ConnSlot(_Flushable):
+    cdef LoopCore loop
+    cdef _ConnTable table
+    cdef readonly uint32_t gen
+    cdef readonly int index
+    cdef int fd
+    cdef int state
+    cdef bint fd_closed
+    cdef bint eof
+    cdef object error          # why the connection ended (raised to callers)
+    cdef int nops              # operations (and notifications) in flight
+    cdef int family
+    # receive
+    cdef _Chunk chunk
+    cdef Py_ssize_t start, end
+    cdef Py_ssize_t want
+    cdef _NRecvOp rop
+    cdef bint recv_paused      # accumulator over its cap
+    cdef bint recv_parked      # waiting for provided buffers
+    cdef _ReadWait reader
+    # send
+    cdef list wq
+    cdef Py_ssize_t wq_off   # wq[0] (bytes) was partly sent: wq_off bytes are out
+    cdef Py_ssize_t wq_bytes
+    cdef Py_ssize_t inflight_bytes
+    cdef bint busy             # a send (or chain) is in flight
+    cdef _NSendOp spare
+    cdef object send_waiters   # deque of (end offset, future)
+    cdef long long queued_total
+    cdef long long sent_total
+    cdef bint shut_requested
+    cdef bint shut_sent
+    cdef object peer
+    cdef object cur_send       # the send op (or chain) in flight
+    cdef object __weakref__
+    cdef int _open(self, int fd, int family) except -1
+    cdef int rearm(self) except -1
+    cdef int _arm_recv(self) except -1
+    cdef int _on_recv(self, int res, uint32_t flags) except -1
+    cdef inline bint _chunk_shared(self)
+    cdef int _append(self, char *ptr, Py_ssize_t n) except -1
+    cdef Py_ssize_t _try_consume(self, fn, bint keep, Conn h) except -2
+    cdef int _reserve(self, Py_ssize_t n) except -1
+    cdef int _check_send(self, Conn h) except -1
+    cdef int _admit(self, Py_ssize_t n) except -1
+    cdef int _queue(self, object item, Py_ssize_t n) except -1
+    cdef int flush(self) except -1
+    cdef int _on_sent(self, _NSendOp op, int res) except -1
+    cdef int _after_send(self) except -1
+    cdef int _schedule_flush(self) except -1
+    cdef int _submit_guarded(self, _Guarded g) except -1
+    cdef int _on_guarded_sent(self, _NZcOp op, int res) except -1
+    cdef int _submit_chain(self, _Chain ch) except -1
+    cdef int _poll_next_link(self, _Chain ch) except -1
+    cdef int _on_poll_link(self, _NPollLinkOp op, int res) except -1
+    cdef int _send_shutdown(self) except -1
+    cdef int _wake_reader(self) except -1
+    cdef int _fail_waiters(self, exc) except -1
+    cdef int _fail(self, exc) except -1
+    cdef int _close(self) except -1
+    cdef int _close_fd(self) except -1
+    cdef int _cancel_sends(self) except -1
+    cdef int _maybe_recycle(self) except -1
+
+cdef class _ConnTable:
+    cdef LoopCore loop
+    cdef list slots
+    cdef list free
+    cdef public Py_ssize_t max_send_queue
+    cdef public Py_ssize_t recv_cap
+    cdef public Py_ssize_t zc_threshold
+    cdef public Py_ssize_t max_connections
+    cdef public Py_ssize_t pool_limit
+    cdef public Py_ssize_t chunk_size
+    cdef public Py_ssize_t pool_bytes
+    cdef public Py_ssize_t live
+    cdef public uint64_t opened, closed, dropped_slow, refused
+    cdef public uint64_t parts_copied, parts_zc, zc_guard_sends, chains
+    cdef public uint64_t chunk_copies, recv_pauses
+    cdef _ConnSlot _alloc(self, int fd, int family)
+    cdef int _release(self, _ConnSlot s) except -1
+
+
+# ---- _conn/parts.pxi ---------------------------------------------------------
+
+cdef class ChainState:
+    cdef readonly int total
+    cdef readonly int received
+    cdef readonly Py_ssize_t bytes_sent
+    cdef readonly Py_ssize_t total_bytes
+    cdef readonly int first_error       # 0 or a negative errno
+    cdef readonly int cancelled         # links that reported ECANCELED
+    cdef readonly int short_links       # links the kernel sent only in part
+    cdef readonly int zc_pending
+    cdef readonly int zc_notifs
+    cpdef str on_op(self, int res, Py_ssize_t expected=*)
+    cpdef add_notif(self)
+    cpdef str on_notif(self)
+    cpdef str event(self)
+
+cdef class _Guarded:
+    cdef list parts          # bytes (copies) and memoryviews (guards)
+    cdef Py_ssize_t nbytes
+    cdef object fut
+
+cdef class _NZcOp(_Op):
+    cdef _ConnSlot slot
+    cdef list parts
+    cdef iovec iov[64]
+    cdef msghdr msg
+    cdef Py_ssize_t nbytes
+    cdef bint notif_pending
+    cdef bint op_done
+    cdef _Guarded entry
+    cdef _Chain chain
+    cdef int link
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _Chain:
+    cdef list links          # bytes or memoryview (guard) per link
+    cdef list zc             # bool per link
+    cdef ChainState state
+    cdef object fut
+    cdef list ops            # keep link ops referenced
+    cdef int next_link       # poll backend: next link to send
+    cdef Py_ssize_t link_off # poll backend: bytes of the current link sent
+    cdef bint done_ops
+    cdef int _on_link(self, _ConnSlot slot, int link, int res) except -1
+    cdef int _on_notif(self, _ConnSlot slot) except -1
+    cdef int _ops_done(self, _ConnSlot slot, str ev) except -1
+    cdef int _resolve(self) except -1
+
+cdef class _NPollLinkOp(_Op):
+    cdef _ConnSlot slot
+    cdef _Chain chain
+    cdef object buf
+    cdef Py_ssize_t nbytes
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class SendParts:
+    cdef Conn conn
+    cdef list parts        # (kind, obj): 0 copy (bytes), 1 guard (memoryview)
+    cdef Py_ssize_t nbytes
+    cdef bint submitted
+
+cdef class SendChain:
+    cdef Conn conn
+    cdef list links
+    cdef list zc
+    cdef Py_ssize_t nbytes
+    cdef bint submitted
+
+
+# ---- _conn/conn.pxi ----------------------------------------------------------
+
+cdef class _NConnectOp(_Op):
+    cdef sockaddr_storage addr
+    cdef socklen_t addrlen
+    cdef _rl_timespec ts
+    cdef object address
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class Conn:
+    cdef _ConnSlot slot
+    cdef readonly uint32_t gen
+    cdef inline _ConnSlot _live(self)
