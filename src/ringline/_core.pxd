@@ -96,10 +96,8 @@ cdef class _WakeOp(_Op):
     cdef int complete(self, int res, uint32_t flags) except -1
 
 cdef class _LoopOps(_LoopSched):
-    cdef rl_ring ring
-    cdef rl_polldrv pd
-    cdef bint use_poll          # the poll driver runs this loop, not the ring
-    cdef bint ring_ok           # the driver (either one) is set up
+    cdef rl_driver drv          # the driver (_c/driver.h): ring or poll, and its caps
+    cdef bint ring_ok           # the driver is set up
     cdef public unsigned max_chain_links   # longest linked chain one submission takes
     cdef public bint closing
     # operation table: ops[slot] holds one reference while in flight
@@ -130,16 +128,11 @@ cdef class _LoopOps(_LoopSched):
     cdef int bn
     cdef int _setup_wake(self) except -1
     cdef int _arm_wake(self) except -1
-    cdef inline io_uring_sqe *_drv_get_sqe(self) noexcept
     cdef inline int _drv_enter(self, unsigned wait_nr, long long timeout_ns) noexcept nogil
-    cdef inline unsigned _drv_reap(self, io_uring_cqe *out, unsigned max) noexcept
-    cdef int _drv_pbuf_init(self, rl_pbuf *pb, unsigned nbufs, unsigned size, unsigned short bgid) noexcept
-    cdef void _drv_pbuf_exit(self, rl_pbuf *pb) noexcept
-    cdef void _drv_exit(self) noexcept
     cdef int _grow_ops(self) except -1
     cdef uint64_t _reg(self, _Op op) except 0
     cdef io_uring_sqe *_sqe(self, int opcode) except NULL
-    cdef inline unsigned _drv_sq_space(self) noexcept
+    cdef inline io_uring_sqe *_submit(self, _Op op, int opcode, int fd, const void *addr, size_t length, uint64_t off) except NULL
     cdef int _sq_reserve(self, unsigned n) except -1
     cdef int _cancel_op(self, _Op op) except -1
     cdef bint _void_queued(self, _Op op) except -1
@@ -278,38 +271,54 @@ cdef class LoopCore(_LoopSock):
     cdef int _arm_signal(self) except -1
 
 
-# ---- _loop/stream.pxi --------------------------------------------------------
+# ---- _loop/sendq.pxi ---------------------------------------------------------
 
 cdef class _Flushable:
     cdef bint flush_scheduled
     cdef int flush(self) except -1
     cdef int rearm(self) except -1
 
+cdef class _QSendOp(_Op):
+    cdef _SendQueue owner        # None once its queue let go of it
+    cdef list bufs               # the bytes objects the iovecs point into
+    cdef iovec iov[64]
+    cdef msghdr msg
+    cdef int niov
+    cdef Py_ssize_t nbytes
+    cdef Py_ssize_t off0         # bufs[0] is sent from this offset
+    cdef bint zc                 # sent with SEND_ZC / SENDMSG_ZC
+    cdef bint notif_pending      # the kernel still reads the buffers
+    cdef void release(self)
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _SendQueue(_Flushable):
+    cdef LoopCore loop
+    cdef int fd
+    cdef list wq
+    cdef Py_ssize_t wq_off       # wq[0] was partly sent: its first wq_off bytes are out
+    cdef Py_ssize_t wq_bytes     # queued bytes not sent yet
+    cdef Py_ssize_t inflight_bytes
+    cdef _QSendOp spare
+    cdef int _sent(self, _QSendOp op, int res) except -1
+    cdef bint _join_head(self) except -1
+    cdef inline _QSendOp _take(self)
+    cdef inline int _submit_send(self, _QSendOp op, bint zc) except -1
+    cdef inline int _requeue(self, _QSendOp op, int res) except -1
+
+
+# ---- _loop/stream.pxi --------------------------------------------------------
+
 cdef class _StreamRecvOp(_Op):
     cdef _StreamCore owner
     cdef int complete(self, int res, uint32_t flags) except -1
 
-cdef class _StreamSendOp(_Op):
-    cdef _StreamCore owner
-    cdef list bufs
-    cdef iovec iov[64]
-    cdef msghdr msg
-    cdef Py_ssize_t nbytes
-    cdef Py_ssize_t off0      # bufs[0] is sent from this offset
-    cdef bint zc              # sent with SEND_ZC / SENDMSG_ZC
-    cdef bint notif_pending   # the kernel still reads the buffers
-    cdef void release(self)
-    cdef int complete(self, int res, uint32_t flags) except -1
-
-cdef class _StreamCore(_Flushable):
-    cdef LoopCore loop
+cdef class _StreamCore(_SendQueue):
     cdef readonly object sock
     cdef object protocol
     cdef object transport       # the asyncio.Transport wrapper users see
     cdef object context
     cdef object server
     cdef public dict extra
-    cdef int fd
     cdef bint is_buffered
     cdef bint closing
     cdef bint eof_requested
@@ -321,11 +330,7 @@ cdef class _StreamCore(_Flushable):
     cdef bint connected
     cdef int conn_lost
     cdef _StreamRecvOp rop
-    cdef _StreamSendOp sop
-    cdef list wq
-    cdef Py_ssize_t wq_off      # wq[0] was partly sent: its first wq_off bytes are out
-    cdef Py_ssize_t wq_bytes
-    cdef Py_ssize_t inflight_bytes
+    cdef _QSendOp sop           # the send in flight
     cdef public Py_ssize_t high_water
     cdef public Py_ssize_t low_water
     cdef public Py_ssize_t hard_cap
@@ -333,8 +338,7 @@ cdef class _StreamCore(_Flushable):
     cdef bint replay_pending    # pending_data is being replayed: keep order
     cdef public object empty_waiter
     cdef public bint zc_allowed
-    cdef _StreamSendOp spare
-    cdef public int kind            # 0 socket, 1 read pipe, 2 write pipe
+    cdef public int kind            # _STREAM_SOCKET / _READ_PIPE / _WRITE_PIPE (stream.pxi)
     cdef _PipeWatchOp watch_op
     cdef inline bint _enter(self) except -1
     cdef inline int _exit(self, bint entered) except -1
@@ -345,7 +349,7 @@ cdef class _StreamCore(_Flushable):
     cdef int _on_eof(self) except -1
     cdef int _stop_recv(self) except -1
     cdef int flush(self) except -1
-    cdef int _on_sent(self, _StreamSendOp op, int res, uint32_t flags) except -1
+    cdef int _sent(self, _QSendOp op, int res) except -1
     cdef int _schedule_flush(self) except -1
     cdef int _send_eof(self) except -1
     cdef int _maybe_pause_protocol(self) except -1
@@ -364,22 +368,14 @@ cdef class _PipeWatchOp(_Op):
 
 cdef class _ListenOp(_Op):
     cdef object sock
-    cdef object protocol_factory
-    cdef object sslcontext
-    cdef object server
-    cdef object backlog
-    cdef object ssl_handshake_timeout
-    cdef object ssl_shutdown_timeout
-    cdef object context
-    cdef bint stopped
+    cdef object on_fd            # native listener: on_fd(fd) per connection
+    cdef tuple serve             # create_server: (protocol_factory, sslcontext,
+                                 #   server, backlog, handshake and shutdown timeouts)
+    cdef object context          # create_server: the context serving began in
     cdef int family, stype, proto
-    cdef int arm(self) except -1
-    cdef int complete(self, int res, uint32_t flags) except -1
-
-cdef class _NListenOp(_Op):
-    cdef object on_fd
     cdef bint stopped
     cdef int arm(self) except -1
+    cdef int _report(self, str message, exc) except -1
     cdef int complete(self, int res, uint32_t flags) except -1
 
 
@@ -473,25 +469,14 @@ cdef class _ReadWait:
 
 # ---- _conn/slot.pxi ----------------------------------------------------------
 
-cdef class _NSendOp(_Op):
-    cdef _ConnSlot slot
-    cdef list bufs
-    cdef iovec iov[64]
-    cdef msghdr msg
-    cdef Py_ssize_t nbytes
-    cdef Py_ssize_t off0     # bufs[0] is sent from this offset
-    cdef int complete(self, int res, uint32_t flags) except -1
-
 cdef class _NShutOp(_Op):
     cdef _ConnSlot slot
     cdef int complete(self, int res, uint32_t flags) except -1
 
-cdef class _ConnSlot(_Flushable):
-    cdef LoopCore loop
+cdef class _ConnSlot(_SendQueue):
     cdef _ConnTable table
     cdef readonly uint32_t gen
     cdef readonly int index
-    cdef int fd
     cdef int state
     cdef bint fd_closed
     cdef bint eof
@@ -506,13 +491,8 @@ cdef class _ConnSlot(_Flushable):
     cdef bint recv_paused      # accumulator over its cap
     cdef bint recv_parked      # waiting for provided buffers
     cdef _ReadWait reader
-    # send
-    cdef list wq
-    cdef Py_ssize_t wq_off   # wq[0] (bytes) was partly sent: wq_off bytes are out
-    cdef Py_ssize_t wq_bytes
-    cdef Py_ssize_t inflight_bytes
+    # send (the queue itself: _SendQueue)
     cdef bint busy             # a send (or chain) is in flight
-    cdef _NSendOp spare
     cdef object send_waiters   # deque of (end offset, future)
     cdef long long queued_total
     cdef long long sent_total
@@ -533,14 +513,14 @@ cdef class _ConnSlot(_Flushable):
     cdef int _admit(self, Py_ssize_t n) except -1
     cdef int _queue(self, object item, Py_ssize_t n) except -1
     cdef int flush(self) except -1
-    cdef int _on_sent(self, _NSendOp op, int res) except -1
+    cdef int _sent(self, _QSendOp op, int res) except -1
     cdef int _after_send(self) except -1
     cdef int _schedule_flush(self) except -1
     cdef int _submit_guarded(self, _Guarded g) except -1
     cdef int _on_guarded_sent(self, _NZcOp op, int res) except -1
     cdef int _submit_chain(self, _Chain ch) except -1
-    cdef int _poll_next_link(self, _Chain ch) except -1
-    cdef int _on_poll_link(self, _NPollLinkOp op, int res) except -1
+    cdef int _send_next_link(self, _Chain ch) except -1
+    cdef int _on_link_sent(self, _NLinkOp op, int res) except -1
     cdef int _send_shutdown(self) except -1
     cdef int _wake_reader(self) except -1
     cdef int _fail_waiters(self, exc) except -1
@@ -610,15 +590,15 @@ cdef class _Chain:
     cdef ChainState state
     cdef object fut
     cdef list ops            # keep link ops referenced
-    cdef int next_link       # poll backend: next link to send
-    cdef Py_ssize_t link_off # poll backend: bytes of the current link sent
+    cdef int next_link       # no links in the driver: next link to send
+    cdef Py_ssize_t link_off # no links in the driver: bytes of the current link sent
     cdef bint done_ops
     cdef int _on_link(self, _ConnSlot slot, int link, int res) except -1
     cdef int _on_notif(self, _ConnSlot slot) except -1
     cdef int _ops_done(self, _ConnSlot slot, str ev) except -1
     cdef int _resolve(self) except -1
 
-cdef class _NPollLinkOp(_Op):
+cdef class _NLinkOp(_Op):
     cdef _ConnSlot slot
     cdef _Chain chain
     cdef object buf

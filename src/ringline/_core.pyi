@@ -31,6 +31,11 @@ ParseFn = Callable[[memoryview], ParseResult]
 
 NEED_MORE: int
 
+# what a stream transport runs on (ringline._loop.loop passes one)
+STREAM_SOCKET: int
+STREAM_READ_PIPE: int
+STREAM_WRITE_PIPE: int
+
 
 def need_at_least(n: int) -> _NeedAtLeast: ...
 

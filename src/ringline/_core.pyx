@@ -5,9 +5,11 @@ One extension (so Cython inlines across the parts), declared in _core.pxd
 (every extension type apart from its body) and built from include files,
 one job each, in three layers; imports between them only run downward:
 
-_c/           the driver layer: ring.h (io_uring by raw syscalls), polldrv.h
-              (the same SQE/CQE contract over epoll), amsend.h (the am_send
-              slot of the Conn awaitable), decl.pxi (every C declaration)
+_c/           the driver layer: driver.h (the one driver interface, with
+              capability bits) over ring.h (io_uring by raw syscalls) and
+              polldrv.h (the same SQE/CQE contract over epoll); amsend.h (the
+              am_send slot of the Conn awaitable); decl.pxi (every C
+              declaration, errnos by name)
 _loop/        the asyncio loop over the driver
   sched.pxi     Handle / TimerHandle, ready queue, timer heap, call_* API
   ops.pxi       operations, the operation table, dispatch, the driver calls
@@ -15,6 +17,7 @@ _loop/        the asyncio loop over the driver
   sockops.pxi   the operation objects of the sock_* API, the sockaddr codec
   sockapi.pxi   the sock_* coroutines and the stashes of cancelled results
   iteration.pxi LoopCore: the loop turn, wakeup, readers/writers, signals
+  sendq.pxi     the one send queue of streams and native connections
   stream.pxi    stream transports (TCP, Unix, pipes)
   accept.pxi    listening sockets (multishot ACCEPT)
   datagram.pxi  datagram transports (UDP, Unix datagram)
@@ -44,6 +47,7 @@ include "_loop/fdguard.pxi"
 include "_loop/sockops.pxi"
 include "_loop/sockapi.pxi"
 include "_loop/iteration.pxi"
+include "_loop/sendq.pxi"
 include "_loop/stream.pxi"
 include "_loop/accept.pxi"
 include "_loop/datagram.pxi"

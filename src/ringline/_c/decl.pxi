@@ -1,5 +1,5 @@
 # _c/decl.pxi -- the declarations the native core uses: the driver layer
-# (ring.h, polldrv.h, amsend.h in this folder), libc, the kernel UAPI and
+# (driver.h over ring.h and polldrv.h, and amsend.h, in this folder), libc, the kernel UAPI and
 # the CPython C-API pieces, and the errno values the core tests, by name.
 #
 # Declarations only: no state lives here, nothing runs. Included once, by
@@ -9,6 +9,12 @@ from libc.stdint cimport uint64_t, uint32_t, int64_t, uint16_t, uint8_t, uintptr
 from libc.string cimport memcpy, memmove, memset, strlen
 from libc.stdlib cimport malloc, free, realloc, calloc
 from libc.errno cimport errno
+
+cdef extern from "<errno.h>" nogil:
+    # the errno values the core tests, by name (a completion carries -errno)
+    enum:
+        EINTR, EAGAIN, EIO, EBADF, ENOMEM, EBUSY, EINVAL, ENFILE, EMFILE
+        ETIME, ENOBUFS, EISCONN, ECANCELED
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release,
@@ -173,26 +179,9 @@ cdef extern from "ring.h" nogil:
         unsigned outstanding
         char *mem
 
-    int rl_ring_init(rl_ring *r, unsigned entries, unsigned cq_entries, unsigned mask_flags)
-    void rl_ring_exit(rl_ring *r)
-    io_uring_sqe *rl_get_sqe(rl_ring *r)
-    int rl_enter(rl_ring *r, unsigned wait_nr, long long timeout_ns)
-    unsigned rl_cq_ready(rl_ring *r)
     unsigned rl_sq_pending(rl_ring *r)
-    unsigned rl_sq_unpublished(rl_ring *r)
-    int rl_sq_needs_taskrun(rl_ring *r)
-    int rl_enter_is_noop(rl_ring *r)
-    int rl_ring_void_sqe(rl_ring *r, uint64_t ud)
-    unsigned rl_ring_void_fd(rl_ring *r, int fd, uint64_t *out, unsigned max)
-    io_uring_cqe *rl_cqe_at(rl_ring *r, unsigned head)
-    void rl_cq_advance_to(rl_ring *r, unsigned head)
-    unsigned rl_reap(rl_ring *r, io_uring_cqe *out, unsigned max)
-    int rl_probe(rl_ring *r, unsigned char *ops_out, int max_ops)
     int rl_fake_setup_errno
-    int rl_ring_init_fake(rl_ring *r, unsigned entries, unsigned cq_entries)
     int rl_fake_post(rl_ring *r, uint64_t ud, int res, uint32_t flags)
-    int rl_pbuf_init(rl_ring *r, rl_pbuf *pb, unsigned nbufs, unsigned buf_size, unsigned short bgid)
-    void rl_pbuf_exit(rl_ring *r, rl_pbuf *pb)
     void rl_pbuf_add(rl_pbuf *pb, unsigned short bid)
     void rl_pbuf_publish(rl_pbuf *pb)
     char *rl_pbuf_addr(rl_pbuf *pb, unsigned bid)
@@ -203,47 +192,49 @@ cdef extern from "ring.h" nogil:
     int RL_OP_READ_MULTISHOT
     size_t RL_SUN_PATH_OFFSET
 
-    int IORING_OP_NOP, IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_POLL_ADD
-    int IORING_OP_POLL_REMOVE, IORING_OP_SENDMSG, IORING_OP_RECVMSG
-    int IORING_OP_TIMEOUT, IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL
+    int IORING_OP_NOP, IORING_OP_WRITEV, IORING_OP_POLL_ADD
+    int IORING_OP_SENDMSG, IORING_OP_RECVMSG
+    int IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL
     int IORING_OP_CONNECT, IORING_OP_CLOSE, IORING_OP_READ, IORING_OP_WRITE
-    int IORING_OP_SEND, IORING_OP_RECV, IORING_OP_SHUTDOWN, IORING_OP_SPLICE
-    int IORING_OP_PROVIDE_BUFFERS, IORING_OP_SEND_ZC, IORING_OP_SENDMSG_ZC, IORING_OP_LINK_TIMEOUT
-    int IORING_OP_LAST
-    int IORING_SETUP_SQPOLL, IORING_SETUP_CQSIZE, IORING_SETUP_CLAMP
-    int IORING_SETUP_SUBMIT_ALL, IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG
-    int IORING_SETUP_SINGLE_ISSUER, IORING_SETUP_DEFER_TASKRUN
-    int IORING_CQE_F_MORE, IORING_CQE_F_BUFFER, IORING_CQE_F_NOTIF, IORING_CQE_F_SOCK_NONEMPTY
+    int IORING_OP_SEND, IORING_OP_RECV, IORING_OP_SHUTDOWN
+    int IORING_OP_SEND_ZC, IORING_OP_SENDMSG_ZC, IORING_OP_LINK_TIMEOUT
+    int IORING_CQE_F_MORE, IORING_CQE_F_BUFFER, IORING_CQE_F_NOTIF
     int IORING_CQE_BUFFER_SHIFT
-    int IOSQE_BUFFER_SELECT, IOSQE_IO_LINK, IOSQE_ASYNC, IOSQE_CQE_SKIP_SUCCESS
-    int IORING_RECV_MULTISHOT, IORING_ACCEPT_MULTISHOT, IORING_POLL_ADD_MULTI
-    int IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY
-    int IORING_RECVSEND_POLL_FIRST
-    int IORING_FEAT_EXT_ARG
+    int IOSQE_BUFFER_SELECT, IOSQE_IO_LINK
+    int IORING_RECV_MULTISHOT, IORING_ACCEPT_MULTISHOT
 
-cdef extern from "polldrv.h" nogil:
-    ctypedef struct rl_polldrv:
-        int epfd
-        unsigned sq_entries, sq_len
-        unsigned cq_cap
-        unsigned waiting
-        uint64_t enters
-        uint64_t submitted
-        uint64_t epoll_waits
-        uint64_t epoll_ctls
-        uint64_t rebuilds
-        uint64_t stale_events
-
-    int rl_pd_init(rl_polldrv *d, unsigned entries)
-    void rl_pd_exit(rl_polldrv *d)
-    io_uring_sqe *rl_pd_get_sqe(rl_polldrv *d)
-    int rl_pd_enter(rl_polldrv *d, unsigned wait_nr, long long timeout_ns)
-    unsigned rl_pd_reap(rl_polldrv *d, io_uring_cqe *out, unsigned max)
-    int rl_pd_void_sqe(rl_polldrv *d, uint64_t ud)
-    unsigned rl_pd_void_fd(rl_polldrv *d, int fd, uint64_t *out, unsigned max)
-    int rl_pd_probe(unsigned char *ops_out, int max_ops)
-    int rl_pd_pbuf_init(rl_polldrv *d, rl_pbuf *pb, unsigned nbufs, unsigned buf_size, unsigned short bgid)
-    void rl_pd_pbuf_exit(rl_polldrv *d, rl_pbuf *pb)
+cdef extern from "driver.h" nogil:
+    # the one driver interface (see driver.h): the core never looks at which
+    # driver runs, only at the capability bits
+    ctypedef struct rl_driver:
+        unsigned caps
+        rl_ring ring            # the ring's test harness (fake ring) only
+    unsigned RL_CAP_LINKS, RL_CAP_NOOP_ENTER
+    ctypedef struct rl_drv_info:
+        int fd
+        unsigned setup_flags, features
+        unsigned sq_entries, cq_entries
+        uint64_t enters, submitted
+        int has_epoll
+        uint64_t epoll_waits, epoll_ctls, rebuilds, waiting
+    int rl_drv_init_ring(rl_driver *d, unsigned entries, unsigned cq_entries, unsigned mask_flags)
+    int rl_drv_init_fake(rl_driver *d, unsigned entries, unsigned cq_entries)
+    int rl_drv_init_poll(rl_driver *d, unsigned entries)
+    void rl_drv_exit(rl_driver *d)
+    int rl_drv_probe(rl_driver *d, unsigned char *ops_out, int max_ops)
+    io_uring_sqe *rl_drv_get_sqe(rl_driver *d)
+    int rl_drv_enter(rl_driver *d, unsigned wait_nr, long long timeout_ns)
+    int rl_drv_enter_is_noop(rl_driver *d)
+    unsigned rl_drv_reap(rl_driver *d, io_uring_cqe *out, unsigned max)
+    unsigned rl_drv_sq_entries(rl_driver *d)
+    unsigned rl_drv_sq_pending(rl_driver *d)
+    int rl_drv_void_sqe(rl_driver *d, uint64_t ud)
+    unsigned rl_drv_void_fd(rl_driver *d, int fd, uint64_t *out, unsigned max)
+    int rl_drv_pbuf_init(rl_driver *d, rl_pbuf *pb, unsigned nbufs, unsigned buf_size, unsigned short bgid)
+    void rl_drv_pbuf_exit(rl_driver *d, rl_pbuf *pb)
+    const char *rl_drv_name(rl_driver *d)
+    const char *rl_drv_wait_call(rl_driver *d)
+    void rl_drv_get_info(rl_driver *d, rl_drv_info *out)
 
 cdef extern from "ring.h":
     cdef struct io_uring_recvmsg_out:

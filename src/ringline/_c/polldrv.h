@@ -1,5 +1,6 @@
 /*
- * ringline poll driver: io_uring's submission/completion contract emulated
+ * ringline poll driver (the other driver behind driver.h): io_uring's
+ * submission/completion contract emulated
  * with epoll and non-blocking syscalls (the portable backend).
  *
  * Owns: a submission array the core fills exactly like io_uring SQEs, a

@@ -1,5 +1,6 @@
 /*
- * ringline ring layer: io_uring driven by raw syscalls.
+ * ringline ring layer: io_uring driven by raw syscalls (one of the two
+ * drivers behind driver.h).
  *
  * Owns: ring setup (asking for the best flags the kernel accepts and stepping
  * down when refused), the SQ/CQ mappings, SQE acquisition, submit-and-wait with
@@ -63,9 +64,6 @@
 
 /* Opcodes newer than the 6.1 headers, by number. */
 #define RL_OP_READ_MULTISHOT 49
-#define RL_OP_WAITID 50
-#define RL_OP_BIND 56
-#define RL_OP_LISTEN 57
 
 /* Op flags. */
 #ifndef IORING_RECV_MULTISHOT
@@ -127,7 +125,7 @@ typedef struct rl_ring {
     unsigned fake_log_len, fake_log_cap;
 } rl_ring;
 
-/* Test hook (RINGLINE_FAKE_URING_ERRNO, see _backend.py): when non-zero,
+/* Test hook (RINGLINE_FAKE_URING_ERRNO, see _loop/backend.py): when non-zero,
  * io_uring_setup "fails" with this errno without asking the kernel. */
 static int rl_fake_setup_errno = 0;
 
@@ -281,10 +279,6 @@ static inline unsigned rl_sq_pending(rl_ring *r) {
     return r->sqe_tail - __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE);
 }
 
-static inline unsigned rl_sq_unpublished(rl_ring *r) {
-    return r->sqe_tail - *r->sq_ktail;
-}
-
 static inline void rl_publish(rl_ring *r) {
     __atomic_store_n(r->sq_ktail, r->sqe_tail, __ATOMIC_RELEASE);
 }
@@ -385,18 +379,6 @@ static inline int rl_enter(rl_ring *r, unsigned wait_nr, long long timeout_ns) {
     return ret;
 }
 
-static inline unsigned rl_cq_ready(rl_ring *r) {
-    return __atomic_load_n(r->cq_ktail, __ATOMIC_ACQUIRE) - *r->cq_khead;
-}
-
-static inline struct io_uring_cqe *rl_cqe_at(rl_ring *r, unsigned head) {
-    return &r->cqes[head & r->cq_mask];
-}
-
-static inline void rl_cq_advance_to(rl_ring *r, unsigned head) {
-    __atomic_store_n(r->cq_khead, head, __ATOMIC_RELEASE);
-}
-
 /* Copy up to `max` CQEs out of the ring and release their slots at once, so
  * that dispatching them can never overflow the CQ. */
 static inline unsigned rl_reap(rl_ring *r, struct io_uring_cqe *out, unsigned max) {
@@ -423,11 +405,6 @@ static inline int rl_enter_is_noop(rl_ring *r) {
         return 0;
     return (__atomic_load_n(r->sq_kflags, __ATOMIC_ACQUIRE) &
             (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) == 0;
-}
-
-static inline int rl_sq_needs_taskrun(rl_ring *r) {
-    return (__atomic_load_n(r->sq_kflags, __ATOMIC_RELAXED) &
-            (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
 }
 
 /* Probe: fills ops_out[op] = 1 when supported. Returns the last op + 1 or -errno. */
@@ -580,12 +557,6 @@ static inline void rl_prep_rw(struct io_uring_sqe *sqe, int op, int fd, const vo
     sqe->len = len > RL_MAX_IO_LEN ? RL_MAX_IO_LEN : (unsigned)len;
     sqe->off = off;
     sqe->user_data = ud;
-}
-
-static inline uint64_t rl_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
 static inline double rl_monotonic(void) {

@@ -35,9 +35,9 @@ cdef class _NConnectOp(_Op):
         fut = self.fut
         if fut is None or fut.done():
             return 0
-        if res == 0 or res == -106:     # EISCONN after a retried attempt
+        if res == 0 or res == -EISCONN:     # after a retried attempt
             fut.set_result(None)
-        elif res == -_ECANCELED:
+        elif res == -ECANCELED:
             fut.set_exception(TimeoutError(f'connect to {self.address!r} timed out'))
         else:
             fut.set_exception(OSError(-res, f'connect to {self.address!r} failed: '
@@ -330,23 +330,19 @@ def _connect_fd(LoopCore loop, int fd, int family, address, timeout):
         t = timeout
         if not (t >= 0):
             raise ValueError(f'timeout must be >= 0, got {timeout!r}')
-        if not loop.use_poll:
+        if loop.drv.caps & RL_CAP_LINKS:
             loop._sq_reserve(2)   # CONNECT + LINK_TIMEOUT in one submission
     fut = op.fut = loop._new_future()
-    sqe = loop._sqe(IORING_OP_CONNECT)
-    sqe.fd = fd
-    sqe.addr = <uint64_t><uintptr_t>&op.addr
-    sqe.off = op.addrlen
-    sqe.user_data = loop._reg(op)
+    sqe = loop._submit(op, IORING_OP_CONNECT, fd, &op.addr, 0, op.addrlen)
     if timeout is not None:
-        if loop.use_poll:
+        if not (loop.drv.caps & RL_CAP_LINKS):
+            # no linked timeout in this driver: a timer cancels the connect
             loop.call_later(t, _connect_timed_out, op)
         else:
             sqe.flags = IOSQE_IO_LINK
             op.ts.tv_sec = <int64_t>t
             op.ts.tv_nsec = <long long>((t - <double>op.ts.tv_sec) * 1e9)
-            sqe = loop._sqe(IORING_OP_LINK_TIMEOUT)
-            rl_prep_rw(sqe, IORING_OP_LINK_TIMEOUT, -1, &op.ts, 1, 0, RL_UD_IGNORE)
+            loop._submit(None, IORING_OP_LINK_TIMEOUT, -1, &op.ts, 1, 0)
     return fut, op
 
 

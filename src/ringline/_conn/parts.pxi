@@ -4,7 +4,7 @@
 # sent as one queue entry, _Guarded, by SENDMSG_ZC ops, _NZcOp), SendChain
 # (conn.send_chain(): linked SEND/SEND_ZC links, _Chain, submitted whole or
 # not at all; links the driver cannot link are sent one by one with
-# _NPollLinkOp), and ChainState / ChainResult (the accounting of one chain's
+# _NLinkOp), and ChainState / ChainResult (the accounting of one chain's
 # completions and notifications, and what its future resolves to).
 #
 # Lifecycle: built by the user, submitted once (a second submit raises),
@@ -33,7 +33,7 @@ cdef class ChainState:
             if expected >= 0 and res < expected:
                 self.short_links += 1
         else:
-            if res == -_ECANCELED:
+            if res == -ECANCELED:
                 self.cancelled += 1
             if self.first_error == 0:
                 self.first_error = res
@@ -115,8 +115,8 @@ cdef class _NZcOp(_Op):
 
 
 cdef class _Chain:
-    """A queue entry of linked sends (IO_LINK on io_uring; one after the
-    other on the poll backend) with one aggregate result."""
+    """A queue entry of linked sends (IO_LINK where the driver links; one
+    after the other where it does not) with one aggregate result."""
 
     cdef int _on_link(self, _ConnSlot slot, int link, int res) except -1:
         cdef Py_ssize_t expected = len(self.links[link])
@@ -142,7 +142,7 @@ cdef class _Chain:
             self._resolve()
         if self.state.bytes_sent < self.state.total_bytes:
             # the peer got part of the chain: the stream cannot continue
-            if self.state.first_error != 0 and self.state.first_error != -_ECANCELED:
+            if self.state.first_error != 0 and self.state.first_error != -ECANCELED:
                 err = _oserror(-self.state.first_error)
             else:
                 err = ConnectionDropped(
@@ -164,13 +164,13 @@ cdef class _Chain:
         return 0
 
 
-cdef class _NPollLinkOp(_Op):
+cdef class _NLinkOp(_Op):
     """Poll backend: one link of a chain (or its remainder) as a plain SEND."""
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         cdef _ConnSlot slot = self.slot
         slot.nops -= 1
-        slot._on_poll_link(self, res)
+        slot._on_link_sent(self, res)
         slot._maybe_recycle()
         return 0
 

@@ -2,7 +2,7 @@
 #
 # Owns: _ConnSlot (fd, receive accumulator, the multishot RECV, the send
 # queue and its single in-flight send, guarded sends and chains, shutdown
-# and close) with its send and shutdown ops (_NSendOp, _NShutOp), and
+# and close) with its shutdown op (_NShutOp; the send queue is sendq.pxi's _SendQueue), and
 # _ConnTable (one per loop: the slots, their free list, the per-loop knobs
 # -- send queue limit, accumulator cap, zero-copy threshold, connection
 # limit, send pool budget -- and counters).
@@ -17,13 +17,6 @@
 # at is held by the op until its final completion (invariant 1); the fd is
 # closed only when `nops` is zero; a slot's generation changes when it is
 # freed, so a stale Conn handle never reaches the connection reusing it.
-
-
-cdef class _NSendOp(_Op):
-    """A SEND/SENDMSG of queued bytes (copy path); reused per slot."""
-
-    cdef int complete(self, int res, uint32_t flags) except -1:
-        return self.slot._on_sent(self, res)
 
 
 cdef class _NShutOp(_Op):
@@ -44,7 +37,7 @@ cdef int _S_DEAD = 2        # dropped / failed / aborted
 cdef int _S_FREE = 3        # fd closed, slot on the free list
 
 
-cdef class _ConnSlot(_Flushable):
+cdef class _ConnSlot(_SendQueue):
 
     cdef int _open(self, int fd, int family) except -1:
         self.fd = fd
@@ -75,8 +68,6 @@ cdef class _ConnSlot(_Flushable):
             self.rop.loop = self.loop
             self.rop.slot = self
         self.rop.fd = fd
-        if self.spare is not None:
-            self.spare.fd = fd
         return 0
 
     # -- receive --
@@ -90,12 +81,10 @@ cdef class _ConnSlot(_Flushable):
         if self.rop.inflight or self.state != _S_OPEN or self.eof or self.recv_paused:
             return 0
         self.loop._ensure_pbuf()
-        sqe = self.loop._sqe(IORING_OP_RECV)
+        sqe = self.loop._submit(self.rop, IORING_OP_RECV, self.fd, NULL, 0, 0)
         sqe.ioprio = IORING_RECV_MULTISHOT
-        sqe.fd = self.fd
         sqe.flags = IOSQE_BUFFER_SELECT
         sqe.buf_group = self.loop.pbuf.bgid
-        sqe.user_data = self.loop._reg(self.rop)
         self.nops += 1
         return 0
 
@@ -114,14 +103,14 @@ cdef class _ConnSlot(_Flushable):
                 rl_pbuf_publish(&loop.pbuf)
         elif res == 0:
             self.eof = True
-        elif res == -_ENOBUFS:
+        elif res == -ENOBUFS:
             loop.enobufs += 1
             if self.state == _S_OPEN and not self.recv_parked:
                 self.recv_parked = True
                 loop.parked.append(self)
             self._maybe_recycle()
             return 0
-        elif res == -_ECANCELED:
+        elif res == -ECANCELED:
             if self.state == _S_OPEN and not self.recv_paused and not self.eof:
                 self._arm_recv()
             self._maybe_recycle()
@@ -324,10 +313,7 @@ cdef class _ConnSlot(_Flushable):
         return 0
 
     cdef int flush(self) except -1:
-        cdef _NSendOp op
-        cdef Py_ssize_t i, k, total = 0, ln, nq
-        cdef io_uring_sqe *sqe
-        cdef bytes b
+        cdef _QSendOp op
         cdef list wq = self.wq
         self.flush_scheduled = False
         if self.busy or not wq or self.state == _S_DEAD or self.state == _S_FREE:
@@ -339,109 +325,41 @@ cdef class _ConnSlot(_Flushable):
         if type(first) is _Chain:
             del wq[0]
             return self._submit_chain(<_Chain>first)
-        nq = len(wq)
-        k = 0
-        while k < nq and type(wq[k]) is bytes:
-            k += 1
-        if k > _MAX_IOV:
-            # a deep pipeline: gather everything into one buffer rather than
-            # sending 64 iovecs per completion round
-            if self.wq_off:
-                wq[0] = (<bytes>wq[0])[self.wq_off:]
-                self.wq_off = 0
-            joined = b''.join(wq[:k])
-            del wq[:k]
-            wq.insert(0, joined)
-            nq = len(wq)
-            k = 1
-        op = self.spare
-        if op is None:
-            op = _NSendOp.__new__(_NSendOp)
-            op.loop = self.loop
-            op.slot = self
-            op.fd = self.fd
-        else:
-            self.spare = None
-        if k == nq:
-            op.bufs = wq
-            self.wq = []
-        else:
-            op.bufs = wq[:k]
-            del wq[:k]
-        for i in range(k):
-            b = <bytes>op.bufs[i]
-            ln = len(b)
-            op.iov[i].iov_base = PyBytes_AS_STRING(b)
-            op.iov[i].iov_len = ln
-            total += ln
-        # a partly sent head continues from its offset, without a copy
-        op.off0 = self.wq_off
-        self.wq_off = 0
-        op.iov[0].iov_base = <char*>op.iov[0].iov_base + op.off0
-        op.iov[0].iov_len -= op.off0
-        total -= op.off0
-        op.nbytes = total
-        self.wq_bytes -= total
-        self.inflight_bytes = total
+        op = self._take()
         self.busy = True
         self.cur_send = op
         self.nops += 1
-        if k == 1:
-            sqe = self.loop._sqe(IORING_OP_SEND)
-            rl_prep_rw(sqe, IORING_OP_SEND, self.fd, op.iov[0].iov_base,
-                       op.iov[0].iov_len, 0, self.loop._reg(op))
-        else:
-            op.msg.msg_iov = op.iov
-            op.msg.msg_iovlen = k
-            sqe = self.loop._sqe(IORING_OP_SENDMSG)
-            rl_prep_rw(sqe, IORING_OP_SENDMSG, self.fd, &op.msg, 1, 0, self.loop._reg(op))
-        sqe.msg_flags = MSG_NOSIGNAL
-        return 0
+        return self._submit_send(op, False)
 
-    cdef int _on_sent(self, _NSendOp op, int res) except -1:
-        cdef Py_ssize_t sent, i, ln
+    cdef int _sent(self, _QSendOp op, int res) except -1:
         self.nops -= 1
         self.busy = False
         self.cur_send = None
         self.inflight_bytes = 0
         if res == 0 and op.nbytes > 0:
-            res = -_EIO   # no progress on a non-empty send is an error, never a retry
+            res = -EIO   # no progress on a non-empty send is an error, never a retry
         if self.state == _S_DEAD or self.state == _S_FREE:
-            op.bufs = None
+            op.release()
             self.spare = op
             self.table.pool_bytes -= op.nbytes
             self._maybe_recycle()
             return 0
         if res < 0:
-            if res == -11 or res == -4:
-                self.wq[0:0] = op.bufs
-                self.wq_off = op.off0
-                self.wq_bytes += op.nbytes
-                op.bufs = None
+            if res == -EAGAIN or res == -EINTR:
+                self._requeue(op, res)
+                op.release()
                 self.spare = op
                 self._schedule_flush()
                 return 0
-            op.bufs = None
+            op.release()
             self.spare = op
             self.table.pool_bytes -= op.nbytes
             self._fail(_oserror(-res))
             self._maybe_recycle()
             return 0
-        sent = res
-        if sent < op.nbytes:
-            # the first buffer not sent whole goes back as the head with the
-            # offset reached (no copy of the rest)
-            sent += op.off0
-            i = 0
-            ln = len(<bytes>op.bufs[0])
-            while sent >= ln:
-                sent -= ln
-                i += 1
-                ln = len(<bytes>op.bufs[i])
-            self.wq[0:0] = op.bufs[i:]
-            self.wq_off = sent
-            self.wq_bytes += op.nbytes - res
-        op.bufs = None
+        if res < op.nbytes:
+            self._requeue(op, res)
+        op.release()
         self.spare = op
         self.sent_total += res
         self.table.pool_bytes -= res
@@ -496,8 +414,7 @@ cdef class _ConnSlot(_Flushable):
         self.busy = True
         self.cur_send = op
         self.nops += 1
-        sqe = self.loop._sqe(IORING_OP_SENDMSG_ZC)
-        rl_prep_rw(sqe, IORING_OP_SENDMSG_ZC, self.fd, &op.msg, 1, 0, self.loop._reg(op))
+        sqe = self.loop._submit(op, IORING_OP_SENDMSG_ZC, self.fd, &op.msg, 1, 0)
         sqe.msg_flags = MSG_NOSIGNAL | MSG_WAITALL
         return 0
 
@@ -531,7 +448,7 @@ cdef class _ConnSlot(_Flushable):
         cdef _NZcOp zop
         cdef Py_buffer view
         cdef Py_ssize_t total = ch.state.total_bytes
-        if not self.loop.use_poll:
+        if self.loop.drv.caps & RL_CAP_LINKS:
             # the whole chain reaches the kernel in one submission or not at
             # all (invariant 9): room for every link first, before any state
             # changes, so a chain that cannot fit fails alone and the
@@ -551,10 +468,11 @@ cdef class _ConnSlot(_Flushable):
         self.busy = True
         self.cur_send = ch
         ch.ops = []
-        if self.loop.use_poll:
+        if not (self.loop.drv.caps & RL_CAP_LINKS):
+            # the driver does not link: the links go out one by one
             ch.next_link = 0
             ch.link_off = 0
-            return self._poll_next_link(ch)
+            return self._send_next_link(ch)
         for i in range(n):
             part = ch.links[i]
             zop = _NZcOp.__new__(_NZcOp)
@@ -572,27 +490,23 @@ cdef class _ConnSlot(_Flushable):
             ch.ops.append(zop)
             self.nops += 1
             if ch.zc[i]:
-                sqe = self.loop._sqe(IORING_OP_SEND_ZC)
-                rl_prep_rw(sqe, IORING_OP_SEND_ZC, self.fd, zop.iov[0].iov_base,
-                           zop.iov[0].iov_len, 0, self.loop._reg(zop))
+                sqe = self.loop._submit(zop, IORING_OP_SEND_ZC, self.fd, zop.iov[0].iov_base, zop.iov[0].iov_len, 0)
             else:
-                sqe = self.loop._sqe(IORING_OP_SEND)
-                rl_prep_rw(sqe, IORING_OP_SEND, self.fd, zop.iov[0].iov_base,
-                           zop.iov[0].iov_len, 0, self.loop._reg(zop))
+                sqe = self.loop._submit(zop, IORING_OP_SEND, self.fd, zop.iov[0].iov_base, zop.iov[0].iov_len, 0)
             sqe.msg_flags = MSG_NOSIGNAL | MSG_WAITALL
             if i + 1 < n:
                 sqe.flags = IOSQE_IO_LINK
         self.table.chains += 1
         return 0
 
-    cdef int _poll_next_link(self, _Chain ch) except -1:
-        cdef _NPollLinkOp op
+    cdef int _send_next_link(self, _Chain ch) except -1:
+        cdef _NLinkOp op
         cdef io_uring_sqe *sqe
         cdef Py_buffer view
         part = ch.links[ch.next_link]
         if ch.link_off:
             part = memoryview(part)[ch.link_off:]
-        op = _NPollLinkOp.__new__(_NPollLinkOp)
+        op = _NLinkOp.__new__(_NLinkOp)
         op.loop = self.loop
         op.slot = self
         op.fd = self.fd
@@ -600,39 +514,37 @@ cdef class _ConnSlot(_Flushable):
         op.buf = part
         PyObject_GetBuffer(part, &view, PyBUF_SIMPLE)
         op.nbytes = view.len
-        sqe = self.loop._sqe(IORING_OP_SEND)
-        rl_prep_rw(sqe, IORING_OP_SEND, self.fd, view.buf, <size_t>view.len, 0,
-                   self.loop._reg(op))
+        sqe = self.loop._submit(op, IORING_OP_SEND, self.fd, view.buf, <size_t>view.len, 0)
         PyBuffer_Release(&view)
         sqe.msg_flags = MSG_NOSIGNAL
         self.nops += 1
         ch.ops.append(op)
         return 0
 
-    cdef int _on_poll_link(self, _NPollLinkOp op, int res) except -1:
-        # the poll backend runs a chain link by link with the same aggregate
-        # result as IO_LINK: the first failure cancels the links after it
+    cdef int _on_link_sent(self, _NLinkOp op, int res) except -1:
+        # a driver without links runs a chain link by link with the same
+        # aggregate result as IO_LINK: the first failure cancels the links after it
         cdef _Chain ch = op.chain
         cdef Py_ssize_t i, n = len(ch.links)
         cdef Py_ssize_t link_len = len(ch.links[ch.next_link])
         if self.state == _S_DEAD or self.state == _S_FREE:
-            res = -_ECANCELED if res >= 0 else res
+            res = -ECANCELED if res >= 0 else res
         if res == 0 and op.nbytes > 0:
-            res = -_EIO   # no progress is an error, never a retry
+            res = -EIO   # no progress is an error, never a retry
         if res >= 0 and ch.link_off + res < link_len:
             ch.link_off += res
-            return self._poll_next_link(ch)
+            return self._send_next_link(ch)
         if res >= 0:
             ev = ch.state.on_op(<int>(ch.link_off + res), link_len)
         else:
             ch.state.bytes_sent += ch.link_off
             ev = ch.state.on_op(res, link_len)
             for i in range(ch.next_link + 1, n):
-                ev = ch.state.on_op(-_ECANCELED, -1)
+                ev = ch.state.on_op(-ECANCELED, -1)
         ch.link_off = 0
         ch.next_link += 1
         if ev == 'pending':
-            return self._poll_next_link(ch)
+            return self._send_next_link(ch)
         return ch._ops_done(self, ev)
 
     cdef int _send_shutdown(self) except -1:
@@ -643,10 +555,7 @@ cdef class _ConnSlot(_Flushable):
         op.loop = self.loop
         op.slot = self
         op.fd = self.fd
-        sqe = self.loop._sqe(IORING_OP_SHUTDOWN)
-        sqe.fd = self.fd
-        sqe.len = SHUT_WR
-        sqe.user_data = self.loop._reg(op)
+        self.loop._submit(op, IORING_OP_SHUTDOWN, self.fd, NULL, SHUT_WR, 0)
         self.nops += 1
         return 0
 
@@ -718,9 +627,7 @@ cdef class _ConnSlot(_Flushable):
                 self._cancel_sends()
             return 0
         self.fd_closed = True
-        sqe = self.loop._sqe(IORING_OP_CLOSE)
-        sqe.fd = self.fd
-        sqe.user_data = RL_UD_IGNORE
+        self.loop._submit(None, IORING_OP_CLOSE, self.fd, NULL, 0, 0)
         self.table.closed += 1
         self._maybe_recycle()
         return 0

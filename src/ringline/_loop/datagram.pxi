@@ -76,14 +76,10 @@ cdef class _DatagramCore:
         self.loop._ensure_dpbuf()
         self.rop.msg.msg_namelen = sizeof(sockaddr_storage)
         self.rop.msg.msg_controllen = 0
-        sqe = self.loop._sqe(IORING_OP_RECVMSG)
-        sqe.fd = self.fd
-        sqe.addr = <uint64_t><uintptr_t>&self.rop.msg
-        sqe.len = 1
+        sqe = self.loop._submit(self.rop, IORING_OP_RECVMSG, self.fd, &self.rop.msg, 1, 0)
         sqe.ioprio = IORING_RECV_MULTISHOT
         sqe.flags = IOSQE_BUFFER_SELECT
         sqe.buf_group = self.loop.dpbuf.bgid
-        sqe.user_data = self.loop._reg(self.rop)
         return 0
 
     def _rearm(self):
@@ -104,8 +100,7 @@ cdef class _DatagramCore:
             op.msg.msg_namelen = sizeof(sockaddr_storage)
         op.msg.msg_iov = &op.iov
         op.msg.msg_iovlen = 1
-        sqe = self.loop._sqe(IORING_OP_RECVMSG)
-        rl_prep_rw(sqe, IORING_OP_RECVMSG, self.fd, &op.msg, 1, 0, self.loop._reg(op))
+        sqe = self.loop._submit(op, IORING_OP_RECVMSG, self.fd, &op.msg, 1, 0)
         if peek:
             sqe.msg_flags = MSG_PEEK | MSG_TRUNC    # the result is the whole length
         return 0
@@ -114,9 +109,9 @@ cdef class _DatagramCore:
         cdef _DgramWholeOp op = <_DgramWholeOp>self.rop
         cdef size_t need
         cdef char *nbuf
-        if self.closing or res == -_ECANCELED:
+        if self.closing or res == -ECANCELED:
             return 0
-        if res == -11 or res == -4:           # EAGAIN / EINTR: ask again
+        if res == -EAGAIN or res == -EINTR:    # ask again
             return self._arm_whole(op.peeking)
         if res < 0:
             self.protocol.error_received(_oserror(-res))
@@ -183,11 +178,11 @@ cdef class _DatagramCore:
             finally:
                 rl_pbuf_add(&loop.dpbuf, <unsigned short>bid)
                 rl_pbuf_publish(&loop.dpbuf)
-        elif res == -_ENOBUFS:
+        elif res == -ENOBUFS:
             loop.enobufs += 1
             loop.call_soon(self._rearm)
             return 0
-        elif res == -_ECANCELED:
+        elif res == -ECANCELED:
             return 0
         elif res < 0 and not self.closing:
             PyContext_Enter(self.context)
@@ -240,8 +235,7 @@ cdef class _DatagramCore:
         op.msg.msg_namelen = alen
         op.msg.msg_iov = &op.iov
         op.msg.msg_iovlen = 1
-        sqe = self.loop._sqe(IORING_OP_SENDMSG)
-        rl_prep_rw(sqe, IORING_OP_SENDMSG, self.fd, &op.msg, 1, 0, self.loop._reg(op))
+        sqe = self.loop._submit(op, IORING_OP_SENDMSG, self.fd, &op.msg, 1, 0)
         sqe.msg_flags = MSG_NOSIGNAL
         self.sends.add(op)
         self.inflight_bytes += len(op.data)
@@ -253,7 +247,7 @@ cdef class _DatagramCore:
         self.inflight_ops -= 1
         if self.protocol is None:
             return 0         # cancelled by abort(): connection_lost was called
-        if res < 0 and res != -_ECANCELED and not self.lost_scheduled:
+        if res < 0 and res != -ECANCELED and not self.lost_scheduled:
             PyContext_Enter(self.context)
             try:
                 self.protocol.error_received(_oserror(-res))

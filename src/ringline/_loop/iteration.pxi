@@ -38,9 +38,9 @@ cdef class _SignalOp(_Op):
         if res > 0:
             for i in range(res):
                 loop._handle_signal(self.buf[i])
-        if loop.closing or res == -125:  # ECANCELED
+        if loop.closing or res == -ECANCELED:
             return 0
-        if res < 0 and res != -11 and res != -4:
+        if res < 0 and res != -EAGAIN and res != -EINTR:
             return 0
         loop._arm_signal()
         return 0
@@ -53,7 +53,7 @@ cdef class _PollOp(_Op):
     cdef int complete(self, int res, uint32_t flags) except -1:
         if self.removed:
             return 0
-        if res == -125:  # ECANCELED
+        if res == -ECANCELED:
             return 0
         if self.handle.cancelled_:
             return 0
@@ -86,7 +86,7 @@ cdef class LoopCore(_LoopSock):
         if self.sock_ops:
             timeout_ns = _sock_ops_scan(self, timeout_ns)
         if timeout_ns == 0:
-            if not self.use_poll and rl_enter_is_noop(&self.ring):
+            if rl_drv_enter_is_noop(&self.drv):
                 self.skipped_enters += 1
                 return 0      # nothing to submit, reap or run: skip the syscall
             ret = self._drv_enter(0, 0)
@@ -102,10 +102,10 @@ cdef class LoopCore(_LoopSock):
             # blocking wait (a flag test when none is pending).
             PyErr_CheckSignals()
         if ret < 0:
-            if ret == -4:  # EINTR
+            if ret == -EINTR:
                 PyErr_CheckSignals()
-            elif ret != -62 and ret != -16 and ret != -11:  # ETIME, EBUSY, EAGAIN
-                raise _oserror(-ret, ('epoll_wait' if self.use_poll else 'io_uring_enter')
+            elif ret != -ETIME and ret != -EBUSY and ret != -EAGAIN:
+                raise _oserror(-ret, rl_drv_wait_call(&self.drv).decode()
                                + ' failed: ' + _os.strerror(-ret))
         return 0
 
@@ -327,12 +327,12 @@ cdef class LoopCore(_LoopSock):
         self.sock_new = []
         if self.inflight == 0:
             if self.pbuf_ok:
-                self._drv_pbuf_exit(&self.pbuf)
+                rl_drv_pbuf_exit(&self.drv, &self.pbuf)
                 self.pbuf_ok = False
             if self.dpbuf_ok:
-                self._drv_pbuf_exit(&self.dpbuf)
+                rl_drv_pbuf_exit(&self.drv, &self.dpbuf)
                 self.dpbuf_ok = False
-            self._drv_exit()
+            rl_drv_exit(&self.drv)
             self.ring_ok = False
             if self.wake_fd >= 0:
                 c_close(self.wake_fd)
@@ -346,16 +346,14 @@ cdef class LoopCore(_LoopSock):
 
     def _accepted(self, _ListenOp lop, int fd):
         conn = _socket.socket(lop.family, lop.stype | SOCK_NONBLOCK, lop.proto, fileno=fd)
+        protocol_factory, sslcontext, server, backlog, hs_timeout, sd_timeout = lop.serve
         ctx = lop.context.copy()
-        ctx.run(self._accept_connection, lop.protocol_factory, conn, lop.sslcontext,
-                lop.server, lop.backlog, lop.ssl_handshake_timeout,
-                lop.ssl_shutdown_timeout)
+        ctx.run(self._accept_connection, protocol_factory, conn, sslcontext,
+                server, backlog, hs_timeout, sd_timeout)
 
     cdef int _arm_poll(self, _PollOp op) except -1:
-        cdef io_uring_sqe *sqe = self._sqe(IORING_OP_POLL_ADD)
-        sqe.fd = op.fd
+        cdef io_uring_sqe *sqe = self._submit(op, IORING_OP_POLL_ADD, op.fd, NULL, 0, 0)
         sqe.poll32_events = op.events
-        sqe.user_data = self._reg(op)
         return 0
 
     cdef _add_poller(self, dict table, fileobj, uint32_t events, callback, tuple args):
@@ -432,8 +430,7 @@ cdef class LoopCore(_LoopSock):
         cdef _SignalOp op = self.sig_op
         if op is None or self.sig_rsock is None:
             return 0
-        sqe = self._sqe(IORING_OP_READ)
-        rl_prep_rw(sqe, IORING_OP_READ, op.fd, op.buf, 256, <uint64_t>-1, self._reg(op))
+        sqe = self._submit(op, IORING_OP_READ, op.fd, op.buf, 256, <uint64_t>-1)
         return 0
 
     def _ensure_signal_reader(self):
@@ -470,40 +467,31 @@ cdef class LoopCore(_LoopSock):
     def _ring_info(self):
         """Setup flags, features and probed opcodes of this loop's ring (or
         what the poll driver emulates)."""
+        cdef rl_drv_info info
         if not self.ring_ok:
             return None
-        ops = [i for i in range(min(self.probe_len, 256)) if self.probe_ops[i]]
-        if self.use_poll:
-            return {
-                'backend': 'poll',
-                'fd': self.pd.epfd,
-                'setup_flags': 0,
-                'features': 0,
-                'sq_entries': self.pd.sq_entries,
-                'cq_entries': self.pd.cq_cap,
-                'opcodes': ops,
-            }
+        rl_drv_get_info(&self.drv, &info)
         return {
-            'backend': 'io_uring',
-            'fd': self.ring.fd,
-            'setup_flags': self.ring.setup_flags,
-            'features': self.ring.features,
-            'sq_entries': self.ring.sq_entries,
-            'cq_entries': self.ring.cq_entries,
-            'opcodes': ops,
+            'backend': rl_drv_name(&self.drv).decode(),
+            'fd': info.fd,
+            'setup_flags': info.setup_flags,
+            'features': info.features,
+            'sq_entries': info.sq_entries,
+            'cq_entries': info.cq_entries,
+            'opcodes': [i for i in range(min(self.probe_len, 256)) if self.probe_ops[i]],
         }
 
     def _ring_stats(self):
         """Counters: operations prepared per opcode, io_uring_enter calls,
         SQEs submitted, stale completions dropped, loop iterations."""
-        if self.use_poll:
-            drv = {'enters': self.pd.enters, 'submitted': self.pd.submitted,
-                   'epoll_waits': self.pd.epoll_waits, 'epoll_ctls': self.pd.epoll_ctls,
-                   'epoll_rebuilds': self.pd.rebuilds, 'waiting': self.pd.waiting}
-        else:
-            drv = {'enters': self.ring.enters, 'submitted': self.ring.submitted}
+        cdef rl_drv_info info
+        rl_drv_get_info(&self.drv, &info)
+        drv = {'enters': info.enters, 'submitted': info.submitted}
+        if info.has_epoll:
+            drv.update({'epoll_waits': info.epoll_waits, 'epoll_ctls': info.epoll_ctls,
+                        'epoll_rebuilds': info.rebuilds, 'waiting': info.waiting})
         return {
-            'backend': 'poll' if self.use_poll else 'io_uring',
+            'backend': rl_drv_name(&self.drv).decode(),
             'ops': {i: self.op_counts[i] for i in range(64) if self.op_counts[i]},
             **drv,
             'stale_cqes': self.stale_cqes,

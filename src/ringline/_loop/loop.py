@@ -155,7 +155,7 @@ class _SocketTransport(_CoreDelegate, asyncio.transports._FlowControlMixin):
 
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
-    _kind = 0
+    _kind = _core.STREAM_SOCKET
 
     def __init__(self, loop, sock, protocol, extra, server, context=None):
         asyncio.BaseTransport.__init__(self, extra)
@@ -167,7 +167,7 @@ class _SocketTransport(_CoreDelegate, asyncio.transports._FlowControlMixin):
         self.writelines = core.writelines
         self.is_closing = core.is_closing
         self.get_write_buffer_size = core.get_write_buffer_size
-        if self._kind != 2:
+        if self._kind != _core.STREAM_WRITE_PIPE:
             # a write pipe has no reading side: asyncio's raise
             # NotImplementedError (ReadTransport's methods)
             self.pause_reading = core.pause_reading
@@ -273,14 +273,14 @@ class _ReadPipeTransport(_SocketTransport, asyncio.ReadTransport):
     the ring (READ_MULTISHOT from the provided buffer ring when available)."""
     _start_tls_compatible = False
     _sendfile_compatible = constants._SendfileMode.UNSUPPORTED
-    _kind = 1
+    _kind = _core.STREAM_READ_PIPE
 
 
 class _WritePipeTransport(_SocketTransport, asyncio.WriteTransport):
     """The write end of a pipe, written through the ring (WRITE/WRITEV)."""
     _start_tls_compatible = False
     _sendfile_compatible = constants._SendfileMode.UNSUPPORTED
-    _kind = 2
+    _kind = _core.STREAM_WRITE_PIPE
 
 
 class _SubprocessTransport(base_subprocess.BaseSubprocessTransport):
@@ -617,7 +617,7 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
     def _stop_serving(self, sock):
         op = self._listeners.pop(sock.fileno(), None)
         if op is not None:
-            _core._stop_listen_op(op)
+            _core._listen_stop(op)
             # hand the cancellation to the kernel now so that the listening
             # socket (referenced by the accept) is gone when close returns
             self._submit_pending()

@@ -22,7 +22,8 @@
 # is only released when nothing is in flight (the kernel may still write
 # into an operation's memory until then). Operations never know which
 # driver runs them: they fill SQEs from _submit() and receive completions
-# through _dispatch(); only the _drv_* calls look at `use_poll`.
+# through _dispatch(); which driver runs is _c/driver.h's business (a
+# capability bit in drv.caps says what it can do).
 
 cdef inline object _oserror(int err, str msg=None):
     if msg is None:
@@ -75,7 +76,7 @@ cdef class _LoopOps(_LoopSched):
     def __dealloc__(self):
         self._bounce_clear()
         if self.ring_ok and self.inflight == 0:
-            self._drv_exit()
+            rl_drv_exit(&self.drv)
             self.ring_ok = False
         # Operations still in flight keep their memory (and the ring stays
         # mapped) rather than risk the kernel writing into freed memory.
@@ -84,6 +85,7 @@ cdef class _LoopOps(_LoopSched):
             free(self.gens)
             free(self.free_slots)
             self.ops = NULL
+
     def _setup_ring(self, unsigned entries=4096, unsigned mask_flags=0,
                     int fake_errno=0):
         """Create the ring and check that it has what ringline needs (the
@@ -93,15 +95,15 @@ cdef class _LoopOps(_LoopSched):
         cdef rl_pbuf probe_pb
         global rl_fake_setup_errno
         rl_fake_setup_errno = fake_errno
-        err = rl_ring_init(&self.ring, entries, entries * 4, mask_flags)
+        err = rl_drv_init_ring(&self.drv, entries, entries * 4, mask_flags)
         rl_fake_setup_errno = 0
         if err < 0:
             raise OSError(-err, f'io_uring_setup failed: {_errno.errorcode.get(-err, -err)} '
                                 f'({_os.strerror(-err)})')
-        self.probe_len = rl_probe(&self.ring, self.probe_ops, 256)
+        self.probe_len = rl_drv_probe(&self.drv, self.probe_ops, 256)
         if self.probe_len < 0:
             err = self.probe_len
-            rl_ring_exit(&self.ring)
+            rl_drv_exit(&self.drv)
             raise OSError(-err, 'io_uring opcode probe failed (kernel older than 5.6): '
                                 + _os.strerror(-err))
         missing = [name for name, op in (
@@ -113,34 +115,34 @@ cdef class _LoopOps(_LoopSched):
             ('WRITEV', IORING_OP_WRITEV))
             if op >= self.probe_len or not self.probe_ops[op]]
         if missing:
-            rl_ring_exit(&self.ring)
+            rl_drv_exit(&self.drv)
             raise OSError(_errno.EOPNOTSUPP,
                           'io_uring lacks opcodes ringline needs: ' + ', '.join(missing))
-        err = rl_pbuf_init(&self.ring, &probe_pb, 1, 64, 0)
+        err = rl_drv_pbuf_init(&self.drv, &probe_pb, 1, 64, 0)
         if err < 0:
-            rl_ring_exit(&self.ring)
+            rl_drv_exit(&self.drv)
             raise OSError(-err, 'io_uring provided buffer rings unavailable (kernel older '
                                 f'than 5.19): {_errno.errorcode.get(-err, -err)}')
-        rl_pbuf_exit(&self.ring, &probe_pb)
+        rl_drv_pbuf_exit(&self.drv, &probe_pb)
         self.ring_ok = True
-        self.max_chain_links = _max_chain_links(self.ring.sq_entries)
+        self.max_chain_links = _max_chain_links(rl_drv_sq_entries(&self.drv))
         self.zc_ok = (self.probe_ops[IORING_OP_SEND_ZC] != 0 and
                       self.probe_ops[IORING_OP_SENDMSG_ZC] != 0)
         self._setup_wake()
 
     def _setup_fake_ring(self, unsigned entries=4096):
-        """Test harness: a ring with no kernel behind it (see _ring.h). The
+        """Test harness: a ring with no kernel behind it (see _c/ring.h). The
         core runs its io_uring paths; _fake_sqes() returns what it submitted
         and _fake_complete() posts the completions the test chooses."""
         cdef int err
         if entries & (entries - 1):
             raise ValueError('entries must be a power of two')
-        err = rl_ring_init_fake(&self.ring, entries, entries * 4)
+        err = rl_drv_init_fake(&self.drv, entries, entries * 4)
         if err < 0:
             raise OSError(-err, 'fake ring setup failed')
-        self.probe_len = rl_probe(&self.ring, self.probe_ops, 256)
+        self.probe_len = rl_drv_probe(&self.drv, self.probe_ops, 256)
         self.ring_ok = True
-        self.max_chain_links = _max_chain_links(self.ring.sq_entries)
+        self.max_chain_links = _max_chain_links(rl_drv_sq_entries(&self.drv))
         self.zc_ok = True
         self._setup_wake()
 
@@ -148,23 +150,23 @@ cdef class _LoopOps(_LoopSched):
         """Test harness: the SQEs submitted since the last call, as dicts."""
         cdef unsigned i
         cdef io_uring_sqe *q
-        if not self.ring.fake:
+        if not self.drv.ring.fake:
             raise RuntimeError('not a fake ring')
         out = []
-        for i in range(self.ring.fake_log_len):
-            q = &self.ring.fake_log[i]
+        for i in range(self.drv.ring.fake_log_len):
+            q = &self.drv.ring.fake_log[i]
             out.append({'opcode': q.opcode, 'flags': q.flags, 'fd': q.fd,
                         'addr': q.addr, 'len': q.len, 'off': q.off,
                         'msg_flags': q.msg_flags, 'user_data': q.user_data,
-                        'enter': self.ring.fake_log_enter[i]})
-        self.ring.fake_log_len = 0
+                        'enter': self.drv.ring.fake_log_enter[i]})
+        self.drv.ring.fake_log_len = 0
         return out
 
     def _fake_complete(self, uint64_t user_data, int res, uint32_t flags=0):
         """Test harness: post one completion (reaped by the next iteration)."""
-        if not self.ring.fake:
+        if not self.drv.ring.fake:
             raise RuntimeError('not a fake ring')
-        if rl_fake_post(&self.ring, user_data, res, flags) < 0:
+        if rl_fake_post(&self.drv.ring, user_data, res, flags) < 0:
             raise RuntimeError('fake completion queue is full')
 
     def _queue_nops(self, unsigned n):
@@ -173,31 +175,28 @@ cdef class _LoopOps(_LoopSched):
         cdef io_uring_sqe *sqe
         cdef unsigned i
         for i in range(n):
-            sqe = self._sqe(IORING_OP_NOP)
-            sqe.fd = -1
-            sqe.user_data = RL_UD_IGNORE
+            self._submit(None, IORING_OP_NOP, -1, NULL, 0, 0)
 
     def _fake_auto_cancel(self, bint on):
         """Test harness: whether ASYNC_CANCEL completes its target with
         -ECANCELED at once (the default) or the test posts every completion."""
-        if not self.ring.fake:
+        if not self.drv.ring.fake:
             raise RuntimeError('not a fake ring')
-        self.ring.fake = 1 if on else 2
+        self.drv.ring.fake = 1 if on else 2
 
     def _fake_pending_sqes(self):
         """Test harness: SQEs queued this iteration, not yet submitted."""
-        return rl_sq_pending(&self.ring)
+        return rl_sq_pending(&self.drv.ring)
 
     def _setup_poll(self, unsigned entries=4096):
         """Use the poll driver (epoll) instead of a ring."""
         cdef int err
-        err = rl_pd_init(&self.pd, entries)
+        err = rl_drv_init_poll(&self.drv, entries)
         if err < 0:
             raise OSError(-err, 'epoll_create1 failed: ' + _os.strerror(-err))
-        self.use_poll = True
         self.ring_ok = True
-        self.max_chain_links = _max_chain_links(self.pd.sq_entries)
-        self.probe_len = rl_pd_probe(self.probe_ops, 256)
+        self.max_chain_links = _max_chain_links(rl_drv_sq_entries(&self.drv))
+        self.probe_len = rl_drv_probe(&self.drv, self.probe_ops, 256)
         self.zc_ok = False
         self._setup_wake()
 
@@ -212,45 +211,14 @@ cdef class _LoopOps(_LoopSched):
         return 0
 
     cdef int _arm_wake(self) except -1:
-        cdef io_uring_sqe *sqe = self._sqe(IORING_OP_READ)
         cdef _WakeOp op = self.wake_op
-        rl_prep_rw(sqe, IORING_OP_READ, self.wake_fd, &op.value, 8, <uint64_t>-1,
-                   self._reg(op))
+        self._submit(op, IORING_OP_READ, self.wake_fd, &op.value, 8, <uint64_t>-1)
         return 0
 
-    cdef inline io_uring_sqe *_drv_get_sqe(self) noexcept:
-        if self.use_poll:
-            return rl_pd_get_sqe(&self.pd)
-        return rl_get_sqe(&self.ring)
-
     cdef inline int _drv_enter(self, unsigned wait_nr, long long timeout_ns) noexcept nogil:
+        # every submission goes through here: sq_epoch counts them
         self.sq_epoch += 1
-        if self.use_poll:
-            return rl_pd_enter(&self.pd, wait_nr, timeout_ns)
-        return rl_enter(&self.ring, wait_nr, timeout_ns)
-
-    cdef inline unsigned _drv_reap(self, io_uring_cqe *out, unsigned max) noexcept:
-        if self.use_poll:
-            return rl_pd_reap(&self.pd, out, max)
-        return rl_reap(&self.ring, out, max)
-
-    cdef int _drv_pbuf_init(self, rl_pbuf *pb, unsigned nbufs, unsigned size,
-                            unsigned short bgid) noexcept:
-        if self.use_poll:
-            return rl_pd_pbuf_init(&self.pd, pb, nbufs, size, bgid)
-        return rl_pbuf_init(&self.ring, pb, nbufs, size, bgid)
-
-    cdef void _drv_pbuf_exit(self, rl_pbuf *pb) noexcept:
-        if self.use_poll:
-            rl_pd_pbuf_exit(&self.pd, pb)
-        else:
-            rl_pbuf_exit(&self.ring, pb)
-
-    cdef void _drv_exit(self) noexcept:
-        if self.use_poll:
-            rl_pd_exit(&self.pd)
-        else:
-            rl_ring_exit(&self.ring)
+        return rl_drv_enter(&self.drv, wait_nr, timeout_ns)
 
     cdef int _grow_ops(self) except -1:
         cdef uint32_t newcap = self.ops_cap * 2 if self.ops_cap else 1024
@@ -299,11 +267,11 @@ cdef class _LoopOps(_LoopSched):
         cdef io_uring_sqe *sqe
         if not self.ring_ok:
             raise RuntimeError('the ring of this loop is closed')
-        sqe = self._drv_get_sqe()
+        sqe = rl_drv_get_sqe(&self.drv)
         if sqe == NULL:
             # SQ full within one iteration: hand the batch to the kernel now.
             self._drv_enter(0, 0)
-            sqe = self._drv_get_sqe()
+            sqe = rl_drv_get_sqe(&self.drv)
             if sqe == NULL:
                 raise RuntimeError('io_uring submission queue is full')
         sqe.opcode = <uint8_t>opcode
@@ -311,10 +279,19 @@ cdef class _LoopOps(_LoopSched):
             self.op_counts[opcode] += 1
         return sqe
 
-    cdef inline unsigned _drv_sq_space(self) noexcept:
-        if self.use_poll:
-            return self.pd.sq_entries - self.pd.sq_len
-        return self.ring.sq_entries - rl_sq_pending(&self.ring)
+    cdef inline io_uring_sqe *_submit(self, _Op op, int opcode, int fd, const void *addr,
+                                      size_t length, uint64_t off) except NULL:
+        """Queue one SQE: opcode on fd with its address, length (clamped to
+        RL_MAX_IO_LEN) and offset, registered to op (None: a completion that
+        nobody waits for, RL_UD_IGNORE). Returns the SQE for the fields only
+        some opcodes use (msg_flags, ioprio, flags, buf_group, ...). The one
+        place operations are queued: the SQE first (a full SQ submits what is
+        queued), then the registration (op.epoch is the submission the SQE
+        goes out with)."""
+        cdef io_uring_sqe *sqe = self._sqe(opcode)
+        rl_prep_rw(sqe, opcode, fd, addr, length, off,
+                   RL_UD_IGNORE if op is None else self._reg(op))
+        return sqe
 
     cdef int _sq_reserve(self, unsigned n) except -1:
         """Make room for n SQEs that must reach the kernel in one submission
@@ -324,24 +301,22 @@ cdef class _LoopOps(_LoopSched):
         SubmissionQueueFull, with nothing queued, when n cannot fit."""
         if not self.ring_ok:
             raise RuntimeError('the ring of this loop is closed')
-        if self._drv_sq_space() >= n:
+        cdef unsigned size = rl_drv_sq_entries(&self.drv)
+        if size - rl_drv_sq_pending(&self.drv) >= n:
             return 0
         self._drv_enter(0, 0)
-        if self._drv_sq_space() >= n:
+        if size - rl_drv_sq_pending(&self.drv) >= n:
             return 0
         raise SubmissionQueueFull(
             f'{n} linked submissions do not fit the submission queue '
-            f'({self._drv_sq_space()} of {self.ring.sq_entries if not self.use_poll else self.pd.sq_entries} free)')
+            f'({size - rl_drv_sq_pending(&self.drv)} of {size} free)')
 
     cdef int _cancel_op(self, _Op op) except -1:
         cdef io_uring_sqe *sqe
         if not op.inflight or op.cancelling or not self.ring_ok:
             return 0
         op.cancelling = True
-        sqe = self._sqe(IORING_OP_ASYNC_CANCEL)
-        sqe.fd = -1
-        sqe.addr = op.ud
-        sqe.user_data = RL_UD_IGNORE
+        self._submit(None, IORING_OP_ASYNC_CANCEL, -1, <void*><uintptr_t>op.ud, 0, 0)
         return 0
 
     cdef bint _void_queued(self, _Op op) except -1:
@@ -350,10 +325,7 @@ cdef class _LoopOps(_LoopSched):
         cdef int found
         if not op.inflight or op.epoch != self.sq_epoch or not self.ring_ok:
             return False
-        if self.use_poll:
-            found = rl_pd_void_sqe(&self.pd, op.ud)
-        else:
-            found = rl_ring_void_sqe(&self.ring, op.ud)
+        found = rl_drv_void_sqe(&self.drv, op.ud)
         if not found:
             return False
         op.cancelling = True
@@ -373,14 +345,9 @@ cdef class _LoopOps(_LoopSched):
         if not self.ring_ok:
             return 0
         while True:
-            if self.use_poll:
-                if self.pd.sq_len == 0:
-                    return 0
-                n = rl_pd_void_fd(&self.pd, fd, uds, 64)
-            else:
-                if rl_sq_pending(&self.ring) == 0:
-                    return 0
-                n = rl_ring_void_fd(&self.ring, fd, uds, 64)
+            if rl_drv_sq_pending(&self.drv) == 0:
+                return 0
+            n = rl_drv_void_fd(&self.drv, fd, uds, 64)
             for i in range(n):
                 self.voided.append(uds[i])
                 slot = <uint32_t>(uds[i] & 0xFFFFFFFFULL)
@@ -440,7 +407,7 @@ cdef class _LoopOps(_LoopSched):
         cdef io_uring_cqe cqes[128]
         cdef unsigned n, i
         while True:
-            n = self._drv_reap(cqes, 128)
+            n = rl_drv_reap(&self.drv, cqes, 128)
             for i in range(n):
                 self._dispatch(cqes[i].user_data, cqes[i].res, cqes[i].flags)
             if n < 128:
@@ -449,7 +416,7 @@ cdef class _LoopOps(_LoopSched):
             voided = self.voided
             self.voided = []
             for ud in voided:
-                self._dispatch(ud, -125, 0)      # -ECANCELED
+                self._dispatch(ud, -ECANCELED, 0)
         return 0
 
     cdef int _ensure_pbuf(self) except -1:
@@ -459,7 +426,7 @@ cdef class _LoopOps(_LoopSched):
             return 0
         while n < self.recv_buffers:
             n <<= 1
-        err = self._drv_pbuf_init(&self.pbuf, n, self.recv_buffer_size, 1)
+        err = rl_drv_pbuf_init(&self.drv, &self.pbuf, n, self.recv_buffer_size, 1)
         if err < 0:
             raise _oserror(-err, 'cannot register the provided buffer ring: ' + _os.strerror(-err))
         self.pbuf_ok = True
@@ -469,7 +436,7 @@ cdef class _LoopOps(_LoopSched):
         cdef int err
         if self.dpbuf_ok:
             return 0
-        err = self._drv_pbuf_init(&self.dpbuf, 64, 65536 + 512, 2)
+        err = rl_drv_pbuf_init(&self.drv, &self.dpbuf, 64, 65536 + 512, 2)
         if err < 0:
             raise _oserror(-err, 'cannot register the datagram buffer ring: ' + _os.strerror(-err))
         self.dpbuf_ok = True

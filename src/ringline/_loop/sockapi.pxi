@@ -149,8 +149,7 @@ cdef class _LoopSock(_LoopOps):
         op.mem = self._bounce_get(size, &op.cap)
         fut = op.fut = self._new_future()
         _sock_op_queued(self, op)
-        sqe = self._sqe(IORING_OP_RECV)
-        rl_prep_rw(sqe, IORING_OP_RECV, fd, op.mem, <size_t>size, 0, self._reg(op))
+        sqe = self._submit(op, IORING_OP_RECV, fd, op.mem, <size_t>size, 0)
         try:
             return await fut
         except _aexc.CancelledError:
@@ -191,8 +190,7 @@ cdef class _LoopSock(_LoopOps):
         op.mem = self._bounce_get(size, &op.cap)
         fut = op.fut = self._new_future()
         _sock_op_queued(self, op)
-        sqe = self._sqe(IORING_OP_RECV)
-        rl_prep_rw(sqe, IORING_OP_RECV, fd, op.mem, <size_t>size, 0, self._reg(op))
+        sqe = self._submit(op, IORING_OP_RECV, fd, op.mem, <size_t>size, 0)
         try:
             return await fut
         except _aexc.CancelledError:
@@ -223,7 +221,7 @@ cdef class _LoopSock(_LoopOps):
         sent = c_send(fd, op.view.buf, <size_t>op.view.len, MSG_DONTWAIT | MSG_NOSIGNAL)
         if sent < 0:
             err = errno
-            if err != _errno.EAGAIN and err != _errno.EINTR:
+            if err != EAGAIN and err != EINTR:
                 PyBuffer_Release(&op.view)
                 op.has_view = False
                 raise _oserror(err)
@@ -304,12 +302,8 @@ cdef class _LoopSock(_LoopOps):
         op.addrlen = sizeof(sockaddr_storage)
         fut = op.fut = self._new_future()
         _sock_op_queued(self, op)
-        sqe = self._sqe(IORING_OP_ACCEPT)
-        sqe.fd = fd
-        sqe.addr = <uint64_t><uintptr_t>&op.addr
-        sqe.off = <uint64_t><uintptr_t>&op.addrlen
+        sqe = self._submit(op, IORING_OP_ACCEPT, fd, &op.addr, 0, <uint64_t><uintptr_t>&op.addrlen)
         sqe.accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC
-        sqe.user_data = self._reg(op)
         try:
             return await fut
         except _aexc.CancelledError:
@@ -322,11 +316,7 @@ cdef class _LoopSock(_LoopOps):
     cdef int _submit_connect(self, _ConnectOp op) except -1:
         cdef io_uring_sqe *sqe
         _sock_op_queued(self, op)
-        sqe = self._sqe(IORING_OP_CONNECT)
-        sqe.fd = op.fd
-        sqe.addr = <uint64_t><uintptr_t>&op.addr
-        sqe.off = op.addrlen
-        sqe.user_data = self._reg(op)
+        self._submit(op, IORING_OP_CONNECT, op.fd, &op.addr, 0, op.addrlen)
         # Connect is handed to the kernel at once (the one exception to "one
         # io_uring_enter per iteration"): asyncio's loops call connect() when
         # sock_connect is called, and code that then blocks on the peer in the
@@ -454,8 +444,7 @@ cdef class _LoopSock(_LoopOps):
         op.msg.msg_iovlen = 1
         fut = op.fut = self._new_future()
         _sock_op_queued(self, op)
-        sqe = self._sqe(IORING_OP_SENDMSG)
-        rl_prep_rw(sqe, IORING_OP_SENDMSG, fd, &op.msg, 1, 0, self._reg(op))
+        sqe = self._submit(op, IORING_OP_SENDMSG, fd, &op.msg, 1, 0)
         sqe.msg_flags = MSG_NOSIGNAL
         try:
             return await fut
@@ -474,8 +463,7 @@ cdef class _LoopSock(_LoopOps):
         op.n = n
         op.mem = self._bounce_get(n, &op.cap)
         fut = op.fut = self._new_future()
-        sqe = self._sqe(IORING_OP_READ)
-        rl_prep_rw(sqe, IORING_OP_READ, fd, op.mem, <size_t>n, offset, self._reg(op))
+        sqe = self._submit(op, IORING_OP_READ, fd, op.mem, <size_t>n, offset)
         try:
             res = await fut
         except _aexc.CancelledError:

@@ -191,10 +191,9 @@ cdef class _SendOp(_SockOp):
     cdef int submit(self) except -1:
         cdef io_uring_sqe *sqe
         _sock_op_queued(self.loop, self)
-        sqe = self.loop._sqe(IORING_OP_SEND)
-        rl_prep_rw(sqe, IORING_OP_SEND, self.fd, <char*>self.view.buf + self.offset,
-                   <unsigned>min(<size_t>self.view.len - self.offset, <size_t>0x7FFFF000), 0,
-                   self.loop._reg(self))
+        sqe = self.loop._submit(self, IORING_OP_SEND, self.fd,
+                                <char*>self.view.buf + self.offset,
+                                <size_t>self.view.len - self.offset, 0)
         sqe.msg_flags = MSG_NOSIGNAL
         return 0
 
@@ -216,7 +215,7 @@ cdef class _SendOp(_SockOp):
                 return 0
             elif not fut.done():
                 fut.set_result(None)
-        elif res == -11 or res == -4:
+        elif res == -EAGAIN or res == -EINTR:
             if not fut.done():
                 self.submit()
                 return 0
@@ -266,10 +265,10 @@ cdef class _ConnectOp(_SockOp):
             return 0
         if res == 0:
             fut.set_result(None)
-        elif res == -4 or res == -11:
+        elif res == -EINTR or res == -EAGAIN:
             # interrupted before completion: ask again (EISCONN means done)
             self.loop._submit_connect(self)
-        elif res == -106:  # EISCONN after a retried attempt
+        elif res == -EISCONN:  # after a retried attempt
             fut.set_result(None)
         elif getattr(self.sock, 'family', None) == AF_UNIX:
             # a Unix connect fails at once on asyncio (in connect() itself):
@@ -295,8 +294,7 @@ cdef class _MsgOp(_SockOp):
         cdef io_uring_sqe *sqe
         self.msg.msg_namelen = sizeof(sockaddr_storage)
         _sock_op_queued(self.loop, self)
-        sqe = self.loop._sqe(IORING_OP_RECVMSG)
-        rl_prep_rw(sqe, IORING_OP_RECVMSG, self.fd, &self.msg, 1, 0, self.loop._reg(self))
+        self.loop._submit(self, IORING_OP_RECVMSG, self.fd, &self.msg, 1, 0)
         return 0
 
     cdef int _release(self, int res) except -1:
@@ -310,7 +308,7 @@ cdef class _MsgOp(_SockOp):
         return 0
 
     cdef int _result(self, int res, uint32_t flags) except -1:
-        if res == -11 and not self.is_send and self.mem != NULL and not self.fut.done():
+        if res == -EAGAIN and not self.is_send and self.mem != NULL and not self.fut.done():
             # readable with nothing to read (a UDP socket shut down for
             # reading): the kernel gave up after its own poll; keep waiting,
             # as a selector loop does, instead of failing the await

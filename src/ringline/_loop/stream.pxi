@@ -1,31 +1,36 @@
-# Stream transports (TCP, Unix) and listening sockets over the ring.
+# _loop/stream.pxi -- stream transports (TCP, Unix sockets, pipes) over the
+# driver.
 #
-# _StreamCore owns one connected socket's I/O:
-#   receive: one multishot RECV drawing from the loop's provided buffer ring;
-#     each completion's bytes are copied out (into an exact-size bytes, or
-#     into a BufferedProtocol's buffer) and the buffer goes straight back to
-#     the ring. An empty ring (ENOBUFS) parks the stream; the loop re-arms
-#     parked streams once the batch that emptied the ring has been dispatched.
-#   send: write() queues (bytes by reference, mutable buffers copied); the
-#     loop flushes every transport with queued data right before its single
-#     io_uring_enter, one SEND/SENDMSG per transport covering everything
-#     queued; at most one send in flight, a partial send continues from the
-#     right offset; the op holds every buffer it points at until completion.
+# _StreamCore owns one connected socket's (or pipe's) I/O:
+#   receive: one multishot RECV (READ for a read pipe) drawing from the
+#     loop's provided buffer ring; each completion's bytes are copied out
+#     (into an exact-size bytes, or into a BufferedProtocol's buffer) and the
+#     buffer goes straight back to the ring. An empty ring (ENOBUFS) parks
+#     the stream; the loop re-arms parked streams once the batch that emptied
+#     the ring has been dispatched.
+#   send: write() queues (bytes by reference, mutable buffers copied) on the
+#     send queue it inherits (sendq.pxi); the loop flushes every transport
+#     with queued data right before its single io_uring_enter, one send per
+#     transport (zero-copy above the loop's threshold, WRITE/WRITEV for a
+#     pipe); at most one send in flight.
 #   lifecycle: created -> connection_made (soon) -> reading -> close()
 #     (drains queued sends) or abort()/fatal error (drops them) ->
 #     connection_lost exactly once (soon) -> socket closed, ops cancelled.
 # Protocol callbacks run in the contextvars.Context captured at creation.
-#
-# _ListenOp is a multishot ACCEPT on a listening socket that creates a
-# transport per connection (create_server's serving side).
 
 from asyncio import constants as _aconstants
 from asyncio import base_events as _base_events
 
-cdef int _ENOBUFS = 105
-cdef int _ECANCELED = 125
-cdef int _EIO = 5
-cdef Py_ssize_t _MAX_IOV = 64
+
+# What a stream transport runs on (_StreamCore.kind); the Python names are
+# what ringline._loop.loop's transport classes pass to _make_stream_core.
+cdef enum:
+    _STREAM_SOCKET = 0          # a connected socket: RECV / SEND
+    _STREAM_READ_PIPE = 1       # a pipe read end: READ, no send
+    _STREAM_WRITE_PIPE = 2      # a pipe write end: WRITE / WRITEV, no receive
+STREAM_SOCKET = _STREAM_SOCKET
+STREAM_READ_PIPE = _STREAM_READ_PIPE
+STREAM_WRITE_PIPE = _STREAM_WRITE_PIPE
 
 _FATAL_ERROR_IGNORE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 _MSG_DONTWAIT_NOSIGNAL = _socket.MSG_DONTWAIT | _socket.MSG_NOSIGNAL
@@ -53,57 +58,16 @@ def _server_detach(server, transport):
         server._detach()
 
 
-cdef class _Flushable:
-
-    cdef int flush(self) except -1:
-        return 0
-
-    cdef int rearm(self) except -1:
-        # re-arm a receive parked on an empty provided-buffer ring
-        return 0
-
-
 cdef class _StreamRecvOp(_Op):
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         return self.owner._on_recv(res, flags)
 
 
-cdef class _StreamSendOp(_Op):
-    """One SEND/SENDMSG (or their zero-copy forms) of a stream transport.
-    Holds the bytes objects its iovecs point into until the final
-    completion (for zero-copy: until the notification). One op per
-    transport is reused from send to send."""
-
-    cdef void release(self):
-        # Zero-copy sends keep their buffers until the kernel's notification
-        # (invariant 1): release() before that only marks the intent.
-        if self.notif_pending:
-            return
-        self.bufs = None
-
-    cdef int complete(self, int res, uint32_t flags) except -1:
-        if flags & IORING_CQE_F_NOTIF:
-            # the zero-copy notification: the kernel is done with the memory
-            self.notif_pending = False
-            self.loop.zc_notifs += 1
-            self.release()
-            return 0
-        if self.zc and (flags & IORING_CQE_F_MORE):
-            self.notif_pending = True
-        owner = self.owner
-        self.owner = None
-        if owner is None:
-            self.release()
-            return 0
-        return owner._on_sent(self, res, flags)
-
-
-cdef class _StreamCore(_Flushable):
+cdef class _StreamCore(_SendQueue):
     """The native side of a stream transport (see the module notes)."""
 
     def __cinit__(self):
-        self.wq = []
         self.high_water = 64 * 1024
         self.low_water = 16 * 1024
 
@@ -152,22 +116,20 @@ cdef class _StreamCore(_Flushable):
     cdef int _arm_recv(self) except -1:
         cdef io_uring_sqe *sqe
         if (self.rop.inflight or self.closing or self.reading_paused or
-                self.replay_pending or self.kind == 2):
+                self.replay_pending or self.kind == _STREAM_WRITE_PIPE):
             return 0
         self.loop._ensure_pbuf()
-        if self.kind == 1:
-            if self.loop.probe_ops[RL_OP_READ_MULTISHOT]:
-                sqe = self.loop._sqe(RL_OP_READ_MULTISHOT)
-            else:
-                sqe = self.loop._sqe(IORING_OP_READ)
-            sqe.off = <uint64_t>-1
+        if self.kind == _STREAM_READ_PIPE:
+            # a read pipe: READ at the current position, multishot where the
+            # kernel has it
+            sqe = self.loop._submit(
+                self.rop, RL_OP_READ_MULTISHOT if self.loop.probe_ops[RL_OP_READ_MULTISHOT]
+                else IORING_OP_READ, self.fd, NULL, 0, <uint64_t>-1)
         else:
-            sqe = self.loop._sqe(IORING_OP_RECV)
+            sqe = self.loop._submit(self.rop, IORING_OP_RECV, self.fd, NULL, 0, 0)
             sqe.ioprio = IORING_RECV_MULTISHOT
-        sqe.fd = self.fd
         sqe.flags = IOSQE_BUFFER_SELECT
         sqe.buf_group = self.loop.pbuf.bgid
-        sqe.user_data = self.loop._reg(self.rop)
         return 0
 
     def _rearm_after_park(self):
@@ -198,11 +160,11 @@ cdef class _StreamCore(_Flushable):
         if res == 0:
             self._on_eof()
             return 0
-        if res == -_ENOBUFS:
+        if res == -ENOBUFS:
             loop.enobufs += 1
             loop.parked.append(self)
             return 0
-        if res == -_ECANCELED:
+        if res == -ECANCELED:
             # a pause (or close) cancelled the receive; if reading resumed
             # meanwhile, start again
             if (not self.closing and not self.reading_paused and
@@ -288,7 +250,7 @@ cdef class _StreamCore(_Flushable):
             return 0
         if self.loop._debug:
             _logger.debug('%r received EOF', self.transport)
-        if self.kind == 1:
+        if self.kind == _STREAM_READ_PIPE:
             # a read pipe: eof_received, then connection_lost, whatever the
             # protocol answers
             self.closing = True
@@ -407,7 +369,7 @@ cdef class _StreamCore(_Flushable):
                 _logger.warning('socket.send() raised exception.')
             self.conn_lost += 1
             return
-        if self.kind == 2 and self.sop is None and not self.wq:
+        if self.kind == _STREAM_WRITE_PIPE and self.sop is None and not self.wq:
             # Pipes write at call time when idle, as asyncio's and uvloop's
             # pipe transports do (subprocess I/O is latency-bound and callers
             # may block on the other end right after write()); what the pipe
@@ -417,7 +379,7 @@ cdef class _StreamCore(_Flushable):
                 return
             if written < 0:
                 err = errno
-                if err != 11 and err != 4:
+                if err != EAGAIN and err != EINTR:
                     self._fatal_error(_oserror(err), 'Fatal write error on pipe transport')
                     return
             else:
@@ -435,87 +397,28 @@ cdef class _StreamCore(_Flushable):
             self.write(data)
 
     cdef int flush(self) except -1:
-        cdef _StreamSendOp op
-        cdef Py_ssize_t i, k, total = 0, ln
+        cdef _QSendOp op
         cdef io_uring_sqe *sqe
-        cdef bytes b
+        cdef LoopCore loop = self.loop
         self.flush_scheduled = False
         if self.sop is not None or not self.wq or self.lost_scheduled:
             return 0
-        op = self.spare
-        if op is None:
-            op = _StreamSendOp.__new__(_StreamSendOp)
-            op.loop = self.loop
-            op.fd = self.fd
-        else:
-            self.spare = None
-        op.owner = self
-        op.zc = False
-        k = len(self.wq)
-        if k == 1:
-            op.bufs = self.wq
-            self.wq = []
-        else:
-            if k > _MAX_IOV:
-                k = _MAX_IOV
-            op.bufs = self.wq[:k]
-            del self.wq[:k]
-        for i in range(k):
-            b = <bytes>op.bufs[i]
-            ln = len(b)
-            op.iov[i].iov_base = PyBytes_AS_STRING(b)
-            op.iov[i].iov_len = ln
-            total += ln
-        # a partly sent head continues from its offset, without a copy
-        op.off0 = self.wq_off
-        self.wq_off = 0
-        op.iov[0].iov_base = <char*>op.iov[0].iov_base + op.off0
-        op.iov[0].iov_len -= op.off0
-        total -= op.off0
-        op.nbytes = total
-        self.wq_bytes -= total
-        self.inflight_bytes = total
+        op = self._take()
         self.sop = op
-        if self.kind == 2:
-            if k == 1:
-                sqe = self.loop._sqe(IORING_OP_WRITE)
-                rl_prep_rw(sqe, IORING_OP_WRITE, self.fd, op.iov[0].iov_base,
-                           op.iov[0].iov_len, <uint64_t>-1, self.loop._reg(op))
+        if self.kind == _STREAM_WRITE_PIPE:
+            # a pipe: WRITE / WRITEV at the current file position
+            if op.niov == 1:
+                sqe = loop._submit(op, IORING_OP_WRITE, self.fd, op.iov[0].iov_base, op.iov[0].iov_len, <uint64_t>-1)
             else:
-                sqe = self.loop._sqe(IORING_OP_WRITEV)
-                rl_prep_rw(sqe, IORING_OP_WRITEV, self.fd, op.iov, <unsigned>k,
-                           <uint64_t>-1, self.loop._reg(op))
+                sqe = loop._submit(op, IORING_OP_WRITEV, self.fd, op.iov, <unsigned>op.niov, <uint64_t>-1)
             return 0
-        if total >= self.loop.send_zc_threshold and self.loop.zc_ok and self.zc_allowed:
+        if op.nbytes >= loop.send_zc_threshold and loop.zc_ok and self.zc_allowed:
             # large sends: zero-copy, buffers held until the notification
-            op.zc = True
-            self.loop.zc_sends += 1
-            if k == 1:
-                sqe = self.loop._sqe(IORING_OP_SEND_ZC)
-                rl_prep_rw(sqe, IORING_OP_SEND_ZC, self.fd, op.iov[0].iov_base,
-                           op.iov[0].iov_len, 0, self.loop._reg(op))
-            else:
-                op.msg.msg_iov = op.iov
-                op.msg.msg_iovlen = k
-                sqe = self.loop._sqe(IORING_OP_SENDMSG_ZC)
-                rl_prep_rw(sqe, IORING_OP_SENDMSG_ZC, self.fd, &op.msg, 1, 0,
-                           self.loop._reg(op))
-            sqe.msg_flags = MSG_NOSIGNAL
-            return 0
-        if k == 1:
-            sqe = self.loop._sqe(IORING_OP_SEND)
-            rl_prep_rw(sqe, IORING_OP_SEND, self.fd, op.iov[0].iov_base,
-                       op.iov[0].iov_len, 0, self.loop._reg(op))
-        else:
-            op.msg.msg_iov = op.iov
-            op.msg.msg_iovlen = k
-            sqe = self.loop._sqe(IORING_OP_SENDMSG)
-            rl_prep_rw(sqe, IORING_OP_SENDMSG, self.fd, &op.msg, 1, 0, self.loop._reg(op))
-        sqe.msg_flags = MSG_NOSIGNAL
-        return 0
+            loop.zc_sends += 1
+            return self._submit_send(op, True)
+        return self._submit_send(op, False)
 
-    cdef int _on_sent(self, _StreamSendOp op, int res, uint32_t flags) except -1:
-        cdef Py_ssize_t sent, i, ln
+    cdef int _sent(self, _QSendOp op, int res) except -1:
         self.sop = None
         self.inflight_bytes = 0
         if self.loop.closing:
@@ -526,38 +429,21 @@ cdef class _StreamCore(_Flushable):
         if res == 0 and op.nbytes > 0:
             # lengths are clamped (rl_prep_rw), so a non-empty send cannot
             # legitimately take nothing: never requeue it as progress
-            res = -_EIO
+            res = -EIO
         if res < 0:
-            if res == -11 or res == -4:   # EAGAIN / EINTR: send it all again
-                self.wq[0:0] = op.bufs
-                self.wq_off = op.off0
-                self.wq_bytes += op.nbytes
+            if res == -EAGAIN or res == -EINTR:   # send it all again
+                self._requeue(op, res)
                 op.release()
                 self._schedule_flush()
                 return 0
             op.release()
-            if res == -_ECANCELED and self.lost_scheduled:
+            if res == -ECANCELED and self.lost_scheduled:
                 return 0
             self._fatal_error(_oserror(-res), 'Fatal write error on socket transport')
             return 0
-        sent = res
-        if sent < op.nbytes:
-            # requeue what the kernel did not take; the first buffer not sent
-            # whole goes back as the head with the offset reached (no copy:
-            # a huge buffer sent in many short sends costs no copying)
-            sent += op.off0
-            i = 0
-            ln = len(<bytes>op.bufs[0])
-            while sent >= ln:
-                sent -= ln
-                i += 1
-                ln = len(<bytes>op.bufs[i])
-            self.wq[0:0] = op.bufs[i:]
-            self.wq_off = sent
-            op.release()
-            self.wq_bytes += op.nbytes - res
-        else:
-            op.release()
+        if res < op.nbytes:
+            self._requeue(op, res)
+        op.release()
         if not op.notif_pending:
             self.spare = op
         if self.lost_scheduled:
@@ -586,7 +472,7 @@ cdef class _StreamCore(_Flushable):
     cdef int _send_eof(self) except -1:
         cdef io_uring_sqe *sqe
         self.eof_sent = True
-        if self.kind == 2:
+        if self.kind == _STREAM_WRITE_PIPE:
             # a pipe has no half-close: EOF is closing it
             self.closing = True
             self._schedule_connection_lost(None)
@@ -604,7 +490,7 @@ cdef class _StreamCore(_Flushable):
         if self.closing or self.eof_requested:
             return
         self.eof_requested = True
-        if self.kind == 2:
+        if self.kind == _STREAM_WRITE_PIPE:
             self._stop_watch()
         if self.sop is None and not self.wq:
             self._send_eof()
@@ -680,7 +566,7 @@ cdef class _StreamCore(_Flushable):
     def close(self):
         if self.closing:
             return
-        if self.kind == 2:
+        if self.kind == _STREAM_WRITE_PIPE:
             self.write_eof()
             return
         self.closing = True
@@ -689,7 +575,7 @@ cdef class _StreamCore(_Flushable):
             self._schedule_connection_lost(None)
 
     def abort(self):
-        if self.wq and self.sop is None and self.kind == 0 and not self.lost_scheduled:
+        if self.wq and self.sop is None and self.kind == _STREAM_SOCKET and not self.lost_scheduled:
             self._send_queued_now()
         self._force_close(None)
 
@@ -784,10 +670,8 @@ cdef class _StreamCore(_Flushable):
         op.owner = self
         op.fd = self.fd
         self.watch_op = op
-        sqe = self.loop._sqe(IORING_OP_POLL_ADD)
-        sqe.fd = self.fd
+        sqe = self.loop._submit(op, IORING_OP_POLL_ADD, self.fd, NULL, 0, 0)
         sqe.poll32_events = POLLIN
-        sqe.user_data = self.loop._reg(op)
 
     def _peer_closed(self):
         self.watch_op = None
@@ -852,7 +736,7 @@ cdef class _PipeWatchOp(_Op):
     cdef int complete(self, int res, uint32_t flags) except -1:
         owner = self.owner
         self.owner = None
-        if owner is None or res == -_ECANCELED:
+        if owner is None or res == -ECANCELED:
             return 0
         owner._peer_closed()
         return 0
@@ -874,12 +758,12 @@ from asyncio import BufferedProtocol as _BufferedProtocol
 
 
 def _make_stream_core(LoopCore loop, sock, protocol, transport, dict extra, server,
-                      context, int kind=0):
-    """Create the native side of a stream transport (used by _loop.py).
-    kind: 0 socket, 1 read pipe, 2 write pipe."""
+                      context, int kind=_STREAM_SOCKET):
+    """Create the native side of a stream transport (used by _loop/loop.py).
+    kind: STREAM_SOCKET, STREAM_READ_PIPE or STREAM_WRITE_PIPE."""
     cdef _StreamCore c = _StreamCore.__new__(_StreamCore)
     c.kind = kind
-    c.zc_allowed = kind == 0
+    c.zc_allowed = kind == _STREAM_SOCKET
     c.loop = loop
     c.sock = sock
     c.fd = sock.fileno()
