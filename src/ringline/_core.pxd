@@ -457,10 +457,10 @@ cdef class _ReadWait:
     cdef object cb
     cdef object cb_ctx
     cdef object exc        # raised by result() (cancellation)
-    cdef bint parked
+    cdef bint registered     # it is its slot's reader (a task waits on it)
     cdef bint each         # on_data(): fn runs on every arrival, inside the completion
     cdef Py_ssize_t total  # on_data(): bytes consumed so far
-    cdef int _unpark(self) except -1
+    cdef int _unregister(self) except -1
     cdef object _step(self)
     cdef int _pump(self) except -1
     cdef bint _consume_each(self) except -1

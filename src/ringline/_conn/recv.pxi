@@ -6,7 +6,7 @@
 # multishot RECV op of a slot (_NRecvOp) and _ReadWait, the awaitable of
 # with_data()/with_bytes()/on_data() that a Task waits on as on a future.
 #
-# Lifecycle of a wait: created by the Conn call; parked on the slot
+# Lifecycle of a wait: created by the Conn call; registered on the slot
 # (slot.reader) until data, EOF or an error arrives; the receive completion
 # wakes the task directly (no future, no handle), inside the task's context;
 # at most one waiter per connection.
@@ -89,7 +89,7 @@ cdef class _ReadWait:
         return self._step()
 
     def throw(self, typ, val=None, tb=None):
-        self._unpark()
+        self._unregister()
         if val is None:
             if isinstance(typ, BaseException):
                 raise typ
@@ -97,12 +97,12 @@ cdef class _ReadWait:
         raise val
 
     def close(self):
-        self._unpark()
+        self._unregister()
 
-    cdef int _unpark(self) except -1:
+    cdef int _unregister(self) except -1:
         cdef _ConnSlot slot
-        if self.parked:
-            self.parked = False
+        if self.registered:
+            self.registered = False
             slot = self.handle.slot
             if slot.reader is self:
                 slot.reader = None
@@ -135,7 +135,7 @@ cdef class _ReadWait:
         return 0
 
     def done(self):
-        return not self.parked
+        return not self.registered
 
     def cancelled(self):
         return False
@@ -152,10 +152,10 @@ cdef class _ReadWait:
 
     def cancel(self, msg=None):
         cdef _ConnSlot slot
-        if not self.parked:
+        if not self.registered:
             return False
         self.exc = _aexc.CancelledError() if msg is None else _aexc.CancelledError(msg)
-        self.parked = False
+        self.registered = False
         slot = self.handle.slot
         if slot.reader is self:
             slot.reader = None
@@ -168,7 +168,7 @@ cdef class _ReadWait:
         return True
 
     cdef int _pump(self) except -1:
-        # on_data(): bytes arrived for a parked reader. fn consumes them right
+        # on_data(): bytes arrived for a registered reader. fn consumes them right
         # here in the completion, without resuming the task; the task is
         # woken only to finish (EOF, a closed connection, an error from fn).
         cdef _ConnSlot slot = self.handle.slot
@@ -177,7 +177,7 @@ cdef class _ReadWait:
             PyContext_Enter(ctx)
         try:
             if not self._consume_each():
-                return 0                        # wait for more, still parked
+                return 0                        # wait for more, still registered
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -185,7 +185,7 @@ cdef class _ReadWait:
         finally:
             if ctx is not None:
                 PyContext_Exit(ctx)
-        self.parked = False
+        self.registered = False
         if slot.reader is self:
             slot.reader = None
         self._wake(True)
@@ -249,9 +249,9 @@ cdef int _readwait_step(object obj, PyObject **out) except -1:
         raise exc
     if slot.gen != h.gen:
         raise ConnectionClosed('connection is closed')
-    if self.parked:
+    if self.registered:
         # resumed by the task after a wakeup
-        self.parked = False
+        self.registered = False
         if slot.reader is self:
             slot.reader = None
     if self.each:
@@ -270,7 +270,7 @@ cdef int _readwait_step(object obj, PyObject **out) except -1:
     if slot.reader is not None and slot.reader is not self:
         raise RuntimeError('another task is already waiting for data on this connection')
     slot.reader = self
-    self.parked = True
+    self.registered = True
     self._asyncio_future_blocking = True
     Py_INCREF(self)
     out[0] = <PyObject*>self
