@@ -17,7 +17,8 @@ import socket
 import pytest
 
 import ringline
-from ringline import _core, _loop, _native
+from ringline import _core, _loop
+from ringline._conn import api as _native
 
 IORING_OP_NOP = 0
 IORING_OP_SENDMSG = 9
