@@ -8,7 +8,7 @@ import pytest
 
 import ringline
 from ringline._errors import QueueFull
-from ringline._tasks import BackpressureQueue, Channel, ChannelClosed
+from ringline._runtime.channels import BackpressureQueue, Channel, ChannelClosed
 
 BACKENDS = ([os.environ["RINGLINE_BACKEND"]] if os.environ.get("RINGLINE_BACKEND")
             else ["io_uring", "poll"])

@@ -17,7 +17,8 @@ import socket
 import pytest
 
 import ringline
-from ringline import _core, _native
+from ringline import _core
+from ringline._conn import api as _native
 from ringline._loop import loop as _loop
 
 IORING_OP_NOP = 0

@@ -1,9 +1,9 @@
-"""ringline._ketama: libmemcached-compatible ketama, checked against uhashring."""
+"""ringline._util.ketama: libmemcached-compatible ketama, checked against uhashring."""
 import random
 
 import pytest
 
-from ringline._ketama import Ketama
+from ringline._util.ketama import Ketama
 
 uhashring = pytest.importorskip("uhashring")
 

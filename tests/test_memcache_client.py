@@ -13,7 +13,7 @@ import pytest
 
 import ringline
 import ringline.memcache as mc
-from ringline._ketama import Ketama
+from ringline._util.ketama import Ketama
 from memcache_support import Memcached, have_memcached, memcached_has_tls
 
 pytestmark = pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
@@ -1071,7 +1071,7 @@ def _tls_skip_reason():
     if not memcached_has_tls():
         return "memcached built without TLS (memcached -h has no --enable-ssl)"
     try:
-        import ringline._tls  # noqa: F401
+        import ringline._conn.tls  # noqa: F401
     except ImportError as exc:
         return f"ringline._tls is not available yet: {exc}"
     return None

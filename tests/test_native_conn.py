@@ -2,7 +2,7 @@
 selects: receive with parse callbacks, sends, guard parts, send chains, the
 slow-client rule, stale handles, connect with timeouts.
 
-Servers are native too (ringline._native.Listener + adopt) or plain asyncio
+Servers are native too (ringline._conn.api.Listener + adopt) or plain asyncio
 peers on 127.0.0.1; every wait is bounded."""
 import asyncio
 import gc
@@ -14,7 +14,7 @@ import weakref
 import pytest
 
 import ringline
-from ringline import _native
+from ringline._conn import api as _native
 from ringline._core import ChainState
 
 URING = ringline.backend().name == "io_uring"

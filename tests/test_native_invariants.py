@@ -16,7 +16,7 @@ import socket
 import pytest
 
 import ringline
-from ringline import _native
+from ringline._conn import api as _native
 
 from test_syscalls import FORBIDDEN, HERE, strace_counts
 

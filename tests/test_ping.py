@@ -7,7 +7,7 @@ import pytest
 
 import ringline
 import ringline.ping as rping
-from ringline import _native
+from ringline._conn import api as _native
 
 STEP = 20.0
 

@@ -420,7 +420,7 @@ def tls_server():
     if not ok:
         pytest.skip(why)
     try:
-        import ringline._tls  # noqa: F401
+        import ringline._conn.tls  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"ringline._tls is not available: {exc}")
     d = tempfile.mkdtemp(prefix="ringline-redis-tls-")
@@ -714,7 +714,7 @@ def three_servers():
 
 
 def test_sharded_client_spreads_keys_by_ketama(three_servers):
-    from ringline._ketama import Ketama
+    from ringline._util.ketama import Ketama
     names = [f"127.0.0.1:{s.port}" for s in three_servers]
     for s in three_servers:
         s.command("FLUSHALL")

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 import ringline
-from ringline import _native
+from ringline._conn import api as _native
 
 from conftest import run as run_on
 

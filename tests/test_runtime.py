@@ -24,9 +24,10 @@ import time
 import pytest
 
 import ringline
-from ringline._config import Config
+from ringline._runtime.config import Config
 from ringline._errors import ConfigError
-from ringline._runtime import Handler, launch
+from ringline._runtime.handler import Handler
+from ringline._runtime.launch import launch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOC = os.path.join(HERE, "..", "docs", "runtime.md")

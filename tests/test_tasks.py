@@ -17,11 +17,12 @@ import time
 import pytest
 
 import ringline
-from ringline import _tasks
+from ringline._conn import timers as _tasks
+from ringline._conn.timers import (set_timer_slots, sleep, sleep_until, timeout, timeout_at,
+                                   timer_stats, try_sleep, try_timeout)
 from ringline._errors import QueueFull, TimerPoolExhausted
-from ringline._tasks import (Channel, ChannelClosed, ChannelEmpty, TaskHandle, set_timer_slots,
-                             sleep, sleep_until, spawn, timeout, timeout_at, timer_stats,
-                             try_sleep, try_timeout)
+from ringline._runtime.channels import Channel, ChannelClosed, ChannelEmpty
+from ringline._runtime.tasks import TaskHandle, spawn
 
 BACKENDS = ([os.environ["RINGLINE_BACKEND"]] if os.environ.get("RINGLINE_BACKEND")
             else ["io_uring", "poll"])

@@ -20,10 +20,10 @@ import time
 import pytest
 
 import ringline
-from ringline import _native
+from ringline._conn import api as _native
 from ringline._core import ChainResult
 from ringline._errors import ConnectionClosed
-from ringline._tls import TlsConn, connect_tls, wrap_server_tls
+from ringline._conn.tls import TlsConn, connect_tls, wrap_server_tls
 
 BACKENDS = ([os.environ["RINGLINE_BACKEND"]] if os.environ.get("RINGLINE_BACKEND")
             else ["io_uring", "poll"])
@@ -582,7 +582,7 @@ def test_stalled_handshake_times_out(run, certs):
         with pytest.raises(TimeoutError, match="TLS handshake"):
             await connect_tls(("127.0.0.1", port), certs.client_ctx(), timeout=0.3)
         assert loop.time() - t0 < 3
-        assert ringline._tasks.timer_stats()["in_use"] == 0
+        assert ringline._conn.timers.timer_stats()["in_use"] == 0
         await asyncio.sleep(0.01)
         assert _native.stats()["live"] == 0
 

@@ -48,8 +48,9 @@ def test_public_names_have_real_types(tmp_path):
     for line in revealed:
         assert line.strip('"') != "Any", proc.stdout
     serve, launch, config, on_accept, on_data, send, connect, chain, sleep = revealed
-    assert "ringline._runtime.Handler" in serve and "ringline._config.Config" in serve
-    assert "ringline._launch.Runtime" in launch
+    assert ("ringline._runtime.handler.Handler" in serve
+            and "ringline._runtime.config.Config" in serve)
+    assert "ringline._runtime.launch.Runtime" in launch
     assert "max_connections: int | None" in config.replace("Union[int, None]", "int | None")
     assert "ringline._core.Conn" in on_accept
     assert "memoryview" in on_data and "_ReadWait" in on_data

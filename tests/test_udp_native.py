@@ -10,7 +10,7 @@ import pytest
 import ringline
 from ringline import QueueFull
 from ringline._errors import ConnectionClosed
-from ringline._udp import UdpSocket
+from ringline._conn.udp import UdpSocket
 
 
 def run(coro, timeout=10):

@@ -1,22 +1,63 @@
 """ringline: an io_uring-native asyncio event loop for Linux.
 
-Public API:
-    new_event_loop()   a new ringline loop
-    EventLoopPolicy    an asyncio policy whose loops are ringline loops
-    install()          make ringline the default loop policy
-    run(coro, **kw)    like asyncio.run() on a ringline loop
-    backend()          which backend runs (io_uring or poll), why, and what
-                       the kernel granted
-    Loop               the loop class
-    BackendUnavailable raised when io_uring is forced but unavailable
+Every name in ``__all__``, one per line (tests/test_layers.py checks that
+this list and ``__all__`` are the same):
 
-Native runtime (thread-per-core workers and the connection API):
-    Conn, connect, connect_unix, connect_tls, need_at_least, NEED_MORE,
-    ChainResult, Handler, serve, launch, Runtime, Config, UdpSocket,
-    sleep, sleep_until, timeout, timeout_at, try_sleep, try_timeout, spawn,
-    TaskHandle, Channel, ChannelClosed, BackpressureQueue, and the errors
-    ConnectionClosed, ConnectionDropped, SendPoolExhausted, QueueFull,
-    TimerPoolExhausted, ConfigError.
+The event loop:
+    Loop                the loop class
+    new_event_loop      a new ringline loop
+    EventLoopPolicy     an asyncio policy whose loops are ringline loops
+    install             make ringline the default loop policy
+    run                 like asyncio.run() on a ringline loop
+    backend             which backend runs (io_uring or poll), why, and what
+                        the kernel granted (a BackendInfo)
+    BackendInfo         what backend() returns
+    BackendUnavailable  raised when io_uring is forced but unavailable
+
+Native connections (ringline._conn):
+    Conn                a connection with a receive accumulator and a send queue
+    connect             open a TCP Conn ("host:port" or (host, port))
+    connect_unix        open a Unix stream Conn
+    connect_tls         open a TLS connection (a TlsConn)
+    wrap_server_tls     run the server side of a TLS handshake on a Conn
+    TlsConn             a TLS connection with Conn's API
+    UdpSocket           a datagram socket with a bounded send queue
+    need_at_least       a parse callback's "give me n bytes" answer
+    NEED_MORE           a parse callback's "give me more bytes" answer
+    ChainResult         the outcome of a send chain
+    limits              the connection limits of a loop (max_send_queue,
+                        recv_accumulator_cap, send_zc_threshold,
+                        max_connections, send_pool_limit)
+    stats               the connection counters of a loop
+
+The runtime (ringline._runtime: thread-per-core workers):
+    Handler             base class of a server: on_start, on_accept, ...
+    WorkerContext       what a worker knows about itself (handler.worker)
+    serve               run a server in this process until it stops
+    launch              start a server in the background (returns a Runtime)
+    Runtime             a server started by launch()
+    Config              the runtime's knobs
+    sleep               sleep on the loop's bounded timer pool
+    sleep_until         sleep until a loop time
+    try_sleep           sleep, or None at once when the pool is full
+    timeout             an async with block with a deadline in seconds
+    timeout_at          an async with block with a deadline in loop time
+    try_timeout         timeout(), or None when the pool is full
+    Timeout             what timeout()/timeout_at() return
+    spawn               run a standalone task (kept alive, failures logged)
+    TaskHandle          what spawn() returns
+    Channel             a bounded FIFO channel between tasks
+    ChannelClosed       raised by a closed Channel
+    ChannelEmpty        raised by Channel.try_recv() on an empty channel
+    BackpressureQueue   a never-waiting sender with a bounded spill backlog
+
+Errors:
+    ConnectionClosed    the connection was closed by this side
+    ConnectionDropped   the peer or the kernel ended the connection
+    SendPoolExhausted   no send buffer left in the loop's pool
+    QueueFull           a bounded queue is full
+    TimerPoolExhausted  no timer slot left in the loop's pool
+    ConfigError         a Config field is out of range
 
 Backends: io_uring when the kernel grants it, else the poll backend (epoll)
 automatically; RINGLINE_BACKEND=io_uring|poll or new_event_loop(backend=...)
@@ -30,53 +71,56 @@ from typing import TYPE_CHECKING, Any, Coroutine, TypeVar
 from ._loop.backend import BackendInfo, BackendUnavailable, backend
 from ._errors import (ConfigError, ConnectionClosed, ConnectionDropped, QueueFull,
                       SendPoolExhausted, TimerPoolExhausted)
+from ._conn.api import (NEED_MORE, ChainResult, Conn, connect, connect_unix, limits,
+                        need_at_least, stats)
 from ._loop.loop import Loop
-from ._native import (NEED_MORE, ChainResult, Conn, connect, connect_tls, connect_unix,
-                      need_at_least)
 
 if TYPE_CHECKING:
     # what __getattr__ serves lazily, spelled out for type checkers (the
     # redundant aliases mark them as re-exported)
-    from ._config import Config as Config
-    from ._runtime import Handler as Handler
-    from ._runtime import Runtime as Runtime
-    from ._runtime import WorkerContext as WorkerContext
-    from ._runtime import launch as launch
-    from ._runtime import serve as serve
-    from ._tasks import BackpressureQueue as BackpressureQueue
-    from ._tasks import Channel as Channel
-    from ._tasks import ChannelClosed as ChannelClosed
-    from ._tasks import ChannelEmpty as ChannelEmpty
-    from ._tasks import TaskHandle as TaskHandle
-    from ._tasks import Timeout as Timeout
-    from ._tasks import sleep as sleep
-    from ._tasks import sleep_until as sleep_until
-    from ._tasks import spawn as spawn
-    from ._tasks import timeout as timeout
-    from ._tasks import timeout_at as timeout_at
-    from ._tasks import try_sleep as try_sleep
-    from ._tasks import try_timeout as try_timeout
-    from ._tls import TlsConn as TlsConn
-    from ._tls import wrap_server_tls as wrap_server_tls
-    from ._udp import UdpSocket as UdpSocket
+    from ._conn.timers import Timeout as Timeout
+    from ._conn.timers import sleep as sleep
+    from ._conn.timers import sleep_until as sleep_until
+    from ._conn.timers import timeout as timeout
+    from ._conn.timers import timeout_at as timeout_at
+    from ._conn.timers import try_sleep as try_sleep
+    from ._conn.timers import try_timeout as try_timeout
+    from ._conn.tls import TlsConn as TlsConn
+    from ._conn.tls import connect_tls as connect_tls
+    from ._conn.tls import wrap_server_tls as wrap_server_tls
+    from ._conn.udp import UdpSocket as UdpSocket
+    from ._runtime.channels import BackpressureQueue as BackpressureQueue
+    from ._runtime.channels import Channel as Channel
+    from ._runtime.channels import ChannelClosed as ChannelClosed
+    from ._runtime.channels import ChannelEmpty as ChannelEmpty
+    from ._runtime.config import Config as Config
+    from ._runtime.handler import Handler as Handler
+    from ._runtime.handler import WorkerContext as WorkerContext
+    from ._runtime.launch import Runtime as Runtime
+    from ._runtime.launch import launch as launch
+    from ._runtime.supervisor import serve as serve
+    from ._runtime.tasks import TaskHandle as TaskHandle
+    from ._runtime.tasks import spawn as spawn
 
-# names served by modules imported on first use (the runtime, tasks, UDP)
+# names served by modules imported on first use (the runtime, timers, TLS, UDP)
 _LAZY = {
-    "Handler": "_runtime", "serve": "_runtime", "launch": "_runtime",
-    "Runtime": "_runtime", "WorkerContext": "_runtime", "Config": "_config",
-    "UdpSocket": "_udp",
-    "sleep": "_tasks", "sleep_until": "_tasks", "timeout": "_tasks",
-    "timeout_at": "_tasks", "try_sleep": "_tasks", "try_timeout": "_tasks",
-    "spawn": "_tasks", "TaskHandle": "_tasks", "Channel": "_tasks",
-    "ChannelClosed": "_tasks", "BackpressureQueue": "_tasks",
-    "ChannelEmpty": "_tasks", "Timeout": "_tasks",
-    "TlsConn": "_tls", "wrap_server_tls": "_tls",
+    "Handler": "_runtime.handler", "WorkerContext": "_runtime.handler",
+    "serve": "_runtime.supervisor", "launch": "_runtime.launch",
+    "Runtime": "_runtime.launch", "Config": "_runtime.config",
+    "UdpSocket": "_conn.udp",
+    "sleep": "_conn.timers", "sleep_until": "_conn.timers", "timeout": "_conn.timers",
+    "timeout_at": "_conn.timers", "try_sleep": "_conn.timers",
+    "try_timeout": "_conn.timers", "Timeout": "_conn.timers",
+    "spawn": "_runtime.tasks", "TaskHandle": "_runtime.tasks",
+    "Channel": "_runtime.channels", "ChannelClosed": "_runtime.channels",
+    "BackpressureQueue": "_runtime.channels", "ChannelEmpty": "_runtime.channels",
+    "TlsConn": "_conn.tls", "wrap_server_tls": "_conn.tls", "connect_tls": "_conn.tls",
 }
 
 __all__ = ["Loop", "new_event_loop", "EventLoopPolicy", "install", "run",
            "backend", "BackendInfo", "BackendUnavailable",
-           "Conn", "connect", "connect_unix", "connect_tls", "need_at_least",
-           "NEED_MORE", "ChainResult", "ConnectionClosed", "ConnectionDropped",
+           "Conn", "connect", "connect_unix", "need_at_least", "NEED_MORE",
+           "ChainResult", "limits", "stats", "ConnectionClosed", "ConnectionDropped",
            "SendPoolExhausted", "QueueFull", "TimerPoolExhausted", "ConfigError",
            *_LAZY]
 

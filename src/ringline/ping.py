@@ -28,6 +28,7 @@ from collections import deque
 from typing import Any, Deque, List, Optional, Tuple, Union
 
 from . import _errors
+from ._util.addr import parse_address
 
 __all__ = ["connect", "PingClient", "PingHandler", "ProtocolError"]
 
@@ -35,7 +36,7 @@ _PING = b"PING\r\n"
 _PONG = b"PONG\r\n"
 
 try:
-    from ._runtime import Handler as _HandlerBase
+    from ._runtime.handler import Handler as _HandlerBase
 except ImportError:  # pragma: no cover - the runtime is part of ringline
     _HandlerBase = object  # type: ignore[misc,assignment]
 
@@ -177,15 +178,8 @@ async def connect(host: Union[str, Tuple[str, int]] = "127.0.0.1", port: Optiona
                   *, timeout: Optional[float] = None) -> PingClient:
     """Connect to a PING/PONG server; needs a running ringline loop.
     `host` may be ``"host:port"`` or ``(host, port)``."""
-    from . import _native
-    if port is None:
-        if isinstance(host, tuple):
-            addr = (str(host[0]), int(host[1]))
-        else:
-            h, _, p = str(host).rpartition(":")
-            addr = (h or "127.0.0.1", int(p))
-    else:
-        addr = (str(host), int(port))
+    from ._conn import api as _native
+    addr = parse_address(host) if port is None else (str(host), int(port))
     conn = await _native.connect(addr, timeout=timeout)
     return PingClient(conn, addr)
 

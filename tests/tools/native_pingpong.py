@@ -6,7 +6,7 @@ import socket
 import sys
 
 import ringline
-from ringline import _native
+from ringline._conn import api as _native
 
 
 async def main(n):

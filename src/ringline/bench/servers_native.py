@@ -1,7 +1,7 @@
 """Benchmark workload ``native``: echo on ringline's native connection API.
 
 The server is what a ``ringline.Handler`` runs in a worker: a multishot
-accept (``ringline._native.Listener``) turning each accepted fd into a
+accept (``ringline._conn.api.Listener``) turning each accepted fd into a
 ``Conn`` whose task echoes with ``on_data`` + ``send_nowait`` (the callback
 runs straight from each receive completion; the task only waits for EOF).
 Workload ``native-task`` is the same echo written as a ``with_data`` loop,
@@ -48,7 +48,7 @@ async def _echo_task(conn) -> None:
 
 class _NativeServer:
     def __init__(self, loop, sock: socket.socket, handler) -> None:
-        from ringline import _native
+        from ringline._conn import api as _native
         self._loop = loop
         self._handler = handler
         self._family = sock.family

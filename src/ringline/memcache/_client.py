@@ -37,7 +37,8 @@ from functools import partial
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
 
 from .. import _errors
-from .._native import need_at_least
+from .._conn.api import need_at_least
+from .._util.addr import parse_address
 from ._proto import (MAX_KEY_LENGTH, ClientError, DEFAULT_MAX_REPLY_BYTES, DEFAULT_MAX_VALUE,
                      Item,
                      MetaResult, ProtocolError, ReplyError, ResponseParser, _bad_key_byte,
@@ -1236,12 +1237,7 @@ _FIRE_BUILDERS: Dict[str, Callable[..., Any]] = {
 
 def _split_addr(host: Any, port: Optional[int]) -> Tuple[str, int]:
     if port is None:
-        if isinstance(host, tuple):
-            return str(host[0]), int(host[1])
-        h, sep, p = str(host).rpartition(":")
-        if sep and p.isdigit():
-            return h.strip("[]") or "127.0.0.1", int(p)
-        return str(host), 11211
+        return parse_address(host, default_port=11211)
     return str(host), int(port)
 
 
@@ -1250,14 +1246,15 @@ async def _open(host: Any, port: Optional[int], *, timeout: Optional[float] = No
                 max_value_size: int = DEFAULT_MAX_VALUE, max_in_flight: Optional[int] = None,
                 reply_timeout: Optional[float] = None, zero_copy: bool = False,
                 push_at: int = 16, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> Client:
-    from .. import _native
+    from .._conn import api as _native
     addr = _split_addr(host, port)
     if ssl is not None and ssl is not False:
         import ssl as _ssl
+        from .._conn import tls as _tls
         ctx = ssl if isinstance(ssl, _ssl.SSLContext) else _ssl.create_default_context()
-        conn = await _native.connect_tls(addr, ssl_context=ctx,
-                                         server_hostname=server_hostname or addr[0],
-                                         timeout=timeout)
+        conn: Any = await _tls.connect_tls(addr, ssl_context=ctx,
+                                           server_hostname=server_hostname or addr[0],
+                                           timeout=timeout)
     else:
         conn = await _native.connect(addr, timeout=timeout)
     return Client(conn, address=addr, max_value_size=max_value_size,

@@ -2,7 +2,7 @@
 
 Owns: `Pool` (a fixed number of `Client` connections to one server, used in
 round-robin order and reconnected lazily) and `ShardedClient` (a `Pool` per
-server, keys routed by libmemcached-compatible ketama, `ringline._ketama`).
+server, keys routed by libmemcached-compatible ketama, `ringline._util.ketama`).
 
 Pool lifecycle: slots start empty; the first command that lands on a slot
 connects it. A slot whose client failed (server restart, protocol error,
@@ -22,7 +22,7 @@ import asyncio
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from .. import _errors
-from .._ketama import Ketama
+from .._util.ketama import Ketama
 from ._client import Client, Key, _open, _split_addr
 
 __all__ = ["Pool", "ShardedClient"]

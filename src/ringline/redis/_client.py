@@ -404,7 +404,7 @@ class _Connection:
         if n > self.max_send:
             raise ValueError(f"a command of {n} bytes exceeds the connection's send queue "
                              f"limit (max_send_queue = {self.max_send} bytes; raise it with "
-                             "ringline._native.configure)")
+                             "ringline._conn.api.configure)")
         conn = self.conn
         while self.error is None and conn.send_queue_bytes + n > self.max_send:
             drain = self._drain
@@ -485,7 +485,7 @@ class _Connection:
                 raise ProtocolError(
                     f"a reply needs {want} bytes buffered, more than the "
                     f"connection's recv_accumulator_cap ({self.recv_cap} bytes); raise it "
-                    "with ringline._native.configure(loop, recv_accumulator_cap=...)")
+                    "with ringline._conn.api.configure(loop, recv_accumulator_cap=...)")
             return _need_at_least(want)
         if want == 0:                               # cannot happen: window > max_line
             raise ProtocolError("reply header does not fit the parse window")
@@ -708,7 +708,7 @@ async def _open(loop: Any, opts: Options) -> _Connection:
             conn = await ringline.connect_unix(opts.path)
         elif opts.ssl is not None:
             try:
-                from ringline import _tls  # noqa: F401  (the TLS layer may be missing)
+                from ringline._conn import tls  # noqa: F401  (the TLS layer may be missing)
             except ImportError as exc:
                 raise RedisConnectionError(f"redis {where}: TLS is not available in this "
                                            f"ringline build ({exc})") from None

@@ -27,6 +27,7 @@ import asyncio
 import binascii
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from .._util.addr import parse_address
 from ._client import Client, Options, Pipeline, _make_options, open_connection
 from ._commands import AllNodesAdmin, Commands, _k
 from ._errors import (AskError, ClusterDownError, CrossSlotError, LoadingError, MovedError,
@@ -537,10 +538,7 @@ _EXEC = encode_command((b"EXEC",))
 
 
 def _seed(spec: Any) -> Address:
-    if isinstance(spec, tuple):
-        return (str(spec[0]), int(spec[1]))
-    host, _, port = str(spec).rpartition(":")
-    return (host.strip("[]") or "127.0.0.1", int(port))
+    return parse_address(spec if isinstance(spec, tuple) else str(spec))
 
 
 async def connect_cluster(seeds: Union[Iterable[Any], str], *, max_redirects: int = 5,

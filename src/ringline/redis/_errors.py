@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+from .._util.addr import split_host_port
+
 __all__ = [
     "RedisError", "ResponseError", "WrongTypeError", "MovedError", "AskError",
     "TryAgainError", "LoadingError", "AuthenticationError", "NoPermissionError",
@@ -74,12 +76,11 @@ class _Redirect(ResponseError):
                 self.slot = int(parts[1])
             except ValueError:
                 pass
-            host, _, port = parts[2].rpartition(":")
-            self.host = host.strip("[]")
             try:
-                self.port = int(port)
+                self.host, self.port = split_host_port(parts[2], default_host="",
+                                                       min_port=0)
             except ValueError:
-                self.port = 0
+                pass
 
     @property
     def address(self) -> Tuple[str, int]:

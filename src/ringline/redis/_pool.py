@@ -4,7 +4,7 @@ Owns: ``Pool`` (a fixed number of ``Client`` connections to one server,
 used round-robin; each one redials lazily on its next command after it
 broke, so a pool outlives a server restart) and ``ShardedClient`` (several
 servers, each key sent to the server ketama picks for it, via
-``ringline._ketama.Ketama``).
+``ringline._util.ketama.Ketama``).
 
 Lifecycle: connect_pool / connect_sharded open every connection up front
 (failing fast on a wrong address or password); from then on nothing is
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .._util.addr import split_host_port
 from ._client import Client, Options, Pipeline, _make_options, open_connection
 from ._commands import AllNodesAdmin, Commands, _k
 from ._errors import CrossSlotError
@@ -115,7 +116,7 @@ async def connect_pool(host: Optional[str] = None, port: Optional[int] = None, *
 
 
 def _default_ring(weights: Dict[str, int]) -> Any:
-    from ringline._ketama import Ketama
+    from ringline._util.ketama import Ketama
     return Ketama(weights)
 
 
@@ -233,7 +234,7 @@ async def connect_sharded(servers: Union[Iterable[ServerSpec], Mapping[str, int]
     or URLs, or a mapping of them to ketama weights. The node names (what
     the ring hashes) are "host:port". pool_size > 1 puts a Pool behind each
     server. ring: an object with node_for(key: bytes) -> name (default
-    ringline._ketama.Ketama over the weights). Other options as connect()."""
+    ringline._util.ketama.Ketama over the weights). Other options as connect()."""
     if isinstance(servers, Mapping):
         items = list(servers.items())
     else:
@@ -246,8 +247,7 @@ async def connect_sharded(servers: Union[Iterable[ServerSpec], Mapping[str, int]
         elif "://" in spec:
             opts = _make_options(None, None, spec, options)
         else:
-            host, _, port = spec.rpartition(":")
-            opts = Options(host or "127.0.0.1", int(port), **options)
+            opts = Options(*split_host_port(spec), **options)
         name = opts.address_text
         if name in specs:
             raise ValueError(f"server {name} is listed twice")

@@ -1,7 +1,7 @@
 """The Python face of ringline's native connection API.
 
-Owns: outbound connections (`connect`, `connect_unix`, `connect_tls`), the
-plumbing the runtime uses to turn accepted sockets into `Conn` objects
+Owns: outbound connections (`connect`, `connect_unix`; TLS ones are
+`ringline._conn.tls.connect_tls`, built on these), the plumbing the runtime uses to turn accepted sockets into `Conn` objects
 (`adopt`, `Listener`) and the per-loop knobs (`configure`). The hot paths
 (receive accumulator, parse callbacks, sends, chains, guards) live in the
 native core (`_conn.pxi`); this module is the cold path around them.
@@ -22,11 +22,12 @@ import os
 import socket
 from typing import Any, Callable, Optional, Tuple, Union
 
-from . import _core
-from ._core import Conn, ChainResult, ChainState, SendChain, SendParts, need_at_least, NEED_MORE
-from ._errors import ConnectionClosed, ConnectionDropped, SendPoolExhausted
+from .. import _core
+from .._core import Conn, ChainResult, ChainState, SendChain, SendParts, need_at_least, NEED_MORE
+from .._errors import ConnectionClosed, ConnectionDropped, SendPoolExhausted
+from .._util.addr import parse_address
 
-__all__ = ["Conn", "connect", "connect_unix", "connect_tls", "need_at_least",
+__all__ = ["Conn", "connect", "connect_unix", "need_at_least",
            "NEED_MORE", "ChainResult", "SendParts", "SendChain", "ConnectionClosed",
            "ConnectionDropped", "SendPoolExhausted", "adopt", "Listener", "configure",
            "limits", "stats"]
@@ -45,21 +46,6 @@ def _running_loop(what: str) -> Any:
         raise RuntimeError(f"ringline.{what}() needs a ringline event loop, not "
                            f"{type(loop).__module__}.{type(loop).__name__}")
     return loop
-
-
-def _split_address(addr: Address) -> Tuple[str, int]:
-    if isinstance(addr, str):
-        host, sep, port = addr.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"address must be 'host:port' or (host, port), got {addr!r}")
-        host = host.strip("[]") or "127.0.0.1"
-        return host, int(port)
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host, port = addr[0], addr[1]
-        if not isinstance(port, int) or not 0 < port < 65536:
-            raise ValueError(f"port must be an int in 1..65535, got {port!r}")
-        return str(host), port
-    raise TypeError(f"address must be 'host:port' or (host, port), got {addr!r}")
 
 
 async def _connect_sockaddr(loop: Any, family: int, sockaddr: Any,
@@ -87,7 +73,7 @@ async def connect(addr: Address, timeout: Optional[float] = None) -> Conn:
     """Open a TCP connection; the timeout is enforced in the ring. Raises
     TimeoutError, ConnectionRefusedError or OSError naming the address."""
     loop = _running_loop("connect")
-    host, port = _split_address(addr)
+    host, port = parse_address(addr)
     deadline = None if timeout is None else loop.time() + timeout
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not infos:
@@ -111,19 +97,6 @@ async def connect_unix(path: Union[str, bytes, os.PathLike],
     loop = _running_loop("connect_unix")
     return await _connect_sockaddr(loop, socket.AF_UNIX, os.fsdecode(path)
                                    if not isinstance(path, bytes) else path, timeout)
-
-
-async def connect_tls(addr: Optional[Address], ssl_context: Any = None,
-                      server_hostname: Optional[str] = None,
-                      timeout: Optional[float] = None, *,
-                      unix_path: Optional[str] = None) -> Any:
-    """Open a TLS connection (TLS in user space: the kernel has no kTLS) to
-    addr, or over the Unix socket unix_path. Returns a TlsConn, which has
-    Conn's API."""
-    from . import _tls
-    return await _tls.connect_tls(addr, ssl_context=ssl_context,
-                                  server_hostname=server_hostname, timeout=timeout,
-                                  unix_path=unix_path)
 
 
 def adopt(loop: Any, sock: socket.socket) -> Conn:

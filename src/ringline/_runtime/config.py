@@ -1,8 +1,10 @@
 """Configuration of ringline's thread-per-core runtime.
 
 Owns: `Config`, the frozen set of knobs `ringline.serve` / `ringline.launch`
-run with, and the CPU topology helpers that choose the default worker count
-and the core each worker is pinned to.
+run with, the CPU topology helpers that choose the default worker count
+and the core each worker is pinned to, and the sizing of RLIMIT_NOFILE
+(`fit_nofile` derives the fd-counted bounds, `ensure_nofile` raises the
+limit to fit them).
 
 Lifecycle: a Config is validated once, when it is constructed (every bad
 value raises `ConfigError` naming the field and its allowed range); it never
@@ -29,10 +31,11 @@ import os
 import resource
 from typing import Any, List, Optional, Sequence, Tuple
 
-from ._errors import ConfigError
+from .._errors import ConfigError
+from .._util.addr import has_port, split_host_port
 
 __all__ = ["Config", "physical_core_cpus", "default_workers", "fit_nofile",
-           "nofile_reachable", "nofile_slack"]
+           "nofile_reachable", "nofile_slack", "ensure_nofile"]
 
 log = logging.getLogger("ringline.runtime")
 
@@ -107,10 +110,11 @@ def _seconds(field: str, value: Any, lo: float, hi: float, lo_open: bool) -> flo
 
 
 def _udp_address(value: Any) -> Tuple[str, int]:
-    if isinstance(value, str):
-        host, sep, port = value.rpartition(":")
-        if sep and port.isdigit():
-            value = (host.strip("[]"), int(port))
+    if isinstance(value, str) and has_port(value):
+        try:
+            value = split_host_port(value, default_host="", min_port=0)
+        except ValueError:
+            pass    # out of range: refused below, naming the field
     if (isinstance(value, (tuple, list)) and len(value) == 2
             and isinstance(value[0], str) and _is_int(value[1])
             and 0 <= value[1] <= 65535):
@@ -261,3 +265,32 @@ def fit_nofile(cfg: Config) -> Config:
 
 def _limit_text(value: int) -> str:
     return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+
+
+def ensure_nofile(cfg: Config) -> None:
+    """Raise RLIMIT_NOFILE to fit every worker's connections, or fail naming
+    the limit. cfg has been through fit_nofile (no None bounds)."""
+    assert cfg.max_connections is not None
+    slack = nofile_slack(cfg.workers, len(cfg.udp_bind))
+    need = cfg.max_connections * cfg.workers + slack
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    inf = resource.RLIM_INFINITY
+    if soft == inf or soft >= need:
+        return
+    try:
+        if hard == inf or hard >= need:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        else:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+        return
+    except (ValueError, OSError) as exc:
+        reason = exc
+    raise OSError(
+        errno.EMFILE,
+        f"RLIMIT_NOFILE is too low: this Config needs {need} file descriptors "
+        f"(max_connections={cfg.max_connections} x workers={cfg.workers} + {slack} "
+        f"for the runtime) but the soft limit is {soft} and the hard limit "
+        f"{'unlimited' if hard == inf else hard} cannot be raised ({reason}); raise "
+        f"the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower "
+        f"Config.max_connections / Config.workers (or leave max_connections "
+        f"unset: it is then derived from the limit)")

@@ -27,7 +27,7 @@ import logging
 import socket
 from typing import Any, Callable, Deque, List, Optional, Set, Tuple, TypeVar
 
-from ._errors import ConnectionClosed, QueueFull
+from .._errors import ConnectionClosed, QueueFull
 
 __all__ = ["UdpSocket"]
 

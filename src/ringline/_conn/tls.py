@@ -36,16 +36,18 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional
 
-from . import _core
-from ._core import ChainResult, Conn, need_at_least
-from ._errors import ConnectionClosed, ConnectionDropped
-from ._tasks import timeout_at
+from .. import _core
+from .._core import ChainResult, Conn, need_at_least
+from .._errors import ConnectionClosed, ConnectionDropped
+from .._util.addr import parse_address
+from . import api
+from .timers import timeout_at
 
 __all__ = ["TlsConn", "connect_tls", "wrap_server_tls", "HANDSHAKE_TIMEOUT"]
 
-Address = Union[Tuple[str, int], str]
+Address = api.Address
 
 # how long a handshake may take when the caller gave no timeout (asyncio's
 # ssl_handshake_timeout default)
@@ -625,25 +627,24 @@ async def connect_tls(addr: Optional[Address], ssl_context: Optional[ssl.SSLCont
     together (None: the handshake alone is bounded by HANDSHAKE_TIMEOUT).
     Raises TimeoutError, OSError from connecting, or ssl.SSLError naming
     the problem."""
-    from . import _native
-    loop = _native._running_loop("connect_tls")
+    loop = api._running_loop("connect_tls")
     if ssl_context is None:
         ssl_context = ssl.create_default_context()
     elif not isinstance(ssl_context, ssl.SSLContext):
         raise TypeError(f"ssl_context must be an ssl.SSLContext, got "
                         f"{type(ssl_context).__name__}")
     if server_hostname is None and addr is not None:
-        server_hostname = _native._split_address(addr)[0]
+        server_hostname = parse_address(addr)[0]
     if server_hostname is None and ssl_context.check_hostname:
         raise ValueError("connect_tls() needs server_hostname when connecting to a Unix "
                          "socket with a context that checks host names")
     start = loop.time()
     if unix_path is not None:
-        raw = await _native.connect_unix(unix_path, timeout=timeout)
+        raw = await api.connect_unix(unix_path, timeout=timeout)
     elif addr is None:
         raise ValueError("connect_tls() needs an address or unix_path")
     else:
-        raw = await _native.connect(addr, timeout=timeout)
+        raw = await api.connect(addr, timeout=timeout)
     deadline = (start + timeout if timeout is not None
                 else loop.time() + HANDSHAKE_TIMEOUT)
     try:

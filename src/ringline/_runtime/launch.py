@@ -1,7 +1,7 @@
 """`ringline.launch()` and the `Runtime` handle it returns.
 
 Owns: the launching process's side of a runtime started in the background.
-The supervisor (ringline._runtime._Supervisor) runs in a process of its own,
+The supervisor (ringline._runtime.supervisor) runs in a process of its own,
 forked by launch() from the calling thread, and forks the workers from
 there. So every fork, the first ones and each respawn, happens in a process
 with a single thread: forking from a helper thread of the caller (or while
@@ -10,10 +10,13 @@ held, and Python 3.12+ warns about it (DeprecationWarning).
 
 Processes: caller --fork--> supervisor --fork--> worker 0..N-1. The caller
 and the supervisor share one SOCK_SEQPACKET link:
-  caller -> supervisor: b"S" + grace (shut down), b"Q" (send the state)
-  supervisor -> caller: b"T" + pickled state (when ready, on each b"Q",
-                        and once more when every worker has exited),
-                        b"E" + pickled exception (the start failed)
+  caller -> supervisor: MSG_STOP + grace (shut down), MSG_QUERY (send the
+                        state)
+  supervisor -> caller: MSG_STATE + pickled state (when ready, on each
+                        MSG_QUERY, and once more when every worker has
+                        exited), MSG_ERROR + pickled exception (the start
+                        failed)
+(the message kinds are ringline._runtime.fdpass's)
 EOF on the link tells the supervisor that the caller is gone: it shuts the
 runtime down gracefully.
 
@@ -39,25 +42,23 @@ import pickle
 import select
 import signal
 import socket
-import struct
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Type
+from typing import Any, Dict, List, Optional, Set, Type
 
-from ._config import Config
-
-if TYPE_CHECKING:
-    from ._runtime import Bind, Handler, _Supervisor
+from .bind import Bind
+from .config import Config
+from .fdpass import (EXIT_CRASH, EXIT_START_FAILED, MSG_ERROR, MSG_QUERY, MSG_STATE,
+                     MSG_STOP, STOP, describe_exit)
+from .handler import Handler
+from .supervisor import READY_TIMEOUT, Supervisor
 
 __all__ = ["Runtime", "launch"]
 
 log = logging.getLogger("ringline.runtime")
 
-_STOP = struct.Struct("=d")
 _QUERY_TIMEOUT = 10.0     # a supervisor answers a state query within this
 _START_SLACK = 30.0       # beyond the workers' ready timeout
-_EXIT_FAILED = 1
-_EXIT_CRASH = 70
 
 _live: Set["Runtime"] = set()    # running runtimes (see the atexit hook)
 _live_lock = threading.Lock()
@@ -72,7 +73,7 @@ def _pickle_exception(exc: BaseException) -> bytes:
         return pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
 
 
-def _run_supervisor(sup: "_Supervisor", link: socket.socket) -> int:
+def _run_supervisor(sup: Supervisor, link: socket.socket) -> int:
     """The supervisor process: start the workers, report, supervise."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the launching process decides
     asyncio.events._set_running_loop(None)
@@ -82,10 +83,10 @@ def _run_supervisor(sup: "_Supervisor", link: socket.socket) -> int:
         sup.start()
     except BaseException as exc:
         try:
-            link.send(b"E" + _pickle_exception(exc))
+            link.send(MSG_ERROR + _pickle_exception(exc))
         except OSError:
             pass
-        return _EXIT_FAILED
+        return EXIT_START_FAILED
     sup.send_state()               # ready
     sup.run()
     if sup.link is not None:       # every worker exited: the last word
@@ -119,7 +120,7 @@ class Runtime:
             if link is None:
                 return self._state
             try:
-                link.send(b"Q")
+                link.send(MSG_QUERY)
             except OSError:
                 pass
             self._read_states(link, _QUERY_TIMEOUT, until_eof=False)
@@ -141,7 +142,7 @@ class Runtime:
                 msg = b""
             if not msg:
                 return
-            if msg[:1] == b"T":
+            if msg[:1] == MSG_STATE:
                 self._state = pickle.loads(msg[1:])
                 if not until_eof:
                     return
@@ -198,7 +199,7 @@ class Runtime:
         with self._lock:
             if self._link is not None:
                 try:
-                    self._link.send(b"S" + _STOP.pack(value))
+                    self._link.send(MSG_STOP + STOP.pack(value))
                 except OSError:
                     pass
 
@@ -277,8 +278,7 @@ class Runtime:
                 f"running={self.running}>")
 
 
-def _start(sup: "_Supervisor") -> Runtime:
-    from . import _runtime
+def _start(sup: Supervisor) -> Runtime:
     sup.prepare()                   # RLIMIT_NOFILE: raised here, inherited below
     caller_end, sup_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
@@ -288,7 +288,7 @@ def _start(sup: "_Supervisor") -> Runtime:
         sup_end.close()
         raise
     if pid == 0:                    # the supervisor process
-        code = _EXIT_CRASH
+        code = EXIT_CRASH
         try:
             caller_end.close()
             # the caller's other runtimes are not ours (no lock: another
@@ -305,7 +305,7 @@ def _start(sup: "_Supervisor") -> Runtime:
             os._exit(code)
     sup_end.close()
     sup.release_in_launcher()
-    timeout = _runtime._READY_TIMEOUT + _START_SLACK
+    timeout = READY_TIMEOUT + _START_SLACK
     ready, _, _ = select.select([caller_end], [], [], timeout)
     msg = b""
     if ready:
@@ -313,7 +313,7 @@ def _start(sup: "_Supervisor") -> Runtime:
             msg = caller_end.recv(1 << 20)
         except OSError:
             msg = b""
-    if msg[:1] == b"T":
+    if msg[:1] == MSG_STATE:
         rt = Runtime(pid, caller_end, pickle.loads(msg[1:]))
         with _live_lock:
             _live.add(rt)
@@ -324,22 +324,21 @@ def _start(sup: "_Supervisor") -> Runtime:
         os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     caller_end.close()
-    if msg[:1] == b"E":
+    if msg[:1] == MSG_ERROR:
         raise pickle.loads(msg[1:])
     code = os.waitstatus_to_exitcode(status)
-    raise RuntimeError(f"the ringline supervisor {_runtime._describe_exit(code)} "
+    raise RuntimeError(f"the ringline supervisor {describe_exit(code)} "
                        f"while starting" if ready else
                        f"ringline workers not ready after {timeout:.0f} s")
 
 
-def launch(handler_cls: Type["Handler"], bind: "Bind",
+def launch(handler_cls: Type[Handler], bind: Bind,
            config: Optional[Config] = None) -> Runtime:
     """Start the runtime in the background (fork the supervisor, which forks
     the workers; wait until each is ready) and return at once; the caller's
     signals are left alone. Raises when a worker cannot start or
     RLIMIT_NOFILE cannot fit the Config."""
-    from ._runtime import _Supervisor
-    return _start(_Supervisor(handler_cls, bind, config, signals=False))
+    return _start(Supervisor(handler_cls, bind, config, signals=False))
 
 
 @atexit.register
