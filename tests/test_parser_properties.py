@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from ringline.memcache import _proto
 from ringline.memcache._proto import MetaResult, ProtocolError as McProtocolError, ResponseParser
-from ringline.redis import _client as rc
+from ringline.redis import _connection as rc
 from ringline.redis._errors import ProtocolError, error_from_reply
 from ringline.redis._resp import NEED_MORE, Parser, Push
 
