@@ -335,6 +335,10 @@ def encode_meta(cmd: bytes, key: bytes, tokens: List[str],
 # pure-Python path alone; the tests run the parser both ways)
 _scan_values: Any = _speedups.scan_values
 
+# the longest VALUE header line the native scanner accepts: "VALUE " + a
+# 250-byte key + " " + 10-digit flags + " " + 19-digit size + " " + 19-digit cas
+_SCAN_MAX_HEADER = 6 + MAX_KEY_LENGTH + 1 + 10 + 1 + 19 + 1 + 19
+
 _META_CODES = {b"VA": "VA", b"HD": "HD", b"EN": "EN", b"NF": "NF", b"NS": "NS",
                b"EX": "EX", b"MN": "MN", b"ME": "ME"}
 _EMPTY: Dict[str, str] = {}
@@ -386,8 +390,11 @@ class ResponseParser:
         then be beyond ``len(buf)``. Values are then ``bytes`` copied from
         `src`, or with `views` slices of `src` itself (no copy)."""
         append = self.replies.append
-        # (with `src` values come from the receive buffer: the Python path)
-        scan = _scan_values if src is None and buf.__class__ is bytes else None
+        # (with `src` values come from the receive buffer: the Python path;
+        # the scanner does not check max_line, so it runs only when no record
+        # it accepts can have a longer header line)
+        scan = (_scan_values if src is None and buf.__class__ is bytes
+                and self.max_line >= _SCAN_MAX_HEADER else None)
         end = len(buf)
         find = buf.find
         items = self._items
