@@ -299,13 +299,17 @@ class Client:
         if self._watchdog is None and self._reply_timeout is not None:
             self._arm_watchdog()
 
-    def _submit(self, data: Any, conv: Any, value: Any = None) -> asyncio.Future:
-        """Send a command expecting a reply; return the future of its result."""
+    def _write(self, data: Any, value: Any, quiet: bool) -> None:
+        """Queue one request (its line, and `value` as a data block): after
+        the open merged get, and for an ordinary (not `quiet`) command after
+        the ``mn`` closing an open quiet run, so the wire order is the FIFO
+        order. Raises the connection's error when it failed (before, or
+        while queueing)."""
         if self._batch is not None:
             self._flush_batch()
         if self._error is not None:
             raise self._closed()
-        if self._m.quiet_open:
+        if not quiet and self._m.quiet_open:
             self._close_quiet_run()
         try:
             if value is None:
@@ -315,6 +319,10 @@ class Client:
         except Exception as exc:  # noqa: BLE001 - the conn dropped under us
             self._fail(exc)
             raise self._closed() from exc
+
+    def _submit(self, data: Any, conv: Any, value: Any = None) -> asyncio.Future:
+        """Send a command expecting a reply; return the future of its result."""
+        self._write(data, value, False)
         fut = self._new_future()
         self._pending.append((conv, fut))
         if self._watchdog is None and self._reply_timeout is not None:
@@ -323,18 +331,7 @@ class Client:
         return fut
 
     def _submit_noreply(self, data: Any, value: Any = None) -> asyncio.Future:
-        if self._batch is not None:
-            self._flush_batch()
-        if self._error is not None:
-            raise self._closed()
-        try:
-            if value is None:
-                self._send(data)
-            else:
-                self._send_value(data, value)
-        except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
-            raise self._closed() from exc
+        self._write(data, value, True)
         self._open_quiet_run()
         fut = self._new_future()
         fut.set_result(None)
@@ -342,18 +339,7 @@ class Client:
 
     def _submit_quiet(self, data: Any, entry: _Quiet, value: Any = None,
                       target: Any = None) -> Any:
-        if self._batch is not None:
-            self._flush_batch()
-        if self._error is not None:
-            raise self._closed()
-        try:
-            if value is None:
-                self._send(data)
-            else:
-                self._send_value(data, value)
-        except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
-            raise self._closed() from exc
+        self._write(data, value, True)
         if target is None:
             target = self._new_future()
         self._pending.append((entry, target))
@@ -669,20 +655,7 @@ class Client:
     # -- fire / recv ------------------------------------------------------------
 
     def _submit_fired(self, data: Any, conv: Any, target: _Fired, value: Any = None) -> _Fired:
-        if self._batch is not None:
-            self._flush_batch()
-        if self._error is not None:
-            raise self._closed()
-        if self._m.quiet_open:
-            self._close_quiet_run()
-        try:
-            if value is None:
-                self._send(data)
-            else:
-                self._send_value(data, value)
-        except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
-            raise self._closed() from exc
+        self._write(data, value, False)
         self._pending.append((conv, target))
         if self._watchdog is None and self._reply_timeout is not None:
             self._arm_watchdog()

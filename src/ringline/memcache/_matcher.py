@@ -120,22 +120,32 @@ def _storage_error(r: Any, what: str) -> Any:
     return _unexpected(r, what)
 
 
-def _c_stored(r: Any) -> Any:
-    if r == b"STORED":
-        return True
-    if r == b"NOT_STORED":
-        return False
-    return _storage_error(r, "a storage command")
+_NO = object()
 
 
-def _c_cas(r: Any) -> Any:
-    if r == b"STORED":
-        return True
-    if r == b"EXISTS":
-        return False
-    if r == b"NOT_FOUND":
-        return None
-    return _storage_error(r, "cas")
+def _status_conv(what: str, results: Dict[bytes, Any],
+                 on_other: Callable[[Any, str], Any]) -> Callable[[Any], Any]:
+    """A converter of a classic status-line reply: `results` maps each
+    expected line to the command's result; anything else goes to `on_other`
+    (`_unexpected`, or `_storage_error` for commands with a data block)."""
+    get = results.get
+
+    def conv(r: Any) -> Any:
+        if r.__class__ is bytes:
+            v = get(r, _NO)
+            if v is not _NO:
+                return v
+        return on_other(r, what)
+    return conv
+
+
+_c_stored = _status_conv("a storage command", {b"STORED": True, b"NOT_STORED": False},
+                         _storage_error)
+_c_cas = _status_conv("cas", {b"STORED": True, b"EXISTS": False, b"NOT_FOUND": None},
+                      _storage_error)
+_c_deleted = _status_conv("delete", {b"DELETED": True, b"NOT_FOUND": False}, _unexpected)
+_c_touched = _status_conv("touch", {b"TOUCHED": True, b"NOT_FOUND": False}, _unexpected)
+_c_ok = _status_conv("flush_all/verbosity", {b"OK": None}, _unexpected)
 
 
 def _c_incr(r: Any) -> Any:
@@ -145,28 +155,6 @@ def _c_incr(r: Any) -> Any:
         if r == b"NOT_FOUND":
             return None
     return _unexpected(r, "incr/decr")
-
-
-def _c_deleted(r: Any) -> Any:
-    if r == b"DELETED":
-        return True
-    if r == b"NOT_FOUND":
-        return False
-    return _unexpected(r, "delete")
-
-
-def _c_touched(r: Any) -> Any:
-    if r == b"TOUCHED":
-        return True
-    if r == b"NOT_FOUND":
-        return False
-    return _unexpected(r, "touch")
-
-
-def _c_ok(r: Any) -> Any:
-    if r == b"OK":
-        return None
-    return _unexpected(r, "flush_all/verbosity")
 
 
 def _c_version(r: Any) -> Any:
@@ -332,34 +320,11 @@ class ReplyMatcher:
                 conv, target = popleft()
             except IndexError:
                 raise ProtocolError(f"unsolicited reply {r!r} (no command pending)") from None
-            if conv is _BATCH:
-                self._deliver_batch(target, r)
-                continue
             if conv.__class__ is _Quiet:
                 pending.appendleft((conv, target))
                 self._dispatch_quiet(r)
                 continue
-            if target.__class__ is not _Fired:
-                if target.done():        # the caller gave up (cancelled)
-                    self._check_only(conv, r)
-                    continue
-                try:
-                    value = conv(r)
-                except ReplyError as e:
-                    target.set_exception(e)
-                except ProtocolError as e:
-                    self.blamed = True
-                    target.set_exception(e)
-                    raise
-                except Exception as exc:     # a reply the converter choked on
-                    self.blamed = True
-                    err = _not_convertible(r, exc)
-                    target.set_exception(err)
-                    raise err from exc
-                else:
-                    target.set_result(value)
-            else:
-                self._deliver_fired(conv, target, r)
+            self._deliver(conv, target, r)
 
     @staticmethod
     def _check_only(conv: Any, r: Any) -> None:
@@ -373,6 +338,7 @@ class ReplyMatcher:
             raise _not_convertible(r, exc) from exc
 
     def _deliver(self, conv: Any, target: Any, r: Any) -> None:
+        """Resolve one entry (not a _Quiet) with its reply."""
         if conv is _BATCH:
             self._deliver_batch(target, r)
             return

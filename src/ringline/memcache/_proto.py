@@ -460,24 +460,10 @@ class ResponseParser:
                         if len(toks[0]) > MAX_KEY_LENGTH:
                             raise ProtocolError(f"VALUE key longer than {MAX_KEY_LENGTH} "
                                                 f"bytes: {bytes(buf[pos:eol])[:80]!r}")
-                        n = int(size)
-                        if n > max_value:
-                            raise ProtocolError(f"value of {n} bytes exceeds max_value_size "
-                                                f"({max_value} bytes)")
-                        start = eol + 2
-                        stop = start + n
-                        if src is None:
-                            if stop + 2 > end:
-                                self.need = stop + 2 - pos
-                                break
-                            if buf[stop] != 13 or buf[stop + 1] != 10:
-                                raise ProtocolError(
-                                    f"VALUE data block of {n} bytes not followed by CRLF")
-                            value = buf[start:stop]
-                        else:
-                            value = self._value_from(src, views, pos, start, stop, "VALUE")
-                            if value is None:
-                                break
+                        value = self._block(buf, src, views, pos, eol, size, "VALUE")
+                        if value is None:
+                            break
+                        stop = eol + 2 + len(value)
                         flags = toks[1]
                         if (not flags.isdigit() or len(flags) > _MAX_DIGITS
                                 or (nt == 4 and (not toks[3].isdigit()
@@ -510,24 +496,10 @@ class ResponseParser:
                         if not size.isdigit() or len(size) > _MAX_DIGITS:
                             raise ProtocolError(
                                 f"bad data length in {bytes(buf[pos:eol])[:80]!r}")
-                        n = int(size)
-                        if n > max_value:
-                            raise ProtocolError(f"value of {n} bytes exceeds max_value_size "
-                                                f"({max_value} bytes)")
-                        start = eol + 2
-                        stop = start + n
-                        if src is None:
-                            if stop + 2 > end:
-                                self.need = stop + 2 - pos
-                                break
-                            if buf[stop] != 13 or buf[stop + 1] != 10:
-                                raise ProtocolError(
-                                    f"VA data block of {n} bytes not followed by CRLF")
-                            value = buf[start:stop]
-                        else:
-                            value = self._value_from(src, views, pos, start, stop, "VA")
-                            if value is None:
-                                break
+                        value = self._block(buf, src, views, pos, eol, size, "VA")
+                        if value is None:
+                            break
+                        stop = eol + 2 + len(value)
                         append(MetaResult("VA", _meta_flags(toks, 1) if len(toks) > 1 else {},
                                           value))
                         pos = stop + 2
@@ -603,6 +575,27 @@ class ResponseParser:
     def _over_budget(self, what: str) -> str:
         return (f"a {what} reply without END exceeds max_reply_bytes "
                 f"({self.max_reply_bytes} bytes of records and their overhead)")
+
+    def _block(self, buf: Any, src: Any, views: bool, pos: int, eol: int, size: bytes,
+               what: str) -> Any:
+        """The data block after the `what` header line ``buf[pos:eol]`` that
+        announced `size` (checked digits) bytes: the value, or None (with
+        `need` set) when it has not fully arrived; ProtocolError when it is
+        over max_value or not followed by CRLF."""
+        n = int(size)
+        if n > self.max_value:
+            raise ProtocolError(f"value of {n} bytes exceeds max_value_size "
+                                f"({self.max_value} bytes)")
+        start = eol + 2
+        stop = start + n
+        if src is not None:
+            return self._value_from(src, views, pos, start, stop, what)
+        if stop + 2 > len(buf):
+            self.need = stop + 2 - pos
+            return None
+        if buf[stop] != 13 or buf[stop + 1] != 10:
+            raise ProtocolError(f"{what} data block of {n} bytes not followed by CRLF")
+        return buf[start:stop]
 
     def _value_from(self, src: Any, views: bool, pos: int, start: int, stop: int,
                     what: str) -> Any:
