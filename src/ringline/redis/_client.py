@@ -77,8 +77,7 @@ class Client(Commands):
             try:
                 c.conn.send_nowait(data)
             except (ConnectionClosed, ConnectionDropped) as exc:
-                c.fail(RedisConnectionError(f"{c.name}: {exc}"))
-                raise c._dead() from None
+                raise c._lost(exc) from None
             c.pending.append(fut)
         elif c.error is None:
             fut = c.call(data)
@@ -102,8 +101,7 @@ class Client(Commands):
             try:
                 c.conn.send_nowait(b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key))
             except (ConnectionClosed, ConnectionDropped) as exc:
-                c.fail(RedisConnectionError(f"{c.name}: {exc}"))
-                raise c._dead() from None
+                raise c._lost(exc) from None
             c.pending.append(fut)
             return fut
         return Commands.get(self, key)

@@ -189,22 +189,37 @@ class _Connection:
         new.__cause__ = err
         return new
 
+    def _lost(self, exc: BaseException) -> RedisConnectionError:
+        """Queueing a command found the Conn closed or dropped: fail the
+        connection; the error to raise to the caller."""
+        self.fail(RedisConnectionError(f"{self.name}: {exc}"))
+        return self._dead()
+
+    def _expect(self, fut: asyncio.Future, batch: Optional[_Batch]) -> None:
+        """A command (or a batch of n) was queued: its waiter joins the FIFO
+        (a batch once per command) and its timeout is armed."""
+        if batch is None:
+            self.pending.append(fut)
+        else:
+            self.pending.extend([batch] * batch.n)
+        if self.opts.command_timeout is not None:
+            self._arm_timeout(fut)
+
+    def _queue(self, data: bytes, fut: asyncio.Future, batch: Optional[_Batch]) -> Any:
+        if len(data) > _BIG_COMMAND:
+            return self._call_big(data, fut, batch)
+        try:
+            self.conn.send_nowait(data)
+        except (ConnectionClosed, ConnectionDropped) as exc:
+            raise self._lost(exc) from None
+        self._expect(fut, batch)
+        return fut
+
     def call(self, data: bytes) -> Any:
         """Queue one encoded command; an awaitable of its reply."""
         if self.error is not None:
             raise self._dead()
-        fut = _Future(loop=self.loop)
-        if len(data) > _BIG_COMMAND:
-            return self._call_big(data, fut, None)
-        try:
-            self.conn.send_nowait(data)
-        except (ConnectionClosed, ConnectionDropped) as exc:
-            self.fail(RedisConnectionError(f"{self.name}: {exc}"))
-            raise self._dead() from None
-        self.pending.append(fut)
-        if self.opts.command_timeout is not None:
-            self._arm_timeout(fut)
-        return fut
+        return self._queue(data, _Future(loop=self.loop), None)
 
     def call_batch(self, data: bytes, n: int) -> Any:
         """Queue n encoded commands at once; an awaitable of the list of their
@@ -212,18 +227,7 @@ class _Connection:
         if self.error is not None:
             raise self._dead()
         fut = _Future(loop=self.loop)
-        batch = _Batch(fut, n)
-        if len(data) > _BIG_COMMAND:
-            return self._call_big(data, fut, batch)
-        try:
-            self.conn.send_nowait(data)
-        except (ConnectionClosed, ConnectionDropped) as exc:
-            self.fail(RedisConnectionError(f"{self.name}: {exc}"))
-            raise self._dead() from None
-        self.pending.extend([batch] * n)
-        if self.opts.command_timeout is not None:
-            self._arm_timeout(fut)
-        return fut
+        return self._queue(data, fut, _Batch(fut, n))
 
     def fire(self, data: bytes, fq: _FireQueue, tag: Any) -> None:
         if self.error is not None:
@@ -231,8 +235,7 @@ class _Connection:
         try:
             self.conn.send_nowait(data)
         except (ConnectionClosed, ConnectionDropped) as exc:
-            self.fail(RedisConnectionError(f"{self.name}: {exc}"))
-            raise self._dead() from None
+            raise self._lost(exc) from None
         fq.tags.append(tag)
         self.pending.append(fq)
 
@@ -269,16 +272,10 @@ class _Connection:
         try:
             sent = self.conn.send(data)
         except (ConnectionClosed, ConnectionDropped) as exc:
-            self.fail(RedisConnectionError(f"{self.name}: {exc}"))
-            raise self._dead() from None
+            raise self._lost(exc) from None
         sent.add_done_callback(_retrieve)
         self._drain = sent
-        if batch is None:
-            self.pending.append(fut)
-        else:
-            self.pending.extend([batch] * batch.n)
-        if self.opts.command_timeout is not None:
-            self._arm_timeout(fut)
+        self._expect(fut, batch)
         return await fut
 
     async def call_guarded(self, prefix: bytes, obj: Any, suffix: bytes, size: int) -> Any:
@@ -291,13 +288,10 @@ class _Connection:
         try:
             sent = self.conn.send_parts().copy(prefix).guard(obj).copy(suffix).submit()
         except (ConnectionClosed, ConnectionDropped) as exc:
-            self.fail(RedisConnectionError(f"{self.name}: {exc}"))
-            raise self._dead() from None
+            raise self._lost(exc) from None
         sent.add_done_callback(_retrieve)
         self._drain = sent
-        self.pending.append(fut)
-        if self.opts.command_timeout is not None:
-            self._arm_timeout(fut)
+        self._expect(fut, None)
         reply = await fut
         if not sent.done():
             await asyncio.shield(sent)      # obj stays guarded until the kernel is done
