@@ -36,7 +36,7 @@ from .._conn import api
 from .._conn.timers import set_timer_slots
 from .._conn.udp import UdpSocket
 from .._errors import ConnectionClosed
-from .._loop import Loop
+from .._loop.loop import Loop
 from .._util.ratelog import RateLimitedLog
 from .config import Config
 from .fdpass import (EXIT_CRASH, EXIT_OK, EXIT_START_FAILED, EXIT_STARTUP, MAX_FDS_PER_MSG,

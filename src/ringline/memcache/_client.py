@@ -1,265 +1,71 @@
-"""One memcache connection: automatic pipelining over a ringline `Conn`.
+"""One memcache connection: automatic pipelining over a ringline `Conn` (the
+I/O glue).
 
-Owns: a `Conn`, the reply parser, the FIFO of pending commands and the reader
-task that matches replies to them.
+Owns: a `Conn`, the reader task, the write side (sending requests and values,
+merged gets, early pushes, the quiet-run ``mn``), the futures handed to
+callers, fire/recv waiting and the reply watchdog. The wire format
+(`_proto.ResponseParser`, the encoders) and the matching of replies to
+commands (`_matcher.ReplyMatcher`: converters, the FIFO and its quiet-command
+state machine) are sans-IO modules this file drives.
 
 Lifecycle: `connect()` opens the Conn and starts the reader task. Every
 command encodes its request, queues it with `conn.send_nowait` (the loop
 writes everything queued during one iteration together, so commands from
-concurrent tasks share one send) and appends one entry to the FIFO. The
-reader task waits on `conn.with_data`, parses every complete reply in the
-buffer and resolves the FIFO entries in order: one wake-up per batch of
-replies, not per command. `close()`, EOF, a ProtocolError or a reply timeout
-fail the connection: the Conn is closed, every pending command fails with an
-error naming the cause, later commands fail at once, nothing hangs.
+concurrent tasks share one send) and appends one entry to the matcher's
+FIFO. The reader task waits on `conn.with_data`, parses every complete reply
+in the buffer and hands them to the matcher, which resolves the FIFO entries
+in order: one wake-up per batch of replies, not per command. `close()`, EOF,
+a ProtocolError or a reply timeout fail the connection: the Conn is closed,
+every pending command fails with an error naming the cause, later commands
+fail at once, nothing hangs.
 
 Quiet commands (classic ``noreply`` and meta commands with ``q``) have no
 reply on success. To keep the FIFO in step, a run of quiet commands is
 always closed by an ``mn`` (meta no-op) before the next ordinary command or
-at the end of the loop iteration; its ``MN`` reply is the sync point. Quiet
-meta commands carry an opaque token (added when the caller gave none) so
-their replies, when there are any, are matched to the right command; a
-command whose reply never came before the sync point got the suppressed
-success (EN for mg, HD otherwise). Errors after classic noreply commands are
-counted (`noreply_errors`) and logged, never handed to another command.
+at the end of the loop iteration (this file sends it; the matcher treats its
+``MN`` as the sync point, see `_matcher`).
 
 Invariants: replies are matched strictly in order; a reply that does not fit
 the command at the head of the FIFO is a ProtocolError that closes the
 connection (never a silent desync); ``CLIENT_ERROR`` to a command with a data
-block also closes it (memcached may have read the data as a command).
+block also closes it (memcached may have read the data as a command); a run
+of quiet commands is never followed by an ordinary command without its
+``mn`` in between; merged gets keep their FIFO slot from the first caller on,
+so whatever is queued after them follows them on the wire.
 """
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections import deque
 from functools import partial
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 from .. import _errors
 from .._conn.api import need_at_least
 from .._util.addr import parse_address
-from ._proto import (MAX_KEY_LENGTH, ClientError, DEFAULT_MAX_REPLY_BYTES, DEFAULT_MAX_VALUE,
-                     Item,
-                     MetaResult, ProtocolError, ReplyError, ResponseParser, _bad_key_byte,
+from ._matcher import (_AS_CAS_ITEM, _AS_ITEM, _AS_VALUE, _BATCH, _MN, _Fired, _GetBatch,
+                       _Quiet, _c_cas, _c_deleted, _c_get, _c_get_item, _c_get_many,
+                       _c_gets_many, _c_incr, _c_meta, _c_meta_set, _c_mn, _c_ok, _c_stats,
+                       _c_stored, _c_touched, _c_version, ReplyMatcher)
+from ._proto import (MAX_KEY_LENGTH, DEFAULT_MAX_REPLY_BYTES, DEFAULT_MAX_VALUE, Item,
+                     MetaResult, ProtocolError, ResponseParser, _bad_key_byte,
                      check_key, check_value, encode_meta, meta_flag_tokens)
 
 __all__ = ["Client", "connect"]
-
-_log = logging.getLogger("ringline.memcache")
 
 Key = Union[bytes, str]
 _CRLF = b"\r\n"
 # values at least this big go out as their own send part (bytes by reference,
 # other buffers as zero-copy guard parts) instead of being joined to the header
 _BIG_VALUE = 16384
-_MN = b"mn\r\n"
 # reply headers are parsed from a bytes copy of at most this much of the
 # receive buffer; data blocks beyond it are taken from the buffer directly
 _WINDOW = 65536
-# concurrent single-key gets are merged into one ``get k1 k2 ...`` line of at
-# most this many keys and (about) this many bytes
-_BATCH_KEYS = 1000
-_BATCH_BYTES = 8000
 
 
 def _key(key: Any) -> bytes:
     if key.__class__ is bytes and 0 < len(key) <= MAX_KEY_LENGTH and _bad_key_byte(key) is None:
         return key
     return check_key(key)
-
-
-# ---------------------------------------------------------------------------
-# reply converters: reply -> result, or raise. A ReplyError fails only its own
-# command; a ProtocolError (a reply that does not fit) closes the connection.
-
-
-def _not_convertible(r: Any, exc: BaseException) -> ProtocolError:
-    """The error for a reply a converter could not turn into a result (the
-    command it was popped for gets it: never left unresolved)."""
-    return ProtocolError(f"reply {repr(r)[:80]} could not be converted: {exc!r}"[:300])
-
-
-def _unexpected(r: Any, what: str) -> Any:
-    if isinstance(r, ReplyError):
-        raise r
-    if isinstance(r, ProtocolError):
-        raise r
-    raise ProtocolError(f"unexpected reply {r!r} to {what}")
-
-
-def _c_get(r: Any) -> Any:
-    if r.__class__ is list:
-        return r[0][2] if r else None
-    return _unexpected(r, "get")
-
-
-def _c_get_item(r: Any) -> Any:
-    if r.__class__ is list:
-        if not r:
-            return None
-        k, f, v, c = r[0]
-        return Item(k, v, f, c)
-    return _unexpected(r, "gets")
-
-
-# what a merged-get caller wants from its item (see _GetBatch.entries)
-_AS_VALUE = 0        # get: the value or None
-_AS_ITEM = 1         # get_item: Item without cas
-_AS_CAS_ITEM = 2     # gets: Item with cas
-
-
-def _convert_item(it: Any, kind: int) -> Any:
-    """A merged-get caller's result from its VALUE item (None: a miss)."""
-    if it is None:
-        return None
-    if kind == _AS_VALUE:
-        return it[2]
-    k, f, v, c = it
-    return Item(k, v, f, c if kind == _AS_CAS_ITEM else None)
-
-
-def _c_get_many(r: Any) -> Any:
-    if r.__class__ is list:
-        return {k: v for k, _, v, _ in r}
-    return _unexpected(r, "get_many")
-
-
-def _c_gets_many(r: Any) -> Any:
-    if r.__class__ is list:
-        return {k: Item(k, v, f, c) for k, f, v, c in r}
-    return _unexpected(r, "gets_many")
-
-
-def _storage_error(r: Any, what: str) -> Any:
-    if r.__class__ is ClientError:
-        raise ProtocolError(f"{what}: memcached answered {r.line!r}; the value may have been "
-                            "read as a command, so the connection is closed")
-    return _unexpected(r, what)
-
-
-def _c_stored(r: Any) -> Any:
-    if r == b"STORED":
-        return True
-    if r == b"NOT_STORED":
-        return False
-    return _storage_error(r, "a storage command")
-
-
-def _c_cas(r: Any) -> Any:
-    if r == b"STORED":
-        return True
-    if r == b"EXISTS":
-        return False
-    if r == b"NOT_FOUND":
-        return None
-    return _storage_error(r, "cas")
-
-
-def _c_incr(r: Any) -> Any:
-    if r.__class__ is bytes:
-        if r.isdigit():
-            return int(r)
-        if r == b"NOT_FOUND":
-            return None
-    return _unexpected(r, "incr/decr")
-
-
-def _c_deleted(r: Any) -> Any:
-    if r == b"DELETED":
-        return True
-    if r == b"NOT_FOUND":
-        return False
-    return _unexpected(r, "delete")
-
-
-def _c_touched(r: Any) -> Any:
-    if r == b"TOUCHED":
-        return True
-    if r == b"NOT_FOUND":
-        return False
-    return _unexpected(r, "touch")
-
-
-def _c_ok(r: Any) -> Any:
-    if r == b"OK":
-        return None
-    return _unexpected(r, "flush_all/verbosity")
-
-
-def _c_version(r: Any) -> Any:
-    if r.__class__ is bytes and r.startswith(b"VERSION "):
-        return r[8:].decode("ascii", "replace")
-    return _unexpected(r, "version")
-
-
-def _c_stats(r: Any) -> Any:
-    if r.__class__ is dict:
-        return r
-    if r.__class__ is list and not r:
-        return {}
-    return _unexpected(r, "stats")
-
-
-def _c_meta(r: Any) -> Any:
-    if r.__class__ is MetaResult and r.status != "MN":
-        return r
-    return _unexpected(r, "a meta command")
-
-
-def _c_meta_set(r: Any) -> Any:
-    if r.__class__ is MetaResult and r.status != "MN":
-        return r
-    return _storage_error(r, "ms")
-
-
-def _c_mn(r: Any) -> Any:
-    if r.__class__ is MetaResult and r.status == "MN":
-        return None
-    return _unexpected(r, "mn")
-
-
-class _Quiet:
-    """A FIFO entry of a quiet meta command (see the module docstring)."""
-    __slots__ = ("opaque", "default", "conv")
-
-    def __init__(self, opaque: str, default: str, conv: Callable[[Any], Any]) -> None:
-        self.opaque = opaque
-        self.default = default
-        self.conv = conv
-
-
-_SYNC = _Quiet("", "MN", _c_mn)     # the mn closing a run of quiet commands
-
-
-class _Fired:
-    """The target of a fire()d command: its result goes to recv() with tag."""
-    __slots__ = ("tag",)
-
-    def __init__(self, tag: Any) -> None:
-        self.tag = tag
-
-
-class _GetBatch:
-    """The single-key gets (get, get_item, gets) queued in a row during one
-    loop iteration: sent as one ``get``/``gets k1 k2 ...`` line, answered by
-    one VALUE... END reply, one FIFO slot.
-
-    `keys` holds the distinct keys in order (a dict used as an ordered set),
-    `entries` one ``(key, kind, target)`` per caller in call order (target: a
-    future or a _Fired), `room` the bytes the line may still grow by, `cas`
-    whether some caller needs cas (then the line is ``gets``)."""
-    __slots__ = ("keys", "entries", "room", "cas")
-
-    def __init__(self) -> None:
-        self.keys: Dict[bytes, None] = {}
-        self.entries: List[Tuple[bytes, int, Any]] = []
-        self.room = _BATCH_BYTES - 7          # "gets " + CRLF
-        self.cas = False
-
-
-def _BATCH(r: Any) -> Any:    # the FIFO conv of a _GetBatch (never called)
-    raise AssertionError("a merged get is delivered by Client._deliver_batch")
 
 
 # ---------------------------------------------------------------------------
@@ -292,13 +98,12 @@ class Client:
         self._new_future = partial(asyncio.Future, loop=self._loop)
         self._parser = ResponseParser(max_value=max_value_size,
                                       max_reply_bytes=max_reply_bytes)
-        self._pending: Deque[Tuple[Any, Any]] = deque()
+        # the FIFO and its state machine (sans-IO); _pending and _done are
+        # its deques (never replaced)
+        self._m = m = ReplyMatcher(address, self._wake_recv)
+        self._pending = m.fifo
         self._address = address
         self._error: Optional[BaseException] = None
-        self._blamed = False
-        self._quiet_open = False
-        self._opaque = 0
-        self.noreply_errors = 0
         # merged gets: the batch still open (not sent), the pre-flush hook
         self._batch: Optional[_GetBatch] = None
         self._hook_set = False
@@ -310,11 +115,10 @@ class Client:
         # fire/recv
         self.max_in_flight = max_in_flight
         self._fired = 0                   # fired and not yet recv()d
-        self._done: Deque[Tuple[Any, Any]] = deque()
+        self._done = m.done
         self._recv_waiter: Optional[asyncio.Future] = None
         # reply watchdog
         self._reply_timeout = reply_timeout
-        self._progress = 0
         self._watch_mark = -1
         self._watchdog: Optional[asyncio.TimerHandle] = None
         self._reader: Optional[asyncio.Task] = None
@@ -335,6 +139,12 @@ class Client:
     @property
     def address(self) -> Any:
         return self._address
+
+    @property
+    def noreply_errors(self) -> int:
+        """Error replies that followed classic noreply commands (logged, not
+        raised: no command waits for them)."""
+        return self._m.noreply_errors
 
     async def close(self) -> None:
         """Close the connection; commands still pending fail with
@@ -395,186 +205,12 @@ class Client:
             replies = parser.replies
             if replies:
                 parser.replies = []
-                self._dispatch(replies)
+                self._m.dispatch(replies)
         if pos:
             return pos
         need = parser.need
         return need_at_least(need) if need else 0
 
-    def _dispatch(self, replies: List[Any]) -> None:
-        pending = self._pending
-        self._progress += 1
-        popleft = pending.popleft
-        for r in replies:
-            try:
-                conv, target = popleft()
-            except IndexError:
-                raise ProtocolError(f"unsolicited reply {r!r} (no command pending)") from None
-            if conv is _BATCH:
-                self._deliver_batch(target, r)
-                continue
-            if conv.__class__ is _Quiet:
-                pending.appendleft((conv, target))
-                self._dispatch_quiet(r)
-                continue
-            if target.__class__ is not _Fired:
-                if target.done():        # the caller gave up (cancelled)
-                    self._check_only(conv, r)
-                    continue
-                try:
-                    value = conv(r)
-                except ReplyError as e:
-                    target.set_exception(e)
-                except ProtocolError as e:
-                    self._blamed = True
-                    target.set_exception(e)
-                    raise
-                except Exception as exc:     # a reply the converter choked on
-                    self._blamed = True
-                    err = _not_convertible(r, exc)
-                    target.set_exception(err)
-                    raise err from exc
-                else:
-                    target.set_result(value)
-            else:
-                self._deliver_fired(conv, target, r)
-
-    @staticmethod
-    def _check_only(conv: Any, r: Any) -> None:
-        try:
-            conv(r)
-        except ReplyError:
-            pass
-        except ProtocolError:
-            raise
-        except Exception as exc:
-            raise _not_convertible(r, exc) from exc
-
-    def _deliver(self, conv: Any, target: Any, r: Any) -> None:
-        if conv is _BATCH:
-            self._deliver_batch(target, r)
-            return
-        if target.__class__ is _Fired:
-            self._deliver_fired(conv, target, r)
-            return
-        if target.done():
-            self._check_only(conv, r)
-            return
-        try:
-            value = conv(r)
-        except ReplyError as e:
-            target.set_exception(e)
-        except ProtocolError as e:
-            self._blamed = True
-            target.set_exception(e)
-            raise
-        except Exception as exc:
-            self._blamed = True
-            err = _not_convertible(r, exc)
-            target.set_exception(err)
-            raise err from exc
-        else:
-            target.set_result(value)
-
-    def _deliver_fired(self, conv: Any, target: _Fired, r: Any) -> None:
-        try:
-            value = conv(r)
-        except ReplyError as e:
-            value = e
-        except ProtocolError as e:
-            self._blamed = True
-            self._done.append((target.tag, e))
-            self._wake_recv()
-            raise
-        except Exception as exc:
-            self._blamed = True
-            err = _not_convertible(r, exc)
-            self._done.append((target.tag, err))
-            self._wake_recv()
-            raise err from exc
-        self._done.append((target.tag, value))
-        self._wake_recv()
-
-    def _deliver_batch(self, b: _GetBatch, r: Any) -> None:
-        """Hand a merged get's reply to each of its callers."""
-        entries = b.entries
-        if r.__class__ is not list:
-            if isinstance(r, ReplyError):          # every caller gets the error
-                for _, _, target in entries:
-                    self._put(target, r.__class__(r.line), True)
-                return
-            self._fail_batch(b, r if isinstance(r, ProtocolError) else ProtocolError(
-                f"unexpected reply {r!r} to {'gets' if b.cas else 'get'}"))
-        got = {it[0]: it for it in r}
-        if len(got) != len(r) or not got.keys() <= b.keys.keys():
-            self._fail_batch(b, ProtocolError(
-                f"reply to {'gets' if b.cas else 'get'} {b' '.join(b.keys)[:80]!r} has "
-                f"VALUE lines for keys {[it[0] for it in r][:10]!r}: not the ones asked for"))
-        get = got.get
-        for key, kind, target in entries:
-            if target.__class__ is not _Fired:
-                if target.done():              # the caller gave up (cancelled)
-                    continue
-                if kind == _AS_VALUE:
-                    it = get(key)
-                    target.set_result(it[2] if it is not None else None)
-                    continue
-            self._put(target, _convert_item(get(key), kind), False)
-
-    def _fail_batch(self, b: _GetBatch, err: ProtocolError) -> None:
-        """A merged get's reply broke the stream: every caller gets `err`,
-        which then closes the connection."""
-        self._blamed = True
-        for _, _, target in b.entries:
-            self._put(target, err, True)
-        raise err
-
-    def _put(self, target: Any, value: Any, error: bool) -> None:
-        """A result (or with `error` an exception) for a future or a _Fired."""
-        if target.__class__ is _Fired:
-            self._done.append((target.tag, value))
-            self._wake_recv()
-        elif not target.done():
-            if error:
-                target.set_exception(value)
-            else:
-                target.set_result(value)
-
-    def _dispatch_quiet(self, r: Any) -> None:
-        pending = self._pending
-        while pending:
-            conv, target = pending[0]
-            if conv is _SYNC:
-                if r.__class__ is MetaResult and r.status == "MN":
-                    pending.popleft()
-                    return
-                if isinstance(r, ReplyError):
-                    self.noreply_errors += 1
-                    _log.warning("memcache %s: error after a noreply command: %s",
-                                 self._address, r)
-                    return
-                raise ProtocolError(f"unexpected reply {r!r} after noreply commands")
-            if conv.__class__ is not _Quiet:
-                pending.popleft()
-                self._deliver(conv, target, r)
-                return
-            if r.__class__ is MetaResult:
-                if r.status != "MN" and r.flags.get("O") == conv.opaque:
-                    pending.popleft()
-                    self._deliver(conv.conv, target, r)
-                    return
-            elif isinstance(r, ReplyError):
-                pending.popleft()
-                self._deliver(conv.conv, target, r)
-                return
-            else:
-                raise ProtocolError(f"unexpected reply {r!r} to a quiet meta command")
-            # no reply of its own came before this one: its success was suppressed
-            pending.popleft()
-            self._deliver(conv.conv, target, MetaResult(conv.default, {}))
-        raise ProtocolError(f"unsolicited reply {r!r} (no command pending)")
-
-    # -- failure ------------------------------------------------------------
 
     def _fail(self, exc: BaseException) -> None:
         if self._error is not None:
@@ -602,45 +238,14 @@ class Client:
                 self._conn.close()
         except Exception:  # noqa: BLE001 - already closed
             pass
-        self._batch = None                  # failed below with the rest
-        pending = self._pending
-        self._pending = deque()
-        first = not self._blamed     # the head's reply broke: it gets exc itself
-        for conv, target in pending:
-            if target is None:
-                continue
-            if first and isinstance(exc, (ProtocolError, TimeoutError)):
-                err: BaseException = exc      # the command whose reply broke
-            else:
-                err = self._closed_error()
-            first = False
-            if conv is _BATCH:                # every caller of a merged get
-                for _, _, t in target.entries:
-                    self._put(t, err, True)
-                continue
-            if target.__class__ is _Fired:
-                self._done.append((target.tag, err))
-            elif not target.done():
-                target.set_exception(err)
-        self._wake_recv()
-
-    def _closed_error(self) -> BaseException:
-        exc = self._error
-        if isinstance(exc, _errors.ConnectionClosed) and not isinstance(
-                exc, (ProtocolError, TimeoutError)):
-            err = _errors.ConnectionClosed(f"memcache connection to {self._address} is closed: "
-                                           f"{exc}")
-        else:
-            err = _errors.ConnectionClosed(
-                f"memcache connection to {self._address} was closed after "
-                f"{type(exc).__name__}: {exc}")
-        err.__cause__ = exc
-        return err
+        self._batch = None                  # failed with the rest
+        self._m.fail(exc)
 
     # -- writing --------------------------------------------------------------
 
     def _closed(self) -> BaseException:
-        return self._closed_error()
+        """The error a command gets once the connection failed."""
+        return self._m.closed_error(self._error)  # type: ignore[arg-type]
 
     def _send_value(self, head: bytes, value: Any) -> None:
         """head + value + CRLF: one bytes object for small values, separate
@@ -661,14 +266,14 @@ class Client:
 
     def _arm_watchdog(self) -> None:
         if self._watchdog is None and self._reply_timeout is not None:
-            self._watch_mark = self._progress
+            self._watch_mark = self._m.progress
             self._watchdog = self._loop.call_later(self._reply_timeout, self._watch)
 
     def _watch(self) -> None:
         self._watchdog = None
         if self._error is not None or not self._pending:
             return
-        if self._progress == self._watch_mark:
+        if self._m.progress == self._watch_mark:
             self._fail(TimeoutError(f"memcached at {self._address} sent no reply for "
                                     f"{self._reply_timeout} s with {len(self._pending)} "
                                     "commands pending"))
@@ -676,8 +281,9 @@ class Client:
         self._arm_watchdog()
 
     def _close_quiet_run(self) -> None:
-        if self._quiet_open and self._error is None:
-            self._quiet_open = False
+        m = self._m
+        if m.quiet_open and self._error is None:
+            m.quiet_open = False
             if self._batch is not None:       # (never open during a quiet run)
                 self._flush_batch()
             try:
@@ -685,22 +291,26 @@ class Client:
             except Exception as exc:  # noqa: BLE001
                 self._fail(exc)
                 return
-            self._pending.append((_SYNC, None))
+            m.close_quiet_run()
 
     def _open_quiet_run(self) -> None:
-        if not self._quiet_open:
-            self._quiet_open = True
+        if not self._m.quiet_open:
+            self._m.quiet_open = True
             self._loop.call_soon(self._close_quiet_run)
         if self._watchdog is None and self._reply_timeout is not None:
             self._arm_watchdog()
 
-    def _submit(self, data: Any, conv: Any, value: Any = None) -> asyncio.Future:
-        """Send a command expecting a reply; return the future of its result."""
+    def _write(self, data: Any, value: Any, quiet: bool) -> None:
+        """Queue one request (its line, and `value` as a data block): after
+        the open merged get, and for an ordinary (not `quiet`) command after
+        the ``mn`` closing an open quiet run, so the wire order is the FIFO
+        order. Raises the connection's error when it failed (before, or
+        while queueing)."""
         if self._batch is not None:
             self._flush_batch()
         if self._error is not None:
             raise self._closed()
-        if self._quiet_open:
+        if not quiet and self._m.quiet_open:
             self._close_quiet_run()
         try:
             if value is None:
@@ -710,6 +320,10 @@ class Client:
         except Exception as exc:  # noqa: BLE001 - the conn dropped under us
             self._fail(exc)
             raise self._closed() from exc
+
+    def _submit(self, data: Any, conv: Any, value: Any = None) -> asyncio.Future:
+        """Send a command expecting a reply; return the future of its result."""
+        self._write(data, value, False)
         fut = self._new_future()
         self._pending.append((conv, fut))
         if self._watchdog is None and self._reply_timeout is not None:
@@ -718,18 +332,7 @@ class Client:
         return fut
 
     def _submit_noreply(self, data: Any, value: Any = None) -> asyncio.Future:
-        if self._batch is not None:
-            self._flush_batch()
-        if self._error is not None:
-            raise self._closed()
-        try:
-            if value is None:
-                self._send(data)
-            else:
-                self._send_value(data, value)
-        except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
-            raise self._closed() from exc
+        self._write(data, value, True)
         self._open_quiet_run()
         fut = self._new_future()
         fut.set_result(None)
@@ -737,18 +340,7 @@ class Client:
 
     def _submit_quiet(self, data: Any, entry: _Quiet, value: Any = None,
                       target: Any = None) -> Any:
-        if self._batch is not None:
-            self._flush_batch()
-        if self._error is not None:
-            raise self._closed()
-        try:
-            if value is None:
-                self._send(data)
-            else:
-                self._send_value(data, value)
-        except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
-            raise self._closed() from exc
+        self._write(data, value, True)
         if target is None:
             target = self._new_future()
         self._pending.append((entry, target))
@@ -764,7 +356,7 @@ class Client:
             self._flush_batch()
         if self._error is not None:
             raise self._closed()
-        if self._quiet_open:
+        if self._m.quiet_open:
             self._close_quiet_run()
             if self._error is not None:
                 raise self._closed()
@@ -793,9 +385,8 @@ class Client:
             return
         self.get_lines += 1
         self.get_calls += len(b.entries)
-        line = (b"gets " if b.cas else b"get ") + b" ".join(b.keys) + _CRLF
         try:
-            self._send(line)
+            self._send(b.line())
         except Exception as exc:  # noqa: BLE001 - the conn dropped under us
             self._fail(exc)
 
@@ -804,20 +395,10 @@ class Client:
         b = self._batch
         if b is None:
             b = self._open_batch()
-        keys = b.keys
-        if key not in keys:
-            room = b.room - len(key) - 1
-            if room < 0 or len(keys) >= _BATCH_KEYS:
-                b = self._open_batch()
-                keys = b.keys
-                room = b.room - len(key) - 1
-            keys[key] = None
-            b.room = room
-        if kind == _AS_CAS_ITEM:
-            b.cas = True
         if target is None:
             target = self._new_future()
-        b.entries.append((key, kind, target))
+        if not b.add(key, kind, target):
+            self._open_batch().add(key, kind, target)
         self._count()
         return target
 
@@ -912,7 +493,7 @@ class Client:
         if self._batch is not None:
             self._flush_batch()
         if n < _BIG_VALUE and value.__class__ is bytes and self._error is None \
-                and not self._quiet_open:
+                and not self._m.quiet_open:
             try:
                 self._send(head + value + _CRLF)
             except Exception:  # noqa: BLE001
@@ -1027,16 +608,8 @@ class Client:
             if n != len(value):
                 value = memoryview(value).cast("B")
         if "q" in tokens:
-            opaque = None
-            for t in tokens:
-                if t[0] == "O":
-                    opaque = t[1:]
-            if opaque is None:
-                self._opaque = (self._opaque + 1) & 0xFFFFFFFF
-                opaque = "%x" % self._opaque
-                tokens.append("O" + opaque)
-            return self._submit_quiet(encode_meta(cmd, key, tokens, n),
-                                      _Quiet(opaque, default, conv), value, target)
+            entry = self._m.quiet_entry(tokens, default, conv)
+            return self._submit_quiet(encode_meta(cmd, key, tokens, n), entry, value, target)
         data = encode_meta(cmd, key, tokens, n)
         if target is not None:
             return self._submit_fired(data, conv, target, value)
@@ -1083,20 +656,7 @@ class Client:
     # -- fire / recv ------------------------------------------------------------
 
     def _submit_fired(self, data: Any, conv: Any, target: _Fired, value: Any = None) -> _Fired:
-        if self._batch is not None:
-            self._flush_batch()
-        if self._error is not None:
-            raise self._closed()
-        if self._quiet_open:
-            self._close_quiet_run()
-        try:
-            if value is None:
-                self._send(data)
-            else:
-                self._send_value(data, value)
-        except Exception as exc:  # noqa: BLE001
-            self._fail(exc)
-            raise self._closed() from exc
+        self._write(data, value, False)
         self._pending.append((conv, target))
         if self._watchdog is None and self._reply_timeout is not None:
             self._arm_watchdog()
@@ -1316,3 +876,4 @@ def connect(host: Any = "127.0.0.1", port: Optional[int] = None, *,
                              max_reply_bytes=max_reply_bytes,
                              max_in_flight=max_in_flight, reply_timeout=reply_timeout,
                              zero_copy=zero_copy, push_at=push_at))
+

@@ -335,6 +335,10 @@ def encode_meta(cmd: bytes, key: bytes, tokens: List[str],
 # pure-Python path alone; the tests run the parser both ways)
 _scan_values: Any = _speedups.scan_values
 
+# the longest VALUE header line the native scanner accepts: "VALUE " + a
+# 250-byte key + " " + 10-digit flags + " " + 19-digit size + " " + 19-digit cas
+_SCAN_MAX_HEADER = 6 + MAX_KEY_LENGTH + 1 + 10 + 1 + 19 + 1 + 19
+
 _META_CODES = {b"VA": "VA", b"HD": "HD", b"EN": "EN", b"NF": "NF", b"NS": "NS",
                b"EX": "EX", b"MN": "MN", b"ME": "ME"}
 _EMPTY: Dict[str, str] = {}
@@ -386,8 +390,11 @@ class ResponseParser:
         then be beyond ``len(buf)``. Values are then ``bytes`` copied from
         `src`, or with `views` slices of `src` itself (no copy)."""
         append = self.replies.append
-        # (with `src` values come from the receive buffer: the Python path)
-        scan = _scan_values if src is None and buf.__class__ is bytes else None
+        # (with `src` values come from the receive buffer: the Python path;
+        # the scanner does not check max_line, so it runs only when no record
+        # it accepts can have a longer header line)
+        scan = (_scan_values if src is None and buf.__class__ is bytes
+                and self.max_line >= _SCAN_MAX_HEADER else None)
         end = len(buf)
         find = buf.find
         items = self._items
@@ -453,24 +460,10 @@ class ResponseParser:
                         if len(toks[0]) > MAX_KEY_LENGTH:
                             raise ProtocolError(f"VALUE key longer than {MAX_KEY_LENGTH} "
                                                 f"bytes: {bytes(buf[pos:eol])[:80]!r}")
-                        n = int(size)
-                        if n > max_value:
-                            raise ProtocolError(f"value of {n} bytes exceeds max_value_size "
-                                                f"({max_value} bytes)")
-                        start = eol + 2
-                        stop = start + n
-                        if src is None:
-                            if stop + 2 > end:
-                                self.need = stop + 2 - pos
-                                break
-                            if buf[stop] != 13 or buf[stop + 1] != 10:
-                                raise ProtocolError(
-                                    f"VALUE data block of {n} bytes not followed by CRLF")
-                            value = buf[start:stop]
-                        else:
-                            value = self._value_from(src, views, pos, start, stop, "VALUE")
-                            if value is None:
-                                break
+                        value = self._block(buf, src, views, pos, eol, size, "VALUE")
+                        if value is None:
+                            break
+                        stop = eol + 2 + len(value)
                         flags = toks[1]
                         if (not flags.isdigit() or len(flags) > _MAX_DIGITS
                                 or (nt == 4 and (not toks[3].isdigit()
@@ -503,24 +496,10 @@ class ResponseParser:
                         if not size.isdigit() or len(size) > _MAX_DIGITS:
                             raise ProtocolError(
                                 f"bad data length in {bytes(buf[pos:eol])[:80]!r}")
-                        n = int(size)
-                        if n > max_value:
-                            raise ProtocolError(f"value of {n} bytes exceeds max_value_size "
-                                                f"({max_value} bytes)")
-                        start = eol + 2
-                        stop = start + n
-                        if src is None:
-                            if stop + 2 > end:
-                                self.need = stop + 2 - pos
-                                break
-                            if buf[stop] != 13 or buf[stop + 1] != 10:
-                                raise ProtocolError(
-                                    f"VA data block of {n} bytes not followed by CRLF")
-                            value = buf[start:stop]
-                        else:
-                            value = self._value_from(src, views, pos, start, stop, "VA")
-                            if value is None:
-                                break
+                        value = self._block(buf, src, views, pos, eol, size, "VA")
+                        if value is None:
+                            break
+                        stop = eol + 2 + len(value)
                         append(MetaResult("VA", _meta_flags(toks, 1) if len(toks) > 1 else {},
                                           value))
                         pos = stop + 2
@@ -596,6 +575,27 @@ class ResponseParser:
     def _over_budget(self, what: str) -> str:
         return (f"a {what} reply without END exceeds max_reply_bytes "
                 f"({self.max_reply_bytes} bytes of records and their overhead)")
+
+    def _block(self, buf: Any, src: Any, views: bool, pos: int, eol: int, size: bytes,
+               what: str) -> Any:
+        """The data block after the `what` header line ``buf[pos:eol]`` that
+        announced `size` (checked digits) bytes: the value, or None (with
+        `need` set) when it has not fully arrived; ProtocolError when it is
+        over max_value or not followed by CRLF."""
+        n = int(size)
+        if n > self.max_value:
+            raise ProtocolError(f"value of {n} bytes exceeds max_value_size "
+                                f"({self.max_value} bytes)")
+        start = eol + 2
+        stop = start + n
+        if src is not None:
+            return self._value_from(src, views, pos, start, stop, what)
+        if stop + 2 > len(buf):
+            self.need = stop + 2 - pos
+            return None
+        if buf[stop] != 13 or buf[stop + 1] != 10:
+            raise ProtocolError(f"{what} data block of {n} bytes not followed by CRLF")
+        return buf[start:stop]
 
     def _value_from(self, src: Any, views: bool, pos: int, start: int, stop: int,
                     what: str) -> Any:

@@ -10,8 +10,9 @@ Public API:
     key_slot      the cluster slot of a key (CRC16 with hash tags)
     the RedisError hierarchy, Push, parse_info
 
-Layout: _resp (sans-IO wire format), _commands (typed helpers), _client
-(connections, Client, Pipeline), _pool (Pool, ShardedClient), _cluster
+Layout: _resp (sans-IO wire format), _commands (typed helpers), _options
+(Options, URLs), _connection (one connection: FIFO, reader, parsers), _client
+(Client), _pipeline (Pipeline), _pool (Pool, ShardedClient), _cluster
 (ClusterClient). Nothing here keeps global state: every object belongs to the
 loop it was created on. See docs/redis.md.
 """

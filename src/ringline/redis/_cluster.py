@@ -28,7 +28,10 @@ import binascii
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .._util.addr import parse_address
-from ._client import Client, Options, Pipeline, _make_options, open_connection
+from ._client import Client
+from ._connection import open_connection
+from ._options import Options, _make_options
+from ._pipeline import _EXEC, _MULTI, Pipeline, _finish_pipeline
 from ._commands import AllNodesAdmin, Commands, _k
 from ._errors import (AskError, ClusterDownError, CrossSlotError, LoadingError, MovedError,
                       RedisConnectionError, RedisError, ResponseError, TryAgainError)
@@ -462,7 +465,6 @@ class ClusterClient(AllNodesAdmin, Commands):
             slot = real.pop() if real else -1
             data = _MULTI + b"".join(c[0] for c in cmds) + _EXEC
             replies = await self._call(slot, data, None, len(cmds) + 2)
-            from ._client import _finish_pipeline
             return _finish_pipeline(cmds, replies, True, raise_on_error)
         groups: Dict[Optional[Address], List[int]] = {}
         for i, s in enumerate(slots):
@@ -488,7 +490,6 @@ class ClusterClient(AllNodesAdmin, Commands):
                     raw[i] = await self._call(slots[i], cmds[i][0], None, 1)
                 except RedisError as exc:
                     raw[i] = exc
-        from ._client import _finish_pipeline
         return _finish_pipeline(cmds, raw, False, raise_on_error)
 
     # -- broadcast helpers --
@@ -533,8 +534,6 @@ class ClusterClient(AllNodesAdmin, Commands):
 
 
 _ASKING = encode_command((b"ASKING",))
-_MULTI = encode_command((b"MULTI",))
-_EXEC = encode_command((b"EXEC",))
 
 
 def _seed(spec: Any) -> Address:

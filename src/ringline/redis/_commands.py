@@ -28,13 +28,8 @@ __all__ = ["Commands", "parse_info"]
 KeyT = Union[bytes, str, memoryview]
 
 
-def _k(key: Any) -> bytes:
-    t = type(key)
-    if t is bytes:
-        return key
-    if t is str:
-        return key.encode()
-    return encode_arg(key)
+# a key's bytes: a key is encoded as any other argument
+_k = encode_arg
 
 
 def _ks(keys: Iterable[Any]) -> List[bytes]:

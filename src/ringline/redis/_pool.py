@@ -24,7 +24,10 @@ import asyncio
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .._util.addr import split_host_port
-from ._client import Client, Options, Pipeline, _make_options, open_connection
+from ._client import Client
+from ._connection import open_connection
+from ._options import Options, _make_options
+from ._pipeline import Pipeline
 from ._commands import AllNodesAdmin, Commands, _k
 from ._errors import CrossSlotError
 from ._resp import encode_command

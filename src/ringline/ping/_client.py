@@ -1,24 +1,21 @@
-"""ringline.ping: a PING/PONG line protocol, client and server side.
+"""The client side of the PING/PONG protocol: `PingClient` and `connect()`
+(the I/O glue over a ringline Conn; the protocol itself is `_proto`).
 
-Owns: `PingClient` (``await ringline.ping.connect(host, port)``) and
-`PingHandler`, a ready-made `ringline.Handler` that answers ``PONG\\r\\n`` to
-every ``PING\\r\\n`` line. The protocol is the smallest request/response pair
-there is, which makes it the yardstick of the runtime's per-message cost.
+Owns: a Conn, the reader task and the FIFO of pending pings (entries
+``[remaining, t0, future]``).
 
-Client lifecycle: `connect()` opens a Conn and starts a reader task. `ping()`
-queues ``PING\\r\\n`` with `conn.send_nowait` (pings from concurrent tasks
-share one send per loop iteration) and appends an entry to a FIFO; the reader
-counts ``PONG`` lines and resolves entries in order with the round-trip time
-measured when the reply was parsed. `ping_many(n)` sends n pings in one
-write and resolves once all n answers arrived. A reply other than ``PONG``,
-EOF or `close()` fails the connection: every pending ping raises, nothing
-hangs.
+Lifecycle: `connect()` opens a Conn and starts a reader task. `ping()`
+queues ``PING\r\n`` with `conn.send_nowait` (pings from concurrent tasks
+share one send per loop iteration) and appends an entry to the FIFO; the
+reader checks and counts ``PONG`` lines (`_proto.count_pongs`) and resolves
+entries in order (`_proto.settle`) with the round-trip time measured when the
+reply was parsed. `ping_many(n)` sends n pings in one write and resolves once
+all n answers arrived. A reply other than ``PONG``, EOF or `close()` fails
+the connection: every pending ping raises, nothing hangs.
 
-Server side: `PingHandler.on_accept` answers each complete ``PING`` line
-(``PING`` alone, any case, CRLF or LF) with one ``PONG\\r\\n``, all the
-answers to one receive batch in one send; any other line gets
-``ERROR unknown command\\r\\n``; a line longer than `max_line` without a
-newline closes the connection.
+Invariants: after a failure the FIFO is empty and every later ping raises
+ConnectionClosed at once; the ping whose reply broke the stream gets the
+ProtocolError itself, the others a ConnectionClosed caused by it.
 """
 from __future__ import annotations
 
@@ -27,23 +24,11 @@ import time
 from collections import deque
 from typing import Any, Deque, List, Optional, Tuple, Union
 
-from . import _errors
-from ._util.addr import parse_address
+from .. import _errors
+from .._util.addr import parse_address
+from ._proto import PING, ProtocolError, count_pongs, settle
 
-__all__ = ["connect", "PingClient", "PingHandler", "ProtocolError"]
-
-_PING = b"PING\r\n"
-_PONG = b"PONG\r\n"
-
-try:
-    from ._runtime.handler import Handler as _HandlerBase
-except ImportError:  # pragma: no cover - the runtime is part of ringline
-    _HandlerBase = object  # type: ignore[misc,assignment]
-
-
-class ProtocolError(ConnectionError):
-    """The peer sent something other than PONG lines; the connection is
-    closed."""
+__all__ = ["connect", "PingClient"]
 
 
 class PingClient:
@@ -75,7 +60,7 @@ class PingClient:
         self._check()
         fut = self._loop.create_future()
         t0 = time.perf_counter()
-        self._send(_PING)
+        self._send(PING)
         self._pending.append([1, t0, fut])
         return await fut
 
@@ -87,7 +72,7 @@ class PingClient:
         self._check()
         fut = self._loop.create_future()
         t0 = time.perf_counter()
-        self._send(_PING * n)
+        self._send(PING * n)
         self._pending.append([n, t0, fut])
         return await fut
 
@@ -103,33 +88,10 @@ class PingClient:
             self._fail(exc)
 
     def _on_data(self, view: memoryview) -> int:
-        data = bytes(view)
-        n = len(data) // 6
-        # "PONG\r\n" cannot overlap itself: n occurrences in 6n bytes tile them
-        if data.count(_PONG, 0, 6 * n) != n:
-            i = 0
-            while data[6 * i:6 * i + 6] == _PONG:
-                i += 1
-            raise ProtocolError(f"expected PONG, got {data[6 * i:6 * i + 40]!r}")
-        if not _PONG.startswith(data[6 * n:]):
-            raise ProtocolError(f"expected PONG, got {data[6 * n:6 * n + 40]!r}")
+        n = count_pongs(bytes(view))
         if n == 0:
             return 0
-        now = time.perf_counter()
-        pending = self._pending
-        left = n
-        while left:
-            if not pending:
-                raise ProtocolError(f"{left} PONG replies with no ping pending")
-            entry = pending[0]
-            take = entry[0] if entry[0] <= left else left
-            entry[0] -= take
-            left -= take
-            if entry[0] == 0:
-                pending.popleft()
-                fut = entry[2]
-                if not fut.done():
-                    fut.set_result(now - entry[1])
+        settle(self._pending, n, time.perf_counter())
         return 6 * n
 
     def _fail(self, exc: BaseException) -> None:
@@ -178,50 +140,7 @@ async def connect(host: Union[str, Tuple[str, int]] = "127.0.0.1", port: Optiona
                   *, timeout: Optional[float] = None) -> PingClient:
     """Connect to a PING/PONG server; needs a running ringline loop.
     `host` may be ``"host:port"`` or ``(host, port)``."""
-    from ._conn import api as _native
+    from .._conn import api as _native
     addr = parse_address(host) if port is None else (str(host), int(port))
     conn = await _native.connect(addr, timeout=timeout)
     return PingClient(conn, addr)
-
-
-class PingHandler(_HandlerBase):  # type: ignore[misc,valid-type]
-    """A `ringline.Handler` answering ``PONG\\r\\n`` to each ``PING`` line:
-    ``ringline.serve(PingHandler, ("0.0.0.0", 7000))``."""
-
-    max_line = 1024
-
-    async def on_accept(self, conn: Any) -> None:
-        on_data = self._make_parser(conn)
-        try:
-            while await conn.with_data(on_data):
-                pass
-        except ConnectionError:
-            pass        # the peer went away, or on_data closed an endless line
-
-    def _make_parser(self, conn: Any) -> Any:
-        send = conn.send_nowait
-        max_line = self.max_line
-
-        def on_data(view: memoryview) -> int:
-            data = bytes(view)
-            size = len(data)
-            n = data.count(_PING)
-            if n * 6 == size:              # the common case: only whole PINGs
-                send(_PONG * n)
-                return size
-            out = []
-            pos = 0
-            while True:
-                eol = data.find(b"\n", pos)
-                if eol < 0:
-                    if size - pos > max_line:
-                        conn.close()
-                        return size
-                    break
-                line = data[pos:eol].rstrip(b"\r")
-                out.append(_PONG if line.upper() == b"PING" else b"ERROR unknown command\r\n")
-                pos = eol + 1
-            if out:
-                send(b"".join(out))
-            return pos
-        return on_data
