@@ -1,6 +1,6 @@
 """A sock_sendall/sock_recv ping-pong of N messages on one ringline loop:
 both ends are non-blocking sockets driven by the loop's socket operations.
-Used by tests/test_syscalls.py under `strace -c -f`."""
+Used by tests/loop/test_syscalls.py under `strace -c -f`."""
 import asyncio
 import socket
 import sys

@@ -7,34 +7,14 @@ issue 13; only what the socket does not take goes through the ring). On the poll
 operation (no EAGAIN retries), one epoll_wait per loop iteration, no
 epoll_ctl churn and no io_uring_enter at all."""
 import os
-import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 import ringline
 
-HERE = os.path.dirname(__file__)
-FORBIDDEN = {"send", "sendto", "sendmsg", "recv", "recvfrom", "recvmsg", "read",
-             "write", "epoll_wait", "epoll_pwait", "epoll_ctl", "poll", "ppoll",
-             "select", "pselect6"}
-
-
-def strace_counts(args):
-    out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"strace-{os.getpid()}.txt")
-    proc = subprocess.run(["strace", "-f", "-c", "-o", out, sys.executable] + args,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    counts = {}
-    with open(out) as f:
-        for line in f:
-            m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
-            if m:
-                counts[m.group(2)] = int(m.group(1))
-    os.unlink(out)
-    return counts, proc.stderr
+from support import TOOLS
+from support.strace import FORBIDDEN, strace_counts
 
 
 def test_pingpong_makes_no_send_recv_epoll_syscalls():
@@ -42,8 +22,8 @@ def test_pingpong_makes_no_send_recv_epoll_syscalls():
     if ringline.backend().name == "poll":
         return _poll_pingpong_economy()
     n = 10_000
-    counts, err = strace_counts([os.path.join(HERE, "tools", "pingpong.py"), str(n)])
-    baseline, _ = strace_counts([os.path.join(HERE, "tools", "pingpong.py"), "0"])
+    counts, err = strace_counts([os.path.join(TOOLS, "pingpong.py"), str(n)])
+    baseline, _ = strace_counts([os.path.join(TOOLS, "pingpong.py"), "0"])
     # what the 10,000 round trips added on top of start-up and teardown
     added = {k: v - baseline.get(k, 0) for k, v in counts.items()}
     print("added syscalls:", sorted(added.items(), key=lambda kv: -kv[1])[:12])
@@ -59,8 +39,8 @@ def test_pingpong_makes_no_send_recv_epoll_syscalls():
 
 def _poll_pingpong_economy():
     n = 2_000       # every operation is a syscall here, and strace is slow
-    counts, err = strace_counts([os.path.join(HERE, "tools", "pingpong.py"), str(n)])
-    baseline, _ = strace_counts([os.path.join(HERE, "tools", "pingpong.py"), "0"])
+    counts, err = strace_counts([os.path.join(TOOLS, "pingpong.py"), str(n)])
+    baseline, _ = strace_counts([os.path.join(TOOLS, "pingpong.py"), "0"])
     added = {k: v - baseline.get(k, 0) for k, v in counts.items()}
     print("added syscalls (poll backend):", sorted(added.items(), key=lambda kv: -kv[1])[:12])
     print(err)

@@ -1,4 +1,4 @@
-"""A benchmark plugin for tests/test_bench_field.py: a loop that cannot be
+"""A benchmark plugin for tests/bench/test_bench_field.py: a loop that cannot be
 made and a workload that answers wrongly, so the harness's footnoting of
 failing loops and wrong answers can be exercised.  Loaded through
 RINGLINE_BENCH_PLUGINS by the harness and by its server processes."""

@@ -4,7 +4,7 @@ on Python 3.12+, no DeprecationWarning about fork() in a multi-threaded
 process (every fork, respawns included, happens in the single-threaded
 supervisor process).
 
-The key scenario of tests/test_runtime.py (launch, echo over every worker,
+The key scenario of tests/runtime/test_runtime.py (launch, echo over every worker,
 a worker killed and respawned, shutdown and join, a start that fails, a
 client-only program) runs in a fresh interpreter twice:
 * with `-W error::ResourceWarning -W error::DeprecationWarning` (the

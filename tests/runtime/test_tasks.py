@@ -22,6 +22,7 @@ from ringline._errors import QueueFull, TimerPoolExhausted
 from ringline._tasks import (Channel, ChannelClosed, ChannelEmpty, TaskHandle, set_timer_slots,
                              sleep, sleep_until, spawn, timeout, timeout_at, timer_stats,
                              try_sleep, try_timeout)
+from support import DOCS
 
 BACKENDS = ([os.environ["RINGLINE_BACKEND"]] if os.environ.get("RINGLINE_BACKEND")
             else ["io_uring", "poll"])
@@ -797,7 +798,7 @@ def test_channel_is_bound_to_one_loop(run):
 # docs/tasks.md examples run on both backends
 # --------------------------------------------------------------------------
 
-DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "tasks.md")
+DOC = os.path.join(DOCS, "tasks.md")
 
 
 def _doc_blocks():

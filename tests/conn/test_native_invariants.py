@@ -18,7 +18,8 @@ import pytest
 import ringline
 from ringline import _native
 
-from test_syscalls import FORBIDDEN, HERE, strace_counts
+from support import TOOLS
+from support.strace import FORBIDDEN, strace_counts
 
 SEND, SENDMSG = 26, 9
 
@@ -97,7 +98,7 @@ def test_one_send_in_flight_later_sends_wait_and_coalesce():
 def test_native_pingpong_makes_no_send_recv_syscalls():
     assert shutil.which("strace"), "strace is needed (.ci/run installs it)"
     n = 5_000
-    tool = os.path.join(HERE, "tools", "native_pingpong.py")
+    tool = os.path.join(TOOLS, "native_pingpong.py")
     counts, err = strace_counts([tool, str(n)])
     baseline, _ = strace_counts([tool, "0"])
     added = {k: v - baseline.get(k, 0) for k, v in counts.items()}

@@ -16,7 +16,8 @@ import pytest
 
 import ringline
 import ringline.redis as rr
-from redis_support import (RedisServer, have_redis, make_tls_files, run, sync_command,
+from support import DOCS
+from support.redis_server import (RedisServer, have_redis, make_tls_files, run, sync_command,
                            tls_supported)
 
 pytestmark = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
@@ -868,7 +869,7 @@ def test_works_inside_a_serve_worker(port):
 
 
 def _doc_blocks():
-    path = os.path.join(os.path.dirname(__file__), "..", "docs", "redis.md")
+    path = os.path.join(DOCS, "redis.md")
     with open(path) as f:
         return re.findall(r"```python\n(.*?)```", f.read(), re.S)
 

@@ -27,9 +27,9 @@ import ringline
 from ringline._config import Config
 from ringline._errors import ConfigError
 from ringline._runtime import Handler, launch
+from support import DOCS
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DOC = os.path.join(HERE, "..", "docs", "runtime.md")
+DOC = os.path.join(DOCS, "runtime.md")
 
 
 def free_port():

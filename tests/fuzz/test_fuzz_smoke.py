@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-FUZZ = os.path.join(os.path.dirname(__file__), "fuzz")
+FUZZ = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None,

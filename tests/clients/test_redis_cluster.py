@@ -13,7 +13,7 @@ import pytest
 import ringline.redis as rr
 from ringline.redis._cluster import (key_slot, parse_cluster_shards, parse_cluster_slots)
 from ringline.redis._resp import NEED_MORE, Parser
-from redis_support import RedisCluster, have_redis, run, sync_command
+from support.redis_server import RedisCluster, have_redis, run, sync_command
 
 pytestmark = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 

@@ -14,7 +14,8 @@ import pytest
 import ringline
 import ringline.memcache as mc
 from ringline._ketama import Ketama
-from memcache_support import Memcached, have_memcached, memcached_has_tls
+from support import DOCS
+from support.memcached import Memcached, have_memcached, memcached_has_tls
 
 pytestmark = pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
 
@@ -1112,7 +1113,7 @@ def test_tls(tmp_path):
 
 def _doc_blocks():
     import re
-    doc = os.path.join(os.path.dirname(__file__), "..", "docs", "memcache.md")
+    doc = os.path.join(DOCS, "memcache.md")
     return re.findall(r"```python\n(.*?)```", open(doc).read(), re.S)
 
 

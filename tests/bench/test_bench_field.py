@@ -32,9 +32,10 @@ from ringline.bench.loops import (LOOPS, LoopSpec, expand_loop_names, field_loop
                                   register_loop)
 from ringline.bench.procs import ServerProcess
 from ringline.bench.runner import references_for
+from support import REPO
 
-PLUGIN_DIR = Path(__file__).with_name("benchplugins")
-SRC = Path(__file__).resolve().parents[1] / "src"
+PLUGIN_DIR = Path(__file__).with_name("plugins")
+SRC = REPO / "src"
 
 
 # ---- specs ---------------------------------------------------------------------

@@ -27,8 +27,8 @@ import time
 import pytest
 
 from conftest import run
+from support import TOOLS
 
-HERE = os.path.dirname(__file__)
 HOST = "127.0.0.1"
 
 
@@ -847,7 +847,7 @@ def test_echo_load_syscall_economy(tmp_path):
     import ringline
     if ringline.backend().name == "poll":
         return _poll_echo_load_economy(tmp_path)
-    tool = os.path.join(HERE, "tools", "echo_load.py")
+    tool = os.path.join(TOOLS, "echo_load.py")
     loaded, stats = _strace(tmp_path, [tool, str(ECHO_CONNS), str(ECHO_MESSAGES)])
     idle, idle_stats = _strace(tmp_path, [tool, str(ECHO_CONNS), "0"])
     messages = stats["messages"]
@@ -874,7 +874,7 @@ def _poll_echo_load_economy(tmp_path):
     multishot burst, so no EAGAIN probing), epoll_wait batches many ready
     connections per call, and registrations do not churn per message."""
     messages_per_conn = 100          # every operation is a syscall under strace
-    tool = os.path.join(HERE, "tools", "echo_load.py")
+    tool = os.path.join(TOOLS, "echo_load.py")
     loaded, stats = _strace(tmp_path, [tool, str(ECHO_CONNS), str(messages_per_conn)])
     idle, _ = _strace(tmp_path, [tool, str(ECHO_CONNS), "0"])
     messages = stats["messages"]

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from support import REPO
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RUNNER = HERE / "conformance" / "run_conformance.py"
+RUNNER = HERE / "run_conformance.py"
 PYVER = f"{sys.version_info[0]}.{sys.version_info[1]}"
-KNOWN_FAILURES = HERE / "conformance" / f"known_failures-{PYVER}.txt"
+KNOWN_FAILURES = HERE / f"known_failures-{PYVER}.txt"
 
 LOOP = os.environ.get("RINGLINE_CONFORMANCE_LOOP", "ringline:new_event_loop")
 
@@ -55,7 +56,7 @@ def run_suite(suite, tmp_path, timeout):
     cmd = [sys.executable, str(RUNNER), "--suite", suite, "--loop", LOOP,
            "--json", str(out), "--known-failures", str(KNOWN_FAILURES)]
     # Own session so that a timeout can kill the runner *and* its worker.
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:

@@ -1,0 +1,30 @@
+"""Shared helpers of the ringline test suite (a package: ``tests/`` is on
+sys.path through pyproject's ``pythonpath``, so every test imports
+``from support import ...``).
+
+Owns the repository paths the tests read (``REPO``, ``DOCS``, ``TOOLS``) and
+re-exports the helpers almost every test file needs, from the modules that
+own them:
+
+* ``support.loops``: ``run()`` (the one way a test drives a coroutine to
+  completion, bounded in time), the loop factories the ``loop`` fixture is
+  parametrized over, and the teardown that fixture uses.
+* ``support.net``: loopback sockets (free ports, listeners, connected TCP and
+  UDP pairs).
+* ``support.servers``: the shared in-test servers (a stock-asyncio server in a
+  thread, the native-API echo server).
+* ``support.strace``: syscall counting under ``strace -c -f``.
+* ``support.redis_server`` / ``support.memcached``: real redis-server and
+  memcached peers started and stopped by the tests.
+* ``support/tools/``: small programs the tests run in a subprocess.
+
+Nothing here is a test; nothing here outlives the test that used it (every
+server, process and socket a helper makes is closed by the helper or by its
+context manager).
+"""
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent
+REPO = TESTS.parent
+DOCS = REPO / "docs"
+TOOLS = Path(__file__).resolve().parent / "tools"
