@@ -31,6 +31,8 @@ import ringline
 from ringline import memcache as mc
 from ringline import redis as rr
 
+from support import run
+
 MIB = 1 << 20
 # max_reply_bytes (64 MiB accounted, which over-estimates the objects) plus
 # the receive accumulator's cap (16 MiB)
@@ -145,11 +147,6 @@ def fake():
     yield start
     for s in servers:
         s.close()
-
-
-def run(coro):
-    with asyncio.Runner(loop_factory=ringline.new_event_loop) as r:
-        return r.run(coro)
 
 
 def _status(field):

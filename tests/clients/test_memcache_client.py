@@ -7,26 +7,17 @@ import os
 import socket
 import ssl
 import subprocess
-import threading
 
 import pytest
 
 import ringline
 import ringline.memcache as mc
 from ringline._ketama import Ketama
-from support import DOCS
+from support import DOCS, run
 from support.memcached import Memcached, have_memcached, memcached_has_tls
+from support.servers import ThreadedServer
 
 pytestmark = pytest.mark.skipif(not have_memcached(), reason="memcached is not installed")
-
-STEP = 30.0
-
-
-def run(fn, *args, timeout=STEP):
-    async def main():
-        return await asyncio.wait_for(fn(*args), timeout)
-    with asyncio.Runner(loop_factory=ringline.new_event_loop) as r:
-        return r.run(main())
 
 
 @pytest.fixture(scope="module")
@@ -526,7 +517,7 @@ def test_reply_over_max_value_size_closes_that_connection(port):
 # a stub server (stdlib asyncio in a thread) answering broken replies
 
 
-class StubServer:
+class StubServer(ThreadedServer):
     """Answers each request line with a canned reply chosen by the key."""
 
     REPLIES = {
@@ -538,33 +529,6 @@ class StubServer:
         b"wrongtype": (b"STORED\r\n", False),
         b"ok": (b"VALUE ok 0 2\r\nok\r\nEND\r\n", False),
     }
-
-    def __init__(self):
-        self.port = None
-        self._ready = threading.Event()
-        self._loop = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc):
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self):
-        asyncio.run(self._main())
-
-    async def _main(self):
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await self._stop.wait()
 
     async def _handle(self, reader, writer):
         try:

@@ -1,7 +1,6 @@
 """ringline.ping: PingClient and PingHandler (on the backend RINGLINE_BACKEND picks)."""
 import asyncio
 import socket
-import threading
 
 import pytest
 
@@ -9,14 +8,8 @@ import ringline
 import ringline.ping as rping
 from ringline import _native
 
-STEP = 20.0
-
-
-def run(fn, *args, timeout=STEP):
-    async def main():
-        return await asyncio.wait_for(fn(*args), timeout)
-    with asyncio.Runner(loop_factory=ringline.new_event_loop) as r:
-        return r.run(main())
+from support import run
+from support.servers import ReplyServer
 
 
 class InProcessServer:
@@ -114,45 +107,6 @@ def test_ping_handler_lines():
     run(main)
 
 
-class StubServer:
-    """A stdlib asyncio server in a thread answering each line with `reply(line)`."""
-
-    def __init__(self, reply):
-        self.reply = reply
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc):
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    async def _main(self):
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await self._stop.wait()
-
-    async def _handle(self, reader, writer):
-        try:
-            while line := await reader.readline():
-                out = self.reply(line)
-                if out is None:
-                    break
-                writer.write(out)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
 
 def test_garbage_reply_fails_that_client_only():
     answers = iter([b"PONG\r\n", b"PONK\r\n"])
@@ -179,7 +133,7 @@ def test_garbage_reply_fails_that_client_only():
             await bad.close()
             await good.close()
 
-    with StubServer(reply) as stub:
+    with ReplyServer(reply) as stub:
         run(main, stub)
 
 
@@ -193,7 +147,7 @@ def test_server_closing_fails_pending_pings():
             await c.ping()
         await c.close()
 
-    with StubServer(reply) as stub:
+    with ReplyServer(reply) as stub:
         run(main, stub)
 
 
@@ -205,7 +159,7 @@ def test_close_fails_pending_pings():
         await c.close()
         with pytest.raises(ringline.ConnectionClosed, match="closed"):
             await f
-    with StubServer(lambda line: b"") as stub:     # never answers
+    with ReplyServer(lambda line: b"") as stub:     # never answers
         run(main, stub)
 
 

@@ -16,8 +16,9 @@ import pytest
 
 import ringline
 import ringline.redis as rr
-from support import DOCS
-from support.redis_server import (RedisServer, have_redis, make_tls_files, run, sync_command,
+from support import DOCS, run
+from support.servers import start_reply_server
+from support.redis_server import (RedisServer, have_redis, make_tls_files, sync_command,
                            tls_supported)
 
 pytestmark = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
@@ -753,31 +754,9 @@ def test_sharded_client_spreads_keys_by_ketama(three_servers):
 # broken peers: stub servers
 
 
-async def _stub(reply_for_request):
-    """An asyncio server answering each received chunk with
-    reply_for_request(data) (None: close the connection)."""
-    async def handle(reader, writer):
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                out = reply_for_request(data)
-                if out is None:
-                    break
-                writer.write(out)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
 def test_broken_resp_fails_that_connection_only(port):
     async def main():
-        server, stub_port = await _stub(lambda data: b"+OK\r\n$5\r\nhel" + b"lo\r\n" +
+        server, stub_port = await start_reply_server(lambda data: b"+OK\r\n$5\r\nhel" + b"lo\r\n" +
                                         b"?garbage\r\n")
         good = await rr.connect("127.0.0.1", port)
         bad = await rr.connect("127.0.0.1", stub_port, reconnect=False)
@@ -804,7 +783,7 @@ def test_broken_resp_fails_that_connection_only(port):
 
 def test_peer_closing_fails_pending_commands():
     async def main():
-        server, stub_port = await _stub(lambda data: None)
+        server, stub_port = await start_reply_server(lambda data: None)
         c = await rr.connect("127.0.0.1", stub_port, reconnect=False)
         res = await asyncio.gather(*[c.get("x") for _ in range(3)], return_exceptions=True)
         assert all(isinstance(r, rr.RedisConnectionError) for r in res)
@@ -828,7 +807,7 @@ def test_protocol_errors_name_the_problem(garbage, problem, parser):
     # parser='auto' (hiredis on RESP2) gives the same errors: hiredis is only
     # fed replies the vetting scanner vouches for, the rest go to our parser
     async def main():
-        server, stub_port = await _stub(lambda data: garbage)
+        server, stub_port = await start_reply_server(lambda data: garbage)
         c = await rr.connect("127.0.0.1", stub_port, reconnect=False, parser=parser)
         if garbage.startswith(b":1"):
             assert await c.get("x") == 1          # the extra reply then breaks the stream

@@ -13,7 +13,8 @@ import pytest
 import ringline.redis as rr
 from ringline.redis._cluster import (key_slot, parse_cluster_shards, parse_cluster_slots)
 from ringline.redis._resp import NEED_MORE, Parser
-from support.redis_server import RedisCluster, have_redis, run, sync_command
+from support import run
+from support.redis_server import RedisCluster, have_redis, sync_command
 
 pytestmark = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 

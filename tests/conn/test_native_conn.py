@@ -17,13 +17,9 @@ import ringline
 from ringline import _native
 from ringline._core import ChainState
 
+from support import run
+
 URING = ringline.backend().name == "io_uring"
-
-
-def run(coro, timeout=20):
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-    return ringline.run(bounded())
 
 
 class NativeServer:

@@ -16,13 +16,7 @@ import pytest
 import ringline
 from ringline import _native
 
-from conftest import run as run_on
-
-
-def run(coro, timeout=60):
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-    return ringline.run(bounded())
+from support import run
 
 
 class Sink:
@@ -179,7 +173,7 @@ def test_closing_the_loop_with_a_send_in_flight_is_not_an_error(loop_factory, ca
             assert tr.get_write_buffer_size() > 0
             return tr
         with caplog.at_level(logging.DEBUG, logger="asyncio"):
-            tr = run_on(loop, main())
+            tr = run(main(), loop=loop)
             loop.close()
         assert contexts == []
         assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

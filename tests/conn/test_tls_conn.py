@@ -25,9 +25,6 @@ from ringline._core import ChainResult
 from ringline._errors import ConnectionClosed
 from ringline._tls import TlsConn, connect_tls, wrap_server_tls
 
-BACKENDS = ([os.environ["RINGLINE_BACKEND"]] if os.environ.get("RINGLINE_BACKEND")
-            else ["io_uring", "poll"])
-
 
 # --------------------------------------------------------------------------
 # certificates
@@ -181,20 +178,6 @@ def serve_once(handler):
     thread = threading.Thread(target=main, daemon=True)
     thread.start()
     return lsock.getsockname()[1], thread
-
-
-@pytest.fixture(params=BACKENDS)
-def run(request, monkeypatch):
-    monkeypatch.setenv("RINGLINE_BACKEND", request.param)
-
-    def _run(fn, limit=8.0):
-        async def main():
-            assert ringline.backend(asyncio.get_running_loop()).name == request.param
-            return await asyncio.wait_for(fn(), limit)
-
-        with asyncio.Runner(loop_factory=ringline.new_event_loop) as runner:
-            return runner.run(main())
-    return _run
 
 
 async def read_exactly(conn, n):
@@ -355,7 +338,7 @@ def test_large_transfer_both_ways(run, certs, echo):
         assert await read_exactly(conn, len(blob)) == blob
         assert await sender == len(blob)
         conn.close()
-    run(main, limit=15)
+    run(main, timeout=15)
 
 
 def test_unix_path(run, certs, echo):

@@ -12,11 +12,7 @@ from ringline import QueueFull
 from ringline._errors import ConnectionClosed
 from ringline._udp import UdpSocket
 
-
-def run(coro, timeout=10):
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-    return ringline.run(bounded())
+from support import run
 
 
 def peer():

@@ -33,7 +33,7 @@ import pytest
 import ringline
 from ringline import _core, _loop
 
-from conftest import run, tcp_listener
+from support import run, tcp_listener
 
 from asyncio import (base_events, base_subprocess, constants, events,
                      format_helpers, futures, selector_events, sslproto,
@@ -183,7 +183,7 @@ def test_server_attach_detach_arity_and_tracking():
             await asyncio.wait_for(server.wait_closed(), 2)
             left = len(server._clients) if takes else server._active_count
             return attached, left
-        return run(loop, main())
+        return run(main(), loop=loop)
 
     ref, got = _on_both(scenario)
     assert ref == (1, 0)
@@ -219,7 +219,7 @@ def test_server_constructor_and_start_serving():
                 server.close()
                 await server.wait_closed()
                 return serving_before, data, isinstance(server, base_events.Server)
-        return run(loop, main())
+        return run(main(), loop=loop)
 
     ref, got = _on_both(scenario)
     assert ref == (False, b"hello", True)
@@ -244,7 +244,7 @@ def test_set_nodelay():
             server.close()
             await server.wait_closed()
             return bool(flag)
-        return run(loop, main())
+        return run(main(), loop=loop)
 
     ref, got = _on_both(scenario)
     assert ref is True and got is True
@@ -260,7 +260,7 @@ def test_set_result_unless_cancelled():
             futures._set_result_unless_cancelled(a, 1)
             futures._set_result_unless_cancelled(b, 2)
             return a.result(), b.cancelled()
-        return run(loop, main())
+        return run(main(), loop=loop)
 
     ref, got = _on_both(scenario)
     assert ref == (1, True) and got == ref
@@ -274,7 +274,7 @@ def test_running_loop_hooks():
         async def main():
             return (events._get_running_loop() is loop,
                     asyncio.get_running_loop() is loop)
-        res = run(loop, main())
+        res = run(main(), loop=loop)
         return res + (events._get_running_loop() is None,)
 
     ref, got = _on_both(scenario)
@@ -301,7 +301,7 @@ def test_format_helpers_for_handles():
         def boom():
             raise KeyError("x")
         loop.call_soon(boom)
-        run(loop, asyncio.sleep(0.01))
+        run(asyncio.sleep(0.01), loop=loop)
         return (has_tb, "cb()" in text and "created at" in text,
                 seen)
 
@@ -355,7 +355,7 @@ def test_check_callback_and_check_running():
                 return str(exc)
             finally:
                 inner.close()
-        return soon, run(loop, main())
+        return soon, run(main(), loop=loop)
 
     ref, got = _on_both(scenario)
     assert ref[0] == "TypeError" and "already running" in ref[1]
@@ -383,7 +383,7 @@ def test_coroutine_origin_tracking_and_asyncgen_hooks():
             g = agen()
             await g.__anext__()
             return depth > 0
-        tracked = run(loop, main())
+        tracked = run(main(), loop=loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
         return tracked, log, sys.get_coroutine_origin_tracking_depth()
 
@@ -411,7 +411,7 @@ def test_ensure_resolved():
             finally:
                 sock.close()
                 lsock.close()
-        return run(loop, main())
+        return run(main(), loop=loop)
 
     ref, got = _on_both(scenario)
     assert ref.startswith("127.") and got == ref
@@ -434,7 +434,7 @@ def test_create_connection_transport():
                 tr.close()
                 lsock.close()
                 return ok
-        return run(loop, main())
+        return run(main(), loop=loop)
 
     ref, got = _on_both(scenario)
     assert ref is True and got is True
@@ -479,7 +479,7 @@ def test_flow_control_mixin_and_sendfile_fallback():
             server.close()
             await server.wait_closed()
             return sent, sent2, bytes(got[:len(payload)]) == payload
-        return run(loop, main())
+        return run(main(), loop=loop)
 
     ref, got = _on_both(scenario)
     assert ref == (len(payload), 1000, True)
@@ -514,7 +514,7 @@ def test_sendfile_mode_constants():
                 return out
             finally:
                 os.close(r)
-        return run(loop, main())
+        return run(main(), loop=loop)
 
     ref, got = _on_both(scenario)
     assert ref == "SendfileNotAvailableError" or ref == "RuntimeError"
@@ -584,7 +584,7 @@ def test_sslprotocol_and_start_tls(tmp_path):
                 s.close()
                 await s.wait_closed()
             return got1, got2
-        return run(loop, main(), timeout=10)
+        return run(main(), timeout=10, loop=loop)
 
     if sys.version_info < (3, 11):
         pytest.fail("ringline needs 3.11+")
@@ -609,7 +609,7 @@ def test_base_subprocess_transport():
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
             out, _ = await proc.communicate(b"hi")
             return out.strip(), proc.returncode
-        return run(loop, main(), timeout=20)
+        return run(main(), timeout=20, loop=loop)
 
     ref, got = _on_both(scenario)
     assert ref == (b"HI", 3) and got == ref
@@ -643,7 +643,7 @@ def test_datagram_and_pipe_transports():
             piped = await reader.read()
             rtr.close()
             return data, piped
-        return run(loop, main())
+        return run(main(), loop=loop)
 
     ref, got = _on_both(scenario)
     assert ref == (b"dgram", b"piped") and got == ref

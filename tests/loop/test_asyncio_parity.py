@@ -23,7 +23,7 @@ import weakref
 
 import pytest
 
-from conftest import run, tcp_pair
+from support import run, tcp_pair
 
 # A fallback far later than anything these scenarios wait for: it only
 # decides the outcome when the behaviour under test is missing.
@@ -81,7 +81,7 @@ def test_signal_handler_runs_during_blocking_wait(loop):
             a.close()
             b.close()
 
-    assert run(loop, main(), timeout=10) == "signal"
+    assert run(main(), timeout=10, loop=loop) == "signal"
 
 
 def test_ctrl_c_interrupts_pending_sock_recv_under_runner(loop_factory):
@@ -136,7 +136,7 @@ def test_sock_recv_after_cancelled_recv_gets_the_data(loop):
             a.close()
             b.close()
 
-    assert run(loop, main()) == (True, b"x", b"yz")
+    assert run(main(), loop=loop) == (True, b"x", b"yz")
 
 
 def test_sock_recv_waiting_before_cancel_lands_gets_the_data(loop):
@@ -158,7 +158,7 @@ def test_sock_recv_waiting_before_cancel_lands_gets_the_data(loop):
             a.close()
             b.close()
 
-    assert run(loop, main()) == (True, b"x", b"y")
+    assert run(main(), loop=loop) == (True, b"x", b"y")
 
 
 def _one_iteration(lp):
@@ -227,7 +227,7 @@ def test_remove_reader_writer_with_closed_socket_object(loop):
             r_peer.close()
             w_peer.close()
 
-    assert run(loop, main()) == (True, True)
+    assert run(main(), loop=loop) == (True, True)
 
 
 # ---- 4. repr() of every transport kind in every state -----------------------
@@ -285,7 +285,7 @@ def test_repr_of_transports_in_every_state(loop):
         await exercise(tr, pr)
         return [r.startswith("<") and r.endswith(">") for r in reprs]
 
-    assert run(loop, main()) == [True] * 15
+    assert run(main(), loop=loop) == [True] * 15
 
 
 class _ExitWatcher(asyncio.SubprocessProtocol):
@@ -315,7 +315,7 @@ def test_subprocess_close_kills_child_after_stdin_closed(loop):
         await asyncio.wait_for(pr.exited, 5)
         return "stdin=" in text, tr.get_returncode()
 
-    assert run(loop, main(), timeout=10) == (True, -signal.SIGKILL)
+    assert run(main(), timeout=10, loop=loop) == (True, -signal.SIGKILL)
 
 
 # ---- 5. sock_sendall tries the send at call time ----------------------------
@@ -335,7 +335,7 @@ def test_sock_sendall_sends_before_a_following_close(loop):
             a.close()
             b.close()
 
-    assert run(loop, main()) == b"hello"
+    assert run(main(), loop=loop) == b"hello"
 
 
 # ---- 6. UDP sendto does what socket.sendto does with the address -----------
@@ -362,7 +362,7 @@ def test_udp_sendto_broadcast_name_goes_to_error_received(loop):
 
     expected = on_stock_asyncio(scenario)
     assert expected and expected[0][0] is PermissionError
-    assert run(loop, scenario()) == expected
+    assert run(scenario(), loop=loop) == expected
 
 
 def test_udp_sendto_unresolvable_host_goes_to_error_received(loop):
@@ -385,7 +385,7 @@ def test_udp_sendto_unresolvable_host_goes_to_error_received(loop):
             tr.close()
         return [isinstance(e, OSError) for e in errors]
 
-    assert run(loop, scenario()) == [True]
+    assert run(scenario(), loop=loop) == [True]
 
 
 # ---- 7. data written just before abort() ------------------------------------
@@ -416,7 +416,7 @@ def test_write_then_abort_in_one_callback_delivers_the_data(loop):
         b.close()
         return got
 
-    assert run(loop, main()) == b"reply to ping"
+    assert run(main(), loop=loop) == b"reply to ping"
 
 
 # ---- 8. failed AF_UNIX connects carry the OS's message ----------------------
@@ -456,7 +456,7 @@ def test_unix_connect_failure_matches_asyncio(loop, use_transport):
     scenario = _unix_connect_failures(use_transport)
     expected = on_stock_asyncio(scenario)
     assert [e[0] for e in expected] == [FileNotFoundError, ConnectionRefusedError]
-    assert run(loop, scenario()) == expected
+    assert run(scenario(), loop=loop) == expected
 
 
 # ---- 9. ready callbacks before the next poll's I/O callbacks ----------------
@@ -486,7 +486,7 @@ def test_ready_callbacks_run_before_data_received(loop):
 
     expected = on_stock_asyncio(scenario)
     assert expected == ["soon", "data"]
-    assert run(loop, scenario()) == expected
+    assert run(scenario(), loop=loop) == expected
 
 
 def test_ready_callbacks_run_before_datagram_received(loop):
@@ -514,7 +514,7 @@ def test_ready_callbacks_run_before_datagram_received(loop):
 
     expected = on_stock_asyncio(scenario)
     assert expected == ["soon", "data"]
-    assert run(loop, scenario()) == expected
+    assert run(scenario(), loop=loop) == expected
 
 
 def test_ready_callbacks_run_before_reader_callbacks(loop):
@@ -542,7 +542,7 @@ def test_ready_callbacks_run_before_reader_callbacks(loop):
 
     expected = on_stock_asyncio(scenario)
     assert expected == ["soon", "reader"]
-    assert run(loop, scenario()) == expected
+    assert run(scenario(), loop=loop) == expected
 
 
 # ---- 10. contexts, connection_made errors, handles, pipes, close ------------
@@ -578,7 +578,7 @@ def test_datagram_callbacks_run_in_the_endpoint_context(loop):
         await settle()
         return seen
 
-    assert run(loop, main()) == [("datagram", "endpoint")]
+    assert run(main(), loop=loop) == [("datagram", "endpoint")]
 
 
 def test_connection_made_error_is_logged_and_transport_kept(loop):
@@ -610,7 +610,7 @@ def test_connection_made_error_is_logged_and_transport_kept(loop):
 
     expected = on_stock_asyncio(scenario)
     assert expected == ([ZeroDivisionError], False, [b"still open"])
-    assert run(loop, scenario()) == expected
+    assert run(scenario(), loop=loop) == expected
 
 
 def test_handle_is_weak_referenceable(loop):
@@ -622,7 +622,7 @@ def test_handle_is_weak_referenceable(loop):
         t.cancel()
         return [r() is not None for r in refs]
 
-    assert run(loop, main()) == [True, True]
+    assert run(main(), loop=loop) == [True, True]
 
 
 def test_debug_source_traceback_ends_at_the_caller(loop):
@@ -643,7 +643,7 @@ def test_debug_source_traceback_ends_at_the_caller(loop):
             h.cancel()
         return out
 
-    assert run(loop, main()) == [True] * 4
+    assert run(main(), loop=loop) == [True] * 4
 
 
 def test_write_pipe_has_no_reading_side(loop):
@@ -664,7 +664,7 @@ def test_write_pipe_has_no_reading_side(loop):
         os.close(rfd)
         return out
 
-    assert run(loop, main()) == [NotImplementedError] * 3
+    assert run(main(), loop=loop) == [NotImplementedError] * 3
 
 
 def test_close_with_sock_recv_in_flight_reports_nothing(loop_factory):
@@ -714,7 +714,7 @@ def test_timer_scheduled_by_a_callback_runs_after_earlier_call_soon(loop):
 
     expected = on_stock_asyncio(scenario)
     assert expected == ["soon", "past", "timer"]
-    assert run(loop, scenario()) == expected
+    assert run(scenario(), loop=loop) == expected
 
 
 def test_wait_for_inner_task_starts_before_a_tiny_timeout(loop):
@@ -742,7 +742,7 @@ def test_wait_for_inner_task_starts_before_a_tiny_timeout(loop):
 
     expected = on_stock_asyncio(scenario)
     assert expected == "Foo"
-    assert run(loop, scenario()) == expected
+    assert run(scenario(), loop=loop) == expected
 
 
 async def _burn_then(task):

@@ -16,7 +16,7 @@ import socket
 
 import pytest
 
-from conftest import run
+from support import run
 
 ASYNCIO_DGRAM_MAX = 256 * 1024      # asyncio's _SelectorDatagramTransport.max_size
 
@@ -89,7 +89,7 @@ def test_unix_datagram_transport_whole(loop_factory, sizes):
         a.close()
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()
 
@@ -116,7 +116,7 @@ def test_unix_datagram_transport_largest(loop_factory):
         a.close()
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()
 
@@ -139,7 +139,7 @@ def test_unix_sock_recvfrom_whole(loop_factory, n):
         b.close()
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()
 
@@ -174,7 +174,7 @@ def test_udp_largest_datagram_whole(loop_factory, family, host, n):
         tr.close()
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()
         tx.close()
@@ -202,6 +202,6 @@ def test_udpsocket_largest_datagram_whole():
         await asyncio.sleep(0)
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()

@@ -16,7 +16,7 @@ import socket
 
 import pytest
 
-from conftest import run
+from support import run
 
 ringline = pytest.importorskip("ringline")
 
@@ -98,7 +98,7 @@ def test_recv_pending_closed_peer_sees_eof(loop_factory):
         a_peer.close()
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()
 
@@ -123,7 +123,7 @@ def test_sendall_pending_closed_stops(loop_factory):
         a_peer.close()
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()
 
@@ -154,7 +154,7 @@ def test_accept_pending_closed_listener_refuses(loop_factory):
         await _cancel(t)
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()
 
@@ -186,7 +186,7 @@ def test_recv_queued_then_closed_and_reused_same_iteration(loop_factory):
             s.close()
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()
 
@@ -214,7 +214,7 @@ def test_sendall_queued_then_closed_and_reused_same_iteration(loop_factory):
             s.close()
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()
 
@@ -253,7 +253,7 @@ def test_transport_closed_and_fd_reused_at_once(loop_factory):
             s.close()
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()
 
@@ -289,7 +289,7 @@ def test_datagram_transport_abort_blocked_send_fd_reused(loop_factory):
             s.close()
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()
 
@@ -328,7 +328,7 @@ def test_recv_pending_fd_reused_new_socket_gets_its_bytes(rloop):
         for s in (a_peer, b, b_peer):
             s.close()
 
-    run(loop, main())
+    run(main(), loop=loop)
 
 
 def test_recv_into_pending_fd_reused(rloop):
@@ -354,7 +354,7 @@ def test_recv_into_pending_fd_reused(rloop):
         for s in (a_peer, b, b_peer):
             s.close()
 
-    run(loop, main())
+    run(main(), loop=loop)
 
 
 def test_sendall_pending_fd_reused_nothing_reaches_new_peer(rloop):
@@ -379,7 +379,7 @@ def test_sendall_pending_fd_reused_nothing_reaches_new_peer(rloop):
         for s in (a_peer, b, b_peer):
             s.close()
 
-    run(loop, main())
+    run(main(), loop=loop)
 
 
 def test_recvfrom_pending_fd_reused(rloop):
@@ -403,7 +403,7 @@ def test_recvfrom_pending_fd_reused(rloop):
         for s in (a_peer, b, b_peer):
             s.close()
 
-    run(loop, main())
+    run(main(), loop=loop)
 
 
 def test_accept_pending_fd_reused_by_new_listener(rloop):
@@ -434,7 +434,7 @@ def test_accept_pending_fd_reused_by_new_listener(rloop):
         for s in (conn, c, lb):
             s.close()
 
-    run(loop, main())
+    run(main(), loop=loop)
 
 
 def test_connect_pending_fd_reused(rloop):
@@ -473,7 +473,7 @@ def test_connect_pending_fd_reused(rloop):
         for s in fillers + [b, b_peer, lsock]:
             s.close()
 
-    run(loop, main())
+    run(main(), loop=loop)
 
 
 def test_registry_empties(rloop):
@@ -501,4 +501,4 @@ def test_registry_empties(rloop):
         await _cancel(t)
         a_peer.close()
 
-    run(loop, main())
+    run(main(), loop=loop)

@@ -18,13 +18,13 @@ import time
 
 import pytest
 
-from conftest import STEP_TIMEOUT, run
+from support import STEP_TIMEOUT, run
 
 cvar = contextvars.ContextVar("cvar", default="default")
 
 
 def _run_briefly(loop, seconds=0.05):
-    run(loop, asyncio.sleep(seconds))
+    run(asyncio.sleep(seconds), loop=loop)
 
 
 # ---------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def test_call_soon_threadsafe_wakes_blocked_loop(loop):
     start = time.monotonic()
     t.start()
     try:
-        assert run(loop, fut) == "thread"
+        assert run(fut, loop=loop) == "thread"
     finally:
         t.join()
     assert time.monotonic() - start < 1.0
@@ -270,7 +270,7 @@ def test_call_soon_threadsafe_many_threads(loop):
     for t in threads:
         t.start()
     try:
-        run(loop, done)
+        run(done, loop=loop)
     finally:
         for t in threads:
             t.join()
@@ -291,7 +291,7 @@ def test_call_soon_threadsafe_with_context(loop):
     t = threading.Thread(target=from_thread)
     t.start()
     try:
-        assert run(loop, fut) == "ts-ctx"
+        assert run(fut, loop=loop) == "ts-ctx"
     finally:
         t.join()
 
@@ -423,7 +423,7 @@ def test_nested_run_raises(loop):
             loop.run_forever()
         return "ok"
 
-    assert run(loop, outer()) == "ok"
+    assert run(outer(), loop=loop) == "ok"
 
 
 def test_running_a_loop_inside_another_running_loop_raises(loop, loop_factory):
@@ -439,7 +439,7 @@ def test_running_a_loop_inside_another_running_loop_raises(loop, loop_factory):
                 coro.close()
             return "ok"
 
-        assert run(loop, outer()) == "ok"
+        assert run(outer(), loop=loop) == "ok"
     finally:
         other.close()
 
@@ -448,7 +448,7 @@ def test_get_running_loop_inside_and_outside(loop):
     async def probe():
         return asyncio.get_running_loop(), asyncio.get_event_loop()
 
-    running, ev = run(loop, probe())
+    running, ev = run(probe(), loop=loop)
     assert running is loop and ev is loop
     with pytest.raises(RuntimeError):
         asyncio.get_running_loop()
@@ -541,7 +541,7 @@ def test_create_future(loop):
     assert fut.get_loop() is loop
     assert not fut.done()
     loop.call_later(0.01, fut.set_result, 7)
-    assert run(loop, fut) == 7
+    assert run(fut, loop=loop) == 7
 
 
 def test_create_task_and_names(loop):
@@ -556,8 +556,8 @@ def test_create_task_and_names(loop):
     t2.set_name("beta")
     assert t2.get_name() == "beta"
     assert t1.get_loop() is loop
-    cur1 = run(loop, t1)
-    cur2 = run(loop, t2)
+    cur1 = run(t1, loop=loop)
+    cur2 = run(t2, loop=loop)
     assert cur1 is t1 and cur2 is t2
 
 
@@ -571,7 +571,7 @@ def test_create_task_with_context(loop):
         return val
 
     task = loop.create_task(coro(), context=ctx)
-    assert run(loop, task) == "task-ctx"
+    assert run(task, loop=loop) == "task-ctx"
     assert ctx[cvar] == "modified-in-task"
     assert cvar.get() == "default"
 
@@ -639,7 +639,7 @@ def test_task_cancellation(loop):
             await t
         return t.cancelled()
 
-    assert run(loop, main()) is True
+    assert run(main(), loop=loop) is True
 
 
 # ---------------------------------------------------------------------------
@@ -674,7 +674,7 @@ def test_exception_handler_set_get_and_called(loop):
     assert context["exception"] is exc
     assert isinstance(context["message"], str) and context["message"]
     # the loop keeps running after a callback raised
-    assert run(loop, asyncio.sleep(0, "alive")) == "alive"
+    assert run(asyncio.sleep(0, "alive"), loop=loop) == "alive"
 
     loop.set_exception_handler(None)
     assert loop.get_exception_handler() is None
@@ -816,7 +816,7 @@ def test_debug_call_soon_from_other_thread_raises(loop):
     async def main():
         return await loop.run_in_executor(None, in_thread)
 
-    exc = run(loop, main())
+    exc = run(main(), loop=loop)
     assert isinstance(exc, RuntimeError)
 
 
@@ -827,7 +827,7 @@ def test_debug_call_soon_threadsafe_from_other_thread_ok(loop):
         target=lambda: loop.call_soon_threadsafe(fut.set_result, "ok"))
     t.start()
     try:
-        assert run(loop, fut) == "ok"
+        assert run(fut, loop=loop) == "ok"
     finally:
         t.join()
 
@@ -852,9 +852,9 @@ def test_shutdown_asyncgens_finalizes_unfinished_generator(loop):
         assert await g.__anext__() == 1
         return g
 
-    g = run(loop, start())
+    g = run(start(), loop=loop)
     assert finalized == []
-    run(loop, loop.shutdown_asyncgens())
+    run(loop.shutdown_asyncgens(), loop=loop)
     assert finalized == [True]
     del g
 
@@ -879,7 +879,7 @@ def test_asyncgen_finalized_by_loop_when_garbage_collected(loop):
         for _ in range(5):
             await asyncio.sleep(0)
 
-    run(loop, main())
+    run(main(), loop=loop)
     assert finalized == [True]
 
 
@@ -896,13 +896,13 @@ def test_shutdown_default_executor_waits_for_jobs(loop):
         await loop.shutdown_default_executor()
         return list(done)
 
-    assert run(loop, main()) == [True]
+    assert run(main(), loop=loop) == [True]
     with pytest.raises(RuntimeError):
         loop.run_in_executor(None, job)
 
 
 def test_shutdown_default_executor_without_executor(loop):
-    assert run(loop, loop.shutdown_default_executor()) is None
+    assert run(loop.shutdown_default_executor(), loop=loop) is None
 
 
 # ---------------------------------------------------------------------------
@@ -915,7 +915,7 @@ def test_run_in_executor_default(loop):
     def work(a, b):
         return a + b, threading.get_ident()
 
-    result, ident = run(loop, loop.run_in_executor(None, work, 2, 3))
+    result, ident = run(loop.run_in_executor(None, work, 2, 3), loop=loop)
     assert result == 5
     assert ident != main_ident
 
@@ -925,14 +925,14 @@ def test_run_in_executor_propagates_exception(loop):
         raise Boom("in executor")
 
     with pytest.raises(Boom, match="in executor"):
-        run(loop, loop.run_in_executor(None, work))
+        run(loop.run_in_executor(None, work), loop=loop)
 
 
 def test_run_in_executor_explicit_executor(loop):
     with concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="explicit-pool") as ex:
-        name = run(loop, loop.run_in_executor(
-            ex, lambda: threading.current_thread().name))
+        name = run(loop.run_in_executor(
+            ex, lambda: threading.current_thread().name), loop=loop)
     assert name.startswith("explicit-pool")
 
 
@@ -940,10 +940,10 @@ def test_set_default_executor(loop):
     ex = concurrent.futures.ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="custom-default")
     loop.set_default_executor(ex)
-    name = run(loop, loop.run_in_executor(
-        None, lambda: threading.current_thread().name))
+    name = run(loop.run_in_executor(
+        None, lambda: threading.current_thread().name), loop=loop)
     assert name.startswith("custom-default")
-    run(loop, loop.shutdown_default_executor())
+    run(loop.shutdown_default_executor(), loop=loop)
     # shutting down the default executor shuts down the one we set
     with pytest.raises(RuntimeError):
         ex.submit(lambda: None)
@@ -971,7 +971,7 @@ def test_run_in_executor_cancel_wrapper(loop):
         gate.set()
         return await loop.run_in_executor(None, lambda: "still works")
 
-    assert run(loop, main()) == "still works"
+    assert run(main(), loop=loop) == "still works"
 
 
 # ---------------------------------------------------------------------------
@@ -979,7 +979,7 @@ def test_run_in_executor_cancel_wrapper(loop):
 # ---------------------------------------------------------------------------
 
 def test_getaddrinfo_numeric(loop):
-    res = run(loop, loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM))
+    res = run(loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM), loop=loop)
     assert res == socket.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
     fam, typ, proto, canon, addr = res[0]
     assert fam == socket.AF_INET and typ == socket.SOCK_STREAM
@@ -987,9 +987,9 @@ def test_getaddrinfo_numeric(loop):
 
 
 def test_getaddrinfo_numeric_ipv6_and_flags(loop):
-    res = run(loop, loop.getaddrinfo(
+    res = run(loop.getaddrinfo(
         "::1", "8080", family=socket.AF_INET6, type=socket.SOCK_DGRAM,
-        flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV))
+        flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV), loop=loop)
     assert res
     assert all(r[0] == socket.AF_INET6 and r[1] == socket.SOCK_DGRAM
                for r in res)
@@ -997,32 +997,32 @@ def test_getaddrinfo_numeric_ipv6_and_flags(loop):
 
 
 def test_getaddrinfo_localhost(loop):
-    res = run(loop, loop.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM))
+    res = run(loop.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM), loop=loop)
     addrs = {r[4][0] for r in res}
     assert addrs & {"127.0.0.1", "::1"}
 
 
 def test_getaddrinfo_error_raises_gaierror(loop):
     with pytest.raises(socket.gaierror):
-        run(loop, loop.getaddrinfo("not-a-numeric-host", 80,
-                                   flags=socket.AI_NUMERICHOST))
+        run(loop.getaddrinfo("not-a-numeric-host", 80,
+                                   flags=socket.AI_NUMERICHOST), loop=loop)
     with pytest.raises(socket.gaierror):
-        run(loop, loop.getaddrinfo("127.0.0.1", "no-such-service-xyz",
-                                   type=socket.SOCK_STREAM))
+        run(loop.getaddrinfo("127.0.0.1", "no-such-service-xyz",
+                                   type=socket.SOCK_STREAM), loop=loop)
 
 
 def test_getnameinfo(loop):
-    res = run(loop, loop.getnameinfo(
-        ("127.0.0.1", 80), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV))
+    res = run(loop.getnameinfo(
+        ("127.0.0.1", 80), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV), loop=loop)
     assert res == ("127.0.0.1", "80")
-    res = run(loop, loop.getnameinfo(("127.0.0.1", 0)))
+    res = run(loop.getnameinfo(("127.0.0.1", 0)), loop=loop)
     assert res == socket.getnameinfo(("127.0.0.1", 0), 0)
 
 
 def test_getnameinfo_error_raises_gaierror(loop):
     # getnameinfo only accepts numeric hosts
     with pytest.raises(socket.gaierror):
-        run(loop, loop.getnameinfo(("not-a-numeric-host", 80)))
+        run(loop.getnameinfo(("not-a-numeric-host", 80)), loop=loop)
 
 
 def test_getaddrinfo_runs_off_loop_thread(loop, monkeypatch):
@@ -1044,7 +1044,7 @@ def test_getaddrinfo_runs_off_loop_thread(loop, monkeypatch):
         events.append("resolved")
         return res
 
-    res = run(loop, main())
+    res = run(main(), loop=loop)
     assert res and res[0][4][1] == 80
     assert resolver_threads, "socket.getaddrinfo was not used"
     assert resolver_threads[0] != threading.get_ident()
@@ -1057,7 +1057,7 @@ def test_concurrent_getaddrinfo_calls(loop):
         return await asyncio.gather(*(
             loop.getaddrinfo(h, 443, type=socket.SOCK_STREAM) for h in hosts))
 
-    results = run(loop, main())
+    results = run(main(), loop=loop)
     assert len(results) == 16
     assert all(results)
 
@@ -1083,7 +1083,7 @@ def test_add_signal_handler_invokes_callback_with_args(loop):
                             "arg1", 2)
     try:
         loop.call_later(0.01, _send_self, signal.SIGUSR1)
-        assert run(loop, got) == ("arg1", 2)
+        assert run(got, loop=loop) == ("arg1", 2)
     finally:
         assert loop.remove_signal_handler(signal.SIGUSR1) is True
     assert loop.remove_signal_handler(signal.SIGUSR1) is False
@@ -1107,7 +1107,7 @@ def test_signal_delivered_while_loop_blocked(loop):
                     signal.SIG_BLOCK, [])), "SIGUSR1 not handled"
         t.start()
         try:
-            assert run(loop, got) == "sig"
+            assert run(got, loop=loop) == "sig"
         finally:
             t.join()
         assert time.monotonic() - start < 1.0
@@ -1123,7 +1123,7 @@ def test_signal_handler_replaced(loop):
                             lambda: (calls.append("new"), done.set_result(1)))
     try:
         loop.call_later(0.01, _send_self, signal.SIGUSR2)
-        run(loop, done)
+        run(done, loop=loop)
         assert calls == ["new"]
     finally:
         loop.remove_signal_handler(signal.SIGUSR2)
@@ -1213,7 +1213,7 @@ def test_add_reader_invoked_with_args(loop, sockpair):
 
     loop.add_reader(a, on_readable, a, "tag")
     loop.call_later(0.02, b.send, b"ping")
-    assert run(loop, got) == ("tag", b"ping")
+    assert run(got, loop=loop) == ("tag", b"ping")
     assert loop.remove_reader(a) is False
 
 
@@ -1227,7 +1227,7 @@ def test_add_reader_accepts_raw_fd(loop, sockpair):
     loop.add_reader(a.fileno(), on_readable)
     b.send(b"fd")
     try:
-        assert run(loop, got) == b"fd"
+        assert run(got, loop=loop) == b"fd"
     finally:
         assert loop.remove_reader(a.fileno()) is True
 
@@ -1288,7 +1288,7 @@ def test_add_reader_replaces_previous_callback(loop, sockpair):
     loop.add_reader(a, second, "second")
     b.send(b"data")
     try:
-        run(loop, got)
+        run(got, loop=loop)
     finally:
         assert loop.remove_reader(a) is True
     assert calls == ["second"]
@@ -1304,7 +1304,7 @@ def test_add_writer_invoked_with_args(loop, sockpair):
         got.set_result(tag)
 
     loop.add_writer(a, on_writable, "w-tag")
-    assert run(loop, got) == "w-tag"
+    assert run(got, loop=loop) == "w-tag"
     assert loop.remove_writer(a) is False
     assert b.recv(10) == b"w"
 
@@ -1342,7 +1342,7 @@ def test_add_writer_waits_for_buffer_space(loop, sockpair):
                     return
                 await asyncio.sleep(0.01)
 
-        run(loop, drain())
+        run(drain(), loop=loop)
         assert calls
     finally:
         loop.remove_writer(a)
@@ -1366,7 +1366,7 @@ def test_reader_and_writer_on_same_fd(loop, sockpair):
     loop.add_reader(a, on_read)
     loop.add_writer(a, on_write)
     loop.call_later(0.03, b.send, b"r")
-    run(loop, done)
+    run(done, loop=loop)
     assert events == ["w", "r"]
     assert loop.remove_reader(a) is False
     assert loop.remove_writer(a) is False
@@ -1459,7 +1459,7 @@ def test_base_exception_in_callback_propagates(loop, exc_type):
         loop.run_forever()
     assert not loop.is_running()
     # the loop is still usable; the remaining callback runs
-    assert run(loop, asyncio.sleep(0.01, "ok")) == "ok"
+    assert run(asyncio.sleep(0.01, "ok"), loop=loop) == "ok"
     assert calls == ["after"]
 
 
@@ -1486,7 +1486,7 @@ def test_sigint_interrupts_blocked_runner(loop_factory):
 def test_idle_loop_does_not_busy_wait(loop):
     loop.call_later(10_000_000, lambda: None)  # a far-away timer
     cpu0, wall0 = time.process_time(), time.monotonic()
-    run(loop, asyncio.sleep(0.3))
+    run(asyncio.sleep(0.3), loop=loop)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     assert wall >= 0.29
     assert cpu < 0.5 * wall, f"loop burned {cpu:.3f}s CPU in {wall:.3f}s"
@@ -1514,7 +1514,7 @@ def test_call_soon_threadsafe_no_lost_wakeups(loop):
     t = threading.Thread(target=pinger)
     t.start()
     try:
-        run(loop, done, timeout=20)
+        run(done, timeout=20, loop=loop)
     finally:
         t.join()
     assert missed == []
@@ -1562,7 +1562,7 @@ def test_reader_callback_replaces_itself(loop, sockpair):
     b.send(b"x")
     _run_briefly(loop, 0.02)
     b.send(b"y")
-    run(loop, got)
+    run(got, loop=loop)
     assert calls == [("first", b"x"), ("second", b"y")]
 
 
@@ -1620,5 +1620,5 @@ def test_numeric_getaddrinfo_matches_the_resolver(loop):
             out.append((got, want))
         return out
 
-    for got, want in run(loop, main()):
+    for got, want in run(main(), loop=loop):
         assert got == want

@@ -22,7 +22,7 @@ import pytest
 import ringline
 from ringline._backend import OPCODE_NUMBERS
 
-from conftest import run
+from support import run
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_waiting_costs_nothing(ploop):
         return idle_waits
 
     try:
-        assert run(ploop, main()) <= 5
+        assert run(main(), loop=ploop) <= 5
     finally:
         a.close()
         b.close()
@@ -80,7 +80,7 @@ def test_cancelled_recv_never_completes_and_loses_nothing(ploop):
         assert stats["waiting"] == 1       # the loop's wakeup read only
 
     try:
-        run(ploop, main())
+        run(main(), loop=ploop)
     finally:
         a.close()
         b.close()
@@ -105,7 +105,7 @@ def test_recv_and_blocked_send_on_one_fd(ploop):
         assert bytes(got) == big
 
     try:
-        run(ploop, main(), timeout=20)
+        run(main(), timeout=20, loop=ploop)
     finally:
         a.close()
         b.close()
@@ -128,7 +128,7 @@ def test_fd_closed_without_cancel_and_number_reused(ploop):
         for s in (b, c, d):
             s.close()
 
-    run(ploop, main())
+    run(main(), loop=ploop)
 
 
 def test_registration_outliving_its_fd_is_dropped(ploop):
@@ -152,7 +152,7 @@ def test_registration_outliving_its_fd_is_dropped(ploop):
             task.result()
 
     try:
-        run(ploop, main())
+        run(main(), loop=ploop)
     finally:
         if keep is not None:
             os.close(keep)
@@ -188,7 +188,7 @@ def test_udp_multishot_recvmsg_emulation(ploop):
         tr.close()
         peer.close()
 
-    run(ploop, main())
+    run(main(), loop=ploop)
 
 
 def test_probe_and_the_paths_the_core_takes(ploop):
@@ -218,7 +218,7 @@ def test_probe_and_the_paths_the_core_takes(ploop):
         assert await asyncio.wait_for(done, 2) is None
         assert bytes(got) == b"through the read pipe"
 
-    run(ploop, main())
+    run(main(), loop=ploop)
     ops = ploop._ring_stats()["ops"]
     assert ops.get(OPCODE_NUMBERS["READ"], 0) >= 1
     assert ops.get(OPCODE_NUMBERS["READ_MULTISHOT"], 0) == 0
@@ -239,7 +239,7 @@ def test_connect_refused_then_retry_on_the_same_socket(ploop):
         await asyncio.wait_for(ploop.sock_connect(sock, addr), 2)
 
     try:
-        run(ploop, main())
+        run(main(), loop=ploop)
     finally:
         sock.close()
         listener.close()

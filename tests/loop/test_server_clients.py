@@ -10,7 +10,7 @@ import pytest
 
 import ringline
 
-from conftest import run
+from support import run
 
 request_id = contextvars.ContextVar("request_id", default=None)
 STOCK_HAS_CLIENTS = hasattr(asyncio.base_events.Server, "close_clients")
@@ -49,7 +49,7 @@ def _clients(loop, n, method):
         return tails, sorted(map(str, log))
 
     try:
-        return run(loop, main())
+        return run(main(), loop=loop)
     finally:
         loop.close()
 

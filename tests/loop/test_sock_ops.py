@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from conftest import (closing_all, free_port, run, tcp_listener, tcp_pair,
-                      udp_pair)
+from support import (closing_all, free_port, run, tcp_listener, tcp_pair,
+                     udp_pair)
 
 MiB = 1 << 20
 
@@ -115,7 +115,7 @@ def udp():
 def test_sock_recv_returns_available_data(loop, tcp):
     ours, peer = tcp
     peer.sendall(b"hello")
-    assert run(loop, recv_exactly(loop, ours, 5)) == b"hello"
+    assert run(recv_exactly(loop, ours, 5), loop=loop) == b"hello"
 
 
 def test_sock_recv_waits_for_data(loop, tcp):
@@ -128,7 +128,7 @@ def test_sock_recv_waits_for_data(loop, tcp):
         peer.sendall(b"late data")
         return await task
 
-    assert run(loop, main()) == b"late data"
+    assert run(main(), loop=loop) == b"late data"
 
 
 def test_sock_recv_respects_nbytes(loop, tcp):
@@ -140,7 +140,7 @@ def test_sock_recv_respects_nbytes(loop, tcp):
         rest = await recv_exactly(loop, ours, 10 - len(first))
         return first, rest
 
-    first, rest = run(loop, main())
+    first, rest = run(main(), loop=loop)
     assert 1 <= len(first) <= 4
     assert first + rest == b"0123456789"
 
@@ -156,7 +156,7 @@ def test_sock_recv_eof_returns_empty_bytes(loop, tcp):
         eof2 = await loop.sock_recv(ours, 100)
         return data, eof1, eof2
 
-    assert run(loop, main()) == (b"last", b"", b"")
+    assert run(main(), loop=loop) == (b"last", b"", b"")
 
 
 def test_sock_recv_eof_while_waiting(loop, tcp):
@@ -168,7 +168,7 @@ def test_sock_recv_eof_while_waiting(loop, tcp):
         peer.close()
         return await task
 
-    assert run(loop, main()) == b""
+    assert run(main(), loop=loop) == b""
 
 
 def test_sock_recv_peer_reset_raises_connection_reset(loop, tcp):
@@ -182,7 +182,7 @@ def test_sock_recv_peer_reset_raises_connection_reset(loop, tcp):
         return await task
 
     with pytest.raises(ConnectionResetError):
-        run(loop, main())
+        run(main(), loop=loop)
 
 
 def test_sock_recv_into(loop, tcp):
@@ -196,7 +196,7 @@ def test_sock_recv_into(loop, tcp):
         peer.sendall(b"abcdef")
         return await task
 
-    n = run(loop, main())
+    n = run(main(), loop=loop)
     assert n == 6  # loopback delivers a small send in one piece
     assert buf == b"abcdef" + b"." * 10
 
@@ -205,7 +205,7 @@ def test_sock_recv_into_memoryview_slice(loop, tcp):
     ours, peer = tcp
     buf = bytearray(b"." * 12)
     peer.sendall(b"XYZ")
-    n = run(loop, loop.sock_recv_into(ours, memoryview(buf)[4:8]))
+    n = run(loop.sock_recv_into(ours, memoryview(buf)[4:8]), loop=loop)
     assert n == 3
     assert buf == b"....XYZ....."
 
@@ -214,7 +214,7 @@ def test_sock_recv_into_eof_returns_zero(loop, tcp):
     ours, peer = tcp
     peer.shutdown(socket.SHUT_WR)
     buf = bytearray(b"*" * 8)
-    assert run(loop, loop.sock_recv_into(ours, buf)) == 0
+    assert run(loop.sock_recv_into(ours, buf), loop=loop) == 0
     assert buf == b"*" * 8
 
 
@@ -228,7 +228,7 @@ def test_sock_recv_into_peer_reset(loop, tcp):
         return await task
 
     with pytest.raises(ConnectionResetError):
-        run(loop, main())
+        run(main(), loop=loop)
 
 
 def test_many_small_messages_in_order(loop, tcp):
@@ -251,7 +251,7 @@ def test_many_small_messages_in_order(loop, tcp):
     t = threading.Thread(target=writer)
     t.start()
     try:
-        assert run(loop, main()) == expected
+        assert run(main(), loop=loop) == expected
     finally:
         t.join()
     del reader
@@ -271,7 +271,7 @@ def test_sock_recvfrom(loop, udp):
         peer.sendto(b"datagram", ours.getsockname())
         return await task
 
-    data, addr = run(loop, main())
+    data, addr = run(main(), loop=loop)
     assert data == b"datagram"
     assert addr == peer.getsockname()
 
@@ -293,14 +293,14 @@ def test_sock_recvfrom_waits_on_a_socket_shut_down_for_reading(loop, udp):
         peer.sendto(b"late", ours.getsockname())
         return await task
 
-    data, addr = run(loop, main())
+    data, addr = run(main(), loop=loop)
     assert data == b"late" and addr == peer.getsockname()
 
 
 def test_sock_recvfrom_truncates_to_bufsize(loop, udp):
     ours, peer = udp
     peer.sendto(b"0123456789", ours.getsockname())
-    data, addr = run(loop, loop.sock_recvfrom(ours, 4))
+    data, addr = run(loop.sock_recvfrom(ours, 4), loop=loop)
     assert data == b"0123"
     assert addr == peer.getsockname()
 
@@ -309,7 +309,7 @@ def test_sock_recvfrom_into(loop, udp):
     ours, peer = udp
     buf = bytearray(b"-" * 10)
     peer.sendto(b"abc", ours.getsockname())
-    n, addr = run(loop, loop.sock_recvfrom_into(ours, buf))
+    n, addr = run(loop.sock_recvfrom_into(ours, buf), loop=loop)
     assert (n, addr) == (3, peer.getsockname())
     assert buf == b"abc" + b"-" * 7
 
@@ -324,14 +324,14 @@ def test_sock_recvfrom_into_nbytes(loop, udp):
         peer.sendto(b"abcdef", ours.getsockname())
         return await task
 
-    n, addr = run(loop, main())
+    n, addr = run(main(), loop=loop)
     assert n == 2 and addr == peer.getsockname()
     assert buf == b"ab" + b"-" * 8
 
 
 def test_sock_sendto(loop, udp):
     ours, peer = udp
-    n = run(loop, loop.sock_sendto(ours, b"to-peer", peer.getsockname()))
+    n = run(loop.sock_sendto(ours, b"to-peer", peer.getsockname()), loop=loop)
     assert n == len(b"to-peer")
     data, addr = peer.recvfrom(100)
     assert data == b"to-peer" and addr == ours.getsockname()
@@ -358,7 +358,7 @@ def test_udp_message_boundaries_preserved(loop, udp):
     t = threading.Thread(target=echo)
     t.start()
     try:
-        assert run(loop, main()) == msgs
+        assert run(main(), loop=loop) == msgs
     finally:
         t.join()
 
@@ -369,7 +369,7 @@ def test_udp_message_boundaries_preserved(loop, udp):
 
 def test_sock_sendall_small(loop, tcp):
     ours, peer = tcp
-    assert run(loop, loop.sock_sendall(ours, b"small payload")) is None
+    assert run(loop.sock_sendall(ours, b"small payload"), loop=loop) is None
     assert peer_recv_exactly(peer, 13) == b"small payload"
 
 
@@ -381,7 +381,7 @@ def test_sock_sendall_accepts_buffer_types(loop, tcp):
         await loop.sock_sendall(ours, memoryview(b"xxmvxx")[2:4])
         await loop.sock_sendall(ours, b"")
 
-    run(loop, main())
+    run(main(), loop=loop)
     assert peer_recv_exactly(peer, 4) == b"bamv"
 
 
@@ -406,7 +406,7 @@ def test_sock_sendall_large_to_slow_reader(loop, tcp):
             tick.cancel()
 
     start = time.monotonic()
-    run(loop, main())
+    run(main(), loop=loop)
     got = reader.result()
     assert len(got) == len(payload)
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
@@ -437,7 +437,7 @@ def test_sock_sendall_concurrent_with_recv_on_same_socket(loop, tcp):
     t = threading.Thread(target=echo, daemon=True)
     t.start()
     try:
-        got = run(loop, main())
+        got = run(main(), loop=loop)
     finally:
         t.join(5)
     assert got == payload
@@ -455,7 +455,7 @@ def test_sock_sendall_peer_reset_raises(loop, tcp):
         await task
 
     with pytest.raises((ConnectionResetError, BrokenPipeError)):
-        run(loop, main())
+        run(main(), loop=loop)
 
 
 # ---------------------------------------------------------------------------
@@ -475,21 +475,21 @@ def test_sock_accept(loop):
                 client.connect(lsock.getsockname())
             return await task
 
-        conn, addr = run(loop, main())
+        conn, addr = run(main(), loop=loop)
         with conn:
             assert addr == client.getsockname()
             assert conn.getpeername() == client.getsockname()
             assert conn.getblocking() is False
             client.setblocking(True)
             client.sendall(b"via accepted")
-            assert run(loop, recv_exactly(loop, conn, 12)) == b"via accepted"
+            assert run(recv_exactly(loop, conn, 12), loop=loop) == b"via accepted"
 
 
 def test_sock_accept_pending_connection(loop):
     lsock = tcp_listener()
     client = socket.create_connection(lsock.getsockname(), timeout=5)
     with closing_all(lsock, client):
-        conn, addr = run(loop, loop.sock_accept(lsock))
+        conn, addr = run(loop.sock_accept(lsock), loop=loop)
         conn.close()
         assert addr == client.getsockname()
 
@@ -508,7 +508,7 @@ def test_sock_connect_tcp(loop):
                 await loop.sock_sendall(conn, b"pong")
                 return got, await recv_exactly(loop, sock, 4)
 
-        assert run(loop, main()) == (b"ping", b"pong")
+        assert run(main(), loop=loop) == (b"ping", b"pong")
         assert sock.getpeername() == lsock.getsockname()
 
 
@@ -518,7 +518,7 @@ def test_sock_connect_resolves_hostname(loop):
     sock.setblocking(False)
     with closing_all(lsock, sock):
         port = lsock.getsockname()[1]
-        run(loop, loop.sock_connect(sock, ("localhost", port)))
+        run(loop.sock_connect(sock, ("localhost", port)), loop=loop)
         assert sock.getpeername() == ("127.0.0.1", port)
 
 
@@ -527,7 +527,7 @@ def test_sock_connect_refused(loop):
     sock.setblocking(False)
     with sock:
         with pytest.raises(ConnectionRefusedError):
-            run(loop, loop.sock_connect(sock, ("127.0.0.1", free_port())))
+            run(loop.sock_connect(sock, ("127.0.0.1", free_port())), loop=loop)
 
 
 def test_sock_connect_and_accept_unix(loop):
@@ -549,7 +549,7 @@ def test_sock_connect_and_accept_unix(loop):
                     return addr, await recv_exactly(loop, conn, 9)
 
             # an unbound AF_UNIX client has the empty address
-            assert run(loop, main()) == ("", b"over unix")
+            assert run(main(), loop=loop) == ("", b"over unix")
             assert sock.getpeername() == path
 
 
@@ -570,7 +570,7 @@ def test_sock_connect_and_accept_unix_abstract(loop):
             conn.close()
             return addr
 
-        assert run(loop, main()) == sock.getsockname()
+        assert run(main(), loop=loop) == sock.getsockname()
         assert sock.getpeername() == name.encode()
 
 
@@ -597,7 +597,7 @@ def test_sock_ipv6_tcp_and_udp(loop):
             data, uaddr = await loop.sock_recvfrom(u2, 10)
             return addr, data, uaddr
 
-        addr, data, uaddr = run(loop, main())
+        addr, data, uaddr = run(main(), loop=loop)
         assert addr == csock.getsockname()          # 4-tuple
         assert (data, uaddr) == (b"v6", u1.getsockname())
 
@@ -608,7 +608,7 @@ def test_sock_connect_unix_missing_path(loop):
         sock.setblocking(False)
         with sock:
             with pytest.raises(FileNotFoundError):
-                run(loop, loop.sock_connect(sock, os.path.join(d, "nope")))
+                run(loop.sock_connect(sock, os.path.join(d, "nope")), loop=loop)
 
 
 def test_concurrent_echo_clients(loop):
@@ -649,7 +649,7 @@ def test_concurrent_echo_clients(loop):
         return results
 
     with lsock:
-        assert run(loop, main()) == [True] * n_clients
+        assert run(main(), loop=loop) == [True] * n_clients
 
 
 # ---------------------------------------------------------------------------
@@ -671,7 +671,7 @@ def test_sock_sendfile_whole_file(loop, tcp, datafile):
     f, content = datafile
     reader = PeerReader(peer, nbytes=len(content))
     reader.start()
-    sent = run(loop, loop.sock_sendfile(ours, f))
+    sent = run(loop.sock_sendfile(ours, f), loop=loop)
     assert sent == len(content)
     assert reader.result() == content
     assert f.tell() == len(content)
@@ -683,7 +683,7 @@ def test_sock_sendfile_offset_and_count(loop, tcp, datafile):
     offset, count = 1000, 300_000
     reader = PeerReader(peer, nbytes=count)
     reader.start()
-    sent = run(loop, loop.sock_sendfile(ours, f, offset, count))
+    sent = run(loop.sock_sendfile(ours, f, offset, count), loop=loop)
     assert sent == count
     assert reader.result() == content[offset:offset + count]
     # the file position is updated to offset + bytes sent
@@ -696,14 +696,14 @@ def test_sock_sendfile_offset_to_eof(loop, tcp, datafile):
     offset = len(content) - 5000
     reader = PeerReader(peer, nbytes=5000)
     reader.start()
-    assert run(loop, loop.sock_sendfile(ours, f, offset=offset)) == 5000
+    assert run(loop.sock_sendfile(ours, f, offset=offset), loop=loop) == 5000
     assert reader.result() == content[offset:]
 
 
 def test_sock_sendfile_empty_file(loop, tcp):
     ours, peer = tcp
     with tempfile.TemporaryFile() as f:
-        assert run(loop, loop.sock_sendfile(ours, f)) == 0
+        assert run(loop.sock_sendfile(ours, f), loop=loop) == 0
 
 
 def test_sock_sendfile_fallback_for_non_regular_file(loop, tcp):
@@ -712,7 +712,7 @@ def test_sock_sendfile_fallback_for_non_regular_file(loop, tcp):
     reader = PeerReader(peer, nbytes=len(content) - 10)
     reader.start()
     bio = io.BytesIO(content)
-    sent = run(loop, loop.sock_sendfile(ours, bio, 10, fallback=True))
+    sent = run(loop.sock_sendfile(ours, bio, 10, fallback=True), loop=loop)
     assert sent == len(content) - 10
     assert reader.result() == content[10:]
     assert bio.tell() == len(content)
@@ -721,10 +721,10 @@ def test_sock_sendfile_fallback_for_non_regular_file(loop, tcp):
 def test_sock_sendfile_no_fallback_raises(loop, tcp):
     ours, peer = tcp
     with pytest.raises(asyncio.SendfileNotAvailableError):
-        run(loop, loop.sock_sendfile(ours, io.BytesIO(b"data"),
-                                     fallback=False))
+        run(loop.sock_sendfile(ours, io.BytesIO(b"data"),
+                                     fallback=False), loop=loop)
     # nothing was sent, connection still usable
-    run(loop, loop.sock_sendall(ours, b"ok"))
+    run(loop.sock_sendall(ours, b"ok"), loop=loop)
     assert peer_recv_exactly(peer, 2) == b"ok"
 
 
@@ -733,15 +733,15 @@ def test_sock_sendfile_parameter_errors(loop, tcp, udp, datafile):
     f, _content = datafile
     with tempfile.TemporaryFile(mode="w+") as text:
         with pytest.raises(ValueError):
-            run(loop, loop.sock_sendfile(ours, text))
+            run(loop.sock_sendfile(ours, text), loop=loop)
     with pytest.raises(ValueError):
-        run(loop, loop.sock_sendfile(udp[0], f))
+        run(loop.sock_sendfile(udp[0], f), loop=loop)
     with pytest.raises(ValueError):
-        run(loop, loop.sock_sendfile(ours, f, count=0))
+        run(loop.sock_sendfile(ours, f, count=0), loop=loop)
     with pytest.raises(ValueError):
-        run(loop, loop.sock_sendfile(ours, f, offset=-1))
+        run(loop.sock_sendfile(ours, f, offset=-1), loop=loop)
     with pytest.raises(TypeError):
-        run(loop, loop.sock_sendfile(ours, f, count="10"))
+        run(loop.sock_sendfile(ours, f, count="10"), loop=loop)
 
 
 # ---------------------------------------------------------------------------
@@ -818,7 +818,7 @@ def test_blocking_socket_raises_value_error(loop, name):
     loop.set_debug(True)
     with _op_setup(name, blocking=True) as (sock, kw):
         with pytest.raises(ValueError, match="the socket must be non-blocking"):
-            run(loop, _make_op(loop, name, sock, **kw))
+            run(_make_op(loop, name, sock, **kw), loop=loop)
 
 
 @pytest.mark.parametrize("name", SOCK_OPS)
@@ -827,9 +827,9 @@ def test_closed_socket_raises_os_error(loop, name):
         sock.close()
         assert sock.fileno() == -1
         with pytest.raises(OSError):
-            run(loop, _make_op(loop, name, sock, **kw))
+            run(_make_op(loop, name, sock, **kw), loop=loop)
         # the loop is unaffected
-        assert run(loop, asyncio.sleep(0.01, "alive")) == "alive"
+        assert run(asyncio.sleep(0.01, "alive"), loop=loop) == "alive"
 
 
 def _start(aw):
@@ -885,7 +885,7 @@ def test_cancel_sock_recv_then_reuse_no_data_lost(loop, tcp):
         await asyncio.sleep(0.02)
         return await recv_exactly(loop, ours, 12)
 
-    assert run(loop, main()) == b"after cancel"
+    assert run(main(), loop=loop) == b"after cancel"
 
 
 def test_cancel_sock_recv_repeatedly(loop, tcp):
@@ -898,7 +898,7 @@ def test_cancel_sock_recv_repeatedly(loop, tcp):
         peer.sendall(b"still here")
         return await recv_exactly(loop, ours, 10)
 
-    assert run(loop, main()) == b"still here"
+    assert run(main(), loop=loop) == b"still here"
 
 
 def test_cancel_sock_recv_racing_with_data_loses_nothing(loop, tcp):
@@ -929,7 +929,7 @@ def test_cancel_sock_recv_racing_with_data_loses_nothing(loop, tcp):
             got += data
         return bytes(got)
 
-    assert run(loop, main()) == expected
+    assert run(main(), loop=loop) == expected
 
 
 def test_cancel_sock_recv_into_then_reuse(loop, tcp):
@@ -944,7 +944,7 @@ def test_cancel_sock_recv_into_then_reuse(loop, tcp):
         n = await loop.sock_recv_into(ours, buf)
         return bytes(buf[:n])
 
-    assert run(loop, main()) == b"into after cancel"
+    assert run(main(), loop=loop) == b"into after cancel"
 
 
 def test_cancelled_recv_into_never_writes_buffer(loop, tcp):
@@ -968,7 +968,7 @@ def test_cancelled_recv_into_never_writes_buffer(loop, tcp):
         # ...and the peer's data was not lost either
         return await recv_exactly(loop, ours, 48)
 
-    assert run(loop, main()) == b"X" * 48
+    assert run(main(), loop=loop) == b"X" * 48
 
 
 def test_cancel_sock_recvfrom_then_reuse(loop, udp):
@@ -981,7 +981,7 @@ def test_cancel_sock_recvfrom_then_reuse(loop, udp):
         await asyncio.sleep(0.02)
         return await loop.sock_recvfrom(ours, 100)
 
-    assert run(loop, main()) == (b"dgram after cancel", peer.getsockname())
+    assert run(main(), loop=loop) == (b"dgram after cancel", peer.getsockname())
 
 
 def test_cancel_sock_recvfrom_into_then_reuse(loop, udp):
@@ -999,7 +999,7 @@ def test_cancel_sock_recvfrom_into_then_reuse(loop, udp):
         n, addr = await loop.sock_recvfrom_into(ours, buf)
         return bytes(buf[:n]), addr
 
-    assert run(loop, main()) == (b"dgram", peer.getsockname())
+    assert run(main(), loop=loop) == (b"dgram", peer.getsockname())
 
 
 def test_cancel_sock_accept_then_reuse(loop):
@@ -1016,7 +1016,7 @@ def test_cancel_sock_accept_then_reuse(loop):
             conn.close()
             return addr
 
-        assert run(loop, main()) == client.getsockname()
+        assert run(main(), loop=loop) == client.getsockname()
 
 
 def test_cancel_sock_connect(loop):
@@ -1049,7 +1049,7 @@ def test_cancel_sock_connect(loop):
                 conn.close()
                 return True
 
-            assert run(loop, main())
+            assert run(main(), loop=loop)
         finally:
             for f in fillers:
                 f.close()
@@ -1070,7 +1070,7 @@ def test_cancel_sock_sendall_then_reuse(loop, tcp):
         await loop.sock_sendall(ours, marker)
         return reader
 
-    reader = run(loop, main())
+    reader = run(main(), loop=loop)
     got = reader.result()
     assert got.endswith(marker)
     prefix = got[:-len(marker)]
@@ -1092,7 +1092,7 @@ def test_cancel_one_of_two_waiters_other_still_served(loop, udp, tcp):
         tpeer.sendall(b"t")
         return data, await recv_exactly(loop, tsock, 1)
 
-    assert run(loop, main()) == (b"u", b"t")
+    assert run(main(), loop=loop) == (b"u", b"t")
 
 
 def test_socket_closed_by_peer_during_sendall(loop, tcp):
@@ -1106,7 +1106,7 @@ def test_socket_closed_by_peer_during_sendall(loop, tcp):
         await task
 
     with pytest.raises(OSError) as info:
-        run(loop, main())
+        run(main(), loop=loop)
     assert info.value.errno in (errno.EPIPE, errno.ECONNRESET)
 
 
@@ -1143,7 +1143,7 @@ def test_cancel_recv_race_then_next_recv_loses_nothing(loop, tcp):
                 lost.append((i, got))
         return lost
 
-    assert run(loop, main()) == []
+    assert run(main(), loop=loop) == []
 
 
 def test_cancel_recv_into_race_then_next_recv_loses_nothing(loop, tcp):
@@ -1170,7 +1170,7 @@ def test_cancel_recv_into_race_then_next_recv_loses_nothing(loop, tcp):
                 lost.append((i, got))
         return lost
 
-    assert run(loop, main()) == []
+    assert run(main(), loop=loop) == []
 
 
 def test_cancel_recvfrom_race_loses_no_datagram(loop, udp):
@@ -1200,7 +1200,7 @@ def test_cancel_recvfrom_race_loses_no_datagram(loop, udp):
                     break
         return lost
 
-    assert run(loop, main()) == []
+    assert run(main(), loop=loop) == []
 
 
 def test_cancel_accept_race_then_next_accept(loop):
@@ -1231,7 +1231,7 @@ def test_cancel_accept_race_then_next_accept(loop):
             return lost
 
         try:
-            assert run(loop, main()) == []
+            assert run(main(), loop=loop) == []
         finally:
             for c in clients:
                 c.close()
@@ -1259,7 +1259,7 @@ def test_cancel_sendall_while_peer_reads_keeps_stream_consistent(loop):
                     await task
                 await loop.sock_sendall(ours, marker)
 
-            run(loop, main())
+            run(main(), loop=loop)
             got = reader.result()
             assert got.endswith(marker)
             prefix = got[:-len(marker)]
@@ -1284,14 +1284,14 @@ def test_cancelled_sendall_releases_buffer(loop, tcp):
         payload.extend(b"more")
         del payload[:]
 
-    run(loop, main())
+    run(main(), loop=loop)
     assert payload == b""
 
 
 def test_sock_sendto_resolves_hostname(loop, udp):
     ours, peer = udp
     port = peer.getsockname()[1]
-    n = run(loop, loop.sock_sendto(ours, b"by name", ("localhost", port)))
+    n = run(loop.sock_sendto(ours, b"by name", ("localhost", port)), loop=loop)
     assert n == 7
     assert peer.recvfrom(100)[0] == b"by name"
 
@@ -1299,19 +1299,19 @@ def test_sock_sendto_resolves_hostname(loop, udp):
 def test_sock_recv_zero_bytes(loop, tcp):
     ours, peer = tcp
     peer.sendall(b"keep")
-    assert run(loop, loop.sock_recv(ours, 0)) == b""
-    assert run(loop, recv_exactly(loop, ours, 4)) == b"keep"
+    assert run(loop.sock_recv(ours, 0), loop=loop) == b""
+    assert run(recv_exactly(loop, ours, 4), loop=loop) == b"keep"
 
 
 def test_pending_recv_survives_stop_and_restart(loop, tcp):
     ours, peer = tcp
     buf = bytearray(16)
     task = loop.create_task(loop.sock_recv_into(ours, buf))
-    run(loop, asyncio.sleep(0.02))
+    run(asyncio.sleep(0.02), loop=loop)
     assert not task.done()
     peer.sendall(b"while stopped")   # arrives while the loop is not running
     time.sleep(0.02)
-    assert run(loop, task) == 13
+    assert run(task, loop=loop) == 13
     assert buf[:13] == b"while stopped"
 
 
@@ -1323,7 +1323,7 @@ def test_close_loop_with_pending_operations(loop, tcp):
         tasks = [loop.create_task(loop.sock_recv_into(ours, buf)),
                  loop.create_task(loop.sock_recv(ours, 100)),
                  loop.create_task(loop.sock_accept(lsock))]
-        run(loop, asyncio.sleep(0.02))
+        run(asyncio.sleep(0.02), loop=loop)
         assert not any(t.done() for t in tasks)
         loop.close()
         assert loop.is_closed()
@@ -1357,7 +1357,7 @@ def test_many_concurrent_pending_recvs(loop):
                 b.send(b"%d" % i)
             return await asyncio.gather(*tasks)
 
-        results = run(loop, main(), timeout=20)
+        results = run(main(), timeout=20, loop=loop)
         assert results == [b"%d" % i for i in range(n)]
     finally:
         for a, b in pairs:

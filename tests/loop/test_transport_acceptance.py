@@ -26,8 +26,7 @@ import time
 
 import pytest
 
-from conftest import run
-from support import TOOLS
+from support import TOOLS, run
 
 HOST = "127.0.0.1"
 
@@ -179,26 +178,26 @@ def test_churn_fds_and_rss_return_to_baseline(loop):
     _ensure_nofile(2 * CHURN_HELD + 200)
     errors = _collect_loop_errors(loop)
     stats = _new_stats()
-    server = run(loop, loop.create_server(lambda: _EchoServer(stats), HOST, 0,
-                                          backlog=CHURN_HELD + 100))
+    server = run(loop.create_server(lambda: _EchoServer(stats), HOST, 0,
+                                          backlog=CHURN_HELD + 100), loop=loop)
     port = server.sockets[0].getsockname()[1]
     try:
         # warm-up: the same shapes as the measured run
-        run(loop, _churn(loop, port, stats, CHURN_WARMUP), timeout=60)
-        run(loop, _hold_many(loop, port, stats, CHURN_HELD, _open_fds()), timeout=30)
+        run(_churn(loop, port, stats, CHURN_WARMUP), timeout=60, loop=loop)
+        run(_hold_many(loop, port, stats, CHURN_HELD, _open_fds()), timeout=30, loop=loop)
         gc.collect()
         base_fds, base_rss = _open_fds(), _rss_bytes()
         ring = _is_ringline(loop)
         base_inflight = loop._ring_stats()["inflight"] if ring else None
 
         t0 = time.perf_counter()
-        run(loop, _churn(loop, port, stats, CHURN_SEQUENTIAL), timeout=60)
+        run(_churn(loop, port, stats, CHURN_SEQUENTIAL), timeout=60, loop=loop)
         churn_s = time.perf_counter() - t0
         gc.collect()
         fds_after_churn, rss_after_churn = _open_fds(), _rss_bytes()
 
-        held_fds = run(loop, _hold_many(loop, port, stats, CHURN_HELD, base_fds),
-                       timeout=30)
+        held_fds = run(_hold_many(loop, port, stats, CHURN_HELD, base_fds),
+                       timeout=30, loop=loop)
         gc.collect()
         fds_after, rss_after = _open_fds(), _rss_bytes()
         print(f"\n[churn {type(loop).__name__}] {CHURN_SEQUENTIAL} sequential "
@@ -223,7 +222,7 @@ def test_churn_fds_and_rss_return_to_baseline(loop):
         assert not errors, errors
     finally:
         server.close()
-        run(loop, server.wait_closed())
+        run(server.wait_closed(), loop=loop)
 
 
 # ---------------------------------------------------------------------------
@@ -390,7 +389,7 @@ def test_slow_reader_pause_and_resume_writing(loop, client_kind):
     """client 'socket': a plain socket nobody reads; 'transport': a client
     transport kept in pause_reading()."""
     errors = _collect_loop_errors(loop)
-    stalled = run(loop, _slow_reader_scenario(loop, client_kind), timeout=25)
+    stalled = run(_slow_reader_scenario(loop, client_kind), timeout=25, loop=loop)
     print(f"\n[slow reader {type(loop).__name__}/{client_kind}] write buffer while "
           f"stalled: {stalled} "
           f"bytes (high={HIGH})")
@@ -405,7 +404,7 @@ def test_hard_cap_spares_a_flow_controlled_writer():
     lp = ringline.Loop(write_hard_cap=2 * HIGH)
     errors = _collect_loop_errors(lp)
     try:
-        run(lp, _slow_reader_scenario(lp, "transport"), timeout=25)
+        run(_slow_reader_scenario(lp, "transport"), timeout=25, loop=lp)
     finally:
         lp.close()
     assert not errors, errors
@@ -503,7 +502,7 @@ def test_write_hard_cap_drops_only_the_flooded_connection(where):
         await server.wait_closed()
 
     try:
-        run(lp, scenario(), timeout=25)
+        run(scenario(), timeout=25, loop=lp)
     finally:
         lp.close()
     # the drop is reported once, naming the overflow; nothing else went wrong
@@ -594,7 +593,7 @@ def test_peer_reset_mid_write(loop):
         await server.wait_closed()
         return exc
 
-    exc = run(loop, scenario(), timeout=20)
+    exc = run(scenario(), timeout=20, loop=loop)
     srv = log[0]
     lost_calls = [c for c in srv.calls if isinstance(c, tuple)]
     print(f"\n[reset {type(loop).__name__}] connection_lost({exc!r}); "
@@ -707,7 +706,7 @@ def test_garbage_tls_client_is_dropped_and_server_keeps_serving(loop, tmp_path):
         server.close()
         await server.wait_closed()
 
-    run(loop, scenario(), timeout=25)
+    run(scenario(), timeout=25, loop=loop)
     # the app protocol of a failed handshake is never connected; whatever was
     # created gets connection_lost at most once, and only after connection_made
     for p in log:
@@ -801,7 +800,7 @@ def test_half_close_eof_received(loop, keep_open):
         await server.wait_closed()
         return client
 
-    client = run(loop, scenario(), timeout=15)
+    client = run(scenario(), timeout=15, loop=loop)
     srv = log[0]
     assert srv.data == b"request"
     assert _squash(srv.calls) == ["made", "data", "eof", ("lost", None)], srv.calls
@@ -996,7 +995,7 @@ def test_enobufs_parks_and_loses_nothing(sink):
 
     try:
         t0 = time.perf_counter()
-        replies, expected = run(lp, scenario(), timeout=30)
+        replies, expected = run(scenario(), timeout=30, loop=lp)
         elapsed = time.perf_counter() - t0
         stats = lp._ring_stats()
     finally:

@@ -17,7 +17,7 @@ import pytest
 
 import ringline
 
-from conftest import run
+from support import run
 
 PY312 = sys.version_info >= (3, 12)
 PY313 = sys.version_info >= (3, 13)
@@ -54,7 +54,7 @@ def _handler_scenario(loop):
                 break
 
     try:
-        run(loop, main())
+        run(main(), loop=loop)
     finally:
         loop.close()
     return seen
@@ -100,7 +100,7 @@ def _eager_scenario(loop, factory):
         return type(t1).__name__
 
     try:
-        kind = run(loop, main())
+        kind = run(main(), loop=loop)
     finally:
         loop.close()
     return order, kind
@@ -140,7 +140,7 @@ def test_eager_task_context_and_current_task(loop_factory):
             return done_at_once, await t
 
         try:
-            return run(loop, main())
+            return run(main(), loop=loop)
         finally:
             loop.close()
 
@@ -244,7 +244,7 @@ def _taskgroup_scenario(loop):
         return log
 
     try:
-        return run(loop, main())
+        return run(main(), loop=loop)
     finally:
         loop.close()
 
@@ -291,7 +291,7 @@ def _queue_shutdown_scenario(loop):
         return log
 
     try:
-        return run(loop, main())
+        return run(main(), loop=loop)
     finally:
         loop.close()
 
@@ -364,7 +364,7 @@ def _unix_cleanup_scenario(loop, tmp_path, **kw):
         return out
 
     try:
-        return run(loop, main())
+        return run(main(), loop=loop)
     finally:
         loop.close()
 

@@ -1,31 +1,12 @@
 """BackpressureQueue: the "reader never blocks" pattern over a Channel, on a
 ringline loop under both backends (RINGLINE_BACKEND picks one when set)."""
 import asyncio
-import os
 import socket
 
 import pytest
 
-import ringline
 from ringline._errors import QueueFull
 from ringline._tasks import BackpressureQueue, Channel, ChannelClosed
-
-BACKENDS = ([os.environ["RINGLINE_BACKEND"]] if os.environ.get("RINGLINE_BACKEND")
-            else ["io_uring", "poll"])
-
-
-@pytest.fixture(params=BACKENDS)
-def run(request, monkeypatch):
-    monkeypatch.setenv("RINGLINE_BACKEND", request.param)
-
-    def _run(fn, limit=5.0):
-        async def main():
-            assert ringline.backend(asyncio.get_running_loop()).name == request.param
-            return await asyncio.wait_for(fn(), limit)
-
-        with asyncio.Runner(loop_factory=ringline.new_event_loop) as runner:
-            return runner.run(main())
-    return _run
 
 
 def drain_channel(ch):

@@ -27,7 +27,7 @@ import ringline
 from ringline._config import Config
 from ringline._errors import ConfigError
 from ringline._runtime import Handler, launch
-from support import DOCS
+from support import DOCS, run
 
 DOC = os.path.join(DOCS, "runtime.md")
 
@@ -36,13 +36,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def run_client(coro, timeout=20):
-    """Run a client coroutine on a ringline loop in this process."""
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-    return ringline.run(bounded())
 
 
 def run_script(tmp_path, code, timeout=40, **popen):
@@ -219,7 +212,7 @@ def test_echo_and_length_prefixed_spread_over_workers(workers, distribution):
     with launched(MultiProto, workers=workers, distribution=distribution) as rt:
         assert rt.port and rt.address == ("127.0.0.1", rt.port)
         assert len(rt.workers) == workers and all(rt.workers)
-        ids = run_client(_exercise(rt.port, 40))
+        ids = run(_exercise(rt.port, 40))
         assert ids == set(range(workers))
 
 
@@ -235,7 +228,7 @@ def test_unix_path_bind(tmp_path, distribution):
             data = await _read_exactly(conn, 5000)
             conn.close()
             return data
-        assert run_client(client()) == b"x" * 5000
+        assert run(client()) == b"x" * 5000
     assert not os.path.exists(path)
 
 

@@ -16,34 +16,12 @@ import time
 
 import pytest
 
-import ringline
 from ringline import _tasks
 from ringline._errors import QueueFull, TimerPoolExhausted
 from ringline._tasks import (Channel, ChannelClosed, ChannelEmpty, TaskHandle, set_timer_slots,
                              sleep, sleep_until, spawn, timeout, timeout_at, timer_stats,
                              try_sleep, try_timeout)
-from support import DOCS
-
-BACKENDS = ([os.environ["RINGLINE_BACKEND"]] if os.environ.get("RINGLINE_BACKEND")
-            else ["io_uring", "poll"])
-
-
-@pytest.fixture(params=BACKENDS)
-def run(request, monkeypatch):
-    """run(async_fn, timeout=5): run async_fn() on a fresh ringline loop of
-    the parametrized backend, bounded in time."""
-    monkeypatch.setenv("RINGLINE_BACKEND", request.param)
-
-    def _run(fn, limit=5.0):
-        async def main():
-            loop = asyncio.get_running_loop()
-            assert isinstance(loop, ringline.Loop)
-            assert ringline.backend(loop).name == request.param
-            return await asyncio.wait_for(fn(), limit)
-
-        with asyncio.Runner(loop_factory=ringline.new_event_loop) as runner:
-            return runner.run(main())
-    return _run
+from support import BACKENDS, DOCS
 
 
 def in_use():
@@ -445,7 +423,7 @@ def test_random_cancellation_storm_leaves_no_slot_behind(run):
         await asyncio.gather(*tasks, return_exceptions=True)
         assert in_use() == 0
         assert timer_stats()["peak"] <= 64
-    run(main, limit=20)
+    run(main, timeout=20)
 
 
 # --------------------------------------------------------------------------

@@ -28,3 +28,11 @@ TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent
 DOCS = REPO / "docs"
 TOOLS = Path(__file__).resolve().parent / "tools"
+
+__all__ = ["REPO", "DOCS", "TESTS", "TOOLS", "BACKENDS", "LOOP_FACTORIES", "RUN_TIMEOUT",
+           "STEP_TIMEOUT", "close_loop", "run", "closing_all", "free_port", "tcp_listener",
+           "tcp_pair", "udp_pair"]
+
+from support.loops import (BACKENDS, LOOP_FACTORIES, RUN_TIMEOUT, STEP_TIMEOUT,  # noqa: E402
+                           close_loop, run)
+from support.net import closing_all, free_port, tcp_listener, tcp_pair, udp_pair  # noqa: E402

@@ -8,17 +8,13 @@ import subprocess
 import time
 from typing import List, Optional
 
+from support.net import free_port
+
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 
 
 def have_memcached() -> bool:
     return os.path.exists(MEMCACHED)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def memcached_has_tls() -> bool:

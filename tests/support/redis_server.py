@@ -9,15 +9,13 @@ on until every node reports ``cluster_state:ok`` and the same slot map),
 ``tls_supported`` (whether this redis-server build accepts ``--tls-port``),
 plus ``sync_command`` (a blocking one-shot client over a plain socket, built
 on the sans-IO core, used to set up and check state independently of the
-client under test) and ``run`` (runs a coroutine on a ringline loop with a
-deadline, so a hang is a failure, not a stuck suite).
+client under test).
 
 Every process is killed at teardown (also on failure) and every temp dir
 removed; nothing outlives the test module that started it.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -27,8 +25,8 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import ringline
 from ringline.redis._resp import NEED_MORE, Parser, encode_command
+from support.net import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -36,33 +34,6 @@ REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 def have_redis() -> bool:
     return os.path.exists(REDIS_SERVER) and os.path.exists(REDIS_CLI)
-
-
-def run(coro, timeout: float = 20.0) -> Any:
-    """Run coro on a fresh ringline loop, failing after timeout seconds."""
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-    with asyncio.Runner(loop_factory=ringline.new_event_loop) as runner:
-        return runner.run(bounded())
-
-
-def free_port(span: int = 0) -> int:
-    """A free 127.0.0.1 port; with span > 0, port + span must be free too
-    (cluster bus ports are port + 10000)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if span == 0:
-            return port
-        if port + span < 65536:
-            with socket.socket() as s2:
-                try:
-                    s2.bind(("127.0.0.1", port + span))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port found")
 
 
 def sync_command(port: int, *args: Any, password: Optional[str] = None,
