@@ -18,6 +18,7 @@ from ringline import _native
 from ringline._core import ChainState
 
 from support import run
+from support.conn import echo, read_exactly
 
 URING = ringline.backend().name == "io_uring"
 
@@ -55,27 +56,6 @@ class NativeServer:
         self.sock.close()
         for t in self.tasks:
             t.cancel()
-
-
-async def echo(conn):
-    def on_data(view):
-        conn.send_nowait(bytes(view))
-        return len(view)
-    while await conn.with_data(on_data):
-        pass
-
-
-async def read_exactly(conn, n):
-    out = bytearray()
-
-    def take(view):
-        k = min(len(view), n - len(out))
-        out.extend(view[:k])
-        return k
-    while len(out) < n:
-        if not await conn.with_data(take):
-            break
-    return bytes(out)
 
 
 # ---------------------------------------------------------------- receive

@@ -28,6 +28,7 @@ from ringline._config import Config
 from ringline._errors import ConfigError
 from ringline._runtime import Handler, launch
 from support import DOCS, run
+from support.conn import read_exactly
 
 DOC = os.path.join(DOCS, "runtime.md")
 
@@ -154,19 +155,6 @@ class MultiProto(Handler):
             pass
 
 
-async def _read_exactly(conn, n):
-    out = bytearray()
-
-    def take(view):
-        k = min(len(view), n - len(out))
-        out.extend(view[:k])
-        return k
-    while len(out) < n:
-        if not await conn.with_data(take):
-            raise ConnectionError(f"EOF after {len(out)} of {n} bytes")
-    return bytes(out)
-
-
 async def _exercise(port, nconn):
     addr = ("127.0.0.1", port)
     # echo (with_data loop and on_data), sizes from 1 byte to several
@@ -177,7 +165,7 @@ async def _exercise(port, nconn):
         for size in (1, 1000, 300_000):
             blob = os.urandom(size)
             conn.send_nowait(blob)
-            assert await _read_exactly(conn, size) == blob
+            assert await read_exactly(conn, size) == blob
         conn.close()
     # length-prefixed frames: pipelined and split across writes
     conn = await ringline.connect(f"127.0.0.1:{port}", timeout=5)
@@ -190,8 +178,8 @@ async def _exercise(port, nconn):
     conn.send_nowait(split[7:])
     ids = set()
     for p in payloads + [b"0123456789"]:
-        (n,) = struct.unpack(">I", await _read_exactly(conn, 4))
-        wid, _, body = (await _read_exactly(conn, n)).partition(b"|")
+        (n,) = struct.unpack(">I", await read_exactly(conn, 4))
+        wid, _, body = (await read_exactly(conn, n)).partition(b"|")
         assert body == p
         ids.add(int(wid))
     conn.close()
@@ -199,7 +187,7 @@ async def _exercise(port, nconn):
     async def who():
         c = await ringline.connect(addr, timeout=5)
         c.send_nowait(b"w")
-        line = await _read_exactly(c, 2)
+        line = await read_exactly(c, 2)
         c.close()
         return int(line)
     ids.update(await asyncio.gather(*[who() for _ in range(nconn)]))
@@ -225,7 +213,7 @@ def test_unix_path_bind(tmp_path, distribution):
         async def client():
             conn = await ringline.connect_unix(path, timeout=5)
             conn.send_nowait(b"e" + b"x" * 5000)
-            data = await _read_exactly(conn, 5000)
+            data = await read_exactly(conn, 5000)
             conn.close()
             return data
         assert run(client()) == b"x" * 5000

@@ -9,6 +9,7 @@ own them:
 * ``support.loops``: ``run()`` (the one way a test drives a coroutine to
   completion, bounded in time), the loop factories the ``loop`` fixture is
   parametrized over, and the teardown that fixture uses.
+* ``support.conn``: ``echo`` and ``read_exactly`` over the native ``Conn``.
 * ``support.net``: loopback sockets (free ports, listeners, connected TCP and
   UDP pairs).
 * ``support.servers``: the shared in-test servers (a stock-asyncio server in a
