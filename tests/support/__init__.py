@@ -12,8 +12,9 @@ own them:
 * ``support.conn``: ``echo`` and ``read_exactly`` over the native ``Conn``.
 * ``support.net``: loopback sockets (free ports, listeners, connected TCP and
   UDP pairs).
-* ``support.servers``: the shared in-test servers (a stock-asyncio server in a
-  thread, the native-API echo server).
+* ``support.servers``: the shared stub servers on stock asyncio (a server in
+  its own thread, one answering each line with a reply function, the same
+  answers from a server on the running loop).
 * ``support.strace``: syscall counting under ``strace -c -f``.
 * ``support.redis_server`` / ``support.memcached``: real redis-server and
   memcached peers started and stopped by the tests.
