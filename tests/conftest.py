@@ -1,39 +1,22 @@
-"""Shared fixtures for the ringline behaviour suite.
+"""Shared fixtures of the ringline test suite (its helpers live in the
+``support`` package: tests/support/).
 
-Every loop-level test is parametrized over two loop factories:
-
-* ``asyncio``  -- ``asyncio.SelectorEventLoop``: the reference; validates the test.
-* ``ringline`` -- ``ringline.new_event_loop()``: the implementation under test.
-
-``ringline`` is imported lazily so the reference cases still run (and the
-ringline cases fail at setup) while the package is incomplete.
+* ``loop_factory`` / ``loop``: every loop-level test is parametrized over two
+  loop factories: ``asyncio`` (``asyncio.SelectorEventLoop``: the reference;
+  validates the test) and ``ringline`` (``ringline.new_event_loop()``: the
+  implementation under test). ``loop`` is a fresh, not-yet-running loop that
+  is torn down (leftover tasks cancelled, each step bounded) and closed after
+  the test.
+* ``run``: ``support.run`` on a fresh ringline loop of each backend of
+  ``support.BACKENDS`` (RINGLINE_BACKEND set for the test), asserting the
+  backend it got.
 """
-import asyncio
-import contextlib
-import socket
+import functools
 
 import pytest
 
-# Upper bound for any single await driven by ``run()`` below. Tests are meant
-# to finish well under this; it turns a hung loop into a prompt failure
-# (pytest-timeout's 120 s from pyproject remains the hard backstop).
-STEP_TIMEOUT = 5.0
-
-
-def _asyncio_factory():
-    return asyncio.SelectorEventLoop()
-
-
-def _ringline_factory():
-    import ringline
-
-    return ringline.new_event_loop()
-
-
-LOOP_FACTORIES = {
-    "asyncio": _asyncio_factory,
-    "ringline": _ringline_factory,
-}
+from support import BACKENDS, LOOP_FACTORIES, close_loop
+from support import run as _run
 
 
 @pytest.fixture(params=list(LOOP_FACTORIES), ids=list(LOOP_FACTORIES))
@@ -48,87 +31,12 @@ def loop(loop_factory):
     try:
         yield lp
     finally:
-        if not lp.is_closed():
-            if lp.is_running():  # should never happen; don't hang teardown
-                lp.stop()
-            else:
-                try:
-                    _cancel_leftover_tasks(lp)
-                    lp.run_until_complete(
-                        asyncio.wait_for(lp.shutdown_asyncgens(), STEP_TIMEOUT))
-                    lp.run_until_complete(
-                        asyncio.wait_for(lp.shutdown_default_executor(),
-                                         STEP_TIMEOUT))
-                finally:
-                    lp.close()
+        close_loop(lp)
 
 
-def _cancel_leftover_tasks(lp):
-    pending = [t for t in asyncio.all_tasks(lp) if not t.done()]
-    if not pending:
-        return
-    for t in pending:
-        t.cancel()
-    lp.run_until_complete(asyncio.wait_for(
-        asyncio.gather(*pending, return_exceptions=True), STEP_TIMEOUT))
-
-
-def run(loop, aw, timeout=STEP_TIMEOUT):
-    """Run ``aw`` to completion on ``loop``, bounded by ``timeout`` seconds."""
-    return loop.run_until_complete(asyncio.wait_for(aw, timeout))
-
-
-def free_port(host="127.0.0.1"):
-    """A TCP port on ``host`` that nothing is listening on (at return time)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def tcp_listener(backlog=16):
-    """A non-blocking TCP listening socket bound to 127.0.0.1 (ephemeral)."""
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(backlog)
-    lsock.setblocking(False)
-    return lsock
-
-
-def tcp_pair():
-    """A connected pair of TCP sockets over loopback: (ours, peer).
-
-    ``ours`` is non-blocking (for the loop); ``peer`` is blocking with a
-    timeout, to be driven directly by the test or a helper thread.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as lsock:
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(1)
-        peer = socket.create_connection(lsock.getsockname(), timeout=5)
-        ours, _ = lsock.accept()
-    ours.setblocking(False)
-    peer.settimeout(5)
-    return ours, peer
-
-
-def udp_pair():
-    """Two UDP sockets on loopback, each connected to nothing: (ours, peer).
-
-    ``ours`` is non-blocking; ``peer`` is blocking with a timeout.
-    """
-    ours = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    ours.bind(("127.0.0.1", 0))
-    ours.setblocking(False)
-    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    peer.bind(("127.0.0.1", 0))
-    peer.settimeout(5)
-    return ours, peer
-
-
-@contextlib.contextmanager
-def closing_all(*socks):
-    try:
-        yield socks
-    finally:
-        for s in socks:
-            s.close()
+@pytest.fixture(params=BACKENDS)
+def run(request, monkeypatch):
+    """run(main, timeout=...): support.run on a fresh ringline loop of the
+    parametrized backend."""
+    monkeypatch.setenv("RINGLINE_BACKEND", request.param)
+    return functools.partial(_run, backend=request.param)

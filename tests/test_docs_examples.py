@@ -9,9 +9,9 @@ fresh interpreter (so that policies and globals cannot leak between them).
   only change made to any snippet. A block whose first line is
   `# Python 3.12+` runs on 3.12 and later only.
 * docs/runtime.md, docs/tasks.md, docs/redis.md, docs/memcache.md: run by
-  tests/test_runtime.py, test_tasks.py, test_redis_client.py and
-  test_memcache_client.py (they need the runtime's helpers or a real
-  server); `test_every_doc_with_python_is_run` keeps this map complete.
+  tests/runtime/test_runtime.py, runtime/test_tasks.py,
+  clients/test_redis_client.py and clients/test_memcache_client.py (they
+  need the runtime's helpers or a real server); `test_every_doc_with_python_is_run` keeps this map complete.
 * The README's install commands (a wheel from `python -m build`, installed
   into a fresh virtualenv) are exercised by tests/test_packaging.py.
 """
@@ -29,9 +29,9 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DOCS_DIR = os.path.join(ROOT, "docs")
 README = os.path.join(ROOT, "README.md")
 RUN_HERE = ("api.md", "native.md")
-RUN_ELSEWHERE = {"runtime.md": "test_runtime.py", "tasks.md": "test_tasks.py",
-                 "redis.md": "test_redis_client.py",
-                 "memcache.md": "test_memcache_client.py"}
+RUN_ELSEWHERE = {"runtime.md": "runtime/test_runtime.py", "tasks.md": "runtime/test_tasks.py",
+                 "redis.md": "clients/test_redis_client.py",
+                 "memcache.md": "clients/test_memcache_client.py"}
 FIXED_PORT = 7000
 
 

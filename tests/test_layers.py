@@ -5,7 +5,7 @@ Layers, lowest first (a module may import its own layer and the ones below):
 
   leaf     ringline._errors, ringline._util.*    (import nothing of ringline)
   driver   ringline._core, ringline._c.*         (the native extension)
-  loop     ringline._loop(.*), ringline._backend
+  loop     ringline._loop(.*)
   conn     ringline._conn.*                      (Conn API, TLS, UDP, timers)
   runtime  ringline._runtime.*                   (workers, supervisor, tasks)
   face     ringline (the package __init__)
@@ -32,7 +32,7 @@ LAYERS = ["leaf", "driver", "loop", "conn", "runtime", "face", "clients", "app"]
 _PREFIXES = [  # longest match wins
     ("ringline._errors", "leaf"), ("ringline._util", "leaf"),
     ("ringline._core", "driver"), ("ringline._c", "driver"),
-    ("ringline._loop", "loop"), ("ringline._backend", "loop"),
+    ("ringline._loop", "loop"),
     ("ringline._conn", "conn"),
     ("ringline._runtime", "runtime"),
     ("ringline.redis", "clients"), ("ringline.memcache", "clients"),
@@ -43,7 +43,7 @@ _PREFIXES = [  # longest match wins
 
 # cycles another branch of the layout change removes (helper "native" owns
 # _loop/_backend); delete an entry once that branch is merged
-PENDING_CYCLES: Set[frozenset] = {frozenset({"ringline._backend", "ringline._loop"})}
+PENDING_CYCLES: Set[frozenset] = set()
 
 
 def layer_of(module: str) -> str:

@@ -68,12 +68,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Coroutine, TypeVar
 
-from ._loop.backend import BackendInfo, BackendUnavailable, backend
+from ._loop.backend import BackendInfo, BackendUnavailable
 from ._errors import (ConfigError, ConnectionClosed, ConnectionDropped, QueueFull,
                       SendPoolExhausted, TimerPoolExhausted)
 from ._conn.api import (NEED_MORE, ChainResult, Conn, connect, connect_unix, limits,
                         need_at_least, stats)
-from ._loop.loop import Loop
+from ._loop.loop import Loop, backend
 
 if TYPE_CHECKING:
     # what __getattr__ serves lazily, spelled out for type checkers (the

@@ -15,7 +15,7 @@ import hypothesis  # noqa: F401 - imported (not instrumented) before the parsers
 import pytest  # noqa: F401
 
 with atheris.instrument_imports():
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "clients"))
     from test_parser_properties import _TIGHT, drive     # noqa: E402
 
 

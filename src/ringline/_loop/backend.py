@@ -201,20 +201,3 @@ _cache: dict = {}
 def _env_key():
     return tuple(os.environ.get(k) for k in (
         "RINGLINE_BACKEND", "RINGLINE_FAKE_URING_ERRNO", "RINGLINE_FAKE_URING_DISABLED"))
-
-
-def backend(loop=None) -> BackendInfo:
-    """Which backend a loop uses and why: `loop`'s, or (cached per setting of
-    the RINGLINE_* environment variables) what a new loop would get."""
-    if loop is not None:
-        return info_from_loop(loop)
-    key = _env_key()
-    info = _cache.get(key)
-    if info is None:
-        from .loop import Loop
-        new = Loop()
-        try:
-            info = _cache[key] = info_from_loop(new)
-        finally:
-            new.close()
-    return info

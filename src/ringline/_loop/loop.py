@@ -33,6 +33,7 @@ from asyncio.log import logger
 
 from .. import _core
 from . import backend as _backend
+from .backend import BackendInfo
 
 __all__ = ["Loop"]
 
@@ -897,3 +898,21 @@ class Loop(_core.LoopCore, asyncio.BaseEventLoop):
                 transp._process_exited(code)
 
         self._add_reader(pidfd, on_exit)
+
+
+def backend(loop=None) -> BackendInfo:
+    """Which backend a loop uses and why: `loop`'s, or (cached per setting of
+    the RINGLINE_* environment variables) what a new loop would get. (Here,
+    not in backend.py, because it creates a Loop: backend.py stays below
+    this module.)"""
+    if loop is not None:
+        return _backend.info_from_loop(loop)
+    key = _backend._env_key()
+    info = _backend._cache.get(key)
+    if info is None:
+        new = Loop()
+        try:
+            info = _backend._cache[key] = _backend.info_from_loop(new)
+        finally:
+            new.close()
+    return info
