@@ -60,13 +60,16 @@ def split_host_port(text: str, *, default_host: str = DEFAULT_HOST,
         raise TypeError(f"address must be a str, got {type(text).__name__}")
     if has_port(text):
         host, _sep, digits = text.rpartition(":")
-        port = int(digits)
+        # (a peer can supply the text, e.g. a Redis MOVED reply: more than
+        # five digits is out of range without converting them)
+        port = int(digits) if len(digits) <= 5 else 1 << 17
     elif default_port is not None:
         host, port = text, default_port
     else:
         raise ValueError(f"address must be 'host:port' or (host, port), got {text!r}")
     if not min_port <= port <= 65535:
-        raise ValueError(f"port must be in {min_port}..65535, got {port} in {text!r}")
+        raise ValueError(f"port must be in {min_port}..65535 in {text[:80]!r}"
+                         f"{'...' if len(text) > 80 else ''}")
     return strip_brackets(host) or default_host, port
 
 
