@@ -17,10 +17,7 @@ from typing import Any
 
 from ._proto import answer
 
-try:
-    from .._runtime.handler import Handler as _HandlerBase
-except ImportError:  # pragma: no cover - the runtime is part of ringline
-    _HandlerBase = object  # type: ignore[misc,assignment]
+from .._runtime.handler import Handler as _HandlerBase
 
 __all__ = ["PingHandler"]
 
