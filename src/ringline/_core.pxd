@@ -11,6 +11,8 @@
 # connection API (_conn/). Every operation is an _Op: it holds whatever the
 # kernel may touch until its final completion (invariant 1).
 
+cimport cython
+
 include "_c/decl.pxi"
 
 
@@ -36,12 +38,15 @@ cdef class Handle:
     cdef object repr_cache
     cdef bint is_timer
     cdef object __weakref__     # asyncio.Handle is weak-referenceable
+    @cython.final
     cdef inline int _run(self) except -1
+    @cython.final
     cdef int _report(self, object exc, object cb, object args) except -1
 
 cdef class TimerHandle(Handle):
     cdef double when_
     cdef bint scheduled      # currently in the loop's timer heap
+    @cython.final
     cdef bint __eq_(self, TimerHandle o)
 
 cdef class _LoopSched:
@@ -66,16 +71,27 @@ cdef class _LoopSched:
     cdef public object _current_handle
     cdef public double _clock_resolution
     cdef object __weakref__
+    @cython.final
     cdef int _push_ready(self, Handle h) except -1
+    @cython.final
     cdef inline PyObject *_pop_ready(self)
+    @cython.final
     cdef int _heap_push(self, TimerHandle h) except -1
+    @cython.final
     cdef PyObject *_heap_pop(self)
+    @cython.final
     cdef int _heap_rebuild(self) except -1
+    @cython.final
     cdef void _timer_cancelled(self, TimerHandle h)
+    @cython.final
     cdef inline int _check_closed_c(self) except -1
+    @cython.final
     cdef TimerHandle _call_at(self, double when, object callback, object args, object context, int depth)
+    @cython.final
     cdef inline void _wake(self)
+    @cython.final
     cdef inline int _run_handle(self, Handle h) except -1
+    @cython.final
     cdef object _new_future(self)
 
 
@@ -126,24 +142,43 @@ cdef class _LoopOps(_LoopSched):
     cdef char *bcache[8]
     cdef size_t bcap[8]
     cdef int bn
+    @cython.final
     cdef int _setup_wake(self) except -1
+    @cython.final
     cdef int _arm_wake(self) except -1
+    @cython.final
     cdef inline int _drv_enter(self, unsigned wait_nr, long long timeout_ns) noexcept nogil
+    @cython.final
     cdef int _grow_ops(self) except -1
+    @cython.final
     cdef uint64_t _reg(self, _Op op) except 0
+    @cython.final
     cdef io_uring_sqe *_sqe(self, int opcode) except NULL
+    @cython.final
     cdef inline io_uring_sqe *_submit(self, _Op op, int opcode, int fd, const void *addr, size_t length, uint64_t off) except NULL
+    @cython.final
     cdef int _sq_reserve(self, unsigned n) except -1
+    @cython.final
     cdef int _cancel_op(self, _Op op) except -1
+    @cython.final
     cdef bint _void_queued(self, _Op op) except -1
+    @cython.final
     cdef int _void_fd(self, int fd) except -1
+    @cython.final
     cdef int _cancel_for_close(self, _Op op) except -1
+    @cython.final
     cdef inline int _dispatch(self, uint64_t ud, int res, uint32_t flags) except -1
+    @cython.final
     cdef int _reap(self) except -1
+    @cython.final
     cdef int _ensure_pbuf(self) except -1
+    @cython.final
     cdef int _ensure_dpbuf(self) except -1
+    @cython.final
     cdef char *_bounce_get(self, size_t size, size_t *cap) except NULL
+    @cython.final
     cdef void _bounce_put(self, char *p, size_t cap) noexcept
+    @cython.final
     cdef void _bounce_clear(self) noexcept
 
 
@@ -175,6 +210,7 @@ cdef class _SendOp(_SockOp):
     cdef size_t offset
     cdef bint once           # resolve with the byte count after one send
     cdef object release_waiter   # a cancelled caller waits for the buffer
+    @cython.final
     cdef int submit(self) except -1
     cdef int _release(self, int res) except -1
     cdef int _result(self, int res, uint32_t flags) except -1
@@ -201,9 +237,11 @@ cdef class _MsgOp(_SockOp):
     cdef bint has_view
     cdef bint is_send
     cdef object target
+    @cython.final
     cdef int submit_recv(self) except -1
     cdef int _release(self, int res) except -1
     cdef int _result(self, int res, uint32_t flags) except -1
+    @cython.final
     cdef int _complete(self, int res, uint32_t flags) except -1
 
 cdef class _ReadOp(_Op):
@@ -222,11 +260,15 @@ cdef class _LoopSock(_LoopOps):
     cdef double sock_scan_at        # last full check of sock_ops
     cdef _recv_orphan(self, _RecvOp done, bytes data)
     cdef _stash_recv(self, sock, data)
+    @cython.final
     cdef object _take_stash(self, sock, int fd, Py_ssize_t n)
     cdef _stash_datagram(self, sock, bytes data, addr)
+    @cython.final
     cdef object _take_datagram(self, sock, int fd)
     cdef _stash_accept(self, sock, int newfd)
+    @cython.final
     cdef int _submit_connect(self, _ConnectOp op) except -1
+    @cython.final
     cdef _MsgOp _recvmsg_op(self, sock, int fd, Py_ssize_t size)
 
 
@@ -260,14 +302,22 @@ cdef class LoopCore(_LoopSock):
     cdef public object conn_table   # the native API's connections (_conn/)
     cdef object tick_cb             # called once per iteration (native runtime)
     cdef list pre_flush             # one-shot hooks run before the flush (_at_flush)
+    @cython.final
     cdef int _wait(self, long long timeout_ns) except -1
+    @cython.final
     cdef int _flush_writes(self) except -1
+    @cython.final
     cdef int _unpark(self) except -1
+    @cython.final
     cdef int _run_once(self) except -1
+    @cython.final
     cdef int _run_pre_flush(self) except -1
+    @cython.final
     cdef int _arm_poll(self, _PollOp op) except -1
     cdef _add_poller(self, dict table, fileobj, uint32_t events, callback, tuple args)
+    @cython.final
     cdef bint _remove_poller(self, dict table, fileobj) except -1
+    @cython.final
     cdef int _arm_signal(self) except -1
 
 
@@ -288,6 +338,7 @@ cdef class _QSendOp(_Op):
     cdef Py_ssize_t off0         # bufs[0] is sent from this offset
     cdef bint zc                 # sent with SEND_ZC / SENDMSG_ZC
     cdef bint notif_pending      # the kernel still reads the buffers
+    @cython.final
     cdef void release(self)
     cdef int complete(self, int res, uint32_t flags) except -1
 
@@ -300,9 +351,13 @@ cdef class _SendQueue(_Flushable):
     cdef Py_ssize_t inflight_bytes
     cdef _QSendOp spare
     cdef int _sent(self, _QSendOp op, int res) except -1
+    @cython.final
     cdef bint _join_head(self) except -1
+    @cython.final
     cdef inline _QSendOp _take(self)
+    @cython.final
     cdef inline int _submit_send(self, _QSendOp op, bint zc) except -1
+    @cython.final
     cdef inline int _requeue(self, _QSendOp op, int res) except -1
 
 
@@ -340,23 +395,38 @@ cdef class _StreamCore(_SendQueue):
     cdef public bint zc_allowed
     cdef public int kind            # _STREAM_SOCKET / _READ_PIPE / _WRITE_PIPE (stream.pxi)
     cdef _PipeWatchOp watch_op
+    @cython.final
     cdef inline bint _enter(self) except -1
+    @cython.final
     cdef inline int _exit(self, bint entered) except -1
+    @cython.final
     cdef int _arm_recv(self) except -1
     cdef int rearm(self) except -1
+    @cython.final
     cdef int _on_recv(self, int res, uint32_t flags) except -1
+    @cython.final
     cdef int _deliver(self, char *ptr, Py_ssize_t n) except -1
+    @cython.final
     cdef int _on_eof(self) except -1
+    @cython.final
     cdef int _stop_recv(self) except -1
     cdef int flush(self) except -1
     cdef int _sent(self, _QSendOp op, int res) except -1
+    @cython.final
     cdef int _schedule_flush(self) except -1
+    @cython.final
     cdef int _send_eof(self) except -1
+    @cython.final
     cdef int _maybe_pause_protocol(self) except -1
+    @cython.final
     cdef int _maybe_resume_protocol(self) except -1
+    @cython.final
     cdef int _send_queued_now(self) except -1
+    @cython.final
     cdef int _schedule_connection_lost(self, exc) except -1
+    @cython.final
     cdef int _stop_watch(self) except -1
+    @cython.final
     cdef int _release(self) except -1
 
 cdef class _PipeWatchOp(_Op):
@@ -374,7 +444,9 @@ cdef class _ListenOp(_Op):
     cdef object context          # create_server: the context serving began in
     cdef int family, stype, proto
     cdef bint stopped
+    @cython.final
     cdef int arm(self) except -1
+    @cython.final
     cdef int _report(self, str message, exc) except -1
     cdef int complete(self, int res, uint32_t flags) except -1
 
@@ -425,13 +497,21 @@ cdef class _DatagramCore:
     cdef Py_ssize_t inflight_ops
     cdef public Py_ssize_t high_water
     cdef public Py_ssize_t low_water
+    @cython.final
     cdef int _arm_recv(self) except -1
+    @cython.final
     cdef int _arm_whole(self, bint peek) except -1
+    @cython.final
     cdef int _on_whole(self, int res) except -1
+    @cython.final
     cdef int _on_recv(self, int res, uint32_t flags) except -1
+    @cython.final
     cdef int _on_sent(self, _DgramSendOp op, int res) except -1
+    @cython.final
     cdef int _maybe_pause_protocol(self) except -1
+    @cython.final
     cdef int _maybe_resume_protocol(self) except -1
+    @cython.final
     cdef int _schedule_connection_lost(self, exc) except -1
 
 
@@ -460,10 +540,15 @@ cdef class _ReadWait:
     cdef bint registered     # it is its slot's reader (a task waits on it)
     cdef bint each         # on_data(): fn runs on every arrival, inside the completion
     cdef Py_ssize_t total  # on_data(): bytes consumed so far
+    @cython.final
     cdef int _unregister(self) except -1
+    @cython.final
     cdef object _step(self)
+    @cython.final
     cdef int _pump(self) except -1
+    @cython.final
     cdef bint _consume_each(self) except -1
+    @cython.final
     cdef int _wake(self, bint direct) except -1
 
 
@@ -501,33 +586,58 @@ cdef class _ConnSlot(_SendQueue):
     cdef object peer
     cdef object cur_send       # the send op (or chain) in flight
     cdef object __weakref__
+    @cython.final
     cdef int _open(self, int fd, int family) except -1
     cdef int rearm(self) except -1
+    @cython.final
     cdef int _arm_recv(self) except -1
+    @cython.final
     cdef int _on_recv(self, int res, uint32_t flags) except -1
+    @cython.final
     cdef inline bint _chunk_shared(self)
+    @cython.final
     cdef int _append(self, char *ptr, Py_ssize_t n) except -1
+    @cython.final
     cdef Py_ssize_t _try_consume(self, fn, bint keep, Conn h) except -2
+    @cython.final
     cdef int _reserve(self, Py_ssize_t n) except -1
+    @cython.final
     cdef int _check_send(self, Conn h) except -1
+    @cython.final
     cdef int _admit(self, Py_ssize_t n) except -1
+    @cython.final
     cdef int _queue(self, object item, Py_ssize_t n) except -1
     cdef int flush(self) except -1
     cdef int _sent(self, _QSendOp op, int res) except -1
+    @cython.final
     cdef int _after_send(self) except -1
+    @cython.final
     cdef int _schedule_flush(self) except -1
+    @cython.final
     cdef int _submit_guarded(self, _Guarded g) except -1
+    @cython.final
     cdef int _on_guarded_sent(self, _NZcOp op, int res) except -1
+    @cython.final
     cdef int _submit_chain(self, _Chain ch) except -1
+    @cython.final
     cdef int _send_next_link(self, _Chain ch) except -1
+    @cython.final
     cdef int _on_link_sent(self, _NLinkOp op, int res) except -1
+    @cython.final
     cdef int _send_shutdown(self) except -1
+    @cython.final
     cdef int _wake_reader(self) except -1
+    @cython.final
     cdef int _fail_waiters(self, exc) except -1
+    @cython.final
     cdef int _fail(self, exc) except -1
+    @cython.final
     cdef int _close(self) except -1
+    @cython.final
     cdef int _close_fd(self) except -1
+    @cython.final
     cdef int _cancel_sends(self) except -1
+    @cython.final
     cdef int _maybe_recycle(self) except -1
 
 cdef class _ConnTable:
@@ -545,7 +655,9 @@ cdef class _ConnTable:
     cdef public uint64_t opened, closed, dropped_slow, refused
     cdef public uint64_t parts_copied, parts_zc, zc_guard_sends, chains
     cdef public uint64_t chunk_copies, recv_pauses
+    @cython.final
     cdef _ConnSlot _alloc(self, int fd, int family)
+    @cython.final
     cdef int _release(self, _ConnSlot s) except -1
 
 
@@ -593,9 +705,13 @@ cdef class _Chain:
     cdef int next_link       # no links in the driver: next link to send
     cdef Py_ssize_t link_off # no links in the driver: bytes of the current link sent
     cdef bint done_ops
+    @cython.final
     cdef int _on_link(self, _ConnSlot slot, int link, int res) except -1
+    @cython.final
     cdef int _on_notif(self, _ConnSlot slot) except -1
+    @cython.final
     cdef int _ops_done(self, _ConnSlot slot, str ev) except -1
+    @cython.final
     cdef int _resolve(self) except -1
 
 cdef class _NLinkOp(_Op):
@@ -631,4 +747,5 @@ cdef class _NConnectOp(_Op):
 cdef class Conn:
     cdef _ConnSlot slot
     cdef readonly uint32_t gen
+    @cython.final
     cdef inline _ConnSlot _live(self)

@@ -296,3 +296,21 @@ def test_harness_rounds_succeed(harness_run, loop_name):
             assert r["server_cpu_s"] >= 0 and r["cpu_s_per_mreq"] is not None
     micro = results["micro"]["loops"][loop_name]["rounds"][0]
     assert micro["status"] == "ok" and not micro["errors"], micro
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "ringline"])
+def test_server_with_stdin_reader_ends_with_its_stdin(loop):
+    # The instruction-count tool (bench/instr.py) runs servers under valgrind
+    # with --stdin-reader: the loop itself must see the end of stdin and
+    # stop, after answering, with no other wake-up (no thread, no poke).
+    proc = ServerProcess.python(loop, "protocol")
+    proc.argv.append("--stdin-reader")
+    try:
+        proc.start()
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as c:
+            c.sendall(b"x" * 100)
+            assert _recv_exactly(c, 100) == b"x" * 100
+        proc.proc.stdin.close()
+        assert proc.proc.wait(timeout=10) == 0
+    finally:
+        proc.close()

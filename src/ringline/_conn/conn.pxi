@@ -56,6 +56,7 @@ cdef class Conn:
     def __init__(self):
         raise TypeError('Conn objects are created by ringline (connect(), handlers)')
 
+    @cython.final
     cdef inline _ConnSlot _live(self):
         cdef _ConnSlot s = self.slot
         if s.gen != self.gen:

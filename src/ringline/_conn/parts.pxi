@@ -118,6 +118,7 @@ cdef class _Chain:
     """A queue entry of linked sends (IO_LINK where the driver links; one
     after the other where it does not) with one aggregate result."""
 
+    @cython.final
     cdef int _on_link(self, _ConnSlot slot, int link, int res) except -1:
         cdef Py_ssize_t expected = len(self.links[link])
         ev = self.state.on_op(res, expected)
@@ -125,12 +126,14 @@ cdef class _Chain:
             self._ops_done(slot, ev)
         return 0
 
+    @cython.final
     cdef int _on_notif(self, _ConnSlot slot) except -1:
         ev = self.state.on_notif()
         if ev == 'complete':
             self._resolve()
         return 0
 
+    @cython.final
     cdef int _ops_done(self, _ConnSlot slot, str ev) except -1:
         self.done_ops = True
         slot.sent_total += self.state.bytes_sent
@@ -153,6 +156,7 @@ cdef class _Chain:
         slot._after_send()
         return 0
 
+    @cython.final
     cdef int _resolve(self) except -1:
         fut = self.fut
         self.ops = None

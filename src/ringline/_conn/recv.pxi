@@ -99,6 +99,7 @@ cdef class _ReadWait:
     def close(self):
         self._unregister()
 
+    @cython.final
     cdef int _unregister(self) except -1:
         cdef _ConnSlot slot
         if self.registered:
@@ -110,6 +111,7 @@ cdef class _ReadWait:
         self.cb_ctx = None
         return 0
 
+    @cython.final
     cdef object _step(self):
         cdef PyObject *out = NULL
         if _readwait_step(self, &out) == 1:
@@ -167,6 +169,7 @@ cdef class _ReadWait:
             slot.loop.call_soon(cb, self, context=ctx)
         return True
 
+    @cython.final
     cdef int _pump(self) except -1:
         # on_data(): bytes arrived for a registered reader. fn consumes them right
         # here in the completion, without resuming the task; the task is
@@ -191,6 +194,7 @@ cdef class _ReadWait:
         self._wake(True)
         return 0
 
+    @cython.final
     cdef bint _consume_each(self) except -1:
         # on_data(): run fn over what is buffered until it needs more (False)
         # or the stream ended: EOF, or closed by the handler (True)
@@ -208,6 +212,7 @@ cdef class _ReadWait:
             else:
                 return False
 
+    @cython.final
     cdef int _wake(self, bint direct) except -1:
         # called by the slot when data (or EOF, or an error) arrived. direct:
         # from a completion (no task is running): step the task right here;

@@ -39,6 +39,7 @@ cdef int _S_FREE = 3        # fd closed, slot on the free list
 
 cdef class _ConnSlot(_SendQueue):
 
+    @cython.final
     cdef int _open(self, int fd, int family) except -1:
         self.fd = fd
         self.family = family
@@ -76,6 +77,7 @@ cdef class _ConnSlot(_SendQueue):
         self.recv_parked = False
         return self._arm_recv()
 
+    @cython.final
     cdef int _arm_recv(self) except -1:
         cdef io_uring_sqe *sqe
         if self.rop.inflight or self.state != _S_OPEN or self.eof or self.recv_paused:
@@ -88,6 +90,7 @@ cdef class _ConnSlot(_SendQueue):
         self.nops += 1
         return 0
 
+    @cython.final
     cdef int _on_recv(self, int res, uint32_t flags) except -1:
         cdef unsigned bid
         cdef LoopCore loop = self.loop
@@ -130,11 +133,13 @@ cdef class _ConnSlot(_SendQueue):
         self._maybe_recycle()
         return 0
 
+    @cython.final
     cdef inline bint _chunk_shared(self):
         # somebody besides this slot references the chunk (a view a handler
         # kept): its bytes must not move or be overwritten
         return _rl_refcnt(<PyObject*>self.chunk) > 1
 
+    @cython.final
     cdef int _append(self, char *ptr, Py_ssize_t n) except -1:
         cdef Py_ssize_t avail = self.end - self.start
         cdef Py_ssize_t need, cap
@@ -177,6 +182,7 @@ cdef class _ConnSlot(_SendQueue):
                 self.loop._cancel_op(self.rop)
         return 0
 
+    @cython.final
     cdef Py_ssize_t _try_consume(self, fn, bint keep, Conn h) except -2:
         """Run fn over the unconsumed bytes. Returns what it consumed (> 0),
         0 at EOF, or -1 when the caller must wait."""
@@ -256,6 +262,7 @@ cdef class _ConnSlot(_SendQueue):
                     f'({self.table.recv_cap} bytes) without consuming')
             return -1
 
+    @cython.final
     cdef int _reserve(self, Py_ssize_t n) except -1:
         cdef _Chunk c = self.chunk
         cdef _Chunk nc
@@ -276,6 +283,7 @@ cdef class _ConnSlot(_SendQueue):
 
     # -- send --
 
+    @cython.final
     cdef int _check_send(self, Conn h) except -1:
         if self.gen != h.gen:
             raise ConnectionClosed('connection is closed')
@@ -287,6 +295,7 @@ cdef class _ConnSlot(_SendQueue):
             raise ConnectionClosed('the write side of this connection is shut down')
         return 0
 
+    @cython.final
     cdef int _admit(self, Py_ssize_t n) except -1:
         cdef _ConnTable t = self.table
         if self.wq_bytes + self.inflight_bytes + n > t.max_send_queue:
@@ -302,6 +311,7 @@ cdef class _ConnSlot(_SendQueue):
                 f'{t.pool_limit} bytes queued on this worker')
         return 0
 
+    @cython.final
     cdef int _queue(self, object item, Py_ssize_t n) except -1:
         self.wq.append(item)
         self.wq_bytes += n
@@ -366,6 +376,7 @@ cdef class _ConnSlot(_SendQueue):
         self._after_send()
         return 0
 
+    @cython.final
     cdef int _after_send(self) except -1:
         # resolve send() futures whose bytes are all out, then continue
         cdef object ws = self.send_waiters
@@ -385,12 +396,14 @@ cdef class _ConnSlot(_SendQueue):
         self._maybe_recycle()
         return 0
 
+    @cython.final
     cdef int _schedule_flush(self) except -1:
         if not self.flush_scheduled and not self.busy:
             self.flush_scheduled = True
             self.loop.flush_list.append(self)
         return 0
 
+    @cython.final
     cdef int _submit_guarded(self, _Guarded g) except -1:
         cdef _NZcOp op = _NZcOp.__new__(_NZcOp)
         cdef Py_ssize_t i, k = len(g.parts)
@@ -418,6 +431,7 @@ cdef class _ConnSlot(_SendQueue):
         sqe.msg_flags = MSG_NOSIGNAL | MSG_WAITALL
         return 0
 
+    @cython.final
     cdef int _on_guarded_sent(self, _NZcOp op, int res) except -1:
         cdef _Guarded g = op.entry
         self.busy = False
@@ -442,6 +456,7 @@ cdef class _ConnSlot(_SendQueue):
         self._after_send()
         return 0
 
+    @cython.final
     cdef int _submit_chain(self, _Chain ch) except -1:
         cdef Py_ssize_t i, n = len(ch.links)
         cdef io_uring_sqe *sqe
@@ -499,6 +514,7 @@ cdef class _ConnSlot(_SendQueue):
         self.table.chains += 1
         return 0
 
+    @cython.final
     cdef int _send_next_link(self, _Chain ch) except -1:
         cdef _NLinkOp op
         cdef io_uring_sqe *sqe
@@ -521,6 +537,7 @@ cdef class _ConnSlot(_SendQueue):
         ch.ops.append(op)
         return 0
 
+    @cython.final
     cdef int _on_link_sent(self, _NLinkOp op, int res) except -1:
         # a driver without links runs a chain link by link with the same
         # aggregate result as IO_LINK: the first failure cancels the links after it
@@ -547,6 +564,7 @@ cdef class _ConnSlot(_SendQueue):
             return self._send_next_link(ch)
         return ch._ops_done(self, ev)
 
+    @cython.final
     cdef int _send_shutdown(self) except -1:
         cdef _NShutOp op
         cdef io_uring_sqe *sqe
@@ -561,6 +579,7 @@ cdef class _ConnSlot(_SendQueue):
 
     # -- ending --
 
+    @cython.final
     cdef int _wake_reader(self) except -1:
         if self.reader is not None:
             r = self.reader
@@ -568,6 +587,7 @@ cdef class _ConnSlot(_SendQueue):
             (<_ReadWait>r)._wake(False)
         return 0
 
+    @cython.final
     cdef int _fail_waiters(self, exc) except -1:
         ws = self.send_waiters
         self.send_waiters = None
@@ -588,6 +608,7 @@ cdef class _ConnSlot(_SendQueue):
         self.wq_bytes = 0
         return 0
 
+    @cython.final
     cdef int _fail(self, exc) except -1:
         """Drop the connection now: queued sends discarded, waiters failed with
         exc, operations cancelled, fd closed once they are done."""
@@ -604,6 +625,7 @@ cdef class _ConnSlot(_SendQueue):
         self._close_fd()
         return 0
 
+    @cython.final
     cdef int _close(self) except -1:
         """Graceful close: stop receiving, send what is queued, close."""
         if self.state != _S_OPEN:
@@ -617,6 +639,7 @@ cdef class _ConnSlot(_SendQueue):
             self._close_fd()
         return 0
 
+    @cython.final
     cdef int _close_fd(self) except -1:
         cdef io_uring_sqe *sqe
         if self.fd_closed:
@@ -632,6 +655,7 @@ cdef class _ConnSlot(_SendQueue):
         self._maybe_recycle()
         return 0
 
+    @cython.final
     cdef int _cancel_sends(self) except -1:
         cur = self.cur_send
         if cur is None:
@@ -644,6 +668,7 @@ cdef class _ConnSlot(_SendQueue):
             self.loop._cancel_op(<_Op>cur)
         return 0
 
+    @cython.final
     cdef int _maybe_recycle(self) except -1:
         if self.state == _S_FREE:
             return 0
@@ -673,6 +698,7 @@ cdef class _ConnTable:
         self.pool_limit = 1 << 30
         self.chunk_size = 16384
 
+    @cython.final
     cdef _ConnSlot _alloc(self, int fd, int family):
         cdef _ConnSlot s
         if self.live >= self.max_connections:
@@ -694,6 +720,7 @@ cdef class _ConnTable:
         self.opened += 1
         return s
 
+    @cython.final
     cdef int _release(self, _ConnSlot s) except -1:
         if s.chunk is not None and s._chunk_shared():
             s.chunk = None

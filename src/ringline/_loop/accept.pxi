@@ -21,6 +21,7 @@
 cdef class _ListenOp(_Op):
     """Multishot ACCEPT on a listening socket (see the file notes)."""
 
+    @cython.final
     cdef int arm(self) except -1:
         cdef io_uring_sqe *sqe
         if self.stopped or self.inflight:
@@ -33,6 +34,7 @@ cdef class _ListenOp(_Op):
     def _rearm(self):
         self.arm()
 
+    @cython.final
     cdef int _report(self, str message, exc) except -1:
         context = {'message': message, 'exception': exc}
         if self.serve is not None:

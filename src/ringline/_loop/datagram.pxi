@@ -67,6 +67,7 @@ cdef class _DatagramCore:
             if not self.closing:
                 self._arm_recv()
 
+    @cython.final
     cdef int _arm_recv(self) except -1:
         cdef io_uring_sqe *sqe
         if self.rop.inflight or self.closing:
@@ -85,6 +86,7 @@ cdef class _DatagramCore:
     def _rearm(self):
         self._arm_recv()
 
+    @cython.final
     cdef int _arm_whole(self, bint peek) except -1:
         cdef _DgramWholeOp op = <_DgramWholeOp>self.rop
         cdef io_uring_sqe *sqe
@@ -105,6 +107,7 @@ cdef class _DatagramCore:
             sqe.msg_flags = MSG_PEEK | MSG_TRUNC    # the result is the whole length
         return 0
 
+    @cython.final
     cdef int _on_whole(self, int res) except -1:
         cdef _DgramWholeOp op = <_DgramWholeOp>self.rop
         cdef size_t need
@@ -144,6 +147,7 @@ cdef class _DatagramCore:
             self._arm_whole(True)
         return 0
 
+    @cython.final
     cdef int _on_recv(self, int res, uint32_t flags) except -1:
         cdef unsigned bid
         cdef char *ptr
@@ -242,6 +246,7 @@ cdef class _DatagramCore:
         self.inflight_ops += 1
         self._maybe_pause_protocol()
 
+    @cython.final
     cdef int _on_sent(self, _DgramSendOp op, int res) except -1:
         self.inflight_bytes -= len(op.data)
         self.inflight_ops -= 1
@@ -263,6 +268,7 @@ cdef class _DatagramCore:
             self._schedule_connection_lost(None)
         return 0
 
+    @cython.final
     cdef int _maybe_pause_protocol(self) except -1:
         if self.inflight_bytes <= self.high_water or self.protocol_paused:
             return 0
@@ -277,6 +283,7 @@ cdef class _DatagramCore:
                 'transport': self.transport, 'protocol': self.protocol})
         return 0
 
+    @cython.final
     cdef int _maybe_resume_protocol(self) except -1:
         if self.protocol_paused and self.inflight_bytes <= self.low_water:
             self.protocol_paused = False
@@ -341,6 +348,7 @@ cdef class _DatagramCore:
                 'transport': self.transport, 'protocol': self.protocol})
         self._force_close(exc)
 
+    @cython.final
     cdef int _schedule_connection_lost(self, exc) except -1:
         if self.lost_scheduled:
             return 0

@@ -79,6 +79,7 @@ cdef class LoopCore(_LoopSock):
         self.pre_flush = []
         self.parked = []
         self.send_zc_threshold = 1 << 62
+    @cython.final
     cdef int _wait(self, long long timeout_ns) except -1:
         cdef int ret
         if self.sock_new:
@@ -115,6 +116,7 @@ cdef class LoopCore(_LoopSock):
             _sock_ops_check_new(self)
         self._drv_enter(0, 0)
 
+    @cython.final
     cdef int _flush_writes(self) except -1:
         cdef list fl = self.flush_list
         self.flush_list = []
@@ -122,6 +124,7 @@ cdef class LoopCore(_LoopSock):
             (<_Flushable>f).flush()
         return 0
 
+    @cython.final
     cdef int _unpark(self) except -1:
         # The batch that emptied the buffer ring has been dispatched and its
         # buffers returned: re-arm the streams that found it empty, first
@@ -140,6 +143,7 @@ cdef class LoopCore(_LoopSock):
             (<_Flushable>s).rearm()
         return 0
 
+    @cython.final
     cdef int _run_once(self) except -1:
         cdef long long timeout_ns
         cdef double now, dt
@@ -230,6 +234,7 @@ cdef class LoopCore(_LoopSock):
                 })
         return 0
 
+    @cython.final
     cdef int _run_pre_flush(self) except -1:
         cdef list hooks = self.pre_flush
         self.pre_flush = []
@@ -351,6 +356,7 @@ cdef class LoopCore(_LoopSock):
         ctx.run(self._accept_connection, protocol_factory, conn, sslcontext,
                 server, backlog, hs_timeout, sd_timeout)
 
+    @cython.final
     cdef int _arm_poll(self, _PollOp op) except -1:
         cdef io_uring_sqe *sqe = self._submit(op, IORING_OP_POLL_ADD, op.fd, NULL, 0, 0)
         sqe.poll32_events = op.events
@@ -380,6 +386,7 @@ cdef class LoopCore(_LoopSock):
         table[fd] = op
         self._arm_poll(op)
 
+    @cython.final
     cdef bint _remove_poller(self, dict table, fileobj) except -1:
         cdef _PollOp op
         try:
@@ -425,6 +432,7 @@ cdef class LoopCore(_LoopSock):
     def _has_writer(self, fd):
         return _fileobj_to_fd(fd) in self.writers
 
+    @cython.final
     cdef int _arm_signal(self) except -1:
         cdef io_uring_sqe *sqe
         cdef _SignalOp op = self.sig_op

@@ -200,6 +200,7 @@ cdef class _LoopOps(_LoopSched):
         self.zc_ok = False
         self._setup_wake()
 
+    @cython.final
     cdef int _setup_wake(self) except -1:
         self.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         if self.wake_fd < 0:
@@ -210,16 +211,19 @@ cdef class _LoopOps(_LoopSched):
         self._arm_wake()
         return 0
 
+    @cython.final
     cdef int _arm_wake(self) except -1:
         cdef _WakeOp op = self.wake_op
         self._submit(op, IORING_OP_READ, self.wake_fd, &op.value, 8, <uint64_t>-1)
         return 0
 
+    @cython.final
     cdef inline int _drv_enter(self, unsigned wait_nr, long long timeout_ns) noexcept nogil:
         # every submission goes through here: sq_epoch counts them
         self.sq_epoch += 1
         return rl_drv_enter(&self.drv, wait_nr, timeout_ns)
 
+    @cython.final
     cdef int _grow_ops(self) except -1:
         cdef uint32_t newcap = self.ops_cap * 2 if self.ops_cap else 1024
         cdef uint32_t i
@@ -244,6 +248,7 @@ cdef class _LoopOps(_LoopSched):
         self.ops_cap = newcap
         return 0
 
+    @cython.final
     cdef uint64_t _reg(self, _Op op) except 0:
         cdef uint32_t slot, gen
         if self.nfree == 0:
@@ -263,6 +268,7 @@ cdef class _LoopOps(_LoopSched):
         op.epoch = self.sq_epoch
         return op.ud
 
+    @cython.final
     cdef io_uring_sqe *_sqe(self, int opcode) except NULL:
         cdef io_uring_sqe *sqe
         if not self.ring_ok:
@@ -279,6 +285,7 @@ cdef class _LoopOps(_LoopSched):
             self.op_counts[opcode] += 1
         return sqe
 
+    @cython.final
     cdef inline io_uring_sqe *_submit(self, _Op op, int opcode, int fd, const void *addr,
                                       size_t length, uint64_t off) except NULL:
         """Queue one SQE: opcode on fd with its address, length (clamped to
@@ -293,6 +300,7 @@ cdef class _LoopOps(_LoopSched):
                    RL_UD_IGNORE if op is None else self._reg(op))
         return sqe
 
+    @cython.final
     cdef int _sq_reserve(self, unsigned n) except -1:
         """Make room for n SQEs that must reach the kernel in one submission
         (a linked chain: invariant 9). What is already queued is submitted
@@ -311,6 +319,7 @@ cdef class _LoopOps(_LoopSched):
             f'{n} linked submissions do not fit the submission queue '
             f'({size - rl_drv_sq_pending(&self.drv)} of {size} free)')
 
+    @cython.final
     cdef int _cancel_op(self, _Op op) except -1:
         cdef io_uring_sqe *sqe
         if not op.inflight or op.cancelling or not self.ring_ok:
@@ -319,6 +328,7 @@ cdef class _LoopOps(_LoopSched):
         self._submit(None, IORING_OP_ASYNC_CANCEL, -1, <void*><uintptr_t>op.ud, 0, 0)
         return 0
 
+    @cython.final
     cdef bint _void_queued(self, _Op op) except -1:
         """If op's SQE has not been handed to the driver yet, turn it into an
         ignored NOP: op then completes with -ECANCELED at the next reap."""
@@ -332,6 +342,7 @@ cdef class _LoopOps(_LoopSched):
         self.voided.append(op.ud)
         return True
 
+    @cython.final
     cdef int _void_fd(self, int fd) except -1:
         """fd's owner is about to close it, and the number may be reused at
         once (invariant 10): every SQE on fd still in the submission queue is
@@ -358,6 +369,7 @@ cdef class _LoopOps(_LoopSched):
             if n < 64:
                 return 0
 
+    @cython.final
     cdef int _cancel_for_close(self, _Op op) except -1:
         """Cancel op because its fd is about to be closed, and its number may
         be reused at once (invariant 10): an SQE still in the submission queue
@@ -366,6 +378,7 @@ cdef class _LoopOps(_LoopSched):
             self._cancel_op(op)
         return 0
 
+    @cython.final
     cdef inline int _dispatch(self, uint64_t ud, int res, uint32_t flags) except -1:
         cdef uint32_t slot, gen
         cdef _Op op
@@ -403,6 +416,7 @@ cdef class _LoopOps(_LoopSched):
             })
         return 0
 
+    @cython.final
     cdef int _reap(self) except -1:
         cdef io_uring_cqe cqes[128]
         cdef unsigned n, i
@@ -419,6 +433,7 @@ cdef class _LoopOps(_LoopSched):
                 self._dispatch(ud, -ECANCELED, 0)
         return 0
 
+    @cython.final
     cdef int _ensure_pbuf(self) except -1:
         cdef int err
         cdef unsigned n = 1
@@ -432,6 +447,7 @@ cdef class _LoopOps(_LoopSched):
         self.pbuf_ok = True
         return 0
 
+    @cython.final
     cdef int _ensure_dpbuf(self) except -1:
         cdef int err
         if self.dpbuf_ok:
@@ -442,6 +458,7 @@ cdef class _LoopOps(_LoopSched):
         self.dpbuf_ok = True
         return 0
 
+    @cython.final
     cdef char *_bounce_get(self, size_t size, size_t *cap) except NULL:
         cdef int i
         cdef char *p
@@ -461,6 +478,7 @@ cdef class _LoopOps(_LoopSched):
         cap[0] = size
         return p
 
+    @cython.final
     cdef void _bounce_put(self, char *p, size_t cap) noexcept:
         # only called at an operation's final completion: the kernel is done
         if p == NULL:
@@ -472,6 +490,7 @@ cdef class _LoopOps(_LoopSched):
         self.bcap[self.bn] = cap
         self.bn += 1
 
+    @cython.final
     cdef void _bounce_clear(self) noexcept:
         while self.bn > 0:
             self.bn -= 1

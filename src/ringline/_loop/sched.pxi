@@ -55,6 +55,7 @@ cdef class Handle:
         self.loop = <LoopCore?>loop
         self.context = context if context is not None else PyContext_CopyCurrent()
 
+    @cython.final
     cdef inline int _run(self) except -1:
         cdef object ctx = self.context
         cdef object cb = self.callback
@@ -79,6 +80,7 @@ cdef class Handle:
             self._report(error, cb, args)
         return 0
 
+    @cython.final
     cdef int _report(self, object exc, object cb, object args) except -1:
         cb_repr = _callback_source(cb, args, self.loop)
         context = {
@@ -193,6 +195,7 @@ cdef class TimerHandle(Handle):
             return self.when_ > o.when_ or self.__eq_(o)
         return NotImplemented
 
+    @cython.final
     cdef bint __eq_(self, TimerHandle o):
         return (self.when_ == o.when_ and self.callback == o.callback and
                 self.args == o.args and self.cancelled_ == o.cancelled_)
@@ -253,6 +256,7 @@ cdef class _LoopSched:
         if self.wake_fd >= 0:
             c_close(self.wake_fd)
             self.wake_fd = -1
+    @cython.final
     cdef int _push_ready(self, Handle h) except -1:
         cdef Py_ssize_t newcap, i
         cdef PyObject **nrq
@@ -272,6 +276,7 @@ cdef class _LoopSched:
         self.rq_len += 1
         return 0
 
+    @cython.final
     cdef inline PyObject *_pop_ready(self):
         # Returns a strong reference the caller owns.
         cdef PyObject *p = self.rq[self.rq_head]
@@ -279,6 +284,7 @@ cdef class _LoopSched:
         self.rq_len -= 1
         return p
 
+    @cython.final
     cdef int _heap_push(self, TimerHandle h) except -1:
         cdef Py_ssize_t i, parent
         cdef TEntry e
@@ -307,6 +313,7 @@ cdef class _LoopSched:
         h.scheduled = True
         return 0
 
+    @cython.final
     cdef PyObject *_heap_pop(self):
         # Removes the top entry and returns its strong reference.
         cdef PyObject *top = self.th[0].h
@@ -331,6 +338,7 @@ cdef class _LoopSched:
             self.th[i] = last
         return top
 
+    @cython.final
     cdef int _heap_rebuild(self) except -1:
         # Drop cancelled timers and re-heapify (Floyd).
         cdef Py_ssize_t i, j = 0, n, child, k
@@ -364,6 +372,7 @@ cdef class _LoopSched:
         self._timer_cancelled_count = 0
         return 0
 
+    @cython.final
     cdef void _timer_cancelled(self, TimerHandle h):
         if h.scheduled:
             self._timer_cancelled_count += 1
@@ -376,6 +385,7 @@ cdef class _LoopSched:
         """Loop time: CLOCK_MONOTONIC seconds, as time.monotonic()."""
         return rl_monotonic()
 
+    @cython.final
     cdef inline int _check_closed_c(self) except -1:
         if self._closed:
             raise RuntimeError('Event loop is closed')
@@ -430,6 +440,7 @@ cdef class _LoopSched:
             raise TypeError('when cannot be None')
         return self._call_at(when, callback, args, context, 0)
 
+    @cython.final
     cdef TimerHandle _call_at(self, double when, object callback, object args,
                               object context, int depth):
         cdef TimerHandle h
@@ -453,6 +464,7 @@ cdef class _LoopSched:
         self._add_callback(handle)
         self._wake()
 
+    @cython.final
     cdef inline void _wake(self):
         # Only while the loop is blocked, and only once per wait: later
         # callers find the loop already on its way back (the GIL orders this).
@@ -474,6 +486,7 @@ cdef class _LoopSched:
                 'Non-thread-safe operation invoked on an event loop other '
                 'than the current one')
 
+    @cython.final
     cdef inline int _run_handle(self, Handle h) except -1:
         cdef double t0, dt
         if not self._debug:
@@ -503,6 +516,7 @@ cdef class _LoopSched:
     def get_debug(self):
         return self._debug
 
+    @cython.final
     cdef object _new_future(self):
         return _futures.Future(loop=self)
 

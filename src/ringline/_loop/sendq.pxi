@@ -48,6 +48,7 @@ cdef class _QSendOp(_Op):
     """One send of a send queue's head run. Reused from send to send (the
     queue's `spare`) unless the kernel still reads its buffers."""
 
+    @cython.final
     cdef void release(self):
         # Zero-copy sends keep their buffers until the kernel's notification
         # (invariant 1): release() before that only marks the intent.
@@ -83,6 +84,7 @@ cdef class _SendQueue(_Flushable):
         # the subclass's completion handler
         return 0
 
+    @cython.final
     cdef bint _join_head(self) except -1:
         # Gather the bytes at the head of wq into one buffer of at most about
         # _JOIN_BYTES. False when the head is too large to be worth a copy.
@@ -101,6 +103,7 @@ cdef class _SendQueue(_Flushable):
         wq.insert(0, joined)
         return True
 
+    @cython.final
     cdef inline _QSendOp _take(self):
         # Move the run of bytes at the head of wq (the caller checked that
         # wq[0] is bytes) into the spare op, iovecs set; returns the op.
@@ -152,6 +155,7 @@ cdef class _SendQueue(_Flushable):
         self.inflight_bytes = total
         return op
 
+    @cython.final
     cdef inline int _submit_send(self, _QSendOp op, bint zc) except -1:
         # SEND for one buffer, SENDMSG for several; their zero-copy forms
         # when zc (the buffers are then held until the notification)
@@ -170,6 +174,7 @@ cdef class _SendQueue(_Flushable):
         sqe.msg_flags = MSG_NOSIGNAL
         return 0
 
+    @cython.final
     cdef inline int _requeue(self, _QSendOp op, int res) except -1:
         # Put back at the head of wq what the kernel did not take of op: all
         # of it when res < 0 (EAGAIN / EINTR), the rest after a short send.

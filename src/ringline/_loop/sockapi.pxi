@@ -73,6 +73,7 @@ cdef class _LoopSock(_LoopOps):
         else:
             self.recv_stash[key] = (_weakref.ref(sock), bytearray(data))
 
+    @cython.final
     cdef object _take_stash(self, sock, int fd, Py_ssize_t n):
         ent = self.recv_stash.get(fd)
         if ent is None:
@@ -95,6 +96,7 @@ cdef class _LoopSock(_LoopOps):
         else:
             self.recv_stash[key] = (_weakref.ref(sock), [(data, addr)])
 
+    @cython.final
     cdef object _take_datagram(self, sock, int fd):
         key = ('dgram', fd)
         ent = self.recv_stash.get(key)
@@ -313,6 +315,7 @@ cdef class _LoopSock(_LoopOps):
                 self._stash_accept(sock, conn.detach())
             raise
 
+    @cython.final
     cdef int _submit_connect(self, _ConnectOp op) except -1:
         cdef io_uring_sqe *sqe
         _sock_op_queued(self, op)
@@ -354,6 +357,7 @@ cdef class _LoopSock(_LoopOps):
             self._cancel_op(op)
             raise
 
+    @cython.final
     cdef _MsgOp _recvmsg_op(self, sock, int fd, Py_ssize_t size):
         cdef _MsgOp op = _MsgOp.__new__(_MsgOp)
         op.loop = <LoopCore>self

@@ -188,6 +188,7 @@ cdef class _SendOp(_SockOp):
             PyBuffer_Release(&self.view)
             self.has_view = False
 
+    @cython.final
     cdef int submit(self) except -1:
         cdef io_uring_sqe *sqe
         _sock_op_queued(self.loop, self)
@@ -290,6 +291,7 @@ cdef class _MsgOp(_SockOp):
             PyBuffer_Release(&self.view)
             self.has_view = False
 
+    @cython.final
     cdef int submit_recv(self) except -1:
         cdef io_uring_sqe *sqe
         self.msg.msg_namelen = sizeof(sockaddr_storage)
@@ -320,6 +322,7 @@ cdef class _MsgOp(_SockOp):
                 self.loop._bounce_put(self.mem, self.cap)
                 self.mem = NULL
 
+    @cython.final
     cdef int _complete(self, int res, uint32_t flags) except -1:
         cdef Py_buffer view
         fut = self.fut

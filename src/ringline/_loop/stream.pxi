@@ -73,6 +73,7 @@ cdef class _StreamCore(_SendQueue):
 
     # -- context handling --
 
+    @cython.final
     cdef inline bint _enter(self) except -1:
         if self.in_ctx or self.context is None:
             return False
@@ -80,6 +81,7 @@ cdef class _StreamCore(_SendQueue):
         self.in_ctx = True
         return True
 
+    @cython.final
     cdef inline int _exit(self, bint entered) except -1:
         if entered:
             self.in_ctx = False
@@ -113,6 +115,7 @@ cdef class _StreamCore(_SendQueue):
 
     # -- receive --
 
+    @cython.final
     cdef int _arm_recv(self) except -1:
         cdef io_uring_sqe *sqe
         if (self.rop.inflight or self.closing or self.reading_paused or
@@ -138,6 +141,7 @@ cdef class _StreamCore(_SendQueue):
     cdef int rearm(self) except -1:
         return self._arm_recv()
 
+    @cython.final
     cdef int _on_recv(self, int res, uint32_t flags) except -1:
         cdef unsigned bid
         cdef char *ptr
@@ -178,6 +182,7 @@ cdef class _StreamCore(_SendQueue):
             self._arm_recv()
         return 0
 
+    @cython.final
     cdef int _deliver(self, char *ptr, Py_ssize_t n) except -1:
         cdef Py_buffer view
         cdef Py_ssize_t k
@@ -239,6 +244,7 @@ cdef class _StreamCore(_SendQueue):
             self._exit(entered)
         return 0
 
+    @cython.final
     cdef int _on_eof(self) except -1:
         cdef bint entered
         if self.closing:
@@ -275,6 +281,7 @@ cdef class _StreamCore(_SendQueue):
             self.close()
         return 0
 
+    @cython.final
     cdef int _stop_recv(self) except -1:
         if self.rop.inflight:
             self.loop._cancel_op(self.rop)
@@ -463,12 +470,14 @@ cdef class _StreamCore(_SendQueue):
             self._send_eof()
         return 0
 
+    @cython.final
     cdef int _schedule_flush(self) except -1:
         if not self.flush_scheduled and self.sop is None:
             self.flush_scheduled = True
             self.loop.flush_list.append(self)
         return 0
 
+    @cython.final
     cdef int _send_eof(self) except -1:
         cdef io_uring_sqe *sqe
         self.eof_sent = True
@@ -518,6 +527,7 @@ cdef class _StreamCore(_SendQueue):
         self.low_water = low
         self._maybe_pause_protocol()
 
+    @cython.final
     cdef int _maybe_pause_protocol(self) except -1:
         cdef Py_ssize_t size = self.wq_bytes + self.inflight_bytes
         if self.hard_cap > 0 and size > self.hard_cap:
@@ -541,6 +551,7 @@ cdef class _StreamCore(_SendQueue):
             })
         return 0
 
+    @cython.final
     cdef int _maybe_resume_protocol(self) except -1:
         if (self.protocol_paused and
                 self.wq_bytes + self.inflight_bytes <= self.low_water):
@@ -579,6 +590,7 @@ cdef class _StreamCore(_SendQueue):
             self._send_queued_now()
         self._force_close(None)
 
+    @cython.final
     cdef int _send_queued_now(self) except -1:
         # abort() right after write(): asyncio's write() has already tried
         # the send, so the peer gets those bytes; give the kernel what was
@@ -591,6 +603,7 @@ cdef class _StreamCore(_SendQueue):
             pass
         return 0
 
+    @cython.final
     cdef int _schedule_connection_lost(self, exc) except -1:
         if self.lost_scheduled:
             return 0
@@ -654,6 +667,7 @@ cdef class _StreamCore(_SendQueue):
                 self.empty_waiter.set_exception(
                     ConnectionError('Connection is closed by peer'))
 
+    @cython.final
     cdef int _stop_watch(self) except -1:
         if self.watch_op is not None and self.watch_op.inflight:
             self.loop._cancel_op(self.watch_op)
@@ -683,6 +697,7 @@ cdef class _StreamCore(_SendQueue):
             self.closing = True
             self._schedule_connection_lost(None)
 
+    @cython.final
     cdef int _release(self) except -1:
         # the fd closes below and its number may be reused at once: what is
         # still in the submission queue is voided, the rest cancelled first

@@ -48,35 +48,6 @@ def _callgrind_total(path: Path) -> int:
     return int(match.group(1))
 
 
-def _wait_poking(server: ServerProcess, mode: str, limit: float = 300.0) -> None:
-    """Wait for the server to exit, waking its loop meanwhile.
-
-    Valgrind runs one thread at a time and does not know io_uring_enter
-    blocks: a loop parked in it keeps the stdin watcher (and any signal)
-    from ever running.  A connection made now and then returns the loop
-    from its wait, so the watcher gets its turn and stops the loop.
-    """
-    import socket
-    import time
-
-    deadline = time.monotonic() + limit
-    kind = socket.SOCK_DGRAM if mode == "udp" else socket.SOCK_STREAM
-    while server.proc.poll() is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{server.label} did not exit within {limit:g}s")
-        try:
-            with socket.socket(socket.AF_INET, kind) as poke:
-                poke.settimeout(0.5)
-                poke.connect(("127.0.0.1", server.port))
-                poke.send(b"x")
-        except OSError:
-            pass
-        try:
-            server.proc.wait(timeout=0.5)
-        except subprocess.TimeoutExpired:
-            pass
-
-
 def measure_once(loop: str, workload: str, conns: int, size: int | None,
                  requests: int, out_dir: Path, cpu: int | None = None,
                  tree: Path | None = None, verify: bool = True) -> dict:
@@ -90,6 +61,9 @@ def measure_once(loop: str, workload: str, conns: int, size: int | None,
                                       engine="uring" if loop == "c-uring" else "epoll")
     else:
         server = ServerProcess.python(loop, workload, cpu=cpu)
+        # the loop itself watches stdin: it ends when stdin does, after
+        # exactly the work the load gave it (no wake-up connections counted)
+        server.argv.append("--stdin-reader")
     # a fixed hash seed: with a random one, start-up (imports) varies by
     # ~0.5M instructions from run to run, which the slope would absorb
     prefix = ["env", "PYTHONHASHSEED=0", *valgrind]
@@ -107,7 +81,9 @@ def measure_once(loop: str, workload: str, conns: int, size: int | None,
         # valgrind writes its counts at exit: let the server end on its own
         # (end of stdin), however slowly, rather than be killed
         server.proc.stdin.close()
-        _wait_poking(server, mode)
+        # (every server watches stdin from its own loop: nothing else has
+        # to wake it, so the count holds exactly the work of the load)
+        server.proc.wait(timeout=300)
     finally:
         server.close()
     if report["errors"]:

@@ -13,6 +13,10 @@ and can run a coroutine, prints the same kind of line and exits.
 
 The harness reads this process's CPU time from /proc, so nothing else runs
 in it: the stdin watch is a thread blocked in ``read`` (it holds no GIL).
+``--stdin-reader`` watches stdin with the loop's own ``add_reader`` instead,
+for runs under valgrind (``ringline.bench.instr``): valgrind runs one thread
+at a time and does not hand the CPU over while the loop blocks in
+``io_uring_enter``, so a watcher thread would never see the end of stdin.
 
 Invariants: nothing but the ready line goes to stdout; any failure before
 it is a traceback on stderr and a non-zero exit.
@@ -62,6 +66,22 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop) -> None:
     threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
+def _watch_stdin_in_loop(loop: asyncio.AbstractEventLoop) -> None:
+    def readable():
+        try:
+            data = os.read(0, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(0)
+            loop.stop()
+
+    os.set_blocking(0, False)
+    loop.add_reader(0, readable)
+
+
 def _probe(loop_name: str) -> int:
     loop = create_loop(loop_name)
     try:
@@ -78,7 +98,8 @@ def _probe(loop_name: str) -> int:
     return 0
 
 
-def serve(loop_name: str, workload_name: str, host: str, port: int) -> int:
+def serve(loop_name: str, workload_name: str, host: str, port: int,
+          stdin_reader: bool = False) -> int:
     workload = get_workload(workload_name)
     if not workload.supports_loop(loop_name):
         print(f"workload {workload_name} does not run on loop {loop_name}",
@@ -92,7 +113,10 @@ def serve(loop_name: str, workload_name: str, host: str, port: int) -> int:
         _announce({"port": sock.getsockname()[1], "pid": os.getpid(),
                    "loop": loop_name, "workload": workload_name,
                    **_loop_identity(loop)})
-        _watch_stdin(loop)
+        if stdin_reader:
+            _watch_stdin_in_loop(loop)
+        else:
+            _watch_stdin(loop)
         loop.run_forever()
         close = getattr(handle, "close", None)
         if close is not None:
@@ -112,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cpu", type=int, default=None,
                         help="pin this process to one CPU")
+    parser.add_argument("--stdin-reader", action="store_true",
+                        help="watch stdin with the loop's add_reader, not a thread "
+                             "(for runs under valgrind)")
     parser.add_argument("--probe", action="store_true",
                         help="check the loop runs, print a ready line, exit")
     args = parser.parse_args(argv)
@@ -122,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         return _probe(args.loop)
     if not args.workload:
         parser.error("--workload is required")
-    return serve(args.loop, args.workload, args.host, args.port)
+    return serve(args.loop, args.workload, args.host, args.port, args.stdin_reader)
 
 
 if __name__ == "__main__":
