@@ -119,6 +119,10 @@ cdef class _LoopOps(_LoopSched):
     # operation table: ops[slot] holds one reference while in flight
     cdef PyObject **ops
     cdef uint32_t *gens
+    cdef int32_t *quiet             # per slot: the result of a quiet completion, or -1
+    cdef uint32_t quiet_slots[64]   # the slots marked quiet for the coming wait
+    cdef int nquiet
+    cdef bint before_wait           # the flush right before the wait runs
     cdef uint32_t *free_slots
     cdef uint32_t nfree, ops_cap
     cdef public Py_ssize_t inflight
@@ -152,6 +156,10 @@ cdef class _LoopOps(_LoopSched):
     cdef int _grow_ops(self) except -1
     @cython.final
     cdef uint64_t _reg(self, _Op op) except 0
+    @cython.final
+    cdef inline void _mark_quiet(self, _Op op, Py_ssize_t res)
+    @cython.final
+    cdef inline void _clear_quiet(self)
     @cython.final
     cdef io_uring_sqe *_sqe(self, int opcode) except NULL
     @cython.final
@@ -293,7 +301,10 @@ cdef class LoopCore(_LoopSock):
     cdef public uint64_t iterations
     cdef public uint64_t enobufs
     cdef public uint64_t skipped_enters
-    cdef list flush_list            # streams and slots with sends to flush
+    # the streams and slots with sends to flush before the wait (_want_flush):
+    # a C array holding one reference each, reused from turn to turn
+    cdef PyObject **fl_items
+    cdef Py_ssize_t fl_len, fl_cap
     cdef list parked                # streams waiting for provided buffers
     cdef public Py_ssize_t write_hard_cap
     cdef public Py_ssize_t send_zc_threshold
@@ -305,7 +316,11 @@ cdef class LoopCore(_LoopSock):
     @cython.final
     cdef int _wait(self, long long timeout_ns) except -1
     @cython.final
+    cdef int _want_flush(self, _Flushable f) except -1
+    @cython.final
     cdef int _flush_writes(self) except -1
+    @cython.final
+    cdef void _drop_flushes(self)
     @cython.final
     cdef int _unpark(self) except -1
     @cython.final
@@ -370,6 +385,7 @@ cdef class _StreamRecvOp(_Op):
 cdef class _StreamCore(_SendQueue):
     cdef readonly object sock
     cdef object protocol
+    cdef object data_received   # protocol.data_received (None: a BufferedProtocol)
     cdef object transport       # the asyncio.Transport wrapper users see
     cdef object context
     cdef object server
@@ -420,6 +436,8 @@ cdef class _StreamCore(_SendQueue):
     cdef int _maybe_pause_protocol(self) except -1
     @cython.final
     cdef int _maybe_resume_protocol(self) except -1
+    @cython.final
+    cdef int _use_protocol(self, protocol) except -1
     @cython.final
     cdef int _send_queued_now(self) except -1
     @cython.final
@@ -525,6 +543,25 @@ cdef class _Chunk:
     cdef Py_ssize_t cap
     cdef Py_ssize_t vstart, vlen
 
+cdef class _RecvBuffer:
+    cdef _Chunk chunk
+    cdef Py_ssize_t start, end   # the unconsumed bytes: chunk.buf[start:end]
+    cdef Py_ssize_t want         # call the handler again with at least this many
+    @cython.final
+    cdef inline void clear(self)
+    @cython.final
+    cdef inline void release(self)
+    @cython.final
+    cdef inline bint shared(self)
+    @cython.final
+    cdef bint append(self, char *ptr, Py_ssize_t n, Py_ssize_t chunk_size) except -1
+    @cython.final
+    cdef int reserve(self, Py_ssize_t n, Py_ssize_t chunk_size) except -1
+    @cython.final
+    cdef object view(self)
+    @cython.final
+    cdef inline void consume(self, Py_ssize_t r)
+
 cdef class _NRecvOp(_Op):
     cdef _ConnSlot slot
     cdef int complete(self, int res, uint32_t flags) except -1
@@ -569,9 +606,7 @@ cdef class _ConnSlot(_SendQueue):
     cdef int nops              # operations (and notifications) in flight
     cdef int family
     # receive
-    cdef _Chunk chunk
-    cdef Py_ssize_t start, end
-    cdef Py_ssize_t want
+    cdef _RecvBuffer rb        # the receive accumulator (_conn/recv.pxi)
     cdef _NRecvOp rop
     cdef bint recv_paused      # accumulator over its cap
     cdef bint recv_parked      # waiting for provided buffers
@@ -594,13 +629,9 @@ cdef class _ConnSlot(_SendQueue):
     @cython.final
     cdef int _on_recv(self, int res, uint32_t flags) except -1
     @cython.final
-    cdef inline bint _chunk_shared(self)
-    @cython.final
     cdef int _append(self, char *ptr, Py_ssize_t n) except -1
     @cython.final
     cdef Py_ssize_t _try_consume(self, fn, bint keep, Conn h) except -2
-    @cython.final
-    cdef int _reserve(self, Py_ssize_t n) except -1
     @cython.final
     cdef int _check_send(self, Conn h) except -1
     @cython.final

@@ -25,7 +25,7 @@ _conn/        the native connection API (ringline.Conn) over the loop
   recv.pxi      receive accumulator storage, the with_data awaitable
   slot.pxi      one connection's state; the table of them
   parts.pxi     multi-part (guarded, zero-copy) and linked (chain) sends
-  conn.pxi      Conn, the user's handle, and the plumbing _native.py calls
+  conn.pxi      Conn, the user's handle, and the plumbing _conn/api.py calls
 """
 
 cimport cython

@@ -120,7 +120,8 @@ def test_cancel_racing_the_timer_returns_the_slot_once(run, cancel_first):
     either order: the slot comes back exactly once."""
     async def main():
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 0.02
+        # far enough ahead that a loaded machine's settle() cannot reach it
+        deadline = loop.time() + 0.3
         sleeper = asyncio.ensure_future(sleep_until(deadline, "woke"))
         if cancel_first:
             loop.call_at(deadline - 0.001, sleeper.cancel)
@@ -129,7 +130,7 @@ def test_cancel_racing_the_timer_returns_the_slot_once(run, cancel_first):
             await settle()
             loop.call_at(deadline + 0.001, sleeper.cancel)
         assert in_use() == 1
-        time.sleep(0.04)        # both callbacks are due when the loop next looks
+        time.sleep(0.4)         # both callbacks are due when the loop next looks
         results = await asyncio.gather(sleeper, return_exceptions=True)
         assert isinstance(results[0], asyncio.CancelledError)
         assert in_use() == 0

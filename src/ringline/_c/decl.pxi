@@ -5,7 +5,7 @@
 # Declarations only: no state lives here, nothing runs. Included once, by
 # _core.pxd, so every .pxi of the extension sees them.
 
-from libc.stdint cimport uint64_t, uint32_t, int64_t, uint16_t, uint8_t, uintptr_t
+from libc.stdint cimport uint64_t, uint32_t, int32_t, int64_t, uint16_t, uint8_t, uintptr_t
 from libc.string cimport memcpy, memmove, memset, strlen
 from libc.stdlib cimport malloc, free, realloc, calloc
 from libc.errno cimport errno
@@ -23,6 +23,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 cdef extern from "Python.h":
     object PyContext_CopyCurrent()
+    int PyList_SetSlice(object, Py_ssize_t, Py_ssize_t, PyObject*)
+    Py_ssize_t PY_SSIZE_T_MAX
     int PyContext_Enter(object) except -1
     int PyContext_Exit(object) except -1
     int PyErr_CheckSignals() except -1
@@ -225,6 +227,8 @@ cdef extern from "driver.h" nogil:
     io_uring_sqe *rl_drv_get_sqe(rl_driver *d)
     int rl_drv_enter(rl_driver *d, unsigned wait_nr, long long timeout_ns)
     int rl_drv_enter_is_noop(rl_driver *d)
+    int rl_drv_wait(rl_driver *d, long long timeout_ns, const int32_t *quiet,
+                    const uint32_t *gens, uint32_t cap)
     unsigned rl_drv_reap(rl_driver *d, io_uring_cqe *out, unsigned max)
     unsigned rl_drv_sq_entries(rl_driver *d)
     unsigned rl_drv_sq_pending(rl_driver *d)

@@ -1,5 +1,5 @@
 # _conn/conn.pxi -- ringline.Conn, the handle of a native connection, and
-# the module-level plumbing ringline's Conn API (_native.py) calls.
+# the module-level plumbing ringline's Conn API (_conn/api.py) calls.
 #
 # Objects and their lifecycle (the parts live in recv.pxi, slot.pxi and
 # parts.pxi):
@@ -117,7 +117,7 @@ cdef class Conn:
         cdef _ConnSlot s = self.slot
         if s.gen != self.gen:
             return 0
-        return s.end - s.start
+        return s.rb.end - s.rb.start
 
     @property
     def at_eof(self):
@@ -193,7 +193,7 @@ cdef class Conn:
     def push(self):
         """Hand the queued bytes to the kernel now rather than with the
         rest of this iteration's submissions: one extra io_uring_enter, the
-        one opt-in exception to "one enter per iteration" (design.md §3.4).
+        one opt-in exception to "one enter per iteration" (docs/invariants.md, invariant 4).
         For pipelining clients that want the peer working on a first batch
         while they build the next; a no-op when a send is already in flight
         (the queued bytes follow it) or nothing is queued."""

@@ -61,6 +61,115 @@ cdef _Chunk _new_chunk(Py_ssize_t cap):
     return c
 
 
+cdef class _RecvBuffer:
+    """A connection's receive accumulator: the bytes received and not yet
+    consumed, chunk.buf[start:end], and how many a handler wants before it
+    is called again (want: 1, or need_at_least's n).
+
+    Lifecycle: one per connection slot, reused with it; clear() when the
+    slot opens, release() when it is given back (a chunk a handler still
+    references is dropped then, not reused).
+
+    Invariants: append() never moves or overwrites the bytes of a chunk that
+    anything besides this buffer references (a view a handler kept): the
+    unconsumed tail moves to a fresh chunk instead; a chunk that a large
+    message grew beyond 64 KiB is given back once emptied."""
+
+    @cython.final
+    cdef inline void clear(self):
+        self.start = self.end = 0
+        self.want = 1
+
+    @cython.final
+    cdef inline void release(self):
+        if self.chunk is not None and self.shared():
+            self.chunk = None
+        self.start = self.end = 0
+        self.want = 1
+
+    @cython.final
+    cdef inline bint shared(self):
+        # somebody besides this buffer references the chunk (a view a
+        # handler kept): its bytes must not move or be overwritten
+        return _rl_refcnt(<PyObject*>self.chunk) > 1
+
+    @cython.final
+    cdef bint append(self, char *ptr, Py_ssize_t n, Py_ssize_t chunk_size) except -1:
+        """Add n received bytes. True when the unconsumed tail had to be
+        copied away from a chunk a handler still references."""
+        cdef Py_ssize_t avail = self.end - self.start
+        cdef Py_ssize_t need, cap
+        cdef bint shared, copied = False
+        cdef _Chunk nc
+        if self.chunk is None:
+            cap = chunk_size
+            while cap < n:
+                cap <<= 1
+            self.chunk = _new_chunk(cap)
+            self.start = self.end = 0
+        shared = self.shared()
+        if avail == 0 and not shared:
+            self.start = self.end = 0
+        if self.end + n > self.chunk.cap:
+            need = avail + n
+            if need < self.want:
+                need = self.want
+            if need <= self.chunk.cap and not shared:
+                memmove(self.chunk.buf, self.chunk.buf + self.start, avail)
+            else:
+                cap = self.chunk.cap
+                while cap < need:
+                    cap <<= 1
+                nc = _new_chunk(cap)
+                memcpy(nc.buf, self.chunk.buf + self.start, avail)
+                copied = shared
+                self.chunk = nc
+                nc = None
+            self.start = 0
+            self.end = avail
+        memcpy(self.chunk.buf + self.end, ptr, n)
+        self.end += n
+        return copied
+
+    @cython.final
+    cdef int reserve(self, Py_ssize_t n, Py_ssize_t chunk_size) except -1:
+        """Room for n bytes from start on (need_at_least), in one chunk."""
+        cdef _Chunk c = self.chunk
+        cdef _Chunk nc
+        cdef Py_ssize_t cap, avail
+        if c is not None and c.cap - self.start >= n:
+            return 0
+        cap = chunk_size
+        while cap < n:
+            cap <<= 1
+        nc = _new_chunk(cap)
+        avail = self.end - self.start
+        if c is not None and avail:
+            memcpy(nc.buf, c.buf + self.start, avail)
+        self.chunk = nc
+        self.start = 0
+        self.end = avail
+        return 0
+
+    @cython.final
+    cdef object view(self):
+        """A read-only memoryview of the unconsumed bytes (it keeps the chunk
+        alive, and so keeps append() from touching it, while it lives)."""
+        cdef _Chunk c = self.chunk
+        c.vstart = self.start
+        c.vlen = self.end - self.start
+        return PyMemoryView_FromObject(c)
+
+    @cython.final
+    cdef inline void consume(self, Py_ssize_t r):
+        """r bytes (at most end - start) are consumed."""
+        self.start += r
+        self.want = 1
+        if self.start == self.end and self.chunk.cap > 65536:
+            self.chunk = None      # give back a chunk a big message grew
+            self.start = self.end = 0
+
+
 cdef class _NRecvOp(_Op):
 
     cdef int complete(self, int res, uint32_t flags) except -1:

@@ -47,9 +47,7 @@ cdef class _ConnSlot(_SendQueue):
         self.fd_closed = False
         self.eof = False
         self.error = None
-        self.start = 0
-        self.end = 0
-        self.want = 1
+        self.rb.clear()
         self.recv_paused = False
         self.recv_parked = False
         self.reader = None
@@ -125,7 +123,7 @@ cdef class _ConnSlot(_SendQueue):
         if res > 0 and not (flags & IORING_CQE_F_MORE):
             self._arm_recv()
         if self.reader is not None:
-            if self.eof or self.end - self.start >= self.want or self.state != _S_OPEN:
+            if self.eof or self.rb.end - self.rb.start >= self.rb.want or self.state != _S_OPEN:
                 if self.reader.each:
                     self.reader._pump()
                 else:
@@ -134,47 +132,11 @@ cdef class _ConnSlot(_SendQueue):
         return 0
 
     @cython.final
-    cdef inline bint _chunk_shared(self):
-        # somebody besides this slot references the chunk (a view a handler
-        # kept): its bytes must not move or be overwritten
-        return _rl_refcnt(<PyObject*>self.chunk) > 1
-
-    @cython.final
     cdef int _append(self, char *ptr, Py_ssize_t n) except -1:
-        cdef Py_ssize_t avail = self.end - self.start
-        cdef Py_ssize_t need, cap
-        cdef bint shared
-        cdef _Chunk nc
-        if self.chunk is None:
-            cap = self.table.chunk_size
-            while cap < n:
-                cap <<= 1
-            self.chunk = _new_chunk(cap)
-            self.start = self.end = 0
-        shared = self._chunk_shared()
-        if avail == 0 and not shared:
-            self.start = self.end = 0
-        if self.end + n > self.chunk.cap:
-            need = avail + n
-            if need < self.want:
-                need = self.want
-            if need <= self.chunk.cap and not shared:
-                memmove(self.chunk.buf, self.chunk.buf + self.start, avail)
-            else:
-                cap = self.chunk.cap
-                while cap < need:
-                    cap <<= 1
-                nc = _new_chunk(cap)
-                memcpy(nc.buf, self.chunk.buf + self.start, avail)
-                if shared:
-                    self.table.chunk_copies += 1
-                self.chunk = nc
-                nc = None
-            self.start = 0
-            self.end = avail
-        memcpy(self.chunk.buf + self.end, ptr, n)
-        self.end += n
-        if self.end - self.start >= self.table.recv_cap and not self.recv_paused:
+        cdef _RecvBuffer rb = self.rb
+        if rb.append(ptr, n, self.table.chunk_size):
+            self.table.chunk_copies += 1
+        if rb.end - rb.start >= self.table.recv_cap and not self.recv_paused:
             # bounded accumulator: stop receiving until the handler consumes
             self.recv_paused = True
             self.table.recv_pauses += 1
@@ -187,19 +149,16 @@ cdef class _ConnSlot(_SendQueue):
         """Run fn over the unconsumed bytes. Returns what it consumed (> 0),
         0 at EOF, or -1 when the caller must wait."""
         cdef Py_ssize_t avail, r
-        cdef _Chunk c
+        cdef _RecvBuffer rb = self.rb
         cdef _NeedAtLeast na
         while True:
             if self.state != _S_OPEN:
                 if self.error is not None:
                     raise self.error
                 raise ConnectionClosed('connection is closed')
-            avail = self.end - self.start
-            if avail > 0 and avail >= self.want:
-                c = self.chunk
-                c.vstart = self.start
-                c.vlen = avail
-                view = PyMemoryView_FromObject(c)
+            avail = rb.end - rb.start
+            if avail > 0 and avail >= rb.want:
+                view = rb.view()
                 try:
                     res = fn(view)
                 finally:
@@ -232,54 +191,31 @@ cdef class _ConnSlot(_SendQueue):
                         if r > avail:
                             raise ValueError(f'parse callback consumed {r} bytes but only '
                                              f'{avail} are buffered')
-                        self.start += r
-                        self.want = 1
-                        if self.start == self.end and self.chunk.cap > 65536:
-                            self.chunk = None      # give back a chunk a big message grew
-                            self.start = self.end = 0
-                        if self.recv_paused and self.end - self.start < self.table.recv_cap // 2:
+                        rb.consume(r)
+                        if self.recv_paused and rb.end - rb.start < self.table.recv_cap // 2:
                             self.recv_paused = False
                             self._arm_recv()
                         return r
                     if r < 0:
                         raise ValueError(f'parse callback returned {r}; expected the number '
                                          'of bytes consumed, 0 or need_at_least(n)')
-                    self.want = avail + 1
+                    rb.want = avail + 1
                 else:
                     na = <_NeedAtLeast>res
                     if na.n > self.table.recv_cap:
                         raise ValueError(f'need_at_least({na.n}) exceeds the receive accumulator '
                                          f'cap ({self.table.recv_cap} bytes)')
-                    self.want = na.n if na.n > avail else avail + 1
-                    self._reserve(self.want)
+                    rb.want = na.n if na.n > avail else avail + 1
+                    rb.reserve(rb.want, self.table.chunk_size)
             if self.eof:
                 if self.error is not None:
                     raise self.error
                 return 0
-            if self.recv_paused and self.end - self.start >= self.table.recv_cap:
+            if self.recv_paused and rb.end - rb.start >= self.table.recv_cap:
                 raise ConnectionDropped(
                     f'the parse callback needs more than recv_accumulator_cap '
                     f'({self.table.recv_cap} bytes) without consuming')
             return -1
-
-    @cython.final
-    cdef int _reserve(self, Py_ssize_t n) except -1:
-        cdef _Chunk c = self.chunk
-        cdef _Chunk nc
-        cdef Py_ssize_t cap, avail
-        if c is not None and c.cap - self.start >= n:
-            return 0
-        cap = self.table.chunk_size
-        while cap < n:
-            cap <<= 1
-        nc = _new_chunk(cap)
-        avail = self.end - self.start
-        if c is not None and avail:
-            memcpy(nc.buf, c.buf + self.start, avail)
-        self.chunk = nc
-        self.start = 0
-        self.end = avail
-        return 0
 
     # -- send --
 
@@ -319,7 +255,7 @@ cdef class _ConnSlot(_SendQueue):
         self.table.pool_bytes += n
         if not self.busy and not self.flush_scheduled:
             self.flush_scheduled = True
-            self.loop.flush_list.append(self)
+            self.loop._want_flush(self)
         return 0
 
     cdef int flush(self) except -1:
@@ -339,7 +275,13 @@ cdef class _ConnSlot(_SendQueue):
         self.busy = True
         self.cur_send = op
         self.nops += 1
-        return self._submit_send(op, False)
+        self._submit_send(op, False)
+        if (self.loop.before_wait and not self.wq and self.state == _S_OPEN
+                and not self.shut_requested and not self.send_waiters):
+            # nothing waits for this send to end: its completion needs no
+            # turn of the loop of its own (LoopCore._mark_quiet)
+            self.loop._mark_quiet(op, op.nbytes)
+        return 0
 
     cdef int _sent(self, _QSendOp op, int res) except -1:
         self.nops -= 1
@@ -400,7 +342,7 @@ cdef class _ConnSlot(_SendQueue):
     cdef int _schedule_flush(self) except -1:
         if not self.flush_scheduled and not self.busy:
             self.flush_scheduled = True
-            self.loop.flush_list.append(self)
+            self.loop._want_flush(self)
         return 0
 
     @cython.final
@@ -709,6 +651,7 @@ cdef class _ConnTable:
             s = <_ConnSlot>self.free.pop()
         else:
             s = _ConnSlot.__new__(_ConnSlot)
+            s.rb = _RecvBuffer.__new__(_RecvBuffer)
             s.loop = self.loop
             s.table = self
             s.index = len(self.slots)
@@ -722,9 +665,7 @@ cdef class _ConnTable:
 
     @cython.final
     cdef int _release(self, _ConnSlot s) except -1:
-        if s.chunk is not None and s._chunk_shared():
-            s.chunk = None
-        s.start = s.end = 0
+        s.rb.release()
         s.reader = None
         s.wq = None
         s.send_waiters = None

@@ -175,7 +175,7 @@ cdef int _fd_claim(_LoopSock loop, int fd, sock) except -1:
 
 
 def _fd_claim_py(_LoopSock loop, int fd, sock=None):
-    """_fd_claim for the Python side (_loop/loop.py, _native.py)."""
+    """_fd_claim for the Python side (_loop/loop.py, _conn/api.py)."""
     if loop.sock_ops:
         _fd_claim(loop, fd, sock)
 

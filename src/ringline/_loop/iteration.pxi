@@ -75,7 +75,6 @@ cdef class LoopCore(_LoopSock):
         self.readers = {}
         self.writers = {}
         self._signal_handlers = {}
-        self.flush_list = []
         self.pre_flush = []
         self.parked = []
         self.send_zc_threshold = 1 << 62
@@ -86,6 +85,8 @@ cdef class LoopCore(_LoopSock):
             _sock_ops_check_new(self)
         if self.sock_ops:
             timeout_ns = _sock_ops_scan(self, timeout_ns)
+        if self.nquiet and timeout_ns == 0:
+            self._clear_quiet()         # no wait to go past them
         if timeout_ns == 0:
             if rl_drv_enter_is_noop(&self.drv):
                 self.skipped_enters += 1
@@ -93,10 +94,13 @@ cdef class LoopCore(_LoopSock):
             ret = self._drv_enter(0, 0)
         else:
             self.waiting = True
+            self.sq_epoch += 1      # a submission (as _drv_enter counts it)
             with nogil:
-                ret = self._drv_enter(1, timeout_ns)
+                ret = rl_drv_wait(&self.drv, timeout_ns, self.quiet, self.gens, self.ops_cap)
             self.waiting = False
             self.wake_sent = False
+            if self.nquiet:
+                self._clear_quiet()     # good for this wait only
             # A signal that interrupted the wait is not always reported as
             # EINTR (io_uring_enter returns the number it submitted when it
             # submitted any): let Python run its handlers after every
@@ -116,13 +120,61 @@ cdef class LoopCore(_LoopSock):
             _sock_ops_check_new(self)
         self._drv_enter(0, 0)
 
+    def __dealloc__(self):
+        self._drop_flushes()
+        free(self.fl_items)
+        self.fl_items = NULL
+
+    @cython.final
+    cdef int _want_flush(self, _Flushable f) except -1:
+        # f has sends to flush before the next wait (the caller set its
+        # flush_scheduled: it is listed once)
+        cdef PyObject **items
+        cdef Py_ssize_t cap
+        if self.fl_len == self.fl_cap:
+            cap = self.fl_cap * 2 if self.fl_cap else 64
+            items = <PyObject**>realloc(self.fl_items, sizeof(PyObject*) * cap)
+            if items == NULL:
+                raise MemoryError()
+            self.fl_items = items
+            self.fl_cap = cap
+        Py_INCREF(f)
+        self.fl_items[self.fl_len] = <PyObject*>f
+        self.fl_len += 1
+        return 0
+
     @cython.final
     cdef int _flush_writes(self) except -1:
-        cdef list fl = self.flush_list
-        self.flush_list = []
-        for f in fl:
-            (<_Flushable>f).flush()
+        # Flush what _want_flush listed, in order. One listed meanwhile (a
+        # failing flush can run a protocol's connection_lost, which may
+        # write elsewhere) is flushed in the same pass.
+        cdef Py_ssize_t i = 0
+        cdef _Flushable f
+        self.before_wait = True
+        try:
+            while i < self.fl_len:
+                f = <_Flushable>self.fl_items[i]    # a reference of our own
+                Py_DECREF(f)                        # the array's
+                self.fl_items[i] = NULL
+                i += 1
+                f.flush()
+        finally:
+            self.before_wait = False
+            # what a raising flush left unflushed stays listed
+            if i < self.fl_len:
+                memmove(self.fl_items, self.fl_items + i, sizeof(PyObject*) * (self.fl_len - i))
+            self.fl_len -= i
         return 0
+
+    @cython.final
+    cdef void _drop_flushes(self):
+        cdef Py_ssize_t i
+        cdef PyObject *p
+        for i in range(self.fl_len):
+            p = self.fl_items[i]
+            self.fl_items[i] = NULL
+            Py_XDECREF(p)
+        self.fl_len = 0
 
     @cython.final
     cdef int _unpark(self) except -1:
@@ -180,7 +232,7 @@ cdef class LoopCore(_LoopSock):
                 timeout_ns = <long long>(dt * 1e9) + 1
         else:
             timeout_ns = -1
-        if self.flush_list:
+        if self.fl_len:
             self._flush_writes()
         self._wait(timeout_ns)
 
@@ -286,6 +338,7 @@ cdef class LoopCore(_LoopSock):
         cdef double deadline
         self.closing = True
         self._bounce_clear()
+        self._drop_flushes()
         while self.rq_len > 0:
             p = self._pop_ready()
             Py_DECREF(<object>p)

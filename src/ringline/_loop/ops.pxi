@@ -83,6 +83,7 @@ cdef class _LoopOps(_LoopSched):
         if self.ops != NULL and self.inflight == 0:
             free(self.ops)
             free(self.gens)
+            free(self.quiet)
             free(self.free_slots)
             self.ops = NULL
 
@@ -235,6 +236,10 @@ cdef class _LoopOps(_LoopSched):
         if ngens == NULL:
             raise MemoryError()
         self.gens = ngens
+        cdef int32_t *nquiet = <int32_t*>realloc(self.quiet, sizeof(int32_t) * newcap)
+        if nquiet == NULL:
+            raise MemoryError()
+        self.quiet = nquiet
         cdef uint32_t *nfree = <uint32_t*>realloc(self.free_slots, sizeof(uint32_t) * newcap)
         if nfree == NULL:
             raise MemoryError()
@@ -243,6 +248,7 @@ cdef class _LoopOps(_LoopSched):
         for i in range(newcap - 1, self.ops_cap - 1, -1) if self.ops_cap else range(newcap - 1, -1, -1):
             self.ops[i] = NULL
             self.gens[i] = 0
+            self.quiet[i] = -1
             self.free_slots[self.nfree] = i
             self.nfree += 1
         self.ops_cap = newcap
@@ -259,6 +265,7 @@ cdef class _LoopOps(_LoopSched):
         if gen == 0xFFFFFFFF or gen == 0:
             gen = 1
         self.gens[slot] = gen
+        self.quiet[slot] = -1
         Py_INCREF(op)
         self.ops[slot] = <PyObject*>op
         self.inflight += 1
@@ -267,6 +274,28 @@ cdef class _LoopOps(_LoopSched):
         op.cancelling = False
         op.epoch = self.sq_epoch
         return op.ud
+
+    @cython.final
+    cdef inline void _mark_quiet(self, _Op op, Py_ssize_t res):
+        # op's completion with this result needs no loop turn of its own:
+        # the wait that follows goes on past it (rl_drv_wait, _c/driver.h).
+        # Only for the wait right after the flush that queued op (before_wait:
+        # no Python code runs in between that could start waiting on it); the
+        # marks are cleared when that wait returns (_clear_quiet).
+        cdef uint32_t slot
+        if res <= 0 or res > 0x7FFFFFFF or self.nquiet >= 64:
+            return
+        slot = <uint32_t>(op.ud & 0xFFFFFFFFULL)
+        self.quiet[slot] = <int32_t>res
+        self.quiet_slots[self.nquiet] = slot
+        self.nquiet += 1
+
+    @cython.final
+    cdef inline void _clear_quiet(self):
+        cdef int i
+        for i in range(self.nquiet):
+            self.quiet[self.quiet_slots[i]] = -1
+        self.nquiet = 0
 
     @cython.final
     cdef io_uring_sqe *_sqe(self, int opcode) except NULL:

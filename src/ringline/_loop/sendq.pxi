@@ -54,7 +54,10 @@ cdef class _QSendOp(_Op):
         # (invariant 1): release() before that only marks the intent.
         if self.notif_pending:
             return
-        self.bufs = None
+        if self.bufs is not None:
+            # emptied, not dropped: the queue takes the list back as its wq
+            # at the next send (_take), so a send allocates no list
+            PyList_SetSlice(self.bufs, 0, PY_SSIZE_T_MAX, NULL)
 
     cdef int complete(self, int res, uint32_t flags) except -1:
         if flags & IORING_CQE_F_NOTIF:
@@ -132,8 +135,10 @@ cdef class _SendQueue(_Flushable):
         op.owner = self
         op.zc = False
         if k == nq:
+            # the whole queue goes out: the op takes the list, the queue the
+            # op's emptied one
+            self.wq = op.bufs if op.bufs is not None else []
             op.bufs = wq
-            self.wq = []
         else:
             op.bufs = wq[:k]
             del wq[:k]

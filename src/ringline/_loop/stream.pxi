@@ -200,7 +200,10 @@ cdef class _StreamCore(_SendQueue):
             if not self.is_buffered:
                 data = PyBytes_FromStringAndSize(ptr, n)
                 try:
-                    self.protocol.data_received(data)
+                    if self.data_received is not None:
+                        self.data_received(data)
+                    else:
+                        self.protocol.data_received(data)
                 except (SystemExit, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
@@ -396,7 +399,7 @@ cdef class _StreamCore(_SendQueue):
         self.wq_bytes += n
         if self.sop is None and not self.flush_scheduled:
             self.flush_scheduled = True
-            self.loop.flush_list.append(self)
+            self.loop._want_flush(self)
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data):
@@ -423,7 +426,13 @@ cdef class _StreamCore(_SendQueue):
             # large sends: zero-copy, buffers held until the notification
             loop.zc_sends += 1
             return self._submit_send(op, True)
-        return self._submit_send(op, False)
+        self._submit_send(op, False)
+        if (loop.before_wait and not self.wq and not self.closing and not self.eof_requested
+                and not self.protocol_paused and self.empty_waiter is None):
+            # nothing waits for this send to end: its completion needs no
+            # turn of the loop of its own (LoopCore._mark_quiet)
+            loop._mark_quiet(op, op.nbytes)
+        return 0
 
     cdef int _sent(self, _QSendOp op, int res) except -1:
         self.sop = None
@@ -474,7 +483,7 @@ cdef class _StreamCore(_SendQueue):
     cdef int _schedule_flush(self) except -1:
         if not self.flush_scheduled and self.sop is None:
             self.flush_scheduled = True
-            self.loop.flush_list.append(self)
+            self.loop._want_flush(self)
         return 0
 
     @cython.final
@@ -715,6 +724,7 @@ cdef class _StreamCore(_SendQueue):
             del transports[fd]
         self.sock.close()
         self.protocol = None
+        self.data_received = None
         transport = self.transport
         self.transport = None
         server = self.server
@@ -725,9 +735,19 @@ cdef class _StreamCore(_SendQueue):
 
     # -- protocol --
 
-    def set_protocol(self, protocol):
+    @cython.final
+    cdef int _use_protocol(self, protocol) except -1:
         self.protocol = protocol
         self.is_buffered = isinstance(protocol, _BufferedProtocol)
+        # looked up once, as uvloop does: the per-read call skips the lookup
+        # (a protocol without one, such as a write pipe's, is looked up again
+        # at the read and fails there, as on asyncio)
+        self.data_received = (None if self.is_buffered
+                              else getattr(protocol, 'data_received', None))
+        return 0
+
+    def set_protocol(self, protocol):
+        self._use_protocol(protocol)
         # pause_writing/resume_writing come in pairs per protocol: a protocol
         # swapped in (start_tls's SSLProtocol) starts unpaused, except asyncio's
         # sendfile fallback, which reads the paused state before the swap and
@@ -784,8 +804,7 @@ def _make_stream_core(LoopCore loop, sock, protocol, transport, dict extra, serv
     c.fd = sock.fileno()
     if loop.sock_ops:
         _fd_claim(loop, c.fd, sock)
-    c.protocol = protocol
-    c.is_buffered = isinstance(protocol, _BufferedProtocol)
+    c._use_protocol(protocol)
     c.transport = transport
     c.extra = extra
     c.server = server
