@@ -21,9 +21,10 @@ import sys
 
 import pytest
 
-from ringline.bench.clients import (CLIENT_PRESETS, DRIVERS, KINDS, BackingServer,
-                                    ClientCell, ClientConfig, WorkerProcess, keys_for,
-                                    plan_client_cells, planned_seconds, value_for)
+from ringline.bench.clients import (CLIENT_PRESETS, ClientConfig, plan_client_cells,
+                                    planned_seconds)
+from ringline.bench.clients_drivers import DRIVERS, KINDS, ClientCell, keys_for, value_for
+from ringline.bench.clients_procs import BackingServer, WorkerProcess
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -43,7 +43,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from .clients import CLIENT_PRESETS, DRIVERS, KINDS, ClientConfig
+from .clients import CLIENT_PRESETS, ClientConfig
+from .clients_drivers import DRIVERS, KINDS
 from .loops import DEFAULT_LOOPS, LOOPS, expand_loop_names
 from .micro import MICRO_BENCHMARKS
 from .runner import (BenchConfig, count_errors, default_cpus, references_for,
