@@ -25,6 +25,7 @@ from ringline.bench.clients import (CLIENT_PRESETS, ClientConfig, plan_client_ce
                                     planned_seconds)
 from ringline.bench.clients_drivers import DRIVERS, KINDS, ClientCell, keys_for, value_for
 from ringline.bench.clients_procs import BackingServer, WorkerProcess
+from support import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -167,9 +168,7 @@ def test_connect_failure_is_reported(servers):
     worker = WorkerProcess("ringline-redis")
     try:
         worker.start()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         with pytest.raises(Exception) as info:
             worker.request("setup", 30, host="127.0.0.1", port=port, op="get", size=64,
                            tasks=1, batch=None)

@@ -17,7 +17,7 @@ import ringline
 from ringline._conn import api as _native
 from ringline._core import ChainState
 
-from support import run
+from support import free_port, run
 from support.conn import echo, read_exactly
 
 URING = ringline.backend().name == "io_uring"
@@ -577,10 +577,7 @@ def test_fds_and_slots_return_to_baseline():
 
 def test_connect_refused_and_timeout():
     async def main():
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = free_port()
         with pytest.raises(ConnectionRefusedError):
             await ringline.connect(("127.0.0.1", port), timeout=5)
         # a listener whose backlog is full and never accepts: SYNs go unanswered

@@ -19,6 +19,8 @@ Owns nothing itself; it names the parts, one module per concern:
 ``loops``            the registry of loops (name -> factory)
 ``loadgen``          building and running the C load generator and C echo server
 ``procs``            server processes and their CPU accounting
+``childio``          reading children's output: prefixed lines, log tails
+``summary``          median/min/max over rounds, an error in one line
 ``micro``            loop micro-benchmarks (run per loop in a subprocess)
 ``report``           Markdown tables
 ``chart``            chart.png

@@ -61,13 +61,13 @@ Every planned round has a record.
 """
 from __future__ import annotations
 
-import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from .clients_drivers import ALL_OPS, DEFAULT_SIZES, DRIVERS, KINDS, ClientCell
 from .clients_procs import BackingServer, ClientBenchError, WorkerProcess
+from .summary import median_min_max, median_of, one_line_error
 
 
 # ---------------------------------------------------------------------------
@@ -144,38 +144,18 @@ def planned_seconds(cfg: ClientConfig) -> float:
     return total
 
 
-def _mmm(values: list[float]) -> dict | None:
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def summarize_client_rounds(rounds: list[dict]) -> dict | None:
     ok = [r for r in rounds if r.get("status") == "ok"]
     if not ok:
         return None
 
-    def med(key: str) -> float | None:
-        values = [r[key] for r in ok if r.get(key) is not None]
-        return statistics.median(values) if values else None
-
-    def lat(key: str) -> float | None:
-        values = [r["lat_us"][key] for r in ok if r["lat_us"].get(key) is not None]
-        return statistics.median(values) if values else None
-
-    return {"rounds_ok": len(ok), "ops_per_s": _mmm([r["ops_per_s"] for r in ok]),
-            "cpu_s_per_mop": med("cpu_s_per_mop"), "cpu_util": med("cpu_util"),
-            "server_cpu_s_per_mop": med("server_cpu_s_per_mop"),
-            "p50_us": lat("p50"), "p99_us": lat("p99"), "p999_us": lat("p999")}
-
-
-def _one_line(message: str) -> str:
-    lines = [l for l in str(message).strip().splitlines() if l.strip()]
-    if not lines:
-        return "error"
-    if len(lines) > 1 and "Traceback" in message:
-        return f"{lines[0]} ... {lines[-1].strip()}"[:300]
-    return lines[0][:300]
+    lat = [r["lat_us"] for r in ok]
+    return {"rounds_ok": len(ok), "ops_per_s": median_min_max([r["ops_per_s"] for r in ok]),
+            "cpu_s_per_mop": median_of(ok, "cpu_s_per_mop"),
+            "cpu_util": median_of(ok, "cpu_util"),
+            "server_cpu_s_per_mop": median_of(ok, "server_cpu_s_per_mop"),
+            "p50_us": median_of(lat, "p50"), "p99_us": median_of(lat, "p99"),
+            "p999_us": median_of(lat, "p999")}
 
 
 class _ClientRun:
@@ -211,7 +191,7 @@ class _ClientRun:
         try:
             hello = worker.start()
         except ClientBenchError as exc:
-            entry.update(available=False, error=_one_line(str(exc)), detail=str(exc))
+            entry.update(available=False, error=one_line_error(str(exc)), detail=str(exc))
             return None
         entry.update(available=True, error=None, versions=hello.get("versions"),
                      loop_version=hello.get("loop_version"),
@@ -231,7 +211,7 @@ class _ClientRun:
                 self.servers[kind] = server
                 self.doc["servers"][kind] = server.describe()
             except ClientBenchError as exc:
-                self.doc["servers"][kind] = {"kind": kind, "error": _one_line(str(exc))}
+                self.doc["servers"][kind] = {"kind": kind, "error": one_line_error(str(exc))}
                 self._note(f"[clients] {kind} server: {exc}")
             self._advance(0.5)
         for name in cfg.drivers:
@@ -257,7 +237,7 @@ class _ClientRun:
         return seconds + 30.0
 
     def _fail(self, entry: dict, name: str, message: str, label: str) -> None:
-        entry.update(status="error", error=_one_line(message), detail=message)
+        entry.update(status="error", error=one_line_error(message), detail=message)
         worker = self.workers.pop(name, None)
         if worker is not None and not worker.alive():
             worker.stop()
@@ -359,8 +339,8 @@ class _ClientRun:
                     if rec["status"] != "ok":
                         self._note(f"{label} {name} round {round_no + 1}: {rec['error']}")
                 except (ClientBenchError, OSError) as exc:
-                    rec = {"round": round_no, "status": "error", "error": _one_line(str(exc)),
-                           "detail": str(exc)}
+                    rec = {"round": round_no, "status": "error",
+                           "error": one_line_error(str(exc)), "detail": str(exc)}
                     self._fail(entry, name, str(exc), label)
                     active.remove(name)
                 entry["rounds"].append(rec)

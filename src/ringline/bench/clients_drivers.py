@@ -226,6 +226,8 @@ class _Aiomcache(_Driver):
 
 
 class _Emcache(_Driver):
+    options: dict = {}      # create_client's keywords beyond the common ones
+
     @staticmethod
     def value_of(item):
         return item.value if item is not None else None
@@ -235,7 +237,7 @@ class _Emcache(_Driver):
 
         self.c = c = await emcache.create_client(
             [emcache.MemcachedHostAddress(host, port)], timeout=None,
-            max_connections=max(1, tasks))
+            max_connections=max(1, tasks), **self.options)
         self.get = c.get
         self.set = c.set
 
@@ -250,14 +252,7 @@ class _Emcache(_Driver):
 
 
 class _EmcacheAutobatch(_Emcache):
-    async def open(self, host, port, tasks):
-        import emcache
-
-        self.c = c = await emcache.create_client(
-            [emcache.MemcachedHostAddress(host, port)], timeout=None,
-            max_connections=max(1, tasks), autobatching=True)
-        self.get = c.get
-        self.set = c.set
+    options = {"autobatching": True}
 
 
 class _RinglineMemcache(_Driver):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import shutil
 import socket
 import subprocess
@@ -29,6 +28,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
+from .childio import LineReader, file_tail
 from .clients_drivers import KINDS, WORKER_PREFIX
 
 
@@ -184,7 +184,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
         self.hello: dict = {}
         self._stderr = None
-        self._buf = b""
+        self._lines: LineReader | None = None
 
     def start(self, timeout: float = 30.0) -> dict:
         from .procs import _package_env
@@ -196,6 +196,8 @@ class WorkerProcess:
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._stderr, env=_package_env(),
                                      start_new_session=True)
+        assert self.proc.stdout is not None
+        self._lines = LineReader(self.proc.stdout.fileno())
         self.hello = self._read(timeout)
         if not self.hello.get("ok"):
             error = self.hello.get("error")
@@ -218,47 +220,26 @@ class WorkerProcess:
         return reply
 
     def _read(self, timeout: float) -> dict:
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while True:
-                while b"\n" in self._buf:
-                    raw, self._buf = self._buf.split(b"\n", 1)
-                    line = raw.decode(errors="replace")
-                    if line.startswith(WORKER_PREFIX):
-                        return json.loads(line[len(WORKER_PREFIX):])
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.stop()
-                    raise ClientBenchError(f"{self.name}: no answer within {timeout:g} s"
-                                           + self._tail())
-                if not sel.select(left):
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    try:
-                        self.proc.wait(timeout=5)
-                    except subprocess.TimeoutExpired:
-                        pass
-                    code = self.proc.returncode
-                    tail = self._tail()
-                    self.stop()
-                    raise ClientBenchError(f"{self.name}: worker exited (status {code})"
-                                           + tail)
-                self._buf += chunk
+        assert self.proc is not None and self._lines is not None
+        try:
+            line = self._lines.next_with(WORKER_PREFIX, time.monotonic() + timeout)
+        except TimeoutError:
+            self.stop()
+            raise ClientBenchError(f"{self.name}: no answer within {timeout:g} s"
+                                   + self._tail()) from None
+        if line is None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            code = self.proc.returncode
+            tail = self._tail()
+            self.stop()
+            raise ClientBenchError(f"{self.name}: worker exited (status {code})" + tail)
+        return json.loads(line[len(WORKER_PREFIX):])
 
     def _tail(self, limit: int = 1500) -> str:
-        if self._stderr is None:
-            return ""
-        try:
-            self._stderr.seek(0, os.SEEK_END)
-            size = self._stderr.tell()
-            self._stderr.seek(max(0, size - limit))
-            text = self._stderr.read().decode(errors="replace").strip()
-        except (OSError, ValueError):
-            return ""
+        text = file_tail(self._stderr, limit)
         return f"\n--- stderr of the {self.name} worker ---\n{text}" if text else ""
 
     def alive(self) -> bool:
@@ -281,7 +262,7 @@ class WorkerProcess:
                         stream.close()
                 except OSError:
                     pass
-        self._buf = b""
+        self._lines = None
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None

@@ -78,16 +78,19 @@ def _summary(entry: dict) -> dict | None:
     return entry.get("summary") if entry else None
 
 
-def _cell_value(entry: dict | None, notes: list[str], key: str) -> str:
+def _cell_value(entry: dict | None, notes: list[str], key: str, rate: str = "rps") -> str:
+    """A rate's median (min-max) over the rounds of a server's (``rps``) or a
+    client driver's (``ops_per_s``) entry; an error or failed rounds become
+    footnotes in ``notes``."""
     if entry is None:
         return "-"
-    if entry["status"] == "n/a":
+    if entry.get("status") == "n/a":
         return "n/a"
     summary = _summary(entry)
     if summary is None:
         notes.append(f"{key}: {entry.get('error')}")
         return f"error[{len(notes)}]"
-    rps = summary["rps"]
+    rps = summary[rate]
     text = f"{fmt_rate(rps['median'])} ({fmt_rate(rps['min'])}–{fmt_rate(rps['max'])})"
     bad = [r for r in entry["rounds"] if r.get("status") != "ok"]
     if bad:
@@ -369,31 +372,6 @@ def _short(name: str) -> str:
     return "ringline" if name.startswith("ringline") else name
 
 
-def _client_ops(entry: dict | None, notes: list[str], key: str) -> str:
-    if entry is None:
-        return "-"
-    summary = entry.get("summary")
-    if summary is None:
-        notes.append(f"{key}: {entry.get('error')}")
-        return f"error[{len(notes)}]"
-    ops = summary["ops_per_s"]
-    text = f"{fmt_rate(ops['median'])} ({fmt_rate(ops['min'])}–{fmt_rate(ops['max'])})"
-    bad = [r for r in entry["rounds"] if r.get("status") != "ok"]
-    if bad:
-        notes.append(f"{key}: {len(bad)} of {len(entry['rounds'])} rounds failed: "
-                     f"{bad[0].get('error')}")
-        text += f" [{len(notes)}]"
-    return text
-
-
-def _client_value(entry: dict | None, field: str) -> float | None:
-    summary = (entry or {}).get("summary")
-    if not summary:
-        return None
-    value = summary.get(field)
-    return value["median"] if isinstance(value, dict) else value
-
-
 def _client_server_line(clients: dict, kind: str) -> str:
     server = clients.get("servers", {}).get(kind, {})
     pin = clients.get("pinning", {})
@@ -434,14 +412,15 @@ def client_table(results: dict, field: str) -> str:
             for name in names:
                 entry = cell["drivers"].get(name)
                 if field == "ops":
-                    row.append(_client_ops(entry, notes, f"{cell['key']} on {name}"))
+                    row.append(_cell_value(entry, notes, f"{cell['key']} on {name}",
+                                           "ops_per_s"))
                 else:
-                    value = _client_value(entry, stat)
+                    value = _median_of(entry, stat)
                     row.append("-" if value is None else f"{value:.2f}")
             for subject in subjects:
                 for peer in peers:
-                    row.append(_ratio(_client_value(cell["drivers"].get(subject), stat),
-                                      _client_value(cell["drivers"].get(peer), stat)))
+                    row.append(_ratio(_median_of(cell["drivers"].get(subject), stat),
+                                      _median_of(cell["drivers"].get(peer), stat)))
             rows.append(row)
         text = _client_server_line(clients, kind) + "\n\n" + _table(header, rows, 3)
         if notes:
