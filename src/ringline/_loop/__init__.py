@@ -11,6 +11,12 @@ Owns nothing itself; it names the parts:
 
 The native parts of the loop (``*.pxi`` here) are compiled into
 ``ringline._core``; see ``_core.pyx`` for their map.
+
+Lifecycle: importing the package imports ``loop`` (and through it the
+native core, ``backend`` and ``transports``); no loop is created.
+
+Invariants: nothing in this layer imports the connection layer, the runtime,
+a client or the package face (tests/test_layers.py).
 """
 from .loop import Loop
 

@@ -12,6 +12,12 @@ Lifecycle: Loop() sets up its driver -- an io_uring ring, or the poll driver
 io_uring where the kernel refuses raises BackendUnavailable naming the
 reason); run_forever/run_until_complete drive it; close() releases the
 executor, signal handlers, every in-flight operation and the driver.
+
+Invariants: every transport is registered by its fd in ``_transports`` from
+its creation, and add_reader/add_writer refuse an fd a live transport owns;
+getaddrinfo never blocks the loop (numeric hosts and ports are answered at
+once without DNS, everything else resolves in the executor); close() is
+refused while the loop runs and is idempotent.
 """
 from __future__ import annotations
 

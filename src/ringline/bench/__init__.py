@@ -33,6 +33,11 @@ Usage: ``ringline bench --quick`` or ``python -m ringline.bench --quick``; see
 docs/benchmarks.md for the method and what each number means.  New servers
 join the matrix through :func:`register_workload`, new loops through
 :func:`register_loop`, without changes to the harness.
+
+Lifecycle: importing the package loads the loop and workload registries
+only; the harness (``cli``, ``runner``) is imported when ``main`` runs.
+Invariants: the benchmark imports ringline's public layers and never the
+other way round (tests/test_layers.py: ``bench`` is the top layer).
 """
 from .loops import LOOPS, LoopSpec, register_loop
 from .servers import WORKLOADS, Workload, register_workload

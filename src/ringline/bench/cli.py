@@ -34,6 +34,12 @@ Presets (explicit options override them):
 Exit status: 0 when the run finished (cells with errors are reported in the
 table); with ``--smoke`` or ``--strict``, 1 if any cell, round or micro-
 benchmark failed.
+
+Lifecycle: one ``main()`` per command: parse, resolve the preset into a
+:class:`.runner.BenchConfig`, run it, write the outputs, return the status.
+
+Invariants: explicit options always win over the preset's values; stdout
+carries only the result tables (progress and errors go to stderr).
 """
 from __future__ import annotations
 

@@ -20,6 +20,13 @@ Owns: the tables printed on stdout and pasted into docs/benchmarks.md:
 
 Every function takes the results document (the content of results.json),
 so a saved run can be re-rendered: ``python -m ringline.bench.report DIR``.
+
+Lifecycle: pure functions of the document, called once a run has finished
+(or on a saved one); nothing is kept between calls.
+
+Invariants: the document is only read; a section the run did not produce
+renders as nothing, and an error in a cell or round becomes a numbered
+footnote under its table rather than a missing row.
 """
 from __future__ import annotations
 

@@ -26,6 +26,11 @@ after the micro-benchmarks, with their own method and results section
 The generator runs pinned to the other CPU(s); with one CPU nothing is
 pinned and the report says so.
 
+Lifecycle: :func:`run_benchmarks` makes one ``_Run``: plan, probe the loops,
+run the cells (servers started and stopped per cell), the micro-benchmarks,
+the generator validation and the client section as configured, then save;
+every server process is stopped on the way out, errors included.
+
 Invariants: a loop that cannot be imported, a server that fails to start
 or dies, a generator session that fails: each is recorded as an error for
 that loop's rounds in that cell, never an exception out of the run.  Every
