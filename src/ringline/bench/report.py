@@ -71,6 +71,13 @@ def _table(header: list[str], rows: list[list[str]], align_right_from: int) -> s
     return "\n".join(lines)
 
 
+def _with_notes(text: str, notes: list[str]) -> str:
+    """A table followed by its numbered footnotes (the ``[n]`` of its cells)."""
+    if notes:
+        text += "\n\n" + "\n".join(f"[{i + 1}] {n}" for i, n in enumerate(notes))
+    return text
+
+
 def _loops(results: dict) -> list[str]:
     return list(results["config"]["loops"])
 
@@ -161,10 +168,7 @@ def throughput_table(results: dict) -> str:
         if with_ref:
             row += [_reference_value(cell, notes, "rps"), _relative_to_c(cell, subject)]
         rows.append(row)
-    text = _table(header, rows, 3)
-    if notes:
-        text += "\n\n" + "\n".join(f"[{i + 1}] {n}" for i, n in enumerate(notes))
-    return text
+    return _with_notes(_table(header, rows, 3), notes)
 
 
 def latency_table(results: dict) -> str:
@@ -210,10 +214,7 @@ def cpu_table(results: dict) -> str:
         if with_ref:
             row.append(_reference_value(cell, notes, "cpu"))
         rows.append(row)
-    text = _table(header, rows, 3)
-    if notes:
-        text += "\n\n" + "\n".join(f"[{i + 1}] {n}" for i, n in enumerate(notes))
-    return text
+    return _with_notes(_table(header, rows, 3), notes)
 
 
 def native_table(results: dict) -> str:
@@ -429,9 +430,8 @@ def client_table(results: dict, field: str) -> str:
                     row.append(_ratio(_median_of(cell["drivers"].get(subject), stat),
                                       _median_of(cell["drivers"].get(peer), stat)))
             rows.append(row)
-        text = _client_server_line(clients, kind) + "\n\n" + _table(header, rows, 3)
-        if notes:
-            text += "\n\n" + "\n".join(f"[{i + 1}] {n}" for i, n in enumerate(notes))
+        text = _with_notes(_client_server_line(clients, kind) + "\n\n"
+                           + _table(header, rows, 3), notes)
         parts.append(text)
     return "\n\n".join(parts)
 
