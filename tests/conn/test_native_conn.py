@@ -697,7 +697,7 @@ def test_push_hands_queued_bytes_to_the_kernel_before_the_iteration_ends():
             enters = loop._ring_stats()["enters"]
             conn.push()
             # exactly one extra enter: the opt-in exception to "one enter per
-            # iteration" (design.md §3.4)
+            # iteration" (docs/invariants.md, invariant 4)
             assert loop._ring_stats()["enters"] == enters + 1
             assert peer.recv(100) == b"queued"       # without yielding
             conn.push()                              # nothing queued: a no-op

@@ -686,7 +686,7 @@ def test_transport_base_init():
     assert _binds(transports._FlowControlMixin.__init__, None, extra=None, loop=None)
 
 
-# public methods ringline defines itself (natively or in _loop.py): a keyword
+# public methods ringline defines itself (natively or in _loop/loop.py): a keyword
 # a new Python adds to the stock loop's version (3.13's cleanup_socket for
 # create_unix_server, for instance) must be accepted here too
 def _own_public_methods():
