@@ -25,6 +25,8 @@ import time
 
 import pytest
 
+from support import free_port
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DOCS_DIR = os.path.join(ROOT, "docs")
 README = os.path.join(ROOT, "README.md")
@@ -45,12 +47,6 @@ def _blocks(names=("api.md",)):
     for name in names:
         found += _blocks_of(os.path.join(DOCS_DIR, name))
     return found
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _needs_312(code):
@@ -88,7 +84,7 @@ def _is_server(code):
 
 
 def _echo_server_roundtrip(code):
-    port = _free_port()
+    port = free_port()
     assert code.count(str(FIXED_PORT)) == 1, "one fixed port in the server snippet"
     code = code.replace(str(FIXED_PORT), str(port))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,

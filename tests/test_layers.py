@@ -194,9 +194,8 @@ def test_every_module_has_a_layer_and_a_docstring():
     for mod, path in _modules(SRC).items():
         if layer_of(mod) == "face":
             assert mod == PKG, f"{mod} is in no layer: add it to _PREFIXES"
-        if layer_of(mod) in ("conn", "runtime", "leaf"):
-            doc = ast.get_docstring(ast.parse(path.read_text()))
-            assert doc and len(doc) > 80, f"{mod} does not open with a docstring"
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        assert doc and len(doc) > 80, f"{mod} does not open with a docstring"
 
 
 def _documented_names(doc: str) -> List[str]:

@@ -1,5 +1,14 @@
 """ringline: an io_uring-native asyncio event loop for Linux.
 
+Owns the package face: the names listed below, and the few functions that
+are its own (new_event_loop, EventLoopPolicy, install, run).  Lifecycle:
+importing ringline loads the native core, the loop and the Conn API; the
+runtime, the timer pool, TLS and UDP are imported on first use of one of
+their names (the module's ``__getattr__``), so a plain import stays cheap.
+Invariants: the face imports the layers below it and never a protocol
+client or ``ringline.bench``; ``ringline.run()`` refuses to nest in a
+running loop.
+
 Every name in ``__all__``, one per line (tests/test_layers.py checks that
 this list and ``__all__`` are the same):
 

@@ -6,6 +6,12 @@ Sub-commands are imported only when called, so ``ringline --help`` works
 even when a sub-command's dependencies are missing.
 
 Commands: ``bench`` (``ringline.bench``, see docs/benchmarks.md).
+
+Lifecycle: one ``main()`` per process: it reads the command name, imports
+that command's module and returns its exit status.
+
+Invariants: ``--help`` (or no argument) prints the usage and exits 0; an
+unknown command prints the usage on stderr and exits 2.
 """
 from __future__ import annotations
 

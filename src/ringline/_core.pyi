@@ -31,7 +31,7 @@ ParseFn = Callable[[memoryview], ParseResult]
 
 NEED_MORE: int
 
-# what a stream transport runs on (ringline._loop.loop passes one)
+# what a stream transport runs on (ringline._loop.transports passes one)
 STREAM_SOCKET: int
 STREAM_READ_PIPE: int
 STREAM_WRITE_PIPE: int

@@ -1,8 +1,16 @@
 """Exceptions of ringline's native runtime, shared by every module.
 
-They are plain classes with no state beyond their message (and, for
-ConnectionDropped, the reason), so any layer may raise them: the connection
-core, the runtime, the timer pool, queues and the protocol clients.
+Owns the exception classes in ``__all__``.  They are plain classes with no
+state beyond their message (and, for ConnectionDropped, the reason), so any
+layer may raise them: the connection core, the runtime, the timer pool,
+queues and the protocol clients.
+
+Lifecycle: none (class definitions only).
+
+Invariants: a leaf -- this module imports nothing of ringline; each class
+derives from the builtin exception a caller already catches for that kind
+of failure (ConnectionError, BufferError, RuntimeError, ValueError; QueueFull
+from Exception).
 """
 from __future__ import annotations
 

@@ -21,9 +21,11 @@ import sys
 
 import pytest
 
-from ringline.bench.clients import (CLIENT_PRESETS, DRIVERS, KINDS, BackingServer,
-                                    ClientCell, ClientConfig, WorkerProcess, keys_for,
-                                    plan_client_cells, planned_seconds, value_for)
+from ringline.bench.clients import (CLIENT_PRESETS, ClientConfig, plan_client_cells,
+                                    planned_seconds)
+from ringline.bench.clients_drivers import DRIVERS, KINDS, ClientCell, keys_for, value_for
+from ringline.bench.clients_procs import BackingServer, WorkerProcess
+from support import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -166,9 +168,7 @@ def test_connect_failure_is_reported(servers):
     worker = WorkerProcess("ringline-redis")
     try:
         worker.start()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         with pytest.raises(Exception) as info:
             worker.request("setup", 30, host="127.0.0.1", port=port, op="get", size=64,
                            tasks=1, batch=None)

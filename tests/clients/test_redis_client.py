@@ -16,7 +16,7 @@ import pytest
 
 import ringline
 import ringline.redis as rr
-from support import DOCS, run
+from support import DOCS, free_port, run
 from support.servers import start_reply_server
 from support.redis_server import (RedisServer, have_redis, make_tls_files, sync_command,
                            tls_supported)
@@ -462,10 +462,7 @@ def test_tls(tls_server, proto):
 
 def test_connect_errors_and_connect_timeout():
     async def main():
-        dead = socket.socket()
-        dead.bind(("127.0.0.1", 0))
-        dead_port = dead.getsockname()[1]
-        dead.close()
+        dead_port = free_port()
         with pytest.raises(rr.RedisConnectionError, match="connect failed"):
             await rr.connect("127.0.0.1", dead_port)
         # a server that accepts but never answers the handshake; it keeps

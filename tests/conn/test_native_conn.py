@@ -17,7 +17,7 @@ import ringline
 from ringline._conn import api as _native
 from ringline._core import ChainState
 
-from support import run
+from support import free_port, run
 from support.conn import echo, read_exactly
 
 URING = ringline.backend().name == "io_uring"
@@ -577,10 +577,7 @@ def test_fds_and_slots_return_to_baseline():
 
 def test_connect_refused_and_timeout():
     async def main():
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = free_port()
         with pytest.raises(ConnectionRefusedError):
             await ringline.connect(("127.0.0.1", port), timeout=5)
         # a listener whose backlog is full and never accepts: SYNs go unanswered
@@ -700,7 +697,7 @@ def test_push_hands_queued_bytes_to_the_kernel_before_the_iteration_ends():
             enters = loop._ring_stats()["enters"]
             conn.push()
             # exactly one extra enter: the opt-in exception to "one enter per
-            # iteration" (design.md §3.4)
+            # iteration" (docs/invariants.md, invariant 4)
             assert loop._ring_stats()["enters"] == enters + 1
             assert peer.recv(100) == b"queued"       # without yielding
             conn.push()                              # nothing queued: a no-op

@@ -1,4 +1,4 @@
-"""design.md §3 invariants on the native connection API (the transport-side
+"""docs/invariants.md's invariants on the native connection API (the transport-side
 tests are in test_invariants.py / test_transport_acceptance.py):
 
 3. one send in flight per connection; sends made meanwhile are coalesced into

@@ -24,6 +24,7 @@ from ringline._conn import api as _native
 from ringline._core import ChainResult
 from ringline._errors import ConnectionClosed
 from ringline._conn.tls import TlsConn, connect_tls, wrap_server_tls
+from support import free_port
 
 
 # --------------------------------------------------------------------------
@@ -613,10 +614,7 @@ def test_corrupt_record_after_handshake(run, certs):
 
 
 def test_connection_refused(run, certs):
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    port = lsock.getsockname()[1]
-    lsock.close()
+    port = free_port()
 
     async def main():
         with pytest.raises(ConnectionRefusedError):

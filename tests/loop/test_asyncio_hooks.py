@@ -33,6 +33,7 @@ import pytest
 import ringline
 from ringline import _core
 from ringline._loop import loop as _loop
+from ringline._loop import transports as _transports
 
 from support import run, tcp_listener
 
@@ -444,7 +445,7 @@ def test_create_connection_transport():
 def test_flow_control_mixin_and_sendfile_fallback():
     # base_events' sendfile fallback insists on a _FlowControlMixin and swaps
     # in _SendfileFallbackProtocol, reading the transport's private state
-    assert issubclass(_loop._SocketTransport, transports._FlowControlMixin)
+    assert issubclass(_transports._SocketTransport, transports._FlowControlMixin)
     assert _binds(base_events._SendfileFallbackProtocol.__init__, None, None)
     assert _binds(base_events.BaseEventLoop._sendfile_fallback, None, None,
                   None, 0, None)
@@ -495,7 +496,7 @@ def test_sendfile_mode_constants():
     # base_events.sendfile dispatches on the transport's _sendfile_compatible
     src = inspect.getsource(base_events.BaseEventLoop.sendfile)
     assert "_sendfile_compatible" in src and "_SendfileMode.TRY_NATIVE" in src
-    assert _loop._SocketTransport._sendfile_compatible is constants._SendfileMode.TRY_NATIVE
+    assert _transports._SocketTransport._sendfile_compatible is constants._SendfileMode.TRY_NATIVE
 
     def scenario(loop):
         async def main():
@@ -685,7 +686,7 @@ def test_transport_base_init():
     assert _binds(transports._FlowControlMixin.__init__, None, extra=None, loop=None)
 
 
-# public methods ringline defines itself (natively or in _loop.py): a keyword
+# public methods ringline defines itself (natively or in _loop/loop.py): a keyword
 # a new Python adds to the stock loop's version (3.13's cleanup_socket for
 # create_unix_server, for instance) must be accepted here too
 def _own_public_methods():

@@ -1,4 +1,4 @@
-"""design.md §3 invariant 2, on whichever backend the test pass runs
+"""docs/invariants.md, invariant 2, on whichever backend the test pass runs
 (RINGLINE_BACKEND): every completion is matched to its operation through a
 generation-checked token; a stale or unknown completion is counted and
 dropped, never dispatched to the new owner of a reused slot."""

@@ -28,16 +28,10 @@ from ringline._runtime.config import Config
 from ringline._errors import ConfigError
 from ringline._runtime.handler import Handler
 from ringline._runtime.launch import launch
-from support import DOCS, run
+from support import DOCS, free_port, run
 from support.conn import read_exactly
 
 DOC = os.path.join(DOCS, "runtime.md")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_script(tmp_path, code, timeout=40, **popen):

@@ -10,8 +10,11 @@ into the core extension from here too):
   timers   the per-loop timer pool and sleep/timeout (TLS handshakes draw
            their deadlines from it; the runtime re-exports it)
 
-Layering: modules here import the loop/core and the leaves (`ringline._errors`,
-`ringline._util`) only, never the runtime, the clients or the package face
-(tests/test_layers.py checks it). Inside the layer: tls -> api, tls -> timers.
-This file imports nothing, so importing one module of the layer stays cheap.
+Lifecycle: this file imports nothing, so importing one module of the layer
+stays cheap; each module's objects live on one loop (see its docstring).
+
+Invariants (layering): modules here import the loop/core and the leaves
+(`ringline._errors`, `ringline._util`) only, never the runtime, the clients or
+the package face (tests/test_layers.py checks it). Inside the layer: tls ->
+api, tls -> timers.
 """

@@ -14,6 +14,11 @@ closed exactly once.
 
 Everything here needs a running ringline loop (a `ringline.serve` worker or
 `asyncio.Runner(loop_factory=ringline.new_event_loop)`).
+
+Invariants: every fd this module creates or is handed ends up with exactly
+one owner -- a `Conn`, or closed here on failure -- never both and never
+neither; a call that needs a loop refuses anything but a ringline loop with
+a message saying how to get one; `configure` accepts positive ints only.
 """
 from __future__ import annotations
 

@@ -13,6 +13,16 @@ Test hooks, read at loop creation:
   RINGLINE_FAKE_URING_ERRNO=ENOSYS|EPERM|<number>  io_uring_setup fails so
   RINGLINE_FAKE_URING_DISABLED=1|2  as if /proc/sys/kernel/io_uring_disabled
       held that value for this (unprivileged) process: setup fails with EPERM
+
+Lifecycle: ``setup_backend`` runs once per new loop, before any operation;
+a loop keeps its backend until it closes.  ``_cache`` holds ``backend()``'s
+answer for a loop not yet created, one entry per setting of the RINGLINE_*
+variables above.
+
+Invariants: a refused io_uring ring never fails an automatic choice (the
+loop falls back to the poll backend, and each distinct reason is logged
+once per process); a forced io_uring never falls back silently; the fake ring is reachable only
+by argument, never from the environment.
 """
 from __future__ import annotations
 

@@ -23,7 +23,11 @@ and its supervisor (fdpass describes the messages). Nothing is shared
 between workers: each has its own ring, buffer ring, connection table and
 timers.
 
-Layering: the runtime sits above the connection layer (ringline._conn) and
-the loop, and below the protocol clients; it never imports the package face
-or a client (tests/test_layers.py checks it).
+Lifecycle: the processes above, each described by its module (supervisor,
+worker, launch); importing this package starts nothing and imports none of
+its modules.
+
+Invariants (layering): the runtime sits above the connection layer
+(ringline._conn) and the loop, and below the protocol clients; it never
+imports the package face or a client (tests/test_layers.py checks it).
 """

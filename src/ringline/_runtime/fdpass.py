@@ -16,6 +16,9 @@ Channels (each one SOCK_SEQPACKET socketpair, so one send is one message):
                           exception (the start failed)
   EOF on a channel tells each side that the other is gone.
 
+Lifecycle: stateless; the channels themselves are created and closed by
+the supervisor, the worker and launch(), which use these functions.
+
 Invariants: at most MAX_FDS_PER_MSG fds travel in one message (SCM_MAX_FD);
 every fd `recv_fds` returns is owned by the caller (received close-on-exec
 when the caller passes MSG_CMSG_CLOEXEC); a truncated fd array is never

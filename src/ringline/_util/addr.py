@@ -17,8 +17,12 @@ protocol clients, redis MOVED/ASK redirections):
 * a text with no port gets ``default_port`` when the caller has one, else it
   is a ValueError naming the text.
 
-Stateless; raises ValueError (bad text or port) or TypeError (neither text
-nor pair), never OSError: resolving names is the caller's job.
+Lifecycle: stateless (pure functions).
+
+Invariants: raises ValueError (bad text or port) or TypeError (neither text
+nor pair), never OSError: resolving names is the caller's job; a port out of
+range is never converted past five digits, and its error quotes at most 80
+characters of the text.
 """
 from __future__ import annotations
 

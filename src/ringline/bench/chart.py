@@ -5,6 +5,13 @@ per (connections, size) cell and one bar per loop (median requests/s, with
 a min-max whisker over rounds); above each group, the ratio of the subject
 loop to each other loop (to the strongest three when more are measured).  Cells where a loop has no result get no bar for
 that loop.  Uses matplotlib's non-interactive Agg backend.
+
+Lifecycle: one call per finished run (or re-render); matplotlib is imported
+inside the call, so the harness runs without it, and the figure is closed
+before returning.
+
+Invariants: the results document is only read; the chart is a function of
+it alone (no clock, no machine state).
 """
 from __future__ import annotations
 

@@ -34,6 +34,12 @@ Presets (explicit options override them):
 Exit status: 0 when the run finished (cells with errors are reported in the
 table); with ``--smoke`` or ``--strict``, 1 if any cell, round or micro-
 benchmark failed.
+
+Lifecycle: one ``main()`` per command: parse, resolve the preset into a
+:class:`.runner.BenchConfig`, run it, write the outputs, return the status.
+
+Invariants: explicit options always win over the preset's values; stdout
+carries only the result tables (progress and errors go to stderr).
 """
 from __future__ import annotations
 
@@ -43,7 +49,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from .clients import CLIENT_PRESETS, DRIVERS, KINDS, ClientConfig
+from .clients import CLIENT_PRESETS, ClientConfig
+from .clients_drivers import DRIVERS, KINDS
 from .loops import DEFAULT_LOOPS, LOOPS, expand_loop_names
 from .micro import MICRO_BENCHMARKS
 from .runner import (BenchConfig, count_errors, default_cpus, references_for,

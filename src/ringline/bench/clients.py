@@ -1,24 +1,26 @@
 """Client workloads: ringline's Redis and memcached clients against their peers.
 
-Owns: the client drivers (how each library connects, GETs, SETs and runs a
-batch), the worker process that runs one driver (``python -m
-ringline.bench.clients --worker NAME``), the backing servers (redis-server and
-memcached) and :func:`run_client_section`, which produces the ``clients``
-part of the results document.
+Owns: the client section of ``ringline bench``: its configuration
+(:class:`ClientConfig`, :data:`CLIENT_PRESETS`), the plan of cells and its
+time estimate, :func:`run_client_section` (servers up, workers up, every
+cell's interleaved rounds, everything stopped), which produces the
+``clients`` part of the results document, and the ratios and error list
+read from that document.  The parts it drives, one module a job:
 
-Drivers (one per library, each on the loop it is normally used with):
+====================  =========================================================
+``clients_drivers``   the registry (server kinds, drivers, cells) and the
+                      driver classes: how each library connects, GETs, SETs
+                      and runs a batch
+``clients_worker``    the worker process that runs one driver
+                      (``python -m ringline.bench.clients --worker NAME``)
+``clients_procs``     the backing servers (redis-server, memcached) and the
+                      harness's end of a worker's pipe
+====================  =========================================================
 
-=================  ========  ========  ===========================================
-name               server    loop      client
-=================  ========  ========  ===========================================
-redis-py           redis     uvloop    ``redis.asyncio.Redis`` (hiredis parser)
-ringline-redis     redis     ringline  ``ringline.redis.connect``
-aiomcache          memcache  uvloop    ``aiomcache.Client(pool_size=tasks)``
-emcache            memcache  uvloop    ``emcache.create_client(max_connections=tasks)``
-emcache-autobatch  memcache  uvloop    the same with ``autobatching=True`` (GET,
-                                       concurrent tasks only: an extra column)
-ringline-memcache  memcache  ringline  ``ringline.memcache.connect``
-=================  ========  ========  ===========================================
+Lifecycle: :func:`run_client_section` starts one backing server per kind
+and one worker per driver, runs the cells in order (reporting the document
+after each one through ``on_cell``) and stops every process on the way out,
+errors included.
 
 Method:
 
@@ -59,760 +61,13 @@ Every planned round has a record.
 """
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import resource
-import selectors
-import shutil
-import signal
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from typing import Any, Callable
 
-# ---------------------------------------------------------------------------
-# registry
-
-
-@dataclass(frozen=True)
-class ServerKind:
-    name: str
-    tasks: tuple[int, ...]          # closed-loop task counts
-    batch_ops: tuple[str, ...]      # ops that have a "pipeline" load
-    target_tasks: int               # the load the issue's target is set at
-    target_ratio: float
-
-
-@dataclass(frozen=True)
-class DriverSpec:
-    name: str
-    kind: str
-    loop: str                       # a name in loops.LOOPS
-    subject: bool                   # ringline's own client
-    packages: tuple[str, ...]       # distributions whose versions are reported
-    settings: str                   # how the client is configured
-    batch: str                      # what "pipeline N" is for this driver
-    ops: tuple[str, ...] = ("get", "set")
-    concurrent_only: bool = False   # only the cells with more than one task
-    variant_of: str | None = None   # another configuration of that driver (no target)
-
-    def applies(self, cell: "ClientCell") -> bool:
-        if cell.kind != self.kind or cell.op not in self.ops:
-            return False
-        return not self.concurrent_only or (not cell.batch and cell.tasks > 1)
-
-
-KINDS: dict[str, ServerKind] = {
-    "redis": ServerKind("redis", (1, 50), ("get", "set"), 50, 5.0),
-    "memcache": ServerKind("memcache", (1, 32), ("get",), 32, 3.0),
-}
-
-DRIVERS: dict[str, DriverSpec] = {d.name: d for d in (
-    DriverSpec("redis-py", "redis", "uvloop", False, ("redis", "hiredis"),
-               "redis.asyncio.Redis(decode_responses=False), hiredis parser, "
-               "default pool (one connection per concurrent task)",
-               "pipeline(transaction=False) + execute()"),
-    DriverSpec("ringline-redis", "redis", "ringline", True, ("ringline",),
-               "ringline.redis.connect(host, port): one connection, automatic pipelining",
-               "pipeline() + execute()"),
-    DriverSpec("aiomcache", "memcache", "uvloop", False, ("aiomcache",),
-               "aiomcache.Client(pool_size=tasks)", "multi_get(*keys)"),
-    DriverSpec("emcache", "memcache", "uvloop", False, ("emcache",),
-               "emcache.create_client(max_connections=tasks, timeout=None), "
-               "autobatching off (its default)", "get_many(keys)"),
-    DriverSpec("emcache-autobatch", "memcache", "uvloop", False, ("emcache",),
-               "emcache.create_client(max_connections=tasks, timeout=None, "
-               "autobatching=True): concurrent GETs merged into multi-key gets",
-               "-", ops=("get",), concurrent_only=True, variant_of="emcache"),
-    DriverSpec("ringline-memcache", "memcache", "ringline", True, ("ringline",),
-               "ringline.memcache.connect(host, port): one connection, automatic pipelining",
-               "get_many(keys)"),
-)}
-
-ALL_OPS = ("get", "set")
-DEFAULT_SIZES = (64, 1024)
-KEYS_PER_CELL = 100
-WORKER_PREFIX = "@@RLB "
-
-
-def value_for(size: int) -> bytes:
-    pattern = b"%d|abcdefghijklmnopqrstuvwxyz0123456789|" % size
-    return (pattern * (size // len(pattern) + 1))[:size]
-
-
-def keys_for(size: int, count: int = KEYS_PER_CELL) -> list[bytes]:
-    return [b"rlb:%d:%d" % (size, i) for i in range(count)]
-
-
-# ---------------------------------------------------------------------------
-# drivers (inside the worker process)
-
-
-class _Driver:
-    """One library's client: connect, the per-op callables, close.
-
-    ``get(key)``, ``set(key, value)``, ``get_batch(keys)``, ``set_batch(keys,
-    value)`` return awaitables; the session loops call them directly (bound
-    methods where the library allows) so the harness adds no layer of its
-    own.  ``value_of`` turns a GET result into bytes when the library wraps
-    it; ``batch_values`` turns a batch result into a list of values.
-    """
-
-    value_of: Callable[[Any], Any] | None = None
-
-    async def open(self, host: str, port: int, tasks: int) -> None:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        raise NotImplementedError
-
-    def batch_values(self, result: Any) -> list:
-        return list(result.values()) if isinstance(result, dict) else list(result)
-
-    def info(self) -> dict:
-        return {}
-
-
-class _RedisPy(_Driver):
-    async def open(self, host, port, tasks):
-        import redis.asyncio as aioredis
-
-        self.r = r = aioredis.Redis(host=host, port=port, decode_responses=False)
-        self.get = r.get
-        self.set = r.set
-
-    async def get_batch(self, keys):
-        p = self.r.pipeline(transaction=False)
-        for k in keys:
-            p.get(k)
-        return await p.execute()
-
-    async def set_batch(self, keys, value):
-        p = self.r.pipeline(transaction=False)
-        for k in keys:
-            p.set(k, value)
-        return await p.execute()
-
-    async def close(self):
-        await self.r.aclose()
-
-    def info(self):
-        import redis.asyncio.connection as conn
-        import redis.utils
-
-        return {"parser": conn.DefaultParser.__name__,
-                "hiredis": bool(redis.utils.HIREDIS_AVAILABLE)}
-
-
-class _RinglineRedis(_Driver):
-    async def open(self, host, port, tasks):
-        import ringline.redis
-
-        self.c = c = await ringline.redis.connect(host, port)
-        self.get = c.get
-        self.set = c.set
-
-    async def get_batch(self, keys):
-        p = self.c.pipeline()
-        for k in keys:
-            p.get(k)
-        return await p.execute()
-
-    async def set_batch(self, keys, value):
-        p = self.c.pipeline()
-        for k in keys:
-            p.set(k, value)
-        return await p.execute()
-
-    async def close(self):
-        await self.c.close()
-
-    def info(self):
-        return {"parser": self.c.options.parser if hasattr(self, "c") else None}
-
-
-class _Aiomcache(_Driver):
-    async def open(self, host, port, tasks):
-        import aiomcache
-
-        self.c = c = aiomcache.Client(host, port, pool_size=max(1, tasks))
-        self.get = c.get
-        self.set = c.set
-
-    def get_batch(self, keys):
-        return self.c.multi_get(*keys)
-
-    async def close(self):
-        await self.c.close()
-
-
-class _Emcache(_Driver):
-    @staticmethod
-    def value_of(item):
-        return item.value if item is not None else None
-
-    async def open(self, host, port, tasks):
-        import emcache
-
-        self.c = c = await emcache.create_client(
-            [emcache.MemcachedHostAddress(host, port)], timeout=None,
-            max_connections=max(1, tasks))
-        self.get = c.get
-        self.set = c.set
-
-    def get_batch(self, keys):
-        return self.c.get_many(keys)
-
-    def batch_values(self, result):
-        return [item.value for item in result.values()]
-
-    async def close(self):
-        await self.c.close()
-
-
-class _EmcacheAutobatch(_Emcache):
-    async def open(self, host, port, tasks):
-        import emcache
-
-        self.c = c = await emcache.create_client(
-            [emcache.MemcachedHostAddress(host, port)], timeout=None,
-            max_connections=max(1, tasks), autobatching=True)
-        self.get = c.get
-        self.set = c.set
-
-
-class _RinglineMemcache(_Driver):
-    async def open(self, host, port, tasks):
-        import ringline.memcache
-
-        self.c = c = await ringline.memcache.connect(host, port)
-        self.get = c.get
-        self.set = c.set
-
-    def get_batch(self, keys):
-        return self.c.get_many(keys)
-
-    async def close(self):
-        await self.c.close()
-
-
-_MODULES = {"redis-py": "redis.asyncio", "ringline-redis": "ringline.redis",
-            "aiomcache": "aiomcache", "emcache": "emcache", "emcache-autobatch": "emcache",
-            "ringline-memcache": "ringline.memcache"}
-
-_DRIVER_CLASSES: dict[str, type[_Driver]] = {
-    "redis-py": _RedisPy, "ringline-redis": _RinglineRedis, "aiomcache": _Aiomcache,
-    "emcache": _Emcache, "emcache-autobatch": _EmcacheAutobatch,
-    "ringline-memcache": _RinglineMemcache,
-}
-
-
-class _Window:
-    """The measured window of one session (opened and closed by timers)."""
-
-    __slots__ = ("measuring", "stop", "t0", "t1", "ru0", "ru1", "errors", "first_error")
-
-    def __init__(self):
-        self.measuring = False
-        self.stop = False
-        self.t0 = self.t1 = 0.0
-        self.ru0 = self.ru1 = None
-        self.errors = 0
-        self.first_error: str | None = None
-
-    def begin(self):
-        self.ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        self.t0 = time.perf_counter()
-        self.measuring = True
-
-    def end(self):
-        self.t1 = time.perf_counter()
-        self.ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        self.measuring = False
-        self.stop = True
-
-    def fail(self, message: str):
-        self.errors += 1
-        if self.first_error is None:
-            self.first_error = message[:300]
-
-
-async def _get_loop(get, key, expected, value_of, w: _Window, lat: list):
-    perf = time.perf_counter
-    try:
-        while not w.stop:
-            t0 = perf()
-            v = await get(key)
-            t1 = perf()
-            if w.measuring:
-                lat.append(t1 - t0)
-            if v != expected and (value_of is None or value_of(v) != expected):
-                w.fail(f"GET {key!r} returned {v!r:.80}, expected {len(expected)} bytes")
-    except Exception as exc:  # noqa: BLE001 - any failure is the session's error
-        w.fail(f"GET {key!r}: {type(exc).__name__}: {exc}")
-
-
-async def _set_loop(set_, key, value, w: _Window, lat: list):
-    perf = time.perf_counter
-    try:
-        while not w.stop:
-            t0 = perf()
-            await set_(key, value)
-            t1 = perf()
-            if w.measuring:
-                lat.append(t1 - t0)
-    except Exception as exc:  # noqa: BLE001
-        w.fail(f"SET {key!r}: {type(exc).__name__}: {exc}")
-
-
-async def _batch_loop(batch, args, n, expected, values_of, verify, w: _Window, lat: list):
-    perf = time.perf_counter
-    try:
-        while not w.stop:
-            t0 = perf()
-            res = await batch(*args)
-            t1 = perf()
-            if w.measuring:
-                lat.append(t1 - t0)
-            if expected is None:            # a SET batch: n replies, no error
-                if len(res) != n:
-                    w.fail(f"batch returned {len(res)} replies, expected {n}")
-                continue
-            vals = values_of(res)
-            if len(vals) != n:
-                w.fail(f"batch returned {len(vals)} values, expected {n}")
-            elif verify:
-                bad = sum(1 for v in vals if v != expected)
-                if bad:
-                    w.fail(f"batch: {bad} of {n} values differ from the preloaded one")
-            elif vals[0] != expected or vals[-1] != expected:
-                w.fail("batch: a value differs from the preloaded one")
-    except Exception as exc:  # noqa: BLE001
-        w.fail(f"batch: {type(exc).__name__}: {exc}")
-
-
-def _percentiles_us(lat: list[float]) -> dict:
-    if not lat:
-        return {"p50": None, "p99": None, "p999": None, "max": None}
-    lat.sort()
-    n = len(lat)
-
-    def at(q: float) -> float:
-        return round(lat[min(n - 1, int(q * n))] * 1e6, 1)
-
-    return {"p50": at(0.5), "p99": at(0.99), "p999": at(0.999),
-            "max": round(lat[-1] * 1e6, 1)}
-
-
-class Worker:
-    """The state of one worker process: its driver and the current cell."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.spec = DRIVERS[name]
-        self.driver: _Driver | None = None
-        self.cell: dict | None = None
-
-    async def setup(self, host: str, port: int, op: str, size: int, tasks: int,
-                    batch: int | None) -> dict:
-        if self.driver is not None:
-            await self.teardown()
-        driver = _DRIVER_CLASSES[self.name]()
-        await driver.open(host, port, tasks)
-        self.driver = driver
-        value = value_for(size)
-        keys = keys_for(size, max(KEYS_PER_CELL, batch or 0))
-        for key in keys:
-            await driver.set(key, value)
-        got = await driver.get(keys[0])
-        if driver.value_of is not None and got is not None and got != value:
-            got = driver.value_of(got)
-        if got != value:
-            raise RuntimeError(f"preload check: GET {keys[0]!r} returned {got!r:.80}")
-        self.cell = {"op": op, "size": size, "tasks": tasks, "batch": batch,
-                     "keys": keys, "value": value}
-        return {"info": driver.info()}
-
-    async def teardown(self) -> dict:
-        driver, self.driver, self.cell = self.driver, None, None
-        if driver is not None:
-            await driver.close()
-        return {}
-
-    async def session(self, duration: float, lead_in: float, verify: bool) -> dict:
-        if self.driver is None or self.cell is None:
-            raise RuntimeError("no cell set up")
-        d, cell = self.driver, self.cell
-        loop = asyncio.get_running_loop()
-        w = _Window()
-        lat: list[float] = []
-        keys, value, batch = cell["keys"], cell["value"], cell["batch"]
-        if batch:
-            n = batch
-            if cell["op"] == "get":
-                coros = [_batch_loop(d.get_batch, (keys[:n],), n, value, d.batch_values,
-                                     verify, w, lat)]
-            else:
-                coros = [_batch_loop(d.set_batch, (keys[:n], value), n, None, None,
-                                     verify, w, lat)]
-        else:
-            n = 1
-            if cell["op"] == "get":
-                coros = [_get_loop(d.get, keys[i % len(keys)], value, d.value_of, w, lat)
-                         for i in range(cell["tasks"])]
-            else:
-                coros = [_set_loop(d.set, keys[i % len(keys)], value, w, lat)
-                         for i in range(cell["tasks"])]
-        tasks = [loop.create_task(c) for c in coros]
-        loop.call_later(lead_in, w.begin)
-        loop.call_later(lead_in + duration, w.end)
-        try:
-            await asyncio.wait_for(asyncio.gather(*tasks), lead_in + duration + 30)
-        except asyncio.TimeoutError:
-            w.fail("session did not finish within 30 s of its end")
-        if w.ru0 is None or w.ru1 is None:
-            raise RuntimeError(w.first_error or "the measured window never closed")
-        wall = w.t1 - w.t0
-        user = w.ru1.ru_utime - w.ru0.ru_utime
-        system = w.ru1.ru_stime - w.ru0.ru_stime
-        ops = len(lat) * n
-        return {"ops": ops, "wall_s": wall, "ops_per_s": ops / wall if wall > 0 else 0.0,
-                "cpu_s": user + system, "user_s": user, "sys_s": system,
-                "errors": w.errors, "first_error": w.first_error,
-                "lat_us": _percentiles_us(lat), "latency_of": "batch" if batch else "op"}
-
-
-def _versions(spec: DriverSpec) -> dict:
-    out = {}
-    for pkg in spec.packages:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def worker_main(name: str, cpu: int | None) -> int:
-    """The worker process: one hello line, then one answer per command line."""
-    from .loops import LOOPS, create_loop
-
-    out = sys.stdout
-
-    def say(obj: dict) -> None:
-        out.write(WORKER_PREFIX + json.dumps(obj) + "\n")
-        out.flush()
-
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    spec = DRIVERS[name]
-    try:
-        # import everything the driver needs before anything is measured
-        __import__(_MODULES[name])
-        runner = asyncio.Runner(loop_factory=lambda: create_loop(spec.loop))
-        loop = runner.get_loop()
-    except Exception as exc:  # noqa: BLE001
-        say({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-        return 1
-    worker = Worker(name)
-    say({"ok": True, "versions": _versions(spec), "loop": spec.loop,
-         "loop_version": LOOPS[spec.loop].version(),
-         "loop_class": f"{type(loop).__module__}.{type(loop).__qualname__}",
-         "pid": os.getpid(), "cpu": cpu})
-    with runner:
-        for line in sys.stdin:
-            if not line.strip():
-                continue
-            try:
-                req = json.loads(line)
-                cmd = req.pop("cmd")
-                if cmd == "setup":
-                    result = runner.run(worker.setup(**req))
-                elif cmd == "run":
-                    result = runner.run(worker.session(**req))
-                elif cmd == "teardown":
-                    result = runner.run(worker.teardown())
-                else:
-                    raise ValueError(f"unknown command {cmd!r}")
-                say({"ok": True, **result})
-            except Exception as exc:  # noqa: BLE001
-                say({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-        try:
-            runner.run(worker.teardown())
-        except Exception:  # noqa: BLE001
-            pass
-    return 0
-
-
-# ---------------------------------------------------------------------------
-# the harness side: backing servers and worker processes
-
-
-class ClientBenchError(RuntimeError):
-    pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pin(cpu: int | None) -> Callable[[], None] | None:
-    if cpu is None:
-        return None
-
-    def pin() -> None:
-        os.sched_setaffinity(0, {cpu})
-    return pin
-
-
-class BackingServer:
-    """redis-server or memcached on a free 127.0.0.1 port, pinned to ``cpu``."""
-
-    def __init__(self, kind: str, cpu: int | None = None, host: str = "127.0.0.1"):
-        if kind not in KINDS:
-            raise ValueError(f"unknown server kind {kind!r}")
-        self.kind = kind
-        self.cpu = cpu
-        self.host = host
-        self.port: int | None = None
-        self.proc: subprocess.Popen | None = None
-        self.version: str | None = None
-        self.argv: list[str] = []
-        self._dir: str | None = None
-        self._log = None
-
-    @staticmethod
-    def binary(kind: str) -> str | None:
-        name = "redis-server" if kind == "redis" else "memcached"
-        return shutil.which(name) or (f"/usr/bin/{name}"
-                                      if os.path.exists(f"/usr/bin/{name}") else None)
-
-    def start(self, timeout: float = 10.0) -> "BackingServer":
-        exe = self.binary(self.kind)
-        if exe is None:
-            raise ClientBenchError(f"{self.kind}: server binary not found "
-                                   f"({'redis-server' if self.kind == 'redis' else 'memcached'})")
-        self.port = _free_port()
-        self._dir = tempfile.mkdtemp(prefix=f"ringline-bench-{self.kind}-")
-        if self.kind == "redis":
-            self.argv = [exe, "--save", "", "--appendonly", "no", "--port", str(self.port),
-                         "--bind", self.host, "--dir", self._dir]
-        else:
-            self.argv = [exe, "-l", self.host, "-p", str(self.port), "-U", "0", "-t", "1",
-                         "-m", "256"]
-            if os.geteuid() == 0:
-                self.argv += ["-u", "root"]
-        self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=self._dir, preexec_fn=_pin(self.cpu),
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise ClientBenchError(f"{self.kind} server exited with status "
-                                       f"{self.proc.returncode}: {self.log_tail()}")
-            try:
-                self.version = self._hello()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise ClientBenchError(f"{self.kind} server did not answer on port "
-                                           f"{self.port} within {timeout:g} s")
-                time.sleep(0.02)
-
-    def _hello(self) -> str:
-        with socket.create_connection((self.host, self.port), timeout=1) as s:
-            if self.kind == "redis":
-                s.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
-                data = b""
-                while b"redis_version:" not in data or not data.endswith(b"\r\n"):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        raise ConnectionError("closed")
-                    data += chunk
-                line = data.split(b"redis_version:", 1)[1].split(b"\r\n", 1)[0]
-                return "redis " + line.decode()
-            s.sendall(b"version\r\n")
-            data = b""
-            while not data.endswith(b"\r\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    raise ConnectionError("closed")
-                data += chunk
-            return "memcached " + data.decode().split()[-1]
-
-    def cpu_times(self) -> tuple[float, float]:
-        from .procs import read_cpu_times
-
-        assert self.proc is not None
-        return read_cpu_times(self.proc.pid)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, limit: int = 1000) -> str:
-        if self._log is None:
-            return ""
-        try:
-            self._log.seek(0)
-            return self._log.read().decode(errors="replace").strip()[-limit:]
-        except (OSError, ValueError):
-            return ""
-
-    def describe(self) -> dict:
-        return {"kind": self.kind, "version": self.version, "port": self.port,
-                "cpu": self.cpu, "argv": self.argv,
-                "pid": self.proc.pid if self.proc else None}
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def __enter__(self) -> "BackingServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-class WorkerProcess:
-    """A driver's worker process, as the harness sees it."""
-
-    def __init__(self, name: str, cpu: int | None = None):
-        self.name = name
-        self.cpu = cpu
-        self.proc: subprocess.Popen | None = None
-        self.hello: dict = {}
-        self._stderr = None
-        self._buf = b""
-
-    def start(self, timeout: float = 30.0) -> dict:
-        from .procs import _package_env
-
-        argv = [sys.executable, "-m", "ringline.bench.clients", "--worker", self.name]
-        if self.cpu is not None:
-            argv += ["--cpu", str(self.cpu)]
-        self._stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._stderr, env=_package_env(),
-                                     start_new_session=True)
-        self.hello = self._read(timeout)
-        if not self.hello.get("ok"):
-            error = self.hello.get("error")
-            self.stop()
-            raise ClientBenchError(f"{self.name}: {error}")
-        return self.hello
-
-    def request(self, cmd: str, timeout: float, **args: Any) -> dict:
-        if self.proc is None or self.proc.poll() is not None:
-            raise ClientBenchError(f"{self.name}: worker is not running" + self._tail())
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write((json.dumps({"cmd": cmd, **args}) + "\n").encode())
-            self.proc.stdin.flush()
-        except OSError as exc:
-            raise ClientBenchError(f"{self.name}: worker died ({exc})" + self._tail())
-        reply = self._read(timeout)
-        if not reply.get("ok"):
-            raise ClientBenchError(f"{self.name}: {reply.get('error')}")
-        return reply
-
-    def _read(self, timeout: float) -> dict:
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while True:
-                while b"\n" in self._buf:
-                    raw, self._buf = self._buf.split(b"\n", 1)
-                    line = raw.decode(errors="replace")
-                    if line.startswith(WORKER_PREFIX):
-                        return json.loads(line[len(WORKER_PREFIX):])
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.stop()
-                    raise ClientBenchError(f"{self.name}: no answer within {timeout:g} s"
-                                           + self._tail())
-                if not sel.select(left):
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    try:
-                        self.proc.wait(timeout=5)
-                    except subprocess.TimeoutExpired:
-                        pass
-                    code = self.proc.returncode
-                    tail = self._tail()
-                    self.stop()
-                    raise ClientBenchError(f"{self.name}: worker exited (status {code})"
-                                           + tail)
-                self._buf += chunk
-
-    def _tail(self, limit: int = 1500) -> str:
-        if self._stderr is None:
-            return ""
-        try:
-            self._stderr.seek(0, os.SEEK_END)
-            size = self._stderr.tell()
-            self._stderr.seek(max(0, size - limit))
-            text = self._stderr.read().decode(errors="replace").strip()
-        except (OSError, ValueError):
-            return ""
-        return f"\n--- stderr of the {self.name} worker ---\n{text}" if text else ""
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                try:
-                    if proc.stdin:
-                        proc.stdin.close()
-                    proc.wait(timeout=5)
-                except (subprocess.TimeoutExpired, OSError):
-                    proc.kill()
-                    proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                try:
-                    if stream:
-                        stream.close()
-                except OSError:
-                    pass
-        self._buf = b""
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-
-    def __enter__(self) -> "WorkerProcess":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+from .clients_drivers import ALL_OPS, DEFAULT_SIZES, DRIVERS, KINDS, ClientCell
+from .clients_procs import BackingServer, ClientBenchError, WorkerProcess
+from .summary import median_min_max, median_of, one_line_error
 
 
 # ---------------------------------------------------------------------------
@@ -846,26 +101,6 @@ CLIENT_PRESETS: dict[str, dict] = {
     "full": dict(rounds=5, duration=2.0, warmup=1.0, lead_in=0.2),
     "smoke": dict(rounds=1, duration=0.2, warmup=0.05, lead_in=0.0, verify=True),
 }
-
-
-@dataclass(frozen=True)
-class ClientCell:
-    kind: str
-    op: str
-    size: int
-    tasks: int
-    batch: int | None
-
-    @property
-    def load(self) -> str:
-        if self.batch:
-            return f"pipeline {self.batch}"
-        return f"{self.tasks} task" + ("" if self.tasks == 1 else "s")
-
-    @property
-    def key(self) -> str:
-        load = f"p{self.batch}" if self.batch else f"t{self.tasks}"
-        return f"{self.kind}/{self.op}/{self.size}B/{load}"
 
 
 def plan_client_cells(cfg: ClientConfig) -> tuple[list[ClientCell], list[str]]:
@@ -909,38 +144,18 @@ def planned_seconds(cfg: ClientConfig) -> float:
     return total
 
 
-def _mmm(values: list[float]) -> dict | None:
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def summarize_client_rounds(rounds: list[dict]) -> dict | None:
     ok = [r for r in rounds if r.get("status") == "ok"]
     if not ok:
         return None
 
-    def med(key: str) -> float | None:
-        values = [r[key] for r in ok if r.get(key) is not None]
-        return statistics.median(values) if values else None
-
-    def lat(key: str) -> float | None:
-        values = [r["lat_us"][key] for r in ok if r["lat_us"].get(key) is not None]
-        return statistics.median(values) if values else None
-
-    return {"rounds_ok": len(ok), "ops_per_s": _mmm([r["ops_per_s"] for r in ok]),
-            "cpu_s_per_mop": med("cpu_s_per_mop"), "cpu_util": med("cpu_util"),
-            "server_cpu_s_per_mop": med("server_cpu_s_per_mop"),
-            "p50_us": lat("p50"), "p99_us": lat("p99"), "p999_us": lat("p999")}
-
-
-def _one_line(message: str) -> str:
-    lines = [l for l in str(message).strip().splitlines() if l.strip()]
-    if not lines:
-        return "error"
-    if len(lines) > 1 and "Traceback" in message:
-        return f"{lines[0]} ... {lines[-1].strip()}"[:300]
-    return lines[0][:300]
+    lat = [r["lat_us"] for r in ok]
+    return {"rounds_ok": len(ok), "ops_per_s": median_min_max([r["ops_per_s"] for r in ok]),
+            "cpu_s_per_mop": median_of(ok, "cpu_s_per_mop"),
+            "cpu_util": median_of(ok, "cpu_util"),
+            "server_cpu_s_per_mop": median_of(ok, "server_cpu_s_per_mop"),
+            "p50_us": median_of(lat, "p50"), "p99_us": median_of(lat, "p99"),
+            "p999_us": median_of(lat, "p999")}
 
 
 class _ClientRun:
@@ -976,7 +191,7 @@ class _ClientRun:
         try:
             hello = worker.start()
         except ClientBenchError as exc:
-            entry.update(available=False, error=_one_line(str(exc)), detail=str(exc))
+            entry.update(available=False, error=one_line_error(str(exc)), detail=str(exc))
             return None
         entry.update(available=True, error=None, versions=hello.get("versions"),
                      loop_version=hello.get("loop_version"),
@@ -996,7 +211,7 @@ class _ClientRun:
                 self.servers[kind] = server
                 self.doc["servers"][kind] = server.describe()
             except ClientBenchError as exc:
-                self.doc["servers"][kind] = {"kind": kind, "error": _one_line(str(exc))}
+                self.doc["servers"][kind] = {"kind": kind, "error": one_line_error(str(exc))}
                 self._note(f"[clients] {kind} server: {exc}")
             self._advance(0.5)
         for name in cfg.drivers:
@@ -1022,7 +237,7 @@ class _ClientRun:
         return seconds + 30.0
 
     def _fail(self, entry: dict, name: str, message: str, label: str) -> None:
-        entry.update(status="error", error=_one_line(message), detail=message)
+        entry.update(status="error", error=one_line_error(message), detail=message)
         worker = self.workers.pop(name, None)
         if worker is not None and not worker.alive():
             worker.stop()
@@ -1124,8 +339,8 @@ class _ClientRun:
                     if rec["status"] != "ok":
                         self._note(f"{label} {name} round {round_no + 1}: {rec['error']}")
                 except (ClientBenchError, OSError) as exc:
-                    rec = {"round": round_no, "status": "error", "error": _one_line(str(exc)),
-                           "detail": str(exc)}
+                    rec = {"round": round_no, "status": "error",
+                           "error": one_line_error(str(exc)), "detail": str(exc)}
                     self._fail(entry, name, str(exc), label)
                     active.remove(name)
                 entry["rounds"].append(rec)
@@ -1234,19 +449,8 @@ def count_client_errors(doc: dict | None) -> list[str]:
     return problems
 
 
-# ---------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m ringline.bench.clients")
-    parser.add_argument("--worker", required=True, choices=list(DRIVERS))
-    parser.add_argument("--cpu", type=int)
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the harness stops us via stdin
-    return worker_main(args.worker, args.cpu)
-
-
 if __name__ == "__main__":
+    # ``python -m ringline.bench.clients --worker NAME``: the worker process
+    from .clients_worker import main
+
     sys.exit(main())

@@ -11,6 +11,15 @@ Cache directory: ``$RINGLINE_BENCH_CACHE``, else
 ``$XDG_CACHE_HOME/ringline-bench``, else ``~/.cache/ringline-bench``.  A build
 writes to a temporary name and renames it into place, so concurrent builds
 (parallel tests) never see a half-written binary.
+
+Lifecycle: a binary is built on first use and then reused from the cache;
+each :func:`run_loadgen` call is one generator process, waited for (and
+killed when it outlives its timeout).
+
+Invariants: an edited source, compiler or flag set always gets a fresh
+build (the cache key covers all three); a failed build raises
+:class:`BuildError` with the compiler's output, a session without a report
+(or with an ``error`` in it) :class:`LoadgenError` with the generator's.
 """
 from __future__ import annotations
 

@@ -6,6 +6,13 @@ the versions of the packages that matter (loops, parser, plotting, Cython),
 the C compiler, the git commit of the ringline tree, whether io_uring is
 allowed, and the load average, so that
 a result can be judged later (a busy machine makes every number suspect).
+
+Lifecycle: read once at the start of a run (the load average again at its
+end); nothing is cached.
+
+Invariants: a fact that cannot be read (no /proc file, no compiler, no git
+checkout, a package not installed) is recorded as None, "unknown" or an
+empty list, never an exception; nothing here changes the machine.
 """
 from __future__ import annotations
 

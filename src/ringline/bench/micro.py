@@ -17,6 +17,10 @@ thread, until the loop has run them all), ``sleep0_switch`` (task switches
 through ``await asyncio.sleep(0)``, 10 tasks), ``getaddrinfo_numeric``
 (``loop.getaddrinfo("127.0.0.1", ...)``).  :func:`register_micro` adds more.
 
+Lifecycle: the harness starts one subprocess per loop (pinned to the
+subject CPU when asked); it runs every benchmark, prints its JSON line and
+exits.
+
 Invariants: one benchmark's failure is reported under ``errors`` and does
 not stop the others; a fresh loop is used for each benchmark.
 """

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from .childio import LineReader, file_tail
 from .loadgen import echo_server_path, uring_echo_server_path
 from .server import READY_PREFIX
 
@@ -123,32 +123,20 @@ class ServerProcess:
     def _read_ready_line(self, timeout: float) -> str:
         assert self.proc is not None and self.proc.stdout is not None
         prefix = "READY " if self.native else READY_PREFIX
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        buf = b""
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while True:
-                while b"\n" in buf:
-                    raw, buf = buf.split(b"\n", 1)
-                    line = raw.decode(errors="replace").strip()
-                    if line.startswith(prefix):
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.stop()
-                    raise ServerError(f"{self.label}: no ready line within {timeout:g}s"
-                                      + self._stderr_suffix())
-                if not sel.select(left):
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    self.proc.wait(timeout=5)
-                    code = self.proc.returncode
-                    self.stop()
-                    raise ServerError(f"{self.label}: exited with status {code} "
-                                      f"before it was ready" + self._stderr_suffix())
-                buf += chunk
+        reader = LineReader(self.proc.stdout.fileno())
+        try:
+            line = reader.next_with(prefix, time.monotonic() + timeout)
+        except TimeoutError:
+            self.stop()
+            raise ServerError(f"{self.label}: no ready line within {timeout:g}s"
+                              + self._stderr_suffix()) from None
+        if line is None:
+            self.proc.wait(timeout=5)
+            code = self.proc.returncode
+            self.stop()
+            raise ServerError(f"{self.label}: exited with status {code} "
+                              f"before it was ready" + self._stderr_suffix())
+        return line
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -160,15 +148,7 @@ class ServerProcess:
         return read_rss_kib(self.pid)
 
     def stderr_tail(self, limit: int = 1500) -> str:
-        if self._stderr is None:
-            return ""
-        try:
-            self._stderr.seek(0, os.SEEK_END)
-            size = self._stderr.tell()
-            self._stderr.seek(max(0, size - limit))
-            return self._stderr.read().decode(errors="replace").strip()
-        except (OSError, ValueError):
-            return ""
+        return file_tail(self._stderr, limit)
 
     def _stderr_suffix(self) -> str:
         tail = self.stderr_tail()

@@ -6,8 +6,15 @@ the plan (the planned seconds of every session plus a per-server overhead)
 and is corrected by how fast the run has actually gone so far.
 
 On a terminal one status line is redrawn in place; otherwise (CI logs, a
-pipe) each update is its own line.  Nothing here writes to stdout, which
-carries only the result table.
+pipe) each update is its own line.
+
+Lifecycle: one Progress per run, created with the plan's seconds; the run
+calls ``show`` (the status line), ``note`` (a line that stays), ``advance``
+(planned work done) and ``finish`` once at the end.
+
+Invariants: nothing here writes to stdout, which carries only the result
+table; a disabled Progress writes nothing at all; the estimate never goes
+below zero.
 """
 from __future__ import annotations
 

@@ -20,6 +20,13 @@ Owns: the tables printed on stdout and pasted into docs/benchmarks.md:
 
 Every function takes the results document (the content of results.json),
 so a saved run can be re-rendered: ``python -m ringline.bench.report DIR``.
+
+Lifecycle: pure functions of the document, called once a run has finished
+(or on a saved one); nothing is kept between calls.
+
+Invariants: the document is only read; a section the run did not produce
+renders as nothing, and an error in a cell or round becomes a numbered
+footnote under its table rather than a missing row.
 """
 from __future__ import annotations
 
@@ -64,6 +71,13 @@ def _table(header: list[str], rows: list[list[str]], align_right_from: int) -> s
     return "\n".join(lines)
 
 
+def _with_notes(text: str, notes: list[str]) -> str:
+    """A table followed by its numbered footnotes (the ``[n]`` of its cells)."""
+    if notes:
+        text += "\n\n" + "\n".join(f"[{i + 1}] {n}" for i, n in enumerate(notes))
+    return text
+
+
 def _loops(results: dict) -> list[str]:
     return list(results["config"]["loops"])
 
@@ -78,16 +92,19 @@ def _summary(entry: dict) -> dict | None:
     return entry.get("summary") if entry else None
 
 
-def _cell_value(entry: dict | None, notes: list[str], key: str) -> str:
+def _cell_value(entry: dict | None, notes: list[str], key: str, rate: str = "rps") -> str:
+    """A rate's median (min-max) over the rounds of a server's (``rps``) or a
+    client driver's (``ops_per_s``) entry; an error or failed rounds become
+    footnotes in ``notes``."""
     if entry is None:
         return "-"
-    if entry["status"] == "n/a":
+    if entry.get("status") == "n/a":
         return "n/a"
     summary = _summary(entry)
     if summary is None:
         notes.append(f"{key}: {entry.get('error')}")
         return f"error[{len(notes)}]"
-    rps = summary["rps"]
+    rps = summary[rate]
     text = f"{fmt_rate(rps['median'])} ({fmt_rate(rps['min'])}–{fmt_rate(rps['max'])})"
     bad = [r for r in entry["rounds"] if r.get("status") != "ok"]
     if bad:
@@ -151,10 +168,7 @@ def throughput_table(results: dict) -> str:
         if with_ref:
             row += [_reference_value(cell, notes, "rps"), _relative_to_c(cell, subject)]
         rows.append(row)
-    text = _table(header, rows, 3)
-    if notes:
-        text += "\n\n" + "\n".join(f"[{i + 1}] {n}" for i, n in enumerate(notes))
-    return text
+    return _with_notes(_table(header, rows, 3), notes)
 
 
 def latency_table(results: dict) -> str:
@@ -200,10 +214,7 @@ def cpu_table(results: dict) -> str:
         if with_ref:
             row.append(_reference_value(cell, notes, "cpu"))
         rows.append(row)
-    text = _table(header, rows, 3)
-    if notes:
-        text += "\n\n" + "\n".join(f"[{i + 1}] {n}" for i, n in enumerate(notes))
-    return text
+    return _with_notes(_table(header, rows, 3), notes)
 
 
 def native_table(results: dict) -> str:
@@ -369,31 +380,6 @@ def _short(name: str) -> str:
     return "ringline" if name.startswith("ringline") else name
 
 
-def _client_ops(entry: dict | None, notes: list[str], key: str) -> str:
-    if entry is None:
-        return "-"
-    summary = entry.get("summary")
-    if summary is None:
-        notes.append(f"{key}: {entry.get('error')}")
-        return f"error[{len(notes)}]"
-    ops = summary["ops_per_s"]
-    text = f"{fmt_rate(ops['median'])} ({fmt_rate(ops['min'])}–{fmt_rate(ops['max'])})"
-    bad = [r for r in entry["rounds"] if r.get("status") != "ok"]
-    if bad:
-        notes.append(f"{key}: {len(bad)} of {len(entry['rounds'])} rounds failed: "
-                     f"{bad[0].get('error')}")
-        text += f" [{len(notes)}]"
-    return text
-
-
-def _client_value(entry: dict | None, field: str) -> float | None:
-    summary = (entry or {}).get("summary")
-    if not summary:
-        return None
-    value = summary.get(field)
-    return value["median"] if isinstance(value, dict) else value
-
-
 def _client_server_line(clients: dict, kind: str) -> str:
     server = clients.get("servers", {}).get(kind, {})
     pin = clients.get("pinning", {})
@@ -434,18 +420,18 @@ def client_table(results: dict, field: str) -> str:
             for name in names:
                 entry = cell["drivers"].get(name)
                 if field == "ops":
-                    row.append(_client_ops(entry, notes, f"{cell['key']} on {name}"))
+                    row.append(_cell_value(entry, notes, f"{cell['key']} on {name}",
+                                           "ops_per_s"))
                 else:
-                    value = _client_value(entry, stat)
+                    value = _median_of(entry, stat)
                     row.append("-" if value is None else f"{value:.2f}")
             for subject in subjects:
                 for peer in peers:
-                    row.append(_ratio(_client_value(cell["drivers"].get(subject), stat),
-                                      _client_value(cell["drivers"].get(peer), stat)))
+                    row.append(_ratio(_median_of(cell["drivers"].get(subject), stat),
+                                      _median_of(cell["drivers"].get(peer), stat)))
             rows.append(row)
-        text = _client_server_line(clients, kind) + "\n\n" + _table(header, rows, 3)
-        if notes:
-            text += "\n\n" + "\n".join(f"[{i + 1}] {n}" for i, n in enumerate(notes))
+        text = _with_notes(_client_server_line(clients, kind) + "\n\n"
+                           + _table(header, rows, 3), notes)
         parts.append(text)
     return "\n\n".join(parts)
 

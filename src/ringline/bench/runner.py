@@ -26,6 +26,11 @@ after the micro-benchmarks, with their own method and results section
 The generator runs pinned to the other CPU(s); with one CPU nothing is
 pinned and the report says so.
 
+Lifecycle: :func:`run_benchmarks` makes one ``_Run``: plan, probe the loops,
+run the cells (servers started and stopped per cell), the micro-benchmarks,
+the generator validation and the client section as configured, then save;
+every server process is stopped on the way out, errors included.
+
 Invariants: a loop that cannot be imported, a server that fails to start
 or dies, a generator session that fails: each is recorded as an error for
 that loop's rounds in that cell, never an exception out of the run.  Every
@@ -54,6 +59,7 @@ from .micro import MICRO_BENCHMARKS
 from .procs import ServerError, ServerProcess, _package_env
 from .progress import Progress
 from .servers import get_workload, load_plugins
+from .summary import median_min_max, median_of, one_line_error
 
 SCHEMA_VERSION = 1
 
@@ -202,33 +208,24 @@ def c_reference(cell: dict) -> dict | None:
     return best
 
 
-def _median_min_max(values: list[float]) -> dict | None:
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def summarize_rounds(rounds: list[dict]) -> dict | None:
     """Median/min/max over the rounds that completed without errors."""
     ok = [r for r in rounds if r.get("status") == "ok"]
     if not ok:
         return None
-    def med(key: str) -> float | None:
-        values = [r[key] for r in ok if r.get(key) is not None]
-        return statistics.median(values) if values else None
     def lat(key: str) -> float:
         return statistics.median(r["lat_us"][key] for r in ok)
     return {
         "rounds_ok": len(ok),
-        "rps": _median_min_max([r["rps"] for r in ok]),
+        "rps": median_min_max([r["rps"] for r in ok]),
         "p50_us": lat("p50"),
         "p99_us": lat("p99"),
         "p999_us": lat("p999"),
-        "cpu_s_per_mreq": med("cpu_s_per_mreq"),
-        "server_cpu_util": med("server_cpu_util"),
-        "client_cpu_util": med("client_cpu_util"),
-        "client_busy_frac": med("client_busy_frac"),
-        "client_cpu_s_per_mreq": med("client_cpu_s_per_mreq"),
+        "cpu_s_per_mreq": median_of(ok, "cpu_s_per_mreq"),
+        "server_cpu_util": median_of(ok, "server_cpu_util"),
+        "client_cpu_util": median_of(ok, "client_cpu_util"),
+        "client_busy_frac": median_of(ok, "client_busy_frac"),
+        "client_cpu_s_per_mreq": median_of(ok, "client_cpu_s_per_mreq"),
     }
 
 
@@ -320,7 +317,7 @@ class _Run:
                     entry.update(available=True, version=server.info.get("version"),
                                  loop_class=server.info.get("loop_class"))
                 except ServerError as exc:
-                    entry["error"] = _one_line_error(str(exc))
+                    entry["error"] = one_line_error(str(exc))
                     entry["detail"] = str(exc)
                     self.progress.note(f"loop {name} unavailable: {entry['error']}")
                 finally:
@@ -410,7 +407,7 @@ class _Run:
                     except (ServerError, OSError, _loadgen.BuildError) as exc:
                         if server is not None:
                             server.close()
-                        entry.update(status="error", error=_one_line_error(str(exc)),
+                        entry.update(status="error", error=one_line_error(str(exc)),
                                      detail=str(exc))
                         self.progress.note(f"{label} {loop}: {entry['error']}")
                     self.progress.advance(_SERVER_START_S)
@@ -431,7 +428,7 @@ class _Run:
                         entry["server"] = server.info
                     except ServerError as exc:
                         server.close()
-                        entry.update(status="error", error=_one_line_error(str(exc)),
+                        entry.update(status="error", error=one_line_error(str(exc)),
                                      detail=str(exc))
                         self.progress.note(f"{label} {loop}: {entry['error']}")
                     self.progress.advance(_SERVER_START_S)
@@ -479,7 +476,7 @@ class _Run:
                                                f"{rec['errors']} errors: {rec.get('error')}")
                     except (LoadgenError, OSError) as exc:
                         rec = {"round": round_no, "status": "error",
-                               "error": _one_line_error(str(exc)), "detail": str(exc)}
+                               "error": one_line_error(str(exc)), "detail": str(exc)}
                         self.progress.note(f"{label} {loop} round {round_no + 1}: "
                                            f"{rec['error']}")
                     entry["rounds"].append(rec)
@@ -504,7 +501,7 @@ class _Run:
 
     def _fail_loop(self, entry: dict, servers: dict, loop: str, message: str,
                    label: str) -> None:
-        entry.update(status="error", error=_one_line_error(message), detail=message)
+        entry.update(status="error", error=one_line_error(message), detail=message)
         server = servers.pop(loop, None)
         if server is not None:
             server.close()
@@ -549,7 +546,7 @@ class _Run:
                     for name, err in data["errors"].items():
                         self.progress.note(f"[micro] {loop} {name}: {err}")
                 except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
-                    entry["error"] = _one_line_error(str(exc))
+                    entry["error"] = one_line_error(str(exc))
                     entry["rounds"].append({"round": round_no, "status": "error",
                                             "error": entry["error"], "detail": str(exc)})
                     self.progress.note(f"[micro] {loop}: {entry['error']}")
@@ -559,7 +556,7 @@ class _Run:
             for name in MICRO_BENCHMARKS:
                 values = [r["results"][name]["ops_per_s"] for r in entry["rounds"]
                           if r["status"] == "ok" and name in r["results"]]
-                summary[name] = _median_min_max(values)
+                summary[name] = median_min_max(values)
             entry["summary"] = summary
         return doc
 
@@ -584,7 +581,7 @@ class _Run:
                     row["rounds"].append(self._session(server, mode, conns, size,
                                                        cfg.duration, cfg.lead_in, round_no))
             except (ServerError, LoadgenError, OSError) as exc:
-                row["error"] = _one_line_error(str(exc))
+                row["error"] = one_line_error(str(exc))
                 self.progress.note(f"{label}: {row['error']}")
             finally:
                 server.close()
@@ -712,15 +709,6 @@ class _Run:
         self.save()
         self.progress.finish()
         return self.results
-
-
-def _one_line_error(message: str) -> str:
-    first = message.strip().splitlines()[0] if message.strip() else "error"
-    # a traceback's last line says more than its first
-    lines = [l for l in message.strip().splitlines() if l.strip()]
-    if len(lines) > 1 and "Traceback" in message:
-        first = f"{lines[0]} ... {lines[-1].strip()}"
-    return first[:300]
 
 
 def run_benchmarks(cfg: BenchConfig, argv: list[str] | None = None) -> dict:

@@ -1,5 +1,6 @@
 """Benchmark workload ``native``: echo on ringline's native connection API.
 
+Owns: the ``native`` and ``native-task`` workloads (registered on import).
 The server is what a ``ringline.Handler`` runs in a worker: a multishot
 accept (``ringline._conn.api.Listener``) turning each accepted fd into a
 ``Conn`` whose task echoes with ``on_data`` + ``send_nowait`` (the callback
@@ -8,6 +9,14 @@ Workload ``native-task`` is the same echo written as a ``with_data`` loop,
 which resumes the task for every message. One process,
 pinned like every other server of the harness, so the numbers compare with
 the Protocol echo of the other loops. Runs only on ringline's loops.
+
+Lifecycle: ``start`` opens the Listener on the harness's socket; every
+accepted connection gets its own task, which closes its Conn when the peer
+ends; the returned server's ``close`` stops accepting.
+
+Invariants: the echo sends back exactly the bytes received, in order, and
+consumes every byte it is shown; a connection error ends that connection's
+task only.
 """
 from __future__ import annotations
 

@@ -13,6 +13,11 @@ task (config load, startup, then uvicorn's main loop with its once-a-second
 Date header refresh) and returns once uvicorn says it started; the returned
 handle asks it to exit.  uvicorn is imported inside ``start``
 only, so listing workloads never needs it.
+
+Invariants: uvicorn serves a duplicate of the harness's socket (the
+original stays with the server process for its ready line); ``start`` never
+returns before uvicorn is serving, and raises if uvicorn stops first; every
+request gets the same fixed response.
 """
 from __future__ import annotations
 

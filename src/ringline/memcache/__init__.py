@@ -19,6 +19,11 @@ Errors: `MemcacheError` is the base; `ReplyError` (`CommandError`,
 `ClientError`, `ServerError`) fails only the command it answered;
 `ProtocolError` (an unparsable reply, or a reply over `max_value_size`)
 closes the connection and fails every command pending on it.
+
+Lifecycle: a `Client` lives from `connect()` to `close()` on the loop it was
+created on; a `Pool` or `ShardedClient` owns its clients and closes them
+with itself.  Invariants: replies are matched to commands strictly in order
+(see `_client` and `_matcher`); this file only names the parts.
 """
 from ._client import Client, connect
 from ._pool import Pool, ShardedClient

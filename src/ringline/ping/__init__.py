@@ -15,6 +15,11 @@ Server side: `PingHandler.on_accept` answers each complete ``PING`` line
 answers to one receive batch in one send; any other line gets
 ``ERROR unknown command\\r\\n``; a line longer than `max_line` without a
 newline closes the connection.
+
+Lifecycle: a `PingClient` lives from `connect()` to `close()` on the loop it
+was created on; a `PingHandler` lives in each worker, as every Handler.
+Invariants: PONGs are matched to pings in order; this file only names the
+parts.
 """
 from ._client import PingClient, connect
 from ._proto import ProtocolError

@@ -1,5 +1,7 @@
 """ringline.redis: a fast Redis client on ringline's native connections.
 
+Owns nothing itself: it names the parts and their public API.
+
 Public API:
     connect(host, port, **options) / connect(url=...)  -> Client
     Client        one connection, automatic pipelining, pipeline(), fire/recv,
@@ -13,8 +15,15 @@ Public API:
 Layout: _resp (sans-IO wire format), _commands (typed helpers), _options
 (Options, URLs), _connection (one connection: FIFO, reader, parsers), _client
 (Client), _pipeline (Pipeline), _pool (Pool, ShardedClient), _cluster
-(ClusterClient). Nothing here keeps global state: every object belongs to the
-loop it was created on. See docs/redis.md.
+(ClusterClient). See docs/redis.md.
+
+Lifecycle: a `Client` lives from `connect()` to `close()` (reconnecting
+lazily after a failure); `Pool`, `ShardedClient` and `ClusterClient` own
+their clients and close them with themselves.
+
+Invariants: nothing here keeps global state: every object belongs to the
+loop it was created on; replies are matched to commands strictly in order
+(see `_connection`).
 """
 from ._client import Client, Options, Pipeline, connect, options_from_url
 from ._cluster import ClusterClient, connect_cluster, key_slot

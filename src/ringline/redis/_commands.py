@@ -16,6 +16,13 @@ the hot path (``get``/``set``) costs one format operation and one dispatch.
 Reply values: bulk strings are bytes (or read-only memoryviews for values of
 at least ``zero_copy_min`` bytes: compare them with ``==`` or ``bytes(v)``),
 missing values None, integers int, errors raise ``ResponseError`` subclasses.
+
+Lifecycle: none of its own: the mixin holds no state, its methods live as
+long as the client or pipeline they belong to.
+
+Invariants: one method call is one dispatched command, encoded in full
+before it is dispatched; a conversion gives the same Python value whether
+the server spoke RESP2 or RESP3.
 """
 from __future__ import annotations
 

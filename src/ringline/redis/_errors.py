@@ -6,6 +6,8 @@ matching subclass. Error replies are *values* to the parser (they may sit
 inside an array, as EXEC results do); the client raises them when they are a
 command's top-level reply.
 
+Lifecycle: none (classes and one pure function).
+
 Invariants: every exception the client raises for a server or wire problem
 is a ``RedisError``; connection-level failures are also ``ConnectionError``
 (so ``except ConnectionError`` catches a dead server); redirections carry the

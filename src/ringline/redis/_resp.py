@@ -75,6 +75,11 @@ receive buffer holding a large value is never copied just to find the next
 header. When a header runs past the end of ``data`` while ``view`` has more,
 it returns NEED_MORE with ``want == 0`` ("give me a new window"), never a
 request for more network bytes.
+
+Invariants: bytes in, values out (no I/O); the values a byte stream parses
+to, and whether it is a ProtocolError, never depend on how the stream was
+split into chunks; a ProtocolError is final for its stream (the caller
+closes the connection rather than parse on).
 """
 from __future__ import annotations
 

@@ -1,0 +1,67 @@
+"""Reading what the harness's child processes write: lines and log tails.
+
+Owns: :class:`LineReader`, the next line with a given prefix from a child's
+stdout pipe within a deadline, and :func:`file_tail`, the end of the
+temporary file a child's stderr (or output) goes to.  Used by the benchmark
+servers (:mod:`.procs`) and the client workers and backing servers
+(:mod:`.clients_procs`); each turns a timeout or an end of file into its own
+error.
+
+Lifecycle: a LineReader lives as long as the pipe it reads; the bytes after
+the last newline it has seen are kept for its next call.
+
+Invariants: a wait never outlasts its deadline (``time.monotonic()``);
+lines are decoded with ``errors="replace"`` (a child's garbage never raises)
+and stripped; a line without the prefix is skipped, never an error.
+"""
+from __future__ import annotations
+
+import os
+import selectors
+import time
+from typing import IO
+
+
+class LineReader:
+    """Whole lines from one pipe (a file descriptor), read as they arrive."""
+
+    __slots__ = ("fd", "_buf")
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._buf = b""
+
+    def next_with(self, prefix: str, deadline: float) -> str | None:
+        """The next line that starts with ``prefix`` (decoded, stripped);
+        None at end of file; TimeoutError once ``deadline`` has passed."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.fd, selectors.EVENT_READ)
+            while True:
+                while b"\n" in self._buf:
+                    raw, self._buf = self._buf.split(b"\n", 1)
+                    line = raw.decode(errors="replace").strip()
+                    if line.startswith(prefix):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                if not sel.select(left):
+                    continue
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    return None
+                self._buf += chunk
+
+
+def file_tail(f: IO[bytes] | None, limit: int) -> str:
+    """The last ``limit`` bytes of ``f``, decoded and stripped ("" when there
+    is no file or it cannot be read)."""
+    if f is None:
+        return ""
+    try:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - limit))
+        return f.read().decode(errors="replace").strip()
+    except (OSError, ValueError):
+        return ""
