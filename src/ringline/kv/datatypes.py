@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from itertools import islice
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .resp import NULL_ARRAY, OK, Error, Map, SetReply, Simple
 from .store import Keyspace
@@ -427,7 +427,7 @@ def cmd_rpush(ks: Keyspace, a: List[bytes]) -> Any:
 
 def _pop(ks: Keyspace, a: List[bytes], left: bool) -> Any:
     if len(a) > 3:
-        return SYNTAX
+        return _wrong_args(a[0].decode("latin-1").lower())
     count = None
     if len(a) == 3:
         count = parse_int(a[2])
@@ -587,5 +587,3 @@ COMMANDS: Dict[bytes, Spec] = {
     b"sismember": (cmd_sismember, 3, False, 1, 1, 1),
     b"scard": (cmd_scard, 2, False, 1, 1, 1),
 }
-
-_unused: Callable[..., Any] = cmd_type   # keep linters quiet about the table-only names
