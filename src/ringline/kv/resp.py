@@ -158,16 +158,26 @@ def _split_inline(line: bytes) -> List[bytes]:
 class RequestParser:
     """Incremental request parser of one connection (see the module doc)."""
 
-    __slots__ = ("limits", "want")
+    __slots__ = ("limits", "want", "error")
 
     def __init__(self, limits: Limits = Limits()) -> None:
         self.limits = limits
         self.want = 0       # bytes the first incomplete command needs (0: unknown)
+        self.error: Optional[ProtocolError] = None
 
     def feed(self, data: bytes) -> Tuple[List[List[bytes]], int]:
         """Parse the complete commands at the start of data: (commands,
-        bytes consumed). Raises ProtocolError on a malformed request."""
+        bytes consumed). A malformed request ends the parse: the commands
+        before it are returned and `error` holds the ProtocolError (the
+        caller runs them, replies the error, closes)."""
         cmds: List[List[bytes]] = []
+        try:
+            return self._feed(data, cmds)
+        except ProtocolError as exc:
+            self.error = exc
+            return cmds, len(data)
+
+    def _feed(self, data: bytes, cmds: List[List[bytes]]) -> Tuple[List[List[bytes]], int]:
         pos = 0
         n = len(data)
         lim = self.limits

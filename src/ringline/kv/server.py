@@ -44,7 +44,7 @@ from ..redis._resp import encode_command
 from .commands import Session, Shard
 from .gate import POLICIES, DurabilityCursor, ReplyGate
 from .journal import Journal, JournalError
-from .resp import Error, Limits, ProtocolError, RequestParser, encode
+from .resp import Error, Limits, RequestParser, encode
 from .slots import split
 
 __all__ = ["KvOptions", "KvServer"]
@@ -213,12 +213,7 @@ class KvServer(Handler):
 
         def on_data(view: memoryview) -> Any:
             data = bytes(view)
-            try:
-                cmds, used = parser.feed(data)
-                bad: Optional[Error] = None
-            except ProtocolError as exc:
-                cmds, used = [], len(data)
-                bad = Error(str(exc).encode())
+            cmds, used = parser.feed(data)
             out = []
             for args in cmds:
                 try:
@@ -233,8 +228,8 @@ class KvServer(Handler):
                 if session.closing:
                     used = len(data)
                     break
-            if bad is not None:
-                out.append(encode(bad, session.proto))
+            if parser.error is not None and not session.closing:
+                out.append(encode(Error(str(parser.error).encode()), session.proto))
                 session.closing = True
             if out:
                 seq = journal.appended if journal is not None else 0
