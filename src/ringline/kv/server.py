@@ -125,6 +125,7 @@ class KvServer(Handler):
         self.journal: Optional[Journal] = None
         self.listener: Any = None
         self.recovered = (0, 0)
+        self.shard.info_extra = self._info_extra
         if opts.appendonly:
             path = opts.journal_path(worker_id)
             os.makedirs(opts.dir, exist_ok=True)
@@ -141,12 +142,16 @@ class KvServer(Handler):
             def on_write(args: List[bytes]) -> None:
                 append(encode_command(args))
             self.shard.on_write = on_write
-            self.shard.info_extra = lambda: [
-                ("aof_" + k, v) for k, v in journal.stats().items()] + [
-                ("aof_recovered_records", self.recovered[0]),
-                ("aof_discarded_bytes", self.recovered[1]),
-                ("ack_policy", self.cursor.policy),
-                ("gate_dropped_clients", self.cursor.dropped)]
+    def _info_extra(self) -> List[Any]:
+        out: List[Any] = [("ack_policy", self.cursor.policy),
+                          ("gate_dropped_clients", self.cursor.dropped),
+                          ("gate_released_replies", self.cursor.released),
+                          ("gate_held_max_bytes", self.cursor.held_max)]
+        if self.journal is not None:
+            out += [("aof_" + k, v) for k, v in self.journal.stats().items()]
+            out += [("aof_recovered_records", self.recovered[0]),
+                    ("aof_discarded_bytes", self.recovered[1])]
+        return out
 
     def _replay(self, payload: bytes) -> None:
         cmds, _ = RequestParser(Limits(max_bulk=len(payload), max_request=len(payload) + 1,
@@ -159,7 +164,8 @@ class KvServer(Handler):
         if opts.workers > 1:
             self._listen_own_port()
         ks = self.shard.ks
-        while True:
+        worker = getattr(self, "worker", None)
+        while worker is None or not worker.stopping:
             await sleep(opts.expire_period)
             ks.active_expire(opts.expire_budget)
 
