@@ -5,7 +5,8 @@ Owns: `Shard` (one worker's keyspace, counters and journal hook), `Session`
 place a command is looked up, its arity checked, its keys routed (MOVED when
 another shard owns them), run, and journalled; and the commands that are
 about the server or the connection rather than the data: PING ECHO HELLO
-SELECT CLIENT COMMAND CONFIG INFO DBSIZE FLUSHALL FLUSHDB QUIT.
+SELECT CLIENT COMMAND CONFIG INFO DBSIZE FLUSHALL FLUSHDB QUIT (CLUSTER is
+ringline.kv.cluster's).
 
 Lifecycle: one Shard per worker process (ringline.kv.server builds it); a
 Session per connection; `execute(session, args)` per command, in order.
@@ -26,6 +27,7 @@ import sys
 import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+from .cluster import cmd_cluster, cmd_ok
 from .datatypes import COMMANDS as DATA_COMMANDS, NOT_INT, REWRITE, SYNTAX, parse_int
 from .resp import OK, PONG, Error, Map, Simple
 from .slots import key_slot
@@ -97,7 +99,7 @@ class Shard:
             moved = self._route(args, first, last, step)
             if moved is not None:
                 return moved
-        if fn.__module__ == __name__:
+        if fn in _SERVER_FNS:
             return fn(self, session, args)
         if not write:
             return fn(self.ks, args)
@@ -132,7 +134,7 @@ class Shard:
         if spec is None or not spec[2]:
             return
         fn = spec[0]
-        if fn.__module__ == __name__:
+        if fn in _SERVER_FNS:
             fn(self, Session(0), args)
         else:
             fn(self.ks, args)
@@ -325,4 +327,9 @@ _SERVER_COMMANDS = {
     b"flushall": (cmd_flushall, -1, True, 0, 0, 0),
     b"flushdb": (cmd_flushall, -1, True, 0, 0, 0),
     b"info": (cmd_info, -1, False, 0, 0, 0),
+    b"cluster": (cmd_cluster, -2, False, 0, 0, 0),
+    b"readonly": (cmd_ok, 1, False, 0, 0, 0),
+    b"readwrite": (cmd_ok, 1, False, 0, 0, 0),
+    b"asking": (cmd_ok, 1, False, 0, 0, 0),
 }
+_SERVER_FNS = {spec[0] for spec in _SERVER_COMMANDS.values()}

@@ -80,6 +80,11 @@ class KvOptions:
         if self.limits.max_bulk > self.limits.max_request:
             raise ValueError("max_bulk must not exceed max_request")
 
+    def announce_host(self) -> str:
+        """The host MOVED replies and CLUSTER SLOTS name: the bind address,
+        or loopback when binding every address."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
     def journal_path(self, worker_id: int) -> str:
         name = "appendonly.rlj" if self.workers == 1 else f"appendonly-{worker_id}.rlj"
         return os.path.join(self.dir, name)
@@ -106,7 +111,7 @@ class KvServer(Handler):
         self.worker_id = worker_id
         if opts.workers > 1:
             ranges = split(opts.workers)
-            addr = opts.host.encode()
+            addr = opts.announce_host().encode()
             layout = [(lo, hi, b"%s:%d" % (addr, opts.shard_port(i)))
                       for i, (lo, hi) in enumerate(ranges)]
             owners = {i: layout[i][2] for i in range(opts.workers)}
