@@ -288,7 +288,7 @@ def cmd_flushall(sh: Shard, se: Session, a: List[bytes]) -> Any:
 
 def cmd_info(sh: Shard, se: Session, a: List[bytes]) -> Any:
     ks = sh.ks
-    sections = [
+    sections: List[Tuple[str, List[Tuple[str, Any]]]] = [
         ("Server", [("redis_version", VERSION.decode()), ("ringline_kv", 1),
                     ("redis_mode", "standalone" if sh.slots is None else "cluster"),
                     ("os", os.uname().sysname), ("process_id", os.getpid()),

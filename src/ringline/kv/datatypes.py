@@ -143,14 +143,14 @@ def cmd_mset(ks: Keyspace, a: List[bytes]) -> Any:
 
 def _incr(ks: Keyspace, key: bytes, by: int) -> Any:
     v = ks.lookup(key)
-    if v is None:
-        cur = 0
-    elif type(v) is not bytes:
-        return WRONGTYPE
-    else:
-        cur = parse_int(v)
-        if cur is None:
+    cur = 0
+    if v is not None:
+        if type(v) is not bytes:
+            return WRONGTYPE
+        parsed = parse_int(v)
+        if parsed is None:
             return NOT_INT
+        cur = parsed
     new = cur + by
     if new < _I64_MIN or new > _I64_MAX:
         return OVERFLOW
@@ -386,9 +386,10 @@ def cmd_hincrby(ks: Keyspace, a: List[bytes]) -> Any:
         return h
     cur = 0
     if h is not None and a[2] in h:
-        cur = parse_int(h[a[2]])
-        if cur is None:
+        parsed = parse_int(h[a[2]])
+        if parsed is None:
             return HASH_NOT_INT
+        cur = parsed
     new = cur + by
     if new < _I64_MIN or new > _I64_MAX:
         return OVERFLOW

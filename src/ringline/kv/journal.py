@@ -11,10 +11,12 @@ payload, payload. ringline.kv's payload is the RESP array of the command's
 arguments, but the Journal itself treats payloads as opaque bytes.
 
 Group commit: `append` only buffers. The first append after a commit
-schedules one commit: at the end of the current loop turn (the loop's
-pre-flush hook, which runs after every callback of the turn and right before
-queued sends go to the kernel), or `interval` seconds later when an interval
-is set. A commit writes every buffered record with one write(2) and makes
+schedules one commit on the journal's loop (the `loop` argument, else the
+loop running at that first append; with no loop at all the owner calls
+commit() itself): at the end of the current loop turn (the loop's pre-flush
+hook, which runs after every callback of the turn and right before queued
+sends go to the kernel), or `interval` seconds later when an interval is
+set. A commit writes every buffered record with one write(2) and makes
 them durable with one fdatasync(2) (`fsync=False` skips that: the records are
 then only in the page cache, the `none`-style journal). Then `synced` moves
 to `appended` and `on_durable(synced)` runs, which is where a ReplyGate
@@ -43,6 +45,7 @@ with strictly increasing values.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 import time
@@ -103,7 +106,10 @@ class Journal:
     def _schedule(self) -> None:
         loop = self.loop
         if loop is None:
-            return              # no loop: the owner calls commit() itself
+            try:
+                loop = self.loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return          # no loop: the owner calls commit() itself
         self._scheduled = True
         if self.interval:
             loop.call_later(self.interval, self.commit)

@@ -290,7 +290,10 @@ def _enc(v: Any, proto: int, out: List[bytes]) -> None:
     elif v is NULL_ARRAY:
         out.append(b"_\r\n" if proto == 3 else b"*-1\r\n")
     elif t is bool:
-        out.append((b"#t\r\n" if v else b"#f\r\n") if proto == 3 else (b":1\r\n" if v else b":0\r\n"))
+        if proto == 3:
+            out.append(b"#t\r\n" if v else b"#f\r\n")
+        else:
+            out.append(b":1\r\n" if v else b":0\r\n")
     elif t is float:
         text = repr(v).encode()
         out.append(b"," + text + b"\r\n" if proto == 3 else b"$%d\r\n%s\r\n" % (len(text), text))
