@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from ringline.kv.gate import DurabilityCursor, ReplyGate
-from ringline.kv.journal import HEADER, Journal
+from ringline.kv.journal import HEADER, Journal, JournalError
 from ringline.kv.resp import Limits, Map, NULL_ARRAY, RequestParser, SetReply, encode
 from ringline.kv.slots import crc16, key_slot, split
 from ringline.kv.store import Keyspace
@@ -227,6 +227,26 @@ def test_gate_close_after_sent_waits_for_held_replies():
     assert not c.closed
     cur.advance(1)
     assert c.sent == [b"+OK\r\n"] and c.closed
+
+
+def test_a_failed_journal_aborts_the_waiting_connections(tmp_path):
+    cur = DurabilityCursor("disk")
+    failures = []
+
+    def on_failure(exc):
+        failures.append(exc)
+        cur.fail()
+    j = Journal.open(str(tmp_path / "j"), on_durable=cur.advance, on_failure=on_failure)
+    c = FakeConn()
+    g = ReplyGate(c, cur)
+    g.push(b"+OK\r\n", j.append(b"w"))
+    os.close(j.fd)                        # the next write fails (EBADF)
+    with pytest.raises(JournalError):
+        j.commit()
+    assert failures and c.aborted and c.sent == [] and not cur.waiting
+    with pytest.raises(JournalError):
+        j.append(b"more")
+    j.fd = -1
 
 
 def test_unknown_policy_is_refused():

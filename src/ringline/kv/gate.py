@@ -70,6 +70,14 @@ class DurabilityCursor:
     def gated(self) -> bool:
         return self.policy != "none"
 
+    def fail(self) -> None:
+        """The durable position can never move again (the journal failed):
+        abort every connection holding replies, so no client waits forever
+        and none is told a write is durable."""
+        for gate in list(self.waiting):
+            gate.close()
+            gate.conn.abort()
+
     def advance(self, position: int) -> None:
         """The durable position moved to position: release what it covers."""
         if position <= self.position:

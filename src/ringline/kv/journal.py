@@ -36,8 +36,8 @@ discarded).
 
 Lifecycle: `Journal.open(path, ...)` (after recover) -> append/commit ... ->
 close() (commits what is buffered first). A failed write or fsync is fatal
-to the journal (`failed` is set, `append` raises): a server must not
-acknowledge writes it cannot persist.
+to the journal (`failed` is set, `on_failure(exc)` runs, `append` raises): a
+server must not acknowledge writes it cannot persist.
 
 Invariants: `synced <= appended`; records reach the file in append order; a
 record's bytes are written by exactly one commit; `on_durable` is called
@@ -67,13 +67,15 @@ class Journal:
 
     def __init__(self, fd: int, path: str, *, loop: Any = None, fsync: bool = True,
                  interval: Optional[float] = None,
-                 on_durable: Optional[Callable[[int], None]] = None) -> None:
+                 on_durable: Optional[Callable[[int], None]] = None,
+                 on_failure: Optional[Callable[[BaseException], None]] = None) -> None:
         self.fd = fd
         self.path = path
         self.loop = loop
         self.fsync = fsync
         self.interval = interval
         self.on_durable = on_durable
+        self.on_failure = on_failure
         self.appended = 0
         self.synced = 0
         self._buf = bytearray()
@@ -135,6 +137,8 @@ class Journal:
                 self.sync_seconds += time.perf_counter() - t0
         except OSError as exc:
             self.failed = exc
+            if self.on_failure is not None:
+                self.on_failure(exc)
             raise JournalError(f"journal {self.path}: {exc}") from exc
         self.commits += 1
         self.bytes_written += len(data)

@@ -140,13 +140,19 @@ class KvServer(Handler):
                             worker_id, path, self.recovered[1])
             self.journal = Journal.open(path, loop=self.loop, fsync=opts.appendfsync,
                                         interval=opts.commit_interval,
-                                        on_durable=self.cursor.advance)
+                                        on_durable=self.cursor.advance,
+                                        on_failure=self._journal_failed)
             journal = self.journal
             append = journal.append
 
             def on_write(args: List[bytes]) -> None:
                 append(encode_command(args))
             self.shard.on_write = on_write
+    def _journal_failed(self, exc: BaseException) -> None:
+        log.error("kv worker %d: journal failed, writes now get errors: %s",
+                  self.worker_id, exc)
+        self.cursor.fail()
+
     def _info_extra(self) -> List[Any]:
         out: List[Any] = [("ack_policy", self.cursor.policy),
                           ("gate_dropped_clients", self.cursor.dropped),
