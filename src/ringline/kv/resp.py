@@ -181,6 +181,8 @@ class RequestParser:
         pos = 0
         n = len(data)
         lim = self.limits
+        max_bulk, max_inline, max_request = lim.max_bulk, lim.max_inline, lim.max_request
+        find = data.find
         self.want = 0
         while pos < n:
             start = pos
@@ -213,36 +215,41 @@ class RequestParser:
                 continue                             # '*0' / '*-1': nothing to run
             args = []
             complete = True
-            while len(args) < count:
+            for _ in range(count):
                 if pos >= n:
                     complete = False
                     break
                 if data[pos] != 0x24:                # '$'
                     raise ProtocolError(
                         "ERR Protocol error: expected '$', got '%s'" % chr(data[pos]))
-                eol = data.find(b"\r\n", pos)
+                eol = find(b"\r\n", pos)
                 if eol < 0:
-                    if n - pos > lim.max_inline:
+                    if n - pos > max_inline:
                         raise ProtocolError("ERR Protocol error: too big bulk count string")
                     complete = False
                     break
-                size = _parse_len(data[pos + 1:eol])
-                if size is None or size < 0 or size > lim.max_bulk:
+                field = data[pos + 1:eol]
+                # Redis' string2ll: digits only, no sign, no leading zero
+                if not field.isdigit() or len(field) > 19 or \
+                        (field[0] == 0x30 and len(field) > 1):
+                    raise ProtocolError("ERR Protocol error: invalid bulk length")
+                size = int(field)
+                if size > max_bulk:
                     raise ProtocolError("ERR Protocol error: invalid bulk length")
                 body = eol + 2
                 end = body + size
                 if end + 2 > n:
-                    if end + 2 - start > lim.max_request:
+                    if end + 2 - start > max_request:
                         raise ProtocolError("ERR Protocol error: request too big")
                     self.want = end + 2 - start
                     complete = False
                     break
-                if data[end:end + 2] != b"\r\n":
+                if not data.startswith(b"\r\n", end):
                     raise ProtocolError("ERR Protocol error: bulk string not terminated by CRLF")
                 args.append(data[body:end])
                 pos = end + 2
-                if pos - start > lim.max_request:
-                    raise ProtocolError("ERR Protocol error: request too big")
+            if complete and pos - start > max_request:
+                raise ProtocolError("ERR Protocol error: request too big")
             if not complete:
                 if n - start > lim.max_request:
                     raise ProtocolError("ERR Protocol error: request too big")

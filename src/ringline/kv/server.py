@@ -31,6 +31,7 @@ logged).
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -105,7 +106,6 @@ class KvServer(Handler):
         return h
 
     def _setup(self, worker_id: int) -> None:
-        import asyncio
         opts = self.options
         self.loop = asyncio.get_running_loop()
         self.worker_id = worker_id
@@ -114,14 +114,9 @@ class KvServer(Handler):
             addr = opts.announce_host().encode()
             layout = [(lo, hi, b"%s:%d" % (addr, opts.shard_port(i)))
                       for i, (lo, hi) in enumerate(ranges)]
-            owners = {i: layout[i][2] for i in range(opts.workers)}
-            n = opts.workers
 
             def owner(slot: int) -> bytes:
-                for i, (lo, hi) in enumerate(ranges):
-                    if lo <= slot <= hi:
-                        return owners[i]
-                return owners[n - 1]
+                return next(a for lo, hi, a in layout if lo <= slot <= hi)
             self.shard = Shard(shard_id=worker_id, slots=ranges[worker_id], slot_owner=owner,
                                port=opts.port, layout=layout)
         else:
@@ -148,6 +143,7 @@ class KvServer(Handler):
             def on_write(args: List[bytes]) -> None:
                 append(encode_command(args))
             self.shard.on_write = on_write
+
     def _journal_failed(self, exc: BaseException) -> None:
         log.error("kv worker %d: journal failed, writes now get errors: %s",
                   self.worker_id, exc)
