@@ -8,6 +8,8 @@ import socket
 
 import pytest
 
+from ringline.redis._resp import encode_command
+
 from support.kv_server import KvServer, RespConn
 from support.redis_server import RedisServer, have_redis
 
@@ -149,3 +151,36 @@ def test_many_connections_pipelining(kv):
             c.close()
     with kv.conn() as c:
         assert c.call("EXISTS", "c0:0", "c199:15") == 2
+
+
+def test_ten_thousand_connections_pipelining(kv):
+    """10,000 connections open at once on one shard, each with a pipeline
+    of 4 commands in flight; every reply arrives, in order."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 10_000 + 200
+    if soft < need:
+        if hard < need:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    socks = []
+    try:
+        for i in range(10_000):
+            s = socket.create_connection(("127.0.0.1", kv.port), timeout=30)
+            key = b"conn%d" % i
+            s.sendall(b"".join(encode_command(c) for c in
+                               ([b"SET", key, b"1"], [b"INCR", key], [b"GET", key], [b"PING"])))
+            socks.append(s)
+        want = b"+OK\r\n:2\r\n$1\r\n2\r\n+PONG\r\n"
+        for s in socks:
+            got = b""
+            while len(got) < len(want):
+                chunk = s.recv(64)
+                assert chunk, "connection closed"
+                got += chunk
+            assert got == want
+    finally:
+        for s in socks:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    _alive(kv)
