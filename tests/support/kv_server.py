@@ -90,23 +90,39 @@ class KvServer:
 
     def __init__(self, *args: str, workers: int = 1) -> None:
         self.workers = workers
-        self.port = free_port()
-        if workers > 1:
-            # the shard ports P+1..P+N must be free too
-            for _ in range(100):
-                if all(_port_free(self.port + 1 + i) for i in range(workers)):
-                    break
-                self.port = free_port()
+        self._pick_port()
         self.args = list(args)
         self.dir = tempfile.mkdtemp(prefix="ringline-kv-")
         self.log = os.path.join(self.dir, "kv.log")
         self.proc: Optional[subprocess.Popen] = None
+        self.started = 0          # successful starts (a restart keeps the port)
+
+    def _pick_port(self) -> None:
+        self.port = free_port()
+        if self.workers > 1:
+            # the shard ports P+1..P+N must be free too
+            for _ in range(100):
+                if all(_port_free(self.port + 1 + i) for i in range(self.workers)):
+                    break
+                self.port = free_port()
 
     def command_line(self) -> List[str]:
         return [sys.executable, "-m", "ringline.kv", "--port", str(self.port),
                 "--workers", str(self.workers), "--dir", self.dir] + self.args
 
     def start(self, timeout: float = 20.0) -> "KvServer":
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except RuntimeError as exc:
+                # a free port taken by another process meanwhile: a new one,
+                # unless a restart must keep its address
+                if attempt == 2 or self.started or "Address already in use" not in str(exc):
+                    raise
+                self._pick_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> "KvServer":
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.command_line(), stdout=log, stderr=log,
                                          start_new_session=True)
@@ -128,6 +144,7 @@ class KvServer:
                     self.kill()
                     raise RuntimeError(f"ringline.kv did not come up: {self.tail()}")
                 time.sleep(0.05)
+        self.started += 1
         return self
 
     def tail(self) -> str:

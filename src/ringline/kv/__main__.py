@@ -70,7 +70,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     opts = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     KvServer.options = opts
-    serve(KvServer, (opts.host, opts.port), runtime_config(opts))
+    try:
+        serve(KvServer, (opts.host, opts.port), runtime_config(opts))
+    except (OSError, RuntimeError) as exc:
+        logging.getLogger("ringline.kv").error("ringline.kv failed to start: %s", exc)
+        return 1
     return 0
 
 

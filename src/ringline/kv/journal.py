@@ -18,14 +18,19 @@ hook, which runs after every callback of the turn and right before queued
 sends go to the kernel), or `interval` seconds later when an interval is
 set. A commit writes every buffered record with one write(2) and makes
 them durable with one fdatasync(2) (`fsync=False` skips that: the records are
-then only in the page cache, the `none`-style journal). Then `synced` moves
-to `appended` and `on_durable(synced)` runs, which is where a ReplyGate
-cursor releases the replies that waited for these records. So one fsync
-covers every write of a loop turn, whatever the number of connections.
+then only in the page cache). With a loop and `background=True` (the
+default) the fdatasync runs on a helper thread while the loop goes on
+serving: at most one sync is in flight, and the records appended meanwhile
+are written and synced together as soon as it returns, so a slow disk makes
+the batches bigger instead of stalling the loop. Then `synced` moves to the
+commit's last record and `on_durable(synced)` runs (on the loop thread),
+which is where a ReplyGate cursor releases the replies that waited for these
+records.
 
-File I/O: plain write(2)/fdatasync(2) from the loop thread (blocking the
-turn for the duration of the fsync) on both backends: ringline's loop does
-not expose file operations through the ring yet (noted in docs/kv.md).
+File I/O: plain write(2) from the loop thread and fdatasync(2) on the helper
+thread, on both backends: ringline's loop does not expose file operations
+through the ring yet (the thread stands in for an IORING_OP_FSYNC; noted in
+docs/kv.md).
 
 Recovery (`Journal.recover(path, apply)`): reads records from the start,
 calls apply(payload) for each good one and stops at the first record that is
@@ -40,12 +45,14 @@ to the journal (`failed` is set, `on_failure(exc)` runs, `append` raises): a
 server must not acknowledge writes it cannot persist.
 
 Invariants: `synced <= appended`; records reach the file in append order; a
-record's bytes are written by exactly one commit; `on_durable` is called
-with strictly increasing values.
+record's bytes are written by exactly one commit; at most one fdatasync is
+in flight; `on_durable` is called with strictly increasing values, each
+only after an fdatasync that started after those records were written.
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import struct
 import time
@@ -66,7 +73,7 @@ class Journal:
     """An append-only journal file with group commit (see the module doc)."""
 
     def __init__(self, fd: int, path: str, *, loop: Any = None, fsync: bool = True,
-                 interval: Optional[float] = None,
+                 interval: Optional[float] = None, background: bool = True,
                  on_durable: Optional[Callable[[int], None]] = None,
                  on_failure: Optional[Callable[[BaseException], None]] = None) -> None:
         self.fd = fd
@@ -74,6 +81,9 @@ class Journal:
         self.loop = loop
         self.fsync = fsync
         self.interval = interval
+        self.background = background
+        self._inflight = False
+        self._executor: Any = None
         self.on_durable = on_durable
         self.on_failure = on_failure
         self.appended = 0
@@ -119,10 +129,13 @@ class Journal:
             loop._at_flush(self.commit)
 
     def commit(self) -> None:
-        """Write and sync everything appended so far, then report it."""
+        """Write everything appended so far and make it durable, then report
+        it (at once, or when the background fdatasync returns)."""
         self._scheduled = False
-        if self.synced == self.appended or self.failed is not None:
+        if not self._buf or self.failed is not None:
             return
+        if self._inflight:
+            return              # _sync_done commits what accumulated meanwhile
         data = self._buf
         self._buf = bytearray()
         target = self.appended
@@ -131,26 +144,70 @@ class Journal:
             while view:
                 n = os.write(self.fd, view)
                 view = view[n:]
+            self.bytes_written += len(data)
+            if self.fsync and self.background and self.loop is not None:
+                self._inflight = True
+                fut = self.loop.run_in_executor(self._pool(), self._timed_sync)
+                fut.add_done_callback(lambda f: self._sync_done(f, target))
+                return
             if self.fsync:
-                t0 = time.perf_counter()
-                os.fdatasync(self.fd)
-                self.sync_seconds += time.perf_counter() - t0
+                self._timed_sync()
         except OSError as exc:
-            self.failed = exc
-            if self.on_failure is not None:
-                self.on_failure(exc)
-            raise JournalError(f"journal {self.path}: {exc}") from exc
+            self._fail(exc)
+        self._done(target)
+
+    def _timed_sync(self) -> None:
+        t0 = time.perf_counter()
+        os.fdatasync(self.fd)
+        self.sync_seconds += time.perf_counter() - t0
+
+    def _pool(self) -> Any:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="ringline-journal")
+        return self._executor
+
+    def _sync_done(self, fut: Any, target: int) -> None:
+        self._inflight = False
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            try:
+                self._fail(exc)
+            except JournalError:
+                pass            # reported through on_failure
+            return
+        self._done(target)
+        if self._buf and not self._scheduled:
+            self.commit()       # the records appended while the sync ran
+
+    def _fail(self, exc: BaseException) -> None:
+        self.failed = exc
+        if self.on_failure is not None:
+            self.on_failure(exc)
+        raise JournalError(f"journal {self.path}: {exc}") from exc
+
+    def _done(self, target: int) -> None:
+        if target <= self.synced:
+            return
         self.commits += 1
-        self.bytes_written += len(data)
         self.max_batch = max(self.max_batch, target - self.synced)
         self.synced = target
         if self.on_durable is not None:
             self.on_durable(target)
 
     def close(self) -> None:
+        """Commit what is buffered (synchronously), stop the sync thread,
+        close the file."""
         if self.fd < 0:
             return
         try:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+            self._inflight = False
+            self.background = False
             if self.failed is None:
                 self.commit()
         finally:

@@ -17,8 +17,9 @@ ClusterClient, redis-cli -c) talk to the right worker directly.
 
 Lifecycle: `create_for_worker` runs in the worker before it accepts: it
 recovers the worker's journal (so no connection ever sees a keyspace
-without its journalled writes) and opens it for appending. `on_start` starts
-active expiry and, with several shards, the worker's own listener.
+without its journalled writes) and opens it for appending. With several shards it also
+opens the worker's own listener there (a port in use fails the start).
+`on_start` runs active expiry.
 `on_accept(conn)` serves one connection until EOF, QUIT, a protocol error
 (the error reply is sent, then the connection closes) or a drop at the
 slow-client cap.
@@ -126,6 +127,8 @@ class KvServer(Handler):
         self.listener: Any = None
         self.recovered = (0, 0)
         self.shard.info_extra = self._info_extra
+        if opts.workers > 1:
+            self._listen_own_port()      # a port in use fails the worker's start
         if opts.appendonly:
             path = opts.journal_path(worker_id)
             os.makedirs(opts.dir, exist_ok=True)
@@ -168,8 +171,6 @@ class KvServer(Handler):
 
     async def on_start(self) -> None:
         opts = self.options
-        if opts.workers > 1:
-            self._listen_own_port()
         ks = self.shard.ks
         worker = getattr(self, "worker", None)
         while worker is None or not worker.stopping:
