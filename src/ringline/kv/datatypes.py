@@ -118,10 +118,7 @@ def cmd_set(ks: Keyspace, a: List[bytes]) -> Any:
     if at_ms is not None:
         ks.expire_at(key, at_ms)
         REWRITE[0] = [[b"SET", key, value, b"PXAT", b"%d" % at_ms]]
-    elif keepttl:
-        REWRITE[0] = [[b"SET", key, value, b"KEEPTTL"]]
-    else:
-        REWRITE[0] = [[b"SET", key, value]]
+    # else the command journals as it came (NX/XX/GET/KEEPTTL replay the same)
     return old if get else OK
 
 
