@@ -256,6 +256,16 @@ def test_gate_drops_a_slow_client_at_the_cap():
     assert fine.sent == [b"y" * 90] and not fine.aborted
 
 
+def test_gate_lets_one_big_reply_through_when_nothing_is_outstanding():
+    cur = DurabilityCursor("none")
+    c = FakeConn()
+    g = ReplyGate(c, cur, cap=100)
+    assert g.push(b"z" * 1000, 0)          # a reader asking for a big value
+    assert c.sent == [b"z" * 1000] and not c.aborted
+    c.send_queue_bytes = 1000             # ... not read yet: the next one is too much
+    assert not g.push(b"z", 0) and c.aborted
+
+
 def test_gate_close_after_sent_waits_for_held_replies():
     cur = DurabilityCursor("disk")
     c = FakeConn()

@@ -63,7 +63,8 @@ def parse_args(argv: Optional[List[str]] = None) -> KvOptions:
 def runtime_config(opts: KvOptions) -> Config:
     return Config(workers=opts.workers, pin_to_core=False,
                   recv_accumulator_cap=opts.limits.max_request + 65536,
-                  max_send_queue=max(opts.client_cap, 1024))
+                  # the hard bound behind the gate's cap: one reply may exceed the cap
+                  max_send_queue=max(opts.client_cap * 4, 512 << 20))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

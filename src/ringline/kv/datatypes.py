@@ -37,6 +37,7 @@ OVERFLOW = Error(b"ERR increment or decrement would overflow")
 HASH_NOT_INT = Error(b"ERR hash value is not an integer")
 NOT_POSITIVE = Error(b"ERR value is out of range, must be positive")
 
+MAX_STRING = 512 << 20          # Redis' proto-max-bulk-len: the largest string value
 _INT_RE = re.compile(rb"0|-?[1-9][0-9]{0,18}")
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -183,6 +184,8 @@ def cmd_append(ks: Keyspace, a: List[bytes]) -> Any:
     v = _get_string(ks, a[1])
     if type(v) is Error:
         return v
+    if len(v or b"") + len(a[2]) > MAX_STRING:
+        return Error(b"ERR string exceeds maximum allowed size (proto-max-bulk-len)")
     new = (v or b"") + a[2]
     ks.set(a[1], new, keep_ttl=True)
     return len(new)

@@ -26,9 +26,11 @@ it released.
 
 Slow clients: the cap bounds what a connection may have outstanding: bytes
 held by the gate plus bytes queued in the Conn and not yet sent. A push
-that would pass it aborts the connection (counted in `dropped`); other
-connections are unaffected (they have gates of their own). The Conn's own
-`max_send_queue` stays as a second bound.
+that would pass it while earlier replies are still outstanding aborts the
+connection (counted in `dropped`): the client is not reading. One reply
+alone may be bigger than the cap (a client that reads is never dropped for
+a large value). Other connections are unaffected (they have gates of their
+own). The Conn's own `max_send_queue` stays as the hard bound.
 
 Lifecycle: a gate is created when its connection is accepted and closed
 (`close()`: its held replies are dropped, it leaves the cursor's set) when
@@ -110,13 +112,14 @@ class ReplyGate:
         cursor = self.cursor
         if not self.held and seq <= cursor.position:
             return self._send(data)
+        before = self.held_bytes + self.conn.send_queue_bytes
+        if before and before + len(data) > self.cap:
+            self._drop()
+            return False
         self.held.append((seq, data))
         self.held_bytes += len(data)
         if self.held_bytes > cursor.held_max:
             cursor.held_max = self.held_bytes
-        if self.held_bytes + self.conn.send_queue_bytes > self.cap:
-            self._drop()
-            return False
         cursor.waiting.add(self)
         return True
 
@@ -133,7 +136,7 @@ class ReplyGate:
             self.cursor.waiting.discard(self)
         if out:
             self.cursor.released += len(out)
-            self._send(out[0] if len(out) == 1 else b"".join(out))
+            self._send(out[0] if len(out) == 1 else b"".join(out), False)
         if self.closing and not held:
             self.close_after_sent()
 
@@ -149,11 +152,13 @@ class ReplyGate:
             except ConnectionError:
                 pass
 
-    def _send(self, data: bytes) -> bool:
+    def _send(self, data: bytes, check: bool = True) -> bool:
         conn = self.conn
-        if conn.send_queue_bytes + len(data) > self.cap:
-            self._drop()
-            return False
+        if check:
+            before = conn.send_queue_bytes
+            if before and before + len(data) > self.cap:
+                self._drop()
+                return False
         try:
             conn.send_nowait(data)
         except ConnectionError:
