@@ -111,6 +111,8 @@ SERVER = [
     ("CLIENT", "NOSUCH"), ("FLUSHDB",), ("DBSIZE",), ("NOSUCHCMD", "a", "b"), ("NOSUCHCMD",),
     ("NOSUCHCMD", "x" * 200, "y"), ("SET", "y", "1"), ("FLUSHALL",), ("DBSIZE",),
     ("FLUSHALL", "ASYNC"), ("FLUSHALL", "BOGUS"), ("HELLO", "4"), ("HELLO", "x"),
+    ("AUTH", "x"), ("AUTH", "default", "x"), ("AUTH", "bob", "x"), ("AUTH",),
+    ("HELLO", "3", "AUTH", "bob", "x"), ("HELLO", "2", "AUTH", "default", "x"),
 ]
 
 RESP3 = [

@@ -5,7 +5,7 @@ Owns: `Shard` (one worker's keyspace, counters and journal hook), `Session`
 place a command is looked up, its arity checked, its keys routed (MOVED when
 another shard owns them), run, and journalled; and the commands that are
 about the server or the connection rather than the data: PING ECHO HELLO
-SELECT CLIENT COMMAND CONFIG INFO DBSIZE FLUSHALL FLUSHDB QUIT (CLUSTER is
+AUTH SELECT CLIENT COMMAND CONFIG INFO DBSIZE FLUSHALL FLUSHDB QUIT (CLUSTER is
 ringline.kv.cluster's).
 
 Lifecycle: one Shard per worker process (ringline.kv.server builds it); a
@@ -167,6 +167,19 @@ def cmd_quit(sh: Shard, se: Session, a: List[bytes]) -> Any:
     return OK
 
 
+WRONGPASS = Error(b"WRONGPASS invalid username-password pair or user is disabled.")
+
+
+def cmd_auth(sh: Shard, se: Session, a: List[bytes]) -> Any:
+    """Only Redis' default user exists, without a password (nopass)."""
+    if len(a) == 2:
+        return Error(b"ERR AUTH <password> called without any password configured for the "
+                     b"default user. Are you sure your configuration is correct?")
+    if len(a) != 3:
+        return SYNTAX
+    return OK if a[1] == b"default" else WRONGPASS
+
+
 def cmd_select(sh: Shard, se: Session, a: List[bytes]) -> Any:
     db = parse_int(a[1])
     if db is None:
@@ -197,7 +210,9 @@ def cmd_hello(sh: Shard, se: Session, a: List[bytes]) -> Any:
     while i < len(a):
         opt = a[i].upper()
         if opt == b"AUTH" and i + 2 < len(a):
-            i += 3                  # no users: any AUTH is the default user's
+            if a[i + 1] != b"default":
+                return WRONGPASS
+            i += 3                  # the default user, without a password
         elif opt == b"SETNAME" and i + 1 < len(a):
             name = a[i + 1]
             if b" " in name or b"\n" in name:
@@ -319,6 +334,7 @@ _SERVER_COMMANDS = {
     b"echo": (cmd_echo, 2, False, 0, 0, 0),
     b"quit": (cmd_quit, -1, False, 0, 0, 0),
     b"select": (cmd_select, 2, False, 0, 0, 0),
+    b"auth": (cmd_auth, -2, False, 0, 0, 0),
     b"hello": (cmd_hello, -1, False, 0, 0, 0),
     b"client": (cmd_client, -2, False, 0, 0, 0),
     b"command": (cmd_command, -1, False, 0, 0, 0),
