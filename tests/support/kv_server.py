@@ -14,6 +14,7 @@ inherited). Every process is killed and every temp dir removed at close
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,10 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 from ringline.redis._resp import NEED_MORE, Parser, encode_command
-from support.net import free_port
 
 __all__ = ["KvServer", "RespConn"]
 
@@ -98,13 +98,19 @@ class KvServer:
         self.started = 0          # successful starts (a restart keeps the port)
 
     def _pick_port(self) -> None:
-        self.port = free_port()
-        if self.workers > 1:
-            # the shard ports P+1..P+N must be free too
-            for _ in range(100):
-                if all(_port_free(self.port + 1 + i) for i in range(self.workers)):
-                    break
-                self.port = free_port()
+        # P (and with several shards P+1..P+N): a run of free ports below
+        # the ephemeral range, where no client connection takes one of them
+        # meanwhile (the neighbour of a free ephemeral port is often taken,
+        # and a port a restart reuses could be)
+        low, _high = _ephemeral_range()
+        rng = random.Random()
+        for _ in range(1000):
+            port = rng.randrange(max(1024, low - 12000), low - self.workers - 1)
+            if all(_port_free(port + i) for i in range(self.workers + 1 if self.workers > 1
+                                                       else 1)):
+                self.port = port
+                return
+        raise RuntimeError("no run of free ports found")
 
     def command_line(self) -> List[str]:
         return [sys.executable, "-m", "ringline.kv", "--port", str(self.port),
@@ -195,6 +201,15 @@ class KvServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _ephemeral_range() -> Tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = f.read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def _port_free(port: int) -> bool:
