@@ -17,9 +17,9 @@ ClusterClient, redis-cli -c) talk to the right worker directly.
 
 Lifecycle: `create_for_worker` runs in the worker before it accepts: it
 recovers the worker's journal (so no connection ever sees a keyspace
-without its journalled writes) and opens it for appending. With several shards it also
-opens the worker's own listener there (a port in use fails the start).
-`on_start` runs active expiry.
+without its journalled writes) and opens it for appending; with several
+shards it also opens the worker's own listener (a port in use fails the
+start). `on_start` runs active expiry until the worker stops.
 `on_accept(conn)` serves one connection until EOF, QUIT, a protocol error
 (the error reply is sent, then the connection closes) or a drop at the
 slow-client cap.
@@ -219,6 +219,9 @@ class KvServer(Handler):
             shard.connections -= 1
 
     def _make_on_data(self, conn: Any, session: Session, gate: ReplyGate) -> Any:
+        """The connection's receive callback: parse what arrived, run the
+        complete commands in order, push their replies through the gate as
+        one block tagged with the journal's append count."""
         parser = RequestParser(self.options.limits)
         execute = self.shard.execute
         journal = self.journal if self.cursor.gated else None
