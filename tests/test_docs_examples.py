@@ -33,7 +33,8 @@ README = os.path.join(ROOT, "README.md")
 RUN_HERE = ("api.md", "native.md")
 RUN_ELSEWHERE = {"runtime.md": "runtime/test_runtime.py", "tasks.md": "runtime/test_tasks.py",
                  "redis.md": "clients/test_redis_client.py",
-                 "memcache.md": "clients/test_memcache_client.py"}
+                 "memcache.md": "clients/test_memcache_client.py",
+                 "kv.md": "kv/test_kv_docs.py"}
 FIXED_PORT = 7000
 
 

@@ -10,7 +10,7 @@ Layers, lowest first (a module may import its own layer and the ones below):
   runtime  ringline._runtime.*                   (workers, supervisor, tasks)
   face     ringline (the package __init__)
   clients  ringline.redis.*, ringline.memcache.*, ringline.ping
-  app      ringline.bench.*, ringline.__main__
+  app      ringline.bench.*, ringline.__main__, ringline.kv.*
 
 Every import statement counts, function-level ones too (a lazy import is
 still a dependency), except those under ``if TYPE_CHECKING:``.
@@ -37,7 +37,7 @@ _PREFIXES = [  # longest match wins
     ("ringline._runtime", "runtime"),
     ("ringline.redis", "clients"), ("ringline.memcache", "clients"),
     ("ringline.ping", "clients"),
-    ("ringline.bench", "app"), ("ringline.__main__", "app"),
+    ("ringline.bench", "app"), ("ringline.__main__", "app"), ("ringline.kv", "app"),
     ("ringline", "face"),
 ]
 

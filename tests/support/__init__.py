@@ -17,7 +17,8 @@ own them:
   answers from a server on the running loop).
 * ``support.strace``: syscall counting under ``strace -c -f``.
 * ``support.redis_server`` / ``support.memcached``: real redis-server and
-  memcached peers started and stopped by the tests.
+  memcached peers started and stopped by the tests; ``support.kv_server``:
+  ringline.kv in a subprocess and a raw RESP connection.
 * ``support/tools/``: small programs the tests run in a subprocess.
 
 Nothing here is a test; nothing here outlives the test that used it (every

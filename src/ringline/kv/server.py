@@ -1,0 +1,260 @@
+"""The ringline.kv server: `KvOptions` and `KvServer`, the ringline Handler
+that serves RESP on every worker.
+
+Owns: per worker, the Shard (keyspace + dispatch), the journal and its
+recovery, the durability cursor, the active-expiry task, the worker's own
+listening socket when there are several shards, and per connection the
+request parser, the session and the ReplyGate.
+
+Sharding (docs/kv.md): one keyspace per worker process. With one worker
+(the default) every key is local. With N workers the 16384 hash slots are
+split in N contiguous ranges; worker i owns range i and, besides the shared
+SO_REUSEPORT port P (any worker may accept there), listens on a port of its
+own, P + 1 + i. A command whose keys live in another worker's range gets
+`-MOVED <slot> host:P+1+owner`, and CLUSTER SLOTS/SHARDS/NODES describe the
+layout, so cluster-aware clients (redis-py's RedisCluster, ringline.redis's
+ClusterClient, redis-cli -c) talk to the right worker directly.
+
+Lifecycle: `create_for_worker` runs in the worker before it accepts: it
+recovers the worker's journal (so no connection ever sees a keyspace
+without its journalled writes) and opens it for appending; with several
+shards it also opens the worker's own listener (a port in use fails the
+start). `on_start` runs active expiry until the worker stops.
+`on_accept(conn)` serves one connection until EOF, QUIT, a protocol error
+(the error reply is sent, then the connection closes) or a drop at the
+slow-client cap.
+
+Invariants: a reply leaves only through the connection's ReplyGate, tagged
+with the journal's append count when the policy gates (see gate.py); a
+malformed request or a failing command never ends anything but its own
+connection (a command that raises gets an `ERR internal error` reply and is
+logged).
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+from typing import Any, List, Optional
+
+from .._conn import api
+from .._conn.timers import sleep
+from .._runtime.handler import Handler
+from ..redis._resp import encode_command
+from .commands import Session, Shard
+from .gate import POLICIES, DurabilityCursor, ReplyGate
+from .journal import Journal, JournalError
+from .resp import Error, Limits, RequestParser, encode
+from .slots import split
+
+__all__ = ["KvOptions", "KvServer"]
+
+log = logging.getLogger("ringline.kv")
+
+INTERNAL_ERROR = Error(b"ERR internal error (see the server log)")
+
+
+@dataclasses.dataclass(frozen=True)
+class KvOptions:
+    """The knobs of a ringline.kv server (see docs/kv.md)."""
+    host: str = "127.0.0.1"
+    port: int = 6379
+    workers: int = 1
+    appendonly: bool = False
+    dir: str = "."
+    appendfsync: bool = True          # fdatasync each group commit
+    commit_interval: Optional[float] = None   # seconds; None: once per loop turn
+    ack_policy: str = "none"          # none | disk
+    client_cap: int = 8 << 20         # slow-client cap (bytes held + unsent)
+    limits: Limits = Limits()
+    expire_period: float = 0.1        # active expiry cadence, seconds
+    expire_budget: int = 200          # keys active expiry may delete per run
+
+    def __post_init__(self) -> None:
+        if self.ack_policy not in POLICIES:
+            raise ValueError(f"ack_policy must be one of {POLICIES}, got {self.ack_policy!r}")
+        if self.ack_policy == "disk" and not self.appendonly:
+            raise ValueError("ack_policy 'disk' needs appendonly")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.limits.max_bulk > self.limits.max_request:
+            raise ValueError("max_bulk must not exceed max_request")
+
+    def announce_host(self) -> str:
+        """The host MOVED replies and CLUSTER SLOTS name: the bind address,
+        or loopback when binding every address."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    def journal_path(self, worker_id: int) -> str:
+        name = "appendonly.rlj" if self.workers == 1 else f"appendonly-{worker_id}.rlj"
+        return os.path.join(self.dir, name)
+
+    def shard_port(self, worker_id: int) -> int:
+        return self.port + 1 + worker_id
+
+
+class KvServer(Handler):
+    """ringline.kv's Handler (one instance per worker)."""
+
+    options = KvOptions()     # set by ringline.kv.main before serving
+
+    @classmethod
+    def create_for_worker(cls, worker_id: int) -> "KvServer":
+        h = cls()
+        h._setup(worker_id)
+        return h
+
+    def _setup(self, worker_id: int) -> None:
+        opts = self.options
+        self.loop = asyncio.get_running_loop()
+        self.worker_id = worker_id
+        if opts.workers > 1:
+            ranges = split(opts.workers)
+            addr = opts.announce_host().encode()
+            layout = [(lo, hi, b"%s:%d" % (addr, opts.shard_port(i)))
+                      for i, (lo, hi) in enumerate(ranges)]
+
+            def owner(slot: int) -> bytes:
+                return next(a for lo, hi, a in layout if lo <= slot <= hi)
+            self.shard = Shard(shard_id=worker_id, slots=ranges[worker_id], slot_owner=owner,
+                               port=opts.port, layout=layout)
+        else:
+            self.shard = Shard(port=opts.port)
+        self.cursor = DurabilityCursor(opts.ack_policy)
+        self.journal: Optional[Journal] = None
+        self.listener: Any = None
+        self.recovered = (0, 0)
+        self.shard.info_extra = self._info_extra
+        if opts.workers > 1:
+            self._listen_own_port()      # a port in use fails the worker's start
+        if opts.appendonly:
+            path = opts.journal_path(worker_id)
+            os.makedirs(opts.dir, exist_ok=True)
+            self.recovered = Journal.recover(path, self._replay)
+            if self.recovered[1]:
+                log.warning("kv worker %d: journal %s: discarded a torn tail of %d bytes",
+                            worker_id, path, self.recovered[1])
+            self.journal = Journal.open(path, loop=self.loop, fsync=opts.appendfsync,
+                                        interval=opts.commit_interval,
+                                        on_durable=self.cursor.advance,
+                                        on_failure=self._journal_failed)
+            journal = self.journal
+            append = journal.append
+
+            def on_write(args: List[bytes]) -> None:
+                append(encode_command(args))
+            self.shard.on_write = on_write
+
+    def _journal_failed(self, exc: BaseException) -> None:
+        log.error("kv worker %d: journal failed, writes now get errors: %s",
+                  self.worker_id, exc)
+        self.cursor.fail()
+
+    def _info_extra(self) -> List[Any]:
+        out: List[Any] = [("ack_policy", self.cursor.policy),
+                          ("gate_dropped_clients", self.cursor.dropped),
+                          ("gate_released_replies", self.cursor.released),
+                          ("gate_held_max_bytes", self.cursor.held_max)]
+        if self.journal is not None:
+            out += [("aof_" + k, v) for k, v in self.journal.stats().items()]
+            out += [("aof_recovered_records", self.recovered[0]),
+                    ("aof_discarded_bytes", self.recovered[1])]
+        return out
+
+    def _replay(self, payload: bytes) -> None:
+        cmds, _ = RequestParser(Limits(max_bulk=len(payload), max_request=len(payload) + 1,
+                                       max_args=len(payload))).feed(payload)
+        for args in cmds:
+            self.shard.replay(args)
+
+    async def on_start(self) -> None:
+        opts = self.options
+        ks = self.shard.ks
+        worker = getattr(self, "worker", None)
+        while worker is None or not worker.stopping:
+            await sleep(opts.expire_period)
+            ks.active_expire(opts.expire_budget)
+
+    def _listen_own_port(self) -> None:
+        opts = self.options
+        family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((opts.host, opts.shard_port(self.worker_id)))
+        sock.listen(1024)
+        self._own_sock = sock
+
+        def on_fd(fd: int) -> None:
+            try:
+                conn = api.adopt_fd(self.loop, fd, family)
+            except ConnectionRefusedError:
+                return
+            self.loop.create_task(self._serve_own(conn))
+        self.listener = api.Listener(self.loop, sock, on_fd)
+
+    async def _serve_own(self, conn: Any) -> None:
+        try:
+            await self.on_accept(conn)
+        except ConnectionError:
+            pass
+        except Exception:
+            log.exception("kv worker %d: connection failed", self.worker_id)
+        finally:
+            if conn.is_alive:
+                conn.close()
+
+    async def on_accept(self, conn: Any) -> None:
+        shard = self.shard
+        shard.connections += 1
+        session = shard.new_session()
+        gate = ReplyGate(conn, self.cursor, self.options.client_cap)
+        try:
+            await conn.on_data(self._make_on_data(conn, session, gate))
+        except ConnectionError:
+            pass
+        finally:
+            gate.close()
+            shard.connections -= 1
+
+    def _make_on_data(self, conn: Any, session: Session, gate: ReplyGate) -> Any:
+        """The connection's receive callback: parse what arrived, run the
+        complete commands in order, push their replies through the gate as
+        one block tagged with the journal's append count."""
+        parser = RequestParser(self.options.limits)
+        execute = self.shard.execute
+        journal = self.journal if self.cursor.gated else None
+        need_at_least = api.need_at_least
+        worker_id = self.worker_id
+
+        def on_data(view: memoryview) -> Any:
+            data = bytes(view)
+            cmds, used = parser.feed(data)
+            out = []
+            for args in cmds:
+                try:
+                    reply = execute(session, args)
+                except JournalError as exc:
+                    log.error("kv worker %d: %s", worker_id, exc)
+                    reply = Error(b"ERR journal failed: writes are not persisted")
+                except Exception:
+                    log.exception("kv worker %d: command %r failed", worker_id, args[:1])
+                    reply = INTERNAL_ERROR
+                out.append(encode(reply, session.proto))     # HELLO's own reply too
+                if session.closing:
+                    used = len(data)
+                    break
+            if parser.error is not None and not session.closing:
+                out.append(encode(Error(str(parser.error).encode()), session.proto))
+                session.closing = True
+            if out:
+                seq = journal.appended if journal is not None else 0
+                gate.push(out[0] if len(out) == 1 else b"".join(out), seq)
+            if session.closing:
+                gate.close_after_sent()
+                return used or len(data)
+            if used == 0 and parser.want:
+                return need_at_least(parser.want)
+            return used
+        return on_data
