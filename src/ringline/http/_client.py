@@ -40,11 +40,6 @@ _IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 USER_AGENT = "ringline-http/0.1"
 
 
-class _Retry(Exception):
-    """Raised by an h2 connection for a stream the server never processed
-    (above a GOAWAY's last stream id, or refused): safe to send again."""
-
-
 class _Content:
     """A request body that is streamed (iterable or async iterable)."""
 
@@ -325,9 +320,9 @@ class Client:
                 if type(conn) is H1Connection:
                     return await self._h1(conn, req, t, stream)
                 return await conn.request(self, req, t)
-            except (StaleConnection, _Retry):
+            except StaleConnection as exc:
                 if attempts >= 3 or req.stream is not None or (
-                        req.method not in _IDEMPOTENT and attempts > 1):
+                        req.method not in _IDEMPOTENT and not exc.safe):
                     raise TransportError(f"{req.method} {req.url}: the connection closed "
                                          "before the server answered") from None
                 continue
@@ -340,14 +335,8 @@ class Client:
         headers, checked, body = self._wire_headers(req, False)
         expect = any(n.lower() == b"expect" and v.lower() == b"100-continue"
                      for n, v in headers[checked:])
-        try:
-            p = await conn.request(req.method.encode("ascii"), req.url.target.encode("ascii"),
-                                   headers, checked, req.content, body, t, expect)
-        except StaleConnection:
-            if req.method not in _IDEMPOTENT:
-                raise TransportError(f"{req.method} {req.url}: the kept-alive connection was "
-                                     "closed by the server before it answered") from None
-            raise
+        p = await conn.request(req.method.encode("ascii"), req.url.target.encode("ascii"),
+                               headers, checked, req.content, body, t, expect)
         if p.done and not stream and (p.content_encoding is None):
             # the whole response arrived with its head: no stream object
             body_bytes = p.body[0] if len(p.body) == 1 else b"".join(p.body)

@@ -43,7 +43,14 @@ _CONTINUE_WAIT = 1.0          # Expect: 100-continue: send the body anyway after
 
 class StaleConnection(Exception):
     """A reused keep-alive connection was closed by the server before it
-    answered: the request never reached it and may be sent again."""
+    answered, or an HTTP/2 stream the server refused or left above its
+    GOAWAY's last stream id. ``safe`` is True when the protocol guarantees
+    the server did not process the request (HTTP/2), so any method may be
+    sent again; for HTTP/1.1 only idempotent methods are."""
+
+    def __init__(self, safe: bool = False) -> None:
+        super().__init__("the connection closed before the server answered")
+        self.safe = safe
 
 
 class H1Connection:

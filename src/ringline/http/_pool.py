@@ -104,6 +104,11 @@ class OriginPool:
                 w.set_result(None)          # room to dial
                 break
 
+    def _forget_h2_soft(self, c: Any) -> None:
+        # a connection going away (GOAWAY) takes no new streams; it still
+        # counts against the limit until it closes
+        pass
+
     async def _wait_room(self, t: Timeout) -> Optional[H1Connection]:
         fut = self.loop.create_future()
         self.waiters.append(fut)
@@ -151,7 +156,7 @@ class OriginPool:
             raise ConnectTimeout(f"connecting to {self._name()} took more than "
                                  f"{t.connect} s") from None
         except ssl.SSLError as exc:
-            raise ConnectError(f"TLS with {self._name()} failed: {exc}") from exc
+            raise ConnectError(f"{self._name()}: {exc}") from exc
         except OSError as exc:
             raise ConnectError(f"cannot connect to {self._name()}: {exc}") from exc
         if alpn == "h2" or (alpn is None and self.http2 and not self.http1):
