@@ -92,7 +92,7 @@ class ResponseParser:
                  "head_done", "done", "keep_alive", "until_eof", "content_length",
                  "content_encoding", "chunked", "connection_close", "interim", "_fed_head",
                  "_hbytes", "_body_bytes", "_progress", "_idle", "_error", "_extra",
-                 "http_version", "_started")
+                 "http_version", "_started", "_trailer")
 
     def __init__(self, bounds: Bounds, head: bool = False) -> None:
         self._p = HttpResponseParser(self)
@@ -121,6 +121,7 @@ class ResponseParser:
         self._error: Optional[BaseException] = None
         self._extra = False
         self._started = False
+        self._trailer = False
 
     # -- llhttp callbacks --
 
@@ -212,15 +213,21 @@ class ResponseParser:
 
     def on_body(self, data: bytes) -> None:
         self._progress = True
+        self._trailer = False
         self._body_bytes += len(data)
         if self._body_bytes > self._b.max_body_bytes:
             self._fail(LimitExceeded("max_body_bytes", self._b.max_body_bytes, "body"))
         self.body.append(data)
 
     def on_chunk_header(self) -> None:
+        # bytes after a chunk header that are not body are the trailer
+        # section (only the last chunk, of size 0, is followed by non-body)
         self._progress = True
+        self._trailer = True
 
-    on_chunk_complete = on_chunk_header
+    def on_chunk_complete(self) -> None:
+        self._progress = True
+        self._trailer = False
 
     def on_message_complete(self) -> None:
         if not self.head_done:          # the end of an interim (1xx) response
@@ -272,9 +279,13 @@ class ResponseParser:
                                     "header section")
         elif not self._progress:
             self._idle += n
-            if self._idle > self._b.max_chunk_line + self._b.max_trailer_bytes:
+            if self._trailer:
+                if self._idle > self._b.max_trailer_bytes:
+                    raise LimitExceeded("max_trailer_bytes", self._b.max_trailer_bytes,
+                                        "trailer section")
+            elif self._idle > self._b.max_chunk_line:
                 raise LimitExceeded("max_chunk_line", self._b.max_chunk_line,
-                                    "bytes with no chunk progress")
+                                    "chunk-size line")
         else:
             self._idle = 0
         if self._head and self.head_done and not self.done:
