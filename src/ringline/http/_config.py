@@ -31,13 +31,17 @@ class Timeout:
     (waiting for a connection of a full pool)."""
 
     __slots__ = ("connect", "read", "write", "pool")
+    connect: Optional[float]
+    read: Optional[float]
+    write: Optional[float]
+    pool: Optional[float]
 
     def __init__(self, timeout: Union[None, float, "Timeout"] = _UNSET, *,
                  connect: Optional[float] = _UNSET, read: Optional[float] = _UNSET,
                  write: Optional[float] = _UNSET, pool: Optional[float] = _UNSET) -> None:
         if isinstance(timeout, Timeout):
             base = timeout
-            vals = [base.connect, base.read, base.write, base.pool]
+            vals: list = [base.connect, base.read, base.write, base.pool]
         else:
             default = 5.0 if timeout is _UNSET else _check("timeout", timeout)
             vals = [default] * 4
@@ -116,6 +120,16 @@ class Bounds:
     __slots__ = ("max_header_bytes", "max_headers", "max_body_bytes", "max_decoded_bytes",
                  "max_decode_ratio", "max_chunk_line", "max_trailer_bytes",
                  "hpack_table_size", "max_concurrent_streams", "max_control_frames")
+    max_header_bytes: int
+    max_headers: int
+    max_body_bytes: int
+    max_decoded_bytes: int
+    max_decode_ratio: int
+    max_chunk_line: int
+    max_trailer_bytes: int
+    hpack_table_size: int
+    max_concurrent_streams: int
+    max_control_frames: int
 
     def __init__(self, *, max_header_bytes: int = 65536, max_headers: int = 128,
                  max_body_bytes: int = 1 << 30, max_decoded_bytes: int = 1 << 30,

@@ -19,6 +19,9 @@ from __future__ import annotations
 import zlib
 from typing import Any, List, Optional
 
+_brotli: Any
+_zstd: Any
+
 from ._errors import DecodingError, LimitExceeded
 
 __all__ = ["make_decoder", "SUPPORTED"]
@@ -27,11 +30,11 @@ _PIECE = 1 << 20          # zlib output produced per step
 _RATIO_FLOOR = 1 << 20    # the ratio cap applies once this much was produced
 
 try:                       # optional codings
-    import brotli as _brotli  # type: ignore[import-not-found]
+    import brotli as _brotli  # type: ignore[import-not-found,import-untyped,no-redef]
 except ImportError:        # pragma: no cover - depends on the environment
     _brotli = None
 try:
-    import zstandard as _zstd  # type: ignore[import-not-found]
+    import zstandard as _zstd  # type: ignore[import-not-found,import-untyped,no-redef]
 except ImportError:        # pragma: no cover
     _zstd = None
 

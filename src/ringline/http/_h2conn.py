@@ -250,7 +250,7 @@ class H2Connection:
         if self.closed:
             return n
         try:
-            events = self.h2.receive_data(bytes(view))
+            events: List[Any] = self.h2.receive_data(bytes(view))
         except h2.exceptions.DenialOfServiceError as exc:
             self._flush()
             raise LimitExceeded("max_header_bytes", self.bounds.max_header_bytes,

@@ -322,7 +322,7 @@ class Response:
         h = self._headers
         if type(h) is list:
             h = self._headers = Headers._from_raw(h)
-        return h
+        return h  # type: ignore[return-value]
 
     @property
     def trailers(self) -> Headers:
@@ -413,9 +413,6 @@ class Response:
 
     async def aiter_bytes(self, chunk_size: Optional[int] = None) -> AsyncIterator[bytes]:
         """The body, decoded per Content-Encoding (within the decode bounds)."""
-        if self._content is not None and not self._closed and self._consumed is True \
-                and self._stream is None:
-            pass
         if self._content is not None:
             c = self._content
             step = chunk_size or max(len(c), 1)

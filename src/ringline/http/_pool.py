@@ -144,6 +144,7 @@ class OriginPool:
     async def _dial(self, t: Timeout) -> Any:
         """Open a connection: returns an H1Connection or an h2 connection."""
         host, port = self.dial_addr
+        raw: Any
         try:
             if self.ssl_context is None:
                 raw = await _api.connect((host, port), timeout=t.connect)
