@@ -115,6 +115,7 @@ class Client:
         self._closed = False
         self._hdr_cache: Any = None
         self._url_cache: Dict[str, URL] = {}
+        self._bare: Dict[str, List[Tuple[bytes, bytes]]] = {}
 
     # -- lifecycle --
 
@@ -138,13 +139,15 @@ class Client:
 
     def _default_raw(self) -> List[Tuple[bytes, bytes]]:
         cache = self._hdr_cache
-        if cache is None or cache[0] is not self.headers or cache[1] != len(self.headers._list()):
+        h = self.headers
+        if cache is None or cache[0] is not h or cache[1] != h.version:
             raw = []
-            for _, name, value in self.headers._list():
+            for _, name, value in h._list():
                 n, v = name.encode("latin-1"), value.encode("latin-1")
                 check_header(n, v)
                 raw.append((n, v))
-            cache = self._hdr_cache = (self.headers, len(self.headers._list()), raw)
+            cache = self._hdr_cache = (h, h.version, raw)
+            self._bare.clear()
         return cache[2]
 
     def _url(self, url: Union[str, URL], params: Any) -> URL:
@@ -200,13 +203,23 @@ class Client:
         defaults = self._default_raw()
         extra = req.headers._list() if (req.headers._raw is not None or req.headers._items) \
             else ()
+        if not extra and req.content is None and req.stream is None and not h2 \
+                and req.method not in ("POST", "PUT", "PATCH"):
+            # the common bodiless request: Host + defaults, built once per host
+            netloc = req.url.netloc
+            bare = self._bare.get(netloc)
+            if bare is None:
+                if len(self._bare) > 64:
+                    self._bare.clear()
+                bare = self._bare[netloc] = [(b"Host", _host_bytes(netloc))] + defaults
+            return bare, len(bare), None
         if extra:
             override = {k for k, _, _ in extra}
             base = [(n, v) for n, v in defaults if n.decode("latin-1").lower() not in override]
         else:
             base = list(defaults)
         checked = len(base) + (0 if h2 else 1)
-        out = base if h2 else [(b"Host", req.url.netloc.encode("idna" if not req.url.netloc.isascii() else "ascii"))] + base
+        out = base if h2 else [(b"Host", _host_bytes(req.url.netloc))] + base
         has_len = has_te = False
         for low, name, value in extra:
             if low == "host" and not h2:
@@ -384,6 +397,10 @@ class Client:
 
     async def patch(self, url: Union[str, URL], **kw: Any) -> Response:
         return await self.request("PATCH", url, **kw)
+
+
+def _host_bytes(netloc: str) -> bytes:
+    return netloc.encode("ascii") if netloc.isascii() else netloc.encode("idna")
 
 
 def _pairs(params: Any) -> Any:

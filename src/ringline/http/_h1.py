@@ -142,45 +142,61 @@ class ResponseParser:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._hbytes += len(name) + len(value) + 4
-        if self.head_done:              # a trailer field
-            self._progress = True
-            if self._hbytes > self._b.max_trailer_bytes:
-                self._fail(LimitExceeded("max_trailer_bytes", self._b.max_trailer_bytes,
-                                         "trailer section"))
-            if self.trailers is None:
-                self.trailers = []
-            self.trailers.append((name, value))
-            if len(self.trailers) > self._b.max_headers:
-                self._fail(LimitExceeded("max_headers", self._b.max_headers, "trailer count"))
+        # the hot path: one append; sizes and the framing headers are read
+        # once, in on_headers_complete (a head that is still incomplete is
+        # bounded by feed()'s byte count)
+        if self.head_done:
+            self._on_trailer(name, value)
             return
-        if self._hbytes > self._b.max_header_bytes:
-            self._fail(LimitExceeded("max_header_bytes", self._b.max_header_bytes,
-                                     "header section"))
         headers = self.headers
         headers.append((name, value))
         if len(headers) > self._b.max_headers:
             self._fail(LimitExceeded("max_headers", self._b.max_headers, "header count"))
-        n = len(name)
-        if n == 14 and name.lower() == b"content-length":
-            try:
-                cl = int(value)
-            except ValueError:
-                self._fail(RemoteProtocolError(f"invalid Content-Length {value[:40]!r}"))
-            if self.content_length is not None and self.content_length != cl:
-                self._fail(RemoteProtocolError("conflicting Content-Length headers"))
-            self.content_length = cl
-            if cl > self._b.max_body_bytes:
-                self._fail(LimitExceeded("max_body_bytes", self._b.max_body_bytes,
-                                         f"Content-Length {cl}"))
-        elif n == 16 and name.lower() == b"content-encoding":
-            self.content_encoding = (value if self.content_encoding is None
-                                     else self.content_encoding + b", " + value)
-        elif n == 17 and name.lower() == b"transfer-encoding":
-            self.chunked = value.strip().lower().endswith(b"chunked")
-        elif n == 10 and name.lower() == b"connection":
-            if b"close" in value.lower():
-                self.connection_close = True
+
+    def _on_trailer(self, name: bytes, value: bytes) -> None:
+        self._hbytes += len(name) + len(value) + 4
+        self._progress = True
+        if self._hbytes > self._b.max_trailer_bytes:
+            self._fail(LimitExceeded("max_trailer_bytes", self._b.max_trailer_bytes,
+                                     "trailer section"))
+        if self.trailers is None:
+            self.trailers = []
+        self.trailers.append((name, value))
+        if len(self.trailers) > self._b.max_headers:
+            self._fail(LimitExceeded("max_headers", self._b.max_headers, "trailer count"))
+
+    def _scan_headers(self) -> None:
+        """Size bound and the framing headers of the final head."""
+        total = len(self.reason)
+        for name, value in self.headers:
+            n = len(name)
+            total += n + len(value) + 4
+            if n == 14:
+                if name.lower() == b"content-length":
+                    try:
+                        cl = int(value)
+                    except ValueError:
+                        self._fail(RemoteProtocolError(f"invalid Content-Length {value[:40]!r}"))
+                    if self.content_length is not None and self.content_length != cl:
+                        self._fail(RemoteProtocolError("conflicting Content-Length headers"))
+                    self.content_length = cl
+            elif n == 16:
+                if name.lower() == b"content-encoding":
+                    self.content_encoding = (value if self.content_encoding is None
+                                             else self.content_encoding + b", " + value)
+            elif n == 17:
+                if name.lower() == b"transfer-encoding":
+                    self.chunked = value.strip().lower().endswith(b"chunked")
+            elif n == 10:
+                if name.lower() == b"connection" and b"close" in value.lower():
+                    self.connection_close = True
+        if total > self._b.max_header_bytes:
+            self._fail(LimitExceeded("max_header_bytes", self._b.max_header_bytes,
+                                     "header section"))
+        cl = self.content_length
+        if cl is not None and cl > self._b.max_body_bytes:
+            self._fail(LimitExceeded("max_body_bytes", self._b.max_body_bytes,
+                                     f"Content-Length {cl}"))
 
     def on_headers_complete(self) -> None:
         status = self._p.get_status_code()
@@ -191,13 +207,9 @@ class ResponseParser:
             self.status = status
             self.headers = []
             self.reason = b""
-            self.content_length = None
-            self.content_encoding = None
-            self.chunked = False
-            self.connection_close = False
-            self._hbytes = 0
             return
         self.status = status
+        self._scan_headers()
         self.head_done = True
         self._hbytes = 0
         self._progress = True

@@ -55,7 +55,7 @@ class StaleConnection(Exception):
 
 class H1Connection:
     __slots__ = ("conn", "pool", "bounds", "idle_since", "requests", "parser", "closed",
-                 "http_version", "_feed")
+                 "http_version", "_feed", "_loop", "_timed_out", "_expire_cb")
 
     def __init__(self, conn: Any, pool: Any, bounds: Bounds) -> None:
         self.conn = conn
@@ -67,6 +67,9 @@ class H1Connection:
         self.closed = False
         self.http_version = "HTTP/1.1"
         self._feed = self._feed_parser
+        self._loop = asyncio.get_running_loop()
+        self._timed_out = False
+        self._expire_cb = self._expire
 
     # -- state --
 
@@ -92,19 +95,26 @@ class H1Connection:
     def _feed_parser(self, view: memoryview) -> int:
         return self.parser.feed(view)      # type: ignore[union-attr]
 
+    def _expire(self) -> None:
+        # a read timeout: the connection is useless now; aborting it wakes
+        # the waiting read (cheaper than cancelling the task per read)
+        self._timed_out = True
+        self.conn.abort()
+
     async def _read_once(self, read_timeout: Optional[float]) -> None:
         """One receive's worth of parsing; raises at EOF unless the parser
         completes there."""
+        timer = (None if read_timeout is None
+                 else self._loop.call_later(read_timeout, self._expire_cb))
         try:
-            if read_timeout is None:
-                n = await self.conn.with_data(self._feed)
-            else:
-                async with _timeout(read_timeout):
-                    n = await self.conn.with_data(self._feed)
-        except TimeoutError:
-            raise ReadTimeout(f"no response bytes within {read_timeout} s") from None
+            n = await self.conn.with_data(self._feed)
         except (ConnectionClosed, ConnectionDropped, OSError) as exc:
+            if self._timed_out:
+                raise ReadTimeout(f"no response bytes within {read_timeout} s") from None
             raise ReadError(f"connection failed while reading the response: {exc}") from None
+        finally:
+            if timer is not None:
+                timer.cancel()
         if n == 0:
             self.parser.feed_eof()      # type: ignore[union-attr]
 

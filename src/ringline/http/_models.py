@@ -43,9 +43,10 @@ def _s(v: Union[str, bytes]) -> str:
 class Headers:
     """Case-insensitive multi-valued headers (see the module docstring)."""
 
-    __slots__ = ("_raw", "_items")
+    __slots__ = ("_raw", "_items", "version")
 
     def __init__(self, headers: HeaderTypes = None) -> None:
+        self.version = 0        # bumped by every change (clients cache encodings)
         self._raw: Optional[List[Tuple[bytes, bytes]]] = None
         self._items: List[Tuple[str, str, str]] = []
         if headers is None:
@@ -61,6 +62,7 @@ class Headers:
     @classmethod
     def _from_raw(cls, raw: List[Tuple[bytes, bytes]]) -> "Headers":
         h = cls.__new__(cls)
+        h.version = 0
         h._raw = raw
         h._items = []
         return h
@@ -96,6 +98,7 @@ class Headers:
         items = [t for t in self._list() if t[0] != low]
         items.append((low, name, value))
         self._items = items
+        self.version += 1
 
     def __delitem__(self, name: str) -> None:
         low = name.lower()
@@ -103,6 +106,7 @@ class Headers:
         if len(items) == len(self._items):
             raise KeyError(name)
         self._items = items
+        self.version += 1
 
     def setdefault(self, name: str, value: str) -> str:
         cur = self.get(name)
@@ -117,6 +121,7 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         self._list().append((name.lower(), name, value))
+        self.version += 1
 
     def pop(self, name: str, default: Any = None) -> Any:
         v = self.get(name, default)
