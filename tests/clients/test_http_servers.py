@@ -205,6 +205,12 @@ def test_hypercorn_methods_h1(hypercorn):
             assert r.json()["length"] == 3
             with pytest.raises(rh.ReadTimeout):
                 await c.get("/slow", timeout=rh.Timeout(5, read=0.3))
+            with pytest.raises(rh.LocalProtocolError):
+                await c.get("/echo", headers={"X-Bad": "a\nb"})
+            c.headers["X-Default"] = "one"
+            assert ["x-default", "one"] in (await c.get("/echo")).json()["headers"]
+            c.headers["X-Default"] = "two"      # same count: caches must notice
+            assert ["x-default", "two"] in (await c.get("/echo")).json()["headers"]
             ports = set()
             for _ in range(5):
                 ports.add((await c.get("/echo")).json()["client_port"])
@@ -232,6 +238,14 @@ def test_hypercorn_h2c_and_h2_tls(hypercorn):
             assert got == _pattern(300000)
             r = await c.delete("/echo")
             assert r.json()["method"] == "DELETE"
+            # injection is refused before anything is sent, on h2 as on h1
+            with pytest.raises(rh.LocalProtocolError):
+                await c.get("/echo", headers={"X-Bad": "a\r\nInjected: 1"})
+            with pytest.raises(rh.LocalProtocolError):
+                await c.get("/echo", headers={"X Bad": "v"})
+            got = (await c.get("/echo", headers={"TE": "gzip", "X-Ok": "1"})).json()
+            assert ["x-ok", "1"] in got["headers"]
+            assert not any(k == "te" for k, _ in got["headers"])
     run(main)
 
 

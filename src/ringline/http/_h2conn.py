@@ -100,8 +100,14 @@ class H2Connection:
         self.pool = pool
         self.bounds = bounds
         self.http_version = "HTTP/2"
+        # inbound headers are validated by h2 (illegal characters, pseudo
+        # headers); outbound ones were checked by check_header and
+        # Client._wire_headers (lower-case names, no connection-specific
+        # fields, TE only "trailers"), so h2 need not check them again
         cfg = h2.config.H2Configuration(client_side=True, header_encoding=None,
-                                        validate_inbound_headers=True)
+                                        validate_inbound_headers=True,
+                                        validate_outbound_headers=False,
+                                        normalize_outbound_headers=False)
         conn = self.h2 = h2.connection.H2Connection(config=cfg)
         conn.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
@@ -463,12 +469,13 @@ class H2Connection:
         headers = [(b":method", req.method.encode("ascii")), (b":scheme", self.scheme),
                    (b":authority", self.authority),
                    (b":path", req.url.target.encode("ascii"))]
-        i = 0
-        for name, value in raw_headers:
+        for i, (name, value) in enumerate(raw_headers):
             if i >= checked:
                 check_header(name, value)
-            i += 1
-            headers.append((name.lower(), value))
+            name = name.lower()
+            if name == b"te" and value.lower() != b"trailers":
+                continue                # the only TE value HTTP/2 allows
+            headers.append((name, value))
         end = req.content is None and body is None or req.content == b""
         h2c = self.h2
         sid = h2c.get_next_available_stream_id()
