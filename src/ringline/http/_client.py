@@ -287,7 +287,7 @@ class Client:
             resp = await self._send_once(request, t, stream)
             if not follow or not resp.is_redirect:
                 resp.history = history
-                if not stream:
+                if not stream and resp._stream is not None:
                     try:
                         await resp.aread()
                     finally:
@@ -328,7 +328,9 @@ class Client:
         attempts = 0
         while True:
             attempts += 1
-            conn = await pool.connection(t)
+            # an idle keep-alive connection is taken without a coroutine
+            conn = (pool.take_idle() if pool.idle and not pool.h2conns else None) \
+                or await pool.connection(t)
             try:
                 if type(conn) is H1Connection:
                     return await self._h1(conn, req, t, stream)
@@ -346,8 +348,9 @@ class Client:
 
     async def _h1(self, conn: H1Connection, req: Request, t: Timeout, stream: bool) -> Response:
         headers, checked, body = self._wire_headers(req, False)
-        expect = any(n.lower() == b"expect" and v.lower() == b"100-continue"
-                     for n, v in headers[checked:])
+        expect = len(headers) > checked and any(
+            n.lower() == b"expect" and v.lower() == b"100-continue"
+            for n, v in headers[checked:])
         p = await conn.request(req.method.encode("ascii"), req.url.target.encode("ascii"),
                                headers, checked, req.content, body, t, expect)
         if p.done and not stream and (p.content_encoding is None):

@@ -60,14 +60,24 @@ class _Caps:
 
 
 class _Zlib:
-    """gzip and deflate. deflate is tried as zlib-wrapped first and falls back
-    to raw deflate (servers send both)."""
+    """gzip and deflate. deflate is zlib-wrapped (RFC 9110) or, as some
+    servers send it, raw: the first two bytes tell (a zlib header is
+    CM=8 and a multiple of 31)."""
 
     def __init__(self, kind: str, caps: _Caps) -> None:
         self.kind = kind
         self.caps = caps
-        self.first = True
+        self.pending = b"" if kind == "deflate" else None
         self.obj = zlib.decompressobj(16 + zlib.MAX_WBITS if kind == "gzip" else zlib.MAX_WBITS)
+
+    def _choose(self, force: bool) -> bytes:
+        data = self.pending or b""
+        if len(data) < 2 and not force:
+            return b""
+        wrapped = len(data) >= 2 and (data[0] & 0x0F) == 8 and (data[0] * 256 + data[1]) % 31 == 0
+        self.obj = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        self.pending = None
+        return data
 
     def _run(self, data: bytes) -> List[bytes]:
         out = []
@@ -83,26 +93,29 @@ class _Zlib:
         return out
 
     def decode(self, data: bytes) -> List[bytes]:
+        if self.pending is not None:
+            self.pending += data
+            data = self._choose(False)
+            if not data:
+                return []
         try:
-            if self.first and self.kind == "deflate":
-                self.first = False
-                try:
-                    return self._run(data)
-                except zlib.error:
-                    self.obj = zlib.decompressobj(-zlib.MAX_WBITS)
             return self._run(data)
         except zlib.error as exc:
             raise DecodingError(f"invalid {self.kind} body: {exc}") from None
 
     def flush(self) -> List[bytes]:
+        out: List[bytes] = []
+        if self.pending is not None:
+            out = self.decode(self._choose(True)) if self.pending else []
+            self.pending = None
         try:
             piece = self.obj.flush()
         except zlib.error as exc:
             raise DecodingError(f"invalid {self.kind} body: {exc}") from None
-        if not piece:
-            return []
-        self.caps.produced(len(piece))
-        return [piece]
+        if piece:
+            self.caps.produced(len(piece))
+            out.append(piece)
+        return out
 
 
 class _Brotli:
