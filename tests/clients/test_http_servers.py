@@ -13,6 +13,7 @@ client on a plain ringline asyncio loop as well as inside the runtime.
 """
 import asyncio
 import hashlib
+import os
 import ssl
 
 import pytest
@@ -21,7 +22,8 @@ import ringline
 import ringline.http as rh
 
 from support import run
-from support.http_servers import SIZES, Hypercorn, Nginx, have_hypercorn, have_nginx
+from support.http_servers import (SIZES, Hypercorn, Nghttpd, Nginx, have_hypercorn,
+                                  have_nghttpd, have_nginx)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,6 +37,15 @@ def nginx():
     if not have_nginx():
         pytest.skip("nginx is not installed (scripts/setup-system.sh installs it)")
     srv = Nginx().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def nghttpd(nginx):
+    if not have_nghttpd():
+        pytest.skip("nghttpd is not installed (scripts/setup-system.sh installs it)")
+    srv = Nghttpd(os.path.join(nginx.dir, "www")).start()
     yield srv
     srv.stop()
 
@@ -167,6 +178,27 @@ def test_bad_certificate_is_refused(nginx):
     run(main)
 
 
+# -- nghttpd (nghttp2), a third implementation ------------------------------------
+
+
+def test_nghttpd_h2c_and_tls(nghttpd):
+    async def main():
+        for base, kw in ((f"http://127.0.0.1:{nghttpd.port}", dict(http1=False)),
+                         (f"https://127.0.0.1:{nghttpd.tls_port}", dict(verify=_ctx(nghttpd)))):
+            async with rh.Client(base_url=base, http2=True, timeout=30,
+                                 limits=rh.Limits(max_connections=1), **kw) as c:
+                rs = await asyncio.gather(*[c.get(f"/f{n}") for n in SIZES])
+                assert [r.content for r in rs] == [_pattern(n) for n in SIZES]
+                assert all(r.http_version == "HTTP/2" for r in rs)
+                body = _pattern(3 << 20)
+                r = await c.post("/f0", content=body)       # --echo-upload
+                assert r.content == body
+                rs = await asyncio.gather(*[c.get("/f16") for _ in range(300)])
+                assert all(r.content == _pattern(16) for r in rs)
+                assert next(iter(c._pools.values())).opened == 1
+    run(main, timeout=90)
+
+
 # -- hypercorn -----------------------------------------------------------------
 
 
@@ -275,16 +307,40 @@ def test_module_level_helpers(hypercorn):
     run(main)
 
 
-def test_inside_the_runtime(hypercorn):
-    """The same client inside a ringline.launch() worker."""
-    from ringline._runtime.launch import launch    # noqa: F401 - the runtime entry
-    import multiprocessing as mp  # noqa: F401
-    port = hypercorn.port
+class _Fetcher(ringline.Handler):
+    """A runtime worker that answers each connection's line (a URL) with
+    "<status> <body length> <http version>", fetched with ringline.http:
+    the client runs inside a ringline.launch() worker."""
 
-    async def main():
-        # a worker loop is a ringline loop like this one: the glue is the
-        # same code path; exercise it via a Handler-free task in the runtime
-        async with rh.Client(base_url=f"http://127.0.0.1:{port}") as c:
-            r = await c.get("/echo")
-            return r.json()["method"]
-    assert ringline.run(main()) == "GET"
+    async def on_start(self):
+        self.client = rh.Client(http2=True, http1=False)
+
+    async def on_accept(self, conn):
+        line = bytearray()
+
+        def take(view):
+            line.extend(view)
+            return len(view)
+        while not line.endswith(b"\n"):
+            if not await conn.with_data(take):
+                return
+        urls = line.decode().split()
+        rs = await asyncio.gather(*[self.client.get(u) for u in urls])
+        conn.send_nowait(" ".join(f"{r.status_code}:{len(r.content)}:{r.http_version}"
+                                  for r in rs).encode() + b"\n")
+        await conn.drain()
+
+
+def test_inside_the_runtime(hypercorn):
+    """The same client code inside a ringline.launch() worker (h2c here)."""
+    import socket
+    url = f"http://127.0.0.1:{hypercorn.port}/bytes/"
+    with ringline.launch(_Fetcher, ("127.0.0.1", 0), ringline.Config(workers=1)) as rt:
+        with socket.create_connection(("127.0.0.1", rt.port), timeout=30) as s:
+            s.sendall(f"{url}10 {url}70000 {url}0\n".encode())
+            got = b""
+            while not got.endswith(b"\n"):
+                more = s.recv(4096)
+                assert more, got
+                got += more
+    assert got.decode().split() == ["200:10:HTTP/2", "200:70000:HTTP/2", "200:0:HTTP/2"]

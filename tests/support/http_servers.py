@@ -9,9 +9,14 @@ temporary files and stopped by the fixture that started them.
   third port (idle-close tests).
 * ``Hypercorn``: ``hypercorn support.http_app:app`` on a plain port (h1 and
   h2c) and a TLS port (h1 and h2 by ALPN).
+* ``Nghttpd``: nghttp2's nghttpd (a third, independent HTTP/2
+  implementation) serving nginx's static files: h2c with prior knowledge on
+  one port, h2 over TLS on another; ``--echo-upload`` answers a POST with
+  its body.
 * ``tls_files(dir)``: a trustme CA and a 127.0.0.1/localhost certificate.
 
-``have_nginx()`` / ``have_hypercorn()`` tell whether each can run here.
+``have_nginx()`` / ``have_hypercorn()`` / ``have_nghttpd()`` tell whether
+each can run here.
 """
 import os
 import shutil
@@ -25,7 +30,15 @@ from ringline.bench.nginx import wait_port as _wait_port
 
 from .net import free_port
 
-__all__ = ["SIZES", "Nginx", "Hypercorn", "have_nginx", "have_hypercorn", "tls_files"]
+__all__ = ["SIZES", "Nginx", "Hypercorn", "Nghttpd", "have_nginx", "have_hypercorn",
+           "have_nghttpd", "tls_files"]
+
+NGHTTPD = shutil.which("nghttpd") or ("/usr/sbin/nghttpd" if os.path.exists("/usr/sbin/nghttpd")
+                                      else None)
+
+
+def have_nghttpd():
+    return NGHTTPD is not None
 
 
 def have_hypercorn():
@@ -69,4 +82,42 @@ class Hypercorn:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Nghttpd:
+    """nghttpd serving ``root`` (an Nginx's www dir): h2c on ``port``, TLS
+    on ``tls_port``."""
+
+    def __init__(self, root):
+        self.dir = tempfile.mkdtemp(prefix="ringline-nghttpd-")
+        self.root = root
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.tls = tls_files(self.dir)
+        self.log = os.path.join(self.dir, "nghttpd.log")
+        self.procs = []
+
+    def start(self):
+        with open(self.log, "wb") as logf:
+            common = ["-d", self.root, "--echo-upload", "-a", "127.0.0.1"]
+            self.procs.append(subprocess.Popen([NGHTTPD, *common, "--no-tls", str(self.port)],
+                                               stdout=logf, stderr=subprocess.STDOUT))
+            self.procs.append(subprocess.Popen([NGHTTPD, *common, str(self.tls_port),
+                                                self.tls["key"], self.tls["cert"]],
+                                               stdout=logf, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 10
+        _wait_port(self.port, self.procs[0], self.log, deadline)
+        _wait_port(self.tls_port, self.procs[1], self.log, deadline)
+        return self
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
