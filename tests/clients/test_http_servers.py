@@ -14,6 +14,7 @@ client on a plain ringline asyncio loop as well as inside the runtime.
 import asyncio
 import hashlib
 import os
+import socket
 import ssl
 
 import pytest
@@ -135,6 +136,39 @@ def test_nginx_uploads(nginx):
             r = await c.post("/upload", content=gen())     # chunked
             assert r.status_code == 200
     run(main)
+
+
+def test_pool_limits_and_connect_errors(nginx):
+    async def main():
+        async with rh.Client(base_url=f"http://127.0.0.1:{nginx.port}",
+                             limits=rh.Limits(max_connections=1),
+                             timeout=rh.Timeout(5, pool=0.2)) as c:
+            async with c.stream("GET", "/f1048576") as r:       # holds the only connection
+                with pytest.raises(rh.PoolTimeout, match="max_connections=1"):
+                    await c.get("/f1")
+                waiter = asyncio.ensure_future(c.get("/f16", timeout=5))
+                await asyncio.sleep(0.05)
+                assert not waiter.done()
+                assert len(await r.aread()) == 1 << 20
+            r2 = await waiter                 # handed the connection when the stream ended
+            assert r2.content == _pattern(16) and r2.headers["x-conn"] == r.headers["x-conn"]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            dead = s.getsockname()[1]         # bound, not listening: refused
+            async with rh.Client() as c:
+                with pytest.raises(rh.ConnectError, match="refused"):
+                    await c.get(f"http://127.0.0.1:{dead}/")
+        with pytest.raises(RuntimeError, match="ringline"):
+            # not on a ringline loop: a clear error
+            await asyncio.get_running_loop().run_in_executor(None, _on_plain_asyncio)
+    run(main)
+
+
+def _on_plain_asyncio():
+    async def go():
+        async with rh.Client() as c:
+            await c.get("http://127.0.0.1:9/")
+    asyncio.run(go())
 
 
 def test_nginx_idle_keepalive_closed_by_server(nginx):
