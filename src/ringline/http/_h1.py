@@ -50,6 +50,8 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _EXTRA = object()
+_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS",
+                      b"TRACE", b"CONNECT"))
 
 LAST_CHUNK = b"0\r\n\r\n"
 
@@ -68,7 +70,7 @@ def encode_head(method: bytes, target: bytes, headers: Iterable[Tuple[bytes, byt
                 checked: int = 0) -> bytes:
     """The request head. headers[:checked] were validated before (a client's
     default headers are checked once)."""
-    if not _TOKEN.match(method):
+    if method not in _METHODS and not _TOKEN.match(method):
         raise LocalProtocolError(f"invalid method {method[:80]!r}")
     if not target or _BAD_TARGET.search(target):
         raise LocalProtocolError(f"invalid request target {target[:80]!r}")
@@ -99,6 +101,11 @@ class ResponseParser:
     def __init__(self, bounds: Bounds, head: bool = False) -> None:
         self._p = HttpResponseParser(self)
         self._b = bounds
+        self.reset(head)
+
+    def reset(self, head: bool = False) -> None:
+        """Ready for the next response on the same keep-alive connection
+        (llhttp is back at the start of a message after a complete one)."""
         self._head = head
         self.status = 0
         self.reason = b""

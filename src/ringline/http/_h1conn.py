@@ -55,7 +55,7 @@ class StaleConnection(Exception):
 
 class H1Connection:
     __slots__ = ("conn", "pool", "bounds", "idle_since", "requests", "parser", "closed",
-                 "http_version", "_feed", "_loop", "_timed_out", "_expire_cb")
+                 "http_version", "_feed", "_loop", "_timed_out", "_expire_cb", "_spare")
 
     def __init__(self, conn: Any, pool: Any, bounds: Bounds) -> None:
         self.conn = conn
@@ -70,6 +70,7 @@ class H1Connection:
         self._loop = asyncio.get_running_loop()
         self._timed_out = False
         self._expire_cb = self._expire
+        self._spare: Optional[ResponseParser] = None    # reused for the next response
 
     # -- state --
 
@@ -84,7 +85,10 @@ class H1Connection:
             self.pool._forget(self)
 
     def _done(self, reusable: bool) -> None:
+        p = self.parser
         self.parser = None
+        if reusable and p is not None and not p._head and p.done:
+            self._spare = p
         if reusable and not self.closed:
             self.pool._put_back(self)
         else:
@@ -160,7 +164,13 @@ class H1Connection:
         reused = self.requests > 0
         self.requests += 1
         head = encode_head(method, target, headers, checked)
-        p = self.parser = ResponseParser(self.bounds, head=method == b"HEAD")
+        p = self._spare
+        if p is not None and method != b"HEAD":
+            self._spare = None
+            p.reset()
+        else:
+            p = ResponseParser(self.bounds, head=method == b"HEAD")
+        self.parser = p
         conn = self.conn
         try:
             try:
@@ -232,6 +242,8 @@ class _H1Body:
         goes back to its pool)."""
         p = self.p
         while True:
+            if self.finished:
+                return None             # p may serve the connection's next response now
             body = p.body
             if body:
                 p.body = []
