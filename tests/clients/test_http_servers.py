@@ -295,6 +295,15 @@ def test_hypercorn_h2c_and_h2_tls(hypercorn):
             assert r.json()["sha256"] == hashlib.sha256(body).hexdigest()
             r = await c.get("/bytes/16777216")
             assert r.content == _pattern(16 << 20)
+            # streams abandoned after their first piece: their unread bytes are
+            # given back to the connection window (16 MiB), or this would stall
+            for _ in range(24):
+                async with c.stream("GET", "/bytes/1048576") as r:
+                    async for _chunk in r.aiter_raw():
+                        break
+            r = await c.get("/bytes/2000000", timeout=10)
+            assert len(r.content) == 2000000
+            assert next(iter(c._pools.values())).opened == 1
         async with rh.Client(base_url=f"https://127.0.0.1:{hypercorn.tls_port}",
                              verify=_ctx(hypercorn), http2=True) as c:
             r = await c.get("/trailers", headers={"TE": "trailers"})

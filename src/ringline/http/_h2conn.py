@@ -411,13 +411,20 @@ class H2Connection:
             raise
 
     def cancel_stream(self, s: _Stream) -> None:
-        if s.sid in self.streams and not self.closed:
-            try:
+        if self.closed:
+            return
+        unread = sum(fl for _, fl in s.data)
+        s.data = []
+        try:
+            if s.sid in self.streams:
                 self.h2.reset_stream(s.sid, ErrorCodes.CANCEL)
-            except h2.exceptions.H2Error:
-                pass
-            self._flush()
-            self._end_stream(s)
+            if unread:
+                # bytes never read still count against the connection window
+                self.h2.acknowledge_received_data(unread, s.sid)
+        except h2.exceptions.H2Error:
+            pass
+        self._flush()
+        self._end_stream(s)
 
     async def _send_body(self, s: _Stream, content: Optional[bytes], stream: Any,
                          t: Timeout) -> None:
@@ -430,6 +437,20 @@ class H2Connection:
         if s.sid in self.streams and not self.closed:
             self.h2.end_stream(s.sid)
             self._flush()
+
+    async def _sender(self, s: _Stream, content: Optional[bytes], stream: Any,
+                      t: Timeout) -> None:
+        """The request body, sent next to the response wait; a failure
+        (write timeout, a body iterator's error) fails the stream."""
+        try:
+            await self._send_body(s, content, stream, t)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if s.error is None:
+                s.error = exc
+            s.wake()
+            self.cancel_stream(s)
 
     async def _send_data(self, s: _Stream, data: bytes, t: Timeout) -> None:
         h2c = self.h2
@@ -494,7 +515,7 @@ class H2Connection:
                 h2c.send_data(sid, req.content, end_stream=True)
                 self._flush()
             else:
-                sender = self.loop.create_task(self._send_body(s, req.content, body, t))
+                sender = self.loop.create_task(self._sender(s, req.content, body, t))
         try:
             while s.headers is None:
                 if s.error is not None:
@@ -532,7 +553,7 @@ class _H2Body:
                 total = 0
                 for _, fl in items:
                     total += fl
-                if total and not c.closed and (s.sid in c.streams or s.ended):
+                if total and not c.closed:
                     try:
                         c.h2.acknowledge_received_data(total, s.sid)
                     except h2.exceptions.H2Error:
