@@ -75,16 +75,18 @@ class OriginPool:
         return None
 
     def _put_back(self, c: H1Connection) -> None:
-        if self.closed or len(self.idle) >= self.limits.max_keepalive_connections:
+        if self.closed:
             c.close()
             return
-        if self.waiters:
-            # hand it straight to the first live waiter
-            while self.waiters:
-                w = self.waiters.popleft()
-                if not w.done():
-                    w.set_result(c)
-                    return
+        # hand it straight to the first live waiter
+        while self.waiters:
+            w = self.waiters.popleft()
+            if not w.done():
+                w.set_result(c)
+                return
+        if len(self.idle) >= self.limits.max_keepalive_connections:
+            c.close()
+            return
         c.idle_since = self.loop.time()
         self.idle.append(c)
 
@@ -117,15 +119,19 @@ class OriginPool:
                 return await fut
             async with _timeout(t.pool):
                 return await fut
-        except TimeoutError:
-            raise PoolTimeout(f"no connection to {self._name()} became free within "
-                              f"{t.pool} s (max_connections={self.limits.max_connections})") \
-                from None
-        except BaseException:
-            if fut.done() and not fut.cancelled() and fut.result() is not None:
-                self._put_back(fut.result())
-            elif fut.done() and not fut.cancelled():
-                self._forget_slot_passed()
+        except BaseException as exc:
+            # whatever this waiter was given as it went away goes on
+            if fut.done() and not fut.cancelled():
+                if fut.result() is not None:
+                    self._put_back(fut.result())
+                else:
+                    self._forget_slot_passed()
+            else:
+                fut.cancel()
+            if isinstance(exc, TimeoutError):
+                raise PoolTimeout(f"no connection to {self._name()} became free within "
+                                  f"{t.pool} s (max_connections="
+                                  f"{self.limits.max_connections})") from None
             raise
 
     def _forget_slot_passed(self) -> None:
