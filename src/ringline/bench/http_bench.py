@@ -1,5 +1,6 @@
 """``ringline bench http``: HTTP client workloads, ringline.http side by side
-with aiohttp and httpx (each on uvloop), against a local nginx.
+with aiohttp, httpx and, where installed, httpx2 and niquests (each on
+uvloop), against a local nginx.
 
 Owns the harness (start nginx, run one client process per cell, print the
 table and write JSON) and the client process (``python -m
@@ -12,8 +13,10 @@ concurrent streams (over TLS, ALPN h2; aiohttp has no HTTP/2 and is left
 out), each for a small body (16 B) and 64 KiB. Reported per cell and
 client: requests per second, client CPU per request (the client process's
 user+system time over the requests it completed, in microseconds), and the
-ratio of requests per second to the reference (aiohttp for HTTP/1.1, httpx
-for HTTP/2). Every response body's length is checked.
+ratio of requests per second to the reference (aiohttp for HTTP/1.1, the
+best other client for HTTP/2). Every response body's length is checked. A client library
+that is not installed is left out (httpx2 and niquests are not in the bench
+extra: niquests replaces urllib3 with urllib3-future).
 
 Lifecycle: nginx starts once (ringline.bench.nginx; pinned to the last CPU
 when there are several, clients to the others), each cell runs a warm-up
@@ -36,7 +39,7 @@ from typing import Any, Dict, List, Optional
 
 __all__ = ["main", "CLIENTS", "CELLS"]
 
-CLIENTS = ("ringline", "aiohttp", "httpx")
+CLIENTS = ("ringline", "aiohttp", "httpx", "httpx2", "niquests")
 # (protocol, concurrent tasks/streams, body size)
 CELLS = [("h1", 1, 16), ("h1", 50, 16), ("h1", 1, 65536), ("h1", 50, 65536),
          ("h2", 50, 16), ("h2", 50, 65536)]
@@ -98,14 +101,23 @@ async def _client_main(client: str, proto: str, url: str, ca: Optional[str], siz
                 async with s.get(u) as r:
                     return len(await r.read())
             return await _drive(get, url, size, tasks, warmup, duration)
-    if client == "httpx":
-        import httpx
-        limits = httpx.Limits(max_connections=tasks if proto == "h1" else 1,
-                              max_keepalive_connections=tasks)
-        async with httpx.AsyncClient(http2=proto == "h2", verify=ctx or True, limits=limits,
-                                     timeout=30) as c:
+    if client in ("httpx", "httpx2"):
+        hx: Any = __import__(client)
+        limits = hx.Limits(max_connections=tasks if proto == "h1" else 1,
+                           max_keepalive_connections=tasks)
+        async with hx.AsyncClient(http2=proto == "h2", verify=ctx or True, limits=limits,
+                                  timeout=30) as c:
             async def get(u: str) -> int:
                 return len((await c.get(u)).content)
+            return await _drive(get, url, size, tasks, warmup, duration)
+    if client == "niquests":
+        import niquests
+        async with niquests.AsyncSession(disable_http2=proto == "h1", disable_http3=True,
+                                         pool_maxsize=tasks if proto == "h1" else 1) as s:
+            verify = ca or True
+
+            async def get(u: str) -> int:
+                return len((await s.get(u, timeout=30, verify=verify)).content or b"")
             return await _drive(get, url, size, tasks, warmup, duration)
     raise SystemExit(f"unknown client {client}")
 
@@ -162,8 +174,7 @@ def _run_cell(client: str, proto: str, tasks: int, size: int, srv: Any, warmup: 
 
 def _available(client: str) -> bool:
     try:
-        __import__({"ringline": "ringline.http", "aiohttp": "aiohttp",
-                    "httpx": "httpx"}[client])
+        __import__({"ringline": "ringline.http"}.get(client, client))
         if client != "ringline":
             __import__("uvloop")
         return True
@@ -178,8 +189,10 @@ def render(results: List[Dict[str, Any]]) -> str:
     for r in results:
         by_cell.setdefault((r["proto"], r["tasks"], r["size"]), {})[r["client"]] = r
     for (proto, tasks, size), row in by_cell.items():
-        ref_name = "aiohttp" if proto == "h1" else "httpx"
-        ref = row.get(ref_name, {}).get("rps")
+        if proto == "h1":
+            ref = row.get("aiohttp", {}).get("rps")
+        else:       # the best other HTTP/2 client
+            ref = max((r.get("rps", 0) for c, r in row.items() if c != "ringline"), default=0)
         for client, r in row.items():
             if "error" in r:
                 lines.append(f"| {proto} | {tasks} | {size} | {client} | - | - | - | "
