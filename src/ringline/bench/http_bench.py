@@ -18,8 +18,8 @@ best other client for HTTP/2). Every response body's length is checked. A client
 that is not installed is left out (httpx2 and niquests are not in the bench
 extra: niquests replaces urllib3 with urllib3-future).
 
-Lifecycle: nginx starts once (ringline.bench.nginx; pinned to the last CPU
-when there are several, clients to the others), each cell runs a warm-up
+Lifecycle: nginx starts once (ringline.bench.nginx; with ``--pin``, nginx
+runs on the last CPU and the clients on the first), each cell runs a warm-up
 then ``--duration`` seconds, a client process is started per cell and
 exits; nginx is stopped at the end, whatever happened. Loopback only; the
 run is bounded by cells x (warm-up + duration + a start-up margin).
@@ -217,17 +217,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--duration", type=float, default=2.0, help="seconds measured per cell")
     p.add_argument("--warmup", type=float, default=0.5)
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--pin", action="store_true",
+                   help="pin nginx to the last CPU and the clients to the first (off by "
+                        "default: on a shared machine a pinned process waits for its "
+                        "CPU's other load)")
     a = p.parse_args(argv)
     from .nginx import Nginx
     cells = CELLS if a.cells == "all" else [
         (c.split(":")[0], int(c.split(":")[1]), int(c.split(":")[2])) for c in a.cells.split(",")]
     clients = [c for c in a.clients.split(",") if c]
     cpus = sorted(os.sched_getaffinity(0))
-    client_cpu = cpus[0] if len(cpus) > 1 else None
+    client_cpu = cpus[0] if len(cpus) > 1 and a.pin else None
     srv = Nginx().start()
     results: List[Dict[str, Any]] = []
     try:
-        if len(cpus) > 1 and srv.proc is not None:
+        if client_cpu is not None and srv.proc is not None:
             os.sched_setaffinity(srv.proc.pid, {cpus[-1]})
         for proto, tasks, size in cells:
             for client in clients:
