@@ -135,6 +135,15 @@ def test_nginx_uploads(nginx):
                     yield b"x" * 16384
             r = await c.post("/upload", content=gen())     # chunked
             assert r.status_code == 200
+            r = await c.post("/upload", content=gen(), headers={"Content-Length": "1048576"})
+            assert r.content == b"1048576"                  # streamed, not chunked
+            with pytest.raises(rh.LocalProtocolError, match="shorter than its Content-Length"):
+                await c.post("/upload", content=gen(), headers={"Content-Length": "2000000"})
+            with pytest.raises(rh.LocalProtocolError, match="longer than its Content-Length"):
+                await c.post("/upload", content=gen(), headers={"Content-Length": "1000"})
+            with pytest.raises(rh.LocalProtocolError, match="does not match"):
+                await c.post("/upload", content=b"abc", headers={"Content-Length": "2"})
+            assert (await c.get("/f16")).content == _pattern(16)
     run(main)
 
 

@@ -43,11 +43,12 @@ USER_AGENT = "ringline-http/0.1"
 class _Content:
     """A request body that is streamed (iterable or async iterable)."""
 
-    __slots__ = ("source", "chunked")
+    __slots__ = ("source", "chunked", "length")
 
-    def __init__(self, source: Any, chunked: bool) -> None:
+    def __init__(self, source: Any, chunked: bool, length: Optional[int] = None) -> None:
         self.source = source
         self.chunked = chunked
+        self.length = length        # a Content-Length the caller set, checked as sent
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         src = self.source
@@ -221,12 +222,19 @@ class Client:
         checked = len(base) + (0 if h2 else 1)
         out = base if h2 else [(b"Host", _host_bytes(req.url.netloc))] + base
         has_len = has_te = False
+        declared: Optional[int] = None
         for low, name, value in extra:
             if low == "host" and not h2:
                 out[0] = (b"Host", value.encode("latin-1"))
                 continue
             if low == "content-length":
                 has_len = True
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise LocalProtocolError(f"invalid Content-Length {value[:40]!r}") from None
+                if declared < 0:
+                    raise LocalProtocolError(f"invalid Content-Length {value[:40]!r}")
             elif low == "transfer-encoding":
                 has_te = True
                 if h2:
@@ -244,13 +252,16 @@ class Client:
         if req.content is not None:
             if has_te:
                 raise LocalProtocolError("Transfer-Encoding set with a bytes body")
+            if declared is not None and declared != len(req.content):
+                raise LocalProtocolError(f"Content-Length {declared} does not match the "
+                                         f"body's {len(req.content)} bytes")
             if not has_len and (req.content or req.method in ("POST", "PUT", "PATCH")):
                 out.append((b"Content-Length", str(len(req.content)).encode()))
         elif req.stream is not None:
             chunked = not has_len and not h2
             if chunked and not has_te:
                 out.append((b"Transfer-Encoding", b"chunked"))
-            stream = _Content(req.stream, chunked)
+            stream = _Content(req.stream, chunked, declared)
         elif req.method in ("POST", "PUT", "PATCH") and not has_len:
             out.append((b"Content-Length", b"0"))
         if has_len and has_te:

@@ -30,8 +30,8 @@ from typing import Any, AsyncIterable, Iterable, List, Optional, Tuple
 from .._conn.timers import timeout as _timeout
 from .._errors import ConnectionClosed, ConnectionDropped
 from ._config import Bounds, Timeout
-from ._errors import (LimitExceeded, ReadError, ReadTimeout, RemoteProtocolError,
-                      TransportError, WriteError, WriteTimeout)
+from ._errors import (LocalProtocolError, ReadError, ReadTimeout, RemoteProtocolError,
+                      WriteError, WriteTimeout)
 from ._h1 import LAST_CHUNK, ResponseParser, chunk, encode_head
 
 __all__ = ["H1Connection", "StaleConnection"]
@@ -145,12 +145,21 @@ class H1Connection:
         if stream is None:
             return
         chunked = stream.chunked
+        declared = stream.length
+        sent = 0
         async for piece in stream:
             if not piece:
                 continue
+            sent += len(piece)
+            if declared is not None and sent > declared:
+                raise LocalProtocolError(f"the request body is longer than its "
+                                         f"Content-Length ({declared})")
             conn.send_nowait(chunk(piece) if chunked else piece)
             if conn.send_queue_bytes > _PIECE:
                 await self._drain(t.write)
+        if declared is not None and sent != declared:
+            raise LocalProtocolError(f"the request body ({sent} bytes) is shorter than its "
+                                     f"Content-Length ({declared})")
         if chunked:
             conn.send_nowait(LAST_CHUNK)
 
