@@ -42,11 +42,8 @@ def have_nghttpd():
 
 
 def have_hypercorn():
-    try:
-        import hypercorn  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    import importlib.util
+    return importlib.util.find_spec("hypercorn") is not None
 
 
 class Hypercorn:

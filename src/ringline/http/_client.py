@@ -24,9 +24,8 @@ from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlencode
 
 from ._config import DEFAULT_BOUNDS, DEFAULT_TIMEOUT, Bounds, Limits, Timeout
-from ._decode import SUPPORTED, make_decoder
-from ._errors import (LocalProtocolError, RequestError, StreamClosed, TooManyRedirects,
-                      TransportError)
+from ._decode import SUPPORTED
+from ._errors import LocalProtocolError, RequestError, TooManyRedirects, TransportError
 from ._h1 import check_header
 from ._h1conn import H1Connection, StaleConnection
 from ._models import URL, Headers, Request, Response, merge_url
@@ -340,7 +339,7 @@ class Client:
         while True:
             attempts += 1
             # an idle keep-alive connection is taken without a coroutine
-            conn = (pool.take_idle() if pool.idle and not pool.h2conns else None) \
+            conn: Any = (pool.take_idle() if pool.idle and not pool.h2conns else None) \
                 or await pool.connection(t)
             try:
                 if type(conn) is H1Connection:

@@ -49,7 +49,6 @@ __all__ = ["encode_head", "chunk", "LAST_CHUNK", "ResponseParser", "check_header
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
-_EXTRA = object()
 _METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS",
                       b"TRACE", b"CONNECT"))
 
@@ -200,10 +199,10 @@ class ResponseParser:
         if total > self._b.max_header_bytes:
             self._fail(LimitExceeded("max_header_bytes", self._b.max_header_bytes,
                                      "header section"))
-        cl = self.content_length
-        if cl is not None and cl > self._b.max_body_bytes:
+        length = self.content_length
+        if length is not None and length > self._b.max_body_bytes:
             self._fail(LimitExceeded("max_body_bytes", self._b.max_body_bytes,
-                                     f"Content-Length {cl}"))
+                                     f"Content-Length {length}"))
 
     def on_headers_complete(self) -> None:
         status = self._p.get_status_code()

@@ -25,7 +25,7 @@ so the pool can retry it once on a new connection (idempotent methods only).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterable, Iterable, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from .._conn.timers import timeout as _timeout
 from .._errors import ConnectionClosed, ConnectionDropped

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json as _json
 from typing import (Any, AsyncIterator, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Tuple, Union)
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from ._config import Bounds, DEFAULT_BOUNDS
 from ._decode import make_decoder
@@ -236,7 +236,6 @@ class URL:
 
     def join(self, ref: str) -> "URL":
         """Resolve a reference (a redirect's Location) against this URL."""
-        from urllib.parse import urljoin
         return URL(urljoin(self._str, ref))
 
     def __str__(self) -> str:
