@@ -180,3 +180,23 @@ def test_h2_goaway_before_processing_is_retried(fake):
                 pool = next(iter(c._pools.values()))
                 assert pool.opened == 1          # the GOAWAY'd connection is gone
     run(main)
+
+
+def test_h2_goaway_midflight_retries_the_unprocessed_streams(fake):
+    """Three requests in flight on one connection; the server answers the
+    first and sends GOAWAY naming it as the last stream it processed: the
+    first completes, the two above it are sent again on a new connection."""
+    srv = fake("h2_goaway_midflight")
+    url = f"http://127.0.0.1:{srv.port}/"
+
+    async def main():
+        async with rh.Client(http1=False, http2=True) as bystander:
+            assert (await bystander.get(url)).content == b"ok"
+            async with rh.Client(http1=False, http2=True) as c:
+                rs = await asyncio.wait_for(
+                    asyncio.gather(*[c.get(url, params={"i": i}) for i in range(3)]),
+                    CALL_BOUND)
+                assert sorted(r.content for r in rs) == [b"first", b"ok", b"ok"]
+                pool = next(iter(c._pools.values()))
+                assert pool.opened == 1 and pool.h2conns[0].going_away is False
+    run(main)

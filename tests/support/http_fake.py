@@ -6,7 +6,8 @@ client alone.
 Its first connection is a well-behaved bystander (every request answered
 "ok", HTTP/1.1 or h2c by prior knowledge, whichever the client speaks);
 every later connection answers its first request with the hostile reply
-MODE names (for h2_goaway only the second: the third serves the retry). Every endless stream is capped in bytes (``CAP``) and time, so
+MODE names (for the h2_goaway modes only the second: the third serves
+the retries). Every endless stream is capped in bytes (``CAP``) and time, so
 a client without the bound under test fails by growing or hanging, and the
 test still ends.
 """
@@ -107,6 +108,29 @@ async def _send_all(writer, head, chunks):
     await writer.drain()
 
 
+async def _goaway_midflight(reader, writer, conn):
+    """Wait for three requests, answer the first, then GOAWAY naming it as
+    the last stream processed: the other two must be retried elsewhere."""
+    import h2.events
+    from h2.errors import ErrorCodes
+    sids = []
+    while len(sids) < 3:
+        data = await reader.read(65536)
+        if not data:
+            return
+        for e in conn.receive_data(data):
+            if isinstance(e, h2.events.RequestReceived):
+                sids.append(e.stream_id)
+        writer.write(conn.data_to_send())
+    first = min(sids)
+    conn.send_headers(first, [(":status", "200"), ("content-length", "5")])
+    conn.send_data(first, b"first", end_stream=True)
+    conn.close_connection(ErrorCodes.NO_ERROR, last_stream_id=first)
+    writer.write(conn.data_to_send())
+    await writer.drain()
+    await asyncio.sleep(0.5)
+
+
 async def serve_h2(reader, writer, mode, hostile):
     import h2.config
     import h2.connection
@@ -116,6 +140,9 @@ async def serve_h2(reader, writer, mode, hostile):
     conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100})
     conn.receive_data(PREFACE)
     writer.write(conn.data_to_send())
+    if hostile and mode == "h2_goaway_midflight":
+        await _goaway_midflight(reader, writer, conn)
+        return
     while True:
         data = await reader.read(65536)
         if not data:
@@ -162,7 +189,7 @@ def main():
     async def handle(reader, writer):
         index = next(counter)
         # h2_goaway: only the second connection is hostile, so a retry works
-        hostile = index == 1 if mode == "h2_goaway" else index >= 1
+        hostile = index == 1 if mode.startswith("h2_goaway") else index >= 1
         try:
             first = await reader.readexactly(len(PREFACE)) if mode.startswith("h2_") else b""
             if first == PREFACE:
