@@ -12,6 +12,10 @@
 * Decoders: gzip, deflate (zlib and raw), br, zstd, stacked, at any split,
   and their caps.
 * Headers, URL merging.
+* The HTTP/2 glue (``H2Connection._on_data`` over h2) with a server byte
+  stream (three streams: a body with trailers, a bodiless 404, a
+  Content-Length body) cut at every split point: the same heads, bodies,
+  trailers and ends as in one piece.
 """
 import gzip
 import zlib
@@ -264,3 +268,101 @@ def test_timeout_limits_bounds_validation():
         rh.Limits(max_connections=0)
     with pytest.raises(ValueError, match="max_headers"):
         rh.Bounds(max_headers=0)
+
+
+# -- HTTP/2 glue at every split point -------------------------------------------
+
+
+class _FakeRaw:
+    """What H2Connection needs of a Conn, without a socket."""
+
+    def __init__(self):
+        self.sent = bytearray()
+        self.send_queue_bytes = 0
+
+    def send_nowait(self, data):
+        self.sent += data
+
+    def close(self):
+        pass
+
+    abort = close
+
+
+class _FakePool:
+    origin = ("http", "127.0.0.1", 80)
+    bounds = B
+
+    def _forget(self, c):
+        pass
+
+    def _forget_h2_soft(self, c):
+        pass
+
+
+def _h2_exchange(server_script):
+    """(client H2Connection driven by hand, the stream objects, server bytes)."""
+    import h2.config
+    import h2.connection
+    from ringline.http._h2conn import H2Connection, _Stream
+
+    async def build():
+        c = H2Connection(_FakeRaw(), _FakePool(), B)
+        c.h2.initiate_connection()
+        c._flush()
+        srv = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        srv.initiate_connection()
+        srv.receive_data(bytes(c.raw.sent))
+        c.raw.sent.clear()
+        streams = []
+        for _ in range(3):
+            sid = c.h2.get_next_available_stream_id()
+            c.h2.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"http"),
+                                    (b":authority", b"x"), (b":path", b"/")], end_stream=True)
+            s = _Stream(sid)
+            c.streams[sid] = s
+            streams.append(s)
+        c._flush()
+        srv.receive_data(bytes(c.raw.sent))
+        server_script(srv, [s.sid for s in streams])
+        return c, streams, srv.data_to_send()
+    return build
+
+
+def _script(srv, sids):
+    a, b, d = sids
+    srv.send_headers(a, [(":status", "200"), ("x-a", "1")])
+    srv.send_data(a, b"hello " * 50)
+    srv.send_headers(b, [(":status", "404")], end_stream=True)
+    srv.send_data(a, b"world", end_stream=False)
+    srv.send_headers(a, [("x-trailer", "t")], end_stream=True)
+    srv.send_headers(d, [(":status", "200"), ("content-length", "3")])
+    srv.send_data(d, b"abc", end_stream=True)
+
+
+def _outcome(streams):
+    return [(s.status, s.headers, b"".join(d for d, _ in s.data), s.trailers, s.ended,
+             repr(s.error)) for s in streams]
+
+
+def test_h2_glue_at_every_split_point():
+    import asyncio
+    results = {}
+
+    async def main():
+        c, streams, wire = await _h2_exchange(_script)()
+        c._on_data(memoryview(wire))
+        whole = _outcome(streams)
+        assert whole[0][0] == 200 and whole[0][2] == b"hello " * 50 + b"world"
+        assert whole[0][3] == [(b"x-trailer", b"t")] and whole[1][0] == 404
+        assert whole[2][2] == b"abc" and all(o[4] for o in whole)
+        for i in range(1, len(wire)):
+            c2, s2, w2 = await _h2_exchange(_script)()
+            assert w2 == wire
+            c2._on_data(memoryview(wire[:i]))
+            c2._on_data(memoryview(wire[i:]))
+            assert _outcome(s2) == whole, i
+        results["n"] = len(wire)
+
+    asyncio.run(main())
+    assert results["n"] > 100
