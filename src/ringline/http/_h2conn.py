@@ -354,6 +354,11 @@ class H2Connection:
             elif t is ev.ConnectionTerminated:
                 self.going_away = True
                 self.last_stream_id = e.last_stream_id
+                # requests waiting for a stream here go to another connection
+                waiters, self.room_waiters = self.room_waiters, []
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
                 for s in list(streams.values()):
                     if s.sid > e.last_stream_id:
                         s.error = StaleConnection(True)
