@@ -19,8 +19,6 @@ behaved. Checks, on the backend the suite runs with (RINGLINE_BACKEND):
   client works again (lazy reconnect).
 """
 import asyncio
-import ctypes
-import gc
 import subprocess
 import sys
 import textwrap
@@ -32,6 +30,7 @@ from ringline import memcache as mc
 from ringline import redis as rr
 
 from support import run
+from support.rss import reset_peak_rss as _reset_peak_rss, status as _status
 
 MIB = 1 << 20
 # max_reply_bytes (64 MiB accounted, which over-estimates the objects) plus
@@ -147,27 +146,6 @@ def fake():
     yield start
     for s in servers:
         s.close()
-
-
-def _status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-    raise LookupError(field)
-
-
-def _reset_peak_rss():
-    """Release free heap, reset the kernel's peak-RSS mark (VmHWM) to the
-    current RSS; the RSS now."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status("VmRSS:")
 
 
 async def _measured(aw):

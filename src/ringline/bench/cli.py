@@ -310,6 +310,9 @@ def reexec_argv(python: str, argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["http"]:        # the HTTP client workloads: bench/http_bench.py
+        from .http_bench import main as http_main
+        return http_main(argv[1:])
     args = build_parser().parse_args(argv)
     python = args.python and (shutil.which(args.python) or args.python)
     if python and os.path.realpath(python) != os.path.realpath(sys.executable):

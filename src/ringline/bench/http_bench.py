@@ -1,0 +1,257 @@
+"""``ringline bench http``: HTTP client workloads, ringline.http side by side
+with aiohttp, httpx and, where installed, httpx2 and niquests (each on
+uvloop), against a local nginx.
+
+Owns the harness (start nginx, run one client process per cell, print the
+table and write JSON) and the client process (``python -m
+ringline.bench.http_bench --worker ...``: one client library, one
+workload, timed by the process's own CPU clock).
+
+Cells: HTTP/1.1 with 1 and 50 concurrent tasks (each task one request at a
+time; the client may open up to one connection per task), HTTP/2 with 50
+concurrent streams (over TLS, ALPN h2; aiohttp has no HTTP/2 and is left
+out), each for a small body (16 B) and 64 KiB. Reported per cell and
+client: requests per second, client CPU per request (the client process's
+user+system time over the requests it completed, in microseconds), and the
+ratio of requests per second to the reference (aiohttp for HTTP/1.1, the
+best other client for HTTP/2). Every response body's length is checked. A client library
+that is not installed is left out (httpx2 and niquests are not in the bench
+extra: niquests replaces urllib3 with urllib3-future).
+
+Lifecycle: nginx starts once (ringline.bench.nginx; with ``--pin``, nginx
+runs on the last CPU and the clients on the first), each cell runs a warm-up
+then ``--duration`` seconds, a client process is started per cell and
+exits; nginx is stopped at the end, whatever happened. Loopback only; the
+run is bounded by cells x (warm-up + duration + a start-up margin).
+
+On a shared or noisy machine, compare ratios, not absolute numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+__all__ = ["main", "CLIENTS", "CELLS"]
+
+CLIENTS = ("ringline", "aiohttp", "httpx", "httpx2", "niquests")
+# (protocol, concurrent tasks/streams, body size)
+CELLS = [("h1", 1, 16), ("h1", 50, 16), ("h1", 1, 65536), ("h1", 50, 65536),
+         ("h2", 50, 16), ("h2", 50, 65536)]
+_RESULT = "RINGLINE-HTTP-BENCH "
+
+
+# -- the client process --------------------------------------------------------
+
+async def _drive(get: Any, url: str, size: int, tasks: int, warmup: float,
+                 duration: float) -> Dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    state = {"count": 0, "errors": 0, "stop": False}
+
+    async def one() -> None:
+        while not state["stop"]:
+            try:
+                n = await get(url)
+            except Exception as exc:     # counted, shown in the table
+                state["errors"] += 1
+                state["last_error"] = f"{type(exc).__name__}: {exc}"[:200]
+                await asyncio.sleep(0.01)
+                continue
+            if n != size:
+                state["errors"] += 1
+                state["last_error"] = f"body of {n} bytes, expected {size}"
+            state["count"] += 1
+
+    workers = [loop.create_task(one()) for _ in range(tasks)]
+    await asyncio.sleep(warmup)
+    c0, t0 = state["count"], time.perf_counter()
+    cpu0 = time.process_time()
+    await asyncio.sleep(duration)
+    c1, t1 = state["count"], time.perf_counter()
+    cpu1 = time.process_time()
+    state["stop"] = True
+    await asyncio.wait(workers, timeout=10)
+    n = c1 - c0
+    return {"requests": n, "rps": n / (t1 - t0), "cpu_us": (cpu1 - cpu0) / max(n, 1) * 1e6,
+            "errors": state["errors"], "last_error": state.get("last_error")}
+
+
+async def _client_main(client: str, proto: str, url: str, ca: Optional[str], size: int,
+                       tasks: int, warmup: float, duration: float) -> Dict[str, Any]:
+    import ssl
+    ctx = ssl.create_default_context(cafile=ca) if ca else None
+    if client == "ringline":
+        import ringline.http as rh
+        async with rh.Client(verify=ctx or True, http2=proto == "h2", timeout=30,
+                             limits=rh.Limits(max_connections=tasks if proto == "h1" else 1,
+                                              max_keepalive_connections=tasks)) as c:
+            async def get(u: str) -> int:
+                return len((await c.get(u)).content)
+            return await _drive(get, url, size, tasks, warmup, duration)
+    if client == "aiohttp":
+        import aiohttp
+        conn = aiohttp.TCPConnector(limit=tasks, ssl=ctx or False)
+        async with aiohttp.ClientSession(connector=conn) as s:
+            async def get(u: str) -> int:
+                async with s.get(u) as r:
+                    return len(await r.read())
+            return await _drive(get, url, size, tasks, warmup, duration)
+    if client in ("httpx", "httpx2"):
+        hx: Any = __import__(client)
+        limits = hx.Limits(max_connections=tasks if proto == "h1" else 1,
+                           max_keepalive_connections=tasks)
+        async with hx.AsyncClient(http2=proto == "h2", verify=ctx or True, limits=limits,
+                                  timeout=30) as c:
+            async def get(u: str) -> int:
+                return len((await c.get(u)).content)
+            return await _drive(get, url, size, tasks, warmup, duration)
+    if client == "niquests":
+        import niquests
+        async with niquests.AsyncSession(disable_http2=proto == "h1", disable_http3=True,
+                                         pool_maxsize=tasks if proto == "h1" else 1) as s:
+            verify = ca or True
+
+            async def get(u: str) -> int:
+                return len((await s.get(u, timeout=30, verify=verify)).content or b"")
+            return await _drive(get, url, size, tasks, warmup, duration)
+    raise SystemExit(f"unknown client {client}")
+
+
+def _worker(argv: List[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("client")
+    p.add_argument("proto")
+    p.add_argument("url")
+    p.add_argument("size", type=int)
+    p.add_argument("tasks", type=int)
+    p.add_argument("--ca")
+    p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--duration", type=float, default=2.0)
+    p.add_argument("--cpu", type=int)
+    a = p.parse_args(argv)
+    if a.cpu is not None:
+        os.sched_setaffinity(0, {a.cpu})
+    coro = _client_main(a.client, a.proto, a.url, a.ca, a.size, a.tasks, a.warmup, a.duration)
+    if a.client == "ringline":
+        import ringline
+        result = ringline.run(coro)
+    else:
+        import uvloop
+        result = uvloop.run(coro)
+    print(_RESULT + json.dumps(result), flush=True)
+    return 0
+
+
+# -- the harness -----------------------------------------------------------------
+
+def _run_cell(client: str, proto: str, tasks: int, size: int, srv: Any, warmup: float,
+              duration: float, cpu: Optional[int]) -> Dict[str, Any]:
+    if proto == "h2":
+        url, ca = f"https://127.0.0.1:{srv.tls_port}/f{size}", srv.tls["ca"]
+    else:
+        url, ca = f"http://127.0.0.1:{srv.port}/f{size}", None
+    cmd = [sys.executable, "-m", "ringline.bench.http_bench", "--worker", client, proto, url,
+           str(size), str(tasks), "--warmup", str(warmup), "--duration", str(duration)]
+    if ca:
+        cmd += ["--ca", ca]
+    if cpu is not None:
+        cmd += ["--cpu", str(cpu)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True,
+                             timeout=warmup + duration + 60)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out"}
+    for line in out.stdout.splitlines():
+        if line.startswith(_RESULT):
+            return dict(json.loads(line[len(_RESULT):]))
+    return {"error": (out.stderr.strip().splitlines() or ["no result"])[-1][:200]}
+
+
+def _available(client: str) -> bool:
+    try:
+        __import__({"ringline": "ringline.http"}.get(client, client))
+        if client != "ringline":
+            __import__("uvloop")
+        return True
+    except ImportError:
+        return False
+
+
+def render(results: List[Dict[str, Any]]) -> str:
+    lines = ["| protocol | tasks | body | client | req/s | client CPU us/req | "
+             "req/s vs reference | errors |", "|---|---|---|---|---|---|---|---|"]
+    by_cell: Dict[tuple, Dict[str, Dict[str, Any]]] = {}
+    for r in results:
+        by_cell.setdefault((r["proto"], r["tasks"], r["size"]), {})[r["client"]] = r
+    for (proto, tasks, size), row in by_cell.items():
+        if proto == "h1":
+            ref = row.get("aiohttp", {}).get("rps")
+        else:       # the best other HTTP/2 client
+            ref = max((r.get("rps", 0) for c, r in row.items() if c != "ringline"), default=0)
+        for client, r in row.items():
+            if "error" in r:
+                lines.append(f"| {proto} | {tasks} | {size} | {client} | - | - | - | "
+                             f"{r['error']} |")
+                continue
+            ratio = f"{r['rps'] / ref:.2f}x" if ref else "-"
+            err = str(r["errors"]) + (f" ({r['last_error']})" if r.get("last_error") else "")
+            lines.append(f"| {proto} | {tasks} | {size} | {client} | {r['rps']:,.0f} | "
+                         f"{r['cpu_us']:.0f} | {ratio} | {err} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--worker"]:
+        return _worker(argv[1:])
+    p = argparse.ArgumentParser(prog="ringline bench http", description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", default=",".join(CLIENTS),
+                   help=f"comma-separated (default: {','.join(CLIENTS)})")
+    p.add_argument("--cells", default="all",
+                   help="comma-separated PROTO:TASKS:SIZE, e.g. h1:50:16 (default: all)")
+    p.add_argument("--duration", type=float, default=2.0, help="seconds measured per cell")
+    p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--pin", action="store_true",
+                   help="pin nginx to the last CPU and the clients to the first (off by "
+                        "default: on a shared machine a pinned process waits for its "
+                        "CPU's other load)")
+    a = p.parse_args(argv)
+    from .nginx import Nginx
+    cells = CELLS if a.cells == "all" else [
+        (c.split(":")[0], int(c.split(":")[1]), int(c.split(":")[2])) for c in a.cells.split(",")]
+    clients = [c for c in a.clients.split(",") if c]
+    cpus = sorted(os.sched_getaffinity(0))
+    client_cpu = cpus[0] if len(cpus) > 1 and a.pin else None
+    srv = Nginx().start()
+    results: List[Dict[str, Any]] = []
+    try:
+        if client_cpu is not None and srv.proc is not None:
+            os.sched_setaffinity(srv.proc.pid, {cpus[-1]})
+        for proto, tasks, size in cells:
+            for client in clients:
+                if proto == "h2" and client == "aiohttp":
+                    continue
+                if not _available(client):
+                    continue
+                print(f"{proto} tasks={tasks} body={size} {client} ...", file=sys.stderr,
+                      flush=True)
+                r = _run_cell(client, proto, tasks, size, srv, a.warmup, a.duration, client_cpu)
+                r.update(client=client, proto=proto, tasks=tasks, size=size)
+                results.append(r)
+    finally:
+        srv.stop()
+    sys.stdout.write(render(results))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,584 @@
+"""One HTTP/2 connection over ringline's Conn API (TLS with ALPN "h2", or
+h2c with prior knowledge), with the sans-IO ``h2`` library as its framing
+core.
+
+Owns ``H2Connection``: the h2 state machine, one reader task per connection
+(``on_data`` feeds every receive straight into h2 and dispatches its events
+from the completion, waking only the streams they concern), the streams in
+flight (``_Stream``), flow control (receive windows of ``_STREAM_WINDOW`` per
+stream and ``_CONN_WINDOW`` per connection, opened as the application reads;
+sends wait for the peer's window), SETTINGS, PING (answered by h2), GOAWAY,
+RST_STREAM, MAX_CONCURRENT_STREAMS, and the flood and HPACK bounds of
+``Bounds``.
+
+Lifecycle: OPEN (preface and SETTINGS sent; streams are opened while
+``has_room()``) -> GOING AWAY (the server sent GOAWAY: streams above its last
+stream id fail with ``StaleConnection(safe=True)``, which the client retries
+on a new connection; the others finish; no new stream opens here) -> CLOSED
+(every stream still open fails with the reason; the pool forgets the
+connection). A protocol error, a bound exceeded or the end of the TCP stream
+closes the connection at once.
+
+Invariants: every stream leaves ``streams`` exactly once (ended, reset or
+failed), which wakes one waiter for stream room; bytes of a response body are
+acknowledged to h2 (reopening the window) only when the application takes
+them, so an unread stream holds back only its own window; the count of
+control frames that carry no progress (SETTINGS, PING, empty DATA, zero
+WINDOW_UPDATE, PRIORITY, unknown frames) is bounded per second.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, List, Optional, Tuple
+
+import h2.config  # type: ignore[import-untyped]
+import h2.connection  # type: ignore[import-untyped]
+import h2.events as ev  # type: ignore[import-untyped]
+import h2.exceptions  # type: ignore[import-untyped]
+import h2.settings  # type: ignore[import-untyped]
+from h2.errors import ErrorCodes  # type: ignore[import-untyped]
+
+from .._conn.timers import timeout as _timeout
+from .._errors import ConnectionClosed, ConnectionDropped
+from ._config import Bounds, Timeout
+from ._errors import (LimitExceeded, PoolTimeout, ReadError, ReadTimeout, RemoteProtocolError,
+                      WriteTimeout)
+from ._h1 import check_header
+from ._h1conn import StaleConnection
+from ._models import Response
+
+__all__ = ["H2Connection", "open_h2"]
+
+_STREAM_WINDOW = 1 << 20
+_CONN_WINDOW = 16 << 20
+_SEND_HIGH = 1 << 20
+_INITIAL_STREAMS = 100
+
+
+class _Stream:
+    __slots__ = ("sid", "status", "headers", "data", "ended", "error", "waiter", "trailers",
+                 "window_waiter", "nbytes")
+
+    def __init__(self, sid: int) -> None:
+        self.sid = sid
+        self.status = 0
+        self.headers: Optional[List[Tuple[bytes, bytes]]] = None
+        self.data: List[Tuple[bytes, int]] = []
+        self.ended = False
+        self.error: Optional[BaseException] = None
+        self.waiter: Optional[asyncio.Future] = None
+        self.window_waiter: Optional[asyncio.Future] = None
+        self.trailers: Optional[List[Tuple[bytes, bytes]]] = None
+        self.nbytes = 0
+
+    def wake(self) -> None:
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+        w = self.window_waiter
+        if w is not None:
+            self.window_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+
+async def open_h2(raw: Any, pool: Any) -> "H2Connection":
+    c = H2Connection(raw, pool, pool.bounds)
+    c.start()
+    return c
+
+
+class H2Connection:
+    __slots__ = ("raw", "pool", "bounds", "h2", "streams", "loop", "reader", "closed",
+                 "going_away", "last_stream_id", "error", "room_waiters", "_flood_t",
+                 "_flood_n", "scheme", "authority", "max_streams", "http_version", "settled")
+
+    def __init__(self, raw: Any, pool: Any, bounds: Bounds) -> None:
+        self.raw = raw
+        self.pool = pool
+        self.bounds = bounds
+        self.http_version = "HTTP/2"
+        # inbound headers are validated by h2 (illegal characters, pseudo
+        # headers); outbound ones were checked by check_header and
+        # Client._wire_headers (lower-case names, no connection-specific
+        # fields, TE only "trailers"), so h2 need not check them again
+        cfg = h2.config.H2Configuration(client_side=True, header_encoding=None,
+                                        validate_inbound_headers=True,
+                                        validate_outbound_headers=False,
+                                        normalize_outbound_headers=False)
+        conn = self.h2 = h2.connection.H2Connection(config=cfg)
+        conn.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
+            h2.settings.SettingCodes.HEADER_TABLE_SIZE: bounds.hpack_table_size,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: bounds.max_header_bytes,
+        })
+        # until our SETTINGS are acknowledged h2's decoder uses its defaults:
+        # apply the bounds at once
+        conn.decoder.max_header_list_size = bounds.max_header_bytes
+        conn.decoder.max_allowed_table_size = bounds.hpack_table_size
+        self.streams: Dict[int, _Stream] = {}
+        self.loop = asyncio.get_running_loop()
+        self.reader: Optional[asyncio.Task] = None
+        self.closed = False
+        self.going_away = False
+        self.last_stream_id = 0
+        self.error: Optional[BaseException] = None
+        self.room_waiters: List[asyncio.Future] = []
+        self._flood_t = 0.0
+        self._flood_n = 0
+        scheme, host, port = pool.origin
+        default = 443 if scheme == "https" else 80
+        h = f"[{host}]" if ":" in host else host
+        self.scheme = scheme.encode()
+        self.authority = (h if port == default else f"{h}:{port}").encode("idna")
+        self.max_streams = bounds.max_concurrent_streams
+        # until the server's SETTINGS arrive its stream limit is unknown: open
+        # at most the 100 the RFC recommends a server allows at least
+        self.settled = False
+
+    def start(self) -> None:
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(_CONN_WINDOW - 65535)
+        self._flush()
+        self.reader = self.loop.create_task(self._read_loop())
+
+    # -- state --
+
+    def has_room(self) -> bool:
+        if self.closed or self.going_away:
+            return False
+        limit = min(self.h2.remote_settings.max_concurrent_streams, self.max_streams)
+        if not self.settled:
+            limit = min(limit, _INITIAL_STREAMS)
+        return len(self.streams) < limit
+
+    async def wait_room(self, t: Timeout) -> None:
+        fut = self.loop.create_future()
+        self.room_waiters.append(fut)
+        try:
+            if t.pool is None:
+                await fut
+            else:
+                async with _timeout(t.pool):
+                    await fut
+        except TimeoutError:
+            raise PoolTimeout(f"no HTTP/2 stream became free within {t.pool} s") from None
+        finally:
+            try:
+                self.room_waiters.remove(fut)
+            except ValueError:
+                pass
+
+    def _wake_room(self) -> None:
+        while self.room_waiters:
+            w = self.room_waiters.pop(0)
+            if not w.done():
+                w.set_result(None)
+                return
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            try:
+                self.raw.send_nowait(data)
+            except (ConnectionClosed, ConnectionDropped) as exc:
+                self._fail(ReadError(f"HTTP/2 connection failed: {exc}"))
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self.h2.close_connection()
+            self._flush()
+        except Exception:
+            pass
+        self._fail(ReadError("the HTTP/2 connection was closed by the client"), graceful=True)
+
+    def _fail(self, exc: BaseException, graceful: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.error = exc
+        for s in list(self.streams.values()):
+            if s.error is None and not s.ended:
+                s.error = exc
+            s.wake()
+        self.streams.clear()
+        for w in self.room_waiters:
+            if not w.done():
+                w.set_result(None)
+        self.room_waiters.clear()
+        if graceful:
+            self.raw.close()
+        else:
+            self.raw.abort()
+        if self.reader is not None and self.reader is not asyncio.current_task():
+            self.reader.cancel()
+        self.pool._forget(self)
+
+    def _end_stream(self, s: _Stream) -> None:
+        if self.streams.pop(s.sid, None) is not None:
+            self._wake_room()
+            if self.going_away and not self.streams:
+                self.close()
+
+    # -- receive --
+
+    async def _read_loop(self) -> None:
+        try:
+            await self.raw.on_data(self._on_data)
+        except asyncio.CancelledError:
+            return
+        except (LimitExceeded, RemoteProtocolError) as exc:
+            self._fail(exc)
+            return
+        except Exception as exc:
+            self._fail(ReadError(f"HTTP/2 connection failed: {exc}"))
+            return
+        self._fail(RemoteProtocolError("the server closed the HTTP/2 connection"))
+
+    def _flood(self) -> None:
+        now = self.loop.time()
+        if now - self._flood_t >= 1.0:
+            self._flood_t = now
+            self._flood_n = 0
+        self._flood_n += 1
+        if self._flood_n > self.bounds.max_control_frames:
+            raise LimitExceeded("max_control_frames", self.bounds.max_control_frames,
+                                "HTTP/2 control frames per second")
+
+    def _on_data(self, view: memoryview) -> int:
+        n = len(view)
+        if self.closed:
+            return n
+        try:
+            events: List[Any] = self.h2.receive_data(bytes(view))
+        except h2.exceptions.DenialOfServiceError as exc:
+            self._flush()
+            raise LimitExceeded("max_header_bytes", self.bounds.max_header_bytes,
+                                f"HTTP/2 header block ({exc})") from None
+        except h2.exceptions.ProtocolError as exc:
+            self._flush()
+            raise RemoteProtocolError(f"HTTP/2 protocol error from the server: {exc}") from None
+        except Exception as exc:     # hpack errors surface as several types
+            if "header" in type(exc).__name__.lower() or "hpack" in type(exc).__module__:
+                raise LimitExceeded("max_header_bytes", self.bounds.max_header_bytes,
+                                    f"HTTP/2 header block ({type(exc).__name__}: {exc})") \
+                    from None
+            raise
+        streams = self.streams
+        for e in events:
+            t = type(e)
+            if t is ev.DataReceived:
+                s = streams.get(e.stream_id)
+                if s is None:
+                    self.h2.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                    continue
+                if not e.data and not e.stream_ended:
+                    self._flood()
+                s.nbytes += len(e.data)
+                if s.nbytes > self.bounds.max_body_bytes:
+                    self.h2.reset_stream(e.stream_id, ErrorCodes.CANCEL)
+                    s.error = LimitExceeded("max_body_bytes", self.bounds.max_body_bytes, "body")
+                    s.wake()
+                    self._end_stream(s)
+                    continue
+                s.data.append((e.data, e.flow_controlled_length))
+                s.wake()
+            elif t is ev.ResponseReceived:
+                s = streams.get(e.stream_id)
+                if s is None:
+                    continue
+                hdrs = e.headers
+                if len(hdrs) > self.bounds.max_headers:
+                    self._stream_error(s, LimitExceeded("max_headers", self.bounds.max_headers,
+                                                        "header count"))
+                    continue
+                status = 0
+                rest = []
+                for k, v in hdrs:
+                    if k == b":status":
+                        status = int(v)
+                    elif k[:1] != b":":
+                        rest.append((k, v))
+                if 100 <= status < 200:
+                    continue            # informational: the final head follows
+                s.status = status
+                s.headers = rest
+                s.wake()
+            elif t is ev.StreamEnded:
+                s = streams.get(e.stream_id)
+                if s is not None:
+                    s.ended = True
+                    s.wake()
+                    self._end_stream(s)
+            elif t is ev.TrailersReceived:
+                s = streams.get(e.stream_id)
+                if s is not None:
+                    size = sum(len(k) + len(v) for k, v in e.headers)
+                    if size > self.bounds.max_trailer_bytes:
+                        self._stream_error(s, LimitExceeded("max_trailer_bytes",
+                                                            self.bounds.max_trailer_bytes,
+                                                            "trailer section"))
+                        continue
+                    s.trailers = list(e.headers)
+            elif t is ev.StreamReset:
+                s = streams.get(e.stream_id)
+                if s is not None:
+                    if e.error_code == ErrorCodes.REFUSED_STREAM and s.headers is None:
+                        s.error = StaleConnection(True)
+                    else:
+                        code = e.error_code
+                        name = getattr(code, "name", str(code))
+                        s.error = RemoteProtocolError(f"the server reset the stream ({name})")
+                    s.wake()
+                    self._end_stream(s)
+            elif t is ev.WindowUpdated:
+                if e.delta == 0:
+                    self._flood()
+                if e.stream_id == 0:
+                    for s in list(streams.values()):
+                        if s.window_waiter is not None:
+                            s.wake()
+                else:
+                    s = streams.get(e.stream_id)
+                    if s is not None and s.window_waiter is not None:
+                        w = s.window_waiter
+                        s.window_waiter = None
+                        if not w.done():
+                            w.set_result(None)
+            elif t is ev.ConnectionTerminated:
+                self.going_away = True
+                self.last_stream_id = e.last_stream_id
+                # requests waiting for a stream here go to another connection
+                waiters, self.room_waiters = self.room_waiters, []
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
+                for s in list(streams.values()):
+                    if s.sid > e.last_stream_id:
+                        s.error = StaleConnection(True)
+                        s.wake()
+                        streams.pop(s.sid, None)
+                if e.error_code != ErrorCodes.NO_ERROR:
+                    err = RemoteProtocolError(
+                        f"the server ended the HTTP/2 connection (GOAWAY "
+                        f"{getattr(e.error_code, 'name', e.error_code)})")
+                    self._flush()
+                    self._fail(err)
+                    return n
+                if not streams:
+                    self._flush()
+                    self.close()
+                    return n
+                self.pool._forget_h2_soft(self)
+            elif t in (ev.RemoteSettingsChanged, ev.PingReceived, ev.PingAckReceived,
+                       ev.PriorityUpdated, ev.UnknownFrameReceived,
+                       ev.SettingsAcknowledged):
+                self._flood()
+                if t is ev.RemoteSettingsChanged:
+                    self.settled = True
+                    waiters, self.room_waiters = self.room_waiters, []
+                    for w in waiters:       # each re-checks the new limit
+                        if not w.done():
+                            w.set_result(None)
+        self._flush()
+        return n
+
+    def _stream_error(self, s: _Stream, exc: BaseException) -> None:
+        try:
+            self.h2.reset_stream(s.sid, ErrorCodes.CANCEL)
+        except h2.exceptions.H2Error:
+            pass
+        s.error = exc
+        s.wake()
+        self._end_stream(s)
+
+    # -- one exchange --
+
+    async def _wait(self, s: _Stream, read_timeout: Optional[float]) -> None:
+        fut = s.waiter = self.loop.create_future()
+        try:
+            if read_timeout is None:
+                await fut
+            else:
+                async with _timeout(read_timeout):
+                    await fut
+        except TimeoutError:
+            self.cancel_stream(s)
+            raise ReadTimeout(f"no HTTP/2 response data within {read_timeout} s") from None
+        except BaseException:
+            self.cancel_stream(s)
+            raise
+
+    def cancel_stream(self, s: _Stream) -> None:
+        if self.closed:
+            return
+        unread = sum(fl for _, fl in s.data)
+        s.data = []
+        try:
+            if s.sid in self.streams:
+                self.h2.reset_stream(s.sid, ErrorCodes.CANCEL)
+            if unread:
+                # bytes never read still count against the connection window
+                self.h2.acknowledge_received_data(unread, s.sid)
+        except h2.exceptions.H2Error:
+            pass
+        self._flush()
+        self._end_stream(s)
+
+    async def _send_body(self, s: _Stream, content: Optional[bytes], stream: Any,
+                         t: Timeout) -> None:
+        if content is not None:
+            await self._send_data(s, content, t)
+        else:
+            async for piece in stream:
+                if piece:
+                    await self._send_data(s, piece, t)
+        if s.sid in self.streams and not self.closed:
+            self.h2.end_stream(s.sid)
+            self._flush()
+
+    async def _sender(self, s: _Stream, content: Optional[bytes], stream: Any,
+                      t: Timeout) -> None:
+        """The request body, sent next to the response wait; a failure
+        (write timeout, a body iterator's error) fails the stream."""
+        try:
+            await self._send_body(s, content, stream, t)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if s.error is None:
+                s.error = exc
+            s.wake()
+            self.cancel_stream(s)
+
+    async def _send_data(self, s: _Stream, data: bytes, t: Timeout) -> None:
+        h2c = self.h2
+        view = memoryview(data)
+        while view:
+            if self.closed or s.sid not in self.streams:
+                if s.error is not None:
+                    raise s.error
+                if self.error is not None:
+                    raise self.error
+                return                  # the response ended first: stop sending
+            window = min(h2c.local_flow_control_window(s.sid), h2c.max_outbound_frame_size)
+            if window <= 0:
+                fut = s.window_waiter = self.loop.create_future()
+                try:
+                    if t.write is None:
+                        await fut
+                    else:
+                        async with _timeout(t.write):
+                            await fut
+                except TimeoutError:
+                    self.cancel_stream(s)
+                    raise WriteTimeout(f"the server's flow-control window stayed closed for "
+                                       f"{t.write} s") from None
+                continue
+            piece = view[:window]
+            h2c.send_data(s.sid, bytes(piece))
+            view = view[window:]
+            self._flush()
+            if self.raw.send_queue_bytes > _SEND_HIGH:
+                await self.raw.drain()
+
+    async def request(self, client: Any, req: Any, t: Timeout) -> Response:
+        if self.closed or not self.has_room():
+            raise StaleConnection(True)
+        raw_headers, checked, body = client._wire_headers(req, True)
+        headers = [(b":method", req.method.encode("ascii")), (b":scheme", self.scheme),
+                   (b":authority", self.authority),
+                   (b":path", req.url.target.encode("ascii"))]
+        for i, (name, value) in enumerate(raw_headers):
+            if i >= checked:
+                check_header(name, value)
+            name = name.lower()
+            if name == b"te" and value.lower() != b"trailers":
+                continue                # the only TE value HTTP/2 allows
+            headers.append((name, value))
+        end = req.content is None and body is None or req.content == b""
+        h2c = self.h2
+        sid = h2c.get_next_available_stream_id()
+        s = _Stream(sid)
+        self.streams[sid] = s
+        try:
+            h2c.send_headers(sid, headers, end_stream=end)
+        except h2.exceptions.ProtocolError as exc:
+            self.streams.pop(sid, None)
+            raise RemoteProtocolError(f"cannot open an HTTP/2 stream: {exc}") from None
+        self._flush()
+        sender = None
+        if not end:
+            if req.content is not None and len(req.content) <= h2c.local_flow_control_window(sid) \
+                    and len(req.content) <= h2c.max_outbound_frame_size:
+                h2c.send_data(sid, req.content, end_stream=True)
+                self._flush()
+            else:
+                sender = self.loop.create_task(self._sender(s, req.content, body, t))
+        try:
+            while s.headers is None:
+                if s.error is not None:
+                    raise s.error
+                await self._wait(s, t.read)
+        except BaseException:
+            if sender is not None:
+                sender.cancel()
+            raise
+        return Response(s.status, headers=s.headers, request=req, http_version="HTTP/2",
+                        stream=_H2Body(self, s, t.read, sender), bounds=self.bounds)
+
+
+class _H2Body:
+    """The body of one HTTP/2 response (Response._stream)."""
+
+    __slots__ = ("c", "s", "read_timeout", "sender", "trailers", "released")
+
+    def __init__(self, c: H2Connection, s: _Stream, read_timeout: Optional[float],
+                 sender: Optional[asyncio.Task]) -> None:
+        self.c = c
+        self.s = s
+        self.read_timeout = read_timeout
+        self.sender = sender
+        self.trailers: Any = None
+        self.released = False
+
+    async def read(self) -> Optional[bytes]:
+        s = self.s
+        c = self.c
+        while True:
+            if s.data:
+                items = s.data
+                s.data = []
+                total = 0
+                for _, fl in items:
+                    total += fl
+                if total and not c.closed:
+                    try:
+                        c.h2.acknowledge_received_data(total, s.sid)
+                    except h2.exceptions.H2Error:
+                        pass
+                    c._flush()
+                return items[0][0] if len(items) == 1 else b"".join(d for d, _ in items)
+            if s.error is not None:
+                raise s.error
+            if s.ended:
+                self.trailers = s.trailers
+                self.released = True
+                return None
+            if self.released:
+                return None
+            await c._wait(s, self.read_timeout)
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        if self.sender is not None and not self.sender.done():
+            self.sender.cancel()
+        self.c.cancel_stream(self.s)
