@@ -162,7 +162,10 @@ cdef class _ConnSlot(_SendQueue):
                 try:
                     res = fn(view)
                 finally:
-                    if not keep:
+                    if not keep and _rl_refcnt(<PyObject*>view) > 1:
+                        # the handler kept the view somewhere: end it, so that
+                        # it cannot read bytes the buffer later reuses (a view
+                        # only this frame holds simply goes, with no call)
                         try:
                             _mv_release(view)
                         except BufferError:
