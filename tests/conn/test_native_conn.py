@@ -18,44 +18,9 @@ from ringline._conn import api as _native
 from ringline._core import ChainState
 
 from support import free_port, run
-from support.conn import echo, read_exactly
+from support.conn import NativeServer, echo, read_exactly
 
 URING = ringline.backend().name == "io_uring"
-
-
-class NativeServer:
-    """A native-API server inside the current loop: handler(conn) per conn."""
-
-    def __init__(self, handler):
-        self.loop = asyncio.get_running_loop()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.port = self.sock.getsockname()[1]
-        self.handler = handler
-        self.conns = []
-        self.tasks = []
-        self.errors = []
-        self.listener = _native.Listener(self.loop, self.sock, self._on_fd)
-
-    def _on_fd(self, fd):
-        conn = _native.adopt_fd(self.loop, fd, socket.AF_INET)
-        self.conns.append(conn)
-        self.tasks.append(self.loop.create_task(self._run(conn)))
-
-    async def _run(self, conn):
-        try:
-            await self.handler(conn)
-        except Exception as exc:   # recorded for the test to inspect
-            self.errors.append(exc)
-        finally:
-            conn.close()
-
-    def close(self):
-        self.listener.close()
-        self.sock.close()
-        for t in self.tasks:
-            t.cancel()
 
 
 # ---------------------------------------------------------------- receive
@@ -957,47 +922,3 @@ def test_drain_waits_until_everything_queued_is_sent():
             peer.close()
             lsock.close()
     run(main())
-
-
-def test_on_data_echo_exchange_takes_one_loop_turn():
-    # Quiet completions (tests/loop/test_quiet_completions.py): the echo's
-    # send completion needs no loop turn of its own, on the Conn path too.
-    exchanges = 300
-
-    def peer(port):
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for i in range(exchanges):
-                msg = bytes([i % 251]) * 300
-                c.sendall(msg)
-                got = b""
-                while len(got) < len(msg):
-                    chunk = c.recv(4096)
-                    assert chunk
-                    got += chunk
-                assert got == msg
-
-    async def main():
-        loop = asyncio.get_running_loop()
-
-        async def handler(conn):
-            send = conn.send_nowait
-
-            def fn(view):
-                send(bytes(view))
-                return len(view)
-            await conn.on_data(fn)
-        srv = NativeServer(handler)
-        await asyncio.sleep(0.05)
-        before = loop._ring_stats()["iterations"]
-        await loop.run_in_executor(None, peer, srv.port)
-        turns = loop._ring_stats()["iterations"] - before
-        for _ in range(200):
-            if all(t.done() for t in srv.tasks):
-                break
-            await asyncio.sleep(0.01)
-        srv.close()
-        assert not srv.errors
-        return turns
-    turns = run(main())
-    assert turns < exchanges * 1.5, (turns, exchanges)

@@ -7,7 +7,7 @@ must hold:
 
 - a request-response exchange takes one loop turn, not two (the send's
   completion and the next request are reaped together; the native Conn's
-  case is tests/conn/test_native_conn.py::test_on_data_echo_exchange_takes_one_loop_turn);
+  case is tests/conn/test_native_quiet.py);
 - anything that does need the loop still ends the wait: a timer falling due,
   call_soon_threadsafe from another thread, a signal, a close() or drain
   waiting on the send (those sends are never marked);

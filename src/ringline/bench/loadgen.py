@@ -55,7 +55,9 @@ def compiler() -> str:
 def build(name: str) -> Path:
     """Path to the compiled ``csrc/<name>.c``, compiling it if needed."""
     source = CSRC / f"{name}.c"
-    text = source.read_bytes()
+    # the headers it includes from csrc/ are part of what is compiled
+    text = source.read_bytes() + b"".join(
+        h.read_bytes() for h in sorted(CSRC.glob(f"{name}_*.h")))
     key = hashlib.sha256(text + compiler().encode() + " ".join(CFLAGS).encode())
     target = cache_dir() / f"{name}-{key.hexdigest()[:16]}"
     if target.exists():
