@@ -10,7 +10,6 @@ support/loop_api.py.
 """
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 import threading
@@ -20,6 +19,7 @@ import pytest
 
 from support import STEP_TIMEOUT, run
 from support.loop_api import Boom, run_briefly
+from support.proc import open_fds
 
 
 # ---------------------------------------------------------------------------
@@ -353,17 +353,13 @@ def test_sigint_interrupts_blocked_runner(loop_factory):
         signal.signal(signal.SIGINT, old)
 
 
-def _open_fds():
-    return len(os.listdir("/proc/self/fd"))
-
-
 @pytest.mark.parametrize("usage", ["idle", "run", "signal-handler",
                                    "signal-handler-other-thread", "reader",
                                    "executor"])
 def test_close_releases_file_descriptors(loop_factory, usage):
     import gc
     gc.collect()
-    baseline = _open_fds()
+    baseline = open_fds()
     lp = loop_factory()
     try:
         if usage == "run":
@@ -391,4 +387,4 @@ def test_close_releases_file_descriptors(loop_factory, usage):
     finally:
         lp.close()
     # the closed loop is still referenced: whatever it holds open leaked
-    assert _open_fds() == baseline, f"{_open_fds() - baseline} fd(s) leaked"
+    assert open_fds() == baseline, f"{open_fds() - baseline} fd(s) leaked"
