@@ -10,7 +10,7 @@ fresh interpreter (so that policies and globals cannot leak between them).
   `# Python 3.12+` runs on 3.12 and later only.
 * docs/runtime.md, docs/tasks.md, docs/redis.md, docs/memcache.md: run by
   tests/runtime/test_runtime.py, runtime/test_tasks.py,
-  clients/test_redis_client.py and clients/test_memcache_client.py (they
+  clients/test_redis_client.py and clients/test_memcache_client_docs.py (they
   need the runtime's helpers or a real server); `test_every_doc_with_python_is_run` keeps this map complete.
 * The README's install commands (a wheel from `python -m build`, installed
   into a fresh virtualenv) are exercised by tests/test_packaging.py.
@@ -33,7 +33,7 @@ README = os.path.join(ROOT, "README.md")
 RUN_HERE = ("api.md", "native.md", "http.md")
 RUN_ELSEWHERE = {"runtime.md": "runtime/test_runtime.py", "tasks.md": "runtime/test_tasks.py",
                  "redis.md": "clients/test_redis_client.py",
-                 "memcache.md": "clients/test_memcache_client.py",
+                 "memcache.md": "clients/test_memcache_client_docs.py",
                  "kv.md": "kv/test_kv_docs.py"}
 FIXED_PORT = 7000
 

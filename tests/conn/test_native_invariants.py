@@ -1,5 +1,5 @@
 """docs/invariants.md's invariants on the native connection API (the transport-side
-tests are in test_invariants.py / test_transport_acceptance.py):
+tests are in test_invariants.py / test_transport_acceptance_*.py):
 
 3. one send in flight per connection; sends made meanwhile are coalesced into
    the next one; close waits for queued sends (test_native_conn.py).

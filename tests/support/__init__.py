@@ -19,6 +19,11 @@ own them:
 * ``support.redis_server`` / ``support.memcached``: real redis-server and
   memcached peers started and stopped by the tests; ``support.kv_server``:
   ringline.kv in a subprocess and a raw RESP connection.
+* ``support.proc``: /proc probes of the test process (open fds, RSS).
+* helpers shared by the files of one split test topic: ``support.loop_api``
+  (tests/loop/test_loop_api_*.py), ``support.sock_ops`` (test_sock_ops_*.py),
+  ``support.transports`` (test_transport_acceptance_*.py),
+  ``support.memcache_stubs`` (clients/test_memcache_client_*.py).
 * ``support/tools/``: small programs the tests run in a subprocess.
 
 Nothing here is a test; nothing here outlives the test that used it (every

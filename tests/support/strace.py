@@ -1,5 +1,5 @@
 """Syscall counting for the syscall-economy tests (tests/loop/test_syscalls.py,
-tests/conn/test_native_invariants.py, tests/loop/test_transport_acceptance.py).
+tests/conn/test_native_invariants.py, tests/loop/test_transport_acceptance_load.py).
 
 Owns ``strace_counts`` (run a Python program under ``strace -f -c``, return
 the per-syscall counts) and ``FORBIDDEN`` (the I/O syscalls the io_uring

@@ -1,6 +1,6 @@
 """An echo load on one ringline loop: a create_server echo server and C
 concurrent create_connection clients, each doing M send / await-echo round
-trips of S-byte messages. Used by tests/loop/test_transport_acceptance.py under
+trips of S-byte messages. Used by tests/loop/test_transport_acceptance_load.py under
 `strace -f -c`.
 
 Usage: echo_load.py CONNECTIONS MESSAGES [SIZE]
