@@ -21,6 +21,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 import ringline
 
 from support import run
@@ -104,61 +106,38 @@ def test_a_timer_ends_the_wait_past_a_quiet_send():
     assert waited >= 0.2
 
 
-def test_call_soon_threadsafe_ends_the_wait_past_a_quiet_send():
+@pytest.mark.parametrize("wake", ["call_soon_threadsafe", "signal"])
+def test_a_wakeup_from_outside_ends_the_wait_past_a_quiet_send(wake):
+    # Another thread sends a request (the loop echoes it: a quiet send), then
+    # wakes the loop from outside; no timer is pending, so only that wakeup
+    # can end the wait.
     loop = ringline.new_event_loop()
 
     async def main():
         srv = await loop.create_server(_Echo, "127.0.0.1", 0)
         port = srv.sockets[0].getsockname()[1]
         woke = loop.create_future()
+        if wake == "signal":
+            loop.add_signal_handler(signal.SIGUSR1, woke.set_result, "woken")
         c = socket.create_connection(("127.0.0.1", port), timeout=5)
 
         def other_thread():
-            c.sendall(b"x")                   # the loop echoes it: a quiet send
+            c.sendall(b"x")
             time.sleep(0.1)
-            loop.call_soon_threadsafe(woke.set_result, "woken")
+            if wake == "signal":
+                os.kill(os.getpid(), signal.SIGUSR1)
+            else:
+                loop.call_soon_threadsafe(woke.set_result, "woken")
 
         t = threading.Thread(target=other_thread)
         t.start()
         try:
-            # no timer at all: only the thread's wakeup can end this wait
             assert await asyncio.wait_for(woke, 10) == "woken"
             assert c.recv(10) == b"x"
         finally:
             t.join()
-            c.close()
-            srv.close()
-            await srv.wait_closed()
-
-    try:
-        run(main(), loop=loop)
-    finally:
-        loop.close()
-
-
-def test_a_signal_handler_runs_past_a_quiet_send():
-    loop = ringline.new_event_loop()
-
-    async def main():
-        srv = await loop.create_server(_Echo, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
-        got = loop.create_future()
-        loop.add_signal_handler(signal.SIGUSR1, got.set_result, "signal")
-        c = socket.create_connection(("127.0.0.1", port), timeout=5)
-
-        def other_thread():
-            c.sendall(b"y")
-            time.sleep(0.1)
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-        t = threading.Thread(target=other_thread)
-        t.start()
-        try:
-            assert await asyncio.wait_for(got, 10) == "signal"
-            assert c.recv(10) == b"y"
-        finally:
-            t.join()
-            loop.remove_signal_handler(signal.SIGUSR1)
+            if wake == "signal":
+                loop.remove_signal_handler(signal.SIGUSR1)
             c.close()
             srv.close()
             await srv.wait_closed()
