@@ -19,7 +19,6 @@ behaved. Checks, on the backend the suite runs with (RINGLINE_BACKEND):
   client works again (lazy reconnect).
 """
 import asyncio
-import subprocess
 import sys
 import textwrap
 
@@ -30,6 +29,7 @@ from ringline import memcache as mc
 from ringline import redis as rr
 
 from support import run
+from support.portproc import port_processes
 from support.rss import reset_peak_rss as _reset_peak_rss, status as _status
 
 MIB = 1 << 20
@@ -119,33 +119,11 @@ _SERVER = textwrap.dedent(r'''
 ''')
 
 
-class FakeServer:
-    def __init__(self, kind, mode, cap, hostile_index):
-        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER, kind, mode, str(cap),
-                                      str(hostile_index)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.port = int(self.proc.stdout.readline())
-
-    def close(self):
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
 def fake():
-    servers = []
-
-    def start(kind, mode, cap=50 * MIB, hostile_index=1):
-        s = FakeServer(kind, mode, cap, hostile_index)
-        servers.append(s)
-        return s
-    yield start
-    for s in servers:
-        s.close()
+    def argv(kind, mode, cap=50 * MIB, hostile_index=1):
+        return [sys.executable, "-c", _SERVER, kind, mode, str(cap), str(hostile_index)]
+    yield from port_processes(argv)
 
 
 async def _measured(aw):

@@ -15,7 +15,6 @@ afterwards and is the same connection.
 """
 import asyncio
 import os
-import subprocess
 import sys
 
 import pytest
@@ -23,6 +22,7 @@ import pytest
 import ringline.http as rh
 
 from support import run
+from support.portproc import port_processes
 from support.rss import reset_peak_rss, status
 
 MIB = 1 << 20
@@ -31,33 +31,10 @@ CALL_BOUND = 30.0
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class Fake:
-    def __init__(self, mode):
-        self.proc = subprocess.Popen([sys.executable, "-m", "support.http_fake", mode],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     cwd=TESTS_DIR)
-        self.port = int(self.proc.stdout.readline())
-
-    def close(self):
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
 def fake():
-    servers = []
-
-    def start(mode):
-        s = Fake(mode)
-        servers.append(s)
-        return s
-    yield start
-    for s in servers:
-        s.close()
+    yield from port_processes(lambda mode: [sys.executable, "-m", "support.http_fake", mode],
+                              cwd=TESTS_DIR)
 
 
 SMALL = rh.Bounds(max_body_bytes=32 * MIB, max_decoded_bytes=32 * MIB)

@@ -20,6 +20,8 @@ own them:
   memcached peers started and stopped by the tests; ``support.kv_server``:
   ringline.kv in a subprocess and a raw RESP connection.
 * ``support.proc``: /proc probes of the test process (open fds, RSS).
+* ``support.portproc``: a peer subprocess that prints its port and serves
+  until stdin closes (the clients' hostile fake servers).
 * helpers shared by the files of one split test topic: ``support.loop_api``
   (tests/loop/test_loop_api_*.py), ``support.sock_ops`` (test_sock_ops_*.py),
   ``support.transports`` (test_transport_acceptance_*.py),
