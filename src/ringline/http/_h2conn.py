@@ -488,6 +488,72 @@ class H2Connection:
             if self.raw.send_queue_bytes > _SEND_HIGH:
                 await self.raw.drain()
 
+    # -- streams driven by a caller of its own (ringline.grpc) --
+
+    def open_stream(self, method: bytes, path: bytes, headers: List[Tuple[bytes, bytes]],
+                    end_stream: bool = False, flush: bool = True) -> _Stream:
+        """Open a stream whose header fields the caller has checked (lower
+        case names, no connection-specific fields); the pseudo headers are
+        added here. Raises ``StaleConnection(True)`` when this connection
+        takes no new stream. With ``flush=False`` the HEADERS frame leaves
+        with the next send on the connection."""
+        if self.closed or not self.has_room():
+            raise StaleConnection(True)
+        h2c = self.h2
+        sid = h2c.get_next_available_stream_id()
+        s = _Stream(sid)
+        self.streams[sid] = s
+        hdrs = [(b":method", method), (b":scheme", self.scheme),
+                (b":authority", self.authority), (b":path", path)]
+        hdrs.extend(headers)
+        try:
+            h2c.send_headers(sid, hdrs, end_stream=end_stream)
+        except h2.exceptions.ProtocolError as exc:
+            self.streams.pop(sid, None)
+            raise RemoteProtocolError(f"cannot open an HTTP/2 stream: {exc}") from None
+        if flush:
+            self._flush()
+        return s
+
+    async def send(self, s: _Stream, data: bytes, t: Timeout, end_stream: bool = False) -> None:
+        """Send ``data`` on ``s`` as the peer's flow-control windows allow
+        (waits bounded by ``t.write``); ``end_stream`` half-closes it after.
+        Raises the stream's or the connection's error if either failed."""
+        h2c = self.h2
+        sid = s.sid
+        if (not self.closed and sid in self.streams and len(data) <= h2c.max_outbound_frame_size
+                and len(data) <= h2c.local_flow_control_window(sid)):
+            h2c.send_data(sid, data, end_stream=end_stream)
+            self._flush()
+            return
+        await self._send_data(s, data, t)
+        if end_stream:
+            self.end_stream(s)
+
+    def end_stream(self, s: _Stream) -> None:
+        """Half-close ``s`` (END_STREAM on an empty DATA frame)."""
+        if s.sid in self.streams and not self.closed:
+            try:
+                self.h2.end_stream(s.sid)
+            except h2.exceptions.H2Error:
+                return
+            self._flush()
+
+    async def wait_headers(self, s: _Stream) -> None:
+        """Wait (unbounded: the caller bounds it) until the response head of
+        ``s`` arrived; raises the stream's error. A wait cut short (timeout,
+        cancellation) resets the stream."""
+        while s.headers is None:
+            if s.error is not None:
+                raise s.error
+            await self._wait(s, None)
+
+    def body(self, s: _Stream) -> "_H2Body":
+        """The response body reader of ``s`` (``read()`` gives the bytes as
+        they arrive, acknowledging them to flow control; ``trailers`` is set
+        at the end; ``release()`` resets an unfinished stream)."""
+        return _H2Body(self, s, None, None)
+
     async def request(self, client: Any, req: Any, t: Timeout) -> Response:
         if self.closed or not self.has_room():
             raise StaleConnection(True)
