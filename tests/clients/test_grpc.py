@@ -276,3 +276,32 @@ def test_wire_helpers():
     for bad in [("grpc-x", "v"), ("a b", "v"), ("content-type", "v"), ("x", "\n")]:
         with pytest.raises(ValueError):
             encode_metadata([bad])
+
+
+_PROTO = """
+syntax = "proto3";
+package test;
+message Msg { string text = 1; repeated int64 nums = 2; }
+service T { rpc Echo (Msg) returns (Msg); }
+"""
+
+
+def test_generated_stub_unchanged(server, tmp_path, monkeypatch):
+    # a stub compiled at test time by grpcio-tools runs on a ringline Channel
+    protoc = pytest.importorskip("grpc_tools.protoc")
+    (tmp_path / "ringtest.proto").write_text(_PROTO)
+    assert protoc.main(["protoc", f"-I{tmp_path}", f"--python_out={tmp_path}",
+                        f"--grpc_python_out={tmp_path}", str(tmp_path / "ringtest.proto")]) == 0
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import ringtest_pb2
+    import ringtest_pb2_grpc
+
+    async def main():
+        async with rg.Channel(server.target) as ch:
+            stub = ringtest_pb2_grpc.TStub(ch)
+            reply = await stub.Echo(ringtest_pb2.Msg(text="ring", nums=[1, 2, 3]), timeout=5)
+            assert reply.text == "ring" and list(reply.nums) == [1, 2, 3]
+            call = stub.Echo(ringtest_pb2.Msg(text="md"), metadata=[("x-k", "v")])
+            assert (await call).text == "md"
+            assert dict(await call.trailing_metadata())["x-k-t"] == "v"
+    run(main)
