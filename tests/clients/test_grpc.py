@@ -305,3 +305,31 @@ def test_generated_stub_unchanged(server, tmp_path, monkeypatch):
             assert (await call).text == "md"
             assert dict(await call.trailing_metadata())["x-k-t"] == "v"
     run(main)
+
+
+@pytest.mark.parametrize("mode,code,text", [
+    ("length_lie", rg.StatusCode.INTERNAL, "inside a message"),
+    ("huge_length", rg.StatusCode.RESOURCE_EXHAUSTED, "larger than max"),
+    ("no_trailers", rg.StatusCode.INTERNAL, "without trailers"),
+    ("bomb", rg.StatusCode.RESOURCE_EXHAUSTED, "decompressed message larger"),
+    ("html", rg.StatusCode.UNKNOWN, "content-type"),
+    ("http503", rg.StatusCode.UNAVAILABLE, "503"),
+    ("rst", rg.StatusCode.INTERNAL, "INTERNAL_ERROR"),
+    ("two_messages", rg.StatusCode.UNIMPLEMENTED, "more than one"),
+    ("garbage", None, ""),
+])
+def test_hostile_server(mode, code, text):
+    from support.grpc_fake import serve_fake
+
+    async def main():
+        async with serve_fake(mode) as port:
+            async with rg.Channel(f"127.0.0.1:{port}") as ch:
+                with pytest.raises(rg.AioRpcError) as ei:
+                    await ch.unary_unary("/x.Y/Z")(b"req", timeout=10)
+                if code is None:
+                    assert ei.value.code() in (rg.StatusCode.INTERNAL,
+                                               rg.StatusCode.UNAVAILABLE), ei.value
+                else:
+                    assert ei.value.code() is code, ei.value
+                    assert text in ei.value.details(), ei.value
+    run(main)

@@ -139,7 +139,6 @@ class Rpc:
             raise self._fail(map_error(exc)) from None
         headers = s.headers
         status = s.status
-        trailers_only = s.ended and s.trailers is None
         gs = _get(headers, b"grpc-status")
         if status != 200 and gs is None:
             self.initial = decode_metadata(headers)
@@ -147,9 +146,11 @@ class Rpc:
             raise self._fail(AioRpcError(code_of_http(status),
                                          f"HTTP status {status} without grpc-status",
                                          self.initial))
-        if trailers_only or (gs is not None and s.ended):
+        if gs is not None:              # trailers-only: the head is the status
             self.body = conn.body(s)
             self.ended_body = True
+            if not s.ended:
+                conn.cancel_stream(s)
             self._status(headers)
             return
         ct = _get(headers, b"content-type") or b""
