@@ -333,3 +333,31 @@ def test_hostile_server(mode, code, text):
                     assert ei.value.code() is code, ei.value
                     assert text in ei.value.details(), ei.value
     run(main)
+
+
+def test_tls(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
+    cert.private_key_pem.write_to_path(str(key))
+    srv = GrpcServer(tls=(str(chain), str(key)))
+    try:
+        import ssl
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+
+        async def main():
+            async with rg.Channel(srv.target, tls=ctx) as ch:
+                assert await ch.unary_unary("/test.T/Echo")(b"secret", timeout=10) == b"secret"
+                assert [m async for m in ch.unary_stream("/test.T/Count")(b"3")] == \
+                    [b"0", b"1", b"2"]
+            # a client that does not trust the server's CA: UNAVAILABLE
+            async with rg.Channel(srv.target, tls=True) as ch:
+                with pytest.raises(rg.AioRpcError) as ei:
+                    await ch.unary_unary("/test.T/Echo")(b"x", timeout=10)
+                assert ei.value.code() is rg.StatusCode.UNAVAILABLE
+        run(main)
+    finally:
+        srv.close()

@@ -1,6 +1,7 @@
 """A real grpcio aio server for ringline.grpc's tests, run in a subprocess
-(``python tests/support/grpc_server.py``): it prints its port (127.0.0.1,
-a free one) and serves until its stdin closes. ``GrpcServer`` starts and
+(``python tests/support/grpc_server.py [CERT_CHAIN KEY]``: TLS when given
+the PEM files): it prints its port (127.0.0.1, a free one) and serves until
+its stdin closes. ``GrpcServer`` starts and
 stops it.
 
 Service ``test.T`` with generic bytes handlers (no protoc needed):
@@ -79,12 +80,21 @@ def _handlers():
 
 def main():
     import grpc
+    tls = sys.argv[1:3]
 
     async def serve():
         server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 << 20),
                                           ("grpc.max_receive_message_length", 64 << 20)])
         server.add_generic_rpc_handlers((_handlers(),))
-        port = server.add_insecure_port("127.0.0.1:0")
+        if tls:
+            with open(tls[0], "rb") as f:
+                chain = f.read()
+            with open(tls[1], "rb") as f:
+                key = f.read()
+            creds = grpc.ssl_server_credentials([(key, chain)])
+            port = server.add_secure_port("127.0.0.1:0", creds)
+        else:
+            port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         print(port, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -96,8 +106,9 @@ def main():
 class GrpcServer:
     """The server above in a subprocess; ``.port``; ``close()`` stops it."""
 
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)],
+    def __init__(self, tls=None):
+        extra = list(tls) if tls else []
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + extra,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         line = self.proc.stdout.readline()
         if not line:
