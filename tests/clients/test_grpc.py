@@ -139,12 +139,12 @@ def test_cancel_seen_by_server(server):
     run(main)
 
 
-def test_200_concurrent_calls_on_one_channel(server):
+def test_1000_concurrent_calls_on_one_channel(server):
     async def main():
         async with rg.Channel(server.target) as ch:
             echo = ch.unary_unary("/test.T/Echo")
-            replies = await asyncio.gather(*[echo(b"%d" % i, timeout=20) for i in range(200)])
-            assert replies == [b"%d" % i for i in range(200)]
+            replies = await asyncio.gather(*[echo(b"%d" % i, timeout=30) for i in range(1000)])
+            assert replies == [b"%d" % i for i in range(1000)]
             assert ch._pool.opened <= 2
             replies = await asyncio.gather(*[echo(b"%d" % i) for i in range(200)])
             assert replies == [b"%d" % i for i in range(200)]
@@ -218,6 +218,37 @@ def test_gzip_both_ways(server):
             assert await ch.unary_unary("/test.T/Gzip")(b"ab") == b"ab" * 100
             assert await ch.unary_unary("/test.T/Echo")(b"q", compression="gzip") == b"q"
     run(main)
+
+
+def test_server_restart_reconnects():
+    first = GrpcServer()
+    port = first.port
+    second = None
+    try:
+        async def main():
+            nonlocal second
+            async with rg.Channel(first.target) as ch:
+                echo = ch.unary_unary("/test.T/Echo")
+                assert await echo(b"1", timeout=10) == b"1"
+                sleeper = asyncio.ensure_future(ch.unary_unary("/test.T/Sleep")(b"30"))
+                await asyncio.sleep(0.2)
+                await asyncio.get_running_loop().run_in_executor(None, first.close)
+                # the call in flight fails (GOAWAY then the connection's end)
+                with pytest.raises(rg.AioRpcError) as ei:
+                    await sleeper
+                assert ei.value.code() in (rg.StatusCode.UNAVAILABLE, rg.StatusCode.INTERNAL,
+                                           rg.StatusCode.CANCELLED), ei.value
+                with pytest.raises(rg.AioRpcError) as ei:
+                    await echo(b"down", timeout=10)
+                assert ei.value.code() is rg.StatusCode.UNAVAILABLE
+                second = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: GrpcServer(port=port))
+                assert await echo(b"2", timeout=10) == b"2"     # a new connection
+        run(main)
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
 
 
 def test_unreachable_target_is_unavailable():

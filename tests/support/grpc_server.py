@@ -1,7 +1,7 @@
 """A real grpcio aio server for ringline.grpc's tests, run in a subprocess
 (``python tests/support/grpc_server.py [CERT_CHAIN KEY]``: TLS when given
-the PEM files): it prints its port (127.0.0.1, a free one) and serves until
-its stdin closes. ``GrpcServer`` starts and
+the PEM files): it prints its port (127.0.0.1, a free one, or the one
+``GrpcServer(port=...)`` asks for) and serves until its stdin closes. ``GrpcServer`` starts and
 stops it.
 
 Service ``test.T`` with generic bytes handlers (no protoc needed):
@@ -81,6 +81,7 @@ def _handlers():
 def main():
     import grpc
     tls = sys.argv[1:3]
+    want = int(os.environ.get("RINGLINE_GRPC_TEST_PORT", "0"))
 
     async def serve():
         server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 << 20),
@@ -92,9 +93,9 @@ def main():
             with open(tls[1], "rb") as f:
                 key = f.read()
             creds = grpc.ssl_server_credentials([(key, chain)])
-            port = server.add_secure_port("127.0.0.1:0", creds)
+            port = server.add_secure_port(f"127.0.0.1:{want}", creds)
         else:
-            port = server.add_insecure_port("127.0.0.1:0")
+            port = server.add_insecure_port(f"127.0.0.1:{want}")
         await server.start()
         print(port, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -106,9 +107,11 @@ def main():
 class GrpcServer:
     """The server above in a subprocess; ``.port``; ``close()`` stops it."""
 
-    def __init__(self, tls=None):
+    def __init__(self, tls=None, port=0):
         extra = list(tls) if tls else []
+        env = dict(os.environ, RINGLINE_GRPC_TEST_PORT=str(port))
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + extra,
+                                     env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         line = self.proc.stdout.readline()
         if not line:
