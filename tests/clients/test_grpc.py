@@ -392,3 +392,30 @@ def test_tls(tmp_path):
         run(main)
     finally:
         srv.close()
+
+
+def test_wait_for_ready():
+    port = free_port()
+    srv = None
+    try:
+        async def main():
+            nonlocal srv
+            loop = asyncio.get_running_loop()
+            async with rg.Channel(f"127.0.0.1:{port}") as ch:
+                echo = ch.unary_unary("/test.T/Echo")
+                # without it: UNAVAILABLE at once; with it and a deadline: DEADLINE_EXCEEDED
+                with pytest.raises(rg.AioRpcError) as ei:
+                    await echo(b"", timeout=5)
+                assert ei.value.code() is rg.StatusCode.UNAVAILABLE
+                with pytest.raises(rg.AioRpcError) as ei:
+                    await echo(b"", timeout=0.5, wait_for_ready=True)
+                assert ei.value.code() is rg.StatusCode.DEADLINE_EXCEEDED
+                # the server comes up while the call waits
+                call = asyncio.ensure_future(echo(b"ready", timeout=20, wait_for_ready=True))
+                await asyncio.sleep(0.3)
+                srv = await loop.run_in_executor(None, lambda: GrpcServer(port=port))
+                assert await call == b"ready"
+        run(main)
+    finally:
+        if srv is not None:
+            srv.close()

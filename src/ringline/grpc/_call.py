@@ -54,8 +54,8 @@ class _Call:
 
     def __init__(self, channel: Any, path: bytes, ser: Optional[Callable],
                  deser: Optional[Callable], timeout: Optional[float], headers: List,
-                 compression: Optional[str]) -> None:
-        self._rpc = Rpc(channel, path, compression)
+                 compression: Optional[str], wait_for_ready: bool = False) -> None:
+        self._rpc = Rpc(channel, path, compression, wait_for_ready)
         self._ser = ser or _identity
         self._deser = deser or _identity
         self._loop = asyncio.get_running_loop()

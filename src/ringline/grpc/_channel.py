@@ -148,7 +148,8 @@ class _MultiCallable:
         self._ser = ser
         self._deser = deser
 
-    def _args(self, timeout: Optional[float], metadata: Any, compression: Any) -> Tuple:
+    def _args(self, timeout: Optional[float], metadata: Any, compression: Any,
+              wait_for_ready: Any) -> Tuple:
         ch = self._channel
         if ch._closed:
             raise AioRpcError(StatusCode.UNAVAILABLE, "the channel is closed")
@@ -159,7 +160,8 @@ class _MultiCallable:
         ser = self._ser
         if ch._max_send is not None:
             ser = _bounded(ser, ch._max_send)
-        return (ch, self._path, ser, self._deser, timeout, encode_metadata(metadata), comp)
+        return (ch, self._path, ser, self._deser, timeout, encode_metadata(metadata), comp,
+                bool(wait_for_ready))
 
 
 def _bounded(ser: Optional[Callable], limit: int) -> Callable:
@@ -178,7 +180,8 @@ class UnaryUnaryMultiCallable(_MultiCallable):
     def __call__(self, request: Any, *, timeout: Optional[float] = None, metadata: Any = None,
                  credentials: Any = None, wait_for_ready: Any = None,
                  compression: Any = None) -> UnaryUnaryCall:
-        return UnaryUnaryCall(request, *self._args(timeout, metadata, compression))
+        return UnaryUnaryCall(request, *self._args(timeout, metadata, compression,
+                                                              wait_for_ready))
 
 
 class UnaryStreamMultiCallable(_MultiCallable):
@@ -187,7 +190,8 @@ class UnaryStreamMultiCallable(_MultiCallable):
     def __call__(self, request: Any, *, timeout: Optional[float] = None, metadata: Any = None,
                  credentials: Any = None, wait_for_ready: Any = None,
                  compression: Any = None) -> UnaryStreamCall:
-        return UnaryStreamCall(request, *self._args(timeout, metadata, compression))
+        return UnaryStreamCall(request, *self._args(timeout, metadata, compression,
+                                                              wait_for_ready))
 
 
 class StreamUnaryMultiCallable(_MultiCallable):
@@ -196,7 +200,8 @@ class StreamUnaryMultiCallable(_MultiCallable):
     def __call__(self, request_iterator: Any = None, *, timeout: Optional[float] = None,
                  metadata: Any = None, credentials: Any = None, wait_for_ready: Any = None,
                  compression: Any = None) -> StreamUnaryCall:
-        return StreamUnaryCall(request_iterator, *self._args(timeout, metadata, compression))
+        return StreamUnaryCall(request_iterator, *self._args(timeout, metadata, compression,
+                                                              wait_for_ready))
 
 
 class StreamStreamMultiCallable(_MultiCallable):
@@ -205,7 +210,8 @@ class StreamStreamMultiCallable(_MultiCallable):
     def __call__(self, request_iterator: Any = None, *, timeout: Optional[float] = None,
                  metadata: Any = None, credentials: Any = None, wait_for_ready: Any = None,
                  compression: Any = None) -> StreamStreamCall:
-        return StreamStreamCall(request_iterator, *self._args(timeout, metadata, compression))
+        return StreamStreamCall(request_iterator, *self._args(timeout, metadata, compression,
+                                                              wait_for_ready))
 
 
 def insecure_channel(target: str, options: Any = None, compression: Any = None) -> Channel:

@@ -3,7 +3,9 @@
 Owns ``Rpc``: picking a connection with stream room from the channel's pool
 (a stream the server refused or left above its GOAWAY goes to another
 connection, a few times), the request head (``:path``, ``te: trailers``,
-content-type, grpc-timeout, grpc-encoding, metadata), sending framed
+content-type, grpc-timeout, grpc-encoding, metadata; with wait-for-ready a
+target that refuses the connection is dialled again with a jittered
+backoff until the call's deadline), sending framed
 messages (flow control is the HTTP/2 layer's), the response head (a
 non-200 or trailers-only response is a status at once), reading messages
 through a bounded ``Deframer``, and the final status from the trailers.
@@ -22,8 +24,10 @@ is set exactly once.
 from __future__ import annotations
 
 import collections
+import random
 from typing import Any, Deque, List, Optional, Tuple
 
+from .._conn.timers import sleep as _sleep
 from ..http._config import Timeout
 from ..http._errors import (ConnectError, ConnectTimeout, LimitExceeded, PoolTimeout,
                             RemoteProtocolError, TransportError)
@@ -35,6 +39,8 @@ __all__ = ["Rpc"]
 
 _NO_TIMEOUT = Timeout(None)
 _STALE_RETRIES = 3
+_BACKOFF_FIRST = 0.1           # wait-for-ready redial backoff (x1.6, jittered +-20 %)
+_BACKOFF_MAX = 2.0
 _RESET_CODES = {"CANCEL": StatusCode.CANCELLED, "REFUSED_STREAM": StatusCode.UNAVAILABLE,
                 "ENHANCE_YOUR_CALM": StatusCode.RESOURCE_EXHAUSTED,
                 "INADEQUATE_SECURITY": StatusCode.PERMISSION_DENIED}
@@ -68,9 +74,11 @@ def _get(headers: List[Tuple[bytes, bytes]], name: bytes) -> Optional[bytes]:
 
 class Rpc:
     __slots__ = ("channel", "path", "conn", "s", "body", "deframer", "msgs", "initial",
-                 "trailing", "code", "details", "compression", "ended_body")
+                 "trailing", "code", "details", "compression", "ended_body", "wait_for_ready")
 
-    def __init__(self, channel: Any, path: bytes, compression: Optional[str]) -> None:
+    def __init__(self, channel: Any, path: bytes, compression: Optional[str],
+                 wait_for_ready: bool = False) -> None:
+        self.wait_for_ready = wait_for_ready
         self.channel = channel
         self.path = path
         self.conn: Any = None
@@ -98,14 +106,25 @@ class Rpc:
             hdrs.append((b"grpc-encoding", self.compression.encode()))
         hdrs.extend(headers)
         pool = self.channel._pool
-        for attempt in range(_STALE_RETRIES + 1):
+        attempt = 0
+        backoff = _BACKOFF_FIRST
+        while True:
             try:
                 conn = await pool.connection(self.channel._conn_timeout)
                 self.conn = conn
                 self.s = conn.open_stream(b"POST", self.path, hdrs, flush=first is None)
             except StaleConnection as exc:
-                if attempt == _STALE_RETRIES:
+                attempt += 1
+                if attempt > _STALE_RETRIES:
                     raise self._fail(map_error(exc)) from None
+                continue
+            except (ConnectError, ConnectTimeout) as exc:
+                if not self.wait_for_ready or self.channel._closed:
+                    raise self._fail(map_error(exc)) from None
+                # wait-for-ready: dial again after a backoff (the caller's
+                # deadline bounds the whole wait)
+                await _sleep(backoff * (0.8 + 0.4 * random.random()))
+                backoff = min(backoff * 1.6, _BACKOFF_MAX)
                 continue
             except BaseException as exc:
                 raise self._fail(map_error(exc)) from None
