@@ -419,3 +419,27 @@ def test_wait_for_ready():
     finally:
         if srv is not None:
             srv.close()
+
+
+def test_keepalive(server):
+    from support.grpc_fake import serve_fake
+    opts = [("grpc.keepalive_time_ms", 100), ("grpc.keepalive_timeout_ms", 300)]
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        # answered pings keep a slow call alive
+        async with rg.Channel(server.target, options=opts) as ch:
+            assert await ch.unary_unary("/test.T/Sleep")(b"0.6", timeout=10) == b"slept"
+            assert ch._ka_task is not None and not ch._ka_task.done()
+        assert ch._ka_task.cancelled() or ch._ka_task.done()
+        # a server that went silent: the call without a deadline fails after
+        # keepalive_time + keepalive_timeout, not never
+        async with serve_fake("silent") as port:
+            async with rg.Channel(f"127.0.0.1:{port}", options=opts) as ch:
+                t0 = loop.time()
+                with pytest.raises(rg.AioRpcError) as ei:
+                    await ch.unary_unary("/x.Y/Z")(b"")
+                assert ei.value.code() is rg.StatusCode.UNAVAILABLE
+                assert "keepalive" in ei.value.details()
+                assert loop.time() - t0 < 5
+    run(main)

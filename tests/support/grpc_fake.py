@@ -9,7 +9,8 @@ huge_length (a prefix of 4 GiB - 1, then bytes until the client resets),
 no_trailers (a message, then END_STREAM on DATA), bomb (a gzip message that
 inflates to 64 MiB), html (200 text/html), http503 (503, no grpc-status),
 rst (RST_STREAM INTERNAL_ERROR), two_messages (two messages to a unary
-call, then OK), garbage (bytes that are not HTTP/2).
+call, then OK), garbage (bytes that are not HTTP/2), silent (reads and
+never answers anything, PINGs included).
 """
 import asyncio
 import contextlib
@@ -55,6 +56,11 @@ async def _serve(reader, writer, mode):
     import h2.config
     import h2.connection
     import h2.events
+    if mode == "silent":
+        while await reader.read(65536):
+            pass
+        writer.close()
+        return
     if mode == "garbage":
         await reader.read(100)
         writer.write(b"SSH-2.0-OpenSSH_9.2\r\n" * 10)

@@ -85,7 +85,10 @@ def main():
 
     async def serve():
         server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 << 20),
-                                          ("grpc.max_receive_message_length", 64 << 20)])
+                                          ("grpc.max_receive_message_length", 64 << 20),
+                                          # the keepalive test pings often
+                                          ("grpc.http2.min_ping_interval_without_data_ms", 10),
+                                          ("grpc.http2.max_ping_strikes", 0)])
         server.add_generic_rpc_handlers((_handlers(),))
         if tls:
             with open(tls[0], "rb") as f:

@@ -8,7 +8,8 @@ with ALPN "h2"; a second connection opens only when the first has no stream
 room) and the four multi-callable kinds, each of which builds a call object
 per invocation.
 
-Lifecycle: built anywhere (no I/O); the first call dials; ``close()`` (or
+Lifecycle: built anywhere (no I/O); the first call dials (and starts the
+keepalive task when keepalive is configured); ``close()`` (or
 leaving ``async with``) closes every connection, failing calls in flight
 with UNAVAILABLE; a closed channel refuses new calls.
 
@@ -19,11 +20,15 @@ received are bounded by ``grpc.max_receive_message_length`` (default
 """
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
+from .._conn.timers import sleep as _sleep
+from .._conn.timers import timeout as _timeout
 from .._util.addr import split_host_port
 from ..http._config import Bounds, Limits, Timeout
+from ..http._errors import ReadError
 from ..http._h2conn import open_h2
 from ..http._pool import OriginPool
 from ._call import StreamStreamCall, StreamUnaryCall, UnaryStreamCall, UnaryUnaryCall
@@ -52,7 +57,11 @@ class Channel:
     grpcio's ``(key, value)`` pairs; read here are
     ``grpc.max_receive_message_length`` (-1: no bound),
     ``grpc.max_send_message_length``, ``grpc.primary_user_agent``,
-    ``grpc.default_authority`` (accepted, not used), and
+    ``grpc.default_authority`` (accepted, not used),
+    ``grpc.keepalive_time_ms`` (off by default: PING every this often while
+    calls are in flight), ``grpc.keepalive_timeout_ms`` (20000: a PING
+    unanswered this long fails the connection and its calls with
+    UNAVAILABLE), ``grpc.keepalive_permit_without_calls`` and
     ``ringline.max_connections`` (default 4). ``compression``: "gzip" to
     compress every request message."""
 
@@ -90,6 +99,34 @@ class Channel:
                                 ctx, False, True, open_h2)
         self._conn_timeout = Timeout(None, connect=20.0)
         self._closed = False
+        ka = opts.get("grpc.keepalive_time_ms")
+        self._ka_time = None if ka is None or ka <= 0 or ka >= 1 << 31 else ka / 1000.0
+        self._ka_timeout = opts.get("grpc.keepalive_timeout_ms", 20000) / 1000.0
+        self._ka_idle = bool(opts.get("grpc.keepalive_permit_without_calls", 0))
+        self._ka_task: Optional[asyncio.Task] = None
+
+    def _keepalive_start(self) -> None:
+        """Called by each call once it has a connection: starts the
+        keepalive task when keepalive is on and it is not running."""
+        if self._ka_time is not None and self._ka_task is None and not self._closed:
+            self._ka_task = asyncio.get_running_loop().create_task(self._keepalive())
+
+    async def _keepalive(self) -> None:
+        # every keepalive_time, PING each connection (only those with calls
+        # in flight unless permit_without_calls); an ACK missing for
+        # keepalive_timeout fails that connection and its calls (UNAVAILABLE)
+        assert self._ka_time is not None
+        while not self._closed:
+            await _sleep(self._ka_time)
+            for c in list(self._pool.h2conns):
+                if c.closed or (not c.streams and not self._ka_idle):
+                    continue
+                try:
+                    async with _timeout(self._ka_timeout):
+                        await c.ping()
+                except TimeoutError:
+                    c._fail(ReadError(f"keepalive: PING not answered within "
+                                      f"{self._ka_timeout} s"))
 
     # -- multi-callables --
 
@@ -123,6 +160,10 @@ class Channel:
         if not self._closed:
             self._closed = True
             self._pool.aclose()
+            t = self._ka_task
+            if t is not None and not t.done():
+                t.cancel()
+                await asyncio.wait([t])
 
     async def __aenter__(self) -> "Channel":
         return self

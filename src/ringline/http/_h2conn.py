@@ -24,7 +24,9 @@ failed), which wakes one waiter for stream room; bytes of a response body are
 acknowledged to h2 (reopening the window) only when the application takes
 them, so an unread stream holds back only its own window; the count of
 control frames that carry no progress (SETTINGS, PING, empty DATA, zero
-WINDOW_UPDATE, PRIORITY, unknown frames) is bounded per second.
+WINDOW_UPDATE, PRIORITY, unknown frames) is bounded per second; a PING we
+sent (``ping()``, keepalive) is answered True by its ACK or False when the
+connection closes, never left waiting.
 """
 from __future__ import annotations
 
@@ -93,7 +95,8 @@ async def open_h2(raw: Any, pool: Any) -> "H2Connection":
 class H2Connection:
     __slots__ = ("raw", "pool", "bounds", "h2", "streams", "loop", "reader", "closed",
                  "going_away", "last_stream_id", "error", "room_waiters", "_flood_t",
-                 "_flood_n", "scheme", "authority", "max_streams", "http_version", "settled")
+                 "_flood_n", "scheme", "authority", "max_streams", "http_version", "settled",
+                 "pings")
 
     def __init__(self, raw: Any, pool: Any, bounds: Bounds) -> None:
         self.raw = raw
@@ -139,6 +142,7 @@ class H2Connection:
         # until the server's SETTINGS arrive its stream limit is unknown: open
         # at most the 100 the RFC recommends a server allows at least
         self.settled = False
+        self.pings: Dict[bytes, asyncio.Future] = {}
 
     def start(self) -> None:
         self.h2.initiate_connection()
@@ -208,6 +212,10 @@ class H2Connection:
                 s.error = exc
             s.wake()
         self.streams.clear()
+        for p in self.pings.values():
+            if not p.done():
+                p.set_result(False)
+        self.pings.clear()
         for w in self.room_waiters:
             if not w.done():
                 w.set_result(None)
@@ -380,6 +388,10 @@ class H2Connection:
                        ev.PriorityUpdated, ev.UnknownFrameReceived,
                        ev.SettingsAcknowledged):
                 self._flood()
+                if t is ev.PingAckReceived:
+                    p = self.pings.pop(e.ping_data, None)
+                    if p is not None and not p.done():
+                        p.set_result(True)
                 if t is ev.RemoteSettingsChanged:
                     self.settled = True
                     waiters, self.room_waiters = self.room_waiters, []
@@ -489,6 +501,25 @@ class H2Connection:
                 await self.raw.drain()
 
     # -- streams driven by a caller of its own (ringline.grpc) --
+
+    async def ping(self) -> bool:
+        """Send a PING and wait (unbounded: the caller bounds it) for its
+        ACK: True when it came, False when the connection closed first."""
+        if self.closed:
+            return False
+        opaque = len(self.pings).to_bytes(4, "big") + int(self.loop.time() * 1e6 % (1 << 32)) \
+            .to_bytes(4, "big")
+        fut = self.pings[opaque] = self.loop.create_future()
+        try:
+            self.h2.ping(opaque)
+        except h2.exceptions.H2Error:
+            self.pings.pop(opaque, None)
+            return False
+        self._flush()
+        try:
+            return bool(await fut)
+        finally:
+            self.pings.pop(opaque, None)
 
     def open_stream(self, method: bytes, path: bytes, headers: List[Tuple[bytes, bytes]],
                     end_stream: bool = False, flush: bool = True) -> _Stream:
