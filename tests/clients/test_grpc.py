@@ -118,6 +118,18 @@ def test_cancel_seen_by_server(server):
             assert call.cancelled() and call.done()
             assert await call.code() is rg.StatusCode.CANCELLED
             assert not call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call                  # awaiting it again: still cancelled
+            # a call cancelled before it started sends nothing
+            early = ch.unary_unary("/test.T/Sleep")(b"10")
+            assert early.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await early
+            stream = ch.unary_stream("/test.T/Count")(b"1000000")
+            assert await stream.read() == b"0"
+            assert stream.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stream.read()
             for _ in range(100):
                 if int(await cancelled(b"")) > before:
                     break

@@ -73,6 +73,8 @@ class _Call:
 
     async def _op(self, fn: Callable, *args: Any) -> Any:
         if self._rpc.code is not None and self._rpc.code is not StatusCode.OK:
+            if self._cancelled:
+                raise asyncio.CancelledError()      # as grpc.aio: a cancelled call
             raise self._rpc._error()
         try:
             if self._deadline is None:
@@ -207,6 +209,8 @@ class _UnaryResponse(_Call):
         if self._result is not _UNSET:
             return self._result
         if self.done() and self._rpc.code is not StatusCode.OK:
+            if self._cancelled:
+                raise asyncio.CancelledError()
             raise self._rpc._error()
         self._task = asyncio.current_task()
         result = await self._op(self._invoke)
