@@ -455,3 +455,24 @@ def test_keepalive(server):
                 assert "keepalive" in ei.value.details()
                 assert loop.time() - t0 < 5
     run(main)
+
+
+def test_goaway_lets_calls_in_flight_finish():
+    srv = GrpcServer()
+    try:
+        async def main():
+            loop = asyncio.get_running_loop()
+            async with rg.Channel(srv.target) as ch:
+                echo = ch.unary_unary("/test.T/Echo")
+                assert await echo(b"up", timeout=10) == b"up"
+                call = asyncio.ensure_future(ch.unary_unary("/test.T/Sleep")(b"0.8", timeout=10))
+                await asyncio.sleep(0.3)
+                closer = loop.run_in_executor(None, srv.close)   # GOAWAY, 2 s of grace
+                assert await call == b"slept"
+                await closer
+                with pytest.raises(rg.AioRpcError) as ei:
+                    await echo(b"", timeout=5)
+                assert ei.value.code() is rg.StatusCode.UNAVAILABLE
+        run(main)
+    finally:
+        srv.close()

@@ -102,7 +102,7 @@ def main():
         await server.start()
         print(port, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        await server.stop(None)
+        await server.stop(2)        # GOAWAY; calls in flight get 2 s
 
     asyncio.run(serve())
 

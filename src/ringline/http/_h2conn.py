@@ -55,6 +55,14 @@ _STREAM_WINDOW = 1 << 20
 _CONN_WINDOW = 16 << 20
 _SEND_HIGH = 1 << 20
 _INITIAL_STREAMS = 100
+_CS = h2.connection.ConnectionState
+_CI = h2.connection.ConnectionInputs
+_AFTER_GOAWAY = (_CI.RECV_HEADERS, _CI.RECV_DATA, _CI.RECV_WINDOW_UPDATE, _CI.RECV_PING,
+                 _CI.RECV_SETTINGS, _CI.RECV_RST_STREAM, _CI.RECV_PRIORITY,
+                 _CI.RECV_ALTERNATIVE_SERVICE, _CI.SEND_DATA, _CI.SEND_WINDOW_UPDATE,
+                 _CI.SEND_RST_STREAM, _CI.SEND_PING, _CI.SEND_SETTINGS)
+_TRANSITIONS = dict(h2.connection.H2ConnectionStateMachine._transitions)
+_TRANSITIONS.update({(_CS.CLOSED, i): (None, _CS.CLOSED) for i in _AFTER_GOAWAY})
 
 
 class _Stream:
@@ -112,6 +120,10 @@ class H2Connection:
                                         validate_outbound_headers=False,
                                         normalize_outbound_headers=False)
         conn = self.h2 = h2.connection.H2Connection(config=cfg)
+        # h2's state machine closes the whole connection on GOAWAY, so any
+        # frame after it (DATA, trailers, WINDOW_UPDATE of the streams the
+        # GOAWAY lets finish) would be a ProtocolError: keep those legal
+        conn.state_machine._transitions = _TRANSITIONS
         conn.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
