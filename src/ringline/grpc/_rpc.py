@@ -127,7 +127,7 @@ class Rpc:
                 await _sleep(backoff * (0.8 + 0.4 * random.random()))
                 backoff = min(backoff * 1.6, _BACKOFF_MAX)
                 continue
-            except BaseException as exc:
+            except Exception as exc:        # cancellation (deadline) passes through
                 raise self._fail(map_error(exc)) from None
             break
         if first is not None:
