@@ -9,7 +9,8 @@ Layers, lowest first (a module may import its own layer and the ones below):
   conn     ringline._conn.*                      (Conn API, TLS, UDP, timers)
   runtime  ringline._runtime.*                   (workers, supervisor, tasks)
   face     ringline (the package __init__)
-  clients  ringline.redis.*, ringline.memcache.*, ringline.ping, ringline.http.*
+  clients  ringline.redis.*, ringline.memcache.*, ringline.ping, ringline.http.*,
+           ringline.grpc.*
   app      ringline.bench.*, ringline.__main__, ringline.kv.*
 
 Every import statement counts, function-level ones too (a lazy import is
@@ -36,7 +37,7 @@ _PREFIXES = [  # longest match wins
     ("ringline._conn", "conn"),
     ("ringline._runtime", "runtime"),
     ("ringline.redis", "clients"), ("ringline.memcache", "clients"),
-    ("ringline.ping", "clients"), ("ringline.http", "clients"),
+    ("ringline.ping", "clients"), ("ringline.http", "clients"), ("ringline.grpc", "clients"),
     ("ringline.bench", "app"), ("ringline.__main__", "app"), ("ringline.kv", "app"),
     ("ringline", "face"),
 ]

@@ -24,7 +24,9 @@ failed), which wakes one waiter for stream room; bytes of a response body are
 acknowledged to h2 (reopening the window) only when the application takes
 them, so an unread stream holds back only its own window; the count of
 control frames that carry no progress (SETTINGS, PING, empty DATA, zero
-WINDOW_UPDATE, PRIORITY, unknown frames) is bounded per second.
+WINDOW_UPDATE, PRIORITY, unknown frames) is bounded per second; a PING we
+sent (``ping()``, keepalive) is answered True by its ACK or False when the
+connection closes, never left waiting.
 """
 from __future__ import annotations
 
@@ -53,6 +55,14 @@ _STREAM_WINDOW = 1 << 20
 _CONN_WINDOW = 16 << 20
 _SEND_HIGH = 1 << 20
 _INITIAL_STREAMS = 100
+_CS = h2.connection.ConnectionState
+_CI = h2.connection.ConnectionInputs
+_AFTER_GOAWAY = (_CI.RECV_HEADERS, _CI.RECV_DATA, _CI.RECV_WINDOW_UPDATE, _CI.RECV_PING,
+                 _CI.RECV_SETTINGS, _CI.RECV_RST_STREAM, _CI.RECV_PRIORITY,
+                 _CI.RECV_ALTERNATIVE_SERVICE, _CI.SEND_DATA, _CI.SEND_WINDOW_UPDATE,
+                 _CI.SEND_RST_STREAM, _CI.SEND_PING, _CI.SEND_SETTINGS)
+_TRANSITIONS = dict(h2.connection.H2ConnectionStateMachine._transitions)
+_TRANSITIONS.update({(_CS.CLOSED, i): (None, _CS.CLOSED) for i in _AFTER_GOAWAY})
 
 
 class _Stream:
@@ -93,7 +103,8 @@ async def open_h2(raw: Any, pool: Any) -> "H2Connection":
 class H2Connection:
     __slots__ = ("raw", "pool", "bounds", "h2", "streams", "loop", "reader", "closed",
                  "going_away", "last_stream_id", "error", "room_waiters", "_flood_t",
-                 "_flood_n", "scheme", "authority", "max_streams", "http_version", "settled")
+                 "_flood_n", "scheme", "authority", "max_streams", "http_version", "settled",
+                 "pings")
 
     def __init__(self, raw: Any, pool: Any, bounds: Bounds) -> None:
         self.raw = raw
@@ -109,6 +120,10 @@ class H2Connection:
                                         validate_outbound_headers=False,
                                         normalize_outbound_headers=False)
         conn = self.h2 = h2.connection.H2Connection(config=cfg)
+        # h2's state machine closes the whole connection on GOAWAY, so any
+        # frame after it (DATA, trailers, WINDOW_UPDATE of the streams the
+        # GOAWAY lets finish) would be a ProtocolError: keep those legal
+        conn.state_machine._transitions = _TRANSITIONS
         conn.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100,
@@ -139,6 +154,7 @@ class H2Connection:
         # until the server's SETTINGS arrive its stream limit is unknown: open
         # at most the 100 the RFC recommends a server allows at least
         self.settled = False
+        self.pings: Dict[bytes, asyncio.Future] = {}
 
     def start(self) -> None:
         self.h2.initiate_connection()
@@ -208,6 +224,10 @@ class H2Connection:
                 s.error = exc
             s.wake()
         self.streams.clear()
+        for p in self.pings.values():
+            if not p.done():
+                p.set_result(False)
+        self.pings.clear()
         for w in self.room_waiters:
             if not w.done():
                 w.set_result(None)
@@ -380,6 +400,10 @@ class H2Connection:
                        ev.PriorityUpdated, ev.UnknownFrameReceived,
                        ev.SettingsAcknowledged):
                 self._flood()
+                if t is ev.PingAckReceived:
+                    p = self.pings.pop(e.ping_data, None)
+                    if p is not None and not p.done():
+                        p.set_result(True)
                 if t is ev.RemoteSettingsChanged:
                     self.settled = True
                     waiters, self.room_waiters = self.room_waiters, []
@@ -487,6 +511,91 @@ class H2Connection:
             self._flush()
             if self.raw.send_queue_bytes > _SEND_HIGH:
                 await self.raw.drain()
+
+    # -- streams driven by a caller of its own (ringline.grpc) --
+
+    async def ping(self) -> bool:
+        """Send a PING and wait (unbounded: the caller bounds it) for its
+        ACK: True when it came, False when the connection closed first."""
+        if self.closed:
+            return False
+        opaque = len(self.pings).to_bytes(4, "big") + int(self.loop.time() * 1e6 % (1 << 32)) \
+            .to_bytes(4, "big")
+        fut = self.pings[opaque] = self.loop.create_future()
+        try:
+            self.h2.ping(opaque)
+        except h2.exceptions.H2Error:
+            self.pings.pop(opaque, None)
+            return False
+        self._flush()
+        try:
+            return bool(await fut)
+        finally:
+            self.pings.pop(opaque, None)
+
+    def open_stream(self, method: bytes, path: bytes, headers: List[Tuple[bytes, bytes]],
+                    end_stream: bool = False, flush: bool = True) -> _Stream:
+        """Open a stream whose header fields the caller has checked (lower
+        case names, no connection-specific fields); the pseudo headers are
+        added here. Raises ``StaleConnection(True)`` when this connection
+        takes no new stream. With ``flush=False`` the HEADERS frame leaves
+        with the next send on the connection."""
+        if self.closed or not self.has_room():
+            raise StaleConnection(True)
+        h2c = self.h2
+        sid = h2c.get_next_available_stream_id()
+        s = _Stream(sid)
+        self.streams[sid] = s
+        hdrs = [(b":method", method), (b":scheme", self.scheme),
+                (b":authority", self.authority), (b":path", path)]
+        hdrs.extend(headers)
+        try:
+            h2c.send_headers(sid, hdrs, end_stream=end_stream)
+        except h2.exceptions.ProtocolError as exc:
+            self.streams.pop(sid, None)
+            raise RemoteProtocolError(f"cannot open an HTTP/2 stream: {exc}") from None
+        if flush:
+            self._flush()
+        return s
+
+    async def send(self, s: _Stream, data: bytes, t: Timeout, end_stream: bool = False) -> None:
+        """Send ``data`` on ``s`` as the peer's flow-control windows allow
+        (waits bounded by ``t.write``); ``end_stream`` half-closes it after.
+        Raises the stream's or the connection's error if either failed."""
+        h2c = self.h2
+        sid = s.sid
+        if (not self.closed and sid in self.streams and len(data) <= h2c.max_outbound_frame_size
+                and len(data) <= h2c.local_flow_control_window(sid)):
+            h2c.send_data(sid, data, end_stream=end_stream)
+            self._flush()
+            return
+        await self._send_data(s, data, t)
+        if end_stream:
+            self.end_stream(s)
+
+    def end_stream(self, s: _Stream) -> None:
+        """Half-close ``s`` (END_STREAM on an empty DATA frame)."""
+        if s.sid in self.streams and not self.closed:
+            try:
+                self.h2.end_stream(s.sid)
+            except h2.exceptions.H2Error:
+                return
+            self._flush()
+
+    async def wait_headers(self, s: _Stream) -> None:
+        """Wait (unbounded: the caller bounds it) until the response head of
+        ``s`` arrived; raises the stream's error. A wait cut short (timeout,
+        cancellation) resets the stream."""
+        while s.headers is None:
+            if s.error is not None:
+                raise s.error
+            await self._wait(s, None)
+
+    def body(self, s: _Stream) -> "_H2Body":
+        """The response body reader of ``s`` (``read()`` gives the bytes as
+        they arrive, acknowledging them to flow control; ``trailers`` is set
+        at the end; ``release()`` resets an unfinished stream)."""
+        return _H2Body(self, s, None, None)
 
     async def request(self, client: Any, req: Any, t: Timeout) -> Response:
         if self.closed or not self.has_room():

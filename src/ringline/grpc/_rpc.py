@@ -1,0 +1,265 @@
+"""One gRPC call on one stream of ringline.http's HTTP/2 connection.
+
+Owns ``Rpc``: picking a connection with stream room from the channel's pool
+(a stream the server refused or left above its GOAWAY goes to another
+connection, a few times), the request head (``:path``, ``te: trailers``,
+content-type, grpc-timeout, grpc-encoding, metadata; with wait-for-ready a
+target that refuses the connection is dialled again with a jittered
+backoff until the call's deadline), sending framed
+messages (flow control is the HTTP/2 layer's), the response head (a
+non-200 or trailers-only response is a status at once), reading messages
+through a bounded ``Deframer``, and the final status from the trailers.
+
+Lifecycle: ``start()`` opens the stream -> ``send()``* / ``end()`` ->
+``head()`` -> ``recv()``* until it returns None (status OK) or raises
+``AioRpcError`` -> done. ``abort(code, details)`` at any point resets the
+stream (RST_STREAM CANCEL) and fixes the status; nothing after it reaches
+the network.
+
+Invariants: every failure leaves as an ``AioRpcError`` (transport errors
+map to UNAVAILABLE / INTERNAL / RESOURCE_EXHAUSTED as the gRPC spec maps
+them); a stream that does not end cleanly is reset exactly once; the status
+is set exactly once.
+"""
+from __future__ import annotations
+
+import collections
+import random
+from typing import Any, Deque, List, Optional, Tuple
+
+from .._conn.timers import sleep as _sleep
+from ..http._config import Timeout
+from ..http._errors import (ConnectError, ConnectTimeout, LimitExceeded, PoolTimeout,
+                            RemoteProtocolError, TransportError)
+from ..http._h1conn import StaleConnection
+from ._status import AioRpcError, StatusCode, code_of_http, code_of_int
+from ._wire import Deframer, decode_message, decode_metadata, encode_timeout, frame
+
+__all__ = ["Rpc"]
+
+_NO_TIMEOUT = Timeout(None)
+_STALE_RETRIES = 3
+_BACKOFF_FIRST = 0.1           # wait-for-ready redial backoff (x1.6, jittered +-20 %)
+_BACKOFF_MAX = 2.0
+_RESET_CODES = {"CANCEL": StatusCode.CANCELLED, "REFUSED_STREAM": StatusCode.UNAVAILABLE,
+                "ENHANCE_YOUR_CALM": StatusCode.RESOURCE_EXHAUSTED,
+                "INADEQUATE_SECURITY": StatusCode.PERMISSION_DENIED}
+
+
+def map_error(exc: BaseException) -> AioRpcError:
+    """The gRPC status for an error of the HTTP/2 layer."""
+    if isinstance(exc, AioRpcError):
+        return exc
+    if isinstance(exc, (StaleConnection, ConnectError, ConnectTimeout, PoolTimeout)):
+        return AioRpcError(StatusCode.UNAVAILABLE, str(exc))
+    if isinstance(exc, LimitExceeded):
+        return AioRpcError(StatusCode.RESOURCE_EXHAUSTED, str(exc))
+    if isinstance(exc, RemoteProtocolError):
+        msg = str(exc)
+        if "reset the stream (" in msg:
+            name = msg.rsplit("(", 1)[1].rstrip(")")
+            return AioRpcError(_RESET_CODES.get(name, StatusCode.INTERNAL), msg)
+        return AioRpcError(StatusCode.INTERNAL, msg)
+    if isinstance(exc, (TransportError, OSError)):
+        return AioRpcError(StatusCode.UNAVAILABLE, str(exc))
+    return AioRpcError(StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+
+
+def _get(headers: List[Tuple[bytes, bytes]], name: bytes) -> Optional[bytes]:
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
+
+
+class Rpc:
+    __slots__ = ("channel", "path", "conn", "s", "body", "deframer", "msgs", "initial",
+                 "trailing", "code", "details", "compression", "ended_body", "wait_for_ready")
+
+    def __init__(self, channel: Any, path: bytes, compression: Optional[str],
+                 wait_for_ready: bool = False) -> None:
+        self.wait_for_ready = wait_for_ready
+        self.channel = channel
+        self.path = path
+        self.conn: Any = None
+        self.s: Any = None
+        self.body: Any = None
+        self.deframer: Optional[Deframer] = None
+        self.msgs: Deque[bytes] = collections.deque()
+        self.initial: Tuple[Tuple[str, Any], ...] = ()
+        self.trailing: Tuple[Tuple[str, Any], ...] = ()
+        self.code: Optional[StatusCode] = None
+        self.details: Optional[str] = None
+        self.compression = compression
+        self.ended_body = False
+
+    # -- request --
+
+    async def start(self, headers: List[Tuple[bytes, bytes]], timeout: Optional[float],
+                    first: Optional[bytes] = None) -> None:
+        """Open the stream; with ``first`` the one request message goes with
+        the head and the request side is closed."""
+        hdrs = list(self.channel._base_headers)
+        if timeout is not None:
+            hdrs.append((b"grpc-timeout", encode_timeout(timeout)))
+        if self.compression:
+            hdrs.append((b"grpc-encoding", self.compression.encode()))
+        hdrs.extend(headers)
+        pool = self.channel._pool
+        attempt = 0
+        backoff = _BACKOFF_FIRST
+        while True:
+            try:
+                conn = await pool.connection(self.channel._conn_timeout)
+                self.conn = conn
+                self.s = conn.open_stream(b"POST", self.path, hdrs, flush=first is None)
+                self.channel._keepalive_start()
+            except StaleConnection as exc:
+                attempt += 1
+                if attempt > _STALE_RETRIES:
+                    raise self._fail(map_error(exc)) from None
+                continue
+            except (ConnectError, ConnectTimeout) as exc:
+                if not self.wait_for_ready or self.channel._closed:
+                    raise self._fail(map_error(exc)) from None
+                # wait-for-ready: dial again after a backoff (the caller's
+                # deadline bounds the whole wait)
+                await _sleep(backoff * (0.8 + 0.4 * random.random()))
+                backoff = min(backoff * 1.6, _BACKOFF_MAX)
+                continue
+            except Exception as exc:        # cancellation (deadline) passes through
+                raise self._fail(map_error(exc)) from None
+            break
+        if first is not None:
+            await self.send(first, True)
+
+    async def send(self, msg: bytes, end: bool = False) -> None:
+        try:
+            await self.conn.send(self.s, frame(msg, self.compression), _NO_TIMEOUT, end)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) or self.code is not None:
+                raise
+            raise self._fail(map_error(exc)) from None
+
+    def end(self) -> None:
+        self.conn.end_stream(self.s)
+
+    # -- response --
+
+    async def head(self) -> None:
+        if self.body is not None or self.code is not None:
+            return
+        conn = self.conn
+        s = self.s
+        try:
+            await conn.wait_headers(s)
+        except AioRpcError:
+            raise
+        except Exception as exc:
+            raise self._fail(map_error(exc)) from None
+        headers = s.headers
+        status = s.status
+        gs = _get(headers, b"grpc-status")
+        if status != 200 and gs is None:
+            self.initial = decode_metadata(headers)
+            conn.cancel_stream(s)
+            raise self._fail(AioRpcError(code_of_http(status),
+                                         f"HTTP status {status} without grpc-status",
+                                         self.initial))
+        if gs is not None:              # trailers-only: the head is the status
+            self.body = conn.body(s)
+            self.ended_body = True
+            if not s.ended:
+                conn.cancel_stream(s)
+            self._status(headers)
+            return
+        ct = _get(headers, b"content-type") or b""
+        if not ct.startswith(b"application/grpc"):
+            conn.cancel_stream(s)
+            raise self._fail(AioRpcError(StatusCode.UNKNOWN,
+                                         f"invalid content-type {ct.decode('latin-1')!r}"))
+        self.initial = decode_metadata(headers)
+        self.deframer = Deframer(self.channel._max_recv, _get(headers, b"grpc-encoding"))
+        self.body = conn.body(s)
+
+    async def recv(self) -> Optional[bytes]:
+        """The next response message, or None once the call ended with OK."""
+        msgs = self.msgs
+        while not msgs:
+            if self.ended_body:
+                if self.code is not StatusCode.OK and self.code is not None:
+                    raise self._error()
+                return None
+            if self.body is None:
+                await self.head()
+                continue
+            try:
+                data = await self.body.read()
+            except AioRpcError:
+                raise
+            except Exception as exc:
+                raise self._fail(map_error(exc)) from None
+            if data is None:
+                self.ended_body = True
+                if self.deframer is not None and self.deframer.partial():
+                    raise self._fail(AioRpcError(StatusCode.INTERNAL,
+                                                 "the stream ended inside a message"))
+                tr = self.body.trailers
+                if tr is None:
+                    raise self._fail(AioRpcError(StatusCode.INTERNAL,
+                                                 "the stream ended without trailers"))
+                self._status(tr)
+                continue
+            try:
+                msgs.extend(self.deframer.feed(data))   # type: ignore[union-attr]
+            except AioRpcError as exc:
+                self.reset()
+                raise self._fail(exc) from None
+        return msgs.popleft()
+
+    def _status(self, trailers: List[Tuple[bytes, bytes]]) -> None:
+        gs = _get(trailers, b"grpc-status")
+        self.trailing = decode_metadata(trailers)
+        if gs is None:
+            raise self._fail(AioRpcError(StatusCode.INTERNAL, "missing grpc-status",
+                                         self.initial, self.trailing))
+        try:
+            code = code_of_int(int(gs))
+        except ValueError:
+            code = StatusCode.UNKNOWN
+        self.code = code
+        self.details = decode_message(_get(trailers, b"grpc-message"))
+        if code is not StatusCode.OK:
+            raise self._error()
+
+    def _error(self) -> AioRpcError:
+        return AioRpcError(self.code, self.details, self.initial,   # type: ignore[arg-type]
+                           self.trailing)
+
+    def _fail(self, exc: AioRpcError) -> AioRpcError:
+        if self.code is None:
+            self.code = exc.code()
+            self.details = exc.details()
+            self.ended_body = True
+            if not exc.initial_metadata() and self.initial:
+                exc = AioRpcError(exc.code(), exc.details(), self.initial, self.trailing)
+        return exc
+
+    def reset(self) -> None:
+        """RST_STREAM (CANCEL) unless the stream already ended."""
+        if self.s is not None and self.conn is not None:
+            self.conn.cancel_stream(self.s)
+
+    def abort(self, code: StatusCode, details: str) -> AioRpcError:
+        """End the call here with ``code`` (deadline, cancellation)."""
+        err = AioRpcError(code, details, self.initial, self.trailing)
+        s = self.s
+        if s is not None and s.error is None and not s.ended:
+            s.error = err           # wakes a reader of this call in another task
+            s.wake()
+        self.reset()
+        if self.code is None:
+            self.code = code
+            self.details = details
+            self.ended_body = True
+        return err

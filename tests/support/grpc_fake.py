@@ -1,0 +1,100 @@
+"""A hostile gRPC server for ringline.grpc's tests: h2c (prior knowledge) on
+the sans-IO ``h2`` library, served on the test's own running loop
+(``asyncio.start_server`` on 127.0.0.1). ``serve_fake(mode)`` is an async
+context manager yielding the port; every request on every connection gets
+the reply MODE names:
+
+length_lie (a prefix promising 100 bytes, 10 sent, then OK trailers),
+huge_length (a prefix of 4 GiB - 1, then bytes until the client resets),
+no_trailers (a message, then END_STREAM on DATA), bomb (a gzip message that
+inflates to 64 MiB), html (200 text/html), http503 (503, no grpc-status),
+rst (RST_STREAM INTERNAL_ERROR), two_messages (two messages to a unary
+call, then OK), garbage (bytes that are not HTTP/2), silent (reads and
+never answers anything, PINGs included).
+"""
+import asyncio
+import contextlib
+import gzip
+
+_BOMB = gzip.compress(b"\x00" * (64 << 20))
+
+
+def _reply(mode, conn, sid):
+    from h2.errors import ErrorCodes
+    grpc_head = [(":status", "200"), ("content-type", "application/grpc")]
+    ok = [("grpc-status", "0")]
+    if mode == "length_lie":
+        conn.send_headers(sid, grpc_head)
+        conn.send_data(sid, b"\x00\x00\x00\x00\x64" + b"x" * 10)
+        conn.send_headers(sid, ok, end_stream=True)
+    elif mode == "huge_length":
+        conn.send_headers(sid, grpc_head)
+        conn.send_data(sid, b"\x00\xff\xff\xff\xff" + b"x" * 1000)
+    elif mode == "no_trailers":
+        conn.send_headers(sid, grpc_head)
+        conn.send_data(sid, b"\x00\x00\x00\x00\x02hi", end_stream=True)
+    elif mode == "bomb":
+        conn.send_headers(sid, grpc_head + [("grpc-encoding", "gzip")])
+        msg = b"\x01" + len(_BOMB).to_bytes(4, "big") + _BOMB
+        for i in range(0, len(msg), 16384):
+            conn.send_data(sid, msg[i:i + 16384])
+        conn.send_headers(sid, ok, end_stream=True)
+    elif mode == "html":
+        conn.send_headers(sid, [(":status", "200"), ("content-type", "text/html")])
+        conn.send_data(sid, b"<html></html>", end_stream=True)
+    elif mode == "http503":
+        conn.send_headers(sid, [(":status", "503")], end_stream=True)
+    elif mode == "rst":
+        conn.reset_stream(sid, ErrorCodes.INTERNAL_ERROR)
+    elif mode == "two_messages":
+        conn.send_headers(sid, grpc_head)
+        conn.send_data(sid, b"\x00\x00\x00\x00\x01a\x00\x00\x00\x00\x01b")
+        conn.send_headers(sid, ok, end_stream=True)
+
+
+async def _serve(reader, writer, mode):
+    import h2.config
+    import h2.connection
+    import h2.events
+    if mode == "silent":
+        while await reader.read(65536):
+            pass
+        writer.close()
+        return
+    if mode == "garbage":
+        await reader.read(100)
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n" * 10)
+        await writer.drain()
+        writer.close()
+        return
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    conn.initiate_connection()
+    conn.increment_flow_control_window(100 << 20)
+    writer.write(conn.data_to_send())
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            for e in conn.receive_data(data):
+                if isinstance(e, h2.events.RequestReceived):
+                    _reply(mode, conn, e.stream_id)
+                elif isinstance(e, h2.events.DataReceived):
+                    conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            writer.write(conn.data_to_send())
+            await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    except Exception:
+        pass
+    finally:
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def serve_fake(mode):
+    server = await asyncio.start_server(lambda r, w: _serve(r, w, mode), "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()

@@ -1,0 +1,137 @@
+"""A real grpcio aio server for ringline.grpc's tests, run in a subprocess
+(``python tests/support/grpc_server.py [CERT_CHAIN KEY]``: TLS when given
+the PEM files): it prints its port (127.0.0.1, a free one, or the one
+``GrpcServer(port=...)`` asks for) and serves until its stdin closes. ``GrpcServer`` starts and
+stops it.
+
+Service ``test.T`` with generic bytes handlers (no protoc needed):
+Echo (the request; echoes ``x-*`` metadata back as initial metadata and,
+suffixed ``-t``, as trailing metadata), Abort (request ``"<CODE> <details>"``
+-> context.abort), Sleep (sleeps float(request) s; counts cancellations),
+Cancelled (how many Sleep calls saw cancellation), Deadline (the
+time the server saw left, or "none"), Gzip (the request x100, sent gzip), Big (``int(request)``
+bytes), Count (unary-stream: int(request) messages), Join (stream-unary:
+the requests joined), Chat (stream-stream: each request echoed).
+"""
+import asyncio
+import os
+import subprocess
+import sys
+
+_CANCELLED = [0]
+
+
+def _handlers():
+    import grpc
+
+    async def echo(req, ctx):
+        md = [(k, v) for k, v in ctx.invocation_metadata() if k.startswith("x-")]
+        if md:
+            await ctx.send_initial_metadata(md)
+            ctx.set_trailing_metadata([(k + "-t" if not k.endswith("-bin")
+                                        else k[:-4] + "-t-bin", v) for k, v in md])
+        return req
+
+    async def abort(req, ctx):
+        name, _, details = req.decode().partition(" ")
+        await ctx.abort(getattr(grpc.StatusCode, name), details)
+
+    async def sleep(req, ctx):
+        try:
+            await asyncio.sleep(float(req))
+        except asyncio.CancelledError:
+            _CANCELLED[0] += 1
+            raise
+        return b"slept"
+
+    async def cancelled(req, ctx):
+        return str(_CANCELLED[0]).encode()
+
+    async def deadline(req, ctx):
+        left = ctx.time_remaining()
+        return b"none" if left is None else b"%.3f" % left
+
+    async def gzip(req, ctx):
+        ctx.set_compression(grpc.Compression.Gzip)
+        return req * 100
+
+    async def big(req, ctx):
+        return b"x" * int(req)
+
+    async def count(req, ctx):
+        for i in range(int(req)):
+            yield b"%d" % i
+
+    async def join(it, ctx):
+        return b"|".join([r async for r in it])
+
+    async def chat(it, ctx):
+        async for r in it:
+            yield r
+
+    uu = grpc.unary_unary_rpc_method_handler
+    h = {"Echo": uu(echo), "Abort": uu(abort), "Sleep": uu(sleep), "Cancelled": uu(cancelled),
+         "Deadline": uu(deadline), "Gzip": uu(gzip),
+         "Big": uu(big), "Count": grpc.unary_stream_rpc_method_handler(count),
+         "Join": grpc.stream_unary_rpc_method_handler(join),
+         "Chat": grpc.stream_stream_rpc_method_handler(chat)}
+    return grpc.method_handlers_generic_handler("test.T", h)
+
+
+def main():
+    import grpc
+    tls = sys.argv[1:3]
+    want = int(os.environ.get("RINGLINE_GRPC_TEST_PORT", "0"))
+
+    async def serve():
+        server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 << 20),
+                                          ("grpc.max_receive_message_length", 64 << 20),
+                                          # the keepalive test pings often
+                                          ("grpc.http2.min_ping_interval_without_data_ms", 10),
+                                          ("grpc.http2.max_ping_strikes", 0)])
+        server.add_generic_rpc_handlers((_handlers(),))
+        if tls:
+            with open(tls[0], "rb") as f:
+                chain = f.read()
+            with open(tls[1], "rb") as f:
+                key = f.read()
+            creds = grpc.ssl_server_credentials([(key, chain)])
+            port = server.add_secure_port(f"127.0.0.1:{want}", creds)
+        else:
+            port = server.add_insecure_port(f"127.0.0.1:{want}")
+        await server.start()
+        print(port, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await server.stop(2)        # GOAWAY; calls in flight get 2 s
+
+    asyncio.run(serve())
+
+
+class GrpcServer:
+    """The server above in a subprocess; ``.port``; ``close()`` stops it."""
+
+    def __init__(self, tls=None, port=0):
+        extra = list(tls) if tls else []
+        env = dict(os.environ, RINGLINE_GRPC_TEST_PORT=str(port))
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + extra,
+                                     env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.kill()
+            raise RuntimeError("the grpc test server did not start")
+        self.port = int(line)
+        self.target = f"127.0.0.1:{self.port}"
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+if __name__ == "__main__":
+    main()
