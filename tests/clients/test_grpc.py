@@ -18,7 +18,7 @@ import ringline.grpc as rg  # noqa: E402
 from ringline.grpc._wire import (Deframer, decode_message, encode_metadata,  # noqa: E402
                                  encode_timeout, frame)
 from support import free_port, run  # noqa: E402
-from support.grpc_server import GrpcServer  # noqa: E402
+from support.grpc_server import GrpcServer, tls_files  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -379,13 +379,9 @@ def test_hostile_server(mode, code, text):
 
 
 def test_tls(tmp_path):
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
-    cert.private_key_pem.write_to_path(str(key))
-    srv = GrpcServer(tls=(str(chain), str(key)))
+    pytest.importorskip("trustme")
+    ca, files = tls_files(tmp_path)
+    srv = GrpcServer(tls=files)
     try:
         import ssl
         ctx = ssl.create_default_context()

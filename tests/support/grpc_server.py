@@ -2,7 +2,7 @@
 (``python tests/support/grpc_server.py [CERT_CHAIN KEY]``: TLS when given
 the PEM files): it prints its port (127.0.0.1, a free one, or the one
 ``GrpcServer(port=...)`` asks for) and serves until its stdin closes. ``GrpcServer`` starts and
-stops it.
+stops it, or grpclib_server.py's server with ``impl="grpclib"``.
 
 Service ``test.T`` with generic bytes handlers (no protoc needed):
 Echo (the request; echoes ``x-*`` metadata back as initial metadata and,
@@ -107,13 +107,31 @@ def main():
     asyncio.run(serve())
 
 
-class GrpcServer:
-    """The server above in a subprocess; ``.port``; ``close()`` stops it."""
+_SCRIPTS = {"grpcio": os.path.abspath(__file__),
+            "grpclib": os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                    "grpclib_server.py")}
 
-    def __init__(self, tls=None, port=0):
+
+def tls_files(tmp_path):
+    """A trustme CA and a certificate for 127.0.0.1 written to PEM files:
+    ``(ca, (chain_path, key_path))``, the pair GrpcServer's ``tls=`` takes."""
+    import trustme
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
+    cert.private_key_pem.write_to_path(str(key))
+    return ca, (str(chain), str(key))
+
+
+class GrpcServer:
+    """The server above (``impl="grpcio"``) or grpclib_server.py's
+    (``impl="grpclib"``) in a subprocess; ``.port``; ``close()`` stops it."""
+
+    def __init__(self, tls=None, port=0, impl="grpcio"):
         extra = list(tls) if tls else []
         env = dict(os.environ, RINGLINE_GRPC_TEST_PORT=str(port))
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + extra,
+        self.proc = subprocess.Popen([sys.executable, _SCRIPTS[impl]] + extra,
                                      env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         line = self.proc.stdout.readline()
