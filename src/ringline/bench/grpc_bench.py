@@ -1,0 +1,297 @@
+"""``ringline bench grpc``: the gRPC client workload, ringline.grpc (on
+ringline's loop) side by side with grpcio's aio client and grpclib's client
+(each on uvloop), against one grpcio aio server.
+
+Owns the harness (start the server, run one client process per cell and
+client, print the table, write JSON), the server process (``python -m
+ringline.bench.grpc_bench --server``: a grpcio aio server with one unary
+echo method on bytes, on 127.0.0.1, serving until its stdin closes) and the
+client process (``--worker CLIENT CONCURRENCY``: one client library, timed
+by the process's own CPU clock, which counts every thread of it, so
+grpcio's C-core threads are in its CPU per call).
+
+Cells: unary echo of a 16-byte message with 1 and 100 calls in flight (each
+of N tasks makes one call at a time on one shared channel). Reported per
+cell and client: calls per second and client CPU per call (user+system
+time of the client process over the calls it completed, microseconds), the
+medians over ``--rounds`` rounds of ``--duration`` seconds after a warm-up,
+and the ratios to grpcio aio and grpclib. Every reply is checked. A client
+that is not installed or fails is a footnoted error in its row, never a
+crash of the run.
+
+Lifecycle: the server starts once; each cell's client process is bounded
+by warm-up + rounds x duration + a margin and then killed; the server is
+stopped at the end, whatever happened. Loopback only. On a shared or noisy
+machine, compare CPU per call, not calls per second.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+__all__ = ["main", "CLIENTS", "CONCURRENCY"]
+
+CLIENTS = ("ringline", "grpcio", "grpclib")
+CONCURRENCY = (1, 100)
+METHOD = "/bench.Echo/Echo"
+PAYLOAD = b"0123456789abcdef"
+_RESULT = "RINGLINE-GRPC-BENCH "
+
+
+# -- the server process ------------------------------------------------------------
+
+def _server() -> int:
+    import grpc
+
+    async def echo(req: bytes, ctx: Any) -> bytes:
+        return req
+
+    async def serve() -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(port, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await server.stop(None)
+
+    asyncio.run(serve())
+    return 0
+
+
+# -- the client process ------------------------------------------------------------
+
+async def _drive(call: Any, tasks: int, warmup: float, rounds: int,
+                 duration: float) -> Dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    state: Dict[str, Any] = {"count": 0, "errors": 0, "stop": False}
+
+    async def one() -> None:
+        while not state["stop"]:
+            try:
+                reply = await call(PAYLOAD)
+            except Exception as exc:     # counted, shown in the table
+                state["errors"] += 1
+                state["last_error"] = f"{type(exc).__name__}: {exc}"[:200]
+                await asyncio.sleep(0.01)
+                continue
+            if reply != PAYLOAD:
+                state["errors"] += 1
+                state["last_error"] = f"reply {reply[:20]!r}, expected the request"
+            state["count"] += 1
+
+    workers = [loop.create_task(one()) for _ in range(tasks)]
+    await asyncio.sleep(warmup)
+    out = []
+    for _ in range(rounds):
+        c0, t0, cpu0 = state["count"], time.perf_counter(), time.process_time()
+        await asyncio.sleep(duration)
+        c1, t1, cpu1 = state["count"], time.perf_counter(), time.process_time()
+        n = c1 - c0
+        out.append({"calls": n, "cps": n / (t1 - t0),
+                    "cpu_us": (cpu1 - cpu0) / max(n, 1) * 1e6})
+    state["stop"] = True
+    await asyncio.wait(workers, timeout=10)
+    return {"rounds": out, "errors": state["errors"], "last_error": state.get("last_error")}
+
+
+def _grpclib_codec() -> Any:
+    from grpclib.encoding.base import CodecBase
+
+    class Raw(CodecBase):       # bytes as they are (no protobuf in the way)
+        __content_subtype__ = "proto"
+
+        def encode(self, message: Any, message_type: Any) -> bytes:
+            return bytes(message)
+
+        def decode(self, data: bytes, message_type: Any) -> bytes:
+            return bytes(data)
+    return Raw()
+
+
+async def _client_main(client: str, port: int, tasks: int, warmup: float, rounds: int,
+                       duration: float) -> Dict[str, Any]:
+    target = f"127.0.0.1:{port}"
+    if client == "ringline":
+        import ringline.grpc as rg
+        async with rg.Channel(target) as ch:
+            return await _drive(ch.unary_unary(METHOD), tasks, warmup, rounds, duration)
+    if client == "grpcio":
+        import grpc
+        async with grpc.aio.insecure_channel(target) as ch:
+            return await _drive(ch.unary_unary(METHOD), tasks, warmup, rounds, duration)
+    if client == "grpclib":
+        from grpclib.client import Channel, UnaryUnaryMethod
+        ch = Channel("127.0.0.1", port, codec=_grpclib_codec())
+        try:
+            return await _drive(UnaryUnaryMethod(ch, METHOD, bytes, bytes), tasks, warmup,
+                                rounds, duration)
+        finally:
+            ch.close()
+    raise SystemExit(f"unknown client {client}")
+
+
+def _worker(argv: List[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("client")
+    p.add_argument("port", type=int)
+    p.add_argument("tasks", type=int)
+    p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=1.0)
+    a = p.parse_args(argv)
+    coro = _client_main(a.client, a.port, a.tasks, a.warmup, a.rounds, a.duration)
+    if a.client == "ringline":
+        import ringline
+        result = ringline.run(coro)
+    else:
+        import uvloop
+        result = uvloop.run(coro)
+    print(_RESULT + json.dumps(result), flush=True)
+    return 0
+
+
+# -- the harness ---------------------------------------------------------------------
+
+def _run_cell(client: str, port: int, tasks: int, warmup: float, rounds: int,
+              duration: float) -> Dict[str, Any]:
+    cmd = [sys.executable, "-m", "ringline.bench.grpc_bench", "--worker", client, str(port),
+           str(tasks), "--warmup", str(warmup), "--rounds", str(rounds),
+           "--duration", str(duration)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True,
+                             timeout=warmup + rounds * duration + 60)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out"}
+    for line in out.stdout.splitlines():
+        if line.startswith(_RESULT):
+            r = dict(json.loads(line[len(_RESULT):]))
+            rs = r["rounds"]
+            r["cps"] = statistics.median(x["cps"] for x in rs)
+            r["cpu_us"] = statistics.median(x["cpu_us"] for x in rs)
+            r["calls"] = sum(x["calls"] for x in rs)
+            return r
+    return {"error": (out.stderr.strip().splitlines() or ["no result"])[-1][:200]}
+
+
+def _available(client: str) -> Optional[str]:
+    mods = {"ringline": ["ringline.grpc", "h2"], "grpcio": ["grpc", "uvloop"],
+            "grpclib": ["grpclib", "uvloop"]}[client]
+    for m in mods:
+        try:
+            __import__(m)
+        except ImportError:
+            return f"{m} is not installed"
+    return None
+
+
+def render(results: List[Dict[str, Any]]) -> str:
+    lines = ["| concurrent calls | client | calls/s | client CPU us/call | calls/s vs grpcio "
+             "| CPU/call: grpcio / it | calls/s vs grpclib | CPU/call: grpclib / it | errors |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    notes: List[str] = []
+    by_cell: Dict[int, Dict[str, Dict[str, Any]]] = {}
+    for r in results:
+        by_cell.setdefault(r["tasks"], {})[r["client"]] = r
+    for tasks, row in by_cell.items():
+        refs = {name: row.get(name, {}) for name in ("grpcio", "grpclib")}
+        for client, r in row.items():
+            if "error" in r:
+                notes.append(f"{client} at {tasks}: {r['error']}")
+                lines.append(f"| {tasks} | {client} | - | - | - | - | - | - | "
+                             f"error [{len(notes)}] |")
+                continue
+            ratios = []
+            for ref in refs.values():
+                ok = "cps" in ref and ref["cps"] > 0 and r["cpu_us"] > 0
+                ratios.append(f"{r['cps'] / ref['cps']:.2f}x" if ok else "-")
+                ratios.append(f"{ref['cpu_us'] / r['cpu_us']:.2f}x" if ok else "-")
+            err = str(r["errors"])
+            if r.get("last_error"):
+                notes.append(f"{client} at {tasks}: {r['last_error']}")
+                err += f" [{len(notes)}]"
+            lines.append(f"| {tasks} | {client} | {r['cps']:,.0f} | {r['cpu_us']:.0f} | "
+                         + " | ".join(ratios) + f" | {err} |")
+    text = "\n".join(lines) + "\n"
+    if notes:
+        text += "\n" + "\n".join(f"[{i}] {n}" for i, n in enumerate(notes, 1)) + "\n"
+    return text
+
+
+class _Server:
+    """The server process: ``.port``; ``stop()`` closes its stdin, then kills."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "ringline.bench.grpc_bench",
+                                      "--server"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()     # type: ignore[union-attr]
+        if not line.strip().isdigit():
+            self.stop()
+            raise RuntimeError("the grpcio bench server did not start (is grpcio installed?)")
+        self.port = int(line)
+
+    def stop(self) -> None:
+        try:
+            self.proc.stdin.close()    # type: ignore[union-attr]
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()       # type: ignore[union-attr]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--worker"]:
+        return _worker(argv[1:])
+    if argv[:1] == ["--server"]:
+        return _server()
+    p = argparse.ArgumentParser(prog="ringline bench grpc", description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", default=",".join(CLIENTS),
+                   help=f"comma-separated (default: {','.join(CLIENTS)})")
+    p.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
+                   help="comma-separated calls in flight (default: 1,100)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=1.0, help="seconds per round")
+    p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--json", help="also write the results to this file")
+    a = p.parse_args(argv)
+    clients = [c for c in a.clients.split(",") if c]
+    for c in clients:
+        if c not in CLIENTS:
+            p.error(f"unknown client {c!r} (one of {', '.join(CLIENTS)})")
+    levels = [int(c) for c in a.concurrency.split(",") if c]
+    srv = _Server()
+    results: List[Dict[str, Any]] = []
+    try:
+        for tasks in levels:
+            for client in clients:
+                missing = _available(client)
+                if missing:
+                    r: Dict[str, Any] = {"error": missing}
+                else:
+                    print(f"grpc unary echo, {tasks} concurrent, {client} ...", file=sys.stderr,
+                          flush=True)
+                    r = _run_cell(client, srv.port, tasks, a.warmup, a.rounds, a.duration)
+                r.update(client=client, tasks=tasks)
+                results.append(r)
+    finally:
+        srv.stop()
+    sys.stdout.write(render(results))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
