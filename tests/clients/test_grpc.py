@@ -7,6 +7,7 @@ hostile Deframer input (length lie, bomb, bad flag). The suite runs once
 per RINGLINE_BACKEND, so each test runs on both backends.
 """
 import asyncio
+import collections
 import gzip
 
 import pytest
@@ -472,3 +473,29 @@ def test_goaway_lets_calls_in_flight_finish():
         run(main)
     finally:
         srv.close()
+
+
+def test_static_hpack_encoder_round_trips():
+    # ringline.grpc's request heads are encoded without the dynamic table
+    # (grpc/_hpack.py); hpack's decoder reads them back exactly, a pending
+    # table size change goes out first, and the cache stays bounded
+    import hpack
+    from ringline.grpc._hpack import _CACHE_MAX, StaticEncoder
+    enc = StaticEncoder(hpack.Encoder())
+    dec = hpack.Decoder()
+    heads = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"127.0.0.1:5"),
+             (b":path", b"/test.T/Echo"), (b"content-type", b"application/grpc"),
+             (b"te", b"trailers"), (b"user-agent", b"u" * 300), (b"x-k" * 50, b"v" * 127),
+             (b"authorization", b"secret"), hpack.NeverIndexedHeaderTuple(b"x-pw", b"pw")]
+    for _ in range(3):
+        assert dec.decode(enc.encode(heads), raw=True) == heads
+    assert dec.header_table.dynamic_entries == collections.deque()
+    enc.header_table_size = 1024       # the server's SETTINGS changed the table
+    block = enc.encode(heads)
+    assert block[0] & 0xE0 == 0x20     # a dynamic table size update first
+    assert dec.decode(block, raw=True) == heads
+    assert dec.decode(enc.encode(heads), raw=True) == heads
+    for i in range(_CACHE_MAX + 10):
+        assert dec.decode(enc.encode([(b"grpc-timeout", b"%dm" % i)]), raw=True) == \
+            [(b"grpc-timeout", b"%dm" % i)]
+    assert len(enc.cache) <= _CACHE_MAX

@@ -32,6 +32,7 @@ from ..http._errors import ReadError
 from ..http._h2conn import open_h2
 from ..http._pool import OriginPool
 from ._call import StreamStreamCall, StreamUnaryCall, UnaryStreamCall, UnaryUnaryCall
+from ._hpack import StaticEncoder
 from ._status import AioRpcError, StatusCode
 from ._wire import encode_metadata
 
@@ -39,6 +40,14 @@ __all__ = ["Channel", "insecure_channel", "secure_channel"]
 
 DEFAULT_MAX_RECEIVE = 4 << 20
 _USER_AGENT = b"ringline-grpc/0.1"
+
+
+async def _open_h2(raw: Any, pool: Any) -> Any:
+    # a call's head is encoded by StaticEncoder (the same fields every call,
+    # cached), not by hpack's general encoder
+    c = await open_h2(raw, pool)
+    c.h2.encoder = StaticEncoder(c.h2.encoder)
+    return c
 
 
 def _parse_target(target: str) -> Tuple[str, int]:
@@ -96,7 +105,7 @@ class Channel:
         self._pool = OriginPool(("https" if ctx else "http", host, port),
                                 Limits(max_connections=max_conns),
                                 Bounds(max_body_bytes=1 << 62, max_decoded_bytes=1 << 62),
-                                ctx, False, True, open_h2)
+                                ctx, False, True, _open_h2)
         self._conn_timeout = Timeout(None, connect=20.0)
         self._closed = False
         ka = opts.get("grpc.keepalive_time_ms")

@@ -550,6 +550,13 @@ class H2Connection:
                 (b":authority", self.authority), (b":path", path)]
         hdrs.extend(headers)
         try:
+            if sid & 0x7E:
+                # h2 counts its open streams by walking all of them for every
+                # new one (O(streams in flight) per call); has_room() above
+                # already kept to the server's limit, so the stream is
+                # registered first and h2 skips the count. Every 64th stream
+                # goes the counting way, which also drops h2's closed streams.
+                h2c._begin_new_stream(sid, h2.connection.AllowedStreamIDs.ODD)
             h2c.send_headers(sid, hdrs, end_stream=end_stream)
         except h2.exceptions.ProtocolError as exc:
             self.streams.pop(sid, None)
