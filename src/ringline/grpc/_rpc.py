@@ -110,7 +110,11 @@ class Rpc:
         backoff = _BACKOFF_FIRST
         while True:
             try:
-                conn = await pool.connection(self.channel._conn_timeout)
+                for conn in pool.h2conns:       # a connection with room: no wait
+                    if conn.has_room():
+                        break
+                else:
+                    conn = await pool.connection(self.channel._conn_timeout)
                 self.conn = conn
                 self.s = conn.open_stream(b"POST", self.path, hdrs, flush=first is None)
                 self.channel._keepalive_start()
@@ -131,11 +135,24 @@ class Rpc:
                 raise self._fail(map_error(exc)) from None
             break
         if first is not None:
-            await self.send(first, True)
+            try:
+                data = frame(first, self.compression)
+                sent = self.conn.send_now(self.s, data, True)
+            except Exception as exc:
+                raise self._fail(map_error(exc)) from None
+            if not sent:        # larger than a frame or the window: wait for it
+                await self._send(data, True)
 
     async def send(self, msg: bytes, end: bool = False) -> None:
         try:
-            await self.conn.send(self.s, frame(msg, self.compression), _NO_TIMEOUT, end)
+            data = frame(msg, self.compression)
+        except AioRpcError as exc:
+            raise self._fail(exc) from None
+        await self._send(data, end)
+
+    async def _send(self, data: bytes, end: bool) -> None:
+        try:
+            await self.conn.send(self.s, data, _NO_TIMEOUT, end)
         except BaseException as exc:
             if not isinstance(exc, Exception) or self.code is not None:
                 raise

@@ -569,16 +569,23 @@ class H2Connection:
         """Send ``data`` on ``s`` as the peer's flow-control windows allow
         (waits bounded by ``t.write``); ``end_stream`` half-closes it after.
         Raises the stream's or the connection's error if either failed."""
+        if self.send_now(s, data, end_stream):
+            return
+        await self._send_data(s, data, t)
+        if end_stream:
+            self.end_stream(s)
+
+    def send_now(self, s: _Stream, data: bytes, end_stream: bool = False) -> bool:
+        """Send ``data`` on ``s`` at once when it fits one frame and the
+        peer's windows (True), else send nothing (False: ``send()`` waits)."""
         h2c = self.h2
         sid = s.sid
         if (not self.closed and sid in self.streams and len(data) <= h2c.max_outbound_frame_size
                 and len(data) <= h2c.local_flow_control_window(sid)):
             h2c.send_data(sid, data, end_stream=end_stream)
             self._flush()
-            return
-        await self._send_data(s, data, t)
-        if end_stream:
-            self.end_stream(s)
+            return True
+        return False
 
     def end_stream(self, s: _Stream) -> None:
         """Half-close ``s`` (END_STREAM on an empty DATA frame)."""
