@@ -130,12 +130,12 @@ async def _client_main(client: str, port: int, tasks: int, warmup: float, rounds
             return await _drive(ch.unary_unary(METHOD), tasks, warmup, rounds, duration)
     if client == "grpclib":
         from grpclib.client import Channel, UnaryUnaryMethod
-        ch = Channel("127.0.0.1", port, codec=_grpclib_codec())
+        lib_ch = Channel("127.0.0.1", port, codec=_grpclib_codec())
         try:
-            return await _drive(UnaryUnaryMethod(ch, METHOD, bytes, bytes), tasks, warmup,
+            return await _drive(UnaryUnaryMethod(lib_ch, METHOD, bytes, bytes), tasks, warmup,
                                 rounds, duration)
         finally:
-            ch.close()
+            lib_ch.close()
     raise SystemExit(f"unknown client {client}")
 
 

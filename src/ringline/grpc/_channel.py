@@ -46,7 +46,7 @@ async def _open_h2(raw: Any, pool: Any) -> Any:
     # a call's head is encoded by StaticEncoder (the same fields every call,
     # cached), not by hpack's general encoder
     c = await open_h2(raw, pool)
-    c.h2.encoder = StaticEncoder(c.h2.encoder)
+    c.h2.encoder = StaticEncoder(c.h2.encoder)     # type: ignore[assignment]
     return c
 
 
