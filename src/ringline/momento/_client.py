@@ -94,7 +94,7 @@ class CacheClient:
         """The value (bytes), or None on a miss."""
         r = await self._call("Get", pb._GetRequest(cache_key=_b(key)), cache_name)
         if r.result == _HIT:
-            return r.cache_body
+            return bytes(r.cache_body)
         if r.result == _MISS:
             return None
         raise _unknown("get")
@@ -116,14 +116,14 @@ class CacheClient:
         idempotent). A value that is not an integer: FailedPreconditionError."""
         r = await self._call("Increment", pb._IncrementRequest(
             cache_key=_b(key), amount=int(amount), ttl_milliseconds=self._ttl(ttl)), cache_name)
-        return r.value
+        return int(r.value)
 
     async def item_get_ttl(self, cache_name: str, key: Key) -> Optional[float]:
         """Seconds ``key`` has left, or None if it is absent."""
         r = await self._call("ItemGetTtl", pb._ItemGetTtlRequest(cache_key=_b(key)), cache_name)
         which = r.WhichOneof("result")
         if which == "found":
-            return r.found.remaining_ttl_millis / 1000.0
+            return float(r.found.remaining_ttl_millis) / 1000.0
         if which == "missing":
             return None
         raise _unknown("item_get_ttl")
@@ -231,7 +231,7 @@ class CacheClient:
             dictionary_name=_b(dictionary_name, "dictionary name"), field=_b(field, "field"),
             amount=int(amount), ttl_milliseconds=self._ttl(ttl), refresh_ttl=refresh_ttl),
             cache_name)
-        return r.value
+        return int(r.value)
 
     async def dictionary_remove_fields(self, cache_name: str, dictionary_name: Key,
                                        fields: Iterable[Key]) -> None:

@@ -14,8 +14,9 @@ Timeouts are also ``builtins.TimeoutError`` and invalid arguments also
 """
 from __future__ import annotations
 
+import builtins
 import enum
-from typing import Dict, Optional, Type
+from typing import Dict, Optional, Tuple, Type
 
 from ..grpc import AioRpcError, StatusCode
 
@@ -58,7 +59,8 @@ class MomentoError(Exception):
             self.code = code
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.details!r}, status={self.status}, code={self.code.name})"
+        return (f"{type(self).__name__}({self.details!r}, status={self.status}, "
+                f"code={self.code.name})")
 
 
 class InvalidArgumentError(MomentoError, ValueError):
@@ -82,7 +84,7 @@ class LimitExceededError(MomentoError):
     code = ErrorCode.LIMIT_EXCEEDED_ERROR
 
 
-class TimeoutError(MomentoError, TimeoutError):   # noqa: A001 (also builtins.TimeoutError)
+class TimeoutError(MomentoError, builtins.TimeoutError):   # noqa: A001
     """The configured deadline passed (DEADLINE_EXCEEDED)."""
     code = ErrorCode.TIMEOUT_ERROR
 
@@ -107,7 +109,7 @@ class FailedPreconditionError(MomentoError):
 
 
 # gRPC status -> (class, code); the table the Momento SDKs use
-_BY_STATUS: Dict[StatusCode, tuple] = {
+_BY_STATUS: Dict[StatusCode, Tuple[Type[MomentoError], Optional[ErrorCode]]] = {
     StatusCode.INVALID_ARGUMENT: (InvalidArgumentError, None),
     StatusCode.OUT_OF_RANGE: (MomentoError, ErrorCode.BAD_REQUEST_ERROR),
     StatusCode.UNIMPLEMENTED: (MomentoError, ErrorCode.BAD_REQUEST_ERROR),
@@ -130,6 +132,5 @@ _BY_STATUS: Dict[StatusCode, tuple] = {
 def from_rpc_error(err: AioRpcError) -> MomentoError:
     """The MomentoError for a failed call."""
     status = err.code()
-    cls: Type[MomentoError]
     cls, code = _BY_STATUS.get(status, (InternalServerError, None))
     return cls(err.details() or status.name, status, code)
