@@ -259,6 +259,22 @@ def test_deadline(fake):
             assert ei.value.status is rg.StatusCode.DEADLINE_EXCEEDED
             assert 0.2 < took < 1.5                        # not retried
             assert await c.get("cache", "k") == b"v"       # the client goes on
+            # cancelling the awaiting task: asyncio.CancelledError, not a MomentoError
+            await ctl(fake, "Delay", b"2")
+            try:
+                task = asyncio.ensure_future(c.get("cache", "k"))
+                await asyncio.sleep(0.05)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            finally:
+                await ctl(fake, "Delay", b"0")
+            assert await c.get("cache", "k") == b"v"
+        # a closed client fails at once, without retries
+        t = time.monotonic()
+        with pytest.raises(momento.ServerUnavailableError):
+            await c.get("cache", "k")
+        assert time.monotonic() - t < 0.5
         with pytest.raises(ValueError):
             momento.Configuration(deadline=0)
         assert momento.Configuration.in_region().deadline == 1.1

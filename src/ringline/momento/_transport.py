@@ -9,7 +9,8 @@ types, unary or server-streaming, idempotent or not), and ``call``, which
 runs one command to its reply or its MomentoError.
 
 Lifecycle: built with the client (no I/O); the first call dials;
-``close()`` closes every channel (calls in flight end UNAVAILABLE).
+``close()`` closes every channel (calls in flight end UNAVAILABLE, later
+ones raise ServerUnavailableError at once, without retries).
 
 Invariants: every call carries ``authorization`` (the channel's metadata)
 and ``cache`` (its own); each attempt has the configured deadline; only the
@@ -25,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..grpc import AioRpcError, Channel
 from ._config import Configuration
 from ._credentials import Credential
-from ._errors import InvalidArgumentError, from_rpc_error
+from ._errors import InvalidArgumentError, ServerUnavailableError, from_rpc_error
 from ._pb import pb
 
 __all__ = ["Transport"]
@@ -62,7 +63,7 @@ def _stubs(channel: Channel) -> Dict[str, Any]:
 
 class Transport:
     __slots__ = ("_channels", "_stubs", "_next", "_count", "_deadline", "_retries",
-                 "_statuses", "_backoff", "_backoff_max", "_md")
+                 "_statuses", "_backoff", "_backoff_max", "_md", "closed")
 
     def __init__(self, credential: Credential, config: Configuration) -> None:
         metadata = [("authorization", credential.api_key), ("agent", _AGENT)]
@@ -78,6 +79,7 @@ class Transport:
         self._backoff = config.retry_backoff
         self._backoff_max = config.retry_backoff_max
         self._md: Dict[str, List[Tuple[str, str]]] = {}
+        self.closed = False
 
     def _metadata(self, cache_name: str) -> List[Tuple[str, str]]:
         md = self._md.get(cache_name)
@@ -101,6 +103,8 @@ class Transport:
         """One command: the response message (a list of them for the
         streaming methods), retried as configured; failures raise
         MomentoError."""
+        if self.closed:
+            raise ServerUnavailableError("the client is closed")
         md = self._metadata(cache_name)
         streaming = _METHODS[name][2]
         attempt = 0
@@ -121,5 +125,6 @@ class Transport:
                 await asyncio.sleep(delay)
 
     async def close(self) -> None:
+        self.closed = True
         for c in self._channels:
             await c.close()
