@@ -171,9 +171,12 @@ def test_auth_and_metadata(fake):
             await c.set("cache", "k", "v")
             md = json.loads(await ctl(fake, "LastMetadata"))
             assert md["authorization"] == KEY and md["cache"] == "cache"
-            assert md["agent"].startswith("python:ringline")
+            assert md["agent"].startswith("python:ringline")        # the first call only
+            assert md["runtime-version"].startswith("python 3.")
             await c.get("other", "k")
-            assert json.loads(await ctl(fake, "LastMetadata"))["cache"] == "other"
+            md = json.loads(await ctl(fake, "LastMetadata"))
+            assert md["cache"] == "other" and md["authorization"] == KEY
+            assert "agent" not in md
         async with client(fake, key="wrong") as c:
             with pytest.raises(momento.AuthenticationError) as ei:
                 await c.get("cache", "k")

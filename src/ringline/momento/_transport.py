@@ -13,7 +13,8 @@ Lifecycle: built with the client (no I/O); the first call dials;
 ones raise ServerUnavailableError at once, without retries).
 
 Invariants: every call carries ``authorization`` (the channel's metadata)
-and ``cache`` (its own); each attempt has the configured deadline; only the
+and ``cache`` (its own); a channel's first call also ``agent`` and
+``runtime-version`` (once, as the official SDK); each attempt has the configured deadline; only the
 methods the official SDK retries are retried, only on the configured
 statuses, at most ``max_retries`` times; errors leave as MomentoError.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..grpc import AioRpcError, Channel
@@ -63,13 +65,16 @@ def _stubs(channel: Channel) -> Dict[str, Any]:
 
 class Transport:
     __slots__ = ("_channels", "_stubs", "_next", "_count", "_deadline", "_retries",
-                 "_statuses", "_backoff", "_backoff_max", "_md", "closed")
+                 "_statuses", "_backoff", "_backoff_max", "_md", "_once", "_fresh", "closed")
 
     def __init__(self, credential: Credential, config: Configuration) -> None:
-        metadata = [("authorization", credential.api_key), ("agent", _AGENT)]
+        metadata = [("authorization", credential.api_key)]
         self._channels = [Channel(credential.target, tls=True if credential.tls else None,
                                   metadata=metadata, options=config.channel_options)
                           for _ in range(config.channels)]
+        # sent on a channel's first call only, as the official SDK does
+        self._once = [("agent", _AGENT), ("runtime-version", "python " + sys.version.split()[0])]
+        self._fresh = [True] * config.channels
         self._stubs = [_stubs(c) for c in self._channels]
         self._count = len(self._stubs)
         self._next = 0
@@ -112,10 +117,14 @@ class Transport:
             i = self._next
             self._next = (i + 1) % self._count
             stub = self._stubs[i][name]
+            cmd = md
+            if self._fresh[i]:
+                self._fresh[i] = False
+                cmd = md + self._once
             try:
                 if streaming:
-                    return [r async for r in stub(request, metadata=md, timeout=self._deadline)]
-                return await stub(request, metadata=md, timeout=self._deadline)
+                    return [r async for r in stub(request, metadata=cmd, timeout=self._deadline)]
+                return await stub(request, metadata=cmd, timeout=self._deadline)
             except AioRpcError as e:
                 delay = self._delay(name, e, attempt)
                 if delay is None:
