@@ -133,6 +133,12 @@ def test_batches(fake):
             assert got == [v.encode() for v in many.values()]
             n = await calls(fake)
             assert n["SetBatch"] == 3 and n["GetBatch"] == 3    # one RPC per batch
+            # a reply with an item missing is an error, not a guess
+            await ctl(fake, "Short", b"1")
+            with pytest.raises(momento.MomentoError) as ei:
+                await c.get_batch("cache", ["a", "b"])
+            assert ei.value.code is momento.ErrorCode.UNKNOWN_ERROR and ei.value.status is None
+            assert await c.get_batch("cache", ["a", "b"]) == [b"1", b"2"]
     run(main)
 
 

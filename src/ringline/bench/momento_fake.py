@@ -19,6 +19,7 @@ non-integer is FAILED_PRECONDITION.
 Test controls (bytes handlers of ``fake.Control``, no auth): ``FailNext``
 (``"<CODE> <n>"``: the next n Scs calls end with that status), ``Delay``
 (``"<seconds>"``: every Scs call sleeps that long first; ``"0"`` stops),
+``Short`` (``"<n>"``: the next n GetBatch replies leave out the last item),
 ``Calls`` (JSON: Scs calls seen per method), ``LastMetadata`` (JSON: the
 metadata of the last Scs call), ``Reset`` (store, counters, failures).
 """
@@ -42,6 +43,7 @@ class _State:
         self.calls = {}
         self.fail = None                          # [StatusCode, count]
         self.delay = 0.0
+        self.short = 0                            # batch replies to cut one short
         self.last_md = {}
 
 
@@ -108,8 +110,12 @@ def _servicer(key, state):
 
         async def GetBatch(self, req, ctx):
             items = await gate("GetBatch", ctx)
-            for r in req.items:
-                yield get_one(items, r.cache_key)
+            replies = [get_one(items, r.cache_key) for r in req.items]
+            if state.short > 0:
+                state.short -= 1
+                replies.pop()
+            for r in replies:
+                yield r
 
         async def Set(self, req, ctx):
             items = await gate("Set", ctx)
@@ -218,6 +224,10 @@ def _control(state):
         state.delay = float(req)
         return b"ok"
 
+    async def short(req, ctx):
+        state.short = int(req)
+        return b"ok"
+
     async def calls(req, ctx):
         return json.dumps(state.calls).encode()
 
@@ -230,7 +240,7 @@ def _control(state):
 
     uu = grpc.unary_unary_rpc_method_handler
     return grpc.method_handlers_generic_handler("fake.Control", {
-        "FailNext": uu(fail_next), "Delay": uu(delay), "Calls": uu(calls),
+        "FailNext": uu(fail_next), "Delay": uu(delay), "Short": uu(short), "Calls": uu(calls),
         "LastMetadata": uu(last_md), "Reset": uu(reset)})
 
 
