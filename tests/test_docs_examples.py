@@ -34,7 +34,7 @@ RUN_HERE = ("api.md", "native.md", "http.md", "grpc.md")
 RUN_ELSEWHERE = {"runtime.md": "runtime/test_runtime.py", "tasks.md": "runtime/test_tasks.py",
                  "redis.md": "clients/test_redis_client.py",
                  "memcache.md": "clients/test_memcache_client_docs.py",
-                 "kv.md": "kv/test_kv_docs.py"}
+                 "kv.md": "kv/test_kv_docs.py", "momento.md": "clients/test_momento.py"}
 FIXED_PORT = 7000
 
 

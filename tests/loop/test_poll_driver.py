@@ -151,6 +151,10 @@ def test_registration_outliving_its_fd_is_dropped(ploop):
         stats = ploop._ring_stats()
         assert stats["epoll_waits"] - before <= 10, "busy loop on an orphaned registration"
         assert stats["epoll_rebuilds"] >= 1
+        for _ in range(250):               # a loaded machine may need more turns
+            if task.done():
+                break
+            await asyncio.sleep(0.02)
         assert task.done()                 # completed with EBADF, not lost
         with pytest.raises(OSError):
             task.result()

@@ -14,6 +14,8 @@ Owns nothing itself; it names the parts, one module per concern:
 ``clients_drivers``  the client drivers' registry and the per-library drivers
 ``clients_worker``   the worker process that runs one client driver
 ``clients_procs``    redis-server/memcached and the client workers' pipes
+``momento_bench``    ``ringline bench momento``: ringline.momento vs the official
+                     Momento SDK against ``momento_fake`` (a fake Scs server)
 ``server``           the server process (``python -m ringline.bench.server``)
 ``instr``            instructions per request of one server, under callgrind
 ``loops``            the registry of loops (name -> factory)

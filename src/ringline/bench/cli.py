@@ -316,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["grpc"]:        # the gRPC client workload: bench/grpc_bench.py
         from .grpc_bench import main as grpc_main
         return grpc_main(argv[1:])
+    if argv[:1] == ["momento"]:     # Momento cache client workloads: bench/momento_bench.py
+        from .momento_bench import main as momento_main
+        return momento_main(argv[1:])
     args = build_parser().parse_args(argv)
     python = args.python and (shutil.which(args.python) or args.python)
     if python and os.path.realpath(python) != os.path.realpath(sys.executable):

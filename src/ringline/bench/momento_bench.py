@@ -1,0 +1,238 @@
+"""``ringline bench momento`` (``python -m ringline.bench.momento_bench``):
+Momento cache client workloads, ringline.momento side by side with the official ``momento`` SDK
+(its ``CacheClientAsync``, on grpcio's aio client), against the same fake
+Momento server (ringline.bench.momento_fake: grpcio's aio server with the
+momento-wire-types Scs servicer) on 127.0.0.1.
+
+Owns the harness (start the fake, run one client process per cell, print
+the table, write JSON) and the client process (``--worker``: one client,
+one workload, timed by the process's own CPU clock).
+
+Cells: get (hits, on keys set before the warm-up) and set, each with 1 and
+100 concurrent tasks (each task one command at a time; every client keeps
+one channel, so the 100 share one HTTP/2 connection), values of
+``--value-size`` bytes (100). Reported per cell and client: ops per
+second, client CPU per op (the client process's user+system time over the
+ops it completed, in microseconds) and the ratio of ops/s to the SDK's.
+Every get's value is checked. The SDK runs on uvloop when that is installed
+(grpcio's aio client runs on any asyncio loop), ringline on its own loop.
+
+Lifecycle: the fake starts once; each cell runs a warm-up then
+``--duration`` seconds in a client process that exits; the fake stops at
+the end, whatever happened. Loopback only; the run is bounded by cells x
+(warm-up + duration + a start-up margin). The fake server (Python) is
+usually the bottleneck at 100 concurrent commands, and the 2 processes
+share the machine's CPUs: compare CPU per op, and ratios, not absolute
+numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+__all__ = ["main", "CLIENTS", "CELLS"]
+
+CLIENTS = ("ringline", "momento")
+CELLS = [("get", 1), ("get", 100), ("set", 1), ("set", 100)]
+KEY = "bench-key"
+CACHE = "bench"
+KEYS = 1000
+_RESULT = "RINGLINE-MOMENTO-BENCH "
+
+
+# -- the client process --------------------------------------------------------
+
+async def _drive(op: Any, tasks: int, warmup: float, duration: float) -> Dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    state: Dict[str, Any] = {"count": 0, "errors": 0, "stop": False}
+
+    async def one(i: int) -> None:
+        n = i
+        while not state["stop"]:
+            try:
+                await op(n % KEYS)
+            except Exception as exc:     # counted, shown in the table
+                state["errors"] += 1
+                state["last_error"] = f"{type(exc).__name__}: {exc}"[:200]
+                await asyncio.sleep(0.01)
+            n += tasks
+            state["count"] += 1
+
+    workers = [loop.create_task(one(i)) for i in range(tasks)]
+    await asyncio.sleep(warmup)
+    c0, e0, t0, cpu0 = state["count"], state["errors"], time.perf_counter(), time.process_time()
+    await asyncio.sleep(duration)
+    c1, e1, t1, cpu1 = state["count"], state["errors"], time.perf_counter(), time.process_time()
+    state["stop"] = True
+    await asyncio.wait(workers, timeout=10)
+    n = c1 - c0
+    return {"ops": n, "ops_s": n / (t1 - t0), "cpu_us": (cpu1 - cpu0) / max(n, 1) * 1e6,
+            "errors": e1 - e0, "last_error": state.get("last_error")}
+
+
+def _keys_values(size: int) -> tuple:
+    keys = [f"key-{i}".encode() for i in range(KEYS)]
+    values = [(b"%08d" % i) * (size // 8 + 1) for i in range(KEYS)]
+    return keys, [v[:size] for v in values]
+
+
+async def _ringline(op: str, port: int, tasks: int, size: int, warmup: float,
+                    duration: float) -> Dict[str, Any]:
+    from ringline import momento
+    keys, values = _keys_values(size)
+    cred = momento.Credential.for_momento_local(port=port, api_key=KEY)
+    async with momento.CacheClient(cred, momento.Configuration.laptop(), 600) as c:
+        await c.set_batch(CACHE, zip(keys, values))
+
+        async def get(i: int) -> None:
+            if await c.get(CACHE, keys[i]) != values[i]:
+                raise AssertionError("wrong value")
+
+        async def set_(i: int) -> None:
+            await c.set(CACHE, keys[i], values[i])
+        return await _drive(get if op == "get" else set_, tasks, warmup, duration)
+
+
+async def _sdk(op: str, port: int, tasks: int, size: int, warmup: float,
+               duration: float) -> Dict[str, Any]:
+    from datetime import timedelta
+    from momento import CacheClientAsync, Configurations, CredentialProvider
+    from momento.responses import CacheGet, CacheSet
+    keys, values = _keys_values(size)
+    cred = CredentialProvider(auth_token=KEY, control_endpoint="127.0.0.1",
+                              cache_endpoint="127.0.0.1", token_endpoint="127.0.0.1", port=port)
+    c = await CacheClientAsync.create(Configurations.Laptop.v1(), cred, timedelta(seconds=600))
+    async with c:
+        for k, v in zip(keys, values):
+            r = await c.set(CACHE, k, v)
+            if not isinstance(r, CacheSet.Success):
+                raise SystemExit(f"set failed: {r}")
+
+        async def get(i: int) -> None:
+            r = await c.get(CACHE, keys[i])
+            if not isinstance(r, CacheGet.Hit) or r.value_bytes != values[i]:
+                raise AssertionError(f"wrong reply {r!r}")
+
+        async def set_(i: int) -> None:
+            r = await c.set(CACHE, keys[i], values[i])
+            if not isinstance(r, CacheSet.Success):
+                raise AssertionError(f"wrong reply {r!r}")
+        return await _drive(get if op == "get" else set_, tasks, warmup, duration)
+
+
+def _worker(argv: List[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("client", choices=CLIENTS)
+    p.add_argument("op", choices=("get", "set"))
+    p.add_argument("port", type=int)
+    p.add_argument("tasks", type=int)
+    p.add_argument("--value-size", type=int, default=100)
+    p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--duration", type=float, default=2.0)
+    a = p.parse_args(argv)
+    args = (a.op, a.port, a.tasks, a.value_size, a.warmup, a.duration)
+    if a.client == "ringline":
+        import ringline
+        result = ringline.run(_ringline(*args))
+    else:
+        try:
+            import uvloop
+            result = uvloop.run(_sdk(*args))
+            result["loop"] = "uvloop"
+        except ImportError:
+            result = asyncio.run(_sdk(*args))
+            result["loop"] = "asyncio"
+    print(_RESULT + json.dumps(result), flush=True)
+    return 0
+
+
+# -- the harness -----------------------------------------------------------------
+
+def _run_cell(client: str, op: str, tasks: int, port: int, size: int, warmup: float,
+              duration: float) -> Dict[str, Any]:
+    cmd = [sys.executable, "-m", "ringline.bench.momento_bench", "--worker", client, op,
+           str(port), str(tasks), "--value-size", str(size), "--warmup", str(warmup),
+           "--duration", str(duration)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True,
+                             timeout=warmup + duration + 60)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out"}
+    for line in out.stdout.splitlines():
+        if line.startswith(_RESULT):
+            return dict(json.loads(line[len(_RESULT):]))
+    return {"error": (out.stderr.strip().splitlines() or ["no result"])[-1][:200]}
+
+
+def _available(client: str) -> bool:
+    try:
+        __import__({"ringline": "ringline.momento"}.get(client, client))
+        return True
+    except ImportError:
+        return False
+
+
+def render(results: List[Dict[str, Any]]) -> str:
+    lines = ["| op | tasks | client | ops/s | client CPU us/op | ops/s vs SDK | errors |",
+             "|---|---|---|---|---|---|---|"]
+    by_cell: Dict[tuple, Dict[str, Dict[str, Any]]] = {}
+    for r in results:
+        by_cell.setdefault((r["op"], r["tasks"]), {})[r["client"]] = r
+    for (op, tasks), row in by_cell.items():
+        ref = row.get("momento", {}).get("ops_s")
+        for client, r in row.items():
+            if "error" in r:
+                lines.append(f"| {op} | {tasks} | {client} | - | - | - | {r['error']} |")
+                continue
+            ratio = f"{r['ops_s'] / ref:.2f}x" if ref else "-"
+            err = str(r["errors"]) + (f" ({r['last_error']})" if r.get("last_error") else "")
+            lines.append(f"| {op} | {tasks} | {client} | {r['ops_s']:,.0f} | "
+                         f"{r['cpu_us']:.0f} | {ratio} | {err} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--worker"]:
+        return _worker(argv[1:])
+    p = argparse.ArgumentParser(prog="ringline bench momento",
+                                description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--clients", default=",".join(CLIENTS),
+                   help=f"comma-separated (default: {','.join(CLIENTS)})")
+    p.add_argument("--cells", default="all",
+                   help="comma-separated OP:TASKS, e.g. get:100 (default: all)")
+    p.add_argument("--value-size", type=int, default=100)
+    p.add_argument("--duration", type=float, default=2.0, help="seconds measured per cell")
+    p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--json", help="also write the results to this file")
+    a = p.parse_args(argv)
+    from .momento_fake import MomentoFake
+    cells = CELLS if a.cells == "all" else [
+        (c.split(":")[0], int(c.split(":")[1])) for c in a.cells.split(",")]
+    clients = [c for c in a.clients.split(",") if c and _available(c)]
+    fake = MomentoFake(KEY)
+    results: List[Dict[str, Any]] = []
+    try:
+        for op, tasks in cells:
+            for client in clients:
+                print(f"{op} tasks={tasks} {client} ...", file=sys.stderr, flush=True)
+                r = _run_cell(client, op, tasks, fake.port, a.value_size, a.warmup, a.duration)
+                r.update(client=client, op=op, tasks=tasks)
+                results.append(r)
+    finally:
+        fake.close()
+    sys.stdout.write(render(results))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
