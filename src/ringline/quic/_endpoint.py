@@ -22,7 +22,7 @@ Lifecycle: ``open_endpoint`` -> connection_made -> turns -> ``close()``
 (closes the transport; every connection still open is told the socket is
 gone). Invariants: at most one ``_turn`` is scheduled at a time; a
 connection is in ``dirty`` at most once; the counters (``datagrams_in``,
-``datagrams_out``, ``turns``, ``send_batches``) only grow.
+``datagrams_out``, ``turns``, ``send_batches``, ``max_batch``) only grow.
 """
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         self.datagrams_out = 0
         self.turns = 0
         self.send_batches = 0
+        self.max_batch = 0
 
     # -- asyncio.DatagramProtocol --
 
@@ -127,8 +128,11 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         t = self.transport
         if t is None or self.closed:
             return
+        n = len(datagrams)
         self.send_batches += 1
-        self.datagrams_out += len(datagrams)
+        self.datagrams_out += n
+        if n > self.max_batch:
+            self.max_batch = n
         sendto = t.sendto
         for data, _ in datagrams:
             sendto(data, addr)
@@ -146,7 +150,8 @@ class QuicEndpoint(asyncio.DatagramProtocol):
 
     def stats(self) -> Dict[str, int]:
         return {"datagrams_in": self.datagrams_in, "datagrams_out": self.datagrams_out,
-                "turns": self.turns, "send_batches": self.send_batches}
+                "turns": self.turns, "send_batches": self.send_batches,
+                "max_batch": self.max_batch}
 
 
 async def open_endpoint(loop: asyncio.AbstractEventLoop, *, remote: Any = None,
