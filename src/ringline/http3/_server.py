@@ -5,7 +5,8 @@ whole request bodies in memory).
 Owns ``H3Server``: the QUIC endpoint (``ringline.quic.serve``: one socket,
 one connection per peer), one engine H3Connection per connection, and the
 responses in flight. Requests go to ``app(method, path, headers, body)``,
-an async function returning ``(status, headers, body)``; the default app
+which returns ``(status, headers, body)`` or an awaitable of it (answered
+from a task of its own); the default app
 (``demo_app``) serves ``/bytes/N`` (N bytes of a fixed pattern),
 ``/echo`` (the request body back), ``/hello``, ``/reset`` (the stream is
 reset), ``/goaway`` (answers, then sends GOAWAY and closes once the
@@ -20,14 +21,15 @@ Lifecycle: ``await serve(...)`` -> ``server.port`` -> ``server.close()``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+import inspect
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Union
 
 from ..quic import QuicConn, serve as _qserve
 
 __all__ = ["H3Server", "serve", "demo_app", "pattern"]
 
-App = Callable[[str, str, List[Tuple[bytes, bytes]], bytes],
-               Awaitable[Tuple[int, List[Tuple[bytes, bytes]], bytes]]]
+Reply = Tuple[int, List[Tuple[bytes, bytes]], bytes]
+App = Callable[[str, str, List[Tuple[bytes, bytes]], bytes], Union[Reply, Awaitable[Reply]]]
 _CHUNK = 1 << 20
 _PATTERN = bytes(range(256)) * 4096          # 1 MiB
 
@@ -43,8 +45,13 @@ def pattern(n: int, offset: int = 0) -> bytes:
     return bytes(out)
 
 
-async def demo_app(method: str, path: str, headers: List[Tuple[bytes, bytes]],
-                   body: bytes) -> Tuple[int, List[Tuple[bytes, bytes]], bytes]:
+async def _sleep(seconds: float) -> Reply:
+    await asyncio.sleep(seconds)
+    return 200, [], b"slept"
+
+
+def demo_app(method: str, path: str, headers: List[Tuple[bytes, bytes]],
+             body: bytes) -> Union[Reply, Awaitable[Reply]]:
     if path.startswith("/bytes/"):
         n = int(path[7:])
         return 200, [(b"content-type", b"application/octet-stream"),
@@ -52,8 +59,7 @@ async def demo_app(method: str, path: str, headers: List[Tuple[bytes, bytes]],
     if path == "/echo":
         return 200, [(b"content-length", str(len(body)).encode())], body
     if path.startswith("/sleep/"):
-        await asyncio.sleep(float(path[7:]))
-        return 200, [], b"slept"
+        return _sleep(float(path[7:]))
     if path in ("/hello", "/goaway"):
         return 200, [(b"content-type", b"text/plain")], b"hello"
     return 404, [], b"not found"
@@ -115,11 +121,6 @@ class _Peer:
 
     def _start(self, sid: int) -> None:
         headers, chunks = self.reqs.pop(sid)
-        task = asyncio.get_running_loop().create_task(self._answer(sid, headers, b"".join(chunks)))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _answer(self, sid: int, headers: List[Tuple[bytes, bytes]], body: bytes) -> None:
         method = path = ""
         rest = []
         for k, v in headers:
@@ -129,12 +130,23 @@ class _Peer:
                 path = v.decode()
             elif k[:1] != b":":
                 rest.append((k, v))
-        q = self.qc.quic
         if path == "/reset":
-            q.reset_stream(sid, 0x10C)
+            self.qc.quic.reset_stream(sid, 0x10C)
             self.qc.kick()
             return
-        status, hdrs, data = await self.server.app(method, path, rest, body)
+        reply = self.server.app(method, path, rest, b"".join(chunks))
+        if inspect.isawaitable(reply):
+            task = asyncio.ensure_future(self._later(sid, path, reply))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        else:
+            self._answer(sid, path, reply)
+
+    async def _later(self, sid: int, path: str, reply: Awaitable[Reply]) -> None:
+        self._answer(sid, path, await reply)
+
+    def _answer(self, sid: int, path: str, reply: Reply) -> None:
+        status, hdrs, data = reply
         if self.qc.terminated is not None:
             return
         self.h3.send_headers(sid, [(b":status", str(status).encode())] + list(hdrs),
