@@ -286,3 +286,35 @@ def test_http_url_refused():
             with pytest.raises(h3.HTTPError, match="https"):
                 await c.get("http://127.0.0.1:1/")
     run(main())
+
+
+def test_in_process_server_goaway_and_early_close(tmp_path):
+    """Server and client on one loop; a streamed response closed early
+    cancels its stream only; the server's GOAWAY moves the next request to
+    a new connection."""
+    from support.h3_servers import tls_files
+    tls = tls_files(str(tmp_path))
+
+    async def main():
+        srv = await h3.serve("127.0.0.1", 0, certfile=tls["cert"], keyfile=tls["key"])
+        try:
+            async with h3.Client(base_url=f"https://127.0.0.1:{srv.port}", verify=tls["ca"],
+                                 timeout=10) as c:
+                async with c.stream("GET", f"/bytes/{8 << 20}") as r:
+                    async for chunk in r.aiter_raw():
+                        break                        # leave with most of it unread
+                first = next(iter(c._all))
+                assert not first.streams and first.buffered == 0
+                assert (await c.get("/hello")).text == "hello"
+                assert next(iter(c._all)) is first
+                srv.goaway()
+                for _ in range(200):
+                    if first.going_away or first.closed:
+                        break
+                    await asyncio.sleep(0.01)
+                assert first.going_away or first.closed
+                r = await c.get("/bytes/10")
+                assert r.content == pattern(10) and c._conns[r.url.origin] is not first
+        finally:
+            srv.close()
+    run(main())

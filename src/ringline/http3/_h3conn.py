@@ -151,9 +151,8 @@ class H3Conn:
         qev = self._qev
         t = type(e)
         if t is qev.ConnectionTerminated:
-            self._fail(ReadError(f"the HTTP/3 connection closed: {e.reason_phrase or 'error'}"
-                                 f" (0x{e.error_code:x})") if e.error_code not in (0, 0x100)
-                       or self.streams else ReadError("the HTTP/3 connection closed"))
+            why = e.reason_phrase or ("no error" if e.error_code in (0, 0x100) else "error")
+            self._fail(ReadError(f"the HTTP/3 connection closed: {why} (0x{e.error_code:x})"))
             return
         if t is qev.StreamReset:
             s = self.streams.get(e.stream_id)

@@ -86,7 +86,9 @@ class _Peer:
         self.out: Dict[int, _Out] = {}
         self.tasks: set = set()
         self.goaway = False
-        self.size = getattr(qc.quic, "get_send_buffer_size", None)
+        self.last_sid = -4                    # the highest request stream seen
+        self.size: Optional[Callable[[int], int]] = getattr(qc.quic, "get_send_buffer_size",
+                                                            None)
         qc.on_event = self.on_event
         qc.on_turn = self.on_turn
 
@@ -104,10 +106,15 @@ class _Peer:
             return
         if self.h3 is None:
             return
+        if type(e) in (eng.events.StopSendingReceived, eng.events.StreamReset):
+            self.out.pop(e.stream_id, None)      # the client gave up on it
+            self.reqs.pop(e.stream_id, None)
         ev = eng.h3events
         for he in self.h3.handle_event(e):
             t = type(he)
             if t is ev.HeadersReceived:
+                if he.stream_id > self.last_sid:
+                    self.last_sid = he.stream_id
                 if he.stream_id not in self.reqs:
                     self.reqs[he.stream_id] = (he.headers, [])
                 if he.stream_ended:
@@ -163,11 +170,16 @@ class _Peer:
 
     def _top_up(self) -> None:
         size = self.size
+        assert size is not None
         done = []
         for o in self.out.values():
             while o.pos < len(o.body) and size(o.sid) < _CHUNK:
                 end = min(o.pos + _CHUNK, len(o.body))
-                self.h3.send_data(o.sid, o.body[o.pos:end], end == len(o.body))
+                try:
+                    self.h3.send_data(o.sid, o.body[o.pos:end], end == len(o.body))
+                except Exception:          # the stream was reset meanwhile
+                    o.pos = len(o.body)
+                    break
                 o.pos = end
             if o.pos >= len(o.body):
                 done.append(o.sid)
@@ -221,7 +233,7 @@ class H3Server:
         when its streams finished."""
         for p in list(self.peers):
             if p.h3 is not None:
-                p.send_goaway(p.h3._stream and max(p.h3._stream) + 4 or 0)
+                p.send_goaway(p.last_sid + 4)
 
     def close(self) -> None:
         if self.endpoint is not None:

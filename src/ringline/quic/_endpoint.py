@@ -122,7 +122,12 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         now = self.loop.time()
         for c in dirty:
             c.dirty = False
-            c.process(now)
+            try:
+                c.process(now)
+            except Exception as exc:     # a layer above failed: the others go on
+                self.loop.call_exception_handler({
+                    "message": "ringline.quic: a connection's event handler failed",
+                    "exception": exc, "protocol": self})
 
     def send(self, datagrams: List[Tuple[bytes, Any]], addr: Any) -> None:
         t = self.transport
