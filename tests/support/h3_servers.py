@@ -30,6 +30,8 @@ import time
 
 from ringline.bench.nginx import tls_files
 
+from .net import free_port
+
 __all__ = ["SIZES", "Ngtcp2", "HypercornQuic", "OurServer", "LossyRelay", "have_ngtcp2",
            "have_hypercorn_quic", "tls_files", "udp_port"]
 
@@ -125,7 +127,7 @@ class HypercornQuic(_Proc):
         super().__init__("hypercorn-quic")
 
     def start(self):
-        tcp = udp_port()
+        tcp = free_port()                      # hypercorn needs a TCP bind too
         env = dict(os.environ, PYTHONPATH=_TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self._spawn([sys.executable, "-m", "hypercorn", "support.http_app:app",
                      "--bind", f"127.0.0.1:{tcp}", "--quic-bind", f"127.0.0.1:{self.port}",

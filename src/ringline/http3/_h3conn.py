@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Dict, List, Optional, Tuple
 
+from .._conn.timers import timeout as _timeout
 from ..http._config import Bounds, Timeout
 from ..http._errors import (LimitExceeded, PoolTimeout, ReadError, ReadTimeout,
                             RemoteProtocolError)
@@ -123,8 +124,9 @@ class H3Conn:
             if t.pool is None:
                 await fut
             else:
-                await asyncio.wait_for(fut, t.pool)
-        except asyncio.TimeoutError:
+                async with _timeout(t.pool):
+                    await fut
+        except TimeoutError:
             raise PoolTimeout(f"no HTTP/3 stream became free within {t.pool} s") from None
         finally:
             try:
@@ -337,8 +339,9 @@ class H3Conn:
             if read_timeout is None:
                 await fut
             else:
-                await asyncio.wait_for(fut, read_timeout)
-        except asyncio.TimeoutError:
+                async with _timeout(read_timeout):
+                    await fut
+        except TimeoutError:
             self._cancel(s)
             raise ReadTimeout(f"no HTTP/3 response data within {read_timeout} s") from None
         except BaseException:
