@@ -7,8 +7,11 @@ Owns the harness (start the server, run one client process per cell, print
 the table, optionally write JSON) and the client process (``--worker``: one
 client, one workload, timed by the process's own CPU clock).
 
-Server: ringline.http3's own server (ringline.quic + qh3) in a subprocess
-(``--serve``), the same for every client. Workloads, over one connection:
+Server, the same for every client: Debian's ngtcp2 example server
+(``gtlsserver``, C: the clients, not the server, are what is measured)
+serving two files, or with ``--server ringline`` (the default when ngtcp2
+is not installed) ringline.http3's own server (ringline.quic + qh3, in
+Python) in a subprocess (``--serve``). Workloads, over one connection:
 ``bulk`` (one GET of ``--bulk-mib`` MiB, 64 by default) and ``small``
 (``--small`` GETs of 16 B, 1,000 by default, at most 100 in flight).
 Reported per cell and client: wall time, throughput (MiB/s or requests/s),
@@ -117,11 +120,16 @@ def _engine_client(engine: str) -> Any:
     return aio, cfgm, Proto
 
 
-async def _run_work(get: Any, work: str, bulk: int, small: int) -> Dict[str, Any]:
+def _path(server: str, n: int) -> str:
+    return f"/f{n}" if server == "ngtcp2" else f"/bytes/{n}"
+
+
+async def _run_work(get: Any, work: str, bulk: int, small: int,
+                    server: str) -> Dict[str, Any]:
     t0 = time.perf_counter()
     c0 = time.process_time()
     if work == "bulk":
-        n = await get(f"/bytes/{bulk}")
+        n = await get(_path(server, bulk))
         if n != bulk:
             raise RuntimeError(f"bulk body of {n} bytes, expected {bulk}")
         done = 1
@@ -132,7 +140,7 @@ async def _run_work(get: Any, work: str, bulk: int, small: int) -> Dict[str, Any
         async def one() -> None:
             nonlocal bad
             async with sem:
-                if await get(f"/bytes/{_SMALL}") != _SMALL:
+                if await get(_path(server, _SMALL)) != _SMALL:
                     bad += 1
         await asyncio.gather(*[one() for _ in range(small)])
         if bad:
@@ -144,17 +152,18 @@ async def _run_work(get: Any, work: str, bulk: int, small: int) -> Dict[str, Any
 
 
 async def _client_main(client: str, port: int, ca: str, work: str, bulk: int,
-                       small: int) -> Dict[str, Any]:
+                       small: int, server: str = "ringline") -> Dict[str, Any]:
+    warm = _path(server, _SMALL)
     if client in ("ringline", "ringline-aioquic"):
         import ringline.http3 as h3
         limits = h3.QuicLimits(engine="aioquic" if client == "ringline-aioquic" else "qh3")
         async with h3.Client(base_url=f"https://127.0.0.1:{port}", verify=ca, quic=limits,
                              timeout=120) as c:
-            await c.get("/hello")               # the handshake is not measured
+            await c.get(warm)                   # the handshake is not measured
 
             async def get(path: str) -> int:
                 return len((await c.get(path)).content)
-            return await _run_work(get, work, bulk, small)
+            return await _run_work(get, work, bulk, small, server)
     if client in ("aioquic-uvloop", "qh3-uvloop"):
         aio, cfgm, Proto = _engine_client(client.split("-")[0])
         cfg = cfgm.QuicConfiguration(is_client=True, alpn_protocols=["h3"])
@@ -164,24 +173,24 @@ async def _client_main(client: str, port: int, ca: str, work: str, bulk: int,
         auth = f"127.0.0.1:{port}".encode()
         async with aio.connect("127.0.0.1", port, configuration=cfg,
                                create_protocol=Proto) as proto:
-            await proto.get(auth, "/hello")
+            await proto.get(auth, warm)
 
             async def get(path: str) -> int:
                 return int(await proto.get(auth, path))
-            return await _run_work(get, work, bulk, small)
+            return await _run_work(get, work, bulk, small, server)
     if client == "niquests":
         import niquests  # type: ignore[import-not-found]
         async with niquests.AsyncSession(pool_maxsize=1) as s:
             s.quic_cache_layer.add_domain("127.0.0.1", port)
             base = f"https://127.0.0.1:{port}"
-            r = await s.get(base + "/hello", verify=ca)
+            r = await s.get(base + warm, verify=ca)
             if getattr(r, "http_version", 0) != 30:
                 raise RuntimeError(f"niquests did not use HTTP/3 (http_version "
                                    f"{getattr(r, 'http_version', None)})")
 
             async def get(path: str) -> int:
                 return len((await s.get(base + path, verify=ca, timeout=120)).content or b"")
-            return await _run_work(get, work, bulk, small)
+            return await _run_work(get, work, bulk, small, server)
     raise SystemExit(f"unknown client {client}")
 
 
@@ -193,8 +202,9 @@ def _worker(argv: List[str]) -> int:
     p.add_argument("work", choices=("bulk", "small"))
     p.add_argument("--bulk", type=int, default=64 << 20)
     p.add_argument("--small", type=int, default=1000)
+    p.add_argument("--server", default="ringline")
     a = p.parse_args(argv)
-    coro = _client_main(a.client, a.port, a.ca, a.work, a.bulk, a.small)
+    coro = _client_main(a.client, a.port, a.ca, a.work, a.bulk, a.small, a.server)
     if a.client.startswith("ringline"):
         import ringline
         res = ringline.run(coro)
@@ -223,20 +233,51 @@ def _available(client: str, niquests_python: Optional[str]) -> Optional[str]:
     return sys.executable if importlib.util.find_spec(mod) is not None else None
 
 
+def _gtlsserver() -> Optional[str]:
+    return shutil.which("gtlsserver") or (
+        "/usr/sbin/gtlsserver" if os.path.exists("/usr/sbin/gtlsserver") else None)
+
+
+def _start_server(kind: str, tmp: str, tls: Dict[str, str], bulk: int,
+                  env: Dict[str, str]) -> Any:
+    """(process, port) of the server every client runs against."""
+    if kind == "ngtcp2":
+        import socket
+        root = os.path.join(tmp, "www")
+        os.mkdir(root)
+        for n in (bulk, _SMALL):
+            with open(os.path.join(root, f"f{n}"), "wb") as f:
+                f.write(b"x" * n)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([_gtlsserver() or "gtlsserver", "-q", "-d", root,
+                                 "127.0.0.1", str(port), tls["key"], tls["cert"]],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        return proc, port
+    proc = subprocess.Popen([sys.executable, "-m", "ringline.bench.http3_bench", "--serve",
+                             "0", tls["cert"], tls["key"]], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env)
+    return proc, int(proc.stdout.readline())      # type: ignore[union-attr]
+
+
 def run_bench(clients: List[str], bulk_mib: int = 64, small: int = 1000,
               niquests_python: Optional[str] = None, cell_timeout: float = 300,
-              out: Any = sys.stdout) -> Dict[str, Any]:
+              out: Any = sys.stdout, server_kind: Optional[str] = None) -> Dict[str, Any]:
     from .nginx import tls_files
+    if server_kind is None:
+        server_kind = "ngtcp2" if _gtlsserver() else "ringline"
     tmp = tempfile.mkdtemp(prefix="ringline-h3bench-")
     tls = tls_files(tmp)
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    server = subprocess.Popen([sys.executable, "-m", "ringline.bench.http3_bench", "--serve",
-                               "0", tls["cert"], tls["key"]], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, env=env)
-    results: Dict[str, Any] = {"bulk_bytes": bulk_mib << 20, "small": small, "cells": {}}
+    server, port = _start_server(server_kind, tmp, tls, bulk_mib << 20, env)
+    results: Dict[str, Any] = {"bulk_bytes": bulk_mib << 20, "small": small,
+                               "server": server_kind, "cells": {}}
+    print(f"server: {server_kind} on 127.0.0.1:{port}", file=out, flush=True)
     try:
-        port = int(server.stdout.readline())          # type: ignore[union-attr]
         for work in ("bulk", "small"):
             for client in clients:
                 py = _available(client, niquests_python)
@@ -245,7 +286,8 @@ def run_bench(clients: List[str], bulk_mib: int = 64, small: int = 1000,
                     results["cells"][key] = {"skipped": "not installed"}
                     continue
                 argv = [py, "-m", "ringline.bench.http3_bench", "--worker", client, str(port),
-                        tls["ca"], work, "--bulk", str(bulk_mib << 20), "--small", str(small)]
+                        tls["ca"], work, "--bulk", str(bulk_mib << 20), "--small", str(small),
+                        "--server", server_kind]
                 try:
                     p = subprocess.run(argv, capture_output=True, text=True, env=env,
                                        timeout=cell_timeout)
@@ -260,6 +302,8 @@ def run_bench(clients: List[str], bulk_mib: int = 64, small: int = 1000,
     finally:
         if server.stdin is not None:
             server.stdin.close()
+        if server_kind == "ngtcp2":
+            server.terminate()
         try:
             server.wait(10)
         except subprocess.TimeoutExpired:
@@ -314,10 +358,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--small", type=int, default=1000)
     p.add_argument("--niquests-python", help="a python whose environment has niquests")
     p.add_argument("--cell-timeout", type=float, default=300)
+    p.add_argument("--server", choices=("ngtcp2", "ringline"),
+                   help="the server (default: ngtcp2's gtlsserver when installed)")
     p.add_argument("--json", help="write the results here")
     a = p.parse_args(argv)
     res = run_bench([c for c in a.clients.split(",") if c], a.bulk_mib, a.small,
-                    a.niquests_python, a.cell_timeout)
+                    a.niquests_python, a.cell_timeout, server_kind=a.server)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
