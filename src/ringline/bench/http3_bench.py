@@ -13,7 +13,9 @@ serving two files, or with ``--server ringline`` (the default when ngtcp2
 is not installed) ringline.http3's own server (ringline.quic + qh3, in
 Python) in a subprocess (``--serve``). Workloads, over one connection:
 ``bulk`` (one GET of ``--bulk-mib`` MiB, 64 by default) and ``small``
-(``--small`` GETs of 16 B, 1,000 by default, at most 100 in flight).
+(``--small`` GETs of 16 B, 1,000 by default, at most ``--inflight`` in
+flight, 100 by default: ngtcp2's stream limit, so past the first hundred
+each request also waits for the server to return stream credit).
 Reported per cell and client: wall time, throughput (MiB/s or requests/s),
 the client process's CPU seconds (user + system) over the workload, and the
 throughput ratio to aioquic-on-uvloop. Every body length is checked.
@@ -195,6 +197,7 @@ async def _client_main(client: str, port: int, ca: str, work: str, bulk: int,
 
 
 def _worker(argv: List[str]) -> int:
+    global _INFLIGHT
     p = argparse.ArgumentParser()
     p.add_argument("client")
     p.add_argument("port", type=int)
@@ -203,7 +206,9 @@ def _worker(argv: List[str]) -> int:
     p.add_argument("--bulk", type=int, default=64 << 20)
     p.add_argument("--small", type=int, default=1000)
     p.add_argument("--server", default="ringline")
+    p.add_argument("--inflight", type=int, default=100)
     a = p.parse_args(argv)
+    _INFLIGHT = a.inflight
     coro = _client_main(a.client, a.port, a.ca, a.work, a.bulk, a.small, a.server)
     if a.client.startswith("ringline"):
         import ringline
@@ -265,7 +270,8 @@ def _start_server(kind: str, tmp: str, tls: Dict[str, str], bulk: int,
 
 def run_bench(clients: List[str], bulk_mib: int = 64, small: int = 1000,
               niquests_python: Optional[str] = None, cell_timeout: float = 300,
-              out: Any = sys.stdout, server_kind: Optional[str] = None) -> Dict[str, Any]:
+              out: Any = sys.stdout, server_kind: Optional[str] = None,
+              inflight: int = _INFLIGHT) -> Dict[str, Any]:
     from .nginx import tls_files
     if server_kind is None:
         server_kind = "ngtcp2" if _gtlsserver() else "ringline"
@@ -275,7 +281,7 @@ def run_bench(clients: List[str], bulk_mib: int = 64, small: int = 1000,
     env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
     server, port = _start_server(server_kind, tmp, tls, bulk_mib << 20, env)
     results: Dict[str, Any] = {"bulk_bytes": bulk_mib << 20, "small": small,
-                               "server": server_kind, "cells": {}}
+                               "server": server_kind, "inflight": inflight, "cells": {}}
     print(f"server: {server_kind} on 127.0.0.1:{port}", file=out, flush=True)
     try:
         for work in ("bulk", "small"):
@@ -287,7 +293,7 @@ def run_bench(clients: List[str], bulk_mib: int = 64, small: int = 1000,
                     continue
                 argv = [py, "-m", "ringline.bench.http3_bench", "--worker", client, str(port),
                         tls["ca"], work, "--bulk", str(bulk_mib << 20), "--small", str(small),
-                        "--server", server_kind]
+                        "--server", server_kind, "--inflight", str(inflight)]
                 try:
                     p = subprocess.run(argv, capture_output=True, text=True, env=env,
                                        timeout=cell_timeout)
@@ -356,6 +362,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--clients", default=",".join(CLIENTS))
     p.add_argument("--bulk-mib", type=int, default=64)
     p.add_argument("--small", type=int, default=1000)
+    p.add_argument("--inflight", type=int, default=_INFLIGHT,
+                   help="small requests in flight at once (default 100)")
     p.add_argument("--niquests-python", help="a python whose environment has niquests")
     p.add_argument("--cell-timeout", type=float, default=300)
     p.add_argument("--server", choices=("ngtcp2", "ringline"),
@@ -363,7 +371,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--json", help="write the results here")
     a = p.parse_args(argv)
     res = run_bench([c for c in a.clients.split(",") if c], a.bulk_mib, a.small,
-                    a.niquests_python, a.cell_timeout, server_kind=a.server)
+                    a.niquests_python, a.cell_timeout, server_kind=a.server,
+                    inflight=a.inflight)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
