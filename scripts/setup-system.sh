@@ -3,7 +3,8 @@
 # compiler and Python headers (the extension, the benchmark's C programs),
 # venv, strace (the syscall-economy tests), and the real servers the client
 # tests run against (redis-server, redis-cli, memcached, nginx and nghttpd
-# for the HTTP client's tests). Skipped when all are present.
+# for the HTTP client's tests, ngtcp2-server for the HTTP/3 tests). Skipped
+# when all are present.
 set -euo pipefail
 need=()
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
@@ -12,6 +13,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v memcached >/dev/null 2>&1 || need+=(memcached)
 { command -v nghttpd >/dev/null 2>&1 || [ -x /usr/sbin/nghttpd ]; } || need+=(nghttp2-server)
+{ command -v gtlsserver >/dev/null 2>&1 || [ -x /usr/sbin/gtlsserver ]; } || need+=(ngtcp2-server)
 if ! { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }; then
     # nginx-light (Debian 12) has what the tests use (ssl, http2, gzip); later
     # releases ship only nginx

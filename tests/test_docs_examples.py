@@ -1,7 +1,7 @@
 """Every ```python block of README.md and docs/*.md runs as pasted, each in a
 fresh interpreter (so that policies and globals cannot leak between them).
 
-* README.md and docs/api.md, docs/native.md, docs/http.md, docs/grpc.md: run here. A README server
+* README.md and docs/api.md, docs/native.md, docs/http.md, docs/grpc.md, docs/http3.md: run here. A README server
   snippet (`ringline.serve(...)`, which blocks) is started in a subprocess
   with its default Config, echoed over 127.0.0.1, stopped with SIGTERM and
   must exit with code 0. Its fixed port (7000) is replaced by a free one, so
@@ -30,7 +30,7 @@ from support import free_port
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DOCS_DIR = os.path.join(ROOT, "docs")
 README = os.path.join(ROOT, "README.md")
-RUN_HERE = ("api.md", "native.md", "http.md", "grpc.md")
+RUN_HERE = ("api.md", "native.md", "http.md", "grpc.md", "http3.md")
 RUN_ELSEWHERE = {"runtime.md": "runtime/test_runtime.py", "tasks.md": "runtime/test_tasks.py",
                  "redis.md": "clients/test_redis_client.py",
                  "memcache.md": "clients/test_memcache_client_docs.py",

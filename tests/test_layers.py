@@ -10,7 +10,7 @@ Layers, lowest first (a module may import its own layer and the ones below):
   runtime  ringline._runtime.*                   (workers, supervisor, tasks)
   face     ringline (the package __init__)
   clients  ringline.redis.*, ringline.memcache.*, ringline.ping, ringline.http.*,
-           ringline.grpc.*, ringline.momento.*
+           ringline.grpc.*, ringline.momento.*, ringline.quic.*, ringline.http3.*
   app      ringline.bench.*, ringline.__main__, ringline.kv.*
 
 Every import statement counts, function-level ones too (a lazy import is
@@ -39,6 +39,7 @@ _PREFIXES = [  # longest match wins
     ("ringline.redis", "clients"), ("ringline.memcache", "clients"),
     ("ringline.ping", "clients"), ("ringline.http", "clients"), ("ringline.grpc", "clients"),
     ("ringline.momento", "clients"),
+    ("ringline.quic", "clients"), ("ringline.http3", "clients"),
     ("ringline.bench", "app"), ("ringline.__main__", "app"), ("ringline.kv", "app"),
     ("ringline", "face"),
 ]

@@ -1,0 +1,58 @@
+"""The QUIC knobs of ringline.http3: ``QuicLimits``.
+
+Owns the validated, immutable settings an HTTP/3 Client hands to each QUIC
+connection it opens; the HTTP bounds (header bytes and count, body bytes,
+decoding caps, concurrent streams) are ringline.http's ``Bounds``, reused as
+they are. Nothing here does I/O.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = ["QuicLimits", "DEFAULT_QUIC"]
+
+
+class QuicLimits:
+    """QUIC settings and the receive bound of one HTTP/3 connection.
+
+    ==========================  =========  =========================================
+    knob                        default    meaning
+    ==========================  =========  =========================================
+    max_buffered_bytes          8 MiB      response body bytes received but not yet
+                                           read, over all streams of a connection;
+                                           past it the connection stops feeding
+                                           datagrams to the engine (no window is
+                                           reopened) until reads bring it under half
+    max_data                    16 MiB     the connection receive window (MAX_DATA)
+    max_stream_data             4 MiB      each stream's receive window
+    idle_timeout                30 s       the QUIC idle timeout
+    engine                      None       "qh3" or "aioquic" (None: qh3 if
+                                           installed)
+    ==========================  =========  =========================================
+    """
+
+    __slots__ = ("max_buffered_bytes", "max_data", "max_stream_data", "idle_timeout", "engine")
+
+    def __init__(self, *, max_buffered_bytes: int = 8 << 20, max_data: int = 16 << 20,
+                 max_stream_data: int = 4 << 20, idle_timeout: float = 30.0,
+                 engine: Optional[str] = None) -> None:
+        for name, v in (("max_buffered_bytes", max_buffered_bytes), ("max_data", max_data),
+                        ("max_stream_data", max_stream_data)):
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)) \
+                or idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be a positive number, got {idle_timeout!r}")
+        if engine not in (None, "qh3", "aioquic"):
+            raise ValueError(f"engine must be None, 'qh3' or 'aioquic', got {engine!r}")
+        self.max_buffered_bytes = max_buffered_bytes
+        self.max_data = max_data
+        self.max_stream_data = max_stream_data
+        self.idle_timeout = float(idle_timeout)
+        self.engine = engine
+
+    def __repr__(self) -> str:
+        return "QuicLimits(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
+
+
+DEFAULT_QUIC = QuicLimits()

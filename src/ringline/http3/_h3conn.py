@@ -1,0 +1,466 @@
+"""One HTTP/3 connection: the engine's H3Connection on a ringline.quic
+connection, and the streams of the requests in flight on it.
+
+Owns ``H3Conn``: the H3Connection (QPACK, frames, SETTINGS, GOAWAY), the
+streams in flight (``_Stream``), the receive bound and the stream room.
+Every QUIC event of a turn goes through ``_on_quic_event`` (called by the
+QuicConn while it drains the engine) and wakes only the streams it concerns;
+requests queue their HEADERS / DATA and ``kick`` the connection, so all the
+requests of one loop turn leave in one batch of datagrams.
+
+Backpressure: body bytes received and not yet read are counted over the
+connection (``buffered``); past ``QuicLimits.max_buffered_bytes`` the QUIC
+connection is paused (datagrams stay unprocessed, no window reopens: the
+server stops within one connection window) and it resumes when reads bring
+the count under half. Neither engine can withhold credit per stream (both
+reopen a stream's window when its data became an event), so the bound is
+per connection: an unread stream can hold back the others on its
+connection -- read or close responses you stream.
+
+Lifecycle: OPEN (streams open while ``has_room()``) -> GOING AWAY (the
+server's GOAWAY: streams at or above its id fail with
+``StaleConnection(safe=True)``, which the client retries on a new
+connection; the others finish; no new stream opens) -> CLOSED (the QUIC
+connection terminated -- idle timeout, error, close -- every stream still
+open fails with the reason; the client forgets the connection).
+
+Invariants: every stream leaves ``streams`` exactly once (ended, reset or
+failed), waking one waiter for room; ``buffered`` equals the bytes held in
+the streams' ``data`` lists.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, List, Optional, Tuple
+
+from .._conn.timers import timeout as _timeout
+from ..http._config import Bounds, Timeout
+from ..http._errors import (LimitExceeded, PoolTimeout, ReadError, ReadTimeout,
+                            RemoteProtocolError)
+from ..http._h1 import check_header
+from ..http._h1conn import StaleConnection
+from ..http._models import Response
+from ..quic import QuicConn
+from ._config import QuicLimits
+
+__all__ = ["H3Conn"]
+
+_H3_REQUEST_CANCELLED = 0x10C
+_H3_NO_ERROR = 0x100
+_SEND_HIGH = 1 << 20            # request body bytes queued in the engine per stream
+
+
+class _Stream:
+    __slots__ = ("sid", "status", "headers", "data", "ended", "error", "waiter", "trailers",
+                 "nbytes", "unread")
+
+    def __init__(self, sid: int) -> None:
+        self.sid = sid
+        self.status = 0
+        self.headers: Optional[List[Tuple[bytes, bytes]]] = None
+        self.data: List[bytes] = []
+        self.ended = False
+        self.error: Optional[BaseException] = None
+        self.waiter: Optional[asyncio.Future] = None
+        self.trailers: Optional[List[Tuple[bytes, bytes]]] = None
+        self.nbytes = 0
+        self.unread = 0
+
+    def wake(self) -> None:
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+
+class H3Conn:
+    __slots__ = ("qc", "h3", "bounds", "limits", "streams", "loop", "closed", "going_away",
+                 "error", "room_waiters", "send_waiters", "buffered", "authority", "owner",
+                 "_h3ev", "_qev", "_send_size", "origin")
+
+    def __init__(self, qc: QuicConn, bounds: Bounds, limits: QuicLimits, origin: Any,
+                 owner: Any) -> None:
+        self.qc = qc
+        eng = qc.engine
+        self.h3 = eng.H3Connection(qc.quic)
+        self.bounds = bounds
+        self.limits = limits
+        self.origin = origin
+        self.owner = owner
+        self.streams: Dict[int, _Stream] = {}
+        self.loop = qc.loop
+        self.closed = False
+        self.going_away = False
+        self.error: Optional[BaseException] = None
+        self.room_waiters: List[asyncio.Future] = []
+        self.send_waiters: List[asyncio.Future] = []
+        self.buffered = 0
+        _, host, port = origin
+        h = f"[{host}]" if ":" in host else host
+        self.authority = (h if port == 443 else f"{h}:{port}").encode("idna")
+        self._h3ev = eng.h3events
+        self._qev = eng.events
+        self._send_size = getattr(qc.quic, "get_send_buffer_size", None)
+        qc.on_turn = self._on_turn
+        qc.set_handler(self._on_quic_event)
+        qc.kick()                  # the control and QPACK streams' SETTINGS
+
+    # -- room --
+
+    def has_room(self) -> bool:
+        if self.closed or self.going_away or len(self.streams) >= self.bounds.max_concurrent_streams:
+            return False
+        q = self.qc.quic
+        # qh3 refuses a stream past the peer's MAX_STREAMS (a cumulative
+        # count); aioquic queues it until the peer raises the limit
+        peer = getattr(q, "max_concurrent_bidi_streams", None)
+        return peer is None or (q.get_next_available_stream_id() >> 2) < peer
+
+    async def wait_room(self, t: Timeout) -> None:
+        fut = self.loop.create_future()
+        self.room_waiters.append(fut)
+        try:
+            if t.pool is None:
+                await fut
+            else:
+                async with _timeout(t.pool):
+                    await fut
+        except TimeoutError:
+            raise PoolTimeout(f"no HTTP/3 stream became free within {t.pool} s") from None
+        finally:
+            try:
+                self.room_waiters.remove(fut)
+            except ValueError:
+                pass
+
+    def _wake_room(self) -> None:
+        while self.room_waiters:
+            w = self.room_waiters.pop(0)
+            if not w.done():
+                w.set_result(None)
+                return
+
+    def _end_stream(self, s: _Stream) -> None:
+        if self.streams.pop(s.sid, None) is not None:
+            self._wake_room()
+            if self.going_away and not self.streams:
+                self.close()
+
+    # -- events (inside the QUIC connection's turn) --
+
+    def _on_quic_event(self, e: Any) -> None:
+        qev = self._qev
+        t = type(e)
+        if t is qev.ConnectionTerminated:
+            why = e.reason_phrase or ("no error" if e.error_code in (0, 0x100) else "error")
+            self._fail(ReadError(f"the HTTP/3 connection closed: {why} (0x{e.error_code:x})"))
+            return
+        if t is qev.StreamReset:
+            s = self.streams.get(e.stream_id)
+            if s is not None:
+                self._reset(s, e.error_code)
+            # the engine's H3 layer sees it too (qh3 emits its own event)
+        for he in self.h3.handle_event(e):
+            self._on_h3_event(he)
+
+    def _reset(self, s: _Stream, code: int) -> None:
+        if s.error is None and not s.ended:
+            if code == 0x10B and s.headers is None:     # H3_REQUEST_REJECTED: not processed
+                s.error = StaleConnection(True)
+            else:
+                s.error = RemoteProtocolError(f"the server reset the HTTP/3 stream "
+                                              f"(error 0x{code:x})")
+        self._drop_unread(s)
+        s.wake()
+        self._end_stream(s)
+
+    def _on_h3_event(self, e: Any) -> None:
+        ev = self._h3ev
+        t = type(e)
+        if t is ev.DataReceived:
+            s = self.streams.get(e.stream_id)
+            if s is None:
+                return
+            data = e.data
+            if data:
+                n = len(data)
+                s.nbytes += n
+                if s.nbytes > self.bounds.max_body_bytes:
+                    self._stream_error(s, LimitExceeded("max_body_bytes",
+                                                        self.bounds.max_body_bytes, "body"))
+                    return
+                s.data.append(data)
+                s.unread += n
+                self.buffered += n
+                if self.buffered > self.limits.max_buffered_bytes and not self.qc.paused:
+                    self.qc.pause()
+            if e.stream_ended:
+                s.ended = True
+                self._end_stream(s)
+            s.wake()
+        elif t is ev.HeadersReceived:
+            s = self.streams.get(e.stream_id)
+            if s is None:
+                return
+            hdrs = e.headers
+            if len(hdrs) > self.bounds.max_headers:
+                self._stream_error(s, LimitExceeded("max_headers", self.bounds.max_headers,
+                                                    "header count"))
+                return
+            size = 0
+            for k, v in hdrs:
+                size += len(k) + len(v) + 32
+            if s.headers is None:
+                if size > self.bounds.max_header_bytes:
+                    self._stream_error(s, LimitExceeded("max_header_bytes",
+                                                        self.bounds.max_header_bytes,
+                                                        "HTTP/3 header section"))
+                    return
+                status = 0
+                rest = []
+                for k, v in hdrs:
+                    if k == b":status":
+                        status = int(v)
+                    elif k[:1] != b":":
+                        rest.append((k, v))
+                if 100 <= status < 200:
+                    return
+                s.status = status
+                s.headers = rest
+            else:
+                if size > self.bounds.max_trailer_bytes:
+                    self._stream_error(s, LimitExceeded("max_trailer_bytes",
+                                                        self.bounds.max_trailer_bytes,
+                                                        "trailer section"))
+                    return
+                s.trailers = list(hdrs)
+            if e.stream_ended:
+                s.ended = True
+                self._end_stream(s)
+            s.wake()
+        elif t is ev.GoawayReceived:
+            self.going_away = True
+            waiters, self.room_waiters = self.room_waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+            for s in list(self.streams.values()):
+                if s.sid >= e.stream_id:
+                    s.error = StaleConnection(True)
+                    s.wake()
+                    self._end_stream(s)
+            self.owner._forget(self)
+            if not self.streams:
+                self.close()
+        elif t.__name__ == "StreamReset":       # qh3's H3-level reset event
+            s = self.streams.get(e.stream_id)
+            if s is not None:
+                self._reset(s, e.error_code)
+
+    def _on_turn(self) -> None:
+        if self.room_waiters and self.has_room():
+            # the peer raised MAX_STREAMS: every waiter checks again
+            waiters, self.room_waiters = self.room_waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+        waiters = self.send_waiters
+        if waiters:
+            self.send_waiters = []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    def _stream_error(self, s: _Stream, exc: BaseException) -> None:
+        s.error = exc
+        self._cancel(s)
+        s.wake()
+
+    def _drop_unread(self, s: _Stream) -> None:
+        if s.unread:
+            self.buffered -= s.unread
+            s.unread = 0
+            s.data = []
+            self._maybe_resume()
+
+    def _maybe_resume(self) -> None:
+        if self.qc.paused and self.buffered <= self.limits.max_buffered_bytes // 2:
+            self.qc.resume()
+
+    def _cancel(self, s: _Stream) -> None:
+        """Reset our side of ``s`` and ask the server to stop sending."""
+        self._drop_unread(s)
+        if s.sid in self.streams and not self.closed:
+            q = self.qc.quic
+            try:
+                q.reset_stream(s.sid, _H3_REQUEST_CANCELLED)
+            except Exception:
+                pass
+            try:
+                q.stop_stream(s.sid, _H3_REQUEST_CANCELLED)
+            except Exception:
+                pass
+            self.qc.kick()
+        self._end_stream(s)
+
+    # -- ending --
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.error = exc
+        for s in list(self.streams.values()):
+            if s.error is None and not s.ended:
+                s.error = exc
+            s.wake()
+        self.streams.clear()
+        for lst in (self.room_waiters, self.send_waiters):
+            for w in lst:
+                if not w.done():
+                    w.set_result(None)
+            lst.clear()
+        self.owner._forget(self)
+        self.qc.endpoint.close()
+
+    def close(self) -> None:
+        """Close gracefully (CONNECTION_CLOSE with H3_NO_ERROR)."""
+        if self.closed:
+            return
+        self.qc.close(_H3_NO_ERROR, "")
+        self._fail(ReadError("the HTTP/3 connection was closed by the client"))
+
+    # -- one exchange --
+
+    async def _wait(self, s: _Stream, read_timeout: Optional[float]) -> None:
+        fut = s.waiter = self.loop.create_future()
+        try:
+            if read_timeout is None:
+                await fut
+            else:
+                async with _timeout(read_timeout):
+                    await fut
+        except TimeoutError:
+            self._cancel(s)
+            raise ReadTimeout(f"no HTTP/3 response data within {read_timeout} s") from None
+        except BaseException:
+            self._cancel(s)
+            raise
+
+    async def _sender(self, s: _Stream, body: Any) -> None:
+        """A streamed request body, as the engine takes it (at most
+        ``_SEND_HIGH`` bytes queued per stream when the engine tells)."""
+        h3 = self.h3
+        size = self._send_size
+        try:
+            async for piece in body:
+                if not piece:
+                    continue
+                if self.closed or s.sid not in self.streams:
+                    return
+                h3.send_data(s.sid, piece, False)
+                self.qc.kick()
+                while size is not None and not self.closed and s.sid in self.streams \
+                        and size(s.sid) > _SEND_HIGH:
+                    fut = self.loop.create_future()
+                    self.send_waiters.append(fut)
+                    await fut
+            if not self.closed and s.sid in self.streams:
+                h3.send_data(s.sid, b"", True)
+                self.qc.kick()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if s.error is None:
+                s.error = exc
+            s.wake()
+            self._cancel(s)
+
+    async def request(self, client: Any, req: Any, t: Timeout) -> Response:
+        if not self.has_room():
+            raise StaleConnection(True)
+        raw_headers, checked, body = client._wire_headers(req, True)
+        headers = [(b":method", req.method.encode("ascii")), (b":scheme", b"https"),
+                   (b":authority", self.authority),
+                   (b":path", req.url.target.encode("ascii"))]
+        for i, (name, value) in enumerate(raw_headers):
+            if i >= checked:
+                check_header(name, value)
+            name = name.lower()
+            if name == b"te" and value.lower() != b"trailers":
+                continue
+            headers.append((name, value))
+        end = req.content is None and body is None or req.content == b""
+        q = self.qc.quic
+        sid = q.get_next_available_stream_id()
+        s = _Stream(sid)
+        self.streams[sid] = s
+        h3 = self.h3
+        try:
+            h3.send_headers(sid, headers, end_stream=end)
+            if not end and req.content is not None:
+                h3.send_data(sid, req.content, True)
+        except Exception as exc:
+            self.streams.pop(sid, None)
+            raise RemoteProtocolError(f"cannot open an HTTP/3 stream: {exc}") from None
+        self.qc.kick()
+        sender = None
+        if not end and req.content is None:
+            sender = self.loop.create_task(self._sender(s, body))
+        try:
+            while s.headers is None:
+                if s.error is not None:
+                    raise s.error
+                await self._wait(s, t.read)
+        except BaseException:
+            if sender is not None:
+                sender.cancel()
+            raise
+        return Response(s.status, headers=s.headers, request=req, http_version="HTTP/3",
+                        stream=_H3Body(self, s, t.read, sender), bounds=self.bounds)
+
+
+class _H3Body:
+    """The body of one HTTP/3 response (Response._stream)."""
+
+    __slots__ = ("c", "s", "read_timeout", "sender", "trailers", "released")
+
+    def __init__(self, c: H3Conn, s: _Stream, read_timeout: Optional[float],
+                 sender: Optional[asyncio.Task]) -> None:
+        self.c = c
+        self.s = s
+        self.read_timeout = read_timeout
+        self.sender = sender
+        self.trailers: Any = None
+        self.released = False
+
+    async def read(self) -> Optional[bytes]:
+        s = self.s
+        c = self.c
+        while True:
+            if s.data:
+                items = s.data
+                s.data = []
+                c.buffered -= s.unread
+                s.unread = 0
+                if c.qc.paused:
+                    c._maybe_resume()
+                return items[0] if len(items) == 1 else b"".join(items)
+            if s.error is not None:
+                raise s.error
+            if s.ended:
+                self.trailers = s.trailers
+                self.released = True
+                return None
+            if self.released:
+                return None
+            await c._wait(s, self.read_timeout)
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        if self.sender is not None and not self.sender.done():
+            self.sender.cancel()
+        self.c._cancel(self.s)
