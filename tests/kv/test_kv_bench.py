@@ -1,0 +1,29 @@
+"""python -m ringline.kv.bench runs end to end (tiny N): every server
+starts, redis-benchmark's rows are read, CPU per request is measured."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from ringline.kv import bench
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-benchmark") is None
+                                or shutil.which("redis-server") is None,
+                                reason="redis-server / redis-benchmark not installed")
+
+
+def test_bench_runs_every_server_and_depth():
+    res = bench.run(n=2000, clients=4, pipelines=(1, 4), keyspace=100)
+    assert [(label, p) for label, p, _ in res] == [
+        ("redis-server", 1), ("redis-server", 4), ("ringline.kv none", 1),
+        ("ringline.kv none", 4), ("ringline.kv disk", 1), ("ringline.kv disk", 4)]
+    for _, _, r in res:
+        assert r["set"] > 0 and r["get"] > 0 and r["cpu_us"] > 0
+    text = bench.report(res)
+    assert "ringline.kv disk" in text and "1.00" in text
+
+
+def test_cpu_seconds_counts_children():
+    import os
+    assert bench.cpu_seconds(os.getpid()) > 0
