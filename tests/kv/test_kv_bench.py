@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-benchmark") is None
 
 
 def test_bench_runs_every_server_and_depth():
-    res = bench.run(n=2000, clients=4, pipelines=(1, 4), keyspace=100)
+    res = bench.run(n=2000, clients=4, pipelines=(1, 4), keyspace=100, repeat=2)
     assert [(label, p) for label, p, _ in res] == [
         ("redis-server", 1), ("redis-server", 4), ("ringline.kv none", 1),
         ("ringline.kv none", 4), ("ringline.kv disk", 1), ("ringline.kv disk", 4)]

@@ -11,8 +11,11 @@ CPU time (utime + stime of the process and its children, from
 run; printing requests/s, server CPU microseconds per request and the
 ratios to redis-server.
 
-Lifecycle: servers are started one at a time, benchmarked, stopped (SIGTERM,
-then SIGKILL after 5 s); temp dirs are removed at the end, also on failure.
+Lifecycle: every server is started first; then `repeat` rounds, each running
+every pipeline depth against every server in turn (so a load change on a
+shared machine hits all alike); the medians are reported. The servers are
+stopped (SIGTERM, then SIGKILL after 5 s) and temp dirs removed at the end,
+also on failure.
 
 Invariants: only loopback addresses; every run is bounded by -n; the same
 redis-benchmark arguments are used for every server.
@@ -31,6 +34,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -118,38 +122,48 @@ def _benchmark(port: int, pid: int, n: int, clients: int, pipeline: int,
 def run(n: int = 200_000, clients: int = 50, pipelines: Sequence[int] = (1, 16),
         workers: int = 1, policies: Sequence[str] = ("none", "disk"),
         keyspace: int = 100_000, backend: Optional[str] = None,
-        redis: bool = True) -> List[Tuple[str, int, Dict[str, float]]]:
-    """Benchmark every server; returns (server label, pipeline, results)."""
-    results: List[Tuple[str, int, Dict[str, float]]] = []
+        redis: bool = True, repeat: int = 1) -> List[Tuple[str, int, Dict[str, float]]]:
+    """Benchmark every server; returns (server label, pipeline, results),
+    each result the median of `repeat` rounds. All servers run at once (idle
+    but for the one benchmarked) and the rounds interleave them, so a load
+    change on a shared machine hits every server alike."""
     tmp = tempfile.mkdtemp(prefix="kvbench-")
-    servers: List[Tuple[str, List[str], Dict[str, str]]] = []
+    servers: List[Tuple[str, List[str]]] = []
     env = dict(os.environ)
     if backend:
         env["RINGLINE_BACKEND"] = backend
     if redis:
         servers.append(("redis-server", ["redis-server", "--bind", "127.0.0.1", "--save", "",
-                                         "--appendonly", "no", "--port"], env))
+                                         "--appendonly", "no", "--port"]))
     for policy in policies:
         cmd = [sys.executable, "-m", "ringline.kv", "--workers", str(workers)]
         if policy == "disk":
             cmd += ["--appendonly", "yes", "--ack-policy", "disk",
                     "--dir", os.path.join(tmp, "disk")]
         cmd.append("--port")
-        servers.append((f"ringline.kv {policy}", cmd, env))
+        servers.append((f"ringline.kv {policy}", cmd))
+    running: List[Tuple[str, int, subprocess.Popen]] = []
+    rounds: Dict[Tuple[str, int], List[Dict[str, float]]] = {}
     try:
-        for label, cmd, env in servers:
+        for label, cmd in servers:
             port = _free_port()
             proc = subprocess.Popen(cmd + [str(port)], env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
-            try:
-                _wait_ping(port, proc)
-                for p in pipelines:
-                    results.append((label, p, _benchmark(port, proc.pid, n, clients, p,
-                                                         keyspace)))
-            finally:
-                _stop(proc)
+            running.append((label, port, proc))
+            _wait_ping(port, proc)
+        for _ in range(repeat):
+            for p in pipelines:
+                for label, port, proc in running:
+                    rounds.setdefault((label, p), []).append(
+                        _benchmark(port, proc.pid, n, clients, p, keyspace))
     finally:
+        for _, _, proc in running:
+            _stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
+    results = []
+    for (label, p), rs in sorted(rounds.items(), key=lambda kv: (
+            [s[0] for s in servers].index(kv[0][0]), kv[0][1])):
+        results.append((label, p, {k: statistics.median(r[k] for r in rs) for k in rs[0]}))
     return results
 
 
@@ -178,13 +192,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="ringline.kv ack policies to run (default none and disk)")
     ap.add_argument("--backend", choices=["io_uring", "poll"], help="RINGLINE_BACKEND")
     ap.add_argument("--no-redis", action="store_true", help="skip redis-server")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds (interleaving the servers); medians are reported")
     a = ap.parse_args(argv)
     if shutil.which("redis-benchmark") is None:
         print("redis-benchmark is not installed", file=sys.stderr)
         return 1
     res = run(a.n, a.c, a.P or (1, 16), a.workers, a.policy or ("none", "disk"), a.r,
-              a.backend, not a.no_redis)
-    print(f"redis-benchmark -t set,get -n {a.n} -c {a.c} -r {a.r}; ringline.kv --workers "
+              a.backend, not a.no_redis, a.repeat)
+    print(f"redis-benchmark -t set,get -n {a.n} -c {a.c} -r {a.r}; median of {a.repeat} "
+          f"interleaved rounds; ringline.kv --workers "
           f"{a.workers}; backend {a.backend or os.environ.get('RINGLINE_BACKEND', 'default')}; "
           f"Python {sys.version.split()[0]}; {os.cpu_count()} cpus")
     print(report(res))
