@@ -239,3 +239,46 @@ def test_protocol_error_reply_text():
     assert gate.out == [b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"]
     assert gate.closing and se.closing
     assert isinstance(fast.error, ProtocolError)
+
+
+def _journalled_shard(path: str) -> Any:
+    from ringline.kv.journal import Journal
+    from ringline.redis._resp import encode_command
+    j = Journal.open(path, fsync=False)
+    sh = Shard()
+
+    def hook(args: List[bytes]) -> None:
+        j.append(encode_command(args))
+    sh.on_write = hook
+    return sh, j, hook
+
+
+@given(st.lists(_op, max_size=12))
+@settings(max_examples=60, deadline=None)
+def test_fastconn_frames_journal_records_as_append_does(tmp_path_factory, ops):
+    d = tmp_path_factory.mktemp("j")
+    sh_a, j_a, hook_a = _journalled_shard(str(d / "a.rlj"))
+    sh_b, j_b, _ = _journalled_shard(str(d / "b.rlj"))
+    for sh in (sh_a, sh_b):
+        sh.ks.clock = _Clock()
+    srv_a, srv_b = _server(sh_a), _server(sh_b)
+    se_a, se_b = sh_a.new_session(), sh_b.new_session()
+    fast = FastConn(Limits(), sh_a, se_a, _Gate(), None, srv_a._run_one, srv_a._failure_reply,
+                    lambda n: ("need", n), j_a, hook_a)
+    data = b"".join(p for p in _encode_ops(ops) if p != b"tick")
+    if data:
+        fast.on_data(memoryview(data))
+        _python_path(srv_b, se_b, data)
+    assert j_a.appended == j_b.appended
+    j_a.close()
+    j_b.close()
+    with open(d / "a.rlj", "rb") as fa, open(d / "b.rlj", "rb") as fb:
+        assert fa.read() == fb.read()
+
+
+@given(st.binary(max_size=600))
+def test_crc32_is_zlibs(data):
+    import zlib
+
+    from ringline.kv._fastresp import crc32
+    assert crc32(data) == zlib.crc32(data)

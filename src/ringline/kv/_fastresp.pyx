@@ -29,7 +29,8 @@ cases where it is the same code path in effect, everything else falls back):
     expiry and its counter), a non-string value too (WRONGTYPE);
   - SET stores, drops nothing else (no deadline: checked above), counts
     `Keyspace.dirty`, and is journalled through `Shard.on_write(args)` as
-    execute does;
+    execute does, or, when on_write is the server's own journal hook, as a
+    record framed here (see "the batch's journal records" below);
   - `Shard.commands_processed` counts fast commands too (added per batch);
   - a protocol error: the commands before it run and are answered, then the
     error reply, then the connection closes (as the Python path did); QUIT
@@ -336,6 +337,131 @@ cdef int _put_bulk(const char *s, Py_ssize_t k) except -1:
     return 0
 
 
+# -- the batch's journal records (one buffer per process, like the replies) ----
+#
+# A fast SET is journalled as Journal.append would frame it (u32 length, u32
+# CRC-32 of the payload, little-endian; the payload is the RESP array of the
+# command as received, as encode_command writes it), collected for the batch
+# and handed over with one Journal.append_framed(records, count) before any
+# other command runs and at the end of the batch, so the journal's order is
+# the execution order. Only when the shard's on_write is the server's own
+# journal hook (`rec_hook`): any other hook gets every write itself.
+
+cdef char *_rec = NULL
+cdef Py_ssize_t _rec_len = 0, _rec_cap = 0
+cdef long _rec_count = 0
+cdef unsigned int _crc_table[256]
+
+
+cdef void _crc_init() noexcept:
+    cdef unsigned int c, i, k
+    for i in range(256):
+        c = i
+        for k in range(8):
+            c = (c >> 1) ^ 0xEDB88320U if c & 1 else c >> 1
+        _crc_table[i] = c
+
+
+_crc_init()
+
+
+cdef unsigned int _crc32(const unsigned char *p, Py_ssize_t n) noexcept:
+    # zlib's crc32 (IEEE 802.3, reflected), from 0
+    cdef unsigned int crc = 0xFFFFFFFFU
+    cdef Py_ssize_t i
+    for i in range(n):
+        crc = _crc_table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFFU
+
+
+def crc32(data):
+    """CRC-32 of a bytes-like object, as zlib.crc32(data) (for the tests)."""
+    cdef Py_buffer buf
+    PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
+    try:
+        return _crc32(<const unsigned char *>buf.buf, buf.len)
+    finally:
+        PyBuffer_Release(&buf)
+
+
+cdef inline char *_put_u32(char *w, unsigned int v) noexcept:
+    w[0] = <char>(v & 0xFF)
+    w[1] = <char>((v >> 8) & 0xFF)
+    w[2] = <char>((v >> 16) & 0xFF)
+    w[3] = <char>((v >> 24) & 0xFF)
+    return w + 4
+
+
+cdef inline char *_put_bulk_at(char *w, const char *s, Py_ssize_t k) noexcept:
+    cdef char digits[24]
+    cdef Py_ssize_t d = 0, m = k
+    while True:
+        digits[d] = <char>(48 + m % 10)
+        d += 1
+        m //= 10
+        if m == 0:
+            break
+    w[0] = b'$'
+    w += 1
+    while d:
+        d -= 1
+        w[0] = digits[d]
+        w += 1
+    w[0] = b'\r'
+    w[1] = b'\n'
+    w += 2
+    memcpy(w, s, k)
+    w += k
+    w[0] = b'\r'
+    w[1] = b'\n'
+    return w + 2
+
+
+cdef int _record3(const char *p, Py_ssize_t *off, Py_ssize_t *size) except -1:
+    # one framed record of a 3-argument command
+    global _rec, _rec_len, _rec_cap, _rec_count
+    cdef Py_ssize_t need = 8 + 4 + 3 * 26 + size[0] + size[1] + size[2], cap
+    cdef char *b
+    cdef char *w
+    cdef char *payload
+    if _rec_len + need > _rec_cap:
+        cap = _rec_cap * 2 if _rec_cap else 16384
+        while cap < _rec_len + need:
+            cap *= 2
+        b = <char *>realloc(_rec, cap)
+        if b == NULL:
+            raise MemoryError()
+        _rec = b
+        _rec_cap = cap
+    payload = w = _rec + _rec_len + 8
+    memcpy(w, b"*3\r\n", 4)
+    w += 4
+    w = _put_bulk_at(w, p + off[0], size[0])
+    w = _put_bulk_at(w, p + off[1], size[1])
+    w = _put_bulk_at(w, p + off[2], size[2])
+    _put_u32(_put_u32(_rec + _rec_len, <unsigned int>(w - payload)),
+             _crc32(<const unsigned char *>payload, w - payload))
+    _rec_len = w - _rec
+    _rec_count += 1
+    return 0
+
+
+cdef int _flush_records(object journal) except -1:
+    global _rec_len, _rec_count, _rec, _rec_cap
+    if _rec_count == 0:
+        return 0
+    data = PyBytes_FromStringAndSize(_rec, _rec_len)
+    count = _rec_count
+    _rec_len = 0
+    _rec_count = 0
+    if _rec_cap > _KEEP:
+        free(_rec)
+        _rec = NULL
+        _rec_cap = 0
+    journal.append_framed(data, count)
+    return 0
+
+
 cdef inline bint _is3(const char *s, char a, char b, char c) noexcept:
     # ASCII case-insensitive compare of a 3-byte command name (bytes.lower)
     return (s[0] | 0x20) == a and (s[1] | 0x20) == b and (s[2] | 0x20) == c
@@ -345,9 +471,12 @@ cdef class FastConn(Scanner):
     """One connection's native receive callback (see the module doc)."""
 
     cdef object shard, session, gate, journal, run_one, failure_reply, need_at_least
+    cdef object rec_journal, rec_hook
 
     def __init__(self, limits, shard, session, gate, journal, run_one, failure_reply,
-                 need_at_least):
+                 need_at_least, rec_journal=None, rec_hook=None):
+        self.rec_journal = rec_journal
+        self.rec_hook = rec_hook
         self.shard = shard
         self.session = session
         self.gate = gate
@@ -380,7 +509,7 @@ cdef class FastConn(Scanner):
         cdef int r = _MORE, proto
         cdef long fast_cmds = 0, fast_sets = 0
         cdef PyObject *v
-        cdef bint fast, closing = False
+        cdef bint fast, closing = False, records
         shard = self.shard
         session = self.session
         fast = shard.slots is None
@@ -389,6 +518,9 @@ cdef class FastConn(Scanner):
         expires = ks.expires
         on_write = shard.on_write
         proto = session.proto
+        rec_journal = self.rec_journal
+        records = (on_write is not None and on_write is self.rec_hook
+                   and rec_journal.failed is None)
         self.want = 0
         try:
             while pos < n:
@@ -424,7 +556,9 @@ cdef class FastConn(Scanner):
                             PyDict_SetItem(data, key, value)
                             fast_sets += 1
                             fast_cmds += 1
-                            if on_write is not None:
+                            if records:
+                                _record3(p, self.off, self.size)
+                            elif on_write is not None:
                                 args = [PyBytes_FromStringAndSize(p + self.off[0], 3),
                                         key, value]
                                 try:
@@ -436,6 +570,8 @@ cdef class FastConn(Scanner):
                             _put(b"+OK\r\n", 5)
                             continue
                 # everything else: Shard.execute through the server's run_one
+                if records:
+                    _flush_records(rec_journal)
                 if fast_cmds:
                     shard.commands_processed += fast_cmds
                     ks.dirty += fast_sets
@@ -450,6 +586,8 @@ cdef class FastConn(Scanner):
             if fast_cmds:
                 shard.commands_processed += fast_cmds
                 ks.dirty += fast_sets
+            if records:
+                _flush_records(rec_journal)
         if r == _ERROR and not closing:
             reply = self.failure_reply(session, None, self.error)
             _put(PyBytes_AS_STRING(reply), PyBytes_GET_SIZE(reply))

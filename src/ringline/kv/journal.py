@@ -106,11 +106,16 @@ class Journal:
 
     def append(self, payload: bytes) -> int:
         """Buffer one record; returns its sequence number (1, 2, ...)."""
+        return self.append_framed(HEADER.pack(len(payload), zlib.crc32(payload)) + payload, 1)
+
+    def append_framed(self, records: bytes, count: int) -> int:
+        """Buffer count records already framed as append frames them
+        (ringline.kv's native request path frames a batch's writes itself);
+        returns the last one's sequence number."""
         if self.failed is not None:
             raise JournalError(f"journal {self.path} failed: {self.failed}")
-        self._buf += HEADER.pack(len(payload), zlib.crc32(payload))
-        self._buf += payload
-        self.appended += 1
+        self._buf += records
+        self.appended += count
         if not self._scheduled:
             self._schedule()
         return self.appended

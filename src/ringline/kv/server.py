@@ -125,6 +125,7 @@ class KvServer(Handler):
             self.shard = Shard(port=opts.port)
         self.cursor = DurabilityCursor(opts.ack_policy)
         self.journal: Optional[Journal] = None
+        self._journal_hook: Any = None     # on_write when it is the journal's (FastConn frames)
         self.listener: Any = None
         self.recovered = (0, 0)
         self.shard.info_extra = self._info_extra
@@ -146,7 +147,7 @@ class KvServer(Handler):
 
             def on_write(args: List[bytes]) -> None:
                 append(encode_command(args))
-            self.shard.on_write = on_write
+            self.shard.on_write = self._journal_hook = on_write
 
     def _journal_failed(self, exc: BaseException) -> None:
         log.error("kv worker %d: journal failed, writes now get errors: %s",
@@ -213,7 +214,8 @@ class KvServer(Handler):
         gate = ReplyGate(conn, self.cursor, self.options.client_cap)
         fast = FastConn(self.options.limits, shard, session, gate,
                         self.journal if self.cursor.gated else None,
-                        self._run_one, self._failure_reply, api.need_at_least)
+                        self._run_one, self._failure_reply, api.need_at_least,
+                        self.journal, self._journal_hook)
         try:
             await conn.on_data(fast.on_data)
         except ConnectionError:
