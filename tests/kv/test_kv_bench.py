@@ -16,12 +16,14 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-benchmark") is None
 def test_bench_runs_every_server_and_depth():
     res = bench.run(n=2000, clients=4, pipelines=(1, 4), keyspace=100, repeat=2)
     assert [(label, p) for label, p, _ in res] == [
-        ("redis-server", 1), ("redis-server", 4), ("ringline.kv none", 1),
+        ("redis-server", 1), ("redis-server", 4), ("redis-server always", 1),
+        ("redis-server always", 4), ("ringline.kv none", 1),
         ("ringline.kv none", 4), ("ringline.kv disk", 1), ("ringline.kv disk", 4)]
     for _, _, r in res:
         assert r["set"] > 0 and r["get"] > 0 and r["cpu_us"] > 0
     text = bench.report(res)
     assert "ringline.kv disk" in text and "1.00" in text
+    assert "ringline.kv disk / ringline.kv none SET at -P 4" in text
 
 
 def test_cpu_seconds_counts_children():
