@@ -21,7 +21,9 @@ def test_bench_runs_every_server_and_depth():
         ("ringline.kv none", 4), ("ringline.kv disk", 1), ("ringline.kv disk", 4)]
     for _, _, r in res:
         assert r["set"] > 0 and r["get"] > 0
-        assert r["set_cpu_us"] > 0 and r["get_cpu_us"] > 0
+        assert r["set_cpu_us"] >= 0 and r["get_cpu_us"] >= 0
+    # a tiny run may stay under one clock tick per row, not all of them
+    assert sum(r["set_cpu_us"] + r["get_cpu_us"] for _, _, r in res) > 0
     text = bench.report(res)
     assert "ringline.kv disk" in text and "1.00" in text
     assert "ringline.kv disk / ringline.kv none SET at -P 4" in text

@@ -282,3 +282,20 @@ def test_crc32_is_zlibs(data):
 
     from ringline.kv._fastresp import crc32
     assert crc32(data) == zlib.crc32(data)
+
+
+def test_fastconn_many_arguments_then_small_commands():
+    sh = Shard()
+    srv = _server(sh)
+    se = sh.new_session()
+    gate = _Gate()
+    fast = FastConn(Limits(), sh, se, gate, None, srv._run_one, srv._failure_reply,
+                    lambda n: ("need", n))
+    keys = [b"k%d" % i for i in range(3000)]
+    mset = [b"MSET"] + [x for k in keys for x in (k, k)]
+    data = _cmd(mset) + _cmd([b"DEL"] + keys[:2000]) + _cmd([b"GET", b"k2999"])
+    assert fast.on_data(memoryview(data)) == len(data)
+    assert gate.out == [b"+OK\r\n:2000\r\n$5\r\nk2999\r\n"]
+    data = _cmd([b"SET", b"a", b"b"]) + _cmd([b"GET", b"a"])
+    assert fast.on_data(memoryview(data)) == len(data)
+    assert gate.out[-1] == b"+OK\r\n$1\r\nb\r\n"

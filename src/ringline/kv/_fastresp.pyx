@@ -232,6 +232,21 @@ cdef class Scanner:
             return self._fail("ERR Protocol error: request too big")
         return _MORE
 
+    cdef int _shrink(self) except -1:
+        # after a command with many arguments: back to small span arrays
+        cdef Py_ssize_t *o = <Py_ssize_t *>malloc(8 * sizeof(Py_ssize_t))
+        cdef Py_ssize_t *z = <Py_ssize_t *>malloc(8 * sizeof(Py_ssize_t))
+        if o == NULL or z == NULL:
+            free(o)
+            free(z)
+            return 0                    # keep the big ones
+        free(self.off)
+        free(self.size)
+        self.off = o
+        self.size = z
+        self.cap = 8
+        return 0
+
     cdef list _args(self, const char *p, int kind):
         cdef list out
         cdef Py_ssize_t i
@@ -499,6 +514,8 @@ cdef class FastConn(Scanner):
         finally:
             _busy = False
             PyBuffer_Release(&buf)
+            if self.cap > 1024:
+                self._shrink()
             if _out_cap > _KEEP:
                 free(_out)
                 _out = NULL
