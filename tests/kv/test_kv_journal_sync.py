@@ -20,8 +20,6 @@ class _Disk(Journal):
         if self.delay:
             time.sleep(self.delay)
         super()._timed_sync()
-        if self.delay:
-            self.last_sync = self.delay + 0.0001
 
 
 def _load(j: Journal, n: int):

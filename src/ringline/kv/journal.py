@@ -162,11 +162,11 @@ class Journal:
             if self.fsync and self.background and self.loop is not None \
                     and self.last_sync >= self.inline_sync:
                 self._inflight = True
-                fut = self.loop.run_in_executor(self._pool(), self._timed_sync)
+                fut = self.loop.run_in_executor(self._pool(), self._sync_step)
                 fut.add_done_callback(lambda f: self._sync_done(f, target))
                 return
             if self.fsync:
-                self._timed_sync()
+                self._sync_step()
         except OSError as exc:
             self._fail(exc)
         self._done(target)
@@ -174,8 +174,16 @@ class Journal:
     def _timed_sync(self) -> None:
         t0 = time.perf_counter()
         os.fdatasync(self.fd)
-        self.last_sync = took = time.perf_counter() - t0
-        self.sync_seconds += took
+        self.sync_seconds += time.perf_counter() - t0
+
+    def _sync_step(self) -> None:
+        """One sync (inline or on the thread); how long it took decides
+        where the next one runs."""
+        t0 = time.perf_counter()
+        try:
+            self._timed_sync()
+        finally:
+            self.last_sync = time.perf_counter() - t0
 
     def _pool(self) -> Any:
         if self._executor is None:
