@@ -32,3 +32,11 @@ def test_bench_runs_every_server_and_depth():
 def test_cpu_seconds_counts_children():
     import os
     assert bench.cpu_seconds(os.getpid()) > 0
+
+
+def test_report_survives_a_cpu_reading_of_zero():
+    row = {"set": 10.0, "get": 10.0, "set_cpu_us": 0.0, "get_cpu_us": 0.0}
+    text = bench.report([("redis-server", 1, row), ("ringline.kv none", 1, row),
+                         ("ringline.kv disk", 1, row)])
+    assert "1.00x throughput, n/a server CPU" in text
+

@@ -195,10 +195,11 @@ def report(results: List[Tuple[str, int, Dict[str, float]]]) -> str:
                            ("redis-server always", "redis-server")):
         for label, p, r in results:
             if label == durable and (plain, p) in got:
+                cpu = got[plain, p]["set_cpu_us"]     # 0 when under one clock tick
                 lines.append(f"{durable} / {plain} SET at -P {p}: "
-                             f"{r['set'] / got[plain, p]['set']:.2f}x throughput, "
-                             f"{r['set_cpu_us'] / got[plain, p]['set_cpu_us']:.2f}x server CPU "
-                             f"per request")
+                             f"{r['set'] / got[plain, p]['set']:.2f}x throughput, " +
+                             (f"{r['set_cpu_us'] / cpu:.2f}x" if cpu else "n/a") +
+                             " server CPU per request")
     return "\n".join(lines)
 
 
