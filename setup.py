@@ -29,6 +29,12 @@ extensions = [
         extra_link_args=link_extra,
     ),
     Extension(
+        "ringline.kv._fastresp",
+        ["src/ringline/kv/_fastresp.pyx"],
+        extra_compile_args=["-O2", *compile_extra],
+        extra_link_args=link_extra,
+    ),
+    Extension(
         "ringline.memcache._speedups",
         ["src/ringline/memcache/_speedups.pyx"],
         extra_compile_args=["-O2", *compile_extra],

@@ -19,6 +19,13 @@ Invariants:
   - an error reply never changes the keyspace;
   - a key that this shard does not own gets a MOVED reply and nothing else
     (see docs/kv.md, "Sharding").
+
+The one exception to "execute is the one dispatch path": GET key and SET key
+value (no options) on a single shard are run by the native request path
+(kv/_fastresp.pyx) straight against `Keyspace.data` when execute would do
+exactly the same (no deadline on the key, a string value); it keeps these
+invariants and counts `commands_processed`; a new hook on writes belongs in
+`on_write`, which it calls (or whose journal records it frames itself).
 """
 from __future__ import annotations
 

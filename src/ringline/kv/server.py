@@ -46,7 +46,8 @@ from ..redis._resp import encode_command
 from .commands import Session, Shard
 from .gate import POLICIES, DurabilityCursor, ReplyGate
 from .journal import Journal, JournalError
-from .resp import Error, Limits, RequestParser, encode
+from ._fastresp import FastConn
+from .resp import Error, Limits, ProtocolError, RequestParser, encode
 from .slots import split
 
 __all__ = ["KvOptions", "KvServer"]
@@ -124,6 +125,7 @@ class KvServer(Handler):
             self.shard = Shard(port=opts.port)
         self.cursor = DurabilityCursor(opts.ack_policy)
         self.journal: Optional[Journal] = None
+        self._journal_hook: Any = None     # on_write when it is the journal's (FastConn frames)
         self.listener: Any = None
         self.recovered = (0, 0)
         self.shard.info_extra = self._info_extra
@@ -145,7 +147,7 @@ class KvServer(Handler):
 
             def on_write(args: List[bytes]) -> None:
                 append(encode_command(args))
-            self.shard.on_write = on_write
+            self.shard.on_write = self._journal_hook = on_write
 
     def _journal_failed(self, exc: BaseException) -> None:
         log.error("kv worker %d: journal failed, writes now get errors: %s",
@@ -210,51 +212,42 @@ class KvServer(Handler):
         shard.connections += 1
         session = shard.new_session()
         gate = ReplyGate(conn, self.cursor, self.options.client_cap)
+        fast = FastConn(self.options.limits, shard, session, gate,
+                        self.journal if self.cursor.gated else None,
+                        self._run_one, self._failure_reply, api.need_at_least,
+                        self.journal, self._journal_hook)
         try:
-            await conn.on_data(self._make_on_data(conn, session, gate))
+            await conn.on_data(fast.on_data)
         except ConnectionError:
             pass
         finally:
             gate.close()
             shard.connections -= 1
 
-    def _make_on_data(self, conn: Any, session: Session, gate: ReplyGate) -> Any:
-        """The connection's receive callback: parse what arrived, run the
-        complete commands in order, push their replies through the gate as
-        one block tagged with the journal's append count."""
-        parser = RequestParser(self.options.limits)
-        execute = self.shard.execute
-        journal = self.journal if self.cursor.gated else None
-        need_at_least = api.need_at_least
-        worker_id = self.worker_id
+    # The receive path is native (_fastresp.FastConn: parse what arrived, run
+    # the complete commands in order, GET / plain SET straight from the
+    # keyspace, push the batch's replies through the gate as one block tagged
+    # with the journal's append count); every other command comes back here.
 
-        def on_data(view: memoryview) -> Any:
-            data = bytes(view)
-            cmds, used = parser.feed(data)
-            out = []
-            for args in cmds:
-                try:
-                    reply = execute(session, args)
-                except JournalError as exc:
-                    log.error("kv worker %d: %s", worker_id, exc)
-                    reply = Error(b"ERR journal failed: writes are not persisted")
-                except Exception:
-                    log.exception("kv worker %d: command %r failed", worker_id, args[:1])
-                    reply = INTERNAL_ERROR
-                out.append(encode(reply, session.proto))     # HELLO's own reply too
-                if session.closing:
-                    used = len(data)
-                    break
-            if parser.error is not None and not session.closing:
-                out.append(encode(Error(str(parser.error).encode()), session.proto))
-                session.closing = True
-            if out:
-                seq = journal.appended if journal is not None else 0
-                gate.push(out[0] if len(out) == 1 else b"".join(out), seq)
-            if session.closing:
-                gate.close_after_sent()
-                return used or len(data)
-            if used == 0 and parser.want:
-                return need_at_least(parser.want)
-            return used
-        return on_data
+    def _run_one(self, session: Session, args: List[bytes]) -> bytes:
+        """Run one command through Shard.execute; its encoded reply."""
+        try:
+            reply = self.shard.execute(session, args)
+        except Exception as exc:
+            return self._failure_reply(session, args, exc)
+        return encode(reply, session.proto)     # HELLO's own reply too
+
+    def _failure_reply(self, session: Session, args: Optional[List[bytes]],
+                       exc: BaseException) -> bytes:
+        """The reply to a command that failed (a journal failure, a bug), or
+        to a protocol error (args None)."""
+        if isinstance(exc, ProtocolError):
+            reply = Error(str(exc).encode())
+        elif isinstance(exc, JournalError):
+            log.error("kv worker %d: %s", self.worker_id, exc)
+            reply = Error(b"ERR journal failed: writes are not persisted")
+        else:
+            log.error("kv worker %d: command %r failed", self.worker_id,
+                      (args or [b"?"])[:1], exc_info=exc)
+            reply = INTERNAL_ERROR
+        return encode(reply, session.proto)
