@@ -108,7 +108,7 @@ def _cell_value(entry: dict | None, notes: list[str], key: str, rate: str = "rps
     text = f"{fmt_rate(rps['median'])} ({fmt_rate(rps['min'])}–{fmt_rate(rps['max'])})"
     bad = [r for r in entry["rounds"] if r.get("status") != "ok"]
     if bad:
-        notes.append(f"{key}: {len(bad)} of {len(entry['rounds'])} rounds failed: "
+        notes.append(f"{key}: {len(bad)} of {len(entry['rounds'])} rounds not counted: "
                      f"{bad[0].get('error')}")
         text += f" [{len(notes)}]"
     return text

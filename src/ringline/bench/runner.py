@@ -16,7 +16,10 @@ Method, per cell:
    Each session opens its connections, runs an unmeasured lead-in, then
    measures.  The server's CPU time (utime + stime from /proc/PID/stat) is
    read before and after each session; CPU per request is that difference
-   over every request the session completed, lead-in included.
+   over every request the session completed, lead-in included.  The other
+   (idle) servers' CPU time is read too: a round during which one of them
+   was busy is ``disturbed`` and not counted, and an idle server that keeps
+   a CPU busy is stopped (an error for its cell) and the round run again.
 4. Stop the servers.  The median, min and max over rounds are reported.
 
 The client workloads (``BenchConfig.clients``, see :mod:`.clients`) run
@@ -208,6 +211,33 @@ def c_reference(cell: dict) -> dict | None:
     return best
 
 
+# An idle server using more than this share of a CPU during another loop's
+# round disturbs it (both are pinned to the server CPU): the round is not
+# counted.  Above SPINNER_LIMIT the idle server is stopped (it spins).
+NEIGHBOUR_LIMIT = 0.05
+SPINNER_LIMIT = 0.25
+
+
+def _others(servers: dict[str, ServerProcess], loop: str) -> dict[str, ServerProcess]:
+    return {name: srv for name, srv in servers.items() if name != loop}
+
+
+def _cpu_of(servers: dict[str, ServerProcess] | None) -> dict[str, float]:
+    out = {}
+    for name, srv in (servers or {}).items():
+        try:
+            out[name] = sum(srv.cpu_times())
+        except OSError:  # died: not a neighbour any more
+            pass
+    return out
+
+
+def _cpu_delta(servers: dict[str, ServerProcess] | None,
+               before: dict[str, float]) -> dict[str, float]:
+    after = _cpu_of(servers)
+    return {name: after[name] - t0 for name, t0 in before.items() if name in after}
+
+
 def summarize_rounds(rounds: list[dict]) -> dict | None:
     """Median/min/max over the rounds that completed without errors."""
     ok = [r for r in rounds if r.get("status") == "ok"]
@@ -334,11 +364,19 @@ class _Run:
 
     def _session(self, server: ServerProcess, mode: str, conns: int,
                  size: int | None, duration: float, lead_in: float,
-                 round_no: int | None, verify: bool = False) -> dict:
-        """One generator session against ``server``, with CPU accounting."""
+                 round_no: int | None, verify: bool = False,
+                 neighbours: dict[str, ServerProcess] | None = None) -> dict:
+        """One generator session against ``server``, with CPU accounting.
+
+        ``neighbours`` are the cell's other (idle) servers, pinned to the
+        same CPU: their CPU time is read around the session too, and a
+        session during which one of them used more than ``NEIGHBOUR_LIMIT``
+        of a CPU is ``disturbed`` (not counted: the measured server had to
+        share its CPU), with ``busy_neighbours`` naming them."""
         spec = self._spec(mode, server.port, conns, size, duration, lead_in)
         if verify:
             spec.verify = True
+        before = _cpu_of(neighbours)
         u0, s0 = server.cpu_times()
         report = run_loadgen(spec)
         try:
@@ -347,6 +385,8 @@ class _Run:
             raise LoadgenError(server.describe_death())
         cpu = (u1 - u0) + (s1 - s0)
         wall = report["wall_s"]
+        busy = {name: used / wall for name, used in _cpu_delta(neighbours, before).items()
+                if wall and used / wall > NEIGHBOUR_LIMIT}
         record = {
             "round": round_no,
             "status": "ok" if report["errors"] == 0 and report["requests"] > 0 else "errors",
@@ -369,9 +409,15 @@ class _Run:
             "server_rss_kib": server.rss_kib(),
             "loadgen": report,
         }
+        if busy:
+            record["busy_neighbours"] = {k: round(v, 3) for k, v in busy.items()}
         if record["status"] != "ok":
             record["error"] = (report.get("first_error") or
                                ("no request completed" if not report["requests"] else ""))
+        elif busy:
+            record["status"] = "disturbed"
+            record["error"] = ("another server on the same CPU was busy during the round: "
+                               + ", ".join(f"{k} {v:.0%}" for k, v in busy.items()))
         return record
 
     # ---- cells --------------------------------------------------------------
@@ -441,7 +487,9 @@ class _Run:
                     # (HTTP: status 200 and framing, always); a server that
                     # answers wrongly is an error for this cell, not a number
                     warm = self._session(server, workload.mode, cell.conns, cell.size,
-                                         cfg.warmup, 0.0, None, verify=True)
+                                         cfg.warmup, 0.0, None, verify=True,
+                                         neighbours=_others(servers, loop))
+                    self._stop_spinners(warm, entries, servers, label)
                     entries[loop]["warmup"] = {k: warm[k] for k in
                                                ("rps", "requests", "errors", "status")}
                     if warm["status"] != "ok":
@@ -470,7 +518,13 @@ class _Run:
                         continue
                     try:
                         rec = self._session(server, workload.mode, cell.conns, cell.size,
-                                            cfg.duration, cfg.lead_in, round_no)
+                                            cfg.duration, cfg.lead_in, round_no,
+                                            neighbours=_others(servers, loop))
+                        if self._stop_spinners(rec, entries, servers, label):
+                            # the CPU is free again: measure this round once more
+                            rec = self._session(server, workload.mode, cell.conns,
+                                                cell.size, cfg.duration, cfg.lead_in,
+                                                round_no, neighbours=_others(servers, loop))
                         if rec["status"] != "ok":
                             self.progress.note(f"{label} {loop} round {round_no + 1}: "
                                                f"{rec['errors']} errors: {rec.get('error')}")
@@ -498,6 +552,21 @@ class _Run:
                                        if r.get("error")), "no successful round")
         record["c_reference"] = c_reference(record)
         return record
+
+    def _stop_spinners(self, rec: dict, entries: dict, servers: dict, label: str) -> bool:
+        """Stop every server that used more than ``SPINNER_LIMIT`` of a CPU
+        while it was not being measured (it spins while idle: it would
+        disturb every other loop's rounds); its cell becomes an error.
+        True if one was stopped."""
+        stopped = False
+        for name, util in (rec.get("busy_neighbours") or {}).items():
+            if util > SPINNER_LIMIT and name in servers:
+                self._fail_loop(entries[name], servers, name,
+                                f"the server kept {util:.0%} of a CPU busy while it was not "
+                                f"being measured (stopped so that it does not disturb the "
+                                f"other loops)", label)
+                stopped = True
+        return stopped
 
     def _fail_loop(self, entry: dict, servers: dict, loop: str, message: str,
                    label: str) -> None:
