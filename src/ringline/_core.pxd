@@ -129,6 +129,7 @@ cdef class _LoopOps(_LoopSched):
     cdef _WakeOp wake_op
     cdef uint64_t op_counts[64]
     cdef public uint64_t stale_cqes
+    cdef public uint64_t sq_full_enters  # submissions forced by a full SQ
     cdef uint64_t sq_epoch          # driver submissions so far (see _void_queued)
     cdef list voided                # user_data of ops whose SQE was voided
     cdef unsigned char probe_ops[256]
@@ -590,10 +591,6 @@ cdef class _ReadWait:
 
 
 # ---- _conn/slot.pxi ----------------------------------------------------------
-
-cdef class _NShutOp(_Op):
-    cdef _ConnSlot slot
-    cdef int complete(self, int res, uint32_t flags) except -1
 
 cdef class _ConnSlot(_SendQueue):
     cdef _ConnTable table

@@ -102,7 +102,7 @@ static const unsigned char rl_pd_supported[] = {
     IORING_OP_NOP, IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_POLL_ADD,
     IORING_OP_SENDMSG, IORING_OP_RECVMSG, IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL,
     IORING_OP_CONNECT, IORING_OP_CLOSE, IORING_OP_READ, IORING_OP_WRITE,
-    IORING_OP_SEND, IORING_OP_RECV, IORING_OP_SHUTDOWN,
+    IORING_OP_SEND, IORING_OP_RECV,
 };
 
 static int rl_pd_init(rl_polldrv *d, unsigned entries) {
@@ -719,10 +719,6 @@ static int rl_pd_run(rl_polldrv *d, rl_pd_op *op, int from_event, uint32_t reven
         rl_pd_post(d, sqe->user_data, (int)mask, 0);
         return RL_PD_DONE;
     }
-
-    case IORING_OP_SHUTDOWN:
-        n = shutdown(fd, (int)sqe->len);
-        break;
 
     case IORING_OP_CLOSE:
         n = close(fd);

@@ -66,8 +66,9 @@ async def _connect_sockaddr(loop: Any, family: int, sockaddr: Any,
     try:
         await fut
     except BaseException:
-        # the kernel holds its own reference to the socket while the CONNECT
-        # is in flight; the op keeps the address memory until it completes
+        # a CONNECT not yet submitted is voided, never run on the number
+        # reused after this close; a submitted one holds its own reference
+        # to the socket; the op keeps the address memory until it completes
         _core._cancel_connect(op)
         os.close(fd)
         raise

@@ -353,5 +353,9 @@ def _connect_timed_out(_NConnectOp op):
 
 
 def _cancel_connect(_NConnectOp op):
+    """Cancel a CONNECT whose fd the caller closes next: a CONNECT still in
+    the submission queue is voided (it would run against whatever socket
+    gets the number next: invariant 10), one already submitted cancelled
+    (the kernel holds its own reference to the socket meanwhile)."""
     if op.inflight:
-        op.loop._cancel_op(op)
+        op.loop._cancel_for_close(op)

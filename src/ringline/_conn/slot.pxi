@@ -2,7 +2,7 @@
 #
 # Owns: _ConnSlot (fd, receive accumulator, the multishot RECV, the send
 # queue and its single in-flight send, guarded sends and chains, shutdown
-# and close) with its shutdown op (_NShutOp; the send queue is sendq.pxi's _SendQueue), and
+# and close; the send queue is sendq.pxi's _SendQueue), and
 # _ConnTable (one per loop: the slots, their free list, the per-loop knobs
 # -- send queue limit, accumulator cap, zero-copy threshold, connection
 # limit, send pool budget -- and counters).
@@ -16,15 +16,9 @@
 # partial send continues from the right offset; every buffer an op points
 # at is held by the op until its final completion (invariant 1); the fd is
 # closed only when `nops` is zero; a slot's generation changes when it is
-# freed, so a stale Conn handle never reaches the connection reusing it.
-
-
-cdef class _NShutOp(_Op):
-
-    cdef int complete(self, int res, uint32_t flags) except -1:
-        self.slot.nops -= 1
-        self.slot._maybe_recycle()
-        return 0
+# freed, so a stale Conn handle never reaches the connection reusing it;
+# nothing is ever submitted by the fd number once the close is queued (the
+# write shutdown is a direct call, see _send_shutdown: invariant 10).
 
 
 # ---------------------------------------------------------------------------
@@ -511,15 +505,15 @@ cdef class _ConnSlot(_SendQueue):
 
     @cython.final
     cdef int _send_shutdown(self) except -1:
-        cdef _NShutOp op
-        cdef io_uring_sqe *sqe
+        # A direct shutdown(2), not IORING_OP_SHUTDOWN: the kernel runs that
+        # op in a worker thread that looks the fd number up late, after a
+        # close submitted in the same enter may have freed it for a new
+        # socket, which it would then half-close (invariant 10). Called only
+        # once no send is in flight or queued: nothing to order it after.
+        # Non-blocking and cheap; its result is of no use (a peer already
+        # gone shows on the receive side), as the op's never was.
         self.shut_sent = True
-        op = _NShutOp.__new__(_NShutOp)
-        op.loop = self.loop
-        op.slot = self
-        op.fd = self.fd
-        self.loop._submit(op, IORING_OP_SHUTDOWN, self.fd, NULL, SHUT_WR, 0)
-        self.nops += 1
+        shutdown(self.fd, SHUT_WR)
         return 0
 
     # -- ending --

@@ -544,7 +544,8 @@ cdef class LoopCore(_LoopSock):
 
     def _ring_stats(self):
         """Counters: operations prepared per opcode, io_uring_enter calls,
-        SQEs submitted, stale completions dropped, loop iterations."""
+        SQEs submitted, stale completions dropped, submissions forced by a full
+        SQ, loop iterations."""
         cdef rl_drv_info info
         rl_drv_get_info(&self.drv, &info)
         drv = {'enters': info.enters, 'submitted': info.submitted}
@@ -556,6 +557,7 @@ cdef class LoopCore(_LoopSock):
             'ops': {i: self.op_counts[i] for i in range(64) if self.op_counts[i]},
             **drv,
             'stale_cqes': self.stale_cqes,
+            'sq_full_enters': self.sq_full_enters,
             'iterations': self.iterations,
             'inflight': self.inflight,
             'enobufs': self.enobufs,

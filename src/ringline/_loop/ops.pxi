@@ -112,7 +112,7 @@ cdef class _LoopOps(_LoopSched):
             ('ACCEPT', IORING_OP_ACCEPT), ('CONNECT', IORING_OP_CONNECT),
             ('POLL_ADD', IORING_OP_POLL_ADD), ('ASYNC_CANCEL', IORING_OP_ASYNC_CANCEL),
             ('SENDMSG', IORING_OP_SENDMSG), ('RECVMSG', IORING_OP_RECVMSG),
-            ('SHUTDOWN', IORING_OP_SHUTDOWN), ('WRITE', IORING_OP_WRITE),
+            ('WRITE', IORING_OP_WRITE),
             ('WRITEV', IORING_OP_WRITEV))
             if op >= self.probe_len or not self.probe_ops[op]]
         if missing:
@@ -305,6 +305,7 @@ cdef class _LoopOps(_LoopSched):
         sqe = rl_drv_get_sqe(&self.drv)
         if sqe == NULL:
             # SQ full within one iteration: hand the batch to the kernel now.
+            self.sq_full_enters += 1
             self._drv_enter(0, 0)
             sqe = rl_drv_get_sqe(&self.drv)
             if sqe == NULL:
