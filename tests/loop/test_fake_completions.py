@@ -5,7 +5,10 @@ ring with no kernel behind it (``_ring.h``: ``rl_ring_init_fake``). The test
 reads what the core submitted (``loop._fake_sqes()``: opcode, flags, fd, len,
 user_data of every SQE) and posts the completions it chooses
 (``loop._fake_complete(user_data, res, flags)``): short sends, ECANCELED,
-ENOBUFS, stale tokens, zero-length results, a nearly full SQ. Sockets are
+ENOBUFS, stale tokens, zero-length results, a nearly full SQ; and the
+results of the waits (``loop._fake_script_waits([-EINTR, ...])``: a wait
+interrupted by a signal, timed out, or failed; ``loop._fake_waits()``: how
+many waits there were and the timeout the last one gave). Sockets are
 real socketpairs so the objects are genuine, but the kernel never sees an
 operation. These tests need no io_uring and run on every backend pass.
 """
@@ -350,3 +353,58 @@ def test_accept_completing_while_the_loop_closes_does_not_leak_the_fd(pair):
         lsock.close()
         if not lp.is_closed():
             lp.close()
+
+
+# --------------------------------------------------- the wait (no kernel)
+
+
+@pytest.mark.parametrize("res", [errno.EINTR, errno.ETIME, errno.EBUSY, errno.EAGAIN],
+                         ids=["EINTR", "ETIME", "EBUSY", "EAGAIN"])
+def test_a_wait_ending_in_an_ordinary_outcome_goes_on_and_timers_still_fire(floop, res):
+    """EINTR (a signal interrupted the wait), ETIME (its timeout ran out),
+    EBUSY and EAGAIN are not errors: the loop runs what is due and waits
+    again; a timer set before the wait fires at its time, not earlier."""
+    fired = []
+    floop.call_later(5.0, fired.append, "late")
+    floop.call_later(0.05, fired.append, "due")
+    floop.call_later(0.05, floop.stop)
+    turn(floop)                            # settle what setting up queued
+    waits0, _, _ = floop._fake_waits()
+    floop._fake_script_waits([-res, -res, -res])
+    floop.run_forever()
+    waits, timeout_ns, left = floop._fake_waits()
+    assert left == 0                       # every scripted result was met
+    assert waits - waits0 >= 3             # and each was followed by a new wait
+    assert fired == ["due"]                # the 5 s timer did not fire early
+    # the waits were bounded by the next timer (50 ms), never unbounded
+    assert 0 <= timeout_ns <= 50_000_000
+
+
+def test_the_wait_timeout_comes_from_the_next_timer(floop):
+    seen = []
+
+    def look():
+        seen.append(floop._fake_waits()[1])
+    turn(floop)
+    floop.call_later(3.0, lambda: None)
+    floop.call_later(0.02, look)           # runs after at least one wait
+    floop.call_later(0.02, floop.stop)
+    floop.run_forever()
+    # the 20 ms timer bounded the wait, not the 3 s one, and it was a
+    # bounded wait (a negative timeout means none)
+    assert seen and 0 <= seen[0] <= 20_000_000
+
+
+def test_a_wait_failing_with_a_real_error_raises_naming_the_call(floop):
+    turn(floop)
+    floop.call_later(0.05, floop.stop)
+    floop._fake_script_waits([-errno.EBADF])
+    with pytest.raises(OSError) as ei:
+        floop.run_forever()
+    assert ei.value.errno == errno.EBADF
+    assert "io_uring_enter" in str(ei.value)
+    # the loop is still usable afterwards
+    done = []
+    floop.call_soon(done.append, 1)
+    turn(floop)
+    assert done == [1]

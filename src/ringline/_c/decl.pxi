@@ -172,6 +172,10 @@ cdef extern from "ring.h" nogil:
         io_uring_sqe *fake_log
         unsigned *fake_log_enter
         unsigned fake_log_len
+        int fake_wait_res[8]
+        unsigned fake_wait_n
+        uint64_t fake_waits
+        long long fake_wait_timeout_ns
 
     ctypedef struct rl_pbuf:
         unsigned nbufs

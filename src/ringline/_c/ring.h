@@ -123,6 +123,10 @@ typedef struct rl_ring {
     struct io_uring_sqe *fake_log;
     unsigned *fake_log_enter;      /* per logged SQE: which enter took it */
     unsigned fake_log_len, fake_log_cap;
+    int fake_wait_res[8];          /* scripted results of the next waits */
+    unsigned fake_wait_n;
+    uint64_t fake_waits;           /* enters that asked to wait */
+    long long fake_wait_timeout_ns; /* the timeout the last of them gave */
 } rl_ring;
 
 /* Test hook (RINGLINE_FAKE_URING_ERRNO, see _loop/backend.py): when non-zero,
@@ -348,7 +352,7 @@ static unsigned rl_ring_void_fd(rl_ring *r, int fd, uint64_t *out, unsigned max)
 /* Submit everything pending and wait for `wait_nr` completions or until the
  * timeout (timeout_ns < 0: no timeout). Returns >= 0 or -errno; -ETIME and
  * -EINTR are ordinary outcomes. Call without the GIL when it may block. */
-static int rl_fake_enter(rl_ring *r);
+static int rl_fake_enter(rl_ring *r, unsigned wait_nr, long long timeout_ns);
 
 static inline int rl_enter(rl_ring *r, unsigned wait_nr, long long timeout_ns) {
     unsigned to_submit;
@@ -356,7 +360,7 @@ static inline int rl_enter(rl_ring *r, unsigned wait_nr, long long timeout_ns) {
     int ret;
     rl_publish(r);
     if (__builtin_expect(r->fake, 0))
-        return rl_fake_enter(r);
+        return rl_fake_enter(r, wait_nr, timeout_ns);
     to_submit = rl_sq_pending(r);
     if (wait_nr > 0 || (r->setup_flags & IORING_SETUP_DEFER_TASKRUN))
         flags |= IORING_ENTER_GETEVENTS;
@@ -602,7 +606,12 @@ static int rl_ring_init_fake(rl_ring *r, unsigned entries, unsigned cq_entries) 
 
 static int rl_fake_post(rl_ring *r, uint64_t ud, int res, uint32_t flags);
 
-static int rl_fake_enter(rl_ring *r) {
+/* One enter: the published SQEs go to the log. An enter that asks to wait
+ * never blocks: it is counted with its timeout, and when it submitted nothing
+ * it returns the next scripted wait result (-EINTR, -ETIME, ...) if the test
+ * queued one, as the kernel reports an interrupted or timed-out wait (one
+ * that submitted something returns that number, whatever the wait did). */
+static int rl_fake_enter(rl_ring *r, unsigned wait_nr, long long timeout_ns) {
     unsigned head = *r->sq_khead, tail = *r->sq_ktail, n = tail - head;
     r->enters++;
     if (r->fake_log_len + n > r->fake_log_cap) {
@@ -634,6 +643,16 @@ static int rl_fake_enter(rl_ring *r) {
     }
     __atomic_store_n(r->sq_khead, head, __ATOMIC_RELEASE);
     r->submitted += n;
+    if (wait_nr > 0) {
+        r->fake_waits++;
+        r->fake_wait_timeout_ns = timeout_ns;
+        if (n == 0 && r->fake_wait_n > 0) {
+            int res = r->fake_wait_res[0];
+            r->fake_wait_n--;
+            memmove(r->fake_wait_res, r->fake_wait_res + 1, r->fake_wait_n * sizeof(int));
+            return res;
+        }
+    }
     return (int)n;
 }
 

@@ -170,6 +170,27 @@ cdef class _LoopOps(_LoopSched):
         if rl_fake_post(&self.drv.ring, user_data, res, flags) < 0:
             raise RuntimeError('fake completion queue is full')
 
+    def _fake_script_waits(self, results):
+        """Test harness: the results of the next waits that submit nothing
+        (negative errno values: -EINTR, -ETIME, ...), in order; at most 8."""
+        cdef unsigned i
+        if not self.drv.ring.fake:
+            raise RuntimeError('not a fake ring')
+        results = list(results)
+        if self.drv.ring.fake_wait_n + len(results) > 8:
+            raise ValueError('at most 8 scripted wait results')
+        for r in results:
+            self.drv.ring.fake_wait_res[self.drv.ring.fake_wait_n] = r
+            self.drv.ring.fake_wait_n += 1
+
+    def _fake_waits(self):
+        """Test harness: (enters that asked to wait so far, the timeout in ns
+        the last of them gave (< 0: none), scripted results not used yet)."""
+        if not self.drv.ring.fake:
+            raise RuntimeError('not a fake ring')
+        return (self.drv.ring.fake_waits, self.drv.ring.fake_wait_timeout_ns,
+                self.drv.ring.fake_wait_n)
+
     def _queue_nops(self, unsigned n):
         """Test hook: queue n NOPs (completions ignored) in this iteration,
         as if that much other work was queued beside the caller's."""
