@@ -39,7 +39,9 @@ Method:
 4. A session is a closed loop: T tasks, each doing GET (or SET) of its key
    back to back, or, for ``pipeline 100``, one task sending batches of 100
    commands and waiting for the 100 replies.  After an unmeasured lead-in
-   the window opens: completed operations are counted, each one's latency
+   the window opens (and closes at its end, or at the first completion if
+   none came before: a stalled machine, not a measurement): completed
+   operations are counted, each one's latency
    (or each batch's) recorded, and the worker's own CPU time (``getrusage``,
    user + system, all threads) read at the window's edges.  Every GET's
    value is compared with the preloaded one (a batch: the count and the

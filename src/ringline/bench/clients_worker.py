@@ -34,13 +34,17 @@ from .clients_drivers import (_DRIVER_CLASSES, _MODULES, DRIVERS, KEYS_PER_CELL,
 
 
 class _Window:
-    """The measured window of one session (opened and closed by timers)."""
+    """The measured window of one session (opened and closed by timers; a
+    window that saw no completion by its deadline closes at the first one)."""
 
-    __slots__ = ("measuring", "stop", "t0", "t1", "ru0", "ru1", "errors", "first_error")
+    __slots__ = ("measuring", "stop", "late", "count", "t0", "t1", "ru0", "ru1", "errors",
+                 "first_error")
 
     def __init__(self):
         self.measuring = False
         self.stop = False
+        self.late = False       # the deadline passed with nothing measured yet
+        self.count = 0          # completions recorded in the window
         self.t0 = self.t1 = 0.0
         self.ru0 = self.ru1 = None
         self.errors = 0
@@ -52,10 +56,29 @@ class _Window:
         self.measuring = True
 
     def end(self):
+        """The window's deadline. A window in which nothing completed yet stays
+        open until the first completion (see record): on a loaded machine the
+        worker or the server may not have run at all in a short window, and
+        such a window measured the stall, not the driver."""
+        if self.measuring and not self.count:
+            self.late = True
+            return
+        self.close()
+
+    def close(self):
         self.t1 = time.perf_counter()
         self.ru1 = resource.getrusage(resource.RUSAGE_SELF)
         self.measuring = False
+        self.late = False
         self.stop = True
+
+    def record(self, lat: list, dt: float):
+        """One operation (or batch) completed, taking dt seconds."""
+        if self.measuring:
+            lat.append(dt)
+            self.count += 1
+            if self.late:
+                self.close()
 
     def fail(self, message: str):
         self.errors += 1
@@ -69,9 +92,7 @@ async def _get_loop(get, key, expected, value_of, w: _Window, lat: list):
         while not w.stop:
             t0 = perf()
             v = await get(key)
-            t1 = perf()
-            if w.measuring:
-                lat.append(t1 - t0)
+            w.record(lat, perf() - t0)
             if v != expected and (value_of is None or value_of(v) != expected):
                 w.fail(f"GET {key!r} returned {v!r:.80}, expected {len(expected)} bytes")
     except Exception as exc:  # noqa: BLE001 - any failure is the session's error
@@ -84,9 +105,7 @@ async def _set_loop(set_, key, value, w: _Window, lat: list):
         while not w.stop:
             t0 = perf()
             await set_(key, value)
-            t1 = perf()
-            if w.measuring:
-                lat.append(t1 - t0)
+            w.record(lat, perf() - t0)
     except Exception as exc:  # noqa: BLE001
         w.fail(f"SET {key!r}: {type(exc).__name__}: {exc}")
 
@@ -97,9 +116,7 @@ async def _batch_loop(batch, args, n, expected, values_of, verify, w: _Window, l
         while not w.stop:
             t0 = perf()
             res = await batch(*args)
-            t1 = perf()
-            if w.measuring:
-                lat.append(t1 - t0)
+            w.record(lat, perf() - t0)
             if expected is None:            # a SET batch: n replies, no error
                 if len(res) != n:
                     w.fail(f"batch returned {len(res)} replies, expected {n}")
@@ -196,6 +213,8 @@ class Worker:
             await asyncio.wait_for(asyncio.gather(*tasks), lead_in + duration + 30)
         except asyncio.TimeoutError:
             w.fail("session did not finish within 30 s of its end")
+        if w.late:
+            w.close()   # every task ended (failed) before anything completed
         if w.ru0 is None or w.ru1 is None:
             raise RuntimeError(w.first_error or "the measured window never closed")
         wall = w.t1 - w.t0

@@ -29,12 +29,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
-import time
 from typing import Any, Dict, List, Optional
+
+from .closedloop import drive, run_worker
 
 __all__ = ["main", "CLIENTS", "CONCURRENCY"]
 
@@ -71,36 +71,14 @@ def _server() -> int:
 
 async def _drive(call: Any, tasks: int, warmup: float, rounds: int,
                  duration: float) -> Dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    state: Dict[str, Any] = {"count": 0, "errors": 0, "stop": False}
+    async def step(_n: int) -> Optional[str]:
+        reply = await call(PAYLOAD)
+        return None if reply == PAYLOAD else f"reply {reply[:20]!r}, expected the request"
 
-    async def one() -> None:
-        while not state["stop"]:
-            try:
-                reply = await call(PAYLOAD)
-            except Exception as exc:     # counted, shown in the table
-                state["errors"] += 1
-                state["last_error"] = f"{type(exc).__name__}: {exc}"[:200]
-                await asyncio.sleep(0.01)
-                continue
-            if reply != PAYLOAD:
-                state["errors"] += 1
-                state["last_error"] = f"reply {reply[:20]!r}, expected the request"
-            state["count"] += 1
-
-    workers = [loop.create_task(one()) for _ in range(tasks)]
-    await asyncio.sleep(warmup)
-    out = []
-    for _ in range(rounds):
-        c0, t0, cpu0 = state["count"], time.perf_counter(), time.process_time()
-        await asyncio.sleep(duration)
-        c1, t1, cpu1 = state["count"], time.perf_counter(), time.process_time()
-        n = c1 - c0
-        out.append({"calls": n, "cps": n / (t1 - t0),
-                    "cpu_us": (cpu1 - cpu0) / max(n, 1) * 1e6})
-    state["stop"] = True
-    await asyncio.wait(workers, timeout=10)
-    return {"rounds": out, "errors": state["errors"], "last_error": state.get("last_error")}
+    r = await drive(step, tasks, warmup, duration, rounds)
+    return {"rounds": [{"calls": w["n"], "cps": w["rate"], "cpu_us": w["cpu_us"]}
+                       for w in r["rounds"]],
+            "errors": r["errors"], "last_error": r["last_error"]}
 
 
 def _grpclib_codec() -> Any:
@@ -166,20 +144,13 @@ def _run_cell(client: str, port: int, tasks: int, warmup: float, rounds: int,
     cmd = [sys.executable, "-m", "ringline.bench.grpc_bench", "--worker", client, str(port),
            str(tasks), "--warmup", str(warmup), "--rounds", str(rounds),
            "--duration", str(duration)]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True,
-                             timeout=warmup + rounds * duration + 60)
-    except subprocess.TimeoutExpired:
-        return {"error": "timed out"}
-    for line in out.stdout.splitlines():
-        if line.startswith(_RESULT):
-            r = dict(json.loads(line[len(_RESULT):]))
-            rs = r["rounds"]
-            r["cps"] = statistics.median(x["cps"] for x in rs)
-            r["cpu_us"] = statistics.median(x["cpu_us"] for x in rs)
-            r["calls"] = sum(x["calls"] for x in rs)
-            return r
-    return {"error": (out.stderr.strip().splitlines() or ["no result"])[-1][:200]}
+    r = run_worker(cmd, _RESULT, warmup + rounds * duration + 60)
+    if "rounds" in r:           # the worker's result line
+        rs = r["rounds"]
+        r["cps"] = statistics.median(x["cps"] for x in rs)
+        r["cpu_us"] = statistics.median(x["cpu_us"] for x in rs)
+        r["calls"] = sum(x["calls"] for x in rs)
+    return r
 
 
 def _available(client: str) -> Optional[str]:

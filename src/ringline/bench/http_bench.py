@@ -29,13 +29,12 @@ On a shared or noisy machine, compare ratios, not absolute numbers.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import subprocess
 import sys
-import time
 from typing import Any, Dict, List, Optional
+
+from .closedloop import drive, run_worker
 
 __all__ = ["main", "CLIENTS", "CELLS"]
 
@@ -50,35 +49,14 @@ _RESULT = "RINGLINE-HTTP-BENCH "
 
 async def _drive(get: Any, url: str, size: int, tasks: int, warmup: float,
                  duration: float) -> Dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    state = {"count": 0, "errors": 0, "stop": False}
+    async def step(_n: int) -> Optional[str]:
+        n = await get(url)
+        return None if n == size else f"body of {n} bytes, expected {size}"
 
-    async def one() -> None:
-        while not state["stop"]:
-            try:
-                n = await get(url)
-            except Exception as exc:     # counted, shown in the table
-                state["errors"] += 1
-                state["last_error"] = f"{type(exc).__name__}: {exc}"[:200]
-                await asyncio.sleep(0.01)
-                continue
-            if n != size:
-                state["errors"] += 1
-                state["last_error"] = f"body of {n} bytes, expected {size}"
-            state["count"] += 1
-
-    workers = [loop.create_task(one()) for _ in range(tasks)]
-    await asyncio.sleep(warmup)
-    c0, t0 = state["count"], time.perf_counter()
-    cpu0 = time.process_time()
-    await asyncio.sleep(duration)
-    c1, t1 = state["count"], time.perf_counter()
-    cpu1 = time.process_time()
-    state["stop"] = True
-    await asyncio.wait(workers, timeout=10)
-    n = c1 - c0
-    return {"requests": n, "rps": n / (t1 - t0), "cpu_us": (cpu1 - cpu0) / max(n, 1) * 1e6,
-            "errors": state["errors"], "last_error": state.get("last_error")}
+    r = await drive(step, tasks, warmup, duration)
+    w = r["rounds"][0]
+    return {"requests": w["n"], "rps": w["rate"], "cpu_us": w["cpu_us"],
+            "errors": r["errors"], "last_error": r["last_error"]}
 
 
 async def _client_main(client: str, proto: str, url: str, ca: Optional[str], size: int,
@@ -161,15 +139,7 @@ def _run_cell(client: str, proto: str, tasks: int, size: int, srv: Any, warmup: 
         cmd += ["--ca", ca]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True,
-                             timeout=warmup + duration + 60)
-    except subprocess.TimeoutExpired:
-        return {"error": "timed out"}
-    for line in out.stdout.splitlines():
-        if line.startswith(_RESULT):
-            return dict(json.loads(line[len(_RESULT):]))
-    return {"error": (out.stderr.strip().splitlines() or ["no result"])[-1][:200]}
+    return run_worker(cmd, _RESULT, warmup + duration + 60)
 
 
 def _available(client: str) -> bool:

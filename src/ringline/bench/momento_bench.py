@@ -30,11 +30,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
-import time
 from typing import Any, Dict, List, Optional
+
+from .closedloop import drive, run_worker
 
 __all__ = ["main", "CLIENTS", "CELLS"]
 
@@ -49,31 +48,13 @@ _RESULT = "RINGLINE-MOMENTO-BENCH "
 # -- the client process --------------------------------------------------------
 
 async def _drive(op: Any, tasks: int, warmup: float, duration: float) -> Dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    state: Dict[str, Any] = {"count": 0, "errors": 0, "stop": False}
+    async def step(n: int) -> None:
+        await op(n % KEYS)
 
-    async def one(i: int) -> None:
-        n = i
-        while not state["stop"]:
-            try:
-                await op(n % KEYS)
-            except Exception as exc:     # counted, shown in the table
-                state["errors"] += 1
-                state["last_error"] = f"{type(exc).__name__}: {exc}"[:200]
-                await asyncio.sleep(0.01)
-            n += tasks
-            state["count"] += 1
-
-    workers = [loop.create_task(one(i)) for i in range(tasks)]
-    await asyncio.sleep(warmup)
-    c0, e0, t0, cpu0 = state["count"], state["errors"], time.perf_counter(), time.process_time()
-    await asyncio.sleep(duration)
-    c1, e1, t1, cpu1 = state["count"], state["errors"], time.perf_counter(), time.process_time()
-    state["stop"] = True
-    await asyncio.wait(workers, timeout=10)
-    n = c1 - c0
-    return {"ops": n, "ops_s": n / (t1 - t0), "cpu_us": (cpu1 - cpu0) / max(n, 1) * 1e6,
-            "errors": e1 - e0, "last_error": state.get("last_error")}
+    r = await drive(step, tasks, warmup, duration, count_failures=True)
+    w = r["rounds"][0]
+    return {"ops": w["n"], "ops_s": w["rate"], "cpu_us": w["cpu_us"],
+            "errors": w["errors"], "last_error": r["last_error"]}
 
 
 def _keys_values(size: int) -> tuple:
@@ -159,15 +140,7 @@ def _run_cell(client: str, op: str, tasks: int, port: int, size: int, warmup: fl
     cmd = [sys.executable, "-m", "ringline.bench.momento_bench", "--worker", client, op,
            str(port), str(tasks), "--value-size", str(size), "--warmup", str(warmup),
            "--duration", str(duration)]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True,
-                             timeout=warmup + duration + 60)
-    except subprocess.TimeoutExpired:
-        return {"error": "timed out"}
-    for line in out.stdout.splitlines():
-        if line.startswith(_RESULT):
-            return dict(json.loads(line[len(_RESULT):]))
-    return {"error": (out.stderr.strip().splitlines() or ["no result"])[-1][:200]}
+    return run_worker(cmd, _RESULT, warmup + duration + 60)
 
 
 def _available(client: str) -> bool:

@@ -8,9 +8,13 @@ is saved as ``results.json``.
 Method, per cell:
 
 1. Start one fresh server per loop, each pinned to the server CPU.
-2. Run one throwaway warm-up session against each (a cold asyncio server is
-   about 3x slower until glibc's mmap threshold adapts to its 256 KiB reads;
-   an unwarmed number is worthless).
+2. Wait until each answers: one verified request on one connection, for at
+   most ``READY_TIMEOUT_S`` (a server started on a loaded machine may not be
+   scheduled for a while; a fixed-length warm-up that began before it was
+   would complete nothing and wrongly fail the server). Then run one
+   throwaway warm-up session against each (a cold asyncio server is about 3x
+   slower until glibc's mmap threshold adapts to its 256 KiB reads; an
+   unwarmed number is worthless).
 3. Run ``rounds`` measured sessions per loop, interleaved round by round
    (A B C, A B C, ...), so that drift in the machine hits every loop alike.
    Each session opens its connections, runs an unmeasured lead-in, then
@@ -69,6 +73,7 @@ SCHEMA_VERSION = 1
 # Planning constants for the time estimate (seconds).
 _SERVER_START_S = 0.5
 _SESSION_OVERHEAD_S = 0.1
+READY_TIMEOUT_S = 30.0   # longest wait for a new server's first answer
 _MICRO_PROCESS_S = 0.5
 
 
@@ -362,6 +367,20 @@ class _Run:
                         cpus=cfg.client_cpus, threads=cfg.threads,
                         verify=cfg.verify, spin=self.spin, engine=cfg.engine)
 
+    def _first_answer(self, server: ServerProcess, mode: str, size: int | None) -> float:
+        """Readiness: one verified request-response on one connection, within
+        ``READY_TIMEOUT_S``. Returns how long it took (seconds, connecting
+        included); raises :class:`LoadgenError` when it failed or never came."""
+        spec = self._spec(mode, server.port, 1, size, READY_TIMEOUT_S, 0.0)
+        spec.requests = 1
+        spec.verify = True
+        report = run_loadgen(spec)
+        if report["errors"] or not report["requests_total"]:
+            raise LoadgenError(
+                f"no first answer within {READY_TIMEOUT_S:g}s: "
+                + (report.get("first_error") or "no request completed"))
+        return report["wall_s"]
+
     def _session(self, server: ServerProcess, mode: str, conns: int,
                  size: int | None, duration: float, lead_in: float,
                  round_no: int | None, verify: bool = False,
@@ -483,6 +502,9 @@ class _Run:
             for loop, server in list(servers.items()):
                 self.progress.show(f"{label} | warm-up {loop}")
                 try:
+                    # readiness first: the timed warm-up starts once the
+                    # server answers (see the module notes, step 2)
+                    first_s = self._first_answer(server, workload.mode, cell.size)
                     # the warm-up checks the answers too: echoed bytes compared
                     # (HTTP: status 200 and framing, always); a server that
                     # answers wrongly is an error for this cell, not a number
@@ -492,6 +514,7 @@ class _Run:
                     self._stop_spinners(warm, entries, servers, label)
                     entries[loop]["warmup"] = {k: warm[k] for k in
                                                ("rps", "requests", "errors", "status")}
+                    entries[loop]["warmup"]["first_answer_s"] = round(first_s, 4)
                     if warm["status"] != "ok":
                         self._fail_loop(entries[loop], servers, loop,
                                         f"wrong answers in the verified warm-up: "
@@ -644,6 +667,7 @@ class _Run:
             try:
                 server.start()
                 self.progress.show(f"{label} | warm-up")
+                self._first_answer(server, mode, size)
                 self._session(server, mode, conns, size, cfg.warmup, 0.0, None)
                 for round_no in range(cfg.rounds):
                     self.progress.show(f"{label} | round {round_no + 1}/{cfg.rounds}")
