@@ -15,8 +15,9 @@ the requests joined), Chat (stream-stream: each request echoed).
 """
 import asyncio
 import os
-import subprocess
 import sys
+
+from ringline.bench.portchild import PortChild
 
 _CANCELLED = [0]
 
@@ -124,31 +125,15 @@ def tls_files(tmp_path):
     return ca, (str(chain), str(key))
 
 
-class GrpcServer:
+class GrpcServer(PortChild):
     """The server above (``impl="grpcio"``) or grpclib_server.py's
     (``impl="grpclib"``) in a subprocess; ``.port``; ``close()`` stops it."""
 
     def __init__(self, tls=None, port=0, impl="grpcio"):
         extra = list(tls) if tls else []
         env = dict(os.environ, RINGLINE_GRPC_TEST_PORT=str(port))
-        self.proc = subprocess.Popen([sys.executable, _SCRIPTS[impl]] + extra,
-                                     env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.kill()
-            raise RuntimeError("the grpc test server did not start")
-        self.port = int(line)
-        self.target = f"127.0.0.1:{self.port}"
-
-    def close(self):
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
+        super().__init__([sys.executable, _SCRIPTS[impl]] + extra,
+                         what="the grpc test server", env=env)
 
 
 if __name__ == "__main__":

@@ -8,22 +8,12 @@ Lifecycle: ``PortProcess(argv)`` starts it and reads the port; ``close()``
 closes its stdin and waits (killing it after 10 s). ``port_processes()`` is
 the fixture body: a factory whose processes all close at teardown.
 """
-import subprocess
+from ringline.bench.portchild import PortChild
 
 
-class PortProcess:
+class PortProcess(PortChild):
     def __init__(self, argv, cwd=None):
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     cwd=cwd)
-        self.port = int(self.proc.stdout.readline())
-
-    def close(self):
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(argv, what=f"the test peer {argv[-1]!r}", cwd=cwd)
 
 
 def port_processes(make_argv, cwd=None):

@@ -26,6 +26,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ringline.redis._resp import NEED_MORE, Parser, encode_command
+from ringline.bench.portchild import log_tail
 from support.net import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -68,7 +69,7 @@ def _wait_port(port: int, proc: subprocess.Popen, log: str, deadline: float,
                tls: bool = False) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited ({proc.returncode}): {_tail(log)}")
+            raise RuntimeError(f"redis-server exited ({proc.returncode}): {log_tail(log)}")
         try:
             if tls:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -81,15 +82,7 @@ def _wait_port(port: int, proc: subprocess.Popen, log: str, deadline: float,
         except OSError:
             pass
         time.sleep(0.02)
-    raise RuntimeError(f"redis-server on port {port} did not come up: {_tail(log)}")
-
-
-def _tail(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()[-2000:]
-    except OSError:
-        return "(no log)"
+    raise RuntimeError(f"redis-server on port {port} did not come up: {log_tail(log)}")
 
 
 class RedisServer:

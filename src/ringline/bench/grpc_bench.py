@@ -30,11 +30,11 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
 from .closedloop import drive, run_worker
+from .portchild import PortChild
 
 __all__ = ["main", "CLIENTS", "CONCURRENCY"]
 
@@ -197,27 +197,10 @@ def render(results: List[Dict[str, Any]]) -> str:
     return text
 
 
-class _Server:
-    """The server process: ``.port``; ``stop()`` closes its stdin, then kills."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "ringline.bench.grpc_bench",
-                                      "--server"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()     # type: ignore[union-attr]
-        if not line.strip().isdigit():
-            self.stop()
-            raise RuntimeError("the grpcio bench server did not start (is grpcio installed?)")
-        self.port = int(line)
-
-    def stop(self) -> None:
-        try:
-            self.proc.stdin.close()    # type: ignore[union-attr]
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()       # type: ignore[union-attr]
+def _server_process() -> PortChild:
+    """The server process: ``.port``; ``close()`` closes its stdin, then kills."""
+    return PortChild([sys.executable, "-m", "ringline.bench.grpc_bench", "--server"],
+                     what="the grpcio bench server (is grpcio installed?)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -241,7 +224,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if c not in CLIENTS:
             p.error(f"unknown client {c!r} (one of {', '.join(CLIENTS)})")
     levels = [int(c) for c in a.concurrency.split(",") if c]
-    srv = _Server()
+    srv = _server_process()
     results: List[Dict[str, Any]] = []
     try:
         for tasks in levels:
@@ -256,7 +239,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 r.update(client=client, tasks=tasks)
                 results.append(r)
     finally:
-        srv.stop()
+        srv.close()
     sys.stdout.write(render(results))
     if a.json:
         with open(a.json, "w") as f:

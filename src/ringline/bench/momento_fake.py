@@ -25,9 +25,10 @@ metadata of the last Scs call), ``Reset`` (store, counters, failures).
 """
 import asyncio
 import json
-import subprocess
 import sys
 import time
+
+from ringline.bench.portchild import PortChild
 
 CACHES = ("cache", "other", "bench")
 _WRITES = {"Set", "SetBatch", "Delete", "Increment", "DictionarySet", "DictionaryIncrement",
@@ -263,28 +264,13 @@ def main():
     asyncio.run(serve())
 
 
-class MomentoFake:
+class MomentoFake(PortChild):
     """The fake in a subprocess: ``.port``, ``.target``, ``.key``; ``close()``."""
 
     def __init__(self, key="test-key"):
         self.key = key
-        self.proc = subprocess.Popen([sys.executable, "-m", "ringline.bench.momento_fake", key],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.kill()
-            raise RuntimeError("the fake Momento server did not start")
-        self.port = int(line)
-        self.target = f"127.0.0.1:{self.port}"
-
-    def close(self):
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
+        super().__init__([sys.executable, "-m", "ringline.bench.momento_fake", key],
+                         what="the fake Momento server")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import tempfile
 import time
 from typing import Dict, Optional
 
+from .portchild import log_tail
+
 __all__ = ["Nginx", "NGINX", "SIZES", "have_nginx", "tls_files", "pattern"]
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
@@ -70,21 +72,13 @@ def tls_files(directory: str) -> Dict[str, str]:
 def wait_port(port: int, proc: "subprocess.Popen[bytes]", log: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}): {_tail(log)}")
+            raise RuntimeError(f"server exited ({proc.returncode}): {log_tail(log)}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"server on port {port} did not come up: {_tail(log)}")
-
-
-def _tail(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()[-2000:]
-    except OSError:
-        return "(no log)"
+    raise RuntimeError(f"server on port {port} did not come up: {log_tail(log)}")
 
 
 class Nginx:

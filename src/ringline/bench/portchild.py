@@ -1,0 +1,63 @@
+"""A helper process that listens on a free port and says which.
+
+Owns: :class:`PortChild`, one child process started with stdin and stdout
+pipes that prints the port it listens on as its first stdout line and
+serves until its stdin reaches end of file (the bench's fake Momento server
+and grpcio echo server, and the test suite's peer servers, run this way),
+and :func:`log_tail`, the end of a server's log file for error messages.
+
+Lifecycle: ``PortChild(argv, what=...)`` starts the process and reads the
+port (a child that ends, or prints no port, is killed and reported as
+``RuntimeError`` naming ``what``); ``close()`` closes its stdin, waits up to
+10 s, then kills it; idempotent.
+
+Invariants: the port is read before the constructor returns, so the child
+is listening by then; ``close()`` always reaps the process and closes both
+pipes.
+"""
+from __future__ import annotations
+
+import subprocess
+from typing import List, Mapping, Optional
+
+__all__ = ["PortChild", "log_tail"]
+
+
+class PortChild:
+    """The child process: ``.proc``, ``.port``, ``.target``; ``close()``."""
+
+    def __init__(self, argv: List[str], what: str = "the child server",
+                 env: Optional[Mapping[str, str]] = None,
+                 cwd: Optional[str] = None) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=None if env is None else dict(env), cwd=cwd)
+        line = self.proc.stdout.readline().strip()     # type: ignore[union-attr]
+        if not line.isdigit():
+            self.proc.kill()
+            self.close()
+            raise RuntimeError(f"{what} did not start")
+        self.port = int(line)
+        self.target = f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:      # it ended already
+                pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def log_tail(path: str, limit: int = 2000) -> str:
+    """The last ``limit`` characters of the log at ``path`` (or a note)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-limit:]
+    except OSError:
+        return "(no log)"
