@@ -24,7 +24,7 @@ import ringline
 from ringline._conn import api as _native
 from ringline._loop import loop as _loop
 
-from support import run
+from support import run, tcp_listener
 
 IORING_OP_SHUTDOWN = 34
 IORING_OP_CLOSE = 19
@@ -62,10 +62,7 @@ async def _pairs_onto(fd, limit=8):
 
 def test_shutdown_write_then_close_never_shuts_the_socket_reusing_the_fd(run):
     async def main():
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(ROUNDS)
-        lsock.setblocking(False)
+        lsock = tcp_listener(ROUNDS)
         loop = asyncio.get_running_loop()
         port = lsock.getsockname()[1]
         reused = 0
@@ -149,10 +146,7 @@ def test_connect_cancelled_before_submission_never_connects_the_fd_reusing_socke
     connect it to the address)."""
     async def main():
         loop = asyncio.get_running_loop()
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(8)
-        lsock.setblocking(False)
+        lsock = tcp_listener(8)
         try:
             probe = socket.socket()
             fd = probe.fileno()          # the lowest free number: the

@@ -56,6 +56,14 @@ def _full_enters(loop):
     return loop._ring_stats()["sq_full_enters"]
 
 
+def _adopt_all(loop, pairs):
+    """A Conn over the first socket of every pair (which it then owns)."""
+    conns = [_native.adopt_fd(loop, os.dup(a.fileno()), socket.AF_UNIX) for a, _ in pairs]
+    for a, _ in pairs:
+        a.close()
+    return conns
+
+
 def _close_all(pairs):
     for a, b in pairs:
         a.close()
@@ -101,10 +109,7 @@ def test_conn_sends_then_closes_beyond_the_sq_drain_in_order_then_eof(small_loop
         loop = asyncio.get_running_loop()
         pairs = _pairs(PAIRS)
         try:
-            conns = [_native.adopt_fd(loop, os.dup(a.fileno()), socket.AF_UNIX)
-                     for a, _ in pairs]
-            for a, _ in pairs:
-                a.close()
+            conns = _adopt_all(loop, pairs)
             # one turn: every message of every connection, then every close
             full0 = _full_enters(loop)
             for i, c in enumerate(conns):
@@ -144,10 +149,7 @@ def test_conn_receives_beyond_the_sq_arrive_whole_and_in_order(small_loop):
         try:
             # every connection's receive armed in one turn
             full0 = _full_enters(loop)
-            conns = [_native.adopt_fd(loop, os.dup(a.fileno()), socket.AF_UNIX)
-                     for a, _ in pairs]
-            for a, _ in pairs:
-                a.close()
+            conns = _adopt_all(loop, pairs)
             expect = [b"".join(_pattern(i, k) for k in range(MSGS)) for i in range(PAIRS)]
             readers = [loop.create_task(read_exactly(c, len(expect[i])))
                        for i, c in enumerate(conns)]
