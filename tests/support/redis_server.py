@@ -26,7 +26,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ringline.redis._resp import NEED_MORE, Parser, encode_command
-from ringline.bench.portchild import log_tail
+from ringline.bench.childio import log_tail
 from support.net import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"

@@ -22,6 +22,9 @@ Owns nothing itself; it names the parts, one module per concern:
 ``loadgen``          building and running the C load generator and C echo server
 ``procs``            server processes and their CPU accounting
 ``childio``          reading children's output: prefixed lines, log tails
+``portchild``        a helper process that prints its port, serves until EOF
+``closedloop``       the closed-loop client cell of the per-library benchmarks
+                     (http, grpc, momento) and their worker launcher
 ``summary``          median/min/max over rounds, an error in one line
 ``micro``            loop micro-benchmarks (run per loop in a subprocess)
 ``report``           Markdown tables

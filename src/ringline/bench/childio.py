@@ -1,8 +1,9 @@
 """Reading what the harness's child processes write: lines and log tails.
 
 Owns: :class:`LineReader`, the next line with a given prefix from a child's
-stdout pipe within a deadline, and :func:`file_tail`, the end of the
-temporary file a child's stderr (or output) goes to.  Used by the benchmark
+stdout pipe within a deadline, and :func:`file_tail` / :func:`log_tail`, the
+end of the temporary file (or the log file, by path) a child's stderr (or
+output) goes to.  Used by the benchmark
 servers (:mod:`.procs`) and the client workers and backing servers
 (:mod:`.clients_procs`); each turns a timeout or an end of file into its own
 error.
@@ -65,3 +66,13 @@ def file_tail(f: IO[bytes] | None, limit: int) -> str:
         return f.read().decode(errors="replace").strip()
     except (OSError, ValueError):
         return ""
+
+
+def log_tail(path: str, limit: int = 2000) -> str:
+    """The last ``limit`` characters of the log file at ``path`` ("(no log)"
+    when it cannot be read): for the error of a server that did not start."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-limit:]
+    except OSError:
+        return "(no log)"

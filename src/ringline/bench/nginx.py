@@ -30,7 +30,7 @@ import tempfile
 import time
 from typing import Dict, Optional
 
-from .portchild import log_tail
+from .childio import log_tail
 
 __all__ = ["Nginx", "NGINX", "SIZES", "have_nginx", "tls_files", "pattern"]
 

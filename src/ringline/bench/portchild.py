@@ -3,8 +3,7 @@
 Owns: :class:`PortChild`, one child process started with stdin and stdout
 pipes that prints the port it listens on as its first stdout line and
 serves until its stdin reaches end of file (the bench's fake Momento server
-and grpcio echo server, and the test suite's peer servers, run this way),
-and :func:`log_tail`, the end of a server's log file for error messages.
+and grpcio echo server, and the test suite's peer servers, run this way).
 
 Lifecycle: ``PortChild(argv, what=...)`` starts the process and reads the
 port (a child that ends, or prints no port, is killed and reported as
@@ -20,7 +19,7 @@ from __future__ import annotations
 import subprocess
 from typing import List, Mapping, Optional
 
-__all__ = ["PortChild", "log_tail"]
+__all__ = ["PortChild"]
 
 
 class PortChild:
@@ -52,12 +51,3 @@ class PortChild:
             self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-
-
-def log_tail(path: str, limit: int = 2000) -> str:
-    """The last ``limit`` characters of the log at ``path`` (or a note)."""
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()[-limit:]
-    except OSError:
-        return "(no log)"
