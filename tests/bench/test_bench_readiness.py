@@ -100,7 +100,7 @@ def test_a_server_slow_to_answer_first_is_waited_for_then_warmed_up():
 def test_a_server_answering_wrongly_fails_the_readiness_check():
     srv = _HeldEcho(hold=0.0, wrong=True)
     try:
-        with pytest.raises(LoadgenError, match="no first answer"):
+        with pytest.raises(LoadgenError, match="wrong answers in the verified warm-up.*mismatch"):
             _run()._first_answer(_Port(srv.port), "echo", 64)
     finally:
         srv.close()
