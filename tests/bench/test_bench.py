@@ -21,13 +21,14 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from ringline.bench.loadgen import LoadSpec, echo_server_path, loadgen_path, run_loadgen
 from ringline.bench.procs import ServerProcess
 from ringline.bench.servers import HTTP_BODY, WORKLOADS, load_plugins
+
+from support.answering import AnsweringServer
 
 load_plugins()
 
@@ -186,41 +187,6 @@ def test_generator_against_c_server(mode, engine):
         assert report["lat_us"]["p50"] <= report["lat_us"]["p99"] <= report["lat_us"]["max"]
 
 
-class _BadServer:
-    """A thread-per-connection TCP server that answers wrongly on purpose."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        with conn:
-            while True:
-                try:
-                    data = conn.recv(65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                try:
-                    conn.sendall(self.answer(data))
-                except OSError:
-                    return
-
-    def close(self):
-        self.listener.close()
-
-
 @pytest.mark.parametrize("mode,verify,answer,kind", [
     ("echo", True, lambda d: d[:-1] + bytes([d[-1] ^ 0xFF]), "mismatch"),
     ("echo", False, lambda d: d + b"!", "extra_bytes"),
@@ -228,7 +194,7 @@ class _BadServer:
     ("http", False, lambda d: b"HTTP/1.1 200 OK\r\n\r\n", "http"),
 ], ids=["corrupt-echo", "extra-echo", "http-500", "http-unframed"])
 def test_generator_detects_wrong_answers(mode, verify, answer, kind):
-    bad = _BadServer(answer)
+    bad = AnsweringServer(answer)
     try:
         report = run_loadgen(LoadSpec(mode=mode, port=bad.port, conns=2, size=100,
                                       duration=5, verify=verify, requests=5), timeout=20)

@@ -13,7 +13,6 @@ The slow server is a thread on 127.0.0.1 that holds its first answer back
 (an event releases it, never a sleep of a guessed length).
 """
 import asyncio
-import socket
 import threading
 
 import pytest
@@ -22,47 +21,29 @@ from ringline.bench import runner
 from ringline.bench.clients_worker import _get_loop, _Window
 from ringline.bench.loadgen import LoadgenError
 
+from support.answering import AnsweringServer
 
-class _HeldEcho:
-    """Echo on 127.0.0.1 whose first answer waits for `release` (set by a
-    timer thread after `hold` seconds, or by the test)."""
+
+class _HeldEcho(AnsweringServer):
+    """Echo whose first answer waits for `release` (set by a timer thread
+    after `hold` seconds, or at close)."""
 
     def __init__(self, hold, wrong=False):
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.release = threading.Event()
-        self.wrong = wrong
         self.timer = threading.Timer(hold, self.release.set)
         self.timer.start()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(self._answer_of(wrong))
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        with conn:
-            while True:
-                try:
-                    data = conn.recv(65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                self.release.wait(30)
-                try:
-                    conn.sendall(data[::-1] + b"!" if self.wrong else data)
-                except OSError:
-                    return
+    def _answer_of(self, wrong):
+        def answer(data):
+            self.release.wait(30)
+            return data[::-1] + b"!" if wrong else data
+        return answer
 
     def close(self):
         self.timer.cancel()
         self.release.set()
-        self.listener.close()
+        super().close()
 
 
 class _Port:

@@ -5,7 +5,8 @@ Owns: :func:`drive`, the worker side (``tasks`` tasks issuing one request
 each, back to back, with measured windows timed by the process's own
 clocks), and :func:`run_worker`, the harness side (start one worker process
 per cell, wait for it within a deadline, return the JSON of its result
-line).
+line), and :func:`emit`, the harness's output (the table on stdout, the
+results as JSON where asked).
 
 Lifecycle: a worker process calls :func:`drive` once and prints its result
 line (``prefix + json``); the harness runs the process with
@@ -24,9 +25,10 @@ import asyncio
 import json
 import subprocess
 import time
+import sys
 from typing import Any, Awaitable, Callable, Dict, List, Optional
 
-__all__ = ["drive", "run_worker"]
+__all__ = ["drive", "emit", "run_worker"]
 
 
 async def drive(step: Callable[[int], Awaitable[Optional[str]]], tasks: int, warmup: float,
@@ -90,3 +92,14 @@ def run_worker(cmd: List[str], prefix: str, timeout: float) -> Dict[str, Any]:
         if line.startswith(prefix):
             return dict(json.loads(line[len(prefix):]))
     return {"error": (out.stderr.strip().splitlines() or ["no result"])[-1][:200]}
+
+
+def emit(results: List[Dict[str, Any]], render: Callable[[List[Dict[str, Any]]], str],
+         json_path: Optional[str]) -> int:
+    """Print ``render(results)``; write ``results`` as JSON to ``json_path``
+    when given. Returns the harness's exit status (0)."""
+    sys.stdout.write(render(results))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0

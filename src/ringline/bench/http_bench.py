@@ -34,7 +34,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from .closedloop import drive, run_worker
+from .closedloop import drive, emit, run_worker
 
 __all__ = ["main", "CLIENTS", "CELLS"]
 
@@ -216,11 +216,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 results.append(r)
     finally:
         srv.stop()
-    sys.stdout.write(render(results))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
-    return 0
+    return emit(results, render, a.json)
 
 
 if __name__ == "__main__":

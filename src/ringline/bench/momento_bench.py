@@ -33,7 +33,7 @@ import json
 import sys
 from typing import Any, Dict, List, Optional
 
-from .closedloop import drive, run_worker
+from .closedloop import drive, emit, run_worker
 
 __all__ = ["main", "CLIENTS", "CELLS"]
 
@@ -200,11 +200,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 results.append(r)
     finally:
         fake.close()
-    sys.stdout.write(render(results))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
-    return 0
+    return emit(results, render, a.json)
 
 
 if __name__ == "__main__":
