@@ -121,3 +121,13 @@ def test_a_window_whose_tasks_all_failed_still_ends_as_an_error():
         w.close()                     # what session() does once the tasks ended
         assert w.stop and w.ru1 is not None and w.errors == 1 and not lat
     asyncio.run(main())
+
+
+def test_a_window_in_which_nothing_ran_is_stalled_not_a_wrong_answer():
+    srv = _HeldEcho(hold=60)        # released at close, after the session
+    try:
+        rec = _run()._session(_Port(srv.port), "echo", 1, 64, 0.1, 0.0, 0, verify=True)
+        assert rec["status"] == "stalled" and rec["errors"] == 0, rec
+        assert "no request completed" in rec["error"]
+    finally:
+        srv.close()

@@ -24,6 +24,10 @@ Method, per cell:
    (idle) servers' CPU time is read too: a round during which one of them
    was busy is ``disturbed`` and not counted, and an idle server that keeps
    a CPU busy is stopped (an error for its cell) and the round run again.
+   A round in which nothing completed and nothing failed is ``stalled`` (the
+   machine ran neither side): the server must then give a first answer
+   within ``READY_TIMEOUT_S`` (a hang is an error) and the round is run
+   once more; a second stall is recorded as such, not counted.
 4. Stop the servers.  The median, min and max over rounds are reported.
 
 The client workloads (``BenchConfig.clients``, see :mod:`.clients`) run
@@ -432,9 +436,13 @@ class _Run:
         }
         if busy:
             record["busy_neighbours"] = {k: round(v, 3) for k, v in busy.items()}
-        if record["status"] != "ok":
-            record["error"] = (report.get("first_error") or
-                               ("no request completed" if not report["requests"] else ""))
+        if record["status"] != "ok" and not report["errors"]:
+            # nothing completed in the window, and nothing failed either: the
+            # machine did not run the server or the generator (see STALLED)
+            record["status"] = "stalled"
+            record["error"] = "no request completed in the window (and no error)"
+        elif record["status"] != "ok":
+            record["error"] = report.get("first_error") or ""
         elif busy:
             record["status"] = "disturbed"
             record["error"] = ("another server on the same CPU was busy during the round: "
@@ -517,7 +525,7 @@ class _Run:
                     entries[loop]["warmup"] = {k: warm[k] for k in
                                                ("rps", "requests", "errors", "status")}
                     entries[loop]["warmup"]["first_answer_s"] = round(first_s, 4)
-                    if warm["status"] != "ok":
+                    if warm["errors"]:
                         self._fail_loop(entries[loop], servers, loop,
                                         f"wrong answers in the verified warm-up: "
                                         f"{warm.get('error')}", label)
@@ -547,6 +555,13 @@ class _Run:
                                             neighbours=_others(servers, loop))
                         if self._stop_spinners(rec, entries, servers, label):
                             # the CPU is free again: measure this round once more
+                            rec = self._session(server, workload.mode, cell.conns,
+                                                cell.size, cfg.duration, cfg.lead_in,
+                                                round_no, neighbours=_others(servers, loop))
+                        if rec["status"] == "stalled":
+                            # the server must answer now (a hang raises: an error,
+                            # never hidden); then the round is measured once more
+                            self._first_answer(server, workload.mode, cell.size)
                             rec = self._session(server, workload.mode, cell.conns,
                                                 cell.size, cfg.duration, cfg.lead_in,
                                                 round_no, neighbours=_others(servers, loop))
