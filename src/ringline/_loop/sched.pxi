@@ -59,6 +59,7 @@ cdef object _callback_source(object cb, object args, _LoopSched loop):
     return _format_helpers._format_callback_source(cb, args)
 
 
+@cython.freelist(1024)
 cdef class Handle:
     """A callback scheduled on a ringline loop (asyncio.Handle's interface)."""
 
