@@ -23,6 +23,10 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 cdef extern from "Python.h":
     object PyContext_CopyCurrent()
+    void PyObject_GC_Track(object)
+    void PyObject_GC_UnTrack(object)
+    bint PyObject_GC_IsTracked(object)
+    bint PyObject_IS_GC(object)
     int PyList_SetSlice(object, Py_ssize_t, Py_ssize_t, PyObject*)
     Py_ssize_t PY_SSIZE_T_MAX
     int PyContext_Enter(object) except -1

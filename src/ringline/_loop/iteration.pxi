@@ -85,6 +85,18 @@ cdef class LoopCore(_LoopSock):
             _sock_ops_check_new(self)
         if self.sock_ops:
             timeout_ns = _sock_ops_scan(self, timeout_ns)
+        if timeout_ns != 0:
+            # No lost wakeup: call_soon_threadsafe pushes and then writes the
+            # eventfd only if `waiting` is set, both under the GIL. Python
+            # code run since the timeout was chosen (flushes, socket-op
+            # scans) may have let a producer thread push while `waiting` was
+            # still False: the queue is checked again after setting it, and
+            # from here to the release of the GIL in rl_drv_wait no Python
+            # code runs, so a later push sees `waiting` and wakes the wait.
+            self.waiting = True
+            if self.rq_len > 0:
+                self.waiting = False
+                timeout_ns = 0
         if self.nquiet and timeout_ns == 0:
             self._clear_quiet()         # no wait to go past them
         if timeout_ns == 0:
@@ -93,7 +105,6 @@ cdef class LoopCore(_LoopSock):
                 return 0      # nothing to submit, reap or run: skip the syscall
             ret = self._drv_enter(0, 0)
         else:
-            self.waiting = True
             self.sq_epoch += 1      # a submission (as _drv_enter counts it)
             with nogil:
                 ret = rl_drv_wait(&self.drv, timeout_ns, self.quiet, self.gens, self.ops_cap)
@@ -251,6 +262,7 @@ cdef class LoopCore(_LoopSock):
             p = self._pop_ready()
             h = <Handle>p
             Py_DECREF(h)
+            _gc_show(h)
             if h.cancelled_:
                 continue
             self._run_handle(h)
@@ -341,6 +353,7 @@ cdef class LoopCore(_LoopSock):
         self._drop_flushes()
         while self.rq_len > 0:
             p = self._pop_ready()
+            _gc_show(<Handle>p)
             Py_DECREF(<object>p)
         while self.th_len > 0:
             p = self._heap_pop()

@@ -22,6 +22,23 @@
 # `scheduled` exactly while the heap holds it; _timer_cancelled_count counts
 # the cancelled handles still in the heap (the iteration rebuilds the heap
 # when they are the majority).
+#
+# GC-hidden handles (call_soon_threadsafe): a producer thread can queue
+# handles far faster than the loop thread gets the GIL to run them (tens of
+# thousands per switch interval). Each is a GC-tracked object with a fresh
+# GC-tracked Context, and every young collection the allocations trigger
+# would traverse all of them (measured: a quarter of the CPU of the
+# call_soon_threadsafe micro-benchmark went to gc_collect_main and its
+# visitors). Such a handle and the Context copied for it are therefore
+# untracked while they sit in the ready queue (_gc_hide) and tracked again
+# (_gc_show) as soon as the queue lets go of them: popped by the iteration or
+# by close(), asked for its context (get_context/_context), or deallocated
+# (its context is re-tracked before its last reference may go: CPython's
+# Context dealloc requires a tracked object). While hidden, the ready queue
+# holds a strong reference, so nothing they reach can be collected from
+# under them (an untracked object counts as an external root); a cycle
+# through one is collected once it is shown again. A context passed in by
+# the caller is never untracked.
 
 
 import sys as _sys
@@ -42,6 +59,7 @@ cdef object _callback_source(object cb, object args, _LoopSched loop):
     return _format_helpers._format_callback_source(cb, args)
 
 
+@cython.freelist(1024)
 cdef class Handle:
     """A callback scheduled on a ringline loop (asyncio.Handle's interface)."""
 
@@ -104,7 +122,12 @@ cdef class Handle:
     def cancelled(self):
         return self.cancelled_
 
+    def __dealloc__(self):
+        # a context still hidden must be tracked before it may be freed
+        _gc_track(self.context)
+
     def get_context(self):
+        _gc_show(self)
         return self.context
 
     @property
@@ -121,6 +144,7 @@ cdef class Handle:
 
     @property
     def _context(self):
+        _gc_show(self)
         return self.context
 
     @property
@@ -210,6 +234,25 @@ cdef inline Handle _new_handle(_LoopSched loop, object callback, object args, ob
         context = PyContext_CopyCurrent()
     h.context = context
     return h
+
+
+cdef inline void _gc_hide(Handle h, bint own_context):
+    # see "GC-hidden handles" in the file notes
+    PyObject_GC_UnTrack(h)
+    if own_context:
+        PyObject_GC_UnTrack(h.context)
+
+
+cdef inline void _gc_show(Handle h):
+    if not PyObject_GC_IsTracked(h):
+        PyObject_GC_Track(h)
+        _gc_track(h.context)
+
+
+cdef inline void _gc_track(object o):
+    # only a GC object may be tracked (a caller's context= need not be one)
+    if o is not None and PyObject_IS_GC(o) and not PyObject_GC_IsTracked(o):
+        PyObject_GC_Track(o)
 
 
 cdef inline TimerHandle _new_timer(_LoopSched loop, double when, object callback,
@@ -426,6 +469,7 @@ cdef class _LoopSched:
         if self._debug:
             h.source_tb = _format_helpers.extract_stack(_sys._getframe(0))
         self._push_ready(h)
+        _gc_hide(h, context is None)
         self._wake()
         return h
 
