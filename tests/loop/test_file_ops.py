@@ -20,11 +20,9 @@ import pytest
 from ringline._core import RingFile
 from ringline._loop import loop as _loop
 from support import BACKENDS
+from support.fakering import (IORING_FSYNC_DATASYNC, IORING_OP_FSYNC,  # noqa: F401
+                              IORING_OP_WRITE, IOSQE_IO_LINK, file_sqes, floop, turn)
 
-IORING_OP_FSYNC = 3
-IORING_OP_WRITE = 23
-IORING_FSYNC_DATASYNC = 1
-IOSQE_IO_LINK = 1 << 2
 NO_OFFSET = (1 << 64) - 1
 
 
@@ -195,23 +193,6 @@ def test_closing_the_loop_with_a_sync_in_flight(tmp_path, backend):
 
 
 @pytest.fixture
-def floop():
-    lp = _loop.Loop(backend="_fake", ring_entries=64)
-    yield lp
-    lp.close()
-
-
-def turn(loop, times=1):
-    for _ in range(2 * times):
-        loop.call_soon(loop.stop)
-        loop.run_forever()
-
-
-def file_sqes(loop):
-    return [s for s in loop._fake_sqes() if s["opcode"] in (IORING_OP_WRITE, IORING_OP_FSYNC)]
-
-
-@pytest.fixture
 def ffile(floop, tmp_path):
     f = RingFile(floop, _open(tmp_path / "fake"))
     yield f
@@ -240,6 +221,24 @@ def test_write_and_datasync_are_one_linked_submission(floop, ffile):
     floop._fake_complete(s["user_data"], 0)
     turn(floop)
     assert got == [None] and ffile.pending == 0
+
+
+def test_the_pair_is_not_split_by_a_nearly_full_submission_queue(floop, ffile):
+    """One free SQ slot: the write must not go out alone, flagged IO_LINK,
+    with its sync in the next submission (the link would then attach to
+    whatever came first there)."""
+    futs = []
+
+    def fill_then_write():
+        floop._queue_nops(63)
+        futs.append(ffile.write(b"abc", sync=1))
+    floop.call_soon(fill_then_write)
+    turn(floop)
+    w, s = _pair(file_sqes(floop))              # one enter holds both
+    floop._fake_complete(w["user_data"], 3)
+    floop._fake_complete(s["user_data"], 0)
+    turn(floop)
+    assert futs[0].done() and futs[0].result() is None
 
 
 def test_short_write_resubmits_the_rest_with_its_sync(floop, ffile):

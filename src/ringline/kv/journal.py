@@ -111,8 +111,9 @@ class Journal:
         self._buf = bytearray()
         self._scheduled = False
         self._file: Any = None      # the RingFile, once a commit went through the loop
-        self._inflight = False      # a commit is in flight through the loop
-        self._target = 0            # ... and the last record it carries
+        self._written = 0           # records in the file (not necessarily synced)
+        self._inflight = False      # a commit (a sync, or a ring write) is in flight
+        self._target = 0            # ... and the last record it covers
         self._nbytes = 0
         self._t0 = 0.0
         self._closing = False
@@ -167,40 +168,50 @@ class Journal:
 
     def commit(self) -> None:
         """Write everything appended so far and make it durable, then report
-        it (at once when written with syscalls, else when the loop's
-        completion arrives)."""
+        it (at once when synced with a syscall, else when the loop's
+        completion arrives). The write is never deferred (but with
+        `ring_write`): only the fdatasync waits while another is in flight."""
         self._scheduled = False
-        if not self._buf or self.failed is not None or self._inflight:
-            return              # in flight: _committed commits what accumulated meanwhile
-        data = self._buf
-        self._buf = bytearray()
-        self._target = self.appended
+        if self.failed is not None:
+            return
         ring = self.background and self.loop is not None and self._ring() is not None
         try:
             if ring and self.ring_write:
-                self._submit(data)          # write and fdatasync, linked
-                return
-            view = memoryview(data)
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
-            self.bytes_written += len(data)
-            if self.fsync and ring:
-                self._submit(None)          # the fdatasync alone
-                return
-            if self.fsync:
+                if self._buf and not self._inflight:
+                    data = self._buf
+                    self._buf = bytearray()
+                    self._submit(data, self.appended)   # write and fdatasync, linked
+                return          # in flight: _committed commits what accumulated meanwhile
+            if self._buf:
+                data = self._buf
+                self._buf = bytearray()
+                view = memoryview(data)
+                while view:
+                    n = os.write(self.fd, view)
+                    view = view[n:]
+                self.bytes_written += len(data)
+                self._written = self.appended
+            if self._written <= self.synced or self._inflight:
+                return          # nothing new, or _committed syncs it next
+            if not self.fsync:
+                self._done(self._written)
+            elif ring:
+                self._submit(None, self._written)       # the fdatasync alone
+            else:
                 t0 = time.perf_counter()
                 os.fdatasync(self.fd)
                 self.sync_seconds += time.perf_counter() - t0
+                self._done(self._written)
         except (OSError, RuntimeError, ValueError) as exc:
             self._inflight = False
             self._fail(exc)
-        self._done(self._target)
 
-    def _submit(self, data: Optional[bytearray]) -> None:
-        """One commit through the loop's RingFile: data written then synced
-        (when fsync), or (data None) only the fdatasync."""
+    def _submit(self, data: Optional[bytearray], target: int) -> None:
+        """One commit through the loop's RingFile, covering the records up
+        to target: data written then synced (when fsync), or (data None) the
+        fdatasync of what write(2) already wrote."""
         self._inflight = True
+        self._target = target
         self._t0 = time.perf_counter()
         if data is None:
             self._nbytes = 0
@@ -230,15 +241,21 @@ class Journal:
                 pass            # reported through on_failure
         else:
             self.bytes_written += self._nbytes
+            self._written = max(self._written, self._target)
             self._done(self._target)
+        pending = self.failed is None and (self._buf or self._written > self.synced)
         if self._closing:
-            if self._buf and self.failed is None:
-                self.commit()   # close() left these: after this commit, in order
+            if pending:
+                try:
+                    self.commit()   # what close() left: after this commit, in order
+                except JournalError:
+                    pass            # reported through on_failure
             if not self._inflight:
                 self._close_file()
-        elif self._buf and not self._scheduled and self.failed is None:
-            # the records appended while it was in flight: at the end of this
-            # turn, with whatever the turn's other callbacks append
+        elif pending and not self._scheduled:
+            # what was appended (and, but with ring_write, written) while it
+            # was in flight: at the end of this turn, with whatever the
+            # turn's other callbacks append
             self._scheduled = True
             self.loop._at_flush(self.commit)
 
@@ -266,6 +283,8 @@ class Journal:
             return
         self._closing = True
         if self._inflight and not self.loop.is_closed():
+            if not self.ring_write and self.failed is None:
+                self.commit()   # the write now; its sync after the one in flight
             return              # _committed finishes the close
         # (a loop closed meanwhile drained the commit in flight: the kernel
         # is done with it, whoever was to be told)
