@@ -18,9 +18,10 @@ hook, which runs after every callback of the turn and right before queued
 sends go to the kernel), or `interval` seconds later when an interval is
 set. A commit writes every buffered record with one write and makes them
 durable with one fdatasync (`fsync=False` skips that: the records are then
-only in the page cache). At most one commit is in flight: the records
-appended meanwhile are written and synced together as soon as it completes,
-so a slow disk makes the batches bigger instead of stalling the loop. Then
+only in the page cache). At most one fdatasync is in flight: the records
+of the turns that pass meanwhile are still written at once, and synced
+together as soon as it completes, so a slow disk makes the batches bigger
+instead of stalling the loop. Then
 `synced` moves to the commit's last record and `on_durable(synced)` runs (on
 the loop thread), which is where a ReplyGate cursor releases the replies
 that waited for these records.
@@ -32,16 +33,18 @@ IORING_FSYNC_DATASYNC in the ring, submitted with the turn's sends (no
 syscall, no thread of ours; one completion wakes the journal); on the poll
 backend an fdatasync(2) on the poll driver's helper thread (a C thread: no
 GIL hand-off), never on the loop thread. The records themselves are written
-by one write(2) in commit(), on the loop thread, before the turn's sends
-reach the kernel: a reply that does not wait for `on_durable` (policy
-`none`) is then never out before its record is in the page cache, so a
-killed process loses nothing it acknowledged. `ring_write=True` sends the
-write through the ring too, linked to its fdatasync (IORING_OP_WRITE at the
-end of the O_APPEND file, IOSQE_IO_LINK, then the FSYNC: one submission, one
-completion; a short write is continued by the RingFile): no syscall at all
-on the loop thread, for owners that release nothing before `on_durable`
-(the kernel may run that write after the turn's sends: on ext4 a buffered
-write in the ring is handed to an io_uring worker). Without a loop, or with
+by one write(2) in every commit, on the loop thread, before the turn's sends
+reach the kernel, even while a sync is in flight: a reply that does not
+wait for `on_durable` (policy `none`) is then never out before its record is
+in the page cache, so a killed process loses nothing it acknowledged.
+`ring_write=True` sends the write through the ring too, linked to its
+fdatasync (IORING_OP_WRITE at the end of the O_APPEND file, IOSQE_IO_LINK,
+then the FSYNC: one submission, one completion; a short write is continued
+by the RingFile): no syscall at all on the loop thread, for owners that
+release nothing before `on_durable`. Such a write goes to the kernel with
+the turn's sends, or after them while a commit is in flight, and the kernel
+may run it after them (on ext4 a buffered write in the ring is handed to an
+io_uring worker). Without a loop, or with
 `background=False`, commit() writes and syncs with plain syscalls on the
 calling thread (it blocks; that is what a caller without a loop wants).
 
@@ -60,8 +63,10 @@ journal (`failed` is set, `on_failure(exc)` runs, `append` raises): a
 server must not acknowledge writes it cannot persist.
 
 Invariants: `synced <= appended`; records reach the file in append order; a
-record's bytes are written by exactly one commit; at most one commit (write
-and fdatasync) is in flight; `on_durable` is called with strictly increasing
+record's bytes are written by exactly one commit; at most one fdatasync (or,
+with `ring_write`, one linked write and fdatasync) is in flight; a commit on
+a loop writes the records buffered so far before the turn's sends are
+submitted (but with `ring_write`); `on_durable` is called with strictly increasing
 values, each only after an fdatasync that started after those records were
 written (write(2) returned before the sync is submitted; with `ring_write`
 the link orders them in the kernel, or, on a driver without links, the sync
