@@ -20,6 +20,8 @@
  * rl_pds_take); it blocks every signal (they are the loop thread's); it never
  * calls into Python and holds no GIL. The fd a job syncs is kept open by the
  * job's owner until its completion has been reaped (the core's RingFile).
+ * Like the loop it serves, it does not survive fork(): a child never uses
+ * its parent's loop (the runtime's workers make their own).
  */
 #ifndef RINGLINE_PDSYNC_H
 #define RINGLINE_PDSYNC_H

@@ -9,7 +9,8 @@
  * need), the waiting operations themselves (a copy of each SQE, on a per-fd
  * list and in a user_data hash for ASYNC_CANCEL) and, per provided-buffer
  * group, its own head counter over the user-space buffer ring (the ring is
- * never registered with the kernel: the driver takes entries itself).
+ * never registered with the kernel: the driver takes entries itself), and
+ * the FSYNC helper thread (pdsync.h; its eventfd sits in the epoll set).
  *
  * Lifecycle: rl_pd_init() -> (rl_pd_get_sqe() ... rl_pd_enter(); rl_pd_reap())*
  *            -> rl_pd_exit().
