@@ -534,6 +534,49 @@ cdef class _DatagramCore:
     cdef int _schedule_connection_lost(self, exc) except -1
 
 
+# ---- _loop/fileops.pxi -------------------------------------------------------
+
+cdef class _FileOp(_Op):
+    cdef _FileReq req
+    cdef bint is_sync        # its FSYNC (else its WRITE)
+    cdef int complete(self, int res, uint32_t flags) except -1
+
+cdef class _FileReq:
+    cdef RingFile file
+    cdef Py_buffer view      # the bytes to write (held until the final completion)
+    cdef bint has_view
+    cdef size_t done         # bytes of view written so far
+    cdef uint64_t pos        # file offset of view[0]; (uint64_t)-1: the file position
+    cdef int sync            # after the write: 0 nothing, 1 fdatasync, 2 fsync
+    cdef bint sent_write, sent_sync   # what the round in flight carries
+    cdef int nops            # operations of the round in flight
+    cdef int wres, sres      # their results
+    cdef object callback     # callback(None or OSError), or None
+    cdef object fut          # the future write()/sync() returned, or None
+    @cython.final
+    cdef int _round(self) except -1
+    @cython.final
+    cdef int _again(self) except -1
+    @cython.final
+    cdef int _on_op(self, _FileOp op, int res) except -1
+    @cython.final
+    cdef int _finish(self, int err, exc=*) except -1
+
+cdef class RingFile:
+    cdef LoopCore loop
+    cdef readonly int fd
+    cdef readonly Py_ssize_t pending    # requests in flight
+    cdef bint closing
+    cdef object on_closed               # close()'s callback
+    cdef readonly uint64_t writes, syncs, short_writes
+    @cython.final
+    cdef _FileReq _request(self, int sync, callback)
+    @cython.final
+    cdef int _req_done(self) except -1
+    @cython.final
+    cdef int _close_fd(self) except -1
+
+
 # ---- _conn/recv.pxi ----------------------------------------------------------
 
 cdef class _NeedAtLeast:

@@ -21,6 +21,7 @@ _loop/        the asyncio loop over the driver
   stream.pxi    stream transports (TCP, Unix, pipes)
   accept.pxi    listening sockets (multishot ACCEPT)
   datagram.pxi  datagram transports (UDP, Unix datagram)
+  fileops.pxi   RingFile: file writes and syncs as driver operations
 _conn/        the native connection API (ringline.Conn) over the loop
   recv.pxi      receive accumulator storage, the with_data awaitable
   slot.pxi      one connection's state; the table of them
@@ -51,6 +52,7 @@ include "_loop/sendq.pxi"
 include "_loop/stream.pxi"
 include "_loop/accept.pxi"
 include "_loop/datagram.pxi"
+include "_loop/fileops.pxi"
 include "_conn/recv.pxi"
 include "_conn/slot.pxi"
 include "_conn/parts.pxi"

@@ -1,7 +1,8 @@
 """ringline.kv with `--appendonly yes --ack-policy disk`: what a client saw
 acknowledged survives a SIGKILL of the whole server at a random moment, a
 restart recovers every data type and deadline, and a torn tail record is
-discarded; plus a slow client dropped at the cap while others go on."""
+discarded; with policy none (per-turn commit) nothing acknowledged is lost to
+a SIGKILL either; plus a slow client dropped at the cap while others go on."""
 from __future__ import annotations
 
 import os
@@ -121,6 +122,18 @@ def test_acknowledged_writes_survive_sigkill(interval):
     with KvServer(*DISK, *extra) as kv:
         kv.kill()
         keys, lost = _kill_rounds(kv, 4, seed=19)
+    assert len(keys) > 100, "the writers got too few acknowledgements to mean much"
+    assert not lost, f"{len(lost)} of {len(keys)} acknowledged writes lost, e.g. {lost[:3]}"
+
+
+def test_policy_none_acknowledges_nothing_unwritten():
+    """Policy none releases replies at once; with the per-turn group commit
+    every turn's records are written (write(2), into the page cache) before
+    that turn's replies go to the kernel, even while the previous turn's
+    fdatasync is still in flight, so a SIGKILL loses nothing acknowledged."""
+    with KvServer("--appendonly", "yes", "--ack-policy", "none") as kv:
+        kv.kill()
+        keys, lost = _kill_rounds(kv, 3, seed=23)
     assert len(keys) > 100, "the writers got too few acknowledgements to mean much"
     assert not lost, f"{len(lost)} of {len(keys)} acknowledged writes lost, e.g. {lost[:3]}"
 

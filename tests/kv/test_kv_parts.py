@@ -3,10 +3,8 @@ expiry, the Journal (group commit, CRC, torn tails) and the ReplyGate
 (ordering, release by the cursor, the slow-client cap)."""
 from __future__ import annotations
 
-import asyncio
 import os
 import struct
-import time
 
 import pytest
 
@@ -112,42 +110,6 @@ def test_journal_group_commit_and_recovery(tmp_path):
     j.append(b"last")
     j.close()                         # commits what is buffered
     assert _records(path) == [b"rec%d" % i for i in range(10)] + [b"last"]
-
-
-class SlowDiskJournal(Journal):
-    """fdatasync takes 30 ms; counts how many run at once."""
-    active = 0
-    most = 0
-
-    def _timed_sync(self):
-        SlowDiskJournal.active += 1
-        SlowDiskJournal.most = max(SlowDiskJournal.most, SlowDiskJournal.active)
-        time.sleep(0.03)
-        super()._timed_sync()
-        SlowDiskJournal.active -= 1
-
-
-def test_journal_background_sync_batches_while_the_loop_serves(tmp_path, run):
-    path = str(tmp_path / "j")
-    durable = []
-
-    async def main():
-        j = SlowDiskJournal.open(path, on_durable=durable.append)
-        turns = 0
-        for i in range(200):              # one record per loop turn, ~1 ms apart
-            j.append(b"r%d" % i)
-            await asyncio.sleep(0.001)
-            turns += 1
-        while j.synced < 200:
-            await asyncio.sleep(0.005)
-        j.close()
-        return turns
-
-    assert run(main) == 200
-    assert SlowDiskJournal.most == 1                   # one sync in flight at most
-    assert durable == sorted(set(durable)) and durable[-1] == 200
-    assert len(durable) < 50                           # records batched behind the syncs
-    assert _records(path) == [b"r%d" % i for i in range(200)]
 
 
 @pytest.mark.parametrize("tail", [b"\x05", HEADER.pack(100, 0) + b"partial",

@@ -26,6 +26,8 @@ own them:
   (tests/loop/test_loop_api_*.py), ``support.sock_ops`` (test_sock_ops_*.py),
   ``support.transports`` (test_transport_acceptance_*.py),
   ``support.memcache_stubs`` (clients/test_memcache_client_*.py).
+* ``support.fakering``: the fake-ring loop fixture and helpers of the file
+  operation tests (tests/loop/test_file_ops.py, tests/kv/test_kv_journal_sync.py).
 * ``support/tools/``: small programs the tests run in a subprocess.
 
 Nothing here is a test; nothing here outlives the test that used it (every

@@ -147,6 +147,7 @@ cdef extern from "ring.h" nogil:
         uint64_t addr
         uint32_t len
         uint32_t rw_flags
+        uint32_t fsync_flags
         uint32_t msg_flags
         uint32_t poll32_events
         uint32_t accept_flags
@@ -208,6 +209,7 @@ cdef extern from "ring.h" nogil:
     int IORING_OP_CONNECT, IORING_OP_CLOSE, IORING_OP_READ, IORING_OP_WRITE
     int IORING_OP_SEND, IORING_OP_RECV
     int IORING_OP_SEND_ZC, IORING_OP_SENDMSG_ZC, IORING_OP_LINK_TIMEOUT
+    int IORING_OP_FSYNC, IORING_FSYNC_DATASYNC
     int IORING_CQE_F_MORE, IORING_CQE_F_BUFFER, IORING_CQE_F_NOTIF
     int IORING_CQE_BUFFER_SHIFT
     int IOSQE_BUFFER_SELECT, IOSQE_IO_LINK

@@ -9,14 +9,16 @@
  * need), the waiting operations themselves (a copy of each SQE, on a per-fd
  * list and in a user_data hash for ASYNC_CANCEL) and, per provided-buffer
  * group, its own head counter over the user-space buffer ring (the ring is
- * never registered with the kernel: the driver takes entries itself).
+ * never registered with the kernel: the driver takes entries itself), and
+ * the FSYNC helper thread (pdsync.h; its eventfd sits in the epoll set).
  *
  * Lifecycle: rl_pd_init() -> (rl_pd_get_sqe() ... rl_pd_enter(); rl_pd_reap())*
  *            -> rl_pd_exit().
  * One enter: every queued SQE is tried at once non-blockingly, in order
  * (POLL_ADD only registers; ASYNC_CANCEL completes its still-waiting target
- * with -ECANCELED); an operation that meets EAGAIN waits on its fd, costing
- * nothing until epoll reports the fd; then one epoll_wait (no wait when
+ * with -ECANCELED; FSYNC goes to the helper thread of pdsync.h, whose
+ * eventfd is in the epoll set); an operation that meets EAGAIN waits on its
+ * fd, costing nothing until epoll reports the fd; then one epoll_wait (no wait when
  * completions are already queued or none was asked for), and the operations
  * of every ready fd are retried. Completions are queued, never delivered to
  * the core from here: reap hands them out. The driver never calls into Python
@@ -40,6 +42,7 @@
 #define RINGLINE_POLLDRV_H
 
 #include "ring.h"
+#include "pdsync.h"
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -93,6 +96,7 @@ typedef struct rl_polldrv {
     struct epoll_event *evs;
     int evcap;
     int no_pwait2;
+    rl_pds fsync;                  /* FSYNC runs on its helper thread (pdsync.h) */
     /* counters (same names as the ring's where they mean the same) */
     uint64_t enters, submitted, epoll_waits, epoll_ctls, rebuilds, stale_events;
 } rl_polldrv;
@@ -102,7 +106,7 @@ static const unsigned char rl_pd_supported[] = {
     IORING_OP_NOP, IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_POLL_ADD,
     IORING_OP_SENDMSG, IORING_OP_RECVMSG, IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL,
     IORING_OP_CONNECT, IORING_OP_CLOSE, IORING_OP_READ, IORING_OP_WRITE,
-    IORING_OP_SEND, IORING_OP_RECV,
+    IORING_OP_SEND, IORING_OP_RECV, IORING_OP_FSYNC,
 };
 
 static int rl_pd_init(rl_polldrv *d, unsigned entries) {
@@ -142,6 +146,7 @@ static void rl_pd_exit(rl_polldrv *d) {
         nx = op->next;
         free(op);
     }
+    rl_pds_exit(&d->fsync);
     free(d->htab); free(d->sq); free(d->cq); free(d->evs); free(d->fds);
     close(d->epfd);
     d->epfd = -1;
@@ -804,6 +809,38 @@ static void rl_pd_cancel(rl_polldrv *d, const struct io_uring_sqe *sqe) {
     rl_pd_post(d, sqe->user_data, 0, 0);
 }
 
+/* ---- FSYNC: on the helper thread (pdsync.h), never on the loop thread ---- */
+
+static int rl_pd_sync_watch(rl_polldrv *d) {
+    struct epoll_event ev;
+    ev.events = EPOLLIN;
+    ev.data.u64 = RL_PD_SYNC_TAG;
+    d->epoll_ctls++;
+    return epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->fsync.efd, &ev) < 0 ? -errno : 0;
+}
+
+static void rl_pd_fsync(rl_polldrv *d, const struct io_uring_sqe *sqe) {
+    int err = 0;
+    if (!d->fsync.started) {
+        err = rl_pds_start(&d->fsync);
+        if (err == 0 && (err = rl_pd_sync_watch(d)) < 0)
+            rl_pds_exit(&d->fsync);
+    }
+    if (err == 0)
+        err = rl_pds_push(&d->fsync, sqe->fd, (sqe->fsync_flags & IORING_FSYNC_DATASYNC) != 0,
+                          sqe->user_data);
+    if (err < 0)
+        rl_pd_post(d, sqe->user_data, err, 0);
+}
+
+/* The helper's eventfd fired: post the completions of the syncs it ran. */
+static void rl_pd_sync_drain(rl_polldrv *d) {
+    rl_pds_job *list = rl_pds_take(&d->fsync), *j;
+    for (j = list; j; j = j->next)
+        rl_pd_post(d, j->ud, j->res, 0);
+    rl_pds_free_list(list);
+}
+
 static unsigned rl_pd_submit(rl_polldrv *d) {
     unsigned i, n = d->sq_len;
     for (i = 0; i < n; i++) {
@@ -811,6 +848,10 @@ static unsigned rl_pd_submit(rl_polldrv *d) {
         rl_pd_op *op;
         if (sqe->opcode == IORING_OP_ASYNC_CANCEL) {
             rl_pd_cancel(d, sqe);
+            continue;
+        }
+        if (sqe->opcode == IORING_OP_FSYNC) {
+            rl_pd_fsync(d, sqe);
             continue;
         }
         op = rl_pd_op_new(d, sqe);
@@ -837,6 +878,8 @@ static void rl_pd_rebuild(rl_polldrv *d) {
     d->rebuilds++;
     close(d->epfd);
     d->epfd = nep;
+    if (d->fsync.started)
+        rl_pd_sync_watch(d);
     for (fd = 0; fd < d->nfds; fd++) {
         d->fds[fd].reg = 0;
         if (d->fds[fd].head && rl_pd_sync(d, fd, 0) < 0)
@@ -904,6 +947,10 @@ static int rl_pd_enter(rl_polldrv *d, unsigned wait_nr, long long timeout_ns) {
         uint64_t data = d->evs[i].data.u64;
         int fd = (int)(uint32_t)data;
         uint32_t gen = (uint32_t)(data >> 32);
+        if (data == RL_PD_SYNC_TAG) {
+            rl_pd_sync_drain(d);
+            continue;
+        }
         if (fd >= d->nfds || d->fds[fd].reg == 0 || d->fds[fd].gen != gen) {
             /* a registration we could not remove: start afresh (the rest of
              * this batch belongs to the old set; level-triggered readiness

@@ -301,8 +301,10 @@ cdef class _LoopOps(_LoopSched):
         # op's completion with this result needs no loop turn of its own:
         # the wait that follows goes on past it (rl_drv_wait, _c/driver.h).
         # Only for the wait right after the flush that queued op (before_wait:
-        # no Python code runs in between that could start waiting on it); the
-        # marks are cleared when that wait returns (_clear_quiet).
+        # no Python code runs in between that could start waiting on it), or
+        # for an op whose completion is always followed by one of another op
+        # (a file write linked to its sync: fileops.pxi); the marks are
+        # cleared when that wait returns (_clear_quiet).
         cdef uint32_t slot
         if res <= 0 or res > 0x7FFFFFFF or self.nquiet >= 64:
             return

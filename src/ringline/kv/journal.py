@@ -16,27 +16,37 @@ loop running at that first append; with no loop at all the owner calls
 commit() itself): at the end of the current loop turn (the loop's pre-flush
 hook, which runs after every callback of the turn and right before queued
 sends go to the kernel), or `interval` seconds later when an interval is
-set. A commit writes every buffered record with one write(2) and makes
-them durable with one fdatasync(2) (`fsync=False` skips that: the records are
-then only in the page cache). With a loop and `background=True` (the
-default) the fdatasync runs on a helper thread while the loop goes on
-serving: at most one sync is in flight, and the records appended meanwhile
-are written and synced together as soon as it returns, so a slow disk makes
-the batches bigger instead of stalling the loop. A fast disk is synced
-inline instead: while the last fdatasync took less than `inline_sync`
-seconds (default 500 µs; 0: always on the thread) the next one runs in the
-commit itself, which saves the thread hand-off (two context switches and a
-loop turn per commit: on a busy machine that is most of a commit's latency);
-one slower sync sends the following ones to the thread until a sync is fast
-again, so the loop never stalls for longer than about one such sync. Then `synced` moves to the
-commit's last record and `on_durable(synced)` runs (on the loop thread),
-which is where a ReplyGate cursor releases the replies that waited for these
-records.
+set. A commit writes every buffered record with one write and makes them
+durable with one fdatasync (`fsync=False` skips that: the records are then
+only in the page cache). At most one fdatasync is in flight: the records
+of the turns that pass meanwhile are still written at once, and synced
+together as soon as it completes, so a slow disk makes the batches bigger
+instead of stalling the loop. Then
+`synced` moves to the commit's last record and `on_durable(synced)` runs (on
+the loop thread), which is where a ReplyGate cursor releases the replies
+that waited for these records.
 
-File I/O: plain write(2) from the loop thread and fdatasync(2) on the helper
-thread, on both backends: ringline's loop does not expose file operations
-through the ring yet (the thread stands in for an IORING_OP_FSYNC; noted in
-docs/kv.md).
+File I/O (with a loop and `background=True`, the default): the loop's
+RingFile (ringline._core, _loop/fileops.pxi) owns the fd and the fdatasync
+is an operation of the loop's driver: on io_uring IORING_OP_FSYNC with
+IORING_FSYNC_DATASYNC in the ring, submitted with the turn's sends (no
+syscall, no thread of ours; one completion wakes the journal); on the poll
+backend an fdatasync(2) on the poll driver's helper thread (a C thread: no
+GIL hand-off), never on the loop thread. The records themselves are written
+by one write(2) in every commit, on the loop thread, before the turn's sends
+reach the kernel, even while a sync is in flight: a reply that does not
+wait for `on_durable` (policy `none`) is then never out before its record is
+in the page cache, so a killed process loses nothing it acknowledged.
+`ring_write=True` sends the write through the ring too, linked to its
+fdatasync (IORING_OP_WRITE at the end of the O_APPEND file, IOSQE_IO_LINK,
+then the FSYNC: one submission, one completion; a short write is continued
+by the RingFile): no syscall at all on the loop thread, for owners that
+release nothing before `on_durable`. Such a write goes to the kernel with
+the turn's sends, or after them while a commit is in flight, and the kernel
+may run it after them (on ext4 a buffered write in the ring is handed to an
+io_uring worker). Without a loop, or with
+`background=False`, commit() writes and syncs with plain syscalls on the
+calling thread (it blocks; that is what a caller without a loop wants).
 
 Recovery (`Journal.recover(path, apply)`): reads records from the start,
 calls apply(payload) for each good one and stops at the first record that is
@@ -46,29 +56,38 @@ record, so new appends never follow garbage. Returns (records, bytes
 discarded).
 
 Lifecycle: `Journal.open(path, ...)` (after recover) -> append/commit ... ->
-close() (commits what is buffered first). A failed write or fsync is fatal
-to the journal (`failed` is set, `on_failure(exc)` runs, `append` raises): a
+close() (commits what is buffered first: synchronously, or, when a commit is
+in flight through the loop, right after it, the fd closing once the last
+one completed; `closed` tells). A failed write or fsync is fatal to the
+journal (`failed` is set, `on_failure(exc)` runs, `append` raises): a
 server must not acknowledge writes it cannot persist.
 
 Invariants: `synced <= appended`; records reach the file in append order; a
-record's bytes are written by exactly one commit; at most one fdatasync is
-in flight; `on_durable` is called with strictly increasing values, each
-only after an fdatasync that started after those records were written.
+record's bytes are written by exactly one commit; at most one fdatasync (or,
+with `ring_write`, one linked write and fdatasync) is in flight; a commit on
+a loop writes the records buffered so far before the turn's sends are
+submitted (but with `ring_write`); `on_durable` is called with strictly increasing
+values, each only after an fdatasync that started after those records were
+written (write(2) returned before the sync is submitted; with `ring_write`
+the link orders them in the kernel, or, on a driver without links, the sync
+is submitted only once the write completed).
 """
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import struct
 import time
 import zlib
 from typing import Any, Callable, Optional, Tuple
 
+from ringline._core import RingFile
+
 __all__ = ["Journal", "JournalError", "HEADER"]
 
 HEADER = struct.Struct("<II")
 _MAX_RECORD = 1 << 30
+_DATASYNC = 1                   # RingFile.write(sync=...): fdatasync after the write
 
 
 class JournalError(OSError):
@@ -80,7 +99,7 @@ class Journal:
 
     def __init__(self, fd: int, path: str, *, loop: Any = None, fsync: bool = True,
                  interval: Optional[float] = None, background: bool = True,
-                 inline_sync: float = 0.0005,
+                 ring_write: bool = False,
                  on_durable: Optional[Callable[[int], None]] = None,
                  on_failure: Optional[Callable[[BaseException], None]] = None) -> None:
         self.fd = fd
@@ -89,27 +108,35 @@ class Journal:
         self.fsync = fsync
         self.interval = interval
         self.background = background
-        self.inline_sync = inline_sync
-        self.last_sync = 0.0        # seconds the last fdatasync took
-        self._inflight = False
-        self._executor: Any = None
+        self.ring_write = ring_write
         self.on_durable = on_durable
         self.on_failure = on_failure
         self.appended = 0
         self.synced = 0
         self._buf = bytearray()
         self._scheduled = False
+        self._file: Any = None      # the RingFile, once a commit went through the loop
+        self._written = 0           # records in the file (not necessarily synced)
+        self._inflight = False      # a commit (a sync, or a ring write) is in flight
+        self._target = 0            # ... and the last record it covers
+        self._nbytes = 0
+        self._t0 = 0.0
+        self._closing = False
         self.failed: Optional[BaseException] = None
         # counters (INFO shows them)
         self.commits = 0
         self.bytes_written = 0
-        self.sync_seconds = 0.0
+        self.sync_seconds = 0.0     # time commits spent writing and syncing
         self.max_batch = 0
 
     @classmethod
     def open(cls, path: str, **kw: Any) -> "Journal":
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         return cls(fd, path, **kw)
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
 
     # -- appending ----------------------------------------------------------
 
@@ -123,6 +150,8 @@ class Journal:
         returns the last one's sequence number."""
         if self.failed is not None:
             raise JournalError(f"journal {self.path} failed: {self.failed}")
+        if self._closing:
+            raise JournalError(f"journal {self.path} is closed")
         self._buf += records
         self.appended += count
         if not self._scheduled:
@@ -144,67 +173,96 @@ class Journal:
 
     def commit(self) -> None:
         """Write everything appended so far and make it durable, then report
-        it (at once, or when the background fdatasync returns)."""
+        it (at once when synced with a syscall, else when the loop's
+        completion arrives). The write is never deferred (but with
+        `ring_write`): only the fdatasync waits while another is in flight."""
         self._scheduled = False
-        if not self._buf or self.failed is not None:
+        if self.failed is not None:
             return
-        if self._inflight:
-            return              # _sync_done commits what accumulated meanwhile
-        data = self._buf
-        self._buf = bytearray()
-        target = self.appended
+        ring = self.background and self.loop is not None and self._ring() is not None
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
-            self.bytes_written += len(data)
-            if self.fsync and self.background and self.loop is not None \
-                    and self.last_sync >= self.inline_sync:
-                self._inflight = True
-                fut = self.loop.run_in_executor(self._pool(), self._sync_step)
-                fut.add_done_callback(lambda f: self._sync_done(f, target))
-                return
-            if self.fsync:
-                self._sync_step()
-        except OSError as exc:
+            if ring and self.ring_write:
+                if self._buf and not self._inflight:
+                    data = self._buf
+                    self._buf = bytearray()
+                    self._submit(data, self.appended)   # write and fdatasync, linked
+                return          # in flight: _committed commits what accumulated meanwhile
+            if self._buf:
+                data = self._buf
+                self._buf = bytearray()
+                view = memoryview(data)
+                while view:
+                    n = os.write(self.fd, view)
+                    view = view[n:]
+                self.bytes_written += len(data)
+                self._written = self.appended
+            if self._written <= self.synced or self._inflight:
+                return          # nothing new, or _committed syncs it next
+            if not self.fsync:
+                self._done(self._written)
+            elif ring:
+                self._submit(None, self._written)       # the fdatasync alone
+            else:
+                t0 = time.perf_counter()
+                os.fdatasync(self.fd)
+                self.sync_seconds += time.perf_counter() - t0
+                self._done(self._written)
+        except (OSError, RuntimeError, ValueError) as exc:
+            self._inflight = False
             self._fail(exc)
-        self._done(target)
 
-    def _timed_sync(self) -> None:
-        t0 = time.perf_counter()
-        os.fdatasync(self.fd)
-        self.sync_seconds += time.perf_counter() - t0
+    def _submit(self, data: Optional[bytearray], target: int) -> None:
+        """One commit through the loop's RingFile, covering the records up
+        to target: data written then synced (when fsync), or (data None) the
+        fdatasync of what write(2) already wrote."""
+        self._inflight = True
+        self._target = target
+        self._t0 = time.perf_counter()
+        if data is None:
+            self._nbytes = 0
+            self._file.sync(True, self._committed)
+        else:
+            self._nbytes = len(data)
+            self._file.write(data, -1, _DATASYNC if self.fsync else 0, self._committed)
 
-    def _sync_step(self) -> None:
-        """One sync (inline or on the thread); how long it took decides
-        where the next one runs."""
-        t0 = time.perf_counter()
-        try:
-            self._timed_sync()
-        finally:
-            self.last_sync = time.perf_counter() - t0
+    def _ring(self) -> Any:
+        """The RingFile over fd (made at the first commit through the loop);
+        None when the loop is not a ringline loop (commits use syscalls)."""
+        if self._file is None:
+            try:
+                self._file = RingFile(self.loop, self.fd)
+            except TypeError:
+                self.background = False
+        return self._file
 
-    def _pool(self) -> Any:
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="ringline-journal")
-        return self._executor
-
-    def _sync_done(self, fut: Any, target: int) -> None:
+    def _committed(self, exc: Optional[BaseException]) -> None:
+        """The loop's completion of the commit in flight."""
         self._inflight = False
-        if fut.cancelled():
-            return
-        exc = fut.exception()
+        self.sync_seconds += time.perf_counter() - self._t0
         if exc is not None:
             try:
                 self._fail(exc)
             except JournalError:
                 pass            # reported through on_failure
-            return
-        self._done(target)
-        if self._buf and not self._scheduled:
-            self.commit()       # the records appended while the sync ran
+        else:
+            self.bytes_written += self._nbytes
+            self._written = max(self._written, self._target)
+            self._done(self._target)
+        pending = self.failed is None and (self._buf or self._written > self.synced)
+        if self._closing:
+            if pending:
+                try:
+                    self.commit()   # what close() left: after this commit, in order
+                except JournalError:
+                    pass            # reported through on_failure
+            if not self._inflight:
+                self._close_file()
+        elif pending and not self._scheduled:
+            # what was appended (and, but with ring_write, written) while it
+            # was in flight: at the end of this turn, with whatever the
+            # turn's other callbacks append
+            self._scheduled = True
+            self.loop._at_flush(self.commit)
 
     def _fail(self, exc: BaseException) -> None:
         self.failed = exc
@@ -222,21 +280,34 @@ class Journal:
             self.on_durable(target)
 
     def close(self) -> None:
-        """Commit what is buffered (synchronously), stop the sync thread,
-        close the file."""
-        if self.fd < 0:
+        """Commit what is buffered, then close the file: at once, or, when a
+        commit is in flight through the loop, after it (the buffered records
+        then follow it through the loop, and the fd closes when the last
+        completion arrives: `closed`)."""
+        if self.fd < 0 or self._closing:
             return
+        self._closing = True
+        if self._inflight and not self.loop.is_closed():
+            if not self.ring_write and self.failed is None:
+                self.commit()   # the write now; its sync after the one in flight
+            return              # _committed finishes the close
+        # (a loop closed meanwhile drained the commit in flight: the kernel
+        # is done with it, whoever was to be told)
+        self._inflight = False
         try:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
-            self._inflight = False
             self.background = False
             if self.failed is None:
                 self.commit()
         finally:
-            os.close(self.fd)
-            self.fd = -1
+            self._close_file()
+
+    def _close_file(self) -> None:
+        fd, self.fd = self.fd, -1
+        if self._file is not None:
+            self._file.close()  # nothing in flight: closes the fd now
+            self._file = None
+        elif fd >= 0:
+            os.close(fd)
 
     def stats(self) -> dict:
         return {"appended": self.appended, "synced": self.synced, "commits": self.commits,
