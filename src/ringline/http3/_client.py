@@ -74,7 +74,7 @@ class Client(_HTTPClient):
             qc = await _qconnect(url.host, url.port, alpn=["h3"], verify=self._verify,
                                  engine=q.engine, idle_timeout=q.idle_timeout,
                                  max_data=q.max_data, max_stream_data=q.max_stream_data,
-                                 timeout=t.connect)
+                                 timeout=t.connect, gso=q.gso)
         except QuicHandshakeError as exc:
             if "timed out" in str(exc):
                 raise ConnectTimeout(str(exc)) from None

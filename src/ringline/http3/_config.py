@@ -28,14 +28,17 @@ class QuicLimits:
     idle_timeout                30 s       the QUIC idle timeout
     engine                      None       "qh3" or "aioquic" (None: qh3 if
                                            installed)
+    gso                         None       UDP GSO sends (None: RINGLINE_QUIC_GSO,
+                                           on by default, where the kernel has it)
     ==========================  =========  =========================================
     """
 
-    __slots__ = ("max_buffered_bytes", "max_data", "max_stream_data", "idle_timeout", "engine")
+    __slots__ = ("max_buffered_bytes", "max_data", "max_stream_data", "idle_timeout", "engine",
+                 "gso")
 
     def __init__(self, *, max_buffered_bytes: int = 8 << 20, max_data: int = 16 << 20,
                  max_stream_data: int = 4 << 20, idle_timeout: float = 30.0,
-                 engine: Optional[str] = None) -> None:
+                 engine: Optional[str] = None, gso: Optional[bool] = None) -> None:
         for name, v in (("max_buffered_bytes", max_buffered_bytes), ("max_data", max_data),
                         ("max_stream_data", max_stream_data)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -49,7 +52,10 @@ class QuicLimits:
         self.max_data = max_data
         self.max_stream_data = max_stream_data
         self.idle_timeout = float(idle_timeout)
+        if gso not in (None, True, False):
+            raise ValueError(f"gso must be None, True or False, got {gso!r}")
         self.engine = engine
+        self.gso = gso
 
     def __repr__(self) -> str:
         return "QuicLimits(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"

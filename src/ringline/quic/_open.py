@@ -75,8 +75,9 @@ async def connect(host: str, port: int, *, alpn: Optional[List[str]] = None,
                   max_data: Optional[int] = None, max_stream_data: Optional[int] = None,
                   timeout: Optional[float] = 10.0,
                   on_event: Optional[Callable[[Any], None]] = None,
-                  config: Any = None) -> QuicConn:
-    """A client connection to ``host:port``, after its handshake."""
+                  config: Any = None, gso: Optional[bool] = None) -> QuicConn:
+    """A client connection to ``host:port``, after its handshake. ``gso``:
+    UDP GSO sends (None: ``RINGLINE_QUIC_GSO``, on by default)."""
     loop = asyncio.get_running_loop()
     eng = load(engine)
     infos = await loop.getaddrinfo(host, port, type=2)   # SOCK_DGRAM
@@ -86,7 +87,7 @@ async def connect(host: str, port: int, *, alpn: Optional[List[str]] = None,
         config = configuration(eng, is_client=True, alpn=alpn, server_name=sni, verify=verify,
                                idle_timeout=idle_timeout, max_data=max_data,
                                max_stream_data=max_stream_data)
-    ep = await open_endpoint(loop, remote=addr)
+    ep = await open_endpoint(loop, remote=addr, gso=gso)
     quic = eng.QuicConnection(configuration=config)
     c = QuicConn(ep, quic, addr, eng, on_event)
     ep.client = c
@@ -116,7 +117,8 @@ async def serve(host: str, port: int, *, certfile: str, keyfile: Optional[str] =
                 alpn: Optional[List[str]] = None, engine: Optional[str] = None,
                 idle_timeout: float = 30.0, max_data: Optional[int] = None,
                 max_stream_data: Optional[int] = None,
-                on_connection: Callable[[QuicConn], Any]) -> QuicEndpoint:
+                on_connection: Callable[[QuicConn], Any],
+                gso: Optional[bool] = None) -> QuicEndpoint:
     """A server on ``host:port``: ``on_connection(conn)`` is called for
     each new peer before its first datagram is processed, and sets
     ``conn.on_event``. Connection migration is ignored (a peer is its
@@ -137,5 +139,5 @@ async def serve(host: str, port: int, *, certfile: str, keyfile: Optional[str] =
         on_connection(c)
         return c
 
-    ep = await open_endpoint(loop, local=(host, port), accept=accept)
+    ep = await open_endpoint(loop, local=(host, port), accept=accept, gso=gso)
     return ep
