@@ -30,15 +30,23 @@ class QuicLimits:
                                            installed)
     gso                         None       UDP GSO sends (None: RINGLINE_QUIC_GSO,
                                            on by default, where the kernel has it)
+    session_tickets             True       keep the servers' session tickets (a
+                                           TicketStore per Client, 64 origins,
+                                           a day at most) and resume with them
+    early_data                  True       with a ticket allowing it, send GET and
+                                           HEAD requests as 0-RTT early data (a
+                                           refused one is sent again after the
+                                           handshake by the engine)
     ==========================  =========  =========================================
     """
 
     __slots__ = ("max_buffered_bytes", "max_data", "max_stream_data", "idle_timeout", "engine",
-                 "gso")
+                 "gso", "session_tickets", "early_data")
 
     def __init__(self, *, max_buffered_bytes: int = 8 << 20, max_data: int = 16 << 20,
                  max_stream_data: int = 4 << 20, idle_timeout: float = 30.0,
-                 engine: Optional[str] = None, gso: Optional[bool] = None) -> None:
+                 engine: Optional[str] = None, gso: Optional[bool] = None,
+                 session_tickets: bool = True, early_data: bool = True) -> None:
         for name, v in (("max_buffered_bytes", max_buffered_bytes), ("max_data", max_data),
                         ("max_stream_data", max_stream_data)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -54,8 +62,13 @@ class QuicLimits:
         self.idle_timeout = float(idle_timeout)
         if gso not in (None, True, False):
             raise ValueError(f"gso must be None, True or False, got {gso!r}")
+        for name, b in (("session_tickets", session_tickets), ("early_data", early_data)):
+            if not isinstance(b, bool):
+                raise ValueError(f"{name} must be True or False, got {b!r}")
         self.engine = engine
         self.gso = gso
+        self.session_tickets = session_tickets
+        self.early_data = early_data
 
     def __repr__(self) -> str:
         return "QuicLimits(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"

@@ -33,6 +33,10 @@ engine holds unsent (the peer's flow control stays closed) and no response
 head came, a ``write`` period with no byte leaving fails the request with
 ``WriteTimeout`` (the stream is reset); bytes leaving, however slowly,
 restart the period. Once the body is out, ``Timeout.read`` applies.
+
+0-RTT: on a connection dialed with a session ticket allowing early data
+(``qc.early``), GET and HEAD requests without a body are sent before the
+handshake ends; any other request waits for it (``Timeout.connect``).
 """
 from __future__ import annotations
 
@@ -41,8 +45,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .._conn.timers import timeout as _timeout
 from ..http._config import Bounds, Timeout
-from ..http._errors import (LimitExceeded, PoolTimeout, ReadError, ReadTimeout,
-                            RemoteProtocolError, WriteTimeout)
+from ..http._errors import (ConnectError, ConnectTimeout, LimitExceeded, PoolTimeout,
+                            ReadError, ReadTimeout, RemoteProtocolError, WriteTimeout)
 from ..http._h1 import check_header
 from ..http._h1conn import StaleConnection
 from ..http._models import Response
@@ -53,6 +57,7 @@ __all__ = ["H3Conn"]
 
 _H3_REQUEST_CANCELLED = 0x10C
 _H3_NO_ERROR = 0x100
+_EARLY = ("GET", "HEAD")         # the requests that may go as 0-RTT early data
 _SEND_HIGH = 1 << 20            # request body bytes queued in the engine per stream
 
 
@@ -418,9 +423,31 @@ class H3Conn:
             s.wake()
             self._cancel(s)
 
+    async def _handshake(self, t: Timeout) -> None:
+        """Wait for the end of a 0-RTT connection's handshake."""
+        qc = self.qc
+        try:
+            if t.connect is None:
+                await asyncio.shield(qc.handshake)
+            else:
+                async with _timeout(t.connect):
+                    await asyncio.shield(qc.handshake)
+        except TimeoutError:
+            self.close()
+            raise ConnectTimeout(f"QUIC handshake with {self.authority.decode()} timed out "
+                                 f"after {t.connect} s") from None
+        if qc.terminated is not None:
+            raise ConnectError(f"QUIC handshake with {self.authority.decode()} failed: "
+                               f"{getattr(qc.terminated, 'reason_phrase', '')}")
+
     async def request(self, client: Any, req: Any, t: Timeout) -> Response:
         if not self.has_room():
             raise StaleConnection(True)
+        if self.qc.early and not self.qc.handshake.done() and (
+                req.method not in _EARLY or req.content or req.stream is not None):
+            await self._handshake(t)           # only GET and HEAD go as 0-RTT
+            if not self.has_room():
+                raise StaleConnection(True)
         raw_headers, checked, body = client._wire_headers(req, True)
         headers = [(b":method", req.method.encode("ascii")), (b":scheme", b"https"),
                    (b":authority", self.authority),

@@ -26,7 +26,7 @@ import hashlib
 import inspect
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Union
 
-from ..quic import QuicConn, serve as _qserve
+from ..quic import QuicConn, TicketStore, serve as _qserve
 
 __all__ = ["H3Server", "serve", "demo_app", "pattern"]
 
@@ -224,6 +224,7 @@ class H3Server:
         self.app = app
         self.endpoint: Any = None
         self.peers: set = set()
+        self.tickets: Optional[TicketStore] = None
 
     @property
     def port(self) -> int:
@@ -248,12 +249,16 @@ async def serve(host: str, port: int, *, certfile: str, keyfile: Optional[str] =
                 app: Optional[App] = None, engine: Optional[str] = None,
                 idle_timeout: float = 30.0, max_data: Optional[int] = None,
                 max_stream_data: Optional[int] = None,
-                gso: Optional[bool] = None) -> H3Server:
+                gso: Optional[bool] = None, session_tickets: bool = True) -> H3Server:
     """Serve HTTP/3 on ``host:port`` (0: any free port; see ``.port``).
-    ``gso``: UDP GSO sends (None: ``RINGLINE_QUIC_GSO``, on by default)."""
+    ``gso``: UDP GSO sends (None: ``RINGLINE_QUIC_GSO``, on by default).
+    ``session_tickets``: issue tickets (``srv.tickets``) and accept 0-RTT
+    from them."""
     srv = H3Server(app or demo_app)
+    srv.tickets = TicketStore() if session_tickets else None
     srv.endpoint = await _qserve(host, port, certfile=certfile, keyfile=keyfile, alpn=["h3"],
                                  engine=engine, idle_timeout=idle_timeout, max_data=max_data,
                                  max_stream_data=max_stream_data,
-                                 on_connection=srv._on_connection, gso=gso)
+                                 on_connection=srv._on_connection, gso=gso,
+                                 tickets=srv.tickets)
     return srv

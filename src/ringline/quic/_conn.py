@@ -44,7 +44,8 @@ class QuicConn:
 
     __slots__ = ("endpoint", "quic", "addr", "send_addr", "engine", "on_event", "loop",
                  "inbox", "dirty", "paused", "max_inbox", "dropped", "timer", "timer_at",
-                 "handshake", "closed", "terminated", "_many", "_ev", "alpn", "on_turn", "pending", "transmit_errors")
+                 "handshake", "closed", "terminated", "_many", "_ev", "alpn", "on_turn", "pending",
+                 "transmit_errors", "early")
 
     def __init__(self, endpoint: Any, quic: Any, addr: Any, engine: Engine,
                  on_event: Optional[Callable[[Any], None]] = None,
@@ -76,6 +77,7 @@ class QuicConn:
         # and QPACK streams arrive with the end of the handshake)
         self.pending: List[Any] = []
         self.transmit_errors = 0
+        self.early = False       # returned by connect() before the handshake (0-RTT)
 
     # -- driving --
 
