@@ -113,9 +113,20 @@ async def connect(host: str, port: int, *, alpn: Optional[List[str]] = None,
                 tickets.put(key, t)
     ep = await open_endpoint(loop, remote=addr, gso=gso)
     quic = eng.QuicConnection(configuration=config, session_ticket_handler=handler)
+    try:
+        quic.connect(addr, now=loop.time())
+    except Exception:
+        if ticket is None or tickets is None:
+            ep.close()
+            raise
+        # qh3 2.1 cannot fit a large ticket (GnuTLS's, from ngtcp2) in its
+        # ClientHello: forget the ticket, connect without it
+        tickets.forget(key)
+        ticket = config.session_ticket = None
+        quic = eng.QuicConnection(configuration=config, session_ticket_handler=handler)
+        quic.connect(addr, now=loop.time())
     c = QuicConn(ep, quic, addr, eng, on_event)
     ep.client = c
-    quic.connect(addr, now=loop.time())
     c.kick()
     if early and ticket is not None and ticket.max_early_data_size == 0xFFFFFFFF:
         c.early = True       # 0-RTT: the caller sends now, the handshake goes on

@@ -74,6 +74,10 @@ class TicketStore:
         session_ticket_fetcher: each ticket resumes once)."""
         return self._live(label, True)
 
+    def forget(self, key: Hashable) -> None:
+        """Drop the ticket of ``key`` (one the engine could not use)."""
+        self._items.pop(key, None)
+
     def add(self, ticket: Any) -> None:
         """A server's session_ticket_handler: keep ``ticket`` by its bytes."""
         self.put(ticket.ticket, ticket)
