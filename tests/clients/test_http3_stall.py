@@ -68,8 +68,9 @@ def test_upload_to_stalled_server_times_out(tmp_path, engine, streamed):
 
 
 def test_slow_but_steady_server_is_not_stalled(tmp_path):
-    """A server that takes the body at its own slow pace (a small window,
-    each datagram held back a while): no WriteTimeout, the body arrives."""
+    """A server that takes the body at its own slow pace (a 16 KiB window,
+    datagrams held back 100 ms of every 105): no WriteTimeout, the body
+    arrives."""
     tls = tls_files(str(tmp_path))
 
     async def main():
@@ -81,26 +82,30 @@ def test_slow_but_steady_server_is_not_stalled(tmp_path):
             loop = asyncio.get_running_loop()
 
             def tick():
-                # hold datagrams for 50 ms out of every 100: slow, never stalled
+                # hold datagrams for 100 ms, then take them for 5 ms: slow,
+                # never stalled for a write period (0.3 s)
                 if qc.terminated is not None:
                     return
                 if qc.paused:
                     qc.resume()
+                    loop.call_later(0.005, tick)
                 else:
                     qc.pause()
                     qc_paused.append(1)
-                loop.call_later(0.05, tick)
-            loop.call_later(0.05, tick)
+                    loop.call_later(0.1, tick)
+            tick()
         srv.endpoint = await qserve("127.0.0.1", 0, certfile=tls["cert"], keyfile=tls["key"],
-                                    alpn=["h3"], max_data=32 << 10, max_stream_data=32 << 10,
+                                    alpn=["h3"], max_data=16 << 10, max_stream_data=16 << 10,
                                     on_connection=on_connection)
         try:
             async with h3.Client(base_url=f"https://127.0.0.1:{srv.port}", verify=tls["ca"],
                                  timeout=h3.Timeout(20, write=0.3)) as c:
-                body = bytes(range(256)) * 2048                  # 512 KiB
+                body = bytes(range(256)) * 4096                  # 1 MiB
                 r = await c.post("/echo", content=body)
                 assert r.content == body
-            assert qc_paused
+            # the upload went on across several held-back periods, more than
+            # one write period (0.3 s) in all
+            assert len(qc_paused) >= 4
         finally:
             srv.close()
     run(main(), timeout=50)

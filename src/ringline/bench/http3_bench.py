@@ -183,6 +183,8 @@ async def _client_main(client: str, port: int, ca: str, work: str, bulk: int,
             out = await _run_work(get, work, bulk, small, server, post)
             ep = next(iter(c._all)).qc.endpoint
             out["sendmsgs"] = ep.sendmsgs
+            out["gso_sends"] = ep.gso_sends
+            out["datagrams_out"] = ep.datagrams_out
             out["gso"] = ep.gso
             return out
     if client in ("aioquic-uvloop", "qh3-uvloop"):
@@ -348,8 +350,8 @@ def _row(work: str, client: str, res: Dict[str, Any], bulk_mib: int, small: int)
     if "error" in res or "skipped" in res:
         return f"{work:5} {client:17} {res.get('error') or res.get('skipped')}"
     unit = "req/s" if work == "small" else "MiB/s"
-    extra = f"  {res['sendmsgs']} SENDMSG (GSO {'on' if res['gso'] else 'off'})" \
-        if "sendmsgs" in res else ""
+    extra = (f"  {res['datagrams_out']} datagrams in {res['sendmsgs']} SENDMSG "
+             f"({res['gso_sends']} GSO)") if "sendmsgs" in res else ""
     return (f"{work:5} {client:17} {res['wall']:7.2f} s  {_rate(work, res, bulk_mib, small):9.1f} "
             f"{unit}  client CPU {res['cpu']:6.2f} s{extra}")
 
