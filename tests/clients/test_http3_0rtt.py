@@ -20,7 +20,7 @@ import time
 import pytest
 
 import ringline.http3 as h3
-from ringline.http3._server import demo_app
+from ringline.http3._server import demo_app, pattern
 from ringline.quic import TicketStore
 
 from support import run
@@ -79,34 +79,13 @@ def _second(c, srv, hits, path="/hello"):
 
 
 @pytest.mark.parametrize("engine", ["qh3", "aioquic"])
-def test_resumed_with_early_data_accepted(tmp_path, engine):
+@pytest.mark.parametrize("refused", [False, True])
+def test_early_data_accepted_or_refused_answered_once(tmp_path, engine, refused):
+    """Accepted: the second connection is resumed and its GET went as
+    0-RTT. Refused (the server forgot its tickets): the GET sent early is
+    sent again after the handshake and answered exactly once."""
     tls = tls_files(str(tmp_path))
-
-    async def main():
-        app, hits = _counting()
-        srv = await h3.serve("127.0.0.1", 0, certfile=tls["cert"], keyfile=tls["key"], app=app,
-                             engine=engine)
-        try:
-            async with h3.Client(base_url=f"https://127.0.0.1:{srv.port}", verify=tls["ca"],
-                                 timeout=10, quic=h3.QuicLimits(engine=engine)) as c:
-                r = await c.get("/hello")
-                first = next(iter(c._all))
-                assert r.text == "hello" and not first.qc.early
-                assert len(c.tickets) == 1 and len(srv.tickets) >= 1
-                r, conn, hs = await _second(c, srv, hits)
-                assert r.text == "hello"
-                assert conn.qc.early and hs.session_resumed and hs.early_data_accepted
-                assert hits == [("GET", "/hello")]                 # answered once
-                r = await c.post("/echo", content=b"after")       # 1-RTT
-                assert r.content == b"after"
-        finally:
-            srv.close()
-    run(main())
-
-
-@pytest.mark.parametrize("engine", ["qh3", "aioquic"])
-def test_early_data_rejected_answered_once(tmp_path, engine):
-    tls = tls_files(str(tmp_path))
+    path = f"/bytes/{50_000}"
 
     async def main():
         app, hits = _counting()
@@ -116,12 +95,18 @@ def test_early_data_rejected_answered_once(tmp_path, engine):
             async with h3.Client(base_url=f"https://127.0.0.1:{srv.port}", verify=tls["ca"],
                                  timeout=10, quic=h3.QuicLimits(engine=engine)) as c:
                 await c.get("/hello")
-                srv.tickets._items.clear()          # the server forgot its tickets
-                r, conn, hs = await _second(c, srv, hits, f"/bytes/{50_000}")
-                assert conn.qc.early                # the GET went early...
-                assert not hs.session_resumed and not hs.early_data_accepted   # ...refused
-                assert len(r.content) == 50_000
-                assert hits == [("GET", "/bytes/50000")]          # exactly once
+                first = next(iter(c._all))
+                assert not first.qc.early
+                assert len(c.tickets) == 1 and len(srv.tickets) >= 1
+                if refused:
+                    srv.tickets._items.clear()
+                r, conn, hs = await _second(c, srv, hits, path)
+                assert conn.qc.early                          # the GET went early
+                assert hs.session_resumed == hs.early_data_accepted == (not refused)
+                assert r.content == pattern(50_000)
+                assert hits == [("GET", path)]                # answered exactly once
+                r = await c.post("/echo", content=b"after")   # 1-RTT
+                assert r.content == b"after"
         finally:
             srv.close()
     run(main())
