@@ -3,11 +3,13 @@
 Covers: the bounded ``TicketStore`` (capacity, expiry, a server ticket
 resuming once); against ringline.http3's own server (in process), on both
 engines: the second connection to an origin is resumed and its GET goes as
-0-RTT early data that the server accepts, answered once; a server that no
-longer knows the ticket refuses the early data and the GET sent early is
-answered exactly once all the same (the engine sends it again after the
-handshake); a POST on a 0-RTT connection waits for the handshake; tickets
-off means a full handshake. Against the independent servers of
+0-RTT early data that the server accepts (aioquic; with qh3 early data is
+off by default -- qh3 2.1 sometimes loses its 1-RTT key on a 0-RTT
+connection -- and the resumed connection carries the GET after the
+handshake), answered once; a server that no longer knows the ticket refuses
+the early data and the GET sent early is answered exactly once all the same
+(the engine sends it again after the handshake); a POST on a 0-RTT
+connection waits for the handshake; tickets off means a full handshake. Against the independent servers of
 test_http3.py (hypercorn's aioquic server, ngtcp2's gtlsserver) the test
 documents what they do (hypercorn issues no tickets: every connection is a
 full handshake, requests unaffected). Each test runs on the backend the
@@ -81,9 +83,11 @@ def _second(c, srv, hits, path="/hello"):
 @pytest.mark.parametrize("engine", ["qh3", "aioquic"])
 @pytest.mark.parametrize("refused", [False, True])
 def test_early_data_accepted_or_refused_answered_once(tmp_path, engine, refused):
-    """Accepted: the second connection is resumed and its GET went as
-    0-RTT. Refused (the server forgot its tickets): the GET sent early is
-    sent again after the handshake and answered exactly once."""
+    """Accepted: the second connection is resumed (aioquic: its GET went
+    as 0-RTT; qh3: early data is off by default, the GET waits for the
+    resumed handshake). Refused (the server forgot its tickets): a full
+    handshake, and the GET sent early (aioquic) is sent again after it and
+    answered exactly once."""
     tls = tls_files(str(tmp_path))
     path = f"/bytes/{50_000}"
 
@@ -101,8 +105,10 @@ def test_early_data_accepted_or_refused_answered_once(tmp_path, engine, refused)
                 if refused:
                     srv.tickets._items.clear()
                 r, conn, hs = await _second(c, srv, hits, path)
-                assert conn.qc.early                          # the GET went early
-                assert hs.session_resumed == hs.early_data_accepted == (not refused)
+                assert conn.qc.early == (engine == "aioquic")  # the GET went early
+                assert hs.session_resumed == (not refused)
+                if engine == "aioquic":
+                    assert hs.early_data_accepted == (not refused)
                 assert r.content == pattern(50_000)
                 assert hits == [("GET", path)]                # answered exactly once
                 r = await c.post("/echo", content=b"after")   # 1-RTT
@@ -120,7 +126,7 @@ def test_post_waits_for_handshake_and_tickets_off(tmp_path):
         srv = await h3.serve("127.0.0.1", 0, certfile=tls["cert"], keyfile=tls["key"], app=app)
         try:
             async with h3.Client(base_url=f"https://127.0.0.1:{srv.port}", verify=tls["ca"],
-                                 timeout=10) as c:
+                                 timeout=10, quic=h3.QuicLimits(engine="aioquic")) as c:
                 await c.get("/hello")
                 next(iter(c._all)).close()
                 await asyncio.sleep(0.05)

@@ -34,6 +34,15 @@ __all__ = ["Client"]
 USER_AGENT = "ringline-http3/0.1"
 
 
+def _early(q: QuicLimits) -> bool:
+    """Whether GET/HEAD go as 0-RTT (``QuicLimits.early_data``; None: on
+    with aioquic only -- qh3 2.1 sometimes loses its 1-RTT packet key on a
+    0-RTT connection and never finishes the handshake)."""
+    if q.early_data is not None:
+        return q.early_data
+    return q.engine == "aioquic"
+
+
 class Client(_HTTPClient):
     """An HTTP/3 client: ``Client(base_url=None, headers=None, params=None,
     timeout=5.0, bounds=Bounds(), quic=QuicLimits(), verify=True,
@@ -79,7 +88,7 @@ class Client(_HTTPClient):
                                  engine=q.engine, idle_timeout=q.idle_timeout,
                                  max_data=q.max_data, max_stream_data=q.max_stream_data,
                                  timeout=t.connect, gso=q.gso, tickets=self.tickets,
-                                 early=q.early_data)
+                                 early=_early(q))
         except QuicHandshakeError as exc:
             if "timed out" in str(exc):
                 raise ConnectTimeout(str(exc)) from None
