@@ -19,8 +19,10 @@ it again after the handshake (both engines: 0-RTT and 1-RTT share a packet
 number space, refused 0-RTT packets are declared lost). The caller decides
 what may go early (HTTP/3: GET and HEAD only). A server with ``tickets``
 issues tickets and accepts 0-RTT from a ticket it issued (each ticket
-resumes once). ``serve`` returns
-the endpoint; ``endpoint.close()`` stops it. No state of its own.
+resumes once).
+
+``serve`` returns the endpoint; ``endpoint.close()`` stops it. No state of
+its own.
 """
 from __future__ import annotations
 
@@ -124,7 +126,11 @@ async def connect(host: str, port: int, *, alpn: Optional[List[str]] = None,
         tickets.forget(key)
         ticket = config.session_ticket = None
         quic = eng.QuicConnection(configuration=config, session_ticket_handler=handler)
-        quic.connect(addr, now=loop.time())
+        try:
+            quic.connect(addr, now=loop.time())
+        except BaseException:
+            ep.close()
+            raise
     c = QuicConn(ep, quic, addr, eng, on_event)
     ep.client = c
     c.kick()
