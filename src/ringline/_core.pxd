@@ -492,6 +492,7 @@ cdef class _DgramSendOp(_Op):
     cdef iovec iov
     cdef sockaddr_storage addr
     cdef bytes data
+    cdef uint64_t cmsg[4]    # a UDP_SEGMENT control message (GSO sends; udpgso.h)
     cdef int complete(self, int res, uint32_t flags) except -1
 
 cdef class _DatagramCore:
@@ -524,6 +525,8 @@ cdef class _DatagramCore:
     cdef int _on_whole(self, int res) except -1
     @cython.final
     cdef int _on_recv(self, int res, uint32_t flags) except -1
+    @cython.final
+    cdef int _send(self, data, addr, int segment) except -1
     @cython.final
     cdef int _on_sent(self, _DgramSendOp op, int res) except -1
     @cython.final

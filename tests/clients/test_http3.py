@@ -318,3 +318,39 @@ def test_in_process_server_goaway_and_early_close(tmp_path):
         finally:
             srv.close()
     run(main())
+
+
+@pytest.mark.parametrize("server,engine", [("ngtcp2", "qh3"), ("ngtcp2", "aioquic"),
+                                           ("hypercorn", "qh3")])
+def test_resumption_against_independent_servers(server, engine, request):
+    """What the independent servers do with session tickets and 0-RTT
+    (see docs/http3.md): hypercorn issues none; ngtcp2's gtlsserver issues
+    one that qh3 2.1 cannot fit in its ClientHello (the client forgets it and
+    connects in full); aioquic resumes with it and ngtcp2 accepts its 0-RTT.
+    Either way the second connection's GET is answered
+    intact."""
+    srv = request.getfixturevalue(server)
+    path = srv.path(SIZES[2]) if server == "ngtcp2" else "/bytes/1000"
+
+    async def main():
+        async with _client(srv, quic=h3.QuicLimits(engine=engine)) as c:
+            r1 = await c.get(path)
+            tickets = len(c.tickets)
+            next(iter(c._all)).close()
+            await asyncio.sleep(0.05)
+            r2 = await c.get(path)
+            conn = c._conns[r2.url.origin]
+            await asyncio.wait_for(asyncio.shield(conn.qc.handshake), 5)
+            hs = conn.qc.handshake.result()
+            assert r2.content == r1.content and r2.status_code == 200
+            print(f"\n{server}/{engine}: {tickets} ticket(s); second connection "
+                  f"early={conn.qc.early} resumed={hs.session_resumed} "
+                  f"early_data_accepted={hs.early_data_accepted}")
+            return tickets, conn.qc.early, hs.session_resumed, hs.early_data_accepted
+    got = run(main())
+    if server == "hypercorn":
+        assert got == (0, False, False, False)
+    elif engine == "qh3":
+        assert got == (1, False, False, False)
+    else:
+        assert got == (1, True, True, True)     # aioquic resumes, 0-RTT accepted

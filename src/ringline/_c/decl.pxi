@@ -260,3 +260,7 @@ cdef extern from "ring.h":
 cdef extern from "amsend.h":
     ctypedef int (*rl_step_fn)(object, PyObject **) except -1
     int rl_install_am_send(PyTypeObject *tp, rl_step_fn fn)
+
+cdef extern from "udpgso.h" nogil:
+    size_t RL_GSO_CMSG_SPACE
+    size_t rl_udp_segment_cmsg(void *buf, uint16_t segment)

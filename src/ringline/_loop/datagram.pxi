@@ -11,7 +11,10 @@
 #   the transport's own buffer, grown to the largest datagram seen.
 # Send: every sendto() becomes one SENDMSG holding a copy of the datagram and
 #   its encoded address until completion; the bytes in flight count for flow
-#   control (pause_writing above the high-water mark).
+#   control (pause_writing above the high-water mark). sendto_gso() is the
+#   same SENDMSG with a UDP_SEGMENT control message in the op (UDP GSO: one
+#   buffer of equal-size datagrams, cut by the kernel); the poll driver's
+#   emulated SENDMSG passes the control message on to sendmsg(2).
 # Lifecycle: created -> connection_made (soon) -> receiving -> close() (waits
 #   for sends in flight) or abort() -> connection_lost exactly once (soon).
 
@@ -199,6 +202,23 @@ cdef class _DatagramCore:
         return 0
 
     def sendto(self, data, addr=None):
+        self._send(data, addr, 0)
+
+    def sendto_gso(self, data, int segment, addr=None):
+        """Send ``data`` as datagrams of ``segment`` bytes each (the last
+        may be shorter) with one SENDMSG carrying a UDP_SEGMENT control
+        message (UDP GSO: the kernel cuts the buffer). The caller bounds
+        the count (the kernel refuses more than 64 segments or more than
+        one datagram's 64 KiB in all, with EINVAL reported through
+        error_received). Datagram sockets of the IP families only."""
+        if segment <= 0 or segment > 65535:
+            raise ValueError(f'segment must be 1..65535, not {segment}')
+        if self.whole:
+            raise ValueError('UDP GSO needs an AF_INET or AF_INET6 socket')
+        self._send(data, addr, segment)
+
+    @cython.final
+    cdef int _send(self, data, addr, int segment) except -1:
         cdef _DgramSendOp op
         cdef io_uring_sqe *sqe
         cdef socklen_t alen = 0
@@ -206,7 +226,7 @@ cdef class _DatagramCore:
             raise TypeError(f'data argument must be a bytes-like object, '
                             f'not {type(data).__name__!r}')
         if not data:
-            return
+            return 0
         if self.address is not None:
             if addr not in (None, self.address):
                 raise ValueError(f'Invalid address: must be None or {self.address}')
@@ -215,7 +235,7 @@ cdef class _DatagramCore:
             if self.conn_lost >= _aconstants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 _logger.warning('socket.sendto() raised exception.')
             self.conn_lost += 1
-            return
+            return 0
         op = _DgramSendOp.__new__(_DgramSendOp)
         if addr is not None:
             alen = _build_sockaddr(self.family, addr, &op.addr)
@@ -227,7 +247,7 @@ cdef class _DatagramCore:
                                                _socket.SOCK_DGRAM)
                 except OSError as exc:
                     self.protocol.error_received(exc)
-                    return
+                    return 0
                 alen = _build_sockaddr(self.family, info[0][4], &op.addr)
         op.loop = self.loop
         op.owner = self
@@ -239,12 +259,16 @@ cdef class _DatagramCore:
         op.msg.msg_namelen = alen
         op.msg.msg_iov = &op.iov
         op.msg.msg_iovlen = 1
+        if segment:
+            op.msg.msg_control = &op.cmsg[0]
+            op.msg.msg_controllen = rl_udp_segment_cmsg(&op.cmsg[0], <uint16_t>segment)
         sqe = self.loop._submit(op, IORING_OP_SENDMSG, self.fd, &op.msg, 1, 0)
         sqe.msg_flags = MSG_NOSIGNAL
         self.sends.add(op)
         self.inflight_bytes += len(op.data)
         self.inflight_ops += 1
         self._maybe_pause_protocol()
+        return 0
 
     @cython.final
     cdef int _on_sent(self, _DgramSendOp op, int res) except -1:

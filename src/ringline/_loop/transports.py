@@ -185,6 +185,7 @@ class _DatagramTransport(_CoreDelegate, asyncio.transports._FlowControlMixin,
         self._core = core
         self._loop = loop
         self.sendto = core.sendto
+        self.sendto_gso = core.sendto_gso
         self.is_closing = core.is_closing
         self.get_extra_info = core.get_extra_info
         self.get_write_buffer_size = core.get_write_buffer_size

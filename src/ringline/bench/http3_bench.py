@@ -15,7 +15,11 @@ Python) in a subprocess (``--serve``). Workloads, over one connection:
 ``bulk`` (one GET of ``--bulk-mib`` MiB, 64 by default) and ``small``
 (``--small`` GETs of 16 B, 1,000 by default, at most ``--inflight`` in
 flight, 100 by default: ngtcp2's stream limit, so past the first hundred
-each request also waits for the server to return stream credit).
+each request also waits for the server to return stream credit); and with
+``--works ...,upload`` ``upload`` (one POST of ``--bulk-mib`` MiB to the
+ringline server's ``/length``; ringline clients only: it measures the
+client's send path, where UDP GSO applies -- run it with
+``RINGLINE_QUIC_GSO=0`` and ``=1`` to compare).
 Reported per cell and client: wall time, throughput (MiB/s or requests/s),
 the client process's CPU seconds (user + system) over the workload, and the
 throughput ratio to aioquic-on-uvloop. Every body length is checked.
@@ -127,10 +131,18 @@ def _path(server: str, n: int) -> str:
 
 
 async def _run_work(get: Any, work: str, bulk: int, small: int,
-                    server: str) -> Dict[str, Any]:
+                    server: str, post: Any = None) -> Dict[str, Any]:
+    if work == "upload" and (post is None or server != "ringline"):
+        raise RuntimeError("upload: ringline clients against --server ringline only")
+    body = b"u" * bulk if work == "upload" else b""
     t0 = time.perf_counter()
     c0 = time.process_time()
-    if work == "bulk":
+    if work == "upload":
+        n = await post("/length", body)
+        if n != bulk:
+            raise RuntimeError(f"the server counted {n} bytes, expected {bulk}")
+        done = 1
+    elif work == "bulk":
         n = await get(_path(server, bulk))
         if n != bulk:
             raise RuntimeError(f"bulk body of {n} bytes, expected {bulk}")
@@ -165,7 +177,16 @@ async def _client_main(client: str, port: int, ca: str, work: str, bulk: int,
 
             async def get(path: str) -> int:
                 return len((await c.get(path)).content)
-            return await _run_work(get, work, bulk, small, server)
+
+            async def post(path: str, body: bytes) -> int:
+                return int((await c.post(path, content=body)).text.split()[0])
+            out = await _run_work(get, work, bulk, small, server, post)
+            ep = next(iter(c._all)).qc.endpoint
+            out["sendmsgs"] = ep.sendmsgs
+            out["gso_sends"] = ep.gso_sends
+            out["datagrams_out"] = ep.datagrams_out
+            out["gso"] = ep.gso
+            return out
     if client in ("aioquic-uvloop", "qh3-uvloop"):
         aio, cfgm, Proto = _engine_client(client.split("-")[0])
         cfg = cfgm.QuicConfiguration(is_client=True, alpn_protocols=["h3"])
@@ -202,7 +223,7 @@ def _worker(argv: List[str]) -> int:
     p.add_argument("client")
     p.add_argument("port", type=int)
     p.add_argument("ca")
-    p.add_argument("work", choices=("bulk", "small"))
+    p.add_argument("work", choices=("bulk", "small", "upload"))
     p.add_argument("--bulk", type=int, default=64 << 20)
     p.add_argument("--small", type=int, default=1000)
     p.add_argument("--server", default="ringline")
@@ -271,7 +292,8 @@ def _start_server(kind: str, tmp: str, tls: Dict[str, str], bulk: int,
 def run_bench(clients: List[str], bulk_mib: int = 64, small: int = 1000,
               niquests_python: Optional[str] = None, cell_timeout: float = 300,
               out: Any = sys.stdout, server_kind: Optional[str] = None,
-              inflight: int = _INFLIGHT) -> Dict[str, Any]:
+              inflight: int = _INFLIGHT,
+              works: tuple = ("bulk", "small")) -> Dict[str, Any]:
     from .nginx import tls_files
     if server_kind is None:
         server_kind = "ngtcp2" if _gtlsserver() else "ringline"
@@ -284,7 +306,7 @@ def run_bench(clients: List[str], bulk_mib: int = 64, small: int = 1000,
                                "server": server_kind, "inflight": inflight, "cells": {}}
     print(f"server: {server_kind} on 127.0.0.1:{port}", file=out, flush=True)
     try:
-        for work in ("bulk", "small"):
+        for work in works:
             for client in clients:
                 py = _available(client, niquests_python)
                 key = f"{work}/{client}"
@@ -321,21 +343,23 @@ def run_bench(clients: List[str], bulk_mib: int = 64, small: int = 1000,
 
 
 def _rate(work: str, res: Dict[str, Any], bulk_mib: int, small: int) -> float:
-    return (bulk_mib if work == "bulk" else small) / res["wall"]
+    return (small if work == "small" else bulk_mib) / res["wall"]
 
 
 def _row(work: str, client: str, res: Dict[str, Any], bulk_mib: int, small: int) -> str:
     if "error" in res or "skipped" in res:
         return f"{work:5} {client:17} {res.get('error') or res.get('skipped')}"
-    unit = "MiB/s" if work == "bulk" else "req/s"
+    unit = "req/s" if work == "small" else "MiB/s"
+    extra = (f"  {res['datagrams_out']} datagrams in {res['sendmsgs']} SENDMSG "
+             f"({res['gso_sends']} GSO)") if "sendmsgs" in res else ""
     return (f"{work:5} {client:17} {res['wall']:7.2f} s  {_rate(work, res, bulk_mib, small):9.1f} "
-            f"{unit}  client CPU {res['cpu']:6.2f} s")
+            f"{unit}  client CPU {res['cpu']:6.2f} s{extra}")
 
 
 def _ratios(results: Dict[str, Any], out: Any) -> None:
     cells = results["cells"]
     bulk_mib = results["bulk_bytes"] >> 20
-    for work in ("bulk", "small"):
+    for work in ("bulk", "small", "upload"):
         ref = cells.get(f"{work}/aioquic-uvloop", {})
         if "wall" not in ref:
             continue
@@ -368,11 +392,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--cell-timeout", type=float, default=300)
     p.add_argument("--server", choices=("ngtcp2", "ringline"),
                    help="the server (default: ngtcp2's gtlsserver when installed)")
+    p.add_argument("--works", default="bulk,small",
+                   help="workloads, comma-separated: bulk, small, upload")
     p.add_argument("--json", help="write the results here")
     a = p.parse_args(argv)
     res = run_bench([c for c in a.clients.split(",") if c], a.bulk_mib, a.small,
                     a.niquests_python, a.cell_timeout, server_kind=a.server,
-                    inflight=a.inflight)
+                    inflight=a.inflight, works=tuple(w for w in a.works.split(",") if w))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -16,11 +16,11 @@ See docs/http3.md.
 """
 from ..http import (URL, Bounds, ConnectError, ConnectTimeout, Headers, HTTPError,
                     LimitExceeded, ReadError, ReadTimeout, RemoteProtocolError, Request,
-                    Response, Timeout)
+                    Response, Timeout, WriteTimeout)
 from ._client import Client
 from ._config import QuicLimits
 from ._server import H3Server, serve
 
 __all__ = ["Client", "QuicLimits", "serve", "H3Server", "Bounds", "Timeout", "Headers", "URL",
            "Request", "Response", "HTTPError", "ConnectError", "ConnectTimeout", "ReadError",
-           "ReadTimeout", "RemoteProtocolError", "LimitExceeded"]
+           "ReadTimeout", "WriteTimeout", "RemoteProtocolError", "LimitExceeded"]

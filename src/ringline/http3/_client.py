@@ -4,7 +4,8 @@ Owns the per-origin HTTP/3 connections (one ``H3Conn`` per origin, many
 concurrent streams on it; a new one is dialed when the current one goes
 away or fills its stream limit and the pool timeout passes) and the dial
 itself (``ringline.quic.connect`` with ALPN h3, TLS verification on by
-default). Everything else -- building requests, headers, redirects,
+default; session tickets kept per origin in ``tickets`` for resumption and
+0-RTT GET/HEAD). Everything else -- building requests, headers, redirects,
 ``stream()``, the one-shot read of ``request()``, ``Response`` -- is
 ringline.http's Client, inherited unchanged.
 
@@ -24,13 +25,22 @@ from ..http._errors import (ConnectError, ConnectTimeout, LocalProtocolError, Re
                             TransportError)
 from ..http._h1conn import StaleConnection
 from ..http._models import URL, Headers, Request, Response
-from ..quic import QuicHandshakeError, connect as _qconnect
+from ..quic import QuicHandshakeError, TicketStore, connect as _qconnect
 from ._config import DEFAULT_QUIC, QuicLimits
 from ._h3conn import H3Conn
 
 __all__ = ["Client"]
 
 USER_AGENT = "ringline-http3/0.1"
+
+
+def _early(q: QuicLimits) -> bool:
+    """Whether GET/HEAD go as 0-RTT (``QuicLimits.early_data``; None: on
+    with aioquic only -- qh3 2.1 sometimes loses its 1-RTT packet key on a
+    0-RTT connection and never finishes the handshake)."""
+    if q.early_data is not None:
+        return q.early_data
+    return q.engine == "aioquic"
 
 
 class Client(_HTTPClient):
@@ -51,6 +61,9 @@ class Client(_HTTPClient):
         if headers is None or "user-agent" not in Headers(headers):
             self.headers["User-Agent"] = USER_AGENT
         self.quic = quic or DEFAULT_QUIC
+        # session tickets per origin: resumption and 0-RTT on the next dial
+        self.tickets: Optional[TicketStore] = TicketStore() if self.quic.session_tickets \
+            else None
         self._conns: Dict[Tuple[str, str, int], H3Conn] = {}
         self._dials: Dict[Tuple[str, str, int], asyncio.Future] = {}
         self._all: set = set()
@@ -74,7 +87,8 @@ class Client(_HTTPClient):
             qc = await _qconnect(url.host, url.port, alpn=["h3"], verify=self._verify,
                                  engine=q.engine, idle_timeout=q.idle_timeout,
                                  max_data=q.max_data, max_stream_data=q.max_stream_data,
-                                 timeout=t.connect)
+                                 timeout=t.connect, gso=q.gso, tickets=self.tickets,
+                                 early=_early(q))
         except QuicHandshakeError as exc:
             if "timed out" in str(exc):
                 raise ConnectTimeout(str(exc)) from None
@@ -82,7 +96,7 @@ class Client(_HTTPClient):
         except OSError as exc:
             raise ConnectError(f"cannot open a QUIC connection to {url.netloc}: {exc}") \
                 from None
-        if qc.alpn != "h3":
+        if qc.alpn != "h3" and not qc.early:     # 0-RTT: the ticket's ALPN was h3
             qc.close()
             raise ConnectError(f"{url.netloc} did not negotiate h3 (ALPN {qc.alpn!r})")
         c = H3Conn(qc, self.bounds, q, url.origin, self)

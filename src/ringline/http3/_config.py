@@ -28,14 +28,28 @@ class QuicLimits:
     idle_timeout                30 s       the QUIC idle timeout
     engine                      None       "qh3" or "aioquic" (None: qh3 if
                                            installed)
+    gso                         None       UDP GSO sends (None: RINGLINE_QUIC_GSO,
+                                           on by default, where the kernel has it)
+    session_tickets             True       keep the servers' session tickets (a
+                                           TicketStore per Client, 64 origins,
+                                           a day at most) and resume with them
+    early_data                  None       with a ticket allowing it, send GET and
+                                           HEAD requests as 0-RTT early data (a
+                                           refused one is sent again after the
+                                           handshake by the engine); None: on
+                                           with aioquic, off with qh3 (qh3 2.1
+                                           sometimes loses its 1-RTT key on a
+                                           0-RTT connection: see docs/http3.md)
     ==========================  =========  =========================================
     """
 
-    __slots__ = ("max_buffered_bytes", "max_data", "max_stream_data", "idle_timeout", "engine")
+    __slots__ = ("max_buffered_bytes", "max_data", "max_stream_data", "idle_timeout", "engine",
+                 "gso", "session_tickets", "early_data")
 
     def __init__(self, *, max_buffered_bytes: int = 8 << 20, max_data: int = 16 << 20,
                  max_stream_data: int = 4 << 20, idle_timeout: float = 30.0,
-                 engine: Optional[str] = None) -> None:
+                 engine: Optional[str] = None, gso: Optional[bool] = None,
+                 session_tickets: bool = True, early_data: Optional[bool] = None) -> None:
         for name, v in (("max_buffered_bytes", max_buffered_bytes), ("max_data", max_data),
                         ("max_stream_data", max_stream_data)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -49,7 +63,16 @@ class QuicLimits:
         self.max_data = max_data
         self.max_stream_data = max_stream_data
         self.idle_timeout = float(idle_timeout)
+        if gso not in (None, True, False):
+            raise ValueError(f"gso must be None, True or False, got {gso!r}")
+        if not isinstance(session_tickets, bool):
+            raise ValueError(f"session_tickets must be True or False, got {session_tickets!r}")
+        if early_data not in (None, True, False):
+            raise ValueError(f"early_data must be None, True or False, got {early_data!r}")
         self.engine = engine
+        self.gso = gso
+        self.session_tickets = session_tickets
+        self.early_data = early_data
 
     def __repr__(self) -> str:
         return "QuicLimits(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"

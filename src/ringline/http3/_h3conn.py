@@ -27,6 +27,16 @@ open fails with the reason; the client forgets the connection).
 Invariants: every stream leaves ``streams`` exactly once (ended, reset or
 failed), waking one waiter for room; ``buffered`` equals the bytes held in
 the streams' ``data`` lists.
+
+A stalled peer (``Timeout.write``): while a request body has bytes the
+engine holds unsent (the peer's flow control stays closed) and no response
+head came, a ``write`` period with no byte leaving fails the request with
+``WriteTimeout`` (the stream is reset); bytes leaving, however slowly,
+restart the period. Once the body is out, ``Timeout.read`` applies.
+
+0-RTT: on a connection dialed with a session ticket allowing early data
+(``qc.early``), GET and HEAD requests without a body are sent before the
+handshake ends; any other request waits for it (``Timeout.connect``).
 """
 from __future__ import annotations
 
@@ -35,8 +45,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .._conn.timers import timeout as _timeout
 from ..http._config import Bounds, Timeout
-from ..http._errors import (LimitExceeded, PoolTimeout, ReadError, ReadTimeout,
-                            RemoteProtocolError)
+from ..http._errors import (ConnectError, ConnectTimeout, LimitExceeded, PoolTimeout,
+                            ReadError, ReadTimeout, RemoteProtocolError, WriteTimeout)
 from ..http._h1 import check_header
 from ..http._h1conn import StaleConnection
 from ..http._models import Response
@@ -47,15 +57,17 @@ __all__ = ["H3Conn"]
 
 _H3_REQUEST_CANCELLED = 0x10C
 _H3_NO_ERROR = 0x100
+_EARLY = ("GET", "HEAD")         # the requests that may go as 0-RTT early data
 _SEND_HIGH = 1 << 20            # request body bytes queued in the engine per stream
 
 
 class _Stream:
     __slots__ = ("sid", "status", "headers", "data", "ended", "error", "waiter", "trailers",
-                 "nbytes", "unread")
+                 "nbytes", "unread", "fed")
 
     def __init__(self, sid: int) -> None:
         self.sid = sid
+        self.fed = 0                # request body bytes handed to the engine
         self.status = 0
         self.headers: Optional[List[Tuple[bytes, bytes]]] = None
         self.data: List[bytes] = []
@@ -348,6 +360,39 @@ class H3Conn:
             self._cancel(s)
             raise
 
+    def _unsent(self, sid: int) -> int:
+        """Bytes of stream ``sid`` the engine holds not yet transmitted."""
+        size = self._send_size
+        if size is not None:                       # qh3
+            return size(sid)
+        st = getattr(self.qc.quic, "_streams", {}).get(sid)      # aioquic
+        snd = getattr(st, "sender", None)
+        if snd is None:
+            return 0
+        return max(0, snd._buffer_stop - snd.highest_offset)
+
+    async def _wait_upload(self, s: _Stream, period: float) -> None:
+        """Wait for the response head while the body is still going out:
+        a ``period`` with no body byte leaving is a stalled peer."""
+        mark = s.fed - self._unsent(s.sid)
+        fut = s.waiter = self.loop.create_future()
+        try:
+            async with _timeout(period):
+                await fut
+            return
+        except TimeoutError:
+            pass
+        except BaseException:
+            self._cancel(s)
+            raise
+        if s.waiter is fut:
+            s.waiter = None
+        unsent = self._unsent(s.sid)
+        if unsent and s.fed - unsent == mark and s.headers is None and s.error is None:
+            self._cancel(s)
+            raise WriteTimeout(f"the HTTP/3 server took no request body bytes for {period} s "
+                               f"({unsent} bytes waiting: its flow control stays closed)")
+
     async def _sender(self, s: _Stream, body: Any) -> None:
         """A streamed request body, as the engine takes it (at most
         ``_SEND_HIGH`` bytes queued per stream when the engine tells)."""
@@ -360,6 +405,7 @@ class H3Conn:
                 if self.closed or s.sid not in self.streams:
                     return
                 h3.send_data(s.sid, piece, False)
+                s.fed += len(piece)
                 self.qc.kick()
                 while size is not None and not self.closed and s.sid in self.streams \
                         and size(s.sid) > _SEND_HIGH:
@@ -377,9 +423,31 @@ class H3Conn:
             s.wake()
             self._cancel(s)
 
+    async def _handshake(self, t: Timeout) -> None:
+        """Wait for the end of a 0-RTT connection's handshake."""
+        qc = self.qc
+        try:
+            if t.connect is None:
+                await asyncio.shield(qc.handshake)
+            else:
+                async with _timeout(t.connect):
+                    await asyncio.shield(qc.handshake)
+        except TimeoutError:
+            self.close()
+            raise ConnectTimeout(f"QUIC handshake with {self.authority.decode()} timed out "
+                                 f"after {t.connect} s") from None
+        if qc.terminated is not None:
+            raise ConnectError(f"QUIC handshake with {self.authority.decode()} failed: "
+                               f"{getattr(qc.terminated, 'reason_phrase', '')}")
+
     async def request(self, client: Any, req: Any, t: Timeout) -> Response:
         if not self.has_room():
             raise StaleConnection(True)
+        if self.qc.early and not self.qc.handshake.done() and (
+                req.method not in _EARLY or req.content or req.stream is not None):
+            await self._handshake(t)           # only GET and HEAD go as 0-RTT
+            if not self.has_room():
+                raise StaleConnection(True)
         raw_headers, checked, body = client._wire_headers(req, True)
         headers = [(b":method", req.method.encode("ascii")), (b":scheme", b"https"),
                    (b":authority", self.authority),
@@ -401,6 +469,7 @@ class H3Conn:
             h3.send_headers(sid, headers, end_stream=end)
             if not end and req.content is not None:
                 h3.send_data(sid, req.content, True)
+                s.fed = len(req.content)
         except Exception as exc:
             self.streams.pop(sid, None)
             raise RemoteProtocolError(f"cannot open an HTTP/3 stream: {exc}") from None
@@ -412,7 +481,10 @@ class H3Conn:
             while s.headers is None:
                 if s.error is not None:
                     raise s.error
-                await self._wait(s, t.read)
+                if end or t.write is None or self._unsent(sid) == 0:
+                    await self._wait(s, t.read)
+                else:
+                    await self._wait_upload(s, t.write)
         except BaseException:
             if sender is not None:
                 sender.cancel()

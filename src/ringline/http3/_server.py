@@ -8,7 +8,8 @@ responses in flight. Requests go to ``app(method, path, headers, body)``,
 which returns ``(status, headers, body)`` or an awaitable of it (answered
 from a task of its own); the default app
 (``demo_app``) serves ``/bytes/N`` (N bytes of a fixed pattern),
-``/echo`` (the request body back), ``/hello``, ``/reset`` (the stream is
+``/echo`` (the request body back), ``/length`` (the request body's length
+and sha256, as text), ``/hello``, ``/reset`` (the stream is
 reset), ``/goaway`` (answers, then sends GOAWAY and closes once the
 streams in flight finished) and ``/sleep/S`` (answers after S seconds).
 
@@ -21,10 +22,11 @@ Lifecycle: ``await serve(...)`` -> ``server.port`` -> ``server.close()``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Union
 
-from ..quic import QuicConn, serve as _qserve
+from ..quic import QuicConn, TicketStore, serve as _qserve
 
 __all__ = ["H3Server", "serve", "demo_app", "pattern"]
 
@@ -58,6 +60,8 @@ def demo_app(method: str, path: str, headers: List[Tuple[bytes, bytes]],
                      (b"content-length", str(n).encode())], pattern(n)
     if path == "/echo":
         return 200, [(b"content-length", str(len(body)).encode())], body
+    if path == "/length":
+        return 200, [], f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode()
     if path.startswith("/sleep/"):
         return _sleep(float(path[7:]))
     if path in ("/hello", "/goaway"):
@@ -220,6 +224,7 @@ class H3Server:
         self.app = app
         self.endpoint: Any = None
         self.peers: set = set()
+        self.tickets: Optional[TicketStore] = None
 
     @property
     def port(self) -> int:
@@ -243,11 +248,17 @@ class H3Server:
 async def serve(host: str, port: int, *, certfile: str, keyfile: Optional[str] = None,
                 app: Optional[App] = None, engine: Optional[str] = None,
                 idle_timeout: float = 30.0, max_data: Optional[int] = None,
-                max_stream_data: Optional[int] = None) -> H3Server:
-    """Serve HTTP/3 on ``host:port`` (0: any free port; see ``.port``)."""
+                max_stream_data: Optional[int] = None,
+                gso: Optional[bool] = None, session_tickets: bool = True) -> H3Server:
+    """Serve HTTP/3 on ``host:port`` (0: any free port; see ``.port``).
+    ``gso``: UDP GSO sends (None: ``RINGLINE_QUIC_GSO``, on by default).
+    ``session_tickets``: issue tickets (``srv.tickets``) and accept 0-RTT
+    from them."""
     srv = H3Server(app or demo_app)
+    srv.tickets = TicketStore() if session_tickets else None
     srv.endpoint = await _qserve(host, port, certfile=certfile, keyfile=keyfile, alpn=["h3"],
                                  engine=engine, idle_timeout=idle_timeout, max_data=max_data,
                                  max_stream_data=max_stream_data,
-                                 on_connection=srv._on_connection)
+                                 on_connection=srv._on_connection, gso=gso,
+                                 tickets=srv.tickets)
     return srv

@@ -8,12 +8,14 @@ Layout: ``_engine`` (which engine, its modules), ``_endpoint`` (one UDP
 socket: receive batches, the once-per-turn drive, batched sends), ``_conn``
 (one connection: engine feed, events, the timer, pause/resume), ``_open``
 (``connect`` for clients, ``serve`` for servers: many connections on one
-socket). See docs/http3.md.
+socket), ``_tickets`` (TicketStore: session tickets for resumption and
+0-RTT). See docs/http3.md.
 """
 from ._conn import QuicConn
 from ._endpoint import QuicEndpoint, open_endpoint
 from ._engine import Engine, load
 from ._open import QuicHandshakeError, configuration, connect, serve
+from ._tickets import TicketStore
 
 __all__ = ["QuicConn", "QuicEndpoint", "open_endpoint", "Engine", "load", "connect", "serve",
-           "configuration", "QuicHandshakeError"]
+           "configuration", "QuicHandshakeError", "TicketStore"]

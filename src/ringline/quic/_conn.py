@@ -44,7 +44,8 @@ class QuicConn:
 
     __slots__ = ("endpoint", "quic", "addr", "send_addr", "engine", "on_event", "loop",
                  "inbox", "dirty", "paused", "max_inbox", "dropped", "timer", "timer_at",
-                 "handshake", "closed", "terminated", "_many", "_ev", "alpn", "on_turn", "pending", "transmit_errors")
+                 "handshake", "closed", "terminated", "_many", "_ev", "alpn", "on_turn", "pending",
+                 "transmit_errors", "transmit_error", "early")
 
     def __init__(self, endpoint: Any, quic: Any, addr: Any, engine: Engine,
                  on_event: Optional[Callable[[Any], None]] = None,
@@ -76,6 +77,8 @@ class QuicConn:
         # and QPACK streams arrive with the end of the handshake)
         self.pending: List[Any] = []
         self.transmit_errors = 0
+        self.transmit_error: Optional[BaseException] = None     # the last one
+        self.early = False       # returned by connect() before the handshake (0-RTT)
 
     # -- driving --
 
@@ -133,6 +136,7 @@ class QuicConn:
             # exhausted") and succeeds on the next: what it built is lost
             # and recovered as packet loss; try again in a millisecond
             self.transmit_errors += 1
+            self.transmit_error = exc
             if self.transmit_errors > 10000:
                 self._broken(exc)
                 return

@@ -12,9 +12,20 @@ a pre-flush hook (``loop._at_flush``: at the start of the next iteration,
 right before the io_uring_enter that submits what it queues); on any other
 loop through ``call_soon``. ``_turn`` hands every dirty connection its whole
 inbox in one engine call, dispatches the events, then collects
-``datagrams_to_send`` once and sends them (one SENDMSG SQE each, all
-submitted by that single io_uring_enter; on the poll backend one sendmsg
-each, back to back). Application calls (a request, a read that reopens a
+``datagrams_to_send`` once and sends them, all submitted by that single
+io_uring_enter (on the poll backend sendmsg calls back to back).
+
+UDP GSO (``gso``): a run of equal-size datagrams to one peer (the last may
+be shorter), at most ``GSO_MAX_SEGMENTS`` and ``GSO_MAX_BYTES`` in all,
+leaves as ONE SENDMSG carrying a UDP_SEGMENT control message (the
+transport's ``sendto_gso``); the kernel cuts it into the datagrams. On
+unless ``RINGLINE_QUIC_GSO=0``, ``open_endpoint(gso=False)``, the loop's
+transport has no ``sendto_gso`` (not a ringline loop) or the socket does
+not know UDP_SEGMENT (kernel < 4.18). A kernel that refuses it at use
+(EIO: no checksum offload on the route; EINVAL) turns it off for the
+endpoint for good (``gso_refused``): what that send carried is lost once
+and recovered by the engine's loss recovery. Without GSO one SENDMSG per
+datagram. Application calls (a request, a read that reopens a
 window) mark their connection dirty the same way, so the datagrams of every
 request made in one loop turn leave together.
 
@@ -22,15 +33,31 @@ Lifecycle: ``open_endpoint`` -> connection_made -> turns -> ``close()``
 (closes the transport; every connection still open is told the socket is
 gone). Invariants: at most one ``_turn`` is scheduled at a time; a
 connection is in ``dirty`` at most once; the counters (``datagrams_in``,
-``datagrams_out``, ``turns``, ``send_batches``, ``max_batch``) only grow.
+``datagrams_out``, ``turns``, ``send_batches``, ``max_batch``, ``sendmsgs``, ``gso_sends``)
+only grow; ``gso`` only goes from on to off.
 """
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-__all__ = ["QuicEndpoint", "open_endpoint"]
+__all__ = ["QuicEndpoint", "open_endpoint", "gso_default", "GSO_MAX_SEGMENTS",
+           "GSO_MAX_BYTES"]
+
+GSO_MAX_SEGMENTS = 64      # the kernel's UDP_MAX_SEGMENTS before 6.x (128 since)
+GSO_MAX_BYTES = 65000      # one IP datagram: 65,535 less the IPv6 and UDP headers
+_SOL_UDP = 17
+_UDP_SEGMENT = 103
+
+
+def gso_default() -> bool:
+    """``RINGLINE_QUIC_GSO`` (default on; ``0``, ``no``, ``off``,
+    ``false`` turn it off)."""
+    return os.environ.get("RINGLINE_QUIC_GSO", "1").strip().lower() not in (
+        "0", "no", "off", "false")
 
 
 class QuicEndpoint(asyncio.DatagramProtocol):
@@ -55,6 +82,10 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         self.turns = 0
         self.send_batches = 0
         self.max_batch = 0
+        self.sendmsgs = 0                     # SENDMSG operations (GSO: one per run)
+        self.gso = False                      # set by open_endpoint
+        self.gso_sends = 0
+        self.gso_refused: Optional[OSError] = None
 
     # -- asyncio.DatagramProtocol --
 
@@ -89,8 +120,11 @@ class QuicEndpoint(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable...) carry no QUIC meaning: the
-        # engine's timers decide (loss recovery, idle timeout)
-        pass
+        # engine's timers decide (loss recovery, idle timeout). A GSO send
+        # the kernel refuses turns GSO off (see the module docstring).
+        if self.gso and isinstance(exc, OSError) and exc.errno in (errno.EIO, errno.EINVAL):
+            self.gso = False
+            self.gso_refused = exc
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.closed = True
@@ -139,8 +173,31 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         if n > self.max_batch:
             self.max_batch = n
         sendto = t.sendto
-        for data, _ in datagrams:
-            sendto(data, addr)
+        if not self.gso or n < 2:
+            self.sendmsgs += n
+            for data, _ in datagrams:
+                sendto(data, addr)
+            return
+        gso = t.sendto_gso
+        i = 0
+        while i < n:
+            first = datagrams[i][0]
+            size = len(first)
+            end = i + min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size)
+            if end > n:
+                end = n
+            j = i + 1
+            while j < end and len(datagrams[j][0]) == size:
+                j += 1
+            if j < end and len(datagrams[j][0]) < size:
+                j += 1                   # a shorter one may end the run
+            self.sendmsgs += 1
+            if j - i == 1:
+                sendto(first, addr)
+            else:
+                self.gso_sends += 1
+                gso(b"".join([d for d, _ in datagrams[i:j]]), size, addr)
+            i = j
 
     def forget(self, c: Any) -> None:
         if self.client is c:
@@ -156,14 +213,17 @@ class QuicEndpoint(asyncio.DatagramProtocol):
     def stats(self) -> Dict[str, int]:
         return {"datagrams_in": self.datagrams_in, "datagrams_out": self.datagrams_out,
                 "turns": self.turns, "send_batches": self.send_batches,
-                "max_batch": self.max_batch}
+                "max_batch": self.max_batch, "sendmsgs": self.sendmsgs,
+                "gso_sends": self.gso_sends, "gso": int(self.gso)}
 
 
 async def open_endpoint(loop: asyncio.AbstractEventLoop, *, remote: Any = None,
                         local: Any = None,
-                        accept: Optional[Callable[[Any, bytes], Any]] = None) -> QuicEndpoint:
+                        accept: Optional[Callable[[Any, bytes], Any]] = None,
+                        gso: Optional[bool] = None) -> QuicEndpoint:
     """A UDP endpoint: connected to ``remote`` (a client; the kernel filters
-    other peers) or bound to ``local`` (a server)."""
+    other peers) or bound to ``local`` (a server). ``gso``: None follows
+    ``RINGLINE_QUIC_GSO`` (on by default) where the kernel offers it."""
     ep = QuicEndpoint(loop, accept)
     if remote is not None:
         # connected: sendto(data, None) needs no address per datagram
@@ -176,5 +236,11 @@ async def open_endpoint(loop: asyncio.AbstractEventLoop, *, remote: Any = None,
         try:
             sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
         except OSError:      # pragma: no cover - capped by the system
+            pass
+    if (gso_default() if gso is None else gso) and hasattr(ep.transport, "sendto_gso"):
+        try:
+            sock.getsockopt(_SOL_UDP, _UDP_SEGMENT)    # known to this kernel
+            ep.gso = True
+        except OSError:      # pragma: no cover - kernel < 4.18
             pass
     return ep

@@ -7,8 +7,22 @@ Lifecycle: ``connect`` returns once the handshake completed (the
 certificate was verified against the system CAs, a ``cafile``, or not at
 all with ``verify=False``); a failed or timed-out handshake closes the
 socket and raises ``QuicHandshakeError`` (a ConnectionError) carrying the
-engine's reason (e.g. the TLS alert of a bad certificate). ``serve`` returns
-the endpoint; ``endpoint.close()`` stops it. No state of its own.
+engine's reason (e.g. the TLS alert of a bad certificate).
+
+Resumption and 0-RTT: with ``tickets`` (a ``TicketStore``) the client
+offers the ticket stored for its origin (server name, address, ALPN) and
+stores the ones the server sends. With ``early=True`` and a ticket that
+allows early data, ``connect`` returns right after sending the first
+flight (``conn.early`` is True, ``conn.handshake`` still pending): what the
+caller sends now goes as 0-RTT; if the server refuses it the engine sends
+it again after the handshake (both engines: 0-RTT and 1-RTT share a packet
+number space, refused 0-RTT packets are declared lost). The caller decides
+what may go early (HTTP/3: GET and HEAD only). A server with ``tickets``
+issues tickets and accepts 0-RTT from a ticket it issued (each ticket
+resumes once).
+
+``serve`` returns the endpoint; ``endpoint.close()`` stops it. No state of
+its own.
 """
 from __future__ import annotations
 
@@ -19,6 +33,7 @@ from typing import Any, Callable, List, Optional
 from ._conn import QuicConn
 from ._endpoint import QuicEndpoint, open_endpoint
 from ._engine import Engine, load
+from ._tickets import TicketStore
 
 __all__ = ["QuicHandshakeError", "configuration", "connect", "serve"]
 
@@ -75,23 +90,53 @@ async def connect(host: str, port: int, *, alpn: Optional[List[str]] = None,
                   max_data: Optional[int] = None, max_stream_data: Optional[int] = None,
                   timeout: Optional[float] = 10.0,
                   on_event: Optional[Callable[[Any], None]] = None,
-                  config: Any = None) -> QuicConn:
-    """A client connection to ``host:port``, after its handshake."""
+                  config: Any = None, gso: Optional[bool] = None,
+                  tickets: Optional[TicketStore] = None, early: bool = False) -> QuicConn:
+    """A client connection to ``host:port``, after its handshake (or, with
+    ``early`` and a ticket allowing it, before: see the notes). ``gso``:
+    UDP GSO sends (None: ``RINGLINE_QUIC_GSO``, on by default)."""
     loop = asyncio.get_running_loop()
     eng = load(engine)
     infos = await loop.getaddrinfo(host, port, type=2)   # SOCK_DGRAM
     addr = infos[0][4][:2]
+    sni = server_name if server_name is not None else host
+    ticket = None
+    handler = None
     if config is None:
-        sni = server_name if server_name is not None else host
         config = configuration(eng, is_client=True, alpn=alpn, server_name=sni, verify=verify,
                                idle_timeout=idle_timeout, max_data=max_data,
                                max_stream_data=max_stream_data)
-    ep = await open_endpoint(loop, remote=addr)
-    quic = eng.QuicConnection(configuration=config)
+        if tickets is not None:
+            key = (eng.name, config.server_name, addr, tuple(alpn or ()))
+            ticket = tickets.get(key)
+            config.session_ticket = ticket
+
+            def handler(t: Any) -> None:
+                tickets.put(key, t)
+    ep = await open_endpoint(loop, remote=addr, gso=gso)
+    quic = eng.QuicConnection(configuration=config, session_ticket_handler=handler)
+    try:
+        quic.connect(addr, now=loop.time())
+    except Exception:
+        if ticket is None or tickets is None:
+            ep.close()
+            raise
+        # qh3 2.1 cannot fit a large ticket (GnuTLS's, from ngtcp2) in its
+        # ClientHello: forget the ticket, connect without it
+        tickets.forget(key)
+        ticket = config.session_ticket = None
+        quic = eng.QuicConnection(configuration=config, session_ticket_handler=handler)
+        try:
+            quic.connect(addr, now=loop.time())
+        except BaseException:
+            ep.close()
+            raise
     c = QuicConn(ep, quic, addr, eng, on_event)
     ep.client = c
-    quic.connect(addr, now=loop.time())
     c.kick()
+    if early and ticket is not None and ticket.max_early_data_size == 0xFFFFFFFF:
+        c.early = True       # 0-RTT: the caller sends now, the handshake goes on
+        return c
     try:
         if timeout is None:
             await asyncio.shield(c.handshake)
@@ -116,7 +161,9 @@ async def serve(host: str, port: int, *, certfile: str, keyfile: Optional[str] =
                 alpn: Optional[List[str]] = None, engine: Optional[str] = None,
                 idle_timeout: float = 30.0, max_data: Optional[int] = None,
                 max_stream_data: Optional[int] = None,
-                on_connection: Callable[[QuicConn], Any]) -> QuicEndpoint:
+                on_connection: Callable[[QuicConn], Any],
+                gso: Optional[bool] = None,
+                tickets: Optional[TicketStore] = None) -> QuicEndpoint:
     """A server on ``host:port``: ``on_connection(conn)`` is called for
     each new peer before its first datagram is processed, and sets
     ``conn.on_event``. Connection migration is ignored (a peer is its
@@ -132,10 +179,17 @@ async def serve(host: str, port: int, *, certfile: str, keyfile: Optional[str] =
         dcid = eng.initial_dcid(data)
         if dcid is None:
             return None
-        quic = eng.QuicConnection(configuration=config, original_destination_connection_id=dcid)
+        if tickets is None:
+            quic = eng.QuicConnection(configuration=config,
+                                      original_destination_connection_id=dcid)
+        else:
+            quic = eng.QuicConnection(configuration=config,
+                                      original_destination_connection_id=dcid,
+                                      session_ticket_fetcher=tickets.fetch,
+                                      session_ticket_handler=tickets.add)
         c = QuicConn(ep, quic, addr, eng, None, send_addr=addr)
         on_connection(c)
         return c
 
-    ep = await open_endpoint(loop, local=(host, port), accept=accept)
+    ep = await open_endpoint(loop, local=(host, port), accept=accept, gso=gso)
     return ep
