@@ -613,6 +613,9 @@ cdef class FastConn(Scanner):
                 # everything else: Shard.execute through the server's run_one
                 if records:
                     _flush_records(rec_journal)
+                    if wrote:               # before a WAIT in the same batch runs
+                        session.woff = rec_journal.appended
+                        wrote = False
                 if fast_cmds:
                     shard.commands_processed += fast_cmds
                     ks.dirty += fast_sets
