@@ -191,3 +191,32 @@ def test_wait():
                         break
                 s.close()
                 assert got == b":1\r\n+PONG\r\n"
+
+
+def test_multi_shard_replication_is_per_shard():
+    from ringline.kv.slots import key_slot, split
+    with KvServer(workers=2) as p, replica_of(p) as r:
+        ranges = split(2)
+
+        def shard_of(key):
+            slot = key_slot(key.encode())
+            return next(i for i, (lo, hi) in enumerate(ranges) if lo <= slot <= hi)
+        keys = [f"key{i}" for i in range(200)]
+        for shard in (0, 1):
+            with RespConn(p.port + 1 + shard) as c:
+                mine = [k for k in keys if shard_of(k) == shard]
+                assert mine and c.pipeline([("SET", k, k + "!") for k in mine]) == [b"OK"] * len(mine)
+
+        def shards_synced():
+            return all(info(p.port + 1 + i)["master_repl_offset"]
+                       == info(r.port + 1 + i).get("slave_repl_offset") for i in (0, 1))
+        until(shards_synced, what="both shards synced")
+        for shard in (0, 1):
+            with RespConn(r.port + 1 + shard) as c:
+                for k in keys:
+                    want = (k + "!").encode() if shard_of(k) == shard else None
+                    got = c.call("GET", k)
+                    if want is None:
+                        assert str(got).startswith("MOVED")
+                    else:
+                        assert got == want
