@@ -495,11 +495,13 @@ cdef class FastConn(Scanner):
 
     cdef object shard, session, gate, journal, run_one, failure_reply, need_at_least
     cdef object rec_journal, rec_hook, redirect
+    cdef bint readonly
 
     def __init__(self, limits, shard, session, gate, journal, run_one, failure_reply,
                  need_at_least, rec_journal=None, rec_hook=None):
         self.rec_journal = rec_journal
         self.rec_hook = rec_hook
+        self.readonly = shard.readonly      # a replica's: fixed before it accepts
         self.shard = shard
         self.session = session
         self.gate = gate
@@ -552,7 +554,7 @@ cdef class FastConn(Scanner):
         shard = self.shard
         session = self.session
         fast = shard.slots is None
-        fast_set = not shard.readonly
+        fast_set = not self.readonly
         ks = shard.ks
         data = ks.data
         expires = ks.expires
