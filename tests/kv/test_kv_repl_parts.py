@@ -75,6 +75,9 @@ class _Conn:
     def send_nowait(self, data):
         self.sent.append(data)
 
+    def abort(self):
+        self.aborted = True
+
 
 @pytest.mark.parametrize("policy", ["replica", "disk+replica"])
 def test_cursor_replica_policies(policy):
@@ -115,3 +118,12 @@ def test_writelog_counts_and_feeds_the_backlog():
     wl.on_frames = seen.append
     assert wl.append_framed(frame(b"b") + frame(b"c"), 2) == 3
     assert wl.backlog.since(1) == frame(b"b") + frame(b"c") and len(seen) == 1
+
+
+def test_deferred_replies_count_against_the_cap():
+    c = DurabilityCursor("replica")
+    conn = _Conn()
+    g = ReplyGate(conn, c, cap=100)
+    assert g.defer(Deferred())              # nothing outstanding: always allowed
+    assert not g.defer(Deferred())          # 64 + 64 > 100: a client pipelining WAITs
+    assert g.closed and conn.aborted and c.dropped == 1

@@ -58,6 +58,7 @@ from typing import Any, Deque, Set, Tuple
 __all__ = ["DurabilityCursor", "ReplyGate", "Deferred", "POLICIES"]
 
 POLICIES = ("none", "disk", "replica", "disk+replica")
+DEFERRED_BYTES = 64         # what a Deferred counts against the slow-client cap
 
 
 class DurabilityCursor:
@@ -173,13 +174,21 @@ class ReplyGate:
         cursor.waiting.add(self)
         return True
 
-    def defer(self, deferred: Deferred) -> None:
-        """Hold deferred's place: what is pushed after it waits for it."""
+    def defer(self, deferred: Deferred) -> bool:
+        """Hold deferred's place: what is pushed after it waits for it. It
+        counts DEFERRED_BYTES against the cap (a client pipelining WAITs
+        is bounded like one pipelining anything else)."""
         if self.closed:
-            return
+            return False
+        before = self.held_bytes + self.conn.send_queue_bytes
+        if before and before + DEFERRED_BYTES > self.cap:
+            self._drop()
+            return False
         deferred.gate = self
         self.held.append((0, deferred))      # type: ignore[arg-type]
+        self.held_bytes += DEFERRED_BYTES
         self.cursor.waiting.add(self)
+        return True
 
     def release(self) -> None:
         """Send every held reply the cursor now covers, in one send."""
@@ -193,6 +202,7 @@ class ReplyGate:
                     break
                 held.popleft()
                 out.append(data.reply)
+                self.held_bytes -= DEFERRED_BYTES
                 continue
             held.popleft()
             out.append(data)

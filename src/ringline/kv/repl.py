@@ -303,6 +303,7 @@ class Primary:
             acks = sorted((link.acked for link in self.links), reverse=True)
             self.cursor.replicas_acked(acks[k - 1])
         if self.waiters:
+            self._prune()
             for w in list(self.waiters):
                 if self.count(w[0]) >= w[1]:
                     self._resolve(w)
@@ -321,11 +322,19 @@ class Primary:
         got = self.count(offset)
         if got >= n:
             return got
+        self._prune()
         w: list = [offset, n, Deferred(), None]
         if timeout:
             w[3] = self.loop.call_later(timeout / 1000, self._resolve, w)
         self.waiters.append(w)
         return w[2]
+
+    def _prune(self) -> None:
+        """Forget the waiters of connections that ended (WAIT 0 of a client
+        that went away would otherwise stay until an ACK)."""
+        dead = [w for w in self.waiters if w[2].gate is not None and w[2].gate.closed]
+        for w in dead:
+            self._resolve(w)
 
     def _resolve(self, w: list) -> None:
         if w in self.waiters:
