@@ -220,3 +220,27 @@ def test_multi_shard_replication_is_per_shard():
                         assert str(got).startswith("MOVED")
                     else:
                         assert got == want
+
+
+def test_policy_disk_and_replica_needs_both():
+    with KvServer("--appendonly", "yes", "--ack-policy", "disk+replica") as p, \
+            replica_of(p) as r:
+        with p.conn() as c:
+            assert c.pipeline([("SET", f"k{i}", "v") for i in range(20)]) == [b"OK"] * 20
+            pi = info(p.port)
+            assert pi["ack_policy"] == "disk+replica"
+            assert int(pi["aof_synced"]) >= 20 and int(pi["repl_acked_offset"]) >= 20
+        pause(r)
+        try:
+            s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+            s.sendall(encode_command(("SET", "x", "1")))
+            assert _reply_within(s, 1.0) == b""             # on disk, not on a replica
+        finally:
+            resume(r)
+        got = b""
+        for _ in range(100):
+            got += _reply_within(s, 0.2)
+            if got:
+                break
+        s.close()
+        assert got == b"+OK\r\n"
