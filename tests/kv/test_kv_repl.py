@@ -244,3 +244,20 @@ def test_policy_disk_and_replica_needs_both():
                 break
         s.close()
         assert got == b"+OK\r\n"
+
+
+def test_restarted_primary_means_a_full_sync():
+    with KvServer("--appendonly", "yes") as p, replica_of(p) as r:
+        with p.conn() as c:
+            keys = _load(c, "a", 10)
+        until(lambda: synced(p, r), what="synced")
+        old = info(p.port)["master_replid"]
+        p.stop()
+        until(lambda: info(r.port)["master_link_status"] == "down", what="link down")
+        p.start()                                # recovers its keyspace, new history
+        with p.conn() as c:
+            keys += _load(c, "b", 10)
+        until(lambda: synced(p, r), what="resynced")
+        ri = info(r.port)
+        assert ri["master_replid"] != old and ri["full_syncs"] == "2"
+        assert _dump(r.port, keys) == _dump(p.port, keys)
