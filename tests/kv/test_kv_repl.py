@@ -7,6 +7,7 @@ replicas; WAIT. Servers are subprocesses on 127.0.0.1 free ports, run on
 both backends; every wait is a bounded poll, nothing asserts a duration."""
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -96,6 +97,16 @@ def test_killed_replica_resumes_from_its_offset_or_gets_a_snapshot():
             pi = info(p.port)
             assert (pi["full_syncs"], pi["partial_syncs"]) == ("2", "1")
             assert _dump(r.port, keys) == _dump(p.port, keys)
+            # the full sync started the replica's journal over: it resumes from it
+            r.kill()
+            keys += _load(c, "d", 3)
+            r.start()
+            until(lambda: synced(p, r), what="resynced from the new journal")
+            pi = info(p.port)
+            assert (pi["full_syncs"], pi["partial_syncs"]) == ("2", "2")
+            assert _dump(r.port, keys) == _dump(p.port, keys)
+            with open(os.path.join(r.dir, "appendonly.rlj"), "rb") as f:
+                assert f.read().count(b"$8\r\nREPLSYNC\r\n") == 1    # one snapshot, not two
 
 
 def test_restarted_replica_without_journal_gets_a_snapshot():

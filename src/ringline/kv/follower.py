@@ -17,7 +17,11 @@ keyspace and the position: offset = the marker's offset + the frames after
 it. A journal that ends inside a snapshot, or no journal at all, means no
 known position: the replica asks from `0 ?` and gets a full sync (which
 flushes its keyspace first). A torn tail only makes the offset smaller:
-the primary sends those frames again.
+the primary sends those frames again. A full sync starts the journal over (the
+server's `restart_journal`: commit, truncate, reopen) before writing the
+snapshot, so the journal holds one snapshot and the frames after it; a kill
+in between leaves an empty journal or one ending inside the snapshot: no
+position, a full sync at the next start.
 
 Bounds: the handshake line is at most 512 bytes; a frame at most
 `max_frame` bytes (the server's max_request) and must hold exactly one
@@ -38,7 +42,7 @@ an ACK never names an offset not applied.
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from .._conn import api
 from .._conn.timers import sleep
@@ -81,6 +85,7 @@ class Follower:
         self.up = False
         self._snap_left = 0
         self._snap: Optional[tuple] = None      # (replid, offset) of the snapshot in progress
+        self.restart_journal: Optional[Callable[[], None]] = None    # the server's, with a journal
         self.full_syncs = self.partial_syncs = self.errors = self.connects = 0
         self.last_error = ""
 
@@ -184,6 +189,8 @@ class Follower:
             if count is None or count < 0:
                 raise ReplError(f"primary answered {line[:100]!r}")
             self.full_syncs += 1
+            if self.restart_journal is not None:
+                self.restart_journal()
             self.shard.ks.flush()
             self.replid = None
             self._snap = (replid, offset)

@@ -182,16 +182,35 @@ class KvServer(Handler):
             if self.recovered[1]:
                 log.warning("kv worker %d: journal %s: discarded a torn tail of %d bytes",
                             worker_id, path, self.recovered[1])
-            self.journal = Journal.open(path, loop=self.loop, fsync=opts.appendfsync,
-                                        interval=opts.commit_interval,
-                                        on_durable=self.cursor.advance,
-                                        on_failure=self._journal_failed)
-            wl.journal = self.journal
+            self._open_journal(path)
             self.shard.appendonly = True
             if self.follower is None:
                 self.shard.on_write = on_write
+            else:
+                self.follower.restart_journal = self._restart_journal
         if self.primary is not None and "replica" in opts.ack_policy:
             self.primary.activate()
+
+    def _open_journal(self, path: str) -> None:
+        """Open the journal for appending; its record n is the write log's
+        record base + n (base is 0 but after a replica's full sync)."""
+        opts = self.options
+        base = self.writelog.appended
+        advance = self.cursor.advance
+        self.journal = self.writelog.journal = Journal.open(
+            path, loop=self.loop, fsync=opts.appendfsync, interval=opts.commit_interval,
+            on_durable=advance if not base else (lambda n: advance(base + n)),
+            on_failure=self._journal_failed)
+
+    def _restart_journal(self) -> None:
+        """A replica's full sync: the journal starts over (the snapshot
+        that follows replaces everything in it)."""
+        old = self.journal
+        if old is None or old.failed is not None:
+            return
+        old.close()                  # commits (and reports) what it buffered
+        os.truncate(old.path, 0)
+        self._open_journal(old.path)
 
     def _journal_failed(self, exc: BaseException) -> None:
         log.error("kv worker %d: journal failed, writes now get errors: %s",
