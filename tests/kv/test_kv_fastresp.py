@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from ringline.kv._fastresp import FastConn, Scanner
 from ringline.kv.commands import Shard
 from ringline.kv.resp import Error, Limits, ProtocolError, RequestParser, encode
+from ringline.kv.repl import WriteLog
 from ringline.kv.server import KvServer
 
 SMALL = Limits(max_bulk=12, max_args=5, max_inline=24, max_request=60)
@@ -105,6 +106,7 @@ def _server(shard: Shard) -> KvServer:
     srv = KvServer()
     srv.shard = shard
     srv.worker_id = 0
+    srv.writelog = WriteLog()
     return srv
 
 

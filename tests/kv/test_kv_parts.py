@@ -260,8 +260,10 @@ def test_a_failed_journal_aborts_the_waiting_connections(tmp_path):
 
 
 def test_unknown_policy_is_refused():
-    with pytest.raises(ValueError, match="replication"):
-        DurabilityCursor("replica")
+    with pytest.raises(ValueError, match="ack policy must be one of"):
+        DurabilityCursor("replicas")
+    with pytest.raises(ValueError, match="ack_replicas"):
+        DurabilityCursor("replica", ack_replicas=0)
 
 
 def test_record_header_layout():

@@ -10,6 +10,9 @@ Modules (one job each):
   slots      key -> hash slot, and the slot ranges of the shards
   journal    Journal: append-only log, CRC per record, group commit, recovery
   gate       ReplyGate and DurabilityCursor (held replies, slow-client cap)
+  backlog    replication frames, the per-shard Backlog ring, FrameReader
+  repl       WriteLog and the primary's side of replication (Primary)
+  follower   the replica's side of replication (Follower)
   server     KvOptions and KvServer (the ringline Handler)
   __main__   `python -m ringline.kv`: command line -> ringline.serve
 
@@ -19,10 +22,14 @@ ringline imports it.
 """
 from __future__ import annotations
 
-from .gate import POLICIES, DurabilityCursor, ReplyGate
+from .backlog import Backlog, FrameReader, frame
+from .follower import Follower
+from .gate import POLICIES, Deferred, DurabilityCursor, ReplyGate
 from .journal import Journal, JournalError
+from .repl import Primary, WriteLog
 from .resp import Limits
 from .server import KvOptions, KvServer
 
-__all__ = ["Journal", "JournalError", "ReplyGate", "DurabilityCursor", "POLICIES",
+__all__ = ["Journal", "JournalError", "ReplyGate", "DurabilityCursor", "Deferred", "POLICIES",
+           "Backlog", "FrameReader", "frame", "WriteLog", "Primary", "Follower",
            "KvOptions", "KvServer", "Limits"]

@@ -41,7 +41,16 @@ def parse_args(argv: Optional[List[str]] = None) -> KvOptions:
                    help="fdatasync each group commit (default yes)")
     p.add_argument("--commit-interval-us", type=int, default=0,
                    help="group commit every N microseconds (0: once per loop turn)")
-    p.add_argument("--ack-policy", default="none", choices=["none", "disk"])
+    p.add_argument("--ack-policy", default="none",
+                   choices=["none", "disk", "replica", "disk+replica"])
+    p.add_argument("--ack-replicas", type=int, default=1,
+                   help="replicas that must acknowledge a write (policies *replica)")
+    p.add_argument("--replicaof", nargs=2, metavar=("HOST", "PORT"),
+                   help="serve as a read-only replica of HOST PORT")
+    p.add_argument("--repl-backlog-size", type=int, default=16 << 20,
+                   help="bytes of recent writes a primary keeps per shard for resuming replicas")
+    p.add_argument("--repl-max-pending", type=int, default=64 << 20,
+                   help="unsent bytes after which a stalled replica is disconnected")
     p.add_argument("--client-cap", type=int, default=8 << 20,
                    help="slow-client cap: bytes held + unsent per connection")
     p.add_argument("--max-bulk", type=int, default=Limits._field_defaults["max_bulk"])
@@ -49,11 +58,20 @@ def parse_args(argv: Optional[List[str]] = None) -> KvOptions:
     p.add_argument("--max-inline", type=int, default=Limits._field_defaults["max_inline"])
     p.add_argument("--max-request", type=int, default=Limits._field_defaults["max_request"])
     a = p.parse_args(argv)
+    replicaof = None
+    if a.replicaof:
+        try:
+            replicaof = (a.replicaof[0], int(a.replicaof[1]))
+        except ValueError:
+            p.error(f"--replicaof: port must be an integer, got {a.replicaof[1]!r}")
     try:
         return KvOptions(host=a.bind, port=a.port, workers=a.workers, appendonly=a.appendonly,
                          dir=a.dir, appendfsync=a.appendfsync,
                          commit_interval=a.commit_interval_us / 1e6 or None,
                          ack_policy=a.ack_policy, client_cap=a.client_cap,
+                         ack_replicas=a.ack_replicas, replicaof=replicaof,
+                         repl_backlog_size=a.repl_backlog_size,
+                         repl_max_pending=a.repl_max_pending,
                          limits=Limits(a.max_bulk, a.max_args, a.max_inline, a.max_request))
     except ValueError as exc:
         p.error(str(exc))

@@ -18,13 +18,16 @@ class Scanner:
 
 
 class FastConn(Scanner):
-    """One connection's receive callback: GET / plain SET natively, every
-    other command through run_one, the batch's replies in one gate push."""
+    """One connection's receive callback: GET / plain SET natively (SET not
+    on a read-only shard), every other command through run_one (bytes, or a
+    gate.Deferred for WAIT), the batch's replies in one gate push; after a
+    REPLICATE every receive goes to the session's replication link."""
 
     def __init__(self, limits: Limits, shard: Any, session: Any, gate: Any,
-                 journal: Any, run_one: Callable[[Any, List[bytes]], bytes],
+                 journal: Any, run_one: Callable[[Any, List[bytes]], Any],
                  failure_reply: Callable[[Any, Optional[List[bytes]], BaseException], bytes],
-                 need_at_least: Callable[[int], Any]) -> None: ...
+                 need_at_least: Callable[[int], Any], rec_journal: Any = None,
+                 rec_hook: Any = None) -> None: ...
 
     def on_data(self, view: memoryview) -> Any:
         """Bytes consumed, or need_at_least(n)."""

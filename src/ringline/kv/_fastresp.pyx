@@ -34,7 +34,15 @@ cases where it is the same code path in effect, everything else falls back):
   - `Shard.commands_processed` counts fast commands too (added per batch);
   - a protocol error: the commands before it run and are answered, then the
     error reply, then the connection closes (as the Python path did); QUIT
-    stops the batch.
+    stops the batch;
+  - on a replica (`shard.readonly`) SET always goes through execute (READONLY);
+  - run_one may return a gate.Deferred (WAIT) instead of bytes: the replies
+    so far are pushed, then the Deferred holds its place in the gate;
+  - REPLICATE sets `session.takeover` (a repl.Link): the batch stops after
+    it, its replies are pushed, `link.start(gate)` runs, and from then on
+    every receive goes to the link (`redirect`);
+  - `session.woff` (the write log's offset after the client's last write,
+    for WAIT) is set after a batch that journalled a fast SET.
 
 Lifecycle: a FastConn per connection (server.on_accept), a Scanner wherever
 requests are parsed. The reply buffer is one per process (the loop thread
@@ -486,12 +494,14 @@ cdef class FastConn(Scanner):
     """One connection's native receive callback (see the module doc)."""
 
     cdef object shard, session, gate, journal, run_one, failure_reply, need_at_least
-    cdef object rec_journal, rec_hook
+    cdef object rec_journal, rec_hook, redirect
+    cdef bint readonly
 
     def __init__(self, limits, shard, session, gate, journal, run_one, failure_reply,
                  need_at_least, rec_journal=None, rec_hook=None):
         self.rec_journal = rec_journal
         self.rec_hook = rec_hook
+        self.readonly = shard.readonly      # a replica's: fixed before it accepts
         self.shard = shard
         self.session = session
         self.gate = gate
@@ -504,6 +514,8 @@ cdef class FastConn(Scanner):
         """The Conn.on_data callback: bytes consumed, or need_at_least(n)."""
         global _busy, _out, _out_len, _out_cap
         cdef Py_buffer buf
+        if self.redirect is not None:       # a replication link took the connection
+            return self.redirect(view)
         if _busy:
             raise RuntimeError("ringline.kv: re-entrant request batch")
         PyObject_GetBuffer(view, &buf, PyBUF_SIMPLE)
@@ -521,15 +533,28 @@ cdef class FastConn(Scanner):
                 _out = NULL
                 _out_cap = 0
 
+    cdef int _push_out(self) except -1:
+        # the replies encoded so far leave as one push, tagged with the
+        # write log's count (0 when the policy does not gate)
+        global _out_len
+        if _out_len:
+            journal = self.journal
+            self.gate.push(PyBytes_FromStringAndSize(_out, _out_len),
+                           journal.appended if journal is not None else 0)
+            _out_len = 0
+        return 0
+
     cdef object _batch(self, const char *p, Py_ssize_t n):
         cdef Py_ssize_t pos = 0, start, k
         cdef int r = _MORE, proto
         cdef long fast_cmds = 0, fast_sets = 0
         cdef PyObject *v
-        cdef bint fast, closing = False, records
+        cdef bint fast, fast_set, closing = False, records, wrote = False
+        cdef bint takeover = False
         shard = self.shard
         session = self.session
         fast = shard.slots is None
+        fast_set = not self.readonly
         ks = shard.ks
         data = ks.data
         expires = ks.expires
@@ -566,7 +591,7 @@ cdef class FastConn(Scanner):
                                           PyBytes_GET_SIZE(<object>v))
                                 fast_cmds += 1
                                 continue
-                    elif self.nargs == 3 and _is3(p + self.off[0], b's', b'e', b't'):
+                    elif self.nargs == 3 and fast_set and _is3(p + self.off[0], b's', b'e', b't'):
                         key = PyBytes_FromStringAndSize(p + self.off[1], self.size[1])
                         if not (PyDict_Size(expires) and PyDict_Contains(expires, key)):
                             value = PyBytes_FromStringAndSize(p + self.off[2], self.size[2])
@@ -575,6 +600,7 @@ cdef class FastConn(Scanner):
                             fast_cmds += 1
                             if records:
                                 _record3(p, self.off, self.size)
+                                wrote = True
                             elif on_write is not None:
                                 args = [PyBytes_FromStringAndSize(p + self.off[0], 3),
                                         key, value]
@@ -589,15 +615,25 @@ cdef class FastConn(Scanner):
                 # everything else: Shard.execute through the server's run_one
                 if records:
                     _flush_records(rec_journal)
+                    if wrote:               # before a WAIT in the same batch runs
+                        session.woff = rec_journal.appended
+                        wrote = False
                 if fast_cmds:
                     shard.commands_processed += fast_cmds
                     ks.dirty += fast_sets
                     fast_cmds = fast_sets = 0
                 reply = self.run_one(session, self._args(p, r))
-                _put(PyBytes_AS_STRING(reply), PyBytes_GET_SIZE(reply))
+                if type(reply) is bytes:
+                    _put(PyBytes_AS_STRING(reply), PyBytes_GET_SIZE(reply))
+                else:                       # a reply known later (WAIT): its place
+                    self._push_out()
+                    self.gate.defer(reply)
                 proto = session.proto
                 if session.closing:
                     closing = True
+                    break
+                if session.takeover is not None:
+                    takeover = True
                     break
         finally:
             if fast_cmds:
@@ -605,14 +641,18 @@ cdef class FastConn(Scanner):
                 ks.dirty += fast_sets
             if records:
                 _flush_records(rec_journal)
+        if wrote:
+            session.woff = rec_journal.appended
+        if takeover:                        # REPLICATE: a replication stream from now on
+            self._push_out()
+            self.redirect = session.takeover
+            self.redirect.start(self.gate)
+            return pos
         if r == _ERROR and not closing:
             reply = self.failure_reply(session, None, self.error)
             _put(PyBytes_AS_STRING(reply), PyBytes_GET_SIZE(reply))
             session.closing = closing = True
-        if _out_len:
-            journal = self.journal
-            self.gate.push(PyBytes_FromStringAndSize(_out, _out_len),
-                           journal.appended if journal is not None else 0)
+        self._push_out()
         if closing:
             self.gate.close_after_sent()
             return n

@@ -48,13 +48,15 @@ VERSION = b"7.0.0"      # the Redis version ringline.kv reports (its command set
 class Session:
     """One client connection's state."""
 
-    __slots__ = ("id", "proto", "name", "closing")
+    __slots__ = ("id", "proto", "name", "closing", "takeover", "woff")
 
     def __init__(self, cid: int) -> None:
         self.id = cid
         self.proto = 2
         self.name: Optional[bytes] = None
         self.closing = False       # QUIT: close after this reply
+        self.takeover: Any = None  # REPLICATE: the replication link taking the connection over
+        self.woff = 0              # the write log's offset after this client's last write
 
 
 class Shard:
@@ -75,6 +77,11 @@ class Shard:
         self.layout = list(layout)           # (first, last, b"host:port") per shard
         self.port = port
         self.on_write: Optional[Callable[[List[bytes]], None]] = None
+        self.appendonly = False
+        self.readonly = False                # a replica: client writes get READONLY
+        self.replication: Any = None         # ringline.kv.repl.Primary, on a primary
+        self.repl_info: Callable[[], List[Tuple[str, Any]]] = \
+            lambda: [("role", "master"), ("connected_slaves", 0)]
         self.info_extra: Callable[[], List[Tuple[str, Any]]] = lambda: []
         self.started = time.time()
         self.commands_processed = 0
@@ -106,6 +113,8 @@ class Shard:
             moved = self._route(args, first, last, step)
             if moved is not None:
                 return moved
+        if write and self.readonly:
+            return READONLY
         if fn in _SERVER_FNS:
             return fn(self, session, args)
         if not write:
@@ -171,6 +180,30 @@ def cmd_echo(sh: Shard, se: Session, a: List[bytes]) -> Any:
 
 def cmd_quit(sh: Shard, se: Session, a: List[bytes]) -> Any:
     se.closing = True
+    return OK
+
+
+READONLY = Error(b"READONLY You can't write against a read only replica.")
+NO_REPLICATION = Error(b"ERR replication commands are not served by a replica")
+
+
+def cmd_replicate(sh: Shard, se: Session, a: List[bytes]) -> Any:
+    """REPLICATE FROM <offset> ID <replid>: this connection becomes a
+    replication stream (ringline.kv.repl)."""
+    if sh.replication is None:
+        return NO_REPLICATION
+    return sh.replication.replicate(se, a)
+
+
+def cmd_wait(sh: Shard, se: Session, a: List[bytes]) -> Any:
+    if sh.replication is None:
+        return Error(b"ERR WAIT cannot be used with replica instances.")
+    return sh.replication.wait(se, a)
+
+
+def cmd_replconf(sh: Shard, se: Session, a: List[bytes]) -> Any:
+    """REPLCONF from an ordinary client (a replica's ACKs arrive on its
+    replication stream instead): accepted and ignored, as redis-cli needs."""
     return OK
 
 
@@ -281,7 +314,7 @@ def cmd_config(sh: Shard, se: Session, a: List[bytes]) -> Any:
     if sub == b"get":
         if len(a) < 3:
             return Error(b"ERR wrong number of arguments for 'config|get' command")
-        known = {b"save": b"", b"appendonly": b"yes" if sh.on_write else b"no",
+        known = {b"save": b"", b"appendonly": b"yes" if sh.appendonly else b"no",
                  b"databases": b"1"}
         out = Map()
         for pat in a[2:]:
@@ -318,10 +351,10 @@ def cmd_info(sh: Shard, se: Session, a: List[bytes]) -> Any:
                     ("uptime_in_seconds", int(time.time() - sh.started)),
                     ("python_version", sys.version.split()[0])]),
         ("Clients", [("connected_clients", sh.connections)]),
-        ("Persistence", [("aof_enabled", 1 if sh.on_write else 0)] + sh.info_extra()),
+        ("Persistence", [("aof_enabled", 1 if sh.appendonly else 0)] + sh.info_extra()),
         ("Stats", [("total_commands_processed", sh.commands_processed),
                    ("expired_keys", ks.expired_keys)]),
-        ("Replication", [("role", "master"), ("connected_slaves", 0)]),
+        ("Replication", sh.repl_info()),
         ("Keyspace", [("db0", f"keys={len(ks)},expires={len(ks.expires)},avg_ttl=0")]
          if len(ks) else []),
     ]
@@ -354,5 +387,8 @@ _SERVER_COMMANDS = {
     b"readonly": (cmd_ok, 1, False, 0, 0, 0),
     b"readwrite": (cmd_ok, 1, False, 0, 0, 0),
     b"asking": (cmd_ok, 1, False, 0, 0, 0),
+    b"replicate": (cmd_replicate, -1, False, 0, 0, 0),
+    b"wait": (cmd_wait, 3, False, 0, 0, 0),
+    b"replconf": (cmd_replconf, -1, False, 0, 0, 0),
 }
 _SERVER_FNS = {spec[0] for spec in _SERVER_COMMANDS.values()}

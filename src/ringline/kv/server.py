@@ -2,9 +2,15 @@
 that serves RESP on every worker.
 
 Owns: per worker, the Shard (keyspace + dispatch), the journal and its
-recovery, the durability cursor, the active-expiry task, the worker's own
-listening socket when there are several shards, and per connection the
-request parser, the session and the ReplyGate.
+recovery, the write log (repl.WriteLog: journal + replication backlog), the
+durability cursor, the replication role (a repl.Primary, or with
+`--replicaof` a follower.Follower and a read-only shard), the active-expiry
+task, the worker's own listening socket when there are several shards, and
+per connection the request parser, the session and the ReplyGate.
+
+Replication is per shard (docs/kv.md, "Replication"): worker i of a replica
+follows worker i of its primary (the primary's port with one worker, its
+shard port P+1+i with several), so a replica runs the same --workers.
 
 Sharding (docs/kv.md): one keyspace per worker process. With one worker
 (the default) every key is local. With N workers the 16384 hash slots are
@@ -25,7 +31,7 @@ start). `on_start` runs active expiry until the worker stops.
 slow-client cap.
 
 Invariants: a reply leaves only through the connection's ReplyGate, tagged
-with the journal's append count when the policy gates (see gate.py); a
+with the write log's count when the policy gates (see gate.py); a
 malformed request or a failing command never ends anything but its own
 connection (a command that raises gets an `ERR internal error` reply and is
 logged).
@@ -37,15 +43,17 @@ import dataclasses
 import logging
 import os
 import socket
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from .._conn import api
 from .._conn.timers import sleep
 from .._runtime.handler import Handler
 from ..redis._resp import encode_command
 from .commands import Session, Shard
-from .gate import POLICIES, DurabilityCursor, ReplyGate
+from .follower import Follower
+from .gate import POLICIES, Deferred, DurabilityCursor, ReplyGate
 from .journal import Journal, JournalError
+from .repl import Primary, WriteLog
 from ._fastresp import FastConn
 from .resp import Error, Limits, ProtocolError, RequestParser, encode
 from .slots import split
@@ -67,7 +75,11 @@ class KvOptions:
     dir: str = "."
     appendfsync: bool = True          # fdatasync each group commit
     commit_interval: Optional[float] = None   # seconds; None: once per loop turn
-    ack_policy: str = "none"          # none | disk
+    ack_policy: str = "none"          # none | disk | replica | disk+replica
+    ack_replicas: int = 1             # k of the replica policies
+    replicaof: Optional[Tuple[str, int]] = None   # (host, port): this server is a replica
+    repl_backlog_size: int = 16 << 20  # bytes of recent frames a primary keeps per shard
+    repl_max_pending: int = 64 << 20  # unsent bytes after which a replica is shed
     client_cap: int = 8 << 20         # slow-client cap (bytes held + unsent)
     limits: Limits = Limits()
     expire_period: float = 0.1        # active expiry cadence, seconds
@@ -76,8 +88,14 @@ class KvOptions:
     def __post_init__(self) -> None:
         if self.ack_policy not in POLICIES:
             raise ValueError(f"ack_policy must be one of {POLICIES}, got {self.ack_policy!r}")
-        if self.ack_policy == "disk" and not self.appendonly:
-            raise ValueError("ack_policy 'disk' needs appendonly")
+        if "disk" in self.ack_policy and not self.appendonly:
+            raise ValueError(f"ack_policy {self.ack_policy!r} needs appendonly")
+        if "replica" in self.ack_policy and self.replicaof is not None:
+            raise ValueError("a replica has no replicas: its ack_policy is none or disk")
+        if self.ack_replicas < 1:
+            raise ValueError("ack_replicas must be at least 1")
+        if self.repl_backlog_size < 1 or self.repl_max_pending < 1:
+            raise ValueError("repl_backlog_size and repl_max_pending must be positive")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
         if self.limits.max_bulk > self.limits.max_request:
@@ -123,31 +141,76 @@ class KvServer(Handler):
                                port=opts.port, layout=layout)
         else:
             self.shard = Shard(port=opts.port)
-        self.cursor = DurabilityCursor(opts.ack_policy)
+        self.cursor = DurabilityCursor(opts.ack_policy, opts.ack_replicas)
         self.journal: Optional[Journal] = None
-        self._journal_hook: Any = None     # on_write when it is the journal's (FastConn frames)
+        self.writelog = wl = WriteLog()
+        append = wl.append
+
+        def on_write(args: List[bytes]) -> None:
+            append(encode_command(args))
+        # on_write while records are kept; FastConn frames them itself then
+        self._journal_hook = on_write
         self.listener: Any = None
         self.recovered = (0, 0)
         self.shard.info_extra = self._info_extra
+        self.primary: Optional[Primary] = None
+        self.follower: Optional[Follower] = None
+        if opts.replicaof is not None:
+            host, port = opts.replicaof
+            self.shard.readonly = True
+            self.follower = Follower(self.shard, wl, host,
+                                     port + 1 + worker_id if opts.workers > 1 else port,
+                                     max_frame=opts.limits.max_request)
+            self.shard.repl_info = self.follower.info
+        else:
+            def enable_writes() -> None:
+                self.shard.on_write = on_write
+            self.primary = Primary(self.loop, self.shard, wl, self.cursor,
+                                   backlog_size=opts.repl_backlog_size,
+                                   max_pending=opts.repl_max_pending,
+                                   enable_writes=enable_writes)
+            self.shard.replication = self.primary
+            self.shard.repl_info = self.primary.info
         if opts.workers > 1:
             self._listen_own_port()      # a port in use fails the worker's start
         if opts.appendonly:
             path = opts.journal_path(worker_id)
             os.makedirs(opts.dir, exist_ok=True)
             self.recovered = Journal.recover(path, self._replay)
+            if self.follower is not None:
+                self.follower.recovered()
             if self.recovered[1]:
                 log.warning("kv worker %d: journal %s: discarded a torn tail of %d bytes",
                             worker_id, path, self.recovered[1])
-            self.journal = Journal.open(path, loop=self.loop, fsync=opts.appendfsync,
-                                        interval=opts.commit_interval,
-                                        on_durable=self.cursor.advance,
-                                        on_failure=self._journal_failed)
-            journal = self.journal
-            append = journal.append
+            self._open_journal(path)
+            self.shard.appendonly = True
+            if self.follower is None:
+                self.shard.on_write = on_write
+            else:
+                self.follower.restart_journal = self._restart_journal
+        if self.primary is not None and "replica" in opts.ack_policy:
+            self.primary.activate()
 
-            def on_write(args: List[bytes]) -> None:
-                append(encode_command(args))
-            self.shard.on_write = self._journal_hook = on_write
+    def _open_journal(self, path: str) -> None:
+        """Open the journal for appending; its record n is the write log's
+        record base + n (base is 0 but after a replica's full sync)."""
+        opts = self.options
+        base = self.writelog.appended
+        advance = self.cursor.advance
+        self.journal = self.writelog.journal = Journal.open(
+            path, loop=self.loop, fsync=opts.appendfsync, interval=opts.commit_interval,
+            on_durable=advance if not base else (lambda n: advance(base + n)),
+            on_failure=self._journal_failed)
+
+    def _restart_journal(self) -> None:
+        """A replica's full sync: the journal starts over (the snapshot
+        that follows replaces everything in it)."""
+        old = self.journal
+        if old is None or old.failed is not None:
+            return
+        old.close()                  # commits (and reports) what it buffered
+        os.truncate(old.path, 0)
+        self._open_journal(old.path)
 
     def _journal_failed(self, exc: BaseException) -> None:
         log.error("kv worker %d: journal failed, writes now get errors: %s",
@@ -168,13 +231,17 @@ class KvServer(Handler):
     def _replay(self, payload: bytes) -> None:
         cmds, _ = RequestParser(Limits(max_bulk=len(payload), max_request=len(payload) + 1,
                                        max_args=len(payload))).feed(payload)
+        replay = self.shard.replay if self.follower is None else self.follower.replay
         for args in cmds:
-            self.shard.replay(args)
+            replay(args)
 
     async def on_start(self) -> None:
         opts = self.options
         ks = self.shard.ks
         worker = getattr(self, "worker", None)
+        if self.follower is not None:
+            self.follower.worker = worker
+            self.loop.create_task(self.follower.run())
         while worker is None or not worker.stopping:
             await sleep(opts.expire_period)
             ks.active_expire(opts.expire_budget)
@@ -213,9 +280,9 @@ class KvServer(Handler):
         session = shard.new_session()
         gate = ReplyGate(conn, self.cursor, self.options.client_cap)
         fast = FastConn(self.options.limits, shard, session, gate,
-                        self.journal if self.cursor.gated else None,
+                        self.writelog if self.cursor.gated else None,
                         self._run_one, self._failure_reply, api.need_at_least,
-                        self.journal, self._journal_hook)
+                        self.writelog, self._journal_hook)
         try:
             await conn.on_data(fast.on_data)
         except ConnectionError:
@@ -223,18 +290,29 @@ class KvServer(Handler):
         finally:
             gate.close()
             shard.connections -= 1
+            if session.takeover is not None:
+                session.takeover.closed()
 
     # The receive path is native (_fastresp.FastConn: parse what arrived, run
     # the complete commands in order, GET / plain SET straight from the
     # keyspace, push the batch's replies through the gate as one block tagged
     # with the journal's append count); every other command comes back here.
 
-    def _run_one(self, session: Session, args: List[bytes]) -> bytes:
-        """Run one command through Shard.execute; its encoded reply."""
+    def _run_one(self, session: Session, args: List[bytes]) -> Any:
+        """Run one command through Shard.execute; its encoded reply (a
+        Deferred for a WAIT that waits, b"" for REPLICATE)."""
+        wl = self.writelog
+        before = wl.appended
         try:
             reply = self.shard.execute(session, args)
         except Exception as exc:
             return self._failure_reply(session, args, exc)
+        if wl.appended != before:
+            session.woff = wl.appended
+        if type(reply) is Deferred:
+            return reply
+        if session.takeover is not None:
+            return b""
         return encode(reply, session.proto)     # HELLO's own reply too
 
     def _failure_reply(self, session: Session, args: Optional[List[bytes]],
