@@ -24,7 +24,9 @@ failed), which wakes one waiter for stream room; bytes of a response body are
 acknowledged to h2 (reopening the window) only when the application takes
 them, so an unread stream holds back only its own window; the count of
 control frames that carry no progress (SETTINGS, PING, empty DATA, zero
-WINDOW_UPDATE, PRIORITY, unknown frames) is bounded per second; a PING we
+WINDOW_UPDATE, PRIORITY, unknown frames) is bounded per second; a frame whose
+header announces more than our max frame size fails the connection on the
+receive that brought the header (its payload is never buffered); a PING we
 sent (``ping()``, keepalive) is answered True by its ACK or False when the
 connection closes, never left waiting.
 """
@@ -104,7 +106,7 @@ class H2Connection:
     __slots__ = ("raw", "pool", "bounds", "h2", "streams", "loop", "reader", "closed",
                  "going_away", "last_stream_id", "error", "room_waiters", "_flood_t",
                  "_flood_n", "scheme", "authority", "max_streams", "http_version", "settled",
-                 "pings")
+                 "pings", "settled_waiter")
 
     def __init__(self, raw: Any, pool: Any, bounds: Bounds) -> None:
         self.raw = raw
@@ -154,6 +156,9 @@ class H2Connection:
         # until the server's SETTINGS arrive its stream limit is unknown: open
         # at most the 100 the RFC recommends a server allows at least
         self.settled = False
+        # done when the server's first SETTINGS arrived or the connection
+        # closed: the pool waits on it before dialling a second connection
+        self.settled_waiter: asyncio.Future = self.loop.create_future()
         self.pings: Dict[bytes, asyncio.Future] = {}
 
     def start(self) -> None:
@@ -232,6 +237,8 @@ class H2Connection:
             if not w.done():
                 w.set_result(None)
         self.room_waiters.clear()
+        if not self.settled_waiter.done():
+            self.settled_waiter.set_result(None)
         if graceful:
             self.raw.close()
         else:
@@ -253,7 +260,11 @@ class H2Connection:
             await self.raw.on_data(self._on_data)
         except asyncio.CancelledError:
             return
-        except (LimitExceeded, RemoteProtocolError) as exc:
+        except RemoteProtocolError as exc:
+            # graceful: the GOAWAY h2 (or _check_frame_length) queued goes out
+            self._fail(exc, graceful=True)
+            return
+        except LimitExceeded as exc:
             self._fail(exc)
             return
         except Exception as exc:
@@ -290,6 +301,9 @@ class H2Connection:
                                     f"HTTP/2 header block ({type(exc).__name__}: {exc})") \
                     from None
             raise
+        pending = self.h2.incoming_buffer._data
+        if len(pending) >= 9:
+            self._check_frame_length(pending)
         streams = self.streams
         for e in events:
             t = type(e)
@@ -406,12 +420,32 @@ class H2Connection:
                         p.set_result(True)
                 if t is ev.RemoteSettingsChanged:
                     self.settled = True
+                    if not self.settled_waiter.done():
+                        self.settled_waiter.set_result(None)
                     waiters, self.room_waiters = self.room_waiters, []
                     for w in waiters:       # each re-checks the new limit
                         if not w.done():
                             w.set_result(None)
         self._flush()
         return n
+
+    def _check_frame_length(self, pending: Any) -> None:
+        """h2 checks a frame's length against our max frame size only once
+        the whole frame is in its buffer, so a server announcing 16 MiB
+        frames would have us hold 16 MiB per frame: the header of the frame
+        still incomplete is checked here, on the receive that brought it,
+        and a length above the limit fails the connection (GOAWAY
+        FRAME_SIZE_ERROR) before its payload is buffered."""
+        length = (pending[0] << 16) | (pending[1] << 8) | pending[2]
+        limit = self.h2.max_inbound_frame_size
+        if length > limit:
+            try:
+                self.h2.close_connection(error_code=ErrorCodes.FRAME_SIZE_ERROR)
+            except h2.exceptions.H2Error:
+                pass
+            self._flush()
+            raise RemoteProtocolError(f"HTTP/2 protocol error from the server: a frame of "
+                                      f"{length} bytes announced, the limit is {limit}")
 
     def _stream_error(self, s: _Stream, exc: BaseException) -> None:
         try:
