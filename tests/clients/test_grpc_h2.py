@@ -2,7 +2,9 @@
 (tests/support/grpc_fake.py) and hpack itself: a burst of calls made before
 the server's SETTINGS arrive stays on one connection; a frame header
 announcing more than our max frame size fails the connection at once with
-GOAWAY FRAME_SIZE_ERROR (its payload is never awaited); the caching HPACK
+GOAWAY FRAME_SIZE_ERROR (its payload is never awaited); h2's inbound header
+validation, run once per distinct block, still fails an invalid head or
+trailers with GOAWAY PROTOCOL_ERROR; the caching HPACK
 decoder gives what hpack's decoder gives, block for block, decodes a changed
 block afresh, never caches a block that changed the dynamic table, and stays
 bounded. The suite runs once per RINGLINE_BACKEND, so each test that does
@@ -36,6 +38,9 @@ def test_burst_before_settings_stays_on_one_connection():
                 pool = ch._pool
                 assert pool.opened == 1 and len(pool.h2conns) == 1
                 assert pool.h2conns[0].settled
+                # h2's header validation ran once per distinct block: the
+                # head and the trailers
+                assert len(pool.h2conns[0].valid) == 2
     run(main)
 
 
@@ -59,6 +64,30 @@ def test_overlong_frame_fails_the_connection_at_once():
                         break
                     await asyncio.sleep(0.05)
                 assert grpc_fake.GOAWAYS == [ErrorCodes.FRAME_SIZE_ERROR]
+    run(main)
+
+
+@pytest.mark.parametrize("mode", ["bad_header", "pseudo_trailers"])
+def test_invalid_header_block_fails_the_connection(mode):
+    # h2's inbound validation runs in H2Connection._validate (once per
+    # distinct block): an invalid head or trailers fail the connection
+    from h2.errors import ErrorCodes
+
+    from support import grpc_fake
+
+    async def main():
+        grpc_fake.GOAWAYS.clear()
+        async with grpc_fake.serve_fake(mode) as port:
+            async with rg.Channel(f"127.0.0.1:{port}") as ch:
+                with pytest.raises(rg.AioRpcError) as ei:
+                    await ch.unary_unary("/x.Y/Z")(b"req", timeout=CALL_BOUND)
+                assert ei.value.code() is rg.StatusCode.INTERNAL, ei.value
+                assert "protocol error" in ei.value.details(), ei.value
+                for _ in range(100):
+                    if grpc_fake.GOAWAYS:
+                        break
+                    await asyncio.sleep(0.05)
+                assert grpc_fake.GOAWAYS == [ErrorCodes.PROTOCOL_ERROR]
     run(main)
 
 

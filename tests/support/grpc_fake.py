@@ -13,7 +13,9 @@ call, then OK), garbage (bytes that are not HTTP/2), silent (reads and
 never answers anything, PINGs included), slow_settings (the server's
 SETTINGS, allowing 1000 streams, only after SETTINGS_DELAY s; then every
 call is answered "ok"), big_frame (the header of a DATA frame announcing
-1 MiB, then 100 bytes of it, then nothing).
+1 MiB, then 100 bytes of it, then nothing), bad_header (a response head
+with an upper-case header name), pseudo_trailers (trailers holding a
+pseudo header).
 
 Every GOAWAY a client sends is appended (its error code) to ``GOAWAYS``.
 """
@@ -60,6 +62,12 @@ def _reply(mode, conn, sid):
     elif mode == "big_frame":
         conn.send_headers(sid, grpc_head)
         return (1 << 20).to_bytes(3, "big") + b"\x00\x00" + sid.to_bytes(4, "big") + b"x" * 100
+    elif mode == "bad_header":
+        conn.send_headers(sid, grpc_head + [("X-Upper", "1")])
+    elif mode == "pseudo_trailers":
+        conn.send_headers(sid, grpc_head)
+        conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
+        conn.send_headers(sid, [(":status", "200")] + ok, end_stream=True)
     elif mode == "two_messages":
         conn.send_headers(sid, grpc_head)
         conn.send_data(sid, b"\x00\x00\x00\x00\x01a\x00\x00\x00\x00\x01b")
@@ -81,7 +89,11 @@ async def _serve(reader, writer, mode):
         await writer.drain()
         writer.close()
         return
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    # the invalid modes send what h2 would refuse to send
+    invalid = mode in ("bad_header", "pseudo_trailers")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=False, validate_outbound_headers=not invalid,
+        normalize_outbound_headers=not invalid))
     if mode == "slow_settings":
         import h2.settings
         conn.local_settings = h2.settings.Settings(client=False, initial_values={

@@ -41,6 +41,7 @@ import h2.events as ev  # type: ignore[import-untyped]
 import h2.exceptions  # type: ignore[import-untyped]
 import h2.settings  # type: ignore[import-untyped]
 from h2.errors import ErrorCodes  # type: ignore[import-untyped]
+from h2.utilities import HeaderValidationFlags, validate_headers  # type: ignore[import-untyped]
 
 from .._conn.timers import timeout as _timeout
 from .._errors import ConnectionClosed, ConnectionDropped
@@ -57,6 +58,12 @@ _STREAM_WINDOW = 1 << 20
 _CONN_WINDOW = 16 << 20
 _SEND_HIGH = 1 << 20
 _INITIAL_STREAMS = 100
+# h2's flags for a response head / informational head and for trailers
+_HEAD_FLAGS = HeaderValidationFlags(is_client=True, is_trailer=False, is_response_header=True,
+                                    is_push_promise=False)
+_TRAILER_FLAGS = HeaderValidationFlags(is_client=True, is_trailer=True, is_response_header=False,
+                                       is_push_promise=False)
+_VALID_MAX = 64                 # header blocks remembered as valid, per connection
 _CS = h2.connection.ConnectionState
 _CI = h2.connection.ConnectionInputs
 _AFTER_GOAWAY = (_CI.RECV_HEADERS, _CI.RECV_DATA, _CI.RECV_WINDOW_UPDATE, _CI.RECV_PING,
@@ -106,19 +113,21 @@ class H2Connection:
     __slots__ = ("raw", "pool", "bounds", "h2", "streams", "loop", "reader", "closed",
                  "going_away", "last_stream_id", "error", "room_waiters", "_flood_t",
                  "_flood_n", "scheme", "authority", "max_streams", "http_version", "settled",
-                 "pings", "settled_waiter")
+                 "pings", "settled_waiter", "valid")
 
     def __init__(self, raw: Any, pool: Any, bounds: Bounds) -> None:
         self.raw = raw
         self.pool = pool
         self.bounds = bounds
         self.http_version = "HTTP/2"
-        # inbound headers are validated by h2 (illegal characters, pseudo
-        # headers); outbound ones were checked by check_header and
+        # inbound headers are validated as h2 does (illegal characters, pseudo
+        # headers: _validate); outbound ones were checked by check_header and
         # Client._wire_headers (lower-case names, no connection-specific
         # fields, TE only "trailers"), so h2 need not check them again
+        # h2's inbound validation (the same function, the same flags) runs
+        # in _validate, once per distinct header block (see there)
         cfg = h2.config.H2Configuration(client_side=True, header_encoding=None,
-                                        validate_inbound_headers=True,
+                                        validate_inbound_headers=False,
                                         validate_outbound_headers=False,
                                         normalize_outbound_headers=False)
         conn = self.h2 = h2.connection.H2Connection(config=cfg)
@@ -160,6 +169,7 @@ class H2Connection:
         # closed: the pool waits on it before dialling a second connection
         self.settled_waiter: asyncio.Future = self.loop.create_future()
         self.pings: Dict[bytes, asyncio.Future] = {}
+        self.valid: set = set()
 
     def start(self) -> None:
         self.h2.initiate_connection()
@@ -324,6 +334,7 @@ class H2Connection:
                 s.data.append((e.data, e.flow_controlled_length))
                 s.wake()
             elif t is ev.ResponseReceived:
+                self._validate(e.headers, _HEAD_FLAGS)
                 s = streams.get(e.stream_id)
                 if s is None:
                     continue
@@ -351,6 +362,7 @@ class H2Connection:
                     s.wake()
                     self._end_stream(s)
             elif t is ev.TrailersReceived:
+                self._validate(e.headers, _TRAILER_FLAGS)
                 s = streams.get(e.stream_id)
                 if s is not None:
                     size = sum(len(k) + len(v) for k, v in e.headers)
@@ -410,6 +422,8 @@ class H2Connection:
                     self.close()
                     return n
                 self.pool._forget_h2_soft(self)
+            elif t is ev.InformationalResponseReceived:
+                self._validate(e.headers, _HEAD_FLAGS)
             elif t in (ev.RemoteSettingsChanged, ev.PingReceived, ev.PingAckReceived,
                        ev.PriorityUpdated, ev.UnknownFrameReceived,
                        ev.SettingsAcknowledged):
@@ -428,6 +442,33 @@ class H2Connection:
                             w.set_result(None)
         self._flush()
         return n
+
+    def _validate(self, headers: List[Any], flags: Any) -> None:
+        """h2's inbound header validation (``validate_headers`` with the
+        flags h2 would build), run here instead of inside h2 so that a
+        block seen before on this connection (a gRPC server's heads and
+        trailers repeat call after call) is not validated again: at most
+        ``_VALID_MAX`` valid blocks are remembered. An invalid block fails
+        the connection (GOAWAY PROTOCOL_ERROR) as h2 would have; unlike
+        h2, the frames after it in the same receive were already processed,
+        which changes nothing since the connection fails."""
+        key = (tuple(headers), flags.is_trailer)
+        valid = self.valid
+        if key in valid:
+            return
+        try:
+            for _ in validate_headers(headers, flags):
+                pass
+        except h2.exceptions.ProtocolError as exc:
+            try:
+                self.h2.close_connection(error_code=ErrorCodes.PROTOCOL_ERROR)
+            except h2.exceptions.H2Error:
+                pass
+            self._flush()
+            raise RemoteProtocolError(f"HTTP/2 protocol error from the server: {exc}") from None
+        if len(valid) >= _VALID_MAX:
+            valid.clear()
+        valid.add(key)
 
     def _check_frame_length(self, pending: Any) -> None:
         """h2 checks a frame's length against our max frame size only once
