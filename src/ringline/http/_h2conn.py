@@ -39,6 +39,7 @@ import h2.config  # type: ignore[import-untyped]
 import h2.connection  # type: ignore[import-untyped]
 import h2.events as ev  # type: ignore[import-untyped]
 import h2.exceptions  # type: ignore[import-untyped]
+import h2.frame_buffer  # type: ignore[import-untyped]
 import h2.settings  # type: ignore[import-untyped]
 from h2.errors import ErrorCodes  # type: ignore[import-untyped]
 from h2.utilities import HeaderValidationFlags, validate_headers  # type: ignore[import-untyped]
@@ -64,6 +65,8 @@ _HEAD_FLAGS = HeaderValidationFlags(is_client=True, is_trailer=False, is_respons
 _TRAILER_FLAGS = HeaderValidationFlags(is_client=True, is_trailer=True, is_response_header=False,
                                        is_push_promise=False)
 _VALID_MAX = 64                 # header blocks remembered as valid, per connection
+# the bytes h2's frame buffer holds (renamed from "data" in later h2 releases)
+_PENDING = "_data" if hasattr(h2.frame_buffer.FrameBuffer(), "_data") else "data"
 _CS = h2.connection.ConnectionState
 _CI = h2.connection.ConnectionInputs
 _AFTER_GOAWAY = (_CI.RECV_HEADERS, _CI.RECV_DATA, _CI.RECV_WINDOW_UPDATE, _CI.RECV_PING,
@@ -311,7 +314,7 @@ class H2Connection:
                                     f"HTTP/2 header block ({type(exc).__name__}: {exc})") \
                     from None
             raise
-        pending = self.h2.incoming_buffer._data
+        pending = getattr(self.h2.incoming_buffer, _PENDING)
         if len(pending) >= 9:
             self._check_frame_length(pending)
         streams = self.streams
