@@ -10,13 +10,22 @@ no_trailers (a message, then END_STREAM on DATA), bomb (a gzip message that
 inflates to 64 MiB), html (200 text/html), http503 (503, no grpc-status),
 rst (RST_STREAM INTERNAL_ERROR), two_messages (two messages to a unary
 call, then OK), garbage (bytes that are not HTTP/2), silent (reads and
-never answers anything, PINGs included).
+never answers anything, PINGs included), slow_settings (the server's
+SETTINGS, allowing 1000 streams, only after SETTINGS_DELAY s; then every
+call is answered "ok"), big_frame (the header of a DATA frame announcing
+1 MiB, then 100 bytes of it, then nothing), bad_header (a response head
+with an upper-case header name), pseudo_trailers (trailers holding a
+pseudo header).
+
+Every GOAWAY a client sends is appended (its error code) to ``GOAWAYS``.
 """
 import asyncio
 import contextlib
 import gzip
 
 _BOMB = gzip.compress(b"\x00" * (64 << 20))
+SETTINGS_DELAY = 0.3
+GOAWAYS = []
 
 
 def _reply(mode, conn, sid):
@@ -46,6 +55,19 @@ def _reply(mode, conn, sid):
         conn.send_headers(sid, [(":status", "503")], end_stream=True)
     elif mode == "rst":
         conn.reset_stream(sid, ErrorCodes.INTERNAL_ERROR)
+    elif mode == "slow_settings":
+        conn.send_headers(sid, grpc_head)
+        conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
+        conn.send_headers(sid, ok, end_stream=True)
+    elif mode == "big_frame":
+        conn.send_headers(sid, grpc_head)
+        return (1 << 20).to_bytes(3, "big") + b"\x00\x00" + sid.to_bytes(4, "big") + b"x" * 100
+    elif mode == "bad_header":
+        conn.send_headers(sid, grpc_head + [("X-Upper", "1")])
+    elif mode == "pseudo_trailers":
+        conn.send_headers(sid, grpc_head)
+        conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
+        conn.send_headers(sid, [(":status", "200")] + ok, end_stream=True)
     elif mode == "two_messages":
         conn.send_headers(sid, grpc_head)
         conn.send_data(sid, b"\x00\x00\x00\x00\x01a\x00\x00\x00\x00\x01b")
@@ -67,7 +89,16 @@ async def _serve(reader, writer, mode):
         await writer.drain()
         writer.close()
         return
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    # the invalid modes send what h2 would refuse to send
+    invalid = mode in ("bad_header", "pseudo_trailers")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=False, validate_outbound_headers=not invalid,
+        normalize_outbound_headers=not invalid))
+    if mode == "slow_settings":
+        import h2.settings
+        conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000})
+        await asyncio.sleep(SETTINGS_DELAY)
     conn.initiate_connection()
     conn.increment_flow_control_window(100 << 20)
     writer.write(conn.data_to_send())
@@ -76,12 +107,15 @@ async def _serve(reader, writer, mode):
             data = await reader.read(65536)
             if not data:
                 break
+            raw = b""
             for e in conn.receive_data(data):
                 if isinstance(e, h2.events.RequestReceived):
-                    _reply(mode, conn, e.stream_id)
+                    raw += _reply(mode, conn, e.stream_id) or b""
                 elif isinstance(e, h2.events.DataReceived):
                     conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
-            writer.write(conn.data_to_send())
+                elif isinstance(e, h2.events.ConnectionTerminated):
+                    GOAWAYS.append(e.error_code)
+            writer.write(conn.data_to_send() + raw)
             await writer.drain()
     except (ConnectionError, asyncio.CancelledError):
         pass

@@ -32,7 +32,7 @@ from ..http._errors import ReadError
 from ..http._h2conn import open_h2
 from ..http._pool import OriginPool
 from ._call import StreamStreamCall, StreamUnaryCall, UnaryStreamCall, UnaryUnaryCall
-from ._hpack import StaticEncoder
+from ._hpack import CachingDecoder, StaticEncoder
 from ._status import AioRpcError, StatusCode
 from ._wire import encode_metadata
 
@@ -44,9 +44,11 @@ _USER_AGENT = b"ringline-grpc/0.1"
 
 async def _open_h2(raw: Any, pool: Any) -> Any:
     # a call's head is encoded by StaticEncoder (the same fields every call,
-    # cached), not by hpack's general encoder
+    # cached), not by hpack's general encoder;
     c = await open_h2(raw, pool)
     c.h2.encoder = StaticEncoder(c.h2.encoder)     # type: ignore[assignment]
+    # the response heads and trailers repeat call after call: decoded once
+    c.h2.decoder = CachingDecoder(c.h2.decoder)     # type: ignore[assignment]
     return c
 
 

@@ -22,14 +22,29 @@ dynamic table, so they are valid whatever the peer's table holds (the
 wrapped encoder's blocks keep their own table in step); the cache holds at
 most ``_CACHE_MAX`` fields (varying values such as grpc-timeout are encoded
 each time once it is full); no Huffman coding (the strings go as they are).
+
+Also owns ``CachingDecoder``, installed in place of the connection's
+``hpack`` decoder: a gRPC server's response heads and trailers repeat call
+after call byte for byte (after the first call they are references to the
+dynamic table), so a block that leaves the dynamic table as it found it is
+kept, by its bytes, with its decoded list, and the same bytes later are a
+dict look-up. Invariants: a block that changed the table (an insertion, a
+size update, an eviction) is never cached, and any change of the table
+empties the cache, so a cached list is always what the wrapped decoder
+would give for those bytes now (the table it depends on is unchanged); at
+most ``_DECODE_CACHE_MAX`` blocks of at most ``_DECODE_BLOCK_MAX`` bytes are
+kept; every block is first decoded by the wrapped decoder, so its bounds
+(header list size, table size) apply to every cached list.
 """
 from __future__ import annotations
 
 from typing import Any, Dict, Iterable, Tuple
 
-__all__ = ["StaticEncoder"]
+__all__ = ["CachingDecoder", "StaticEncoder"]
 
 _CACHE_MAX = 512
+_DECODE_CACHE_MAX = 64
+_DECODE_BLOCK_MAX = 1024
 
 # RFC 7541 Appendix A: the static table entries a request head uses
 _FULL = {(b":method", b"GET"): 2, (b":method", b"POST"): 3, (b":path", b"/"): 4,
@@ -107,3 +122,45 @@ class StaticEncoder:
                 b = encode_field(bytes(h[0]), bytes(h[1]), True)
             parts.append(b)
         return b"".join(parts)
+
+
+class CachingDecoder:
+    """An ``hpack`` decoder with a cache of the blocks that do not touch
+    the dynamic table (see the module docstring); the wrapped decoder's
+    settings (``max_header_list_size``, ``max_allowed_table_size``,
+    ``header_table_size``) are read and set through it."""
+
+    __slots__ = ("inner", "cache", "table")
+
+    def __init__(self, inner: Any) -> None:
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "cache", {})
+        object.__setattr__(self, "table", inner.header_table)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.inner, name, value)
+        self.cache.clear()
+
+    def decode(self, data: Any, raw: bool = False) -> Any:
+        cache = self.cache
+        key = bytes(data)
+        hit = cache.get(key)
+        if hit is not None and hit[0] is raw:
+            return list(hit[1])
+        table = self.table
+        entries = table.dynamic_entries
+        size = len(entries)
+        first = entries[0] if size else None
+        maxsize = table.maxsize
+        out = self.inner.decode(data, raw=raw)
+        if (len(entries) != size or (entries[0] if entries else None) is not first
+                or table.maxsize != maxsize):
+            cache.clear()               # the table changed: nothing kept is sure
+        elif len(key) <= _DECODE_BLOCK_MAX:
+            if len(cache) >= _DECODE_CACHE_MAX:
+                cache.clear()
+            cache[key] = (raw, tuple(out))
+        return out

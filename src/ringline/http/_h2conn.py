@@ -24,7 +24,9 @@ failed), which wakes one waiter for stream room; bytes of a response body are
 acknowledged to h2 (reopening the window) only when the application takes
 them, so an unread stream holds back only its own window; the count of
 control frames that carry no progress (SETTINGS, PING, empty DATA, zero
-WINDOW_UPDATE, PRIORITY, unknown frames) is bounded per second; a PING we
+WINDOW_UPDATE, PRIORITY, unknown frames) is bounded per second; a frame whose
+header announces more than our max frame size fails the connection on the
+receive that brought the header (its payload is never buffered); a PING we
 sent (``ping()``, keepalive) is answered True by its ACK or False when the
 connection closes, never left waiting.
 """
@@ -37,8 +39,10 @@ import h2.config  # type: ignore[import-untyped]
 import h2.connection  # type: ignore[import-untyped]
 import h2.events as ev  # type: ignore[import-untyped]
 import h2.exceptions  # type: ignore[import-untyped]
+import h2.frame_buffer  # type: ignore[import-untyped]
 import h2.settings  # type: ignore[import-untyped]
 from h2.errors import ErrorCodes  # type: ignore[import-untyped]
+from h2.utilities import HeaderValidationFlags, validate_headers  # type: ignore[import-untyped]
 
 from .._conn.timers import timeout as _timeout
 from .._errors import ConnectionClosed, ConnectionDropped
@@ -55,6 +59,14 @@ _STREAM_WINDOW = 1 << 20
 _CONN_WINDOW = 16 << 20
 _SEND_HIGH = 1 << 20
 _INITIAL_STREAMS = 100
+# h2's flags for a response head / informational head and for trailers
+_HEAD_FLAGS = HeaderValidationFlags(is_client=True, is_trailer=False, is_response_header=True,
+                                    is_push_promise=False)
+_TRAILER_FLAGS = HeaderValidationFlags(is_client=True, is_trailer=True, is_response_header=False,
+                                       is_push_promise=False)
+_VALID_MAX = 64                 # header blocks remembered as valid, per connection
+# the bytes h2's frame buffer holds (renamed from "data" in later h2 releases)
+_PENDING = "_data" if hasattr(h2.frame_buffer.FrameBuffer(), "_data") else "data"
 _CS = h2.connection.ConnectionState
 _CI = h2.connection.ConnectionInputs
 _AFTER_GOAWAY = (_CI.RECV_HEADERS, _CI.RECV_DATA, _CI.RECV_WINDOW_UPDATE, _CI.RECV_PING,
@@ -104,19 +116,21 @@ class H2Connection:
     __slots__ = ("raw", "pool", "bounds", "h2", "streams", "loop", "reader", "closed",
                  "going_away", "last_stream_id", "error", "room_waiters", "_flood_t",
                  "_flood_n", "scheme", "authority", "max_streams", "http_version", "settled",
-                 "pings")
+                 "pings", "settled_waiter", "valid")
 
     def __init__(self, raw: Any, pool: Any, bounds: Bounds) -> None:
         self.raw = raw
         self.pool = pool
         self.bounds = bounds
         self.http_version = "HTTP/2"
-        # inbound headers are validated by h2 (illegal characters, pseudo
-        # headers); outbound ones were checked by check_header and
+        # inbound headers are validated as h2 does (illegal characters, pseudo
+        # headers: _validate); outbound ones were checked by check_header and
         # Client._wire_headers (lower-case names, no connection-specific
         # fields, TE only "trailers"), so h2 need not check them again
+        # h2's inbound validation (the same function, the same flags) runs
+        # in _validate, once per distinct header block (see there)
         cfg = h2.config.H2Configuration(client_side=True, header_encoding=None,
-                                        validate_inbound_headers=True,
+                                        validate_inbound_headers=False,
                                         validate_outbound_headers=False,
                                         normalize_outbound_headers=False)
         conn = self.h2 = h2.connection.H2Connection(config=cfg)
@@ -154,7 +168,11 @@ class H2Connection:
         # until the server's SETTINGS arrive its stream limit is unknown: open
         # at most the 100 the RFC recommends a server allows at least
         self.settled = False
+        # done when the server's first SETTINGS arrived or the connection
+        # closed: the pool waits on it before dialling a second connection
+        self.settled_waiter: asyncio.Future = self.loop.create_future()
         self.pings: Dict[bytes, asyncio.Future] = {}
+        self.valid: set = set()
 
     def start(self) -> None:
         self.h2.initiate_connection()
@@ -232,6 +250,8 @@ class H2Connection:
             if not w.done():
                 w.set_result(None)
         self.room_waiters.clear()
+        if not self.settled_waiter.done():
+            self.settled_waiter.set_result(None)
         if graceful:
             self.raw.close()
         else:
@@ -253,7 +273,11 @@ class H2Connection:
             await self.raw.on_data(self._on_data)
         except asyncio.CancelledError:
             return
-        except (LimitExceeded, RemoteProtocolError) as exc:
+        except RemoteProtocolError as exc:
+            # graceful: the GOAWAY h2 (or _check_frame_length) queued goes out
+            self._fail(exc, graceful=True)
+            return
+        except LimitExceeded as exc:
             self._fail(exc)
             return
         except Exception as exc:
@@ -290,6 +314,9 @@ class H2Connection:
                                     f"HTTP/2 header block ({type(exc).__name__}: {exc})") \
                     from None
             raise
+        pending = getattr(self.h2.incoming_buffer, _PENDING)
+        if len(pending) >= 9:
+            self._check_frame_length(pending)
         streams = self.streams
         for e in events:
             t = type(e)
@@ -310,6 +337,7 @@ class H2Connection:
                 s.data.append((e.data, e.flow_controlled_length))
                 s.wake()
             elif t is ev.ResponseReceived:
+                self._validate(e.headers, _HEAD_FLAGS)
                 s = streams.get(e.stream_id)
                 if s is None:
                     continue
@@ -337,6 +365,7 @@ class H2Connection:
                     s.wake()
                     self._end_stream(s)
             elif t is ev.TrailersReceived:
+                self._validate(e.headers, _TRAILER_FLAGS)
                 s = streams.get(e.stream_id)
                 if s is not None:
                     size = sum(len(k) + len(v) for k, v in e.headers)
@@ -396,6 +425,8 @@ class H2Connection:
                     self.close()
                     return n
                 self.pool._forget_h2_soft(self)
+            elif t is ev.InformationalResponseReceived:
+                self._validate(e.headers, _HEAD_FLAGS)
             elif t in (ev.RemoteSettingsChanged, ev.PingReceived, ev.PingAckReceived,
                        ev.PriorityUpdated, ev.UnknownFrameReceived,
                        ev.SettingsAcknowledged):
@@ -406,12 +437,59 @@ class H2Connection:
                         p.set_result(True)
                 if t is ev.RemoteSettingsChanged:
                     self.settled = True
+                    if not self.settled_waiter.done():
+                        self.settled_waiter.set_result(None)
                     waiters, self.room_waiters = self.room_waiters, []
                     for w in waiters:       # each re-checks the new limit
                         if not w.done():
                             w.set_result(None)
         self._flush()
         return n
+
+    def _validate(self, headers: List[Any], flags: Any) -> None:
+        """h2's inbound header validation (``validate_headers`` with the
+        flags h2 would build), run here instead of inside h2 so that a
+        block seen before on this connection (a gRPC server's heads and
+        trailers repeat call after call) is not validated again: at most
+        ``_VALID_MAX`` valid blocks are remembered. An invalid block fails
+        the connection (GOAWAY PROTOCOL_ERROR) as h2 would have; unlike
+        h2, the frames after it in the same receive were already processed,
+        which changes nothing since the connection fails."""
+        key = (tuple(headers), flags.is_trailer)
+        valid = self.valid
+        if key in valid:
+            return
+        try:
+            for _ in validate_headers(headers, flags):
+                pass
+        except h2.exceptions.ProtocolError as exc:
+            try:
+                self.h2.close_connection(error_code=ErrorCodes.PROTOCOL_ERROR)
+            except h2.exceptions.H2Error:
+                pass
+            self._flush()
+            raise RemoteProtocolError(f"HTTP/2 protocol error from the server: {exc}") from None
+        if len(valid) >= _VALID_MAX:
+            valid.clear()
+        valid.add(key)
+
+    def _check_frame_length(self, pending: Any) -> None:
+        """h2 checks a frame's length against our max frame size only once
+        the whole frame is in its buffer, so a server announcing 16 MiB
+        frames would have us hold 16 MiB per frame: the header of the frame
+        still incomplete is checked here, on the receive that brought it,
+        and a length above the limit fails the connection (GOAWAY
+        FRAME_SIZE_ERROR) before its payload is buffered."""
+        length = (pending[0] << 16) | (pending[1] << 8) | pending[2]
+        limit = self.h2.max_inbound_frame_size
+        if length > limit:
+            try:
+                self.h2.close_connection(error_code=ErrorCodes.FRAME_SIZE_ERROR)
+            except h2.exceptions.H2Error:
+                pass
+            self._flush()
+            raise RemoteProtocolError(f"HTTP/2 protocol error from the server: a frame of "
+                                      f"{length} bytes announced, the limit is {limit}")
 
     def _stream_error(self, s: _Stream, exc: BaseException) -> None:
         try:

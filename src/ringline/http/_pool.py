@@ -6,7 +6,9 @@ recently used first, dropped when expired or found closed by the server),
 the count of open connections against ``Limits.max_connections`` with a FIFO
 of requests waiting for room (bounded by the pool timeout), and the HTTP/2
 connections of the origin (one is used while it has stream room; a second
-is opened only when every one is full or going away).
+is opened only when every one is full or going away; a connection whose
+server SETTINGS have not arrived yet is waited for, at most
+``SETTINGS_WAIT`` s, rather than counted as full).
 
 Lifecycle: a pool is created by the Client on the first request to its
 origin and lives until ``Client.aclose()``, which closes every connection
@@ -32,7 +34,11 @@ from ._config import Bounds, Limits, Timeout
 from ._errors import ConnectError, ConnectTimeout, PoolTimeout
 from ._h1conn import H1Connection
 
-__all__ = ["OriginPool"]
+__all__ = ["OriginPool", "SETTINGS_WAIT"]
+
+# the longest a request waits for a new HTTP/2 connection's SETTINGS (its
+# stream limit) before a second connection is dialled for it
+SETTINGS_WAIT = 1.0
 
 
 class OriginPool:
@@ -229,12 +235,35 @@ class OriginPool:
                 await asyncio.shield(self.h2_dialing)
                 continue
             if self.h2conns and self.opened < self.limits.max_connections:
+                if await self._wait_settings(t):
+                    continue
                 return None                 # all full: the caller opens another
             if self.h2conns:
                 # every connection is full and no room to dial: wait for a stream
                 await self.h2conns[0].wait_room(t)
                 continue
             return None
+
+    async def _wait_settings(self, t: Timeout) -> bool:
+        """A connection is "full" before the server's SETTINGS only because
+        its stream limit is not known yet: wait (at most ``SETTINGS_WAIT``
+        s, or the connect timeout if shorter) for them instead of dialling a
+        second connection for a burst of requests. True if there was one to
+        wait for (the caller looks again); a wait that runs out marks that
+        connection as waited for, so it is not waited on twice."""
+        for c in self.h2conns:
+            w = getattr(c, "settled_waiter", None)
+            if w is None or w.done():
+                continue
+            limit = SETTINGS_WAIT if t.connect is None else min(SETTINGS_WAIT, t.connect)
+            try:
+                async with _timeout(limit):
+                    await asyncio.shield(w)
+            except TimeoutError:
+                if not w.done():
+                    w.set_result(None)
+            return True
+        return False
 
     def aclose(self) -> None:
         self.closed = True
