@@ -31,7 +31,7 @@ ctypedef struct _rl_timespec:   # struct __kernel_timespec (LINK_TIMEOUT)
 cdef class Handle:
     cdef object callback
     cdef object args
-    cdef object context
+    cdef object context         # None: the loop's shared empty one (sched.pxi)
     cdef _LoopSched loop
     cdef bint cancelled_
     cdef object source_tb
@@ -40,6 +40,8 @@ cdef class Handle:
     cdef object __weakref__     # asyncio.Handle is weak-referenceable
     @cython.final
     cdef inline int _run(self) except -1
+    @cython.final
+    cdef object _own_context(self)
     @cython.final
     cdef int _report(self, object exc, object cb, object args) except -1
 
@@ -61,6 +63,9 @@ cdef class _LoopSched:
     cdef int wake_fd
     cdef bint waiting
     cdef bint wake_sent      # one eventfd write per wait is enough
+    # shared empty context (sched.pxi): empty whenever a handle enters it
+    cdef object ectx
+    cdef PyObject *ectx_user  # the handle running in ectx (borrowed), or NULL
     # public asyncio-compatible state
     cdef public bint _closed
     cdef public bint _stopping

@@ -23,6 +23,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 cdef extern from "Python.h":
     object PyContext_CopyCurrent()
+    object PyContext_New()
     void PyObject_GC_Track(object)
     void PyObject_GC_UnTrack(object)
     bint PyObject_GC_IsTracked(object)
@@ -260,6 +261,9 @@ cdef extern from "ring.h":
 cdef extern from "amsend.h":
     ctypedef int (*rl_step_fn)(object, PyObject **) except -1
     int rl_install_am_send(PyTypeObject *tp, rl_step_fn fn)
+
+cdef extern from "ctxempty.h":
+    bint rl_ctx_current_empty()
 
 cdef extern from "udpgso.h" nogil:
     size_t RL_GSO_CMSG_SPACE
