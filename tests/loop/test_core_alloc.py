@@ -1,7 +1,11 @@
 """The native hot path: one scheduled callback costs no Python-level
-allocation beyond the Handle the API returns (issue 2)."""
+allocation beyond the Handle the API returns (issue 2), and no Context copy
+when it is scheduled from an empty Context (issue 20: "Shared empty context"
+in src/ringline/_loop/sched.pxi; that path reads the thread state's context
+field, known on CPython 3.11-3.13, other versions copy)."""
 import contextvars
 import sys
+import threading
 
 import ringline
 
@@ -59,3 +63,50 @@ def test_timer_allocates_only_the_handle():
         assert sys.getallocatedblocks() - before <= n + 20
     finally:
         loop.close()
+
+
+SHARES_EMPTY = (3, 11) <= sys.version_info[:2] < (3, 14)
+
+
+def _blocks_for(schedule, n):
+    """Blocks allocated while `schedule(n)` queues n handles (warmed up)."""
+    loop = ringline.new_event_loop()
+    try:
+        for _ in range(2):
+            before = sys.getallocatedblocks()
+            keep = schedule(loop, n)
+            grown = sys.getallocatedblocks() - before
+            keep.clear()
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+        return grown
+    finally:
+        loop.close()
+
+
+def _in_empty_context(fn, *args):
+    return contextvars.Context().run(fn, *args)
+
+
+def test_call_soon_from_empty_context_copies_no_context():
+    def schedule(loop, n):
+        return _in_empty_context(lambda: [loop.call_soon(_noop) for _ in range(n)])
+    n = 2000
+    grown = _blocks_for(schedule, n)
+    # the handles (and the list); a copied Context would be one more each
+    assert grown <= (n + 20 if SHARES_EMPTY else 2 * n + 20), grown
+
+
+def test_call_soon_threadsafe_from_fresh_thread_copies_no_context():
+    n = 2000
+
+    def schedule(loop, n):
+        out = []
+        t = threading.Thread(
+            target=lambda: out.extend(loop.call_soon_threadsafe(_noop) for _ in range(n)))
+        t.start()
+        t.join(10)
+        assert not t.is_alive()
+        return out
+    grown = _blocks_for(schedule, n)
+    assert grown <= (n + 60 if SHARES_EMPTY else 2 * n + 60), grown
