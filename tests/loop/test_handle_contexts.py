@@ -54,6 +54,14 @@ def setter(seen, tag):
     var.set(tag)
 
 
+def set_from_outside_then_schedule(loop, ctx, seen, tag):
+    """Set `var` in a context someone kept, then run one more setter: what
+    it sees must not depend on that context."""
+    ctx.run(var.set, "outside")
+    loop.call_soon(setter, seen, tag)
+    settle(loop)
+
+
 @in_empty_context
 def test_call_soon_from_empty_context_does_not_leak(loop):
     seen = []
@@ -185,9 +193,7 @@ def test_get_context_of_the_running_handle(loop):
     c = box["during"]
     assert ctx_of(box["h"]) is c and c[var] == "cb"
     # using it later must not reach any other callback
-    c.run(var.set, "later")
-    loop.call_soon(setter, seen, "after")
-    settle(loop)
+    set_from_outside_then_schedule(loop, c, seen, "after")
     assert seen == [("next", "unset"), ("after", "unset")]
 
 
@@ -197,10 +203,8 @@ def test_get_context_of_an_untouched_handle_after_run(loop):
     settle(loop)
     c = ctx_of(h)
     assert isinstance(c, contextvars.Context) and len(c) == 0
-    c.run(var.set, "x")                  # must not leak into later handles
     seen = []
-    loop.call_soon(setter, seen, 1)
-    settle(loop)
+    set_from_outside_then_schedule(loop, c, seen, 1)
     assert seen == [(1, "unset")]
 
 
@@ -220,9 +224,7 @@ def test_copy_context_inside_a_callback(loop):
     before, after = copies
     assert var not in before and after[var] == "cb"
     assert before.run(var.get) == "unset"
-    after.run(var.set, "changed")
-    loop.call_soon(setter, seen, "last")
-    settle(loop)
+    set_from_outside_then_schedule(loop, after, seen, "last")
     assert seen == [("next", "unset"), ("last", "unset")]
 
 
