@@ -146,6 +146,20 @@ def test_send_windows_kept_and_updated():
         e.send_data(sid, b"z")
 
 
+def test_release_after_an_early_answer():
+    e = _engine()
+    sid = _open(e, end=False)                   # our request side stays open
+    e.receive(_frame(1, 5, sid, _head_block()))     # trailers-only: the server ended
+    e.release(sid)
+    assert _parse(e.data_to_send()) == [(3, 0, sid, b"\x00\x00\x00\x00")]
+    with pytest.raises(h2x.StreamClosedError):
+        e.send_data(sid, b"x")
+    e.release(sid)                              # once only
+    other = _open(e, end=False)
+    e.release(other)                            # still open both ways: kept
+    assert e.data_to_send() == b"" and e.local_flow_control_window(other) == 65535
+
+
 def test_long_header_block_sent_in_continuation():
     e = _engine()
     sid = e.get_next_available_stream_id()

@@ -14,7 +14,10 @@ addition the engine's own bounds hold (a frame above our max frame size, a
 header block above ``max_header_bytes`` bytes or ``MAX_HEADER_FRAMES``
 frames, any protocol or flow-control violation fails the connection with
 GOAWAY and a clear error; see ``_h2frames``), and a header block is
-validated (``_validate``, h2's rules) before its stream sees it.
+validated (``_validate``, h2's rules) before its stream sees it; a stream
+that ends here while our side is still open (the server answered before
+the request was all sent) is released in the engine with RST_STREAM
+NO_ERROR, so the engine's stream table never outgrows the calls in flight.
 """
 from __future__ import annotations
 
@@ -55,6 +58,10 @@ class FastH2Connection(H2Connection):
 
     def _send_head(self, sid: int, hdrs: List[Tuple[bytes, bytes]], end_stream: bool) -> None:
         self.h2.send_headers(sid, hdrs, end_stream)
+
+    def _end_stream(self, s: Any) -> None:
+        H2Connection._end_stream(self, s)
+        self.h2.release(s.sid)
 
     def _on_data(self, view: memoryview) -> int:
         n = len(view)

@@ -1725,7 +1725,7 @@ enum  {
   __pyx_e_8ringline_4http_9_h2frames_E_ENHANCE_YOUR_CALM = 11
 };
 
-/* "ringline/http/_h2frames.pyx":341
+/* "ringline/http/_h2frames.pyx":354
  *     # -- receiving --
  * 
  *     cdef _conn_error(self, int code, str msg, type exc=_h2x.ProtocolError):             # <<<<<<<<<<<<<<
@@ -3133,10 +3133,11 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_10local_flow_cont
 static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_12send_data(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, unsigned int __pyx_v_sid, PyObject *__pyx_v_data, int __pyx_v_end_stream); /* proto */
 static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_14end_stream(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, unsigned int __pyx_v_sid); /* proto */
 static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_16reset_stream(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, unsigned int __pyx_v_sid, int __pyx_v_error_code); /* proto */
-static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_18acknowledge_received_data(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PY_LONG_LONG __pyx_v_n, unsigned int __pyx_v_sid); /* proto */
-static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20ping(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v_opaque); /* proto */
-static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22close_connection(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, int __pyx_v_error_code); /* proto */
-static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v_data); /* proto */
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_18release(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, unsigned int __pyx_v_sid); /* proto */
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20acknowledge_received_data(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PY_LONG_LONG __pyx_v_n, unsigned int __pyx_v_sid); /* proto */
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22ping(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v_opaque); /* proto */
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24close_connection(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, int __pyx_v_error_code); /* proto */
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_26receive(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v_data); /* proto */
 static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_7encoder___get__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self); /* proto */
 static int __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_7encoder_2__set__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static int __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_7encoder_4__del__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self); /* proto */
@@ -3150,8 +3151,8 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22max_inbound_fra
 static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_29remote_max_concurrent_streams___get__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_27remote_max_header_list_size___get__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_4dead___get__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_26__reduce_cython__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_28__setstate_cython__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v___pyx_state); /* proto */
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_28__reduce_cython__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_30__setstate_cython__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_8ringline_4http_9_h2frames___pyx_unpickle__EStream(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_8ringline_4http_9_h2frames_2__pyx_unpickle_H2Engine(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v___pyx_type, long __pyx_v___pyx_checksum, PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_tp_new__initialisation_8ringline_4http_9_h2frames__EStream(PyObject *o, 
@@ -3241,8 +3242,8 @@ namespace {
     PyTypeObject *__pyx_k__8;
     PyObject *__pyx_slice[1];
     PyObject *__pyx_tuple[2];
-    PyObject *__pyx_codeobj_tab[18];
-    PyObject *__pyx_string_tab[212];
+    PyObject *__pyx_codeobj_tab[19];
+    PyObject *__pyx_string_tab[215];
     PyObject *__pyx_number_tab[13];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -3386,124 +3387,127 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_n_u_H2Engine_local_flow_control_wind __pyx_string_tab[91]
 #define __pyx_n_u_H2Engine_ping __pyx_string_tab[92]
 #define __pyx_n_u_H2Engine_receive __pyx_string_tab[93]
-#define __pyx_n_u_H2Engine_reset_stream __pyx_string_tab[94]
-#define __pyx_n_u_H2Engine_send_data __pyx_string_tab[95]
-#define __pyx_n_u_H2Engine_send_headers __pyx_string_tab[96]
-#define __pyx_n_u_HEADERS __pyx_string_tab[97]
-#define __pyx_n_u_MAX_HEADER_FRAMES __pyx_string_tab[98]
-#define __pyx_n_u_OversizedHeaderListError __pyx_string_tab[99]
-#define __pyx_n_u_ProtocolError __pyx_string_tab[100]
-#define __pyx_n_u_StreamClosedError __pyx_string_tab[101]
-#define __pyx_n_u_EStream __pyx_string_tab[102]
-#define __pyx_n_u_EStream___reduce_cython __pyx_string_tab[103]
-#define __pyx_n_u_EStream___setstate_cython __pyx_string_tab[104]
-#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[105]
-#define __pyx_n_u_all __pyx_string_tab[106]
-#define __pyx_n_u_annotate __pyx_string_tab[107]
-#define __pyx_n_u_dict __pyx_string_tab[108]
-#define __pyx_n_u_func __pyx_string_tab[109]
-#define __pyx_n_u_getstate __pyx_string_tab[110]
-#define __pyx_n_u_main __pyx_string_tab[111]
-#define __pyx_n_u_module __pyx_string_tab[112]
-#define __pyx_n_u_name __pyx_string_tab[113]
-#define __pyx_n_u_new __pyx_string_tab[114]
-#define __pyx_n_u_pyx_checksum __pyx_string_tab[115]
-#define __pyx_n_u_pyx_result __pyx_string_tab[116]
-#define __pyx_n_u_pyx_state __pyx_string_tab[117]
-#define __pyx_n_u_pyx_type __pyx_string_tab[118]
-#define __pyx_n_u_pyx_unpickle_H2Engine __pyx_string_tab[119]
-#define __pyx_n_u_pyx_unpickle__EStream __pyx_string_tab[120]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[121]
-#define __pyx_n_u_qualname __pyx_string_tab[122]
-#define __pyx_n_u_reduce __pyx_string_tab[123]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[124]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[125]
-#define __pyx_n_u_set_name __pyx_string_tab[126]
-#define __pyx_n_u_setstate __pyx_string_tab[127]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[128]
-#define __pyx_n_u_test __pyx_string_tab[129]
-#define __pyx_n_u_dict_2 __pyx_string_tab[130]
-#define __pyx_n_u_h2x __pyx_string_tab[131]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[132]
-#define __pyx_n_u_acknowledge_received_data __pyx_string_tab[133]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[134]
-#define __pyx_n_u_block __pyx_string_tab[135]
-#define __pyx_n_u_buf __pyx_string_tab[136]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[137]
-#define __pyx_n_u_close_connection __pyx_string_tab[138]
-#define __pyx_n_u_conn_window __pyx_string_tab[139]
-#define __pyx_n_u_data __pyx_string_tab[140]
-#define __pyx_n_u_data_to_send __pyx_string_tab[141]
-#define __pyx_n_u_decode __pyx_string_tab[142]
-#define __pyx_n_u_decoder __pyx_string_tab[143]
-#define __pyx_n_u_encode __pyx_string_tab[144]
-#define __pyx_n_u_encoder __pyx_string_tab[145]
-#define __pyx_n_u_end_stream __pyx_string_tab[146]
-#define __pyx_n_u_error_code __pyx_string_tab[147]
-#define __pyx_n_u_events __pyx_string_tab[148]
-#define __pyx_n_u_exceptions __pyx_string_tab[149]
-#define __pyx_n_u_flags __pyx_string_tab[150]
-#define __pyx_n_u_fmax __pyx_string_tab[151]
-#define __pyx_n_u_ftype __pyx_string_tab[152]
-#define __pyx_n_u_get __pyx_string_tab[153]
-#define __pyx_n_u_get_next_available_stream_id __pyx_string_tab[154]
-#define __pyx_n_u_h2_exceptions __pyx_string_tab[155]
-#define __pyx_n_u_header_table_size __pyx_string_tab[156]
-#define __pyx_n_u_headers __pyx_string_tab[157]
-#define __pyx_n_u_initiate __pyx_string_tab[158]
-#define __pyx_n_u_items __pyx_string_tab[159]
-#define __pyx_n_u_join __pyx_string_tab[160]
-#define __pyx_n_u_k __pyx_string_tab[161]
-#define __pyx_n_u_length __pyx_string_tab[162]
-#define __pyx_n_u_local_flow_control_window __pyx_string_tab[163]
-#define __pyx_n_u_max_header_bytes __pyx_string_tab[164]
-#define __pyx_n_u_max_streams __pyx_string_tab[165]
-#define __pyx_n_u_n __pyx_string_tab[166]
-#define __pyx_n_u_opaque __pyx_string_tab[167]
-#define __pyx_n_u_p __pyx_string_tab[168]
-#define __pyx_n_u_ping __pyx_string_tab[169]
-#define __pyx_n_u_pop __pyx_string_tab[170]
-#define __pyx_n_u_pos __pyx_string_tab[171]
-#define __pyx_n_u_receive __pyx_string_tab[172]
-#define __pyx_n_u_reset_stream __pyx_string_tab[173]
-#define __pyx_n_u_ringline_http__h2frames __pyx_string_tab[174]
-#define __pyx_n_u_s __pyx_string_tab[175]
-#define __pyx_n_u_self __pyx_string_tab[176]
-#define __pyx_n_u_send_data __pyx_string_tab[177]
-#define __pyx_n_u_send_headers __pyx_string_tab[178]
-#define __pyx_n_u_setdefault __pyx_string_tab[179]
-#define __pyx_n_u_settings __pyx_string_tab[180]
-#define __pyx_n_u_sid __pyx_string_tab[181]
-#define __pyx_n_u_state __pyx_string_tab[182]
-#define __pyx_n_u_stream_window __pyx_string_tab[183]
-#define __pyx_n_u_update __pyx_string_tab[184]
-#define __pyx_n_u_use_setstate __pyx_string_tab[185]
-#define __pyx_n_u_values __pyx_string_tab[186]
-#define __pyx_kp_b__2 __pyx_string_tab[187]
-#define __pyx_kp_b__6 __pyx_string_tab[188]
-#define __pyx_kp_b__3 __pyx_string_tab[189]
-#define __pyx_kp_b__4 __pyx_string_tab[190]
-#define __pyx_kp_b__5 __pyx_string_tab[191]
-#define __pyx_kp_b__7 __pyx_string_tab[192]
-#define __pyx_kp_b_1 __pyx_string_tab[193]
-#define __pyx_kp_b_status __pyx_string_tab[194]
-#define __pyx_kp_b_PRI_HTTP_2_0_SM __pyx_string_tab[195]
-#define __pyx_kp_b_iso88591_avQ __pyx_string_tab[196]
-#define __pyx_kp_b_iso88591_q_0_kQR_881A_7_nA_1 __pyx_string_tab[197]
-#define __pyx_kp_b_iso88591_D_dJZZ_llppq_q_l_vWE_Q_q_q_q_Q __pyx_string_tab[198]
-#define __pyx_kp_b_iso88591_O4_4_aammq_r_E_E_I_I_o_o_s_s_A __pyx_string_tab[199]
-#define __pyx_kp_b_iso88591_A_3axs_AQ_HD_HCq_HA __pyx_string_tab[200]
-#define __pyx_kp_b_iso88591_A_4t1_1_uAT_G9A_q __pyx_string_tab[201]
-#define __pyx_kp_b_iso88591_A_t1 __pyx_string_tab[202]
-#define __pyx_kp_b_iso88591_A_hd_1_2S_1N_a __pyx_string_tab[203]
-#define __pyx_kp_b_iso88591_A_hd_1_2S_S_HD_HN_M_q __pyx_string_tab[204]
-#define __pyx_kp_b_iso88591_A_4q_1_4q_ir_aq_q_Naq_AQ_a_1_b_c __pyx_string_tab[205]
-#define __pyx_kp_b_iso88591_A_E_Q __pyx_string_tab[206]
-#define __pyx_kp_b_iso88591_A_c_aq_q_q_A_q_A_q_A_q_A_HA_HD_A __pyx_string_tab[207]
-#define __pyx_kp_b_iso88591_a_HD_Jc_HE_HE_HA __pyx_string_tab[208]
-#define __pyx_kp_b_iso88591_A_4xt1E_s_HD_G3a_HE __pyx_string_tab[209]
-#define __pyx_kp_b_iso88591_hd_1_2S_S_Cq_2Rt1_AQ_T_2Rq_S_D __pyx_string_tab[210]
-#define __pyx_kp_b_iso88591_Fa_4s_a_nAYa_NatST_4q_nAQ_5_XWA __pyx_string_tab[211]
+#define __pyx_n_u_H2Engine_release __pyx_string_tab[94]
+#define __pyx_n_u_H2Engine_reset_stream __pyx_string_tab[95]
+#define __pyx_n_u_H2Engine_send_data __pyx_string_tab[96]
+#define __pyx_n_u_H2Engine_send_headers __pyx_string_tab[97]
+#define __pyx_n_u_HEADERS __pyx_string_tab[98]
+#define __pyx_n_u_MAX_HEADER_FRAMES __pyx_string_tab[99]
+#define __pyx_n_u_OversizedHeaderListError __pyx_string_tab[100]
+#define __pyx_n_u_ProtocolError __pyx_string_tab[101]
+#define __pyx_n_u_StreamClosedError __pyx_string_tab[102]
+#define __pyx_n_u_EStream __pyx_string_tab[103]
+#define __pyx_n_u_EStream___reduce_cython __pyx_string_tab[104]
+#define __pyx_n_u_EStream___setstate_cython __pyx_string_tab[105]
+#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[106]
+#define __pyx_n_u_all __pyx_string_tab[107]
+#define __pyx_n_u_annotate __pyx_string_tab[108]
+#define __pyx_n_u_dict __pyx_string_tab[109]
+#define __pyx_n_u_func __pyx_string_tab[110]
+#define __pyx_n_u_getstate __pyx_string_tab[111]
+#define __pyx_n_u_main __pyx_string_tab[112]
+#define __pyx_n_u_module __pyx_string_tab[113]
+#define __pyx_n_u_name __pyx_string_tab[114]
+#define __pyx_n_u_new __pyx_string_tab[115]
+#define __pyx_n_u_pyx_checksum __pyx_string_tab[116]
+#define __pyx_n_u_pyx_result __pyx_string_tab[117]
+#define __pyx_n_u_pyx_state __pyx_string_tab[118]
+#define __pyx_n_u_pyx_type __pyx_string_tab[119]
+#define __pyx_n_u_pyx_unpickle_H2Engine __pyx_string_tab[120]
+#define __pyx_n_u_pyx_unpickle__EStream __pyx_string_tab[121]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[122]
+#define __pyx_n_u_qualname __pyx_string_tab[123]
+#define __pyx_n_u_reduce __pyx_string_tab[124]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[125]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[126]
+#define __pyx_n_u_set_name __pyx_string_tab[127]
+#define __pyx_n_u_setstate __pyx_string_tab[128]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[129]
+#define __pyx_n_u_test __pyx_string_tab[130]
+#define __pyx_n_u_dict_2 __pyx_string_tab[131]
+#define __pyx_n_u_h2x __pyx_string_tab[132]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[133]
+#define __pyx_n_u_acknowledge_received_data __pyx_string_tab[134]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[135]
+#define __pyx_n_u_block __pyx_string_tab[136]
+#define __pyx_n_u_buf __pyx_string_tab[137]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[138]
+#define __pyx_n_u_close_connection __pyx_string_tab[139]
+#define __pyx_n_u_conn_window __pyx_string_tab[140]
+#define __pyx_n_u_data __pyx_string_tab[141]
+#define __pyx_n_u_data_to_send __pyx_string_tab[142]
+#define __pyx_n_u_decode __pyx_string_tab[143]
+#define __pyx_n_u_decoder __pyx_string_tab[144]
+#define __pyx_n_u_encode __pyx_string_tab[145]
+#define __pyx_n_u_encoder __pyx_string_tab[146]
+#define __pyx_n_u_end_stream __pyx_string_tab[147]
+#define __pyx_n_u_error_code __pyx_string_tab[148]
+#define __pyx_n_u_events __pyx_string_tab[149]
+#define __pyx_n_u_exceptions __pyx_string_tab[150]
+#define __pyx_n_u_flags __pyx_string_tab[151]
+#define __pyx_n_u_fmax __pyx_string_tab[152]
+#define __pyx_n_u_ftype __pyx_string_tab[153]
+#define __pyx_n_u_get __pyx_string_tab[154]
+#define __pyx_n_u_get_next_available_stream_id __pyx_string_tab[155]
+#define __pyx_n_u_h2_exceptions __pyx_string_tab[156]
+#define __pyx_n_u_header_table_size __pyx_string_tab[157]
+#define __pyx_n_u_headers __pyx_string_tab[158]
+#define __pyx_n_u_initiate __pyx_string_tab[159]
+#define __pyx_n_u_items __pyx_string_tab[160]
+#define __pyx_n_u_join __pyx_string_tab[161]
+#define __pyx_n_u_k __pyx_string_tab[162]
+#define __pyx_n_u_length __pyx_string_tab[163]
+#define __pyx_n_u_local_flow_control_window __pyx_string_tab[164]
+#define __pyx_n_u_max_header_bytes __pyx_string_tab[165]
+#define __pyx_n_u_max_streams __pyx_string_tab[166]
+#define __pyx_n_u_n __pyx_string_tab[167]
+#define __pyx_n_u_opaque __pyx_string_tab[168]
+#define __pyx_n_u_p __pyx_string_tab[169]
+#define __pyx_n_u_ping __pyx_string_tab[170]
+#define __pyx_n_u_pop __pyx_string_tab[171]
+#define __pyx_n_u_pos __pyx_string_tab[172]
+#define __pyx_n_u_receive __pyx_string_tab[173]
+#define __pyx_n_u_release __pyx_string_tab[174]
+#define __pyx_n_u_reset_stream __pyx_string_tab[175]
+#define __pyx_n_u_ringline_http__h2frames __pyx_string_tab[176]
+#define __pyx_n_u_s __pyx_string_tab[177]
+#define __pyx_n_u_self __pyx_string_tab[178]
+#define __pyx_n_u_send_data __pyx_string_tab[179]
+#define __pyx_n_u_send_headers __pyx_string_tab[180]
+#define __pyx_n_u_setdefault __pyx_string_tab[181]
+#define __pyx_n_u_settings __pyx_string_tab[182]
+#define __pyx_n_u_sid __pyx_string_tab[183]
+#define __pyx_n_u_state __pyx_string_tab[184]
+#define __pyx_n_u_stream_window __pyx_string_tab[185]
+#define __pyx_n_u_update __pyx_string_tab[186]
+#define __pyx_n_u_use_setstate __pyx_string_tab[187]
+#define __pyx_n_u_values __pyx_string_tab[188]
+#define __pyx_kp_b__2 __pyx_string_tab[189]
+#define __pyx_kp_b__6 __pyx_string_tab[190]
+#define __pyx_kp_b__3 __pyx_string_tab[191]
+#define __pyx_kp_b__4 __pyx_string_tab[192]
+#define __pyx_kp_b__5 __pyx_string_tab[193]
+#define __pyx_kp_b__7 __pyx_string_tab[194]
+#define __pyx_kp_b_1 __pyx_string_tab[195]
+#define __pyx_kp_b_status __pyx_string_tab[196]
+#define __pyx_kp_b_PRI_HTTP_2_0_SM __pyx_string_tab[197]
+#define __pyx_kp_b_iso88591_avQ __pyx_string_tab[198]
+#define __pyx_kp_b_iso88591_q_0_kQR_881A_7_nA_1 __pyx_string_tab[199]
+#define __pyx_kp_b_iso88591_D_dJZZ_llppq_q_l_vWE_Q_q_q_q_Q __pyx_string_tab[200]
+#define __pyx_kp_b_iso88591_O4_4_aammq_r_E_E_I_I_o_o_s_s_A __pyx_string_tab[201]
+#define __pyx_kp_b_iso88591_A_3axs_AQ_HD_HCq_HA __pyx_string_tab[202]
+#define __pyx_kp_b_iso88591_A_4t1_1_uAT_G9A_q __pyx_string_tab[203]
+#define __pyx_kp_b_iso88591_A_t1 __pyx_string_tab[204]
+#define __pyx_kp_b_iso88591_A_hd_1_2S_1N_a __pyx_string_tab[205]
+#define __pyx_kp_b_iso88591_A_hd_1_2S_S_HD_HN_M_q __pyx_string_tab[206]
+#define __pyx_kp_b_iso88591_A_4q_1_4q_ir_aq_q_Naq_AQ_a_1_b_c __pyx_string_tab[207]
+#define __pyx_kp_b_iso88591_A_E_Q __pyx_string_tab[208]
+#define __pyx_kp_b_iso88591_A_c_aq_q_q_A_q_A_q_A_q_A_HA_HD_A __pyx_string_tab[209]
+#define __pyx_kp_b_iso88591_A_hd_1_2S_S_AQ_D_4t1_AS_s_Qa __pyx_string_tab[210]
+#define __pyx_kp_b_iso88591_a_HD_Jc_HE_HE_HA __pyx_string_tab[211]
+#define __pyx_kp_b_iso88591_A_4xt1E_s_s_a_HD_G3a_HE __pyx_string_tab[212]
+#define __pyx_kp_b_iso88591_hd_1_2S_S_Cq_2Rt1_AQ_T_2Rq_S_D __pyx_string_tab[213]
+#define __pyx_kp_b_iso88591_Fa_4s_a_nAYa_NatST_4q_nAQ_5_XWA __pyx_string_tab[214]
 #define __pyx_int_0 __pyx_number_tab[0]
 #define __pyx_int_1 __pyx_number_tab[1]
 #define __pyx_int_2 __pyx_number_tab[2]
@@ -3543,8 +3547,8 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_k__8);
   for (int i=0; i<1; ++i) { Py_CLEAR(clear_module_state->__pyx_slice[i]); }
   for (int i=0; i<2; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<18; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<212; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<19; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<215; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<13; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -3580,8 +3584,8 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_k__8);
   for (int i=0; i<1; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_slice[i]); }
   for (int i=0; i<2; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<18; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<212; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<19; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<215; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<13; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -7166,7 +7170,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__close_local(struct __p
  * 
  *     def reset_stream(self, unsigned int sid, int error_code=0):             # <<<<<<<<<<<<<<
  *         """RST_STREAM; nothing for a stream already closed both ways."""
- *         if self.streams.pop(sid, None) is None:
+ *         if self.streams.pop(sid, None) is None or self.dead:
 */
 
 /* Python wrapper */
@@ -7277,9 +7281,10 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
 static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_16reset_stream(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, unsigned int __pyx_v_sid, int __pyx_v_error_code) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
-  PyObject *__pyx_t_1 = NULL;
+  int __pyx_t_1;
   PyObject *__pyx_t_2 = NULL;
-  int __pyx_t_3;
+  PyObject *__pyx_t_3 = NULL;
+  int __pyx_t_4;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
@@ -7288,7 +7293,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_16reset_stream(st
   /* "ringline/http/_h2frames.pyx":299
  *     def reset_stream(self, unsigned int sid, int error_code=0):
  *         """RST_STREAM; nothing for a stream already closed both ways."""
- *         if self.streams.pop(sid, None) is None:             # <<<<<<<<<<<<<<
+ *         if self.streams.pop(sid, None) is None or self.dead:             # <<<<<<<<<<<<<<
  *             return
  *         self.out += _hdr(4, T_RST, 0, sid)
 */
@@ -7296,19 +7301,30 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_16reset_stream(st
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "pop");
     __PYX_ERR(0, 299, __pyx_L1_error)
   }
-  __pyx_t_1 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 299, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyDict_Pop(__pyx_v_self->streams, __pyx_t_1, Py_None); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 299, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 299, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__pyx_t_2 == Py_None);
+  __pyx_t_3 = __Pyx_PyDict_Pop(__pyx_v_self->streams, __pyx_t_2, Py_None); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 299, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  if (__pyx_t_3) {
+  __pyx_t_4 = (__pyx_t_3 == Py_None);
+  __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+  if (!__pyx_t_4) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_4;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+
+  __pyx_t_1 = __pyx_v_self->dead;
+  __pyx_L4_bool_binop_done:;
+  if (__pyx_t_1) {
 
 
     /* "ringline/http/_h2frames.pyx":300
  *         """RST_STREAM; nothing for a stream already closed both ways."""
- *         if self.streams.pop(sid, None) is None:
+ *         if self.streams.pop(sid, None) is None or self.dead:
  *             return             # <<<<<<<<<<<<<<
  *         self.out += _hdr(4, T_RST, 0, sid)
  *         self.out += _u32b(error_code)
@@ -7326,60 +7342,60 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_16reset_stream(st
     /* "ringline/http/_h2frames.pyx":299
  *     def reset_stream(self, unsigned int sid, int error_code=0):
  *         """RST_STREAM; nothing for a stream already closed both ways."""
- *         if self.streams.pop(sid, None) is None:             # <<<<<<<<<<<<<<
+ *         if self.streams.pop(sid, None) is None or self.dead:             # <<<<<<<<<<<<<<
  *             return
  *         self.out += _hdr(4, T_RST, 0, sid)
 */
   }
 
   /* "ringline/http/_h2frames.pyx":301
- *         if self.streams.pop(sid, None) is None:
+ *         if self.streams.pop(sid, None) is None or self.dead:
  *             return
  *         self.out += _hdr(4, T_RST, 0, sid)             # <<<<<<<<<<<<<<
  *         self.out += _u32b(error_code)
  * 
 */
-  __pyx_t_2 = __pyx_f_8ringline_4http_9_h2frames__hdr(4, __pyx_e_8ringline_4http_9_h2frames_T_RST, 0, __pyx_v_sid); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 301, __pyx_L1_error)
+  __pyx_t_3 = __pyx_f_8ringline_4http_9_h2frames__hdr(4, __pyx_e_8ringline_4http_9_h2frames_T_RST, 0, __pyx_v_sid); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 301, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_2 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 301, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_1 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 301, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __Pyx_GIVEREF(__pyx_t_1);
+  __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+  __Pyx_GIVEREF(__pyx_t_2);
   __Pyx_GOTREF(__pyx_v_self->out);
-  __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_1));
-  __pyx_t_1 = 0;
+  __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_2));
+  __pyx_t_2 = 0;
 
   /* "ringline/http/_h2frames.pyx":302
  *             return
  *         self.out += _hdr(4, T_RST, 0, sid)
  *         self.out += _u32b(error_code)             # <<<<<<<<<<<<<<
  * 
- *     def acknowledge_received_data(self, long long n, unsigned int sid):
+ *     def release(self, unsigned int sid):
 */
-  __pyx_t_1 = __pyx_f_8ringline_4http_9_h2frames__u32b(__pyx_v_error_code); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 302, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 302, __pyx_L1_error)
+  __pyx_t_2 = __pyx_f_8ringline_4http_9_h2frames__u32b(__pyx_v_error_code); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 302, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __Pyx_GIVEREF(__pyx_t_2);
+  __pyx_t_3 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 302, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  __Pyx_GIVEREF(__pyx_t_3);
   __Pyx_GOTREF(__pyx_v_self->out);
-  __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_2));
-  __pyx_t_2 = 0;
+  __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_3));
+  __pyx_t_3 = 0;
 
   /* "ringline/http/_h2frames.pyx":297
  *             del self.streams[sid]
  * 
  *     def reset_stream(self, unsigned int sid, int error_code=0):             # <<<<<<<<<<<<<<
  *         """RST_STREAM; nothing for a stream already closed both ways."""
- *         if self.streams.pop(sid, None) is None:
+ *         if self.streams.pop(sid, None) is None or self.dead:
 */
 
   /* function exit code */
   __pyx_r = Py_None; __Pyx_INCREF(Py_None);
   goto __pyx_L0;
   __pyx_L1_error:;
-  __Pyx_XDECREF(__pyx_t_1);
   __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_XDECREF(__pyx_t_3);
   __Pyx_AddTraceback("ringline.http._h2frames.H2Engine.reset_stream", __pyx_clineno, __pyx_lineno, __pyx_filename);
   __pyx_r = NULL;
   __pyx_L0:;
@@ -7391,22 +7407,295 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_16reset_stream(st
 /* "ringline/http/_h2frames.pyx":304
  *         self.out += _u32b(error_code)
  * 
- *     def acknowledge_received_data(self, long long n, unsigned int sid):             # <<<<<<<<<<<<<<
- *         """The caller took ``n`` flow-controlled bytes of ``sid``: reopen the
- *         windows (a WINDOW_UPDATE once half of a window is used up)."""
+ *     def release(self, unsigned int sid):             # <<<<<<<<<<<<<<
+ *         """The caller is done with ``sid``: a stream the server ended while
+ *         ours is still open leaves the table with RST_STREAM NO_ERROR (the
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_19acknowledge_received_data(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_19release(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_18acknowledge_received_data, "H2Engine.acknowledge_received_data(self, long long n, unsigned int sid)\n\nThe caller took ``n`` flow-controlled bytes of ``sid``: reopen the\nwindows (a WINDOW_UPDATE once half of a window is used up).");
-static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_19acknowledge_received_data = {"acknowledge_received_data", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_19acknowledge_received_data, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_18acknowledge_received_data};
-static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_19acknowledge_received_data(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_18release, "H2Engine.release(self, unsigned int sid)\n\nThe caller is done with ``sid``: a stream the server ended while\nours is still open leaves the table with RST_STREAM NO_ERROR (the\nrequest side will send nothing more), so no stream outlives its\ncall.");
+static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_19release = {"release", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_19release, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_18release};
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_19release(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  unsigned int __pyx_v_sid;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[1] = {0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("release (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_sid,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 304, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 304, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "release", 0) < (0)) __PYX_ERR(0, 304, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("release", 1, 1, 1, i); __PYX_ERR(0, 304, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 1)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 304, __pyx_L3_error)
+    }
+    __pyx_v_sid = __Pyx_PyLong_As_unsigned_int(values[0]); if (unlikely((__pyx_v_sid == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 304, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("release", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 304, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("ringline.http._h2frames.H2Engine.release", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_18release(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self), __pyx_v_sid);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_18release(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, unsigned int __pyx_v_sid) {
+  struct __pyx_obj_8ringline_4http_9_h2frames__EStream *__pyx_v_s = 0;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  int __pyx_t_3;
+  int __pyx_t_4;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("release", 0);
+
+  /* "ringline/http/_h2frames.pyx":309
+ *         request side will send nothing more), so no stream outlives its
+ *         call."""
+ *         cdef _EStream s = self.streams.get(sid)             # <<<<<<<<<<<<<<
+ *         if s is None or not s.remote_closed:
+ *             return
+*/
+  if (unlikely(__pyx_v_self->streams == Py_None)) {
+    PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
+    __PYX_ERR(0, 309, __pyx_L1_error)
+  }
+  __pyx_t_1 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 309, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_self->streams, __pyx_t_1, Py_None); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 309, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  if (!(likely(((__pyx_t_2) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_2, __pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames__EStream))))) __PYX_ERR(0, 309, __pyx_L1_error)
+  __pyx_v_s = ((struct __pyx_obj_8ringline_4http_9_h2frames__EStream *)__pyx_t_2);
+  __pyx_t_2 = 0;
+
+  /* "ringline/http/_h2frames.pyx":310
+ *         call."""
+ *         cdef _EStream s = self.streams.get(sid)
+ *         if s is None or not s.remote_closed:             # <<<<<<<<<<<<<<
+ *             return
+ *         del self.streams[sid]
+*/
+  __pyx_t_4 = (((PyObject *)__pyx_v_s) == Py_None);
+  if (!__pyx_t_4) {
+
+  } else {
+
+    __pyx_t_3 = __pyx_t_4;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_4 = (!__pyx_v_s->remote_closed);
+
+
+  __pyx_t_3 = __pyx_t_4;
+
+  __pyx_L4_bool_binop_done:;
+  if (__pyx_t_3) {
+
+
+    /* "ringline/http/_h2frames.pyx":311
+ *         cdef _EStream s = self.streams.get(sid)
+ *         if s is None or not s.remote_closed:
+ *             return             # <<<<<<<<<<<<<<
+ *         del self.streams[sid]
+ *         if not self.dead:
+*/
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
+
+    /* "ringline/http/_h2frames.pyx":310
+ *         call."""
+ *         cdef _EStream s = self.streams.get(sid)
+ *         if s is None or not s.remote_closed:             # <<<<<<<<<<<<<<
+ *             return
+ *         del self.streams[sid]
+*/
+  }
+
+  /* "ringline/http/_h2frames.pyx":312
+ *         if s is None or not s.remote_closed:
+ *             return
+ *         del self.streams[sid]             # <<<<<<<<<<<<<<
+ *         if not self.dead:
+ *             self.out += _hdr(4, T_RST, 0, sid)
+*/
+  if (unlikely(__pyx_v_self->streams == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+    __PYX_ERR(0, 312, __pyx_L1_error)
+  }
+  __pyx_t_2 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 312, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  if (unlikely((PyDict_DelItem(__pyx_v_self->streams, __pyx_t_2) < 0))) __PYX_ERR(0, 312, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+
+  /* "ringline/http/_h2frames.pyx":313
+ *             return
+ *         del self.streams[sid]
+ *         if not self.dead:             # <<<<<<<<<<<<<<
+ *             self.out += _hdr(4, T_RST, 0, sid)
+ *             self.out += _u32b(0)
+*/
+  __pyx_t_3 = (!__pyx_v_self->dead);
+
+  if (__pyx_t_3) {
+
+
+    /* "ringline/http/_h2frames.pyx":314
+ *         del self.streams[sid]
+ *         if not self.dead:
+ *             self.out += _hdr(4, T_RST, 0, sid)             # <<<<<<<<<<<<<<
+ *             self.out += _u32b(0)
+ * 
+*/
+    __pyx_t_2 = __pyx_f_8ringline_4http_9_h2frames__hdr(4, __pyx_e_8ringline_4http_9_h2frames_T_RST, 0, __pyx_v_sid); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 314, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_2);
+    __pyx_t_1 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 314, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+    __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __Pyx_GIVEREF(__pyx_t_1);
+    __Pyx_GOTREF(__pyx_v_self->out);
+    __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_1));
+    __pyx_t_1 = 0;
+
+    /* "ringline/http/_h2frames.pyx":315
+ *         if not self.dead:
+ *             self.out += _hdr(4, T_RST, 0, sid)
+ *             self.out += _u32b(0)             # <<<<<<<<<<<<<<
+ * 
+ *     def acknowledge_received_data(self, long long n, unsigned int sid):
+*/
+    __pyx_t_1 = __pyx_f_8ringline_4http_9_h2frames__u32b(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 315, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+    __pyx_t_2 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 315, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_2);
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __Pyx_GIVEREF(__pyx_t_2);
+    __Pyx_GOTREF(__pyx_v_self->out);
+    __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_2));
+    __pyx_t_2 = 0;
+
+    /* "ringline/http/_h2frames.pyx":313
+ *             return
+ *         del self.streams[sid]
+ *         if not self.dead:             # <<<<<<<<<<<<<<
+ *             self.out += _hdr(4, T_RST, 0, sid)
+ *             self.out += _u32b(0)
+*/
+  }
+
+  /* "ringline/http/_h2frames.pyx":304
+ *         self.out += _u32b(error_code)
+ * 
+ *     def release(self, unsigned int sid):             # <<<<<<<<<<<<<<
+ *         """The caller is done with ``sid``: a stream the server ended while
+ *         ours is still open leaves the table with RST_STREAM NO_ERROR (the
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_AddTraceback("ringline.http._h2frames.H2Engine.release", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+  __Pyx_XDECREF((PyObject *)__pyx_v_s);
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "ringline/http/_h2frames.pyx":317
+ *             self.out += _u32b(0)
+ * 
+ *     def acknowledge_received_data(self, long long n, unsigned int sid):             # <<<<<<<<<<<<<<
+ *         """The caller took ``n`` flow-controlled bytes of ``sid``: reopen the
+ *         windows (a WINDOW_UPDATE once half of a window is used up)."""
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_21acknowledge_received_data(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_20acknowledge_received_data, "H2Engine.acknowledge_received_data(self, long long n, unsigned int sid)\n\nThe caller took ``n`` flow-controlled bytes of ``sid``: reopen the\nwindows (a WINDOW_UPDATE once half of a window is used up).");
+static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_21acknowledge_received_data = {"acknowledge_received_data", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_21acknowledge_received_data, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_20acknowledge_received_data};
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_21acknowledge_received_data(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -7437,39 +7726,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_n,&__pyx_mstate_global->__pyx_n_u_sid,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 304, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 317, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 304, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 317, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 304, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 317, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "acknowledge_received_data", 0) < (0)) __PYX_ERR(0, 304, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "acknowledge_received_data", 0) < (0)) __PYX_ERR(0, 317, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("acknowledge_received_data", 1, 2, 2, i); __PYX_ERR(0, 304, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("acknowledge_received_data", 1, 2, 2, i); __PYX_ERR(0, 317, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 304, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 317, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 304, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 317, __pyx_L3_error)
     }
-    __pyx_v_n = __Pyx_PyLong_As_PY_LONG_LONG(values[0]); if (unlikely((__pyx_v_n == (PY_LONG_LONG)-1) && PyErr_Occurred())) __PYX_ERR(0, 304, __pyx_L3_error)
-    __pyx_v_sid = __Pyx_PyLong_As_unsigned_int(values[1]); if (unlikely((__pyx_v_sid == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 304, __pyx_L3_error)
+    __pyx_v_n = __Pyx_PyLong_As_PY_LONG_LONG(values[0]); if (unlikely((__pyx_v_n == (PY_LONG_LONG)-1) && PyErr_Occurred())) __PYX_ERR(0, 317, __pyx_L3_error)
+    __pyx_v_sid = __Pyx_PyLong_As_unsigned_int(values[1]); if (unlikely((__pyx_v_sid == (unsigned int)-1) && PyErr_Occurred())) __PYX_ERR(0, 317, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("acknowledge_received_data", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 304, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("acknowledge_received_data", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 317, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -7480,7 +7769,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_18acknowledge_received_data(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self), __pyx_v_n, __pyx_v_sid);
+  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20acknowledge_received_data(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self), __pyx_v_n, __pyx_v_sid);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -7492,7 +7781,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_18acknowledge_received_data(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PY_LONG_LONG __pyx_v_n, unsigned int __pyx_v_sid) {
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20acknowledge_received_data(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PY_LONG_LONG __pyx_v_n, unsigned int __pyx_v_sid) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_lineno = 0;
@@ -7500,17 +7789,17 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_18acknowledge_rec
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("acknowledge_received_data", 0);
 
-  /* "ringline/http/_h2frames.pyx":307
+  /* "ringline/http/_h2frames.pyx":320
  *         """The caller took ``n`` flow-controlled bytes of ``sid``: reopen the
  *         windows (a WINDOW_UPDATE once half of a window is used up)."""
  *         self._ack(n, sid)             # <<<<<<<<<<<<<<
  * 
  *     cdef void _ack(self, long long n, unsigned int sid):
 */
-  ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_ack(__pyx_v_self, __pyx_v_n, __pyx_v_sid); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 307, __pyx_L1_error)
+  ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_ack(__pyx_v_self, __pyx_v_n, __pyx_v_sid); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 320, __pyx_L1_error)
 
-  /* "ringline/http/_h2frames.pyx":304
- *         self.out += _u32b(error_code)
+  /* "ringline/http/_h2frames.pyx":317
+ *             self.out += _u32b(0)
  * 
  *     def acknowledge_received_data(self, long long n, unsigned int sid):             # <<<<<<<<<<<<<<
  *         """The caller took ``n`` flow-controlled bytes of ``sid``: reopen the
@@ -7529,7 +7818,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_18acknowledge_rec
   return __pyx_r;
 }
 
-/* "ringline/http/_h2frames.pyx":309
+/* "ringline/http/_h2frames.pyx":322
  *         self._ack(n, sid)
  * 
  *     cdef void _ack(self, long long n, unsigned int sid):             # <<<<<<<<<<<<<<
@@ -7549,7 +7838,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_ack", 0);
 
-  /* "ringline/http/_h2frames.pyx":310
+  /* "ringline/http/_h2frames.pyx":323
  * 
  *     cdef void _ack(self, long long n, unsigned int sid):
  *         self.conn_unacked += n             # <<<<<<<<<<<<<<
@@ -7558,7 +7847,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
 */
   __pyx_v_self->conn_unacked = (__pyx_v_self->conn_unacked + __pyx_v_n);
 
-  /* "ringline/http/_h2frames.pyx":311
+  /* "ringline/http/_h2frames.pyx":324
  *     cdef void _ack(self, long long n, unsigned int sid):
  *         self.conn_unacked += n
  *         if self.conn_unacked >= self.conn_window // 2:             # <<<<<<<<<<<<<<
@@ -7570,16 +7859,16 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
   if (__pyx_t_1) {
 
 
-    /* "ringline/http/_h2frames.pyx":312
+    /* "ringline/http/_h2frames.pyx":325
  *         self.conn_unacked += n
  *         if self.conn_unacked >= self.conn_window // 2:
  *             self.out += _hdr(4, T_WINDOW, 0, 0)             # <<<<<<<<<<<<<<
  *             self.out += _u32b(self.conn_unacked)
  *             self.conn_recv_window += self.conn_unacked
 */
-    __pyx_t_2 = __pyx_f_8ringline_4http_9_h2frames__hdr(4, __pyx_e_8ringline_4http_9_h2frames_T_WINDOW, 0, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 312, __pyx_L1_error)
+    __pyx_t_2 = __pyx_f_8ringline_4http_9_h2frames__hdr(4, __pyx_e_8ringline_4http_9_h2frames_T_WINDOW, 0, 0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 325, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_3 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 312, __pyx_L1_error)
+    __pyx_t_3 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 325, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_GIVEREF(__pyx_t_3);
@@ -7587,16 +7876,16 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
     __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_3));
     __pyx_t_3 = 0;
 
-    /* "ringline/http/_h2frames.pyx":313
+    /* "ringline/http/_h2frames.pyx":326
  *         if self.conn_unacked >= self.conn_window // 2:
  *             self.out += _hdr(4, T_WINDOW, 0, 0)
  *             self.out += _u32b(self.conn_unacked)             # <<<<<<<<<<<<<<
  *             self.conn_recv_window += self.conn_unacked
  *             self.conn_unacked = 0
 */
-    __pyx_t_3 = __pyx_f_8ringline_4http_9_h2frames__u32b(__pyx_v_self->conn_unacked); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 313, __pyx_L1_error)
+    __pyx_t_3 = __pyx_f_8ringline_4http_9_h2frames__u32b(__pyx_v_self->conn_unacked); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 326, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_2 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 313, __pyx_L1_error)
+    __pyx_t_2 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 326, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_GIVEREF(__pyx_t_2);
@@ -7604,7 +7893,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
     __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_2));
     __pyx_t_2 = 0;
 
-    /* "ringline/http/_h2frames.pyx":314
+    /* "ringline/http/_h2frames.pyx":327
  *             self.out += _hdr(4, T_WINDOW, 0, 0)
  *             self.out += _u32b(self.conn_unacked)
  *             self.conn_recv_window += self.conn_unacked             # <<<<<<<<<<<<<<
@@ -7613,7 +7902,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
 */
     __pyx_v_self->conn_recv_window = (__pyx_v_self->conn_recv_window + __pyx_v_self->conn_unacked);
 
-    /* "ringline/http/_h2frames.pyx":315
+    /* "ringline/http/_h2frames.pyx":328
  *             self.out += _u32b(self.conn_unacked)
  *             self.conn_recv_window += self.conn_unacked
  *             self.conn_unacked = 0             # <<<<<<<<<<<<<<
@@ -7622,7 +7911,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
 */
     __pyx_v_self->conn_unacked = 0;
 
-    /* "ringline/http/_h2frames.pyx":311
+    /* "ringline/http/_h2frames.pyx":324
  *     cdef void _ack(self, long long n, unsigned int sid):
  *         self.conn_unacked += n
  *         if self.conn_unacked >= self.conn_window // 2:             # <<<<<<<<<<<<<<
@@ -7631,7 +7920,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":316
+  /* "ringline/http/_h2frames.pyx":329
  *             self.conn_recv_window += self.conn_unacked
  *             self.conn_unacked = 0
  *         cdef _EStream s = self.streams.get(sid)             # <<<<<<<<<<<<<<
@@ -7640,18 +7929,18 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
 */
   if (unlikely(__pyx_v_self->streams == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 316, __pyx_L1_error)
+    __PYX_ERR(0, 329, __pyx_L1_error)
   }
-  __pyx_t_2 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 316, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 329, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_self->streams, __pyx_t_2, Py_None); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 316, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_self->streams, __pyx_t_2, Py_None); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 329, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  if (!(likely(((__pyx_t_3) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_3, __pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames__EStream))))) __PYX_ERR(0, 316, __pyx_L1_error)
+  if (!(likely(((__pyx_t_3) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_3, __pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames__EStream))))) __PYX_ERR(0, 329, __pyx_L1_error)
   __pyx_v_s = ((struct __pyx_obj_8ringline_4http_9_h2frames__EStream *)__pyx_t_3);
   __pyx_t_3 = 0;
 
-  /* "ringline/http/_h2frames.pyx":317
+  /* "ringline/http/_h2frames.pyx":330
  *             self.conn_unacked = 0
  *         cdef _EStream s = self.streams.get(sid)
  *         if s is None or s.remote_closed:             # <<<<<<<<<<<<<<
@@ -7673,7 +7962,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
   if (__pyx_t_1) {
 
 
-    /* "ringline/http/_h2frames.pyx":318
+    /* "ringline/http/_h2frames.pyx":331
  *         cdef _EStream s = self.streams.get(sid)
  *         if s is None or s.remote_closed:
  *             return             # <<<<<<<<<<<<<<
@@ -7684,7 +7973,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
     }
     goto __pyx_L0;
 
-    /* "ringline/http/_h2frames.pyx":317
+    /* "ringline/http/_h2frames.pyx":330
  *             self.conn_unacked = 0
  *         cdef _EStream s = self.streams.get(sid)
  *         if s is None or s.remote_closed:             # <<<<<<<<<<<<<<
@@ -7693,7 +7982,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":319
+  /* "ringline/http/_h2frames.pyx":332
  *         if s is None or s.remote_closed:
  *             return
  *         s.unacked += n             # <<<<<<<<<<<<<<
@@ -7702,7 +7991,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
 */
   __pyx_v_s->unacked = (__pyx_v_s->unacked + __pyx_v_n);
 
-  /* "ringline/http/_h2frames.pyx":320
+  /* "ringline/http/_h2frames.pyx":333
  *             return
  *         s.unacked += n
  *         if s.unacked >= self.stream_window // 2:             # <<<<<<<<<<<<<<
@@ -7714,16 +8003,16 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
   if (__pyx_t_1) {
 
 
-    /* "ringline/http/_h2frames.pyx":321
+    /* "ringline/http/_h2frames.pyx":334
  *         s.unacked += n
  *         if s.unacked >= self.stream_window // 2:
  *             self.out += _hdr(4, T_WINDOW, 0, sid)             # <<<<<<<<<<<<<<
  *             self.out += _u32b(s.unacked)
  *             s.recv_window += s.unacked
 */
-    __pyx_t_3 = __pyx_f_8ringline_4http_9_h2frames__hdr(4, __pyx_e_8ringline_4http_9_h2frames_T_WINDOW, 0, __pyx_v_sid); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 321, __pyx_L1_error)
+    __pyx_t_3 = __pyx_f_8ringline_4http_9_h2frames__hdr(4, __pyx_e_8ringline_4http_9_h2frames_T_WINDOW, 0, __pyx_v_sid); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 334, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_2 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 321, __pyx_L1_error)
+    __pyx_t_2 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 334, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_GIVEREF(__pyx_t_2);
@@ -7731,16 +8020,16 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
     __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_2));
     __pyx_t_2 = 0;
 
-    /* "ringline/http/_h2frames.pyx":322
+    /* "ringline/http/_h2frames.pyx":335
  *         if s.unacked >= self.stream_window // 2:
  *             self.out += _hdr(4, T_WINDOW, 0, sid)
  *             self.out += _u32b(s.unacked)             # <<<<<<<<<<<<<<
  *             s.recv_window += s.unacked
  *             s.unacked = 0
 */
-    __pyx_t_2 = __pyx_f_8ringline_4http_9_h2frames__u32b(__pyx_v_s->unacked); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 322, __pyx_L1_error)
+    __pyx_t_2 = __pyx_f_8ringline_4http_9_h2frames__u32b(__pyx_v_s->unacked); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 335, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_3 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 322, __pyx_L1_error)
+    __pyx_t_3 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 335, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_GIVEREF(__pyx_t_3);
@@ -7748,7 +8037,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
     __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_3));
     __pyx_t_3 = 0;
 
-    /* "ringline/http/_h2frames.pyx":323
+    /* "ringline/http/_h2frames.pyx":336
  *             self.out += _hdr(4, T_WINDOW, 0, sid)
  *             self.out += _u32b(s.unacked)
  *             s.recv_window += s.unacked             # <<<<<<<<<<<<<<
@@ -7757,7 +8046,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
 */
     __pyx_v_s->recv_window = (__pyx_v_s->recv_window + __pyx_v_s->unacked);
 
-    /* "ringline/http/_h2frames.pyx":324
+    /* "ringline/http/_h2frames.pyx":337
  *             self.out += _u32b(s.unacked)
  *             s.recv_window += s.unacked
  *             s.unacked = 0             # <<<<<<<<<<<<<<
@@ -7766,7 +8055,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
 */
     __pyx_v_s->unacked = 0;
 
-    /* "ringline/http/_h2frames.pyx":320
+    /* "ringline/http/_h2frames.pyx":333
  *             return
  *         s.unacked += n
  *         if s.unacked >= self.stream_window // 2:             # <<<<<<<<<<<<<<
@@ -7775,7 +8064,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":309
+  /* "ringline/http/_h2frames.pyx":322
  *         self._ack(n, sid)
  * 
  *     cdef void _ack(self, long long n, unsigned int sid):             # <<<<<<<<<<<<<<
@@ -7795,7 +8084,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
   __Pyx_RefNannyFinishContext();
 }
 
-/* "ringline/http/_h2frames.pyx":326
+/* "ringline/http/_h2frames.pyx":339
  *             s.unacked = 0
  * 
  *     def ping(self, bytes opaque):             # <<<<<<<<<<<<<<
@@ -7804,16 +8093,16 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__ack(struct __pyx_obj_8
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_21ping(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_23ping(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_20ping, "H2Engine.ping(self, bytes opaque)");
-static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_21ping = {"ping", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_21ping, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_20ping};
-static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_21ping(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_22ping, "H2Engine.ping(self, bytes opaque)");
+static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_23ping = {"ping", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_23ping, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_22ping};
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_23ping(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -7843,32 +8132,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_opaque,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 326, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 339, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 326, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 339, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "ping", 0) < (0)) __PYX_ERR(0, 326, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "ping", 0) < (0)) __PYX_ERR(0, 339, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("ping", 1, 1, 1, i); __PYX_ERR(0, 326, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("ping", 1, 1, 1, i); __PYX_ERR(0, 339, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 326, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 339, __pyx_L3_error)
     }
     __pyx_v_opaque = ((PyObject*)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("ping", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 326, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("ping", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 339, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -7879,8 +8168,8 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_opaque), (&PyBytes_Type), 1, "opaque", 1))) __PYX_ERR(0, 326, __pyx_L1_error)
-  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20ping(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self), __pyx_v_opaque);
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_opaque), (&PyBytes_Type), 1, "opaque", 1))) __PYX_ERR(0, 339, __pyx_L1_error)
+  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22ping(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self), __pyx_v_opaque);
 
   /* function exit code */
   goto __pyx_L0;
@@ -7899,7 +8188,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20ping(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v_opaque) {
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22ping(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v_opaque) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   Py_ssize_t __pyx_t_1;
@@ -7912,7 +8201,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20ping(struct __p
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("ping", 0);
 
-  /* "ringline/http/_h2frames.pyx":327
+  /* "ringline/http/_h2frames.pyx":340
  * 
  *     def ping(self, bytes opaque):
  *         if len(opaque) != 8:             # <<<<<<<<<<<<<<
@@ -7921,16 +8210,16 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20ping(struct __p
 */
   if (unlikely(__pyx_v_opaque == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(0, 327, __pyx_L1_error)
+    __PYX_ERR(0, 340, __pyx_L1_error)
   }
-  __pyx_t_1 = __Pyx_PyBytes_GET_SIZE(__pyx_v_opaque); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1))) __PYX_ERR(0, 327, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyBytes_GET_SIZE(__pyx_v_opaque); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1))) __PYX_ERR(0, 340, __pyx_L1_error)
   __pyx_t_2 = (__pyx_t_1 != 8);
 
 
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "ringline/http/_h2frames.pyx":328
+    /* "ringline/http/_h2frames.pyx":341
  *     def ping(self, bytes opaque):
  *         if len(opaque) != 8:
  *             raise ValueError("a PING carries 8 bytes")             # <<<<<<<<<<<<<<
@@ -7943,14 +8232,14 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20ping(struct __p
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_kp_u_a_PING_carries_8_bytes};
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 328, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 341, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 328, __pyx_L1_error)
+    __PYX_ERR(0, 341, __pyx_L1_error)
 
-    /* "ringline/http/_h2frames.pyx":327
+    /* "ringline/http/_h2frames.pyx":340
  * 
  *     def ping(self, bytes opaque):
  *         if len(opaque) != 8:             # <<<<<<<<<<<<<<
@@ -7959,16 +8248,16 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20ping(struct __p
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":329
+  /* "ringline/http/_h2frames.pyx":342
  *         if len(opaque) != 8:
  *             raise ValueError("a PING carries 8 bytes")
  *         self.out += _hdr(8, T_PING, 0, 0)             # <<<<<<<<<<<<<<
  *         self.out += opaque
  * 
 */
-  __pyx_t_3 = __pyx_f_8ringline_4http_9_h2frames__hdr(8, __pyx_e_8ringline_4http_9_h2frames_T_PING, 0, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 329, __pyx_L1_error)
+  __pyx_t_3 = __pyx_f_8ringline_4http_9_h2frames__hdr(8, __pyx_e_8ringline_4http_9_h2frames_T_PING, 0, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_3); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 329, __pyx_L1_error)
+  __pyx_t_4 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_3); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __Pyx_GIVEREF(__pyx_t_4);
@@ -7976,21 +8265,21 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20ping(struct __p
   __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_4));
   __pyx_t_4 = 0;
 
-  /* "ringline/http/_h2frames.pyx":330
+  /* "ringline/http/_h2frames.pyx":343
  *             raise ValueError("a PING carries 8 bytes")
  *         self.out += _hdr(8, T_PING, 0, 0)
  *         self.out += opaque             # <<<<<<<<<<<<<<
  * 
  *     def close_connection(self, int error_code=0):
 */
-  __pyx_t_4 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_v_opaque); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 330, __pyx_L1_error)
+  __pyx_t_4 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_v_opaque); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 343, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_GIVEREF(__pyx_t_4);
   __Pyx_GOTREF(__pyx_v_self->out);
   __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_4));
   __pyx_t_4 = 0;
 
-  /* "ringline/http/_h2frames.pyx":326
+  /* "ringline/http/_h2frames.pyx":339
  *             s.unacked = 0
  * 
  *     def ping(self, bytes opaque):             # <<<<<<<<<<<<<<
@@ -8012,7 +8301,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20ping(struct __p
   return __pyx_r;
 }
 
-/* "ringline/http/_h2frames.pyx":332
+/* "ringline/http/_h2frames.pyx":345
  *         self.out += opaque
  * 
  *     def close_connection(self, int error_code=0):             # <<<<<<<<<<<<<<
@@ -8021,16 +8310,16 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_20ping(struct __p
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_23close_connection(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_25close_connection(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_22close_connection, "H2Engine.close_connection(self, int error_code=0)\n\nQueue GOAWAY (no server stream was accepted: last stream 0).");
-static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_23close_connection = {"close_connection", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_23close_connection, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_22close_connection};
-static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_23close_connection(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_24close_connection, "H2Engine.close_connection(self, int error_code=0)\n\nQueue GOAWAY (no server stream was accepted: last stream 0).");
+static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_25close_connection = {"close_connection", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_25close_connection, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_24close_connection};
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_25close_connection(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -8060,37 +8349,37 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_error_code,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 332, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 345, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 332, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 345, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "close_connection", 0) < (0)) __PYX_ERR(0, 332, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "close_connection", 0) < (0)) __PYX_ERR(0, 345, __pyx_L3_error)
     } else {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 332, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 345, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
     if (values[0]) {
-      __pyx_v_error_code = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_error_code == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 332, __pyx_L3_error)
+      __pyx_v_error_code = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_error_code == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 345, __pyx_L3_error)
     } else {
       __pyx_v_error_code = ((int)0);
     }
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("close_connection", 0, 0, 1, __pyx_nargs); __PYX_ERR(0, 332, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("close_connection", 0, 0, 1, __pyx_nargs); __PYX_ERR(0, 345, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -8101,7 +8390,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22close_connection(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self), __pyx_v_error_code);
+  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24close_connection(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self), __pyx_v_error_code);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -8112,7 +8401,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22close_connection(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, int __pyx_v_error_code) {
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24close_connection(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, int __pyx_v_error_code) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -8122,16 +8411,16 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22close_connectio
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("close_connection", 0);
 
-  /* "ringline/http/_h2frames.pyx":334
+  /* "ringline/http/_h2frames.pyx":347
  *     def close_connection(self, int error_code=0):
  *         """Queue GOAWAY (no server stream was accepted: last stream 0)."""
  *         self.out += _hdr(8, T_GOAWAY, 0, 0)             # <<<<<<<<<<<<<<
  *         self.out += _u32b(0)
  *         self.out += _u32b(error_code)
 */
-  __pyx_t_1 = __pyx_f_8ringline_4http_9_h2frames__hdr(8, __pyx_e_8ringline_4http_9_h2frames_T_GOAWAY, 0, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 334, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_8ringline_4http_9_h2frames__hdr(8, __pyx_e_8ringline_4http_9_h2frames_T_GOAWAY, 0, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 347, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 334, __pyx_L1_error)
+  __pyx_t_2 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 347, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_GIVEREF(__pyx_t_2);
@@ -8139,16 +8428,16 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22close_connectio
   __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_2));
   __pyx_t_2 = 0;
 
-  /* "ringline/http/_h2frames.pyx":335
+  /* "ringline/http/_h2frames.pyx":348
  *         """Queue GOAWAY (no server stream was accepted: last stream 0)."""
  *         self.out += _hdr(8, T_GOAWAY, 0, 0)
  *         self.out += _u32b(0)             # <<<<<<<<<<<<<<
  *         self.out += _u32b(error_code)
  *         self.dead = True
 */
-  __pyx_t_2 = __pyx_f_8ringline_4http_9_h2frames__u32b(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 335, __pyx_L1_error)
+  __pyx_t_2 = __pyx_f_8ringline_4http_9_h2frames__u32b(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 348, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_1 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 335, __pyx_L1_error)
+  __pyx_t_1 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 348, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __Pyx_GIVEREF(__pyx_t_1);
@@ -8156,16 +8445,16 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22close_connectio
   __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "ringline/http/_h2frames.pyx":336
+  /* "ringline/http/_h2frames.pyx":349
  *         self.out += _hdr(8, T_GOAWAY, 0, 0)
  *         self.out += _u32b(0)
  *         self.out += _u32b(error_code)             # <<<<<<<<<<<<<<
  *         self.dead = True
  * 
 */
-  __pyx_t_1 = __pyx_f_8ringline_4http_9_h2frames__u32b(__pyx_v_error_code); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 336, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_8ringline_4http_9_h2frames__u32b(__pyx_v_error_code); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 349, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 336, __pyx_L1_error)
+  __pyx_t_2 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 349, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_GIVEREF(__pyx_t_2);
@@ -8173,7 +8462,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22close_connectio
   __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_2));
   __pyx_t_2 = 0;
 
-  /* "ringline/http/_h2frames.pyx":337
+  /* "ringline/http/_h2frames.pyx":350
  *         self.out += _u32b(0)
  *         self.out += _u32b(error_code)
  *         self.dead = True             # <<<<<<<<<<<<<<
@@ -8182,7 +8471,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22close_connectio
 */
   __pyx_v_self->dead = 1;
 
-  /* "ringline/http/_h2frames.pyx":332
+  /* "ringline/http/_h2frames.pyx":345
  *         self.out += opaque
  * 
  *     def close_connection(self, int error_code=0):             # <<<<<<<<<<<<<<
@@ -8204,7 +8493,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_22close_connectio
   return __pyx_r;
 }
 
-/* "ringline/http/_h2frames.pyx":341
+/* "ringline/http/_h2frames.pyx":354
  *     # -- receiving --
  * 
  *     cdef _conn_error(self, int code, str msg, type exc=_h2x.ProtocolError):             # <<<<<<<<<<<<<<
@@ -8230,7 +8519,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__conn_error(struct
     }
   }
 
-  /* "ringline/http/_h2frames.pyx":342
+  /* "ringline/http/_h2frames.pyx":355
  * 
  *     cdef _conn_error(self, int code, str msg, type exc=_h2x.ProtocolError):
  *         self.close_connection(code)             # <<<<<<<<<<<<<<
@@ -8239,7 +8528,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__conn_error(struct
 */
   __pyx_t_2 = ((PyObject *)__pyx_v_self);
   __Pyx_INCREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyLong_From_int(__pyx_v_code); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 342, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From_int(__pyx_v_code); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 355, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_t_4 = 0;
   {
@@ -8247,12 +8536,12 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__conn_error(struct
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close_connection, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 342, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 355, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "ringline/http/_h2frames.pyx":343
+  /* "ringline/http/_h2frames.pyx":356
  *     cdef _conn_error(self, int code, str msg, type exc=_h2x.ProtocolError):
  *         self.close_connection(code)
  *         self.pending = b""             # <<<<<<<<<<<<<<
@@ -8264,7 +8553,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__conn_error(struct
   __Pyx_GOTREF(__pyx_v_self->pending);
   __Pyx_DECREF_SET(__pyx_v_self->pending, __pyx_mstate_global->__pyx_kp_b__2);
 
-  /* "ringline/http/_h2frames.pyx":344
+  /* "ringline/http/_h2frames.pyx":357
  *         self.close_connection(code)
  *         self.pending = b""
  *         return exc(msg)             # <<<<<<<<<<<<<<
@@ -8277,7 +8566,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__conn_error(struct
     PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_v_msg};
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_v_exc, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 344, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 357, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   {
@@ -8291,7 +8580,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__conn_error(struct
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "ringline/http/_h2frames.pyx":341
+  /* "ringline/http/_h2frames.pyx":354
  *     # -- receiving --
  * 
  *     cdef _conn_error(self, int code, str msg, type exc=_h2x.ProtocolError):             # <<<<<<<<<<<<<<
@@ -8312,7 +8601,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__conn_error(struct
   return __pyx_r;
 }
 
-/* "ringline/http/_h2frames.pyx":346
+/* "ringline/http/_h2frames.pyx":359
  *         return exc(msg)
  * 
  *     def receive(self, data):             # <<<<<<<<<<<<<<
@@ -8321,16 +8610,16 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__conn_error(struct
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_25receive(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_27receive(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_24receive, "H2Engine.receive(self, data)\n\nParse ``data`` after what an earlier receive left; the events of\nthe complete frames (see the module docstring).");
-static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_25receive = {"receive", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_25receive, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_24receive};
-static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_25receive(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_26receive, "H2Engine.receive(self, data)\n\nParse ``data`` after what an earlier receive left; the events of\nthe complete frames (see the module docstring).");
+static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_27receive = {"receive", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_27receive, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_26receive};
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_27receive(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -8360,32 +8649,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_data,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 346, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 359, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 346, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 359, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "receive", 0) < (0)) __PYX_ERR(0, 346, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "receive", 0) < (0)) __PYX_ERR(0, 359, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("receive", 1, 1, 1, i); __PYX_ERR(0, 346, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("receive", 1, 1, 1, i); __PYX_ERR(0, 359, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 346, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 359, __pyx_L3_error)
     }
     __pyx_v_data = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("receive", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 346, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("receive", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 359, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -8396,7 +8685,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self), __pyx_v_data);
+  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_26receive(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self), __pyx_v_data);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -8406,7 +8695,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v_data) {
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_26receive(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v_data) {
   PyObject *__pyx_v_buf = 0;
   unsigned char const *__pyx_v_p;
   Py_ssize_t __pyx_v_n;
@@ -8432,7 +8721,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("receive", 0);
 
-  /* "ringline/http/_h2frames.pyx":349
+  /* "ringline/http/_h2frames.pyx":362
  *         """Parse ``data`` after what an earlier receive left; the events of
  *         the complete frames (see the module docstring)."""
  *         if self.dead:             # <<<<<<<<<<<<<<
@@ -8441,14 +8730,14 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
   if (__pyx_v_self->dead) {
 
-    /* "ringline/http/_h2frames.pyx":350
+    /* "ringline/http/_h2frames.pyx":363
  *         the complete frames (see the module docstring)."""
  *         if self.dead:
  *             return []             # <<<<<<<<<<<<<<
  *         cdef bytes buf
  *         if self.pending:
 */
-    __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 350, __pyx_L1_error)
+    __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 363, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     {
       PyObject *__pyx_temp;
@@ -8461,7 +8750,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
     __pyx_t_1 = 0;
     goto __pyx_L0;
 
-    /* "ringline/http/_h2frames.pyx":349
+    /* "ringline/http/_h2frames.pyx":362
  *         """Parse ``data`` after what an earlier receive left; the events of
  *         the complete frames (see the module docstring)."""
  *         if self.dead:             # <<<<<<<<<<<<<<
@@ -8470,7 +8759,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":352
+  /* "ringline/http/_h2frames.pyx":365
  *             return []
  *         cdef bytes buf
  *         if self.pending:             # <<<<<<<<<<<<<<
@@ -8481,14 +8770,14 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyBytes_GET_SIZE(__pyx_v_self->pending);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 352, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 365, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
   if (__pyx_t_2) {
 
 
-    /* "ringline/http/_h2frames.pyx":353
+    /* "ringline/http/_h2frames.pyx":366
  *         cdef bytes buf
  *         if self.pending:
  *             buf = self.pending + bytes(data)             # <<<<<<<<<<<<<<
@@ -8501,16 +8790,16 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
       PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_v_data};
       __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(&PyBytes_Type), __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 353, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 366, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
-    __pyx_t_3 = PyNumber_Add(__pyx_v_self->pending, __pyx_t_1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 353, __pyx_L1_error)
+    __pyx_t_3 = PyNumber_Add(__pyx_v_self->pending, __pyx_t_1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 366, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __pyx_v_buf = ((PyObject*)__pyx_t_3);
     __pyx_t_3 = 0;
 
-    /* "ringline/http/_h2frames.pyx":352
+    /* "ringline/http/_h2frames.pyx":365
  *             return []
  *         cdef bytes buf
  *         if self.pending:             # <<<<<<<<<<<<<<
@@ -8520,7 +8809,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
     goto __pyx_L4;
   }
 
-  /* "ringline/http/_h2frames.pyx":355
+  /* "ringline/http/_h2frames.pyx":368
  *             buf = self.pending + bytes(data)
  *         else:
  *             buf = bytes(data)             # <<<<<<<<<<<<<<
@@ -8534,7 +8823,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
       PyObject *__pyx_callargs[2] = {__pyx_t_1, __pyx_v_data};
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(&PyBytes_Type), __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 355, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 368, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __pyx_v_buf = ((PyObject*)__pyx_t_3);
@@ -8542,7 +8831,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
   }
   __pyx_L4:;
 
-  /* "ringline/http/_h2frames.pyx":356
+  /* "ringline/http/_h2frames.pyx":369
  *         else:
  *             buf = bytes(data)
  *         cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(buf)             # <<<<<<<<<<<<<<
@@ -8551,7 +8840,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
   __pyx_v_p = ((unsigned char const *)PyBytes_AS_STRING(__pyx_v_buf));
 
-  /* "ringline/http/_h2frames.pyx":357
+  /* "ringline/http/_h2frames.pyx":370
  *             buf = bytes(data)
  *         cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(buf)
  *         cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)             # <<<<<<<<<<<<<<
@@ -8560,7 +8849,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
   __pyx_v_n = PyBytes_GET_SIZE(__pyx_v_buf);
 
-  /* "ringline/http/_h2frames.pyx":358
+  /* "ringline/http/_h2frames.pyx":371
  *         cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(buf)
  *         cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
  *         cdef Py_ssize_t pos = 0             # <<<<<<<<<<<<<<
@@ -8569,19 +8858,19 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
   __pyx_v_pos = 0;
 
-  /* "ringline/http/_h2frames.pyx":362
+  /* "ringline/http/_h2frames.pyx":375
  *         cdef int ftype, flags
  *         cdef unsigned int sid
  *         cdef list events = []             # <<<<<<<<<<<<<<
  *         while n - pos >= 9:
  *             length = (<Py_ssize_t>p[pos] << 16) | (<Py_ssize_t>p[pos + 1] << 8) | p[pos + 2]
 */
-  __pyx_t_3 = PyList_New(0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 362, __pyx_L1_error)
+  __pyx_t_3 = PyList_New(0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 375, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_v_events = ((PyObject*)__pyx_t_3);
   __pyx_t_3 = 0;
 
-  /* "ringline/http/_h2frames.pyx":363
+  /* "ringline/http/_h2frames.pyx":376
  *         cdef unsigned int sid
  *         cdef list events = []
  *         while n - pos >= 9:             # <<<<<<<<<<<<<<
@@ -8594,7 +8883,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 
     if (!__pyx_t_2) break;
 
-    /* "ringline/http/_h2frames.pyx":364
+    /* "ringline/http/_h2frames.pyx":377
  *         cdef list events = []
  *         while n - pos >= 9:
  *             length = (<Py_ssize_t>p[pos] << 16) | (<Py_ssize_t>p[pos + 1] << 8) | p[pos + 2]             # <<<<<<<<<<<<<<
@@ -8603,7 +8892,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
     __pyx_v_length = (((((Py_ssize_t)(__pyx_v_p[__pyx_v_pos])) << 16) | (((Py_ssize_t)(__pyx_v_p[(__pyx_v_pos + 1)])) << 8)) | (__pyx_v_p[(__pyx_v_pos + 2)]));
 
-    /* "ringline/http/_h2frames.pyx":365
+    /* "ringline/http/_h2frames.pyx":378
  *         while n - pos >= 9:
  *             length = (<Py_ssize_t>p[pos] << 16) | (<Py_ssize_t>p[pos + 1] << 8) | p[pos + 2]
  *             ftype = p[pos + 3]             # <<<<<<<<<<<<<<
@@ -8612,7 +8901,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
     __pyx_v_ftype = (__pyx_v_p[(__pyx_v_pos + 3)]);
 
-    /* "ringline/http/_h2frames.pyx":366
+    /* "ringline/http/_h2frames.pyx":379
  *             length = (<Py_ssize_t>p[pos] << 16) | (<Py_ssize_t>p[pos + 1] << 8) | p[pos + 2]
  *             ftype = p[pos + 3]
  *             flags = p[pos + 4]             # <<<<<<<<<<<<<<
@@ -8621,7 +8910,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
     __pyx_v_flags = (__pyx_v_p[(__pyx_v_pos + 4)]);
 
-    /* "ringline/http/_h2frames.pyx":367
+    /* "ringline/http/_h2frames.pyx":380
  *             ftype = p[pos + 3]
  *             flags = p[pos + 4]
  *             sid = _u32(p + pos + 5) & 0x7FFFFFFF             # <<<<<<<<<<<<<<
@@ -8630,7 +8919,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
     __pyx_v_sid = (__pyx_f_8ringline_4http_9_h2frames__u32(((__pyx_v_p + __pyx_v_pos) + 5)) & 0x7FFFFFFF);
 
-    /* "ringline/http/_h2frames.pyx":368
+    /* "ringline/http/_h2frames.pyx":381
  *             flags = p[pos + 4]
  *             sid = _u32(p + pos + 5) & 0x7FFFFFFF
  *             if length > self.max_inbound_frame_size:             # <<<<<<<<<<<<<<
@@ -8642,31 +8931,31 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
     if (unlikely(__pyx_t_2)) {
 
 
-      /* "ringline/http/_h2frames.pyx":369
+      /* "ringline/http/_h2frames.pyx":382
  *             sid = _u32(p + pos + 5) & 0x7FFFFFFF
  *             if length > self.max_inbound_frame_size:
  *                 raise self._conn_error(E_FRAME_SIZE, f"a frame of {length} bytes announced, "             # <<<<<<<<<<<<<<
  *                                        f"the limit is {self.max_inbound_frame_size}",
  *                                        _h2x.FrameTooLargeError)
 */
-      __pyx_t_3 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 369, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 382, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
 
-      /* "ringline/http/_h2frames.pyx":370
+      /* "ringline/http/_h2frames.pyx":383
  *             if length > self.max_inbound_frame_size:
  *                 raise self._conn_error(E_FRAME_SIZE, f"a frame of {length} bytes announced, "
  *                                        f"the limit is {self.max_inbound_frame_size}",             # <<<<<<<<<<<<<<
  *                                        _h2x.FrameTooLargeError)
  *             if n - pos - 9 < length:
 */
-      __pyx_t_1 = __Pyx_PyUnicode_From_PY_LONG_LONG(__pyx_v_self->max_inbound_frame_size, 0, ' ', 'd'); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 370, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyUnicode_From_PY_LONG_LONG(__pyx_v_self->max_inbound_frame_size, 0, ' ', 'd'); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 383, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       __pyx_t_5[0] = __pyx_mstate_global->__pyx_kp_u_a_frame_of;
       __pyx_t_5[1] = __pyx_t_3;
       __pyx_t_5[2] = __pyx_mstate_global->__pyx_kp_u_bytes_announced_the_limit_is;
       __pyx_t_5[3] = __pyx_t_1;
 
-      /* "ringline/http/_h2frames.pyx":369
+      /* "ringline/http/_h2frames.pyx":382
  *             sid = _u32(p + pos + 5) & 0x7FFFFFFF
  *             if length > self.max_inbound_frame_size:
  *                 raise self._conn_error(E_FRAME_SIZE, f"a frame of {length} bytes announced, "             # <<<<<<<<<<<<<<
@@ -8679,26 +8968,26 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
       #endif
       __pyx_t_7 = 0;
       __pyx_t_8 = __Pyx_PyUnicode_Join(__pyx_t_5, 4, __pyx_t_6, __pyx_t_7);
-      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 369, __pyx_L1_error)
+      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 382, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "ringline/http/_h2frames.pyx":371
+      /* "ringline/http/_h2frames.pyx":384
  *                 raise self._conn_error(E_FRAME_SIZE, f"a frame of {length} bytes announced, "
  *                                        f"the limit is {self.max_inbound_frame_size}",
  *                                        _h2x.FrameTooLargeError)             # <<<<<<<<<<<<<<
  *             if n - pos - 9 < length:
  *                 break
 */
-      __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 371, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 384, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_FrameTooLargeError); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 371, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_FrameTooLargeError); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 384, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      if (!(likely(PyType_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_3))) __PYX_ERR(0, 371, __pyx_L1_error)
+      if (!(likely(PyType_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_3))) __PYX_ERR(0, 384, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":369
+      /* "ringline/http/_h2frames.pyx":382
  *             sid = _u32(p + pos + 5) & 0x7FFFFFFF
  *             if length > self.max_inbound_frame_size:
  *                 raise self._conn_error(E_FRAME_SIZE, f"a frame of {length} bytes announced, "             # <<<<<<<<<<<<<<
@@ -8707,15 +8996,15 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
       __pyx_t_9.__pyx_n = 1;
       __pyx_t_9.exc = ((PyTypeObject*)__pyx_t_3);
-      __pyx_t_1 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_8), &__pyx_t_9); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 369, __pyx_L1_error)
+      __pyx_t_1 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_8), &__pyx_t_9); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 382, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_Raise(__pyx_t_1, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 369, __pyx_L1_error)
+      __PYX_ERR(0, 382, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":368
+      /* "ringline/http/_h2frames.pyx":381
  *             flags = p[pos + 4]
  *             sid = _u32(p + pos + 5) & 0x7FFFFFFF
  *             if length > self.max_inbound_frame_size:             # <<<<<<<<<<<<<<
@@ -8724,7 +9013,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":372
+    /* "ringline/http/_h2frames.pyx":385
  *                                        f"the limit is {self.max_inbound_frame_size}",
  *                                        _h2x.FrameTooLargeError)
  *             if n - pos - 9 < length:             # <<<<<<<<<<<<<<
@@ -8736,7 +9025,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
     if (__pyx_t_2) {
 
 
-      /* "ringline/http/_h2frames.pyx":373
+      /* "ringline/http/_h2frames.pyx":386
  *                                        _h2x.FrameTooLargeError)
  *             if n - pos - 9 < length:
  *                 break             # <<<<<<<<<<<<<<
@@ -8745,7 +9034,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
       goto __pyx_L6_break;
 
-      /* "ringline/http/_h2frames.pyx":372
+      /* "ringline/http/_h2frames.pyx":385
  *                                        f"the limit is {self.max_inbound_frame_size}",
  *                                        _h2x.FrameTooLargeError)
  *             if n - pos - 9 < length:             # <<<<<<<<<<<<<<
@@ -8754,18 +9043,18 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":374
+    /* "ringline/http/_h2frames.pyx":387
  *             if n - pos - 9 < length:
  *                 break
  *             self._frame(events, ftype, flags, sid, p + pos + 9, length)             # <<<<<<<<<<<<<<
  *             pos += 9 + length
  *         self.pending = buf[pos:] if pos < n else b""
 */
-    __pyx_t_1 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_frame(__pyx_v_self, __pyx_v_events, __pyx_v_ftype, __pyx_v_flags, __pyx_v_sid, ((__pyx_v_p + __pyx_v_pos) + 9), __pyx_v_length); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 374, __pyx_L1_error)
+    __pyx_t_1 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_frame(__pyx_v_self, __pyx_v_events, __pyx_v_ftype, __pyx_v_flags, __pyx_v_sid, ((__pyx_v_p + __pyx_v_pos) + 9), __pyx_v_length); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 387, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "ringline/http/_h2frames.pyx":375
+    /* "ringline/http/_h2frames.pyx":388
  *                 break
  *             self._frame(events, ftype, flags, sid, p + pos + 9, length)
  *             pos += 9 + length             # <<<<<<<<<<<<<<
@@ -8776,7 +9065,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
   }
   __pyx_L6_break:;
 
-  /* "ringline/http/_h2frames.pyx":376
+  /* "ringline/http/_h2frames.pyx":389
  *             self._frame(events, ftype, flags, sid, p + pos + 9, length)
  *             pos += 9 + length
  *         self.pending = buf[pos:] if pos < n else b""             # <<<<<<<<<<<<<<
@@ -8786,7 +9075,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
   __pyx_t_2 = (__pyx_v_pos < __pyx_v_n);
 
   if (__pyx_t_2) {
-    __pyx_t_3 = PySequence_GetSlice(__pyx_v_buf, __pyx_v_pos, PY_SSIZE_T_MAX); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 376, __pyx_L1_error)
+    __pyx_t_3 = PySequence_GetSlice(__pyx_v_buf, __pyx_v_pos, PY_SSIZE_T_MAX); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 389, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __pyx_t_1 = __pyx_t_3;
     __pyx_t_3 = 0;
@@ -8800,7 +9089,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
   __Pyx_DECREF_SET(__pyx_v_self->pending, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "ringline/http/_h2frames.pyx":377
+  /* "ringline/http/_h2frames.pyx":390
  *             pos += 9 + length
  *         self.pending = buf[pos:] if pos < n else b""
  *         return events             # <<<<<<<<<<<<<<
@@ -8818,7 +9107,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
   }
   goto __pyx_L0;
 
-  /* "ringline/http/_h2frames.pyx":346
+  /* "ringline/http/_h2frames.pyx":359
  *         return exc(msg)
  * 
  *     def receive(self, data):             # <<<<<<<<<<<<<<
@@ -8848,7 +9137,7 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_24receive(struct 
   return __pyx_r;
 }
 
-/* "ringline/http/_h2frames.pyx":379
+/* "ringline/http/_h2frames.pyx":392
  *         return events
  * 
  *     cdef _frame(self, list events, int ftype, int flags, unsigned int sid,             # <<<<<<<<<<<<<<
@@ -8883,7 +9172,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_frame", 0);
 
-  /* "ringline/http/_h2frames.pyx":384
+  /* "ringline/http/_h2frames.pyx":397
  *         cdef Py_ssize_t pad, start
  *         cdef long long inc
  *         if self.block_sid and ftype != T_CONT:             # <<<<<<<<<<<<<<
@@ -8909,31 +9198,31 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "ringline/http/_h2frames.pyx":385
+    /* "ringline/http/_h2frames.pyx":398
  *         cdef long long inc
  *         if self.block_sid and ftype != T_CONT:
  *             raise self._conn_error(E_PROTOCOL, f"a frame of type {ftype} inside the header "             # <<<<<<<<<<<<<<
  *                                    f"block of stream {self.block_sid}")
  *         if ftype == T_DATA:
 */
-    __pyx_t_3 = __Pyx_PyUnicode_From_int(__pyx_v_ftype, 0, ' ', 'd'); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 385, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyUnicode_From_int(__pyx_v_ftype, 0, ' ', 'd'); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 398, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
 
-    /* "ringline/http/_h2frames.pyx":386
+    /* "ringline/http/_h2frames.pyx":399
  *         if self.block_sid and ftype != T_CONT:
  *             raise self._conn_error(E_PROTOCOL, f"a frame of type {ftype} inside the header "
  *                                    f"block of stream {self.block_sid}")             # <<<<<<<<<<<<<<
  *         if ftype == T_DATA:
  *             if sid == 0:
 */
-    __pyx_t_4 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_self->block_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 386, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_self->block_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 399, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_5[0] = __pyx_mstate_global->__pyx_kp_u_a_frame_of_type;
     __pyx_t_5[1] = __pyx_t_3;
     __pyx_t_5[2] = __pyx_mstate_global->__pyx_kp_u_inside_the_header_block_of_stre;
     __pyx_t_5[3] = __pyx_t_4;
 
-    /* "ringline/http/_h2frames.pyx":385
+    /* "ringline/http/_h2frames.pyx":398
  *         cdef long long inc
  *         if self.block_sid and ftype != T_CONT:
  *             raise self._conn_error(E_PROTOCOL, f"a frame of type {ftype} inside the header "             # <<<<<<<<<<<<<<
@@ -8946,18 +9235,18 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     #endif
     __pyx_t_7 = 0;
     __pyx_t_8 = __Pyx_PyUnicode_Join(__pyx_t_5, 4, __pyx_t_6, __pyx_t_7);
-    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 385, __pyx_L1_error)
+    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 398, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_8), NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 385, __pyx_L1_error)
+    __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_8), NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 398, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 385, __pyx_L1_error)
+    __PYX_ERR(0, 398, __pyx_L1_error)
 
-    /* "ringline/http/_h2frames.pyx":384
+    /* "ringline/http/_h2frames.pyx":397
  *         cdef Py_ssize_t pad, start
  *         cdef long long inc
  *         if self.block_sid and ftype != T_CONT:             # <<<<<<<<<<<<<<
@@ -8966,7 +9255,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":387
+  /* "ringline/http/_h2frames.pyx":400
  *             raise self._conn_error(E_PROTOCOL, f"a frame of type {ftype} inside the header "
  *                                    f"block of stream {self.block_sid}")
  *         if ftype == T_DATA:             # <<<<<<<<<<<<<<
@@ -8976,7 +9265,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
   switch (__pyx_v_ftype) {
     case __pyx_e_8ringline_4http_9_h2frames_T_DATA:
 
-    /* "ringline/http/_h2frames.pyx":388
+    /* "ringline/http/_h2frames.pyx":401
  *                                    f"block of stream {self.block_sid}")
  *         if ftype == T_DATA:
  *             if sid == 0:             # <<<<<<<<<<<<<<
@@ -8988,20 +9277,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":389
+      /* "ringline/http/_h2frames.pyx":402
  *         if ftype == T_DATA:
  *             if sid == 0:
  *                 raise self._conn_error(E_PROTOCOL, "DATA on stream 0")             # <<<<<<<<<<<<<<
  *             pad = 0
  *             if flags & F_PADDED:
 */
-      __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_DATA_on_stream_0, NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 389, __pyx_L1_error)
+      __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_DATA_on_stream_0, NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 402, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       __Pyx_Raise(__pyx_t_4, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      __PYX_ERR(0, 389, __pyx_L1_error)
+      __PYX_ERR(0, 402, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":388
+      /* "ringline/http/_h2frames.pyx":401
  *                                    f"block of stream {self.block_sid}")
  *         if ftype == T_DATA:
  *             if sid == 0:             # <<<<<<<<<<<<<<
@@ -9010,7 +9299,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":390
+    /* "ringline/http/_h2frames.pyx":403
  *             if sid == 0:
  *                 raise self._conn_error(E_PROTOCOL, "DATA on stream 0")
  *             pad = 0             # <<<<<<<<<<<<<<
@@ -9019,7 +9308,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     __pyx_v_pad = 0;
 
-    /* "ringline/http/_h2frames.pyx":391
+    /* "ringline/http/_h2frames.pyx":404
  *                 raise self._conn_error(E_PROTOCOL, "DATA on stream 0")
  *             pad = 0
  *             if flags & F_PADDED:             # <<<<<<<<<<<<<<
@@ -9031,7 +9320,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (__pyx_t_1) {
 
 
-      /* "ringline/http/_h2frames.pyx":392
+      /* "ringline/http/_h2frames.pyx":405
  *             pad = 0
  *             if flags & F_PADDED:
  *                 if length < 1 or p[0] >= length:             # <<<<<<<<<<<<<<
@@ -9057,20 +9346,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       if (unlikely(__pyx_t_1)) {
 
 
-        /* "ringline/http/_h2frames.pyx":393
+        /* "ringline/http/_h2frames.pyx":406
  *             if flags & F_PADDED:
  *                 if length < 1 or p[0] >= length:
  *                     raise self._conn_error(E_PROTOCOL, "DATA padding longer than the frame")             # <<<<<<<<<<<<<<
  *                 pad = p[0] + 1
  *             self.conn_recv_window -= length
 */
-        __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_DATA_padding_longer_than_the_fra, NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 393, __pyx_L1_error)
+        __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_DATA_padding_longer_than_the_fra, NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 406, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
         __Pyx_Raise(__pyx_t_4, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-        __PYX_ERR(0, 393, __pyx_L1_error)
+        __PYX_ERR(0, 406, __pyx_L1_error)
 
-        /* "ringline/http/_h2frames.pyx":392
+        /* "ringline/http/_h2frames.pyx":405
  *             pad = 0
  *             if flags & F_PADDED:
  *                 if length < 1 or p[0] >= length:             # <<<<<<<<<<<<<<
@@ -9079,7 +9368,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       }
 
-      /* "ringline/http/_h2frames.pyx":394
+      /* "ringline/http/_h2frames.pyx":407
  *                 if length < 1 or p[0] >= length:
  *                     raise self._conn_error(E_PROTOCOL, "DATA padding longer than the frame")
  *                 pad = p[0] + 1             # <<<<<<<<<<<<<<
@@ -9088,7 +9377,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       __pyx_v_pad = ((__pyx_v_p[0]) + 1);
 
-      /* "ringline/http/_h2frames.pyx":391
+      /* "ringline/http/_h2frames.pyx":404
  *                 raise self._conn_error(E_PROTOCOL, "DATA on stream 0")
  *             pad = 0
  *             if flags & F_PADDED:             # <<<<<<<<<<<<<<
@@ -9097,7 +9386,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":395
+    /* "ringline/http/_h2frames.pyx":408
  *                     raise self._conn_error(E_PROTOCOL, "DATA padding longer than the frame")
  *                 pad = p[0] + 1
  *             self.conn_recv_window -= length             # <<<<<<<<<<<<<<
@@ -9106,7 +9395,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     __pyx_v_self->conn_recv_window = (__pyx_v_self->conn_recv_window - __pyx_v_length);
 
-    /* "ringline/http/_h2frames.pyx":396
+    /* "ringline/http/_h2frames.pyx":409
  *                 pad = p[0] + 1
  *             self.conn_recv_window -= length
  *             if self.conn_recv_window < 0:             # <<<<<<<<<<<<<<
@@ -9118,21 +9407,21 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":398
+      /* "ringline/http/_h2frames.pyx":411
  *             if self.conn_recv_window < 0:
  *                 raise self._conn_error(E_FLOW, "the server overran the connection's "
  *                                        "flow-control window", _h2x.FlowControlError)             # <<<<<<<<<<<<<<
  *             s = self._recv_stream(sid, "DATA")
  *             if s is None:
 */
-      __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 398, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 411, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
-      __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_FlowControlError); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 398, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_FlowControlError); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 411, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (!(likely(PyType_CheckExact(__pyx_t_8))||((__pyx_t_8) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_8))) __PYX_ERR(0, 398, __pyx_L1_error)
+      if (!(likely(PyType_CheckExact(__pyx_t_8))||((__pyx_t_8) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_8))) __PYX_ERR(0, 411, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":397
+      /* "ringline/http/_h2frames.pyx":410
  *             self.conn_recv_window -= length
  *             if self.conn_recv_window < 0:
  *                 raise self._conn_error(E_FLOW, "the server overran the connection's "             # <<<<<<<<<<<<<<
@@ -9141,14 +9430,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       __pyx_t_9.__pyx_n = 1;
       __pyx_t_9.exc = ((PyTypeObject*)__pyx_t_8);
-      __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FLOW, __pyx_mstate_global->__pyx_kp_u_the_server_overran_the_connectio, &__pyx_t_9); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 397, __pyx_L1_error)
+      __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FLOW, __pyx_mstate_global->__pyx_kp_u_the_server_overran_the_connectio, &__pyx_t_9); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 410, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __Pyx_Raise(__pyx_t_4, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      __PYX_ERR(0, 397, __pyx_L1_error)
+      __PYX_ERR(0, 410, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":396
+      /* "ringline/http/_h2frames.pyx":409
  *                 pad = p[0] + 1
  *             self.conn_recv_window -= length
  *             if self.conn_recv_window < 0:             # <<<<<<<<<<<<<<
@@ -9157,19 +9446,19 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":399
+    /* "ringline/http/_h2frames.pyx":412
  *                 raise self._conn_error(E_FLOW, "the server overran the connection's "
  *                                        "flow-control window", _h2x.FlowControlError)
  *             s = self._recv_stream(sid, "DATA")             # <<<<<<<<<<<<<<
  *             if s is None:
  *                 self._ack(length, sid)          # a stream reset or done here: credit it back
 */
-    __pyx_t_4 = ((PyObject *)((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_recv_stream(__pyx_v_self, __pyx_v_sid, __pyx_mstate_global->__pyx_n_u_DATA)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 399, __pyx_L1_error)
+    __pyx_t_4 = ((PyObject *)((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_recv_stream(__pyx_v_self, __pyx_v_sid, __pyx_mstate_global->__pyx_n_u_DATA)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 412, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_v_s = ((struct __pyx_obj_8ringline_4http_9_h2frames__EStream *)__pyx_t_4);
     __pyx_t_4 = 0;
 
-    /* "ringline/http/_h2frames.pyx":400
+    /* "ringline/http/_h2frames.pyx":413
  *                                        "flow-control window", _h2x.FlowControlError)
  *             s = self._recv_stream(sid, "DATA")
  *             if s is None:             # <<<<<<<<<<<<<<
@@ -9180,16 +9469,16 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (__pyx_t_1) {
 
 
-      /* "ringline/http/_h2frames.pyx":401
+      /* "ringline/http/_h2frames.pyx":414
  *             s = self._recv_stream(sid, "DATA")
  *             if s is None:
  *                 self._ack(length, sid)          # a stream reset or done here: credit it back             # <<<<<<<<<<<<<<
  *                 return
  *             s.recv_window -= length
 */
-      ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_ack(__pyx_v_self, __pyx_v_length, __pyx_v_sid); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 401, __pyx_L1_error)
+      ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_ack(__pyx_v_self, __pyx_v_length, __pyx_v_sid); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 414, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":402
+      /* "ringline/http/_h2frames.pyx":415
  *             if s is None:
  *                 self._ack(length, sid)          # a stream reset or done here: credit it back
  *                 return             # <<<<<<<<<<<<<<
@@ -9206,7 +9495,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       }
       goto __pyx_L0;
 
-      /* "ringline/http/_h2frames.pyx":400
+      /* "ringline/http/_h2frames.pyx":413
  *                                        "flow-control window", _h2x.FlowControlError)
  *             s = self._recv_stream(sid, "DATA")
  *             if s is None:             # <<<<<<<<<<<<<<
@@ -9215,7 +9504,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":403
+    /* "ringline/http/_h2frames.pyx":416
  *                 self._ack(length, sid)          # a stream reset or done here: credit it back
  *                 return
  *             s.recv_window -= length             # <<<<<<<<<<<<<<
@@ -9224,7 +9513,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     __pyx_v_s->recv_window = (__pyx_v_s->recv_window - __pyx_v_length);
 
-    /* "ringline/http/_h2frames.pyx":404
+    /* "ringline/http/_h2frames.pyx":417
  *                 return
  *             s.recv_window -= length
  *             if s.recv_window < 0:             # <<<<<<<<<<<<<<
@@ -9236,14 +9525,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":405
+      /* "ringline/http/_h2frames.pyx":418
  *             s.recv_window -= length
  *             if s.recv_window < 0:
  *                 raise self._conn_error(E_FLOW, f"the server overran stream {sid}'s "             # <<<<<<<<<<<<<<
  *                                        f"flow-control window", _h2x.FlowControlError)
  *             if flags & F_END_STREAM:
 */
-      __pyx_t_4 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 405, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 418, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       __pyx_t_10[0] = __pyx_mstate_global->__pyx_kp_u_the_server_overran_stream;
       __pyx_t_10[1] = __pyx_t_4;
@@ -9254,25 +9543,25 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       #endif
       __pyx_t_7 = 0;
       __pyx_t_8 = __Pyx_PyUnicode_Join(__pyx_t_10, 3, __pyx_t_6, __pyx_t_7);
-      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 405, __pyx_L1_error)
+      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 418, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-      /* "ringline/http/_h2frames.pyx":406
+      /* "ringline/http/_h2frames.pyx":419
  *             if s.recv_window < 0:
  *                 raise self._conn_error(E_FLOW, f"the server overran stream {sid}'s "
  *                                        f"flow-control window", _h2x.FlowControlError)             # <<<<<<<<<<<<<<
  *             if flags & F_END_STREAM:
  *                 self._close_remote(sid, s)
 */
-      __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 406, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 419, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
-      __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_FlowControlError); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 406, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_FlowControlError); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 419, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (!(likely(PyType_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_3))) __PYX_ERR(0, 406, __pyx_L1_error)
+      if (!(likely(PyType_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_3))) __PYX_ERR(0, 419, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":405
+      /* "ringline/http/_h2frames.pyx":418
  *             s.recv_window -= length
  *             if s.recv_window < 0:
  *                 raise self._conn_error(E_FLOW, f"the server overran stream {sid}'s "             # <<<<<<<<<<<<<<
@@ -9281,15 +9570,15 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       __pyx_t_9.__pyx_n = 1;
       __pyx_t_9.exc = ((PyTypeObject*)__pyx_t_3);
-      __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FLOW, ((PyObject*)__pyx_t_8), &__pyx_t_9); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 405, __pyx_L1_error)
+      __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FLOW, ((PyObject*)__pyx_t_8), &__pyx_t_9); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 418, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_Raise(__pyx_t_4, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      __PYX_ERR(0, 405, __pyx_L1_error)
+      __PYX_ERR(0, 418, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":404
+      /* "ringline/http/_h2frames.pyx":417
  *                 return
  *             s.recv_window -= length
  *             if s.recv_window < 0:             # <<<<<<<<<<<<<<
@@ -9298,7 +9587,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":407
+    /* "ringline/http/_h2frames.pyx":420
  *                 raise self._conn_error(E_FLOW, f"the server overran stream {sid}'s "
  *                                        f"flow-control window", _h2x.FlowControlError)
  *             if flags & F_END_STREAM:             # <<<<<<<<<<<<<<
@@ -9310,16 +9599,16 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (__pyx_t_1) {
 
 
-      /* "ringline/http/_h2frames.pyx":408
+      /* "ringline/http/_h2frames.pyx":421
  *                                        f"flow-control window", _h2x.FlowControlError)
  *             if flags & F_END_STREAM:
  *                 self._close_remote(sid, s)             # <<<<<<<<<<<<<<
  *             events.append((EV_DATA, sid, PyBytes_FromStringAndSize(
  *                 <const char *>p + (1 if pad else 0), length - pad), length,
 */
-      ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_close_remote(__pyx_v_self, __pyx_v_sid, __pyx_v_s); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 408, __pyx_L1_error)
+      ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_close_remote(__pyx_v_self, __pyx_v_sid, __pyx_v_s); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 421, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":407
+      /* "ringline/http/_h2frames.pyx":420
  *                 raise self._conn_error(E_FLOW, f"the server overran stream {sid}'s "
  *                                        f"flow-control window", _h2x.FlowControlError)
  *             if flags & F_END_STREAM:             # <<<<<<<<<<<<<<
@@ -9328,7 +9617,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":409
+    /* "ringline/http/_h2frames.pyx":422
  *             if flags & F_END_STREAM:
  *                 self._close_remote(sid, s)
  *             events.append((EV_DATA, sid, PyBytes_FromStringAndSize(             # <<<<<<<<<<<<<<
@@ -9337,14 +9626,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     if (unlikely(__pyx_v_events == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 409, __pyx_L1_error)
+      __PYX_ERR(0, 422, __pyx_L1_error)
     }
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_EV_DATA); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 409, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_EV_DATA); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 422, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_3 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 409, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 422, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
 
-    /* "ringline/http/_h2frames.pyx":410
+    /* "ringline/http/_h2frames.pyx":423
  *                 self._close_remote(sid, s)
  *             events.append((EV_DATA, sid, PyBytes_FromStringAndSize(
  *                 <const char *>p + (1 if pad else 0), length - pad), length,             # <<<<<<<<<<<<<<
@@ -9362,66 +9651,66 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     }
 
 
-    /* "ringline/http/_h2frames.pyx":409
+    /* "ringline/http/_h2frames.pyx":422
  *             if flags & F_END_STREAM:
  *                 self._close_remote(sid, s)
  *             events.append((EV_DATA, sid, PyBytes_FromStringAndSize(             # <<<<<<<<<<<<<<
  *                 <const char *>p + (1 if pad else 0), length - pad), length,
  *                 bool(flags & F_END_STREAM)))
 */
-    __pyx_t_8 = PyBytes_FromStringAndSize((((char const *)__pyx_v_p) + __pyx_t_11), (__pyx_v_length - __pyx_v_pad)); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 409, __pyx_L1_error)
+    __pyx_t_8 = PyBytes_FromStringAndSize((((char const *)__pyx_v_p) + __pyx_t_11), (__pyx_v_length - __pyx_v_pad)); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 422, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
 
 
-    /* "ringline/http/_h2frames.pyx":410
+    /* "ringline/http/_h2frames.pyx":423
  *                 self._close_remote(sid, s)
  *             events.append((EV_DATA, sid, PyBytes_FromStringAndSize(
  *                 <const char *>p + (1 if pad else 0), length - pad), length,             # <<<<<<<<<<<<<<
  *                 bool(flags & F_END_STREAM)))
  *         elif ftype == T_HEADERS:
 */
-    __pyx_t_12 = PyLong_FromSsize_t(__pyx_v_length); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 410, __pyx_L1_error)
+    __pyx_t_12 = PyLong_FromSsize_t(__pyx_v_length); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 423, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_12);
 
-    /* "ringline/http/_h2frames.pyx":411
+    /* "ringline/http/_h2frames.pyx":424
  *             events.append((EV_DATA, sid, PyBytes_FromStringAndSize(
  *                 <const char *>p + (1 if pad else 0), length - pad), length,
  *                 bool(flags & F_END_STREAM)))             # <<<<<<<<<<<<<<
  *         elif ftype == T_HEADERS:
  *             if sid == 0:
 */
-    __pyx_t_13 = __Pyx_PyBool_FromLong((!(!((__pyx_v_flags & __pyx_e_8ringline_4http_9_h2frames_F_END_STREAM) != 0)))); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 411, __pyx_L1_error)
+    __pyx_t_13 = __Pyx_PyBool_FromLong((!(!((__pyx_v_flags & __pyx_e_8ringline_4http_9_h2frames_F_END_STREAM) != 0)))); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 424, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
 
-    /* "ringline/http/_h2frames.pyx":409
+    /* "ringline/http/_h2frames.pyx":422
  *             if flags & F_END_STREAM:
  *                 self._close_remote(sid, s)
  *             events.append((EV_DATA, sid, PyBytes_FromStringAndSize(             # <<<<<<<<<<<<<<
  *                 <const char *>p + (1 if pad else 0), length - pad), length,
  *                 bool(flags & F_END_STREAM)))
 */
-    __pyx_t_14 = PyTuple_New(5); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 409, __pyx_L1_error)
+    __pyx_t_14 = PyTuple_New(5); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 422, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
     __Pyx_GIVEREF(__pyx_t_4);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_4) != (0)) __PYX_ERR(0, 409, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_4) != (0)) __PYX_ERR(0, 422, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_3);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_3) != (0)) __PYX_ERR(0, 409, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_3) != (0)) __PYX_ERR(0, 422, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_8);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 2, __pyx_t_8) != (0)) __PYX_ERR(0, 409, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 2, __pyx_t_8) != (0)) __PYX_ERR(0, 422, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_12);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 3, __pyx_t_12) != (0)) __PYX_ERR(0, 409, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 3, __pyx_t_12) != (0)) __PYX_ERR(0, 422, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_13);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 4, __pyx_t_13) != (0)) __PYX_ERR(0, 409, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 4, __pyx_t_13) != (0)) __PYX_ERR(0, 422, __pyx_L1_error);
     __pyx_t_4 = 0;
     __pyx_t_3 = 0;
     __pyx_t_8 = 0;
     __pyx_t_12 = 0;
     __pyx_t_13 = 0;
-    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_14); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 409, __pyx_L1_error)
+    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_14); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 422, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
 
 
-    /* "ringline/http/_h2frames.pyx":387
+    /* "ringline/http/_h2frames.pyx":400
  *             raise self._conn_error(E_PROTOCOL, f"a frame of type {ftype} inside the header "
  *                                    f"block of stream {self.block_sid}")
  *         if ftype == T_DATA:             # <<<<<<<<<<<<<<
@@ -9431,7 +9720,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     break;
     case __pyx_e_8ringline_4http_9_h2frames_T_HEADERS:
 
-    /* "ringline/http/_h2frames.pyx":413
+    /* "ringline/http/_h2frames.pyx":426
  *                 bool(flags & F_END_STREAM)))
  *         elif ftype == T_HEADERS:
  *             if sid == 0:             # <<<<<<<<<<<<<<
@@ -9443,20 +9732,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":414
+      /* "ringline/http/_h2frames.pyx":427
  *         elif ftype == T_HEADERS:
  *             if sid == 0:
  *                 raise self._conn_error(E_PROTOCOL, "HEADERS on stream 0")             # <<<<<<<<<<<<<<
  *             pad = 0
  *             start = 0
 */
-      __pyx_t_14 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_HEADERS_on_stream_0, NULL); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 414, __pyx_L1_error)
+      __pyx_t_14 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_HEADERS_on_stream_0, NULL); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 427, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_Raise(__pyx_t_14, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-      __PYX_ERR(0, 414, __pyx_L1_error)
+      __PYX_ERR(0, 427, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":413
+      /* "ringline/http/_h2frames.pyx":426
  *                 bool(flags & F_END_STREAM)))
  *         elif ftype == T_HEADERS:
  *             if sid == 0:             # <<<<<<<<<<<<<<
@@ -9465,7 +9754,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":415
+    /* "ringline/http/_h2frames.pyx":428
  *             if sid == 0:
  *                 raise self._conn_error(E_PROTOCOL, "HEADERS on stream 0")
  *             pad = 0             # <<<<<<<<<<<<<<
@@ -9474,7 +9763,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     __pyx_v_pad = 0;
 
-    /* "ringline/http/_h2frames.pyx":416
+    /* "ringline/http/_h2frames.pyx":429
  *                 raise self._conn_error(E_PROTOCOL, "HEADERS on stream 0")
  *             pad = 0
  *             start = 0             # <<<<<<<<<<<<<<
@@ -9483,7 +9772,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     __pyx_v_start = 0;
 
-    /* "ringline/http/_h2frames.pyx":417
+    /* "ringline/http/_h2frames.pyx":430
  *             pad = 0
  *             start = 0
  *             if flags & F_PADDED:             # <<<<<<<<<<<<<<
@@ -9495,7 +9784,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (__pyx_t_1) {
 
 
-      /* "ringline/http/_h2frames.pyx":418
+      /* "ringline/http/_h2frames.pyx":431
  *             start = 0
  *             if flags & F_PADDED:
  *                 if length < 1:             # <<<<<<<<<<<<<<
@@ -9507,20 +9796,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       if (unlikely(__pyx_t_1)) {
 
 
-        /* "ringline/http/_h2frames.pyx":419
+        /* "ringline/http/_h2frames.pyx":432
  *             if flags & F_PADDED:
  *                 if length < 1:
  *                     raise self._conn_error(E_PROTOCOL, "HEADERS padding longer than the frame")             # <<<<<<<<<<<<<<
  *                 pad = p[0]
  *                 start = 1
 */
-        __pyx_t_14 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_HEADERS_padding_longer_than_the, NULL); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 419, __pyx_L1_error)
+        __pyx_t_14 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_HEADERS_padding_longer_than_the, NULL); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 432, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_14);
         __Pyx_Raise(__pyx_t_14, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-        __PYX_ERR(0, 419, __pyx_L1_error)
+        __PYX_ERR(0, 432, __pyx_L1_error)
 
-        /* "ringline/http/_h2frames.pyx":418
+        /* "ringline/http/_h2frames.pyx":431
  *             start = 0
  *             if flags & F_PADDED:
  *                 if length < 1:             # <<<<<<<<<<<<<<
@@ -9529,7 +9818,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       }
 
-      /* "ringline/http/_h2frames.pyx":420
+      /* "ringline/http/_h2frames.pyx":433
  *                 if length < 1:
  *                     raise self._conn_error(E_PROTOCOL, "HEADERS padding longer than the frame")
  *                 pad = p[0]             # <<<<<<<<<<<<<<
@@ -9538,7 +9827,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       __pyx_v_pad = (__pyx_v_p[0]);
 
-      /* "ringline/http/_h2frames.pyx":421
+      /* "ringline/http/_h2frames.pyx":434
  *                     raise self._conn_error(E_PROTOCOL, "HEADERS padding longer than the frame")
  *                 pad = p[0]
  *                 start = 1             # <<<<<<<<<<<<<<
@@ -9547,7 +9836,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       __pyx_v_start = 1;
 
-      /* "ringline/http/_h2frames.pyx":417
+      /* "ringline/http/_h2frames.pyx":430
  *             pad = 0
  *             start = 0
  *             if flags & F_PADDED:             # <<<<<<<<<<<<<<
@@ -9556,7 +9845,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":422
+    /* "ringline/http/_h2frames.pyx":435
  *                 pad = p[0]
  *                 start = 1
  *             if flags & F_PRIORITY:             # <<<<<<<<<<<<<<
@@ -9568,7 +9857,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (__pyx_t_1) {
 
 
-      /* "ringline/http/_h2frames.pyx":423
+      /* "ringline/http/_h2frames.pyx":436
  *                 start = 1
  *             if flags & F_PRIORITY:
  *                 start += 5             # <<<<<<<<<<<<<<
@@ -9577,7 +9866,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       __pyx_v_start = (__pyx_v_start + 5);
 
-      /* "ringline/http/_h2frames.pyx":422
+      /* "ringline/http/_h2frames.pyx":435
  *                 pad = p[0]
  *                 start = 1
  *             if flags & F_PRIORITY:             # <<<<<<<<<<<<<<
@@ -9586,7 +9875,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":424
+    /* "ringline/http/_h2frames.pyx":437
  *             if flags & F_PRIORITY:
  *                 start += 5
  *             if start + pad > length:             # <<<<<<<<<<<<<<
@@ -9598,20 +9887,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":425
+      /* "ringline/http/_h2frames.pyx":438
  *                 start += 5
  *             if start + pad > length:
  *                 raise self._conn_error(E_PROTOCOL, "HEADERS padding longer than the frame")             # <<<<<<<<<<<<<<
  *             self.block_parts = [PyBytes_FromStringAndSize(<const char *>p + start,
  *                                                           length - start - pad)]
 */
-      __pyx_t_14 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_HEADERS_padding_longer_than_the, NULL); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 425, __pyx_L1_error)
+      __pyx_t_14 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_HEADERS_padding_longer_than_the, NULL); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 438, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_Raise(__pyx_t_14, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-      __PYX_ERR(0, 425, __pyx_L1_error)
+      __PYX_ERR(0, 438, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":424
+      /* "ringline/http/_h2frames.pyx":437
  *             if flags & F_PRIORITY:
  *                 start += 5
  *             if start + pad > length:             # <<<<<<<<<<<<<<
@@ -9620,26 +9909,26 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":426
+    /* "ringline/http/_h2frames.pyx":439
  *             if start + pad > length:
  *                 raise self._conn_error(E_PROTOCOL, "HEADERS padding longer than the frame")
  *             self.block_parts = [PyBytes_FromStringAndSize(<const char *>p + start,             # <<<<<<<<<<<<<<
  *                                                           length - start - pad)]
  *             self.block_len = length
 */
-    __pyx_t_14 = PyBytes_FromStringAndSize((((char const *)__pyx_v_p) + __pyx_v_start), ((__pyx_v_length - __pyx_v_start) - __pyx_v_pad)); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 426, __pyx_L1_error)
+    __pyx_t_14 = PyBytes_FromStringAndSize((((char const *)__pyx_v_p) + __pyx_v_start), ((__pyx_v_length - __pyx_v_start) - __pyx_v_pad)); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 439, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
-    __pyx_t_13 = PyList_New(1); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 426, __pyx_L1_error)
+    __pyx_t_13 = PyList_New(1); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 439, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
     __Pyx_GIVEREF(__pyx_t_14);
-    if (__Pyx_PyList_SET_ITEM(__pyx_t_13, 0, __pyx_t_14) != (0)) __PYX_ERR(0, 426, __pyx_L1_error);
+    if (__Pyx_PyList_SET_ITEM(__pyx_t_13, 0, __pyx_t_14) != (0)) __PYX_ERR(0, 439, __pyx_L1_error);
     __pyx_t_14 = 0;
     __Pyx_GIVEREF(__pyx_t_13);
     __Pyx_GOTREF(__pyx_v_self->block_parts);
     __Pyx_DECREF_SET(__pyx_v_self->block_parts, ((PyObject*)__pyx_t_13));
     __pyx_t_13 = 0;
 
-    /* "ringline/http/_h2frames.pyx":428
+    /* "ringline/http/_h2frames.pyx":441
  *             self.block_parts = [PyBytes_FromStringAndSize(<const char *>p + start,
  *                                                           length - start - pad)]
  *             self.block_len = length             # <<<<<<<<<<<<<<
@@ -9648,7 +9937,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     __pyx_v_self->block_len = __pyx_v_length;
 
-    /* "ringline/http/_h2frames.pyx":429
+    /* "ringline/http/_h2frames.pyx":442
  *                                                           length - start - pad)]
  *             self.block_len = length
  *             self.block_frames = 1             # <<<<<<<<<<<<<<
@@ -9657,7 +9946,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     __pyx_v_self->block_frames = 1;
 
-    /* "ringline/http/_h2frames.pyx":430
+    /* "ringline/http/_h2frames.pyx":443
  *             self.block_len = length
  *             self.block_frames = 1
  *             self.block_end_stream = flags & F_END_STREAM             # <<<<<<<<<<<<<<
@@ -9666,7 +9955,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     __pyx_v_self->block_end_stream = (__pyx_v_flags & __pyx_e_8ringline_4http_9_h2frames_F_END_STREAM);
 
-    /* "ringline/http/_h2frames.pyx":431
+    /* "ringline/http/_h2frames.pyx":444
  *             self.block_frames = 1
  *             self.block_end_stream = flags & F_END_STREAM
  *             self.block_sid = sid             # <<<<<<<<<<<<<<
@@ -9675,18 +9964,18 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     __pyx_v_self->block_sid = __pyx_v_sid;
 
-    /* "ringline/http/_h2frames.pyx":432
+    /* "ringline/http/_h2frames.pyx":445
  *             self.block_end_stream = flags & F_END_STREAM
  *             self.block_sid = sid
  *             self._check_block()             # <<<<<<<<<<<<<<
  *             if flags & F_END_HEADERS:
  *                 self._block_done(events)
 */
-    __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_check_block(__pyx_v_self); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 432, __pyx_L1_error)
+    __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_check_block(__pyx_v_self); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 445, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
     __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
 
-    /* "ringline/http/_h2frames.pyx":433
+    /* "ringline/http/_h2frames.pyx":446
  *             self.block_sid = sid
  *             self._check_block()
  *             if flags & F_END_HEADERS:             # <<<<<<<<<<<<<<
@@ -9698,18 +9987,18 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (__pyx_t_1) {
 
 
-      /* "ringline/http/_h2frames.pyx":434
+      /* "ringline/http/_h2frames.pyx":447
  *             self._check_block()
  *             if flags & F_END_HEADERS:
  *                 self._block_done(events)             # <<<<<<<<<<<<<<
  *         elif ftype == T_CONT:
  *             if self.block_sid == 0 or sid != self.block_sid:
 */
-      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_block_done(__pyx_v_self, __pyx_v_events); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 434, __pyx_L1_error)
+      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_block_done(__pyx_v_self, __pyx_v_events); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 447, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
 
-      /* "ringline/http/_h2frames.pyx":433
+      /* "ringline/http/_h2frames.pyx":446
  *             self.block_sid = sid
  *             self._check_block()
  *             if flags & F_END_HEADERS:             # <<<<<<<<<<<<<<
@@ -9718,7 +10007,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":412
+    /* "ringline/http/_h2frames.pyx":425
  *                 <const char *>p + (1 if pad else 0), length - pad), length,
  *                 bool(flags & F_END_STREAM)))
  *         elif ftype == T_HEADERS:             # <<<<<<<<<<<<<<
@@ -9728,7 +10017,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     break;
     case __pyx_e_8ringline_4http_9_h2frames_T_CONT:
 
-    /* "ringline/http/_h2frames.pyx":436
+    /* "ringline/http/_h2frames.pyx":449
  *                 self._block_done(events)
  *         elif ftype == T_CONT:
  *             if self.block_sid == 0 or sid != self.block_sid:             # <<<<<<<<<<<<<<
@@ -9754,14 +10043,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":437
+      /* "ringline/http/_h2frames.pyx":450
  *         elif ftype == T_CONT:
  *             if self.block_sid == 0 or sid != self.block_sid:
  *                 raise self._conn_error(E_PROTOCOL, f"CONTINUATION on stream {sid} outside "             # <<<<<<<<<<<<<<
  *                                        f"a header block")
  *             self.block_parts.append(PyBytes_FromStringAndSize(<const char *>p, length))
 */
-      __pyx_t_13 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 437, __pyx_L1_error)
+      __pyx_t_13 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 450, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __pyx_t_10[0] = __pyx_mstate_global->__pyx_kp_u_CONTINUATION_on_stream;
       __pyx_t_10[1] = __pyx_t_13;
@@ -9772,17 +10061,17 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       #endif
       __pyx_t_7 = 0;
       __pyx_t_14 = __Pyx_PyUnicode_Join(__pyx_t_10, 3, __pyx_t_6, __pyx_t_7);
-      if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 437, __pyx_L1_error)
+      if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 450, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_14), NULL); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 437, __pyx_L1_error)
+      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_14), NULL); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 450, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
       __Pyx_Raise(__pyx_t_13, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __PYX_ERR(0, 437, __pyx_L1_error)
+      __PYX_ERR(0, 450, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":436
+      /* "ringline/http/_h2frames.pyx":449
  *                 self._block_done(events)
  *         elif ftype == T_CONT:
  *             if self.block_sid == 0 or sid != self.block_sid:             # <<<<<<<<<<<<<<
@@ -9791,7 +10080,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":439
+    /* "ringline/http/_h2frames.pyx":452
  *                 raise self._conn_error(E_PROTOCOL, f"CONTINUATION on stream {sid} outside "
  *                                        f"a header block")
  *             self.block_parts.append(PyBytes_FromStringAndSize(<const char *>p, length))             # <<<<<<<<<<<<<<
@@ -9800,15 +10089,15 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     if (unlikely(__pyx_v_self->block_parts == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 439, __pyx_L1_error)
+      __PYX_ERR(0, 452, __pyx_L1_error)
     }
-    __pyx_t_13 = PyBytes_FromStringAndSize(((char const *)__pyx_v_p), __pyx_v_length); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 439, __pyx_L1_error)
+    __pyx_t_13 = PyBytes_FromStringAndSize(((char const *)__pyx_v_p), __pyx_v_length); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 452, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
-    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_self->block_parts, __pyx_t_13); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 439, __pyx_L1_error)
+    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_self->block_parts, __pyx_t_13); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 452, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
 
 
-    /* "ringline/http/_h2frames.pyx":440
+    /* "ringline/http/_h2frames.pyx":453
  *                                        f"a header block")
  *             self.block_parts.append(PyBytes_FromStringAndSize(<const char *>p, length))
  *             self.block_len += length             # <<<<<<<<<<<<<<
@@ -9817,7 +10106,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     __pyx_v_self->block_len = (__pyx_v_self->block_len + __pyx_v_length);
 
-    /* "ringline/http/_h2frames.pyx":441
+    /* "ringline/http/_h2frames.pyx":454
  *             self.block_parts.append(PyBytes_FromStringAndSize(<const char *>p, length))
  *             self.block_len += length
  *             self.block_frames += 1             # <<<<<<<<<<<<<<
@@ -9826,18 +10115,18 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     __pyx_v_self->block_frames = (__pyx_v_self->block_frames + 1);
 
-    /* "ringline/http/_h2frames.pyx":442
+    /* "ringline/http/_h2frames.pyx":455
  *             self.block_len += length
  *             self.block_frames += 1
  *             self._check_block()             # <<<<<<<<<<<<<<
  *             if flags & F_END_HEADERS:
  *                 self._block_done(events)
 */
-    __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_check_block(__pyx_v_self); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 442, __pyx_L1_error)
+    __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_check_block(__pyx_v_self); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 455, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
     __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
 
-    /* "ringline/http/_h2frames.pyx":443
+    /* "ringline/http/_h2frames.pyx":456
  *             self.block_frames += 1
  *             self._check_block()
  *             if flags & F_END_HEADERS:             # <<<<<<<<<<<<<<
@@ -9849,18 +10138,18 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (__pyx_t_1) {
 
 
-      /* "ringline/http/_h2frames.pyx":444
+      /* "ringline/http/_h2frames.pyx":457
  *             self._check_block()
  *             if flags & F_END_HEADERS:
  *                 self._block_done(events)             # <<<<<<<<<<<<<<
  *         elif ftype == T_WINDOW:
  *             if length != 4:
 */
-      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_block_done(__pyx_v_self, __pyx_v_events); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 444, __pyx_L1_error)
+      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_block_done(__pyx_v_self, __pyx_v_events); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 457, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
 
-      /* "ringline/http/_h2frames.pyx":443
+      /* "ringline/http/_h2frames.pyx":456
  *             self.block_frames += 1
  *             self._check_block()
  *             if flags & F_END_HEADERS:             # <<<<<<<<<<<<<<
@@ -9869,7 +10158,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":435
+    /* "ringline/http/_h2frames.pyx":448
  *             if flags & F_END_HEADERS:
  *                 self._block_done(events)
  *         elif ftype == T_CONT:             # <<<<<<<<<<<<<<
@@ -9879,7 +10168,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     break;
     case __pyx_e_8ringline_4http_9_h2frames_T_WINDOW:
 
-    /* "ringline/http/_h2frames.pyx":446
+    /* "ringline/http/_h2frames.pyx":459
  *                 self._block_done(events)
  *         elif ftype == T_WINDOW:
  *             if length != 4:             # <<<<<<<<<<<<<<
@@ -9891,14 +10180,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":447
+      /* "ringline/http/_h2frames.pyx":460
  *         elif ftype == T_WINDOW:
  *             if length != 4:
  *                 raise self._conn_error(E_FRAME_SIZE, f"WINDOW_UPDATE of {length} bytes",             # <<<<<<<<<<<<<<
  *                                        _h2x.FrameDataMissingError)
  *             inc = _u32(p) & 0x7FFFFFFF
 */
-      __pyx_t_13 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 447, __pyx_L1_error)
+      __pyx_t_13 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 460, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __pyx_t_10[0] = __pyx_mstate_global->__pyx_kp_u_WINDOW_UPDATE_of;
       __pyx_t_10[1] = __pyx_t_13;
@@ -9909,25 +10198,25 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       #endif
       __pyx_t_7 = 0;
       __pyx_t_14 = __Pyx_PyUnicode_Join(__pyx_t_10, 3, __pyx_t_6, __pyx_t_7);
-      if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 447, __pyx_L1_error)
+      if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 460, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
 
-      /* "ringline/http/_h2frames.pyx":448
+      /* "ringline/http/_h2frames.pyx":461
  *             if length != 4:
  *                 raise self._conn_error(E_FRAME_SIZE, f"WINDOW_UPDATE of {length} bytes",
  *                                        _h2x.FrameDataMissingError)             # <<<<<<<<<<<<<<
  *             inc = _u32(p) & 0x7FFFFFFF
  *             if inc == 0:
 */
-      __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 448, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 461, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
-      __pyx_t_12 = __Pyx_PyObject_GetAttrStr(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_FrameDataMissingError); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 448, __pyx_L1_error)
+      __pyx_t_12 = __Pyx_PyObject_GetAttrStr(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_FrameDataMissingError); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 461, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_12);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      if (!(likely(PyType_CheckExact(__pyx_t_12))||((__pyx_t_12) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_12))) __PYX_ERR(0, 448, __pyx_L1_error)
+      if (!(likely(PyType_CheckExact(__pyx_t_12))||((__pyx_t_12) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_12))) __PYX_ERR(0, 461, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":447
+      /* "ringline/http/_h2frames.pyx":460
  *         elif ftype == T_WINDOW:
  *             if length != 4:
  *                 raise self._conn_error(E_FRAME_SIZE, f"WINDOW_UPDATE of {length} bytes",             # <<<<<<<<<<<<<<
@@ -9936,15 +10225,15 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       __pyx_t_9.__pyx_n = 1;
       __pyx_t_9.exc = ((PyTypeObject*)__pyx_t_12);
-      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_14), &__pyx_t_9); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 447, __pyx_L1_error)
+      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_14), &__pyx_t_9); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 460, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
       __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
       __Pyx_Raise(__pyx_t_13, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __PYX_ERR(0, 447, __pyx_L1_error)
+      __PYX_ERR(0, 460, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":446
+      /* "ringline/http/_h2frames.pyx":459
  *                 self._block_done(events)
  *         elif ftype == T_WINDOW:
  *             if length != 4:             # <<<<<<<<<<<<<<
@@ -9953,7 +10242,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":449
+    /* "ringline/http/_h2frames.pyx":462
  *                 raise self._conn_error(E_FRAME_SIZE, f"WINDOW_UPDATE of {length} bytes",
  *                                        _h2x.FrameDataMissingError)
  *             inc = _u32(p) & 0x7FFFFFFF             # <<<<<<<<<<<<<<
@@ -9962,7 +10251,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     __pyx_v_inc = (__pyx_f_8ringline_4http_9_h2frames__u32(__pyx_v_p) & 0x7FFFFFFF);
 
-    /* "ringline/http/_h2frames.pyx":450
+    /* "ringline/http/_h2frames.pyx":463
  *                                        _h2x.FrameDataMissingError)
  *             inc = _u32(p) & 0x7FFFFFFF
  *             if inc == 0:             # <<<<<<<<<<<<<<
@@ -9974,26 +10263,26 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":451
+      /* "ringline/http/_h2frames.pyx":464
  *             inc = _u32(p) & 0x7FFFFFFF
  *             if inc == 0:
  *                 raise self._conn_error(E_PROTOCOL, f"a WINDOW_UPDATE of 0 on stream {sid}")             # <<<<<<<<<<<<<<
  *             if sid == 0:
  *                 self.conn_send_window += inc
 */
-      __pyx_t_13 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 451, __pyx_L1_error)
+      __pyx_t_13 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 464, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
-      __pyx_t_12 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_a_WINDOW_UPDATE_of_0_on_stream, __pyx_t_13); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 451, __pyx_L1_error)
+      __pyx_t_12 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_a_WINDOW_UPDATE_of_0_on_stream, __pyx_t_13); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 464, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_12);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_12), NULL); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 451, __pyx_L1_error)
+      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_12), NULL); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 464, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
       __Pyx_Raise(__pyx_t_13, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __PYX_ERR(0, 451, __pyx_L1_error)
+      __PYX_ERR(0, 464, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":450
+      /* "ringline/http/_h2frames.pyx":463
  *                                        _h2x.FrameDataMissingError)
  *             inc = _u32(p) & 0x7FFFFFFF
  *             if inc == 0:             # <<<<<<<<<<<<<<
@@ -10002,7 +10291,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":452
+    /* "ringline/http/_h2frames.pyx":465
  *             if inc == 0:
  *                 raise self._conn_error(E_PROTOCOL, f"a WINDOW_UPDATE of 0 on stream {sid}")
  *             if sid == 0:             # <<<<<<<<<<<<<<
@@ -10014,7 +10303,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (__pyx_t_1) {
 
 
-      /* "ringline/http/_h2frames.pyx":453
+      /* "ringline/http/_h2frames.pyx":466
  *                 raise self._conn_error(E_PROTOCOL, f"a WINDOW_UPDATE of 0 on stream {sid}")
  *             if sid == 0:
  *                 self.conn_send_window += inc             # <<<<<<<<<<<<<<
@@ -10023,7 +10312,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       __pyx_v_self->conn_send_window = (__pyx_v_self->conn_send_window + __pyx_v_inc);
 
-      /* "ringline/http/_h2frames.pyx":454
+      /* "ringline/http/_h2frames.pyx":467
  *             if sid == 0:
  *                 self.conn_send_window += inc
  *                 if self.conn_send_window > _WIN_MAX:             # <<<<<<<<<<<<<<
@@ -10035,21 +10324,21 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       if (unlikely(__pyx_t_1)) {
 
 
-        /* "ringline/http/_h2frames.pyx":456
+        /* "ringline/http/_h2frames.pyx":469
  *                 if self.conn_send_window > _WIN_MAX:
  *                     raise self._conn_error(E_FLOW, "the server's connection window passed "
  *                                            "2^31-1", _h2x.FlowControlError)             # <<<<<<<<<<<<<<
  *             else:
  *                 if sid > self.highest_sid or not sid & 1:
 */
-        __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 456, __pyx_L1_error)
+        __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 469, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_13);
-        __pyx_t_12 = __Pyx_PyObject_GetAttrStr(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_FlowControlError); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 456, __pyx_L1_error)
+        __pyx_t_12 = __Pyx_PyObject_GetAttrStr(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_FlowControlError); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 469, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_12);
         __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-        if (!(likely(PyType_CheckExact(__pyx_t_12))||((__pyx_t_12) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_12))) __PYX_ERR(0, 456, __pyx_L1_error)
+        if (!(likely(PyType_CheckExact(__pyx_t_12))||((__pyx_t_12) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_12))) __PYX_ERR(0, 469, __pyx_L1_error)
 
-        /* "ringline/http/_h2frames.pyx":455
+        /* "ringline/http/_h2frames.pyx":468
  *                 self.conn_send_window += inc
  *                 if self.conn_send_window > _WIN_MAX:
  *                     raise self._conn_error(E_FLOW, "the server's connection window passed "             # <<<<<<<<<<<<<<
@@ -10058,14 +10347,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
         __pyx_t_9.__pyx_n = 1;
         __pyx_t_9.exc = ((PyTypeObject*)__pyx_t_12);
-        __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FLOW, __pyx_mstate_global->__pyx_kp_u_the_server_s_connection_window_p, &__pyx_t_9); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 455, __pyx_L1_error)
+        __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FLOW, __pyx_mstate_global->__pyx_kp_u_the_server_s_connection_window_p, &__pyx_t_9); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 468, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_13);
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
         __Pyx_Raise(__pyx_t_13, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-        __PYX_ERR(0, 455, __pyx_L1_error)
+        __PYX_ERR(0, 468, __pyx_L1_error)
 
-        /* "ringline/http/_h2frames.pyx":454
+        /* "ringline/http/_h2frames.pyx":467
  *             if sid == 0:
  *                 self.conn_send_window += inc
  *                 if self.conn_send_window > _WIN_MAX:             # <<<<<<<<<<<<<<
@@ -10074,7 +10363,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       }
 
-      /* "ringline/http/_h2frames.pyx":452
+      /* "ringline/http/_h2frames.pyx":465
  *             if inc == 0:
  *                 raise self._conn_error(E_PROTOCOL, f"a WINDOW_UPDATE of 0 on stream {sid}")
  *             if sid == 0:             # <<<<<<<<<<<<<<
@@ -10084,7 +10373,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       goto __pyx_L27;
     }
 
-    /* "ringline/http/_h2frames.pyx":458
+    /* "ringline/http/_h2frames.pyx":471
  *                                            "2^31-1", _h2x.FlowControlError)
  *             else:
  *                 if sid > self.highest_sid or not sid & 1:             # <<<<<<<<<<<<<<
@@ -10111,26 +10400,26 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       if (unlikely(__pyx_t_1)) {
 
 
-        /* "ringline/http/_h2frames.pyx":459
+        /* "ringline/http/_h2frames.pyx":472
  *             else:
  *                 if sid > self.highest_sid or not sid & 1:
  *                     raise self._conn_error(E_PROTOCOL, f"WINDOW_UPDATE on idle stream {sid}")             # <<<<<<<<<<<<<<
  *                 s = self.streams.get(sid)
  *                 if s is None:
 */
-        __pyx_t_13 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 459, __pyx_L1_error)
+        __pyx_t_13 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 472, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_13);
-        __pyx_t_12 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_WINDOW_UPDATE_on_idle_stream, __pyx_t_13); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 459, __pyx_L1_error)
+        __pyx_t_12 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_WINDOW_UPDATE_on_idle_stream, __pyx_t_13); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 472, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_12);
         __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-        __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_12), NULL); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 459, __pyx_L1_error)
+        __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_12), NULL); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 472, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_13);
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
         __Pyx_Raise(__pyx_t_13, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-        __PYX_ERR(0, 459, __pyx_L1_error)
+        __PYX_ERR(0, 472, __pyx_L1_error)
 
-        /* "ringline/http/_h2frames.pyx":458
+        /* "ringline/http/_h2frames.pyx":471
  *                                            "2^31-1", _h2x.FlowControlError)
  *             else:
  *                 if sid > self.highest_sid or not sid & 1:             # <<<<<<<<<<<<<<
@@ -10139,7 +10428,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       }
 
-      /* "ringline/http/_h2frames.pyx":460
+      /* "ringline/http/_h2frames.pyx":473
  *                 if sid > self.highest_sid or not sid & 1:
  *                     raise self._conn_error(E_PROTOCOL, f"WINDOW_UPDATE on idle stream {sid}")
  *                 s = self.streams.get(sid)             # <<<<<<<<<<<<<<
@@ -10148,18 +10437,18 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       if (unlikely(__pyx_v_self->streams == Py_None)) {
         PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-        __PYX_ERR(0, 460, __pyx_L1_error)
+        __PYX_ERR(0, 473, __pyx_L1_error)
       }
-      __pyx_t_13 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 460, __pyx_L1_error)
+      __pyx_t_13 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 473, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
-      __pyx_t_12 = __Pyx_PyDict_GetItemDefault(__pyx_v_self->streams, __pyx_t_13, Py_None); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 460, __pyx_L1_error)
+      __pyx_t_12 = __Pyx_PyDict_GetItemDefault(__pyx_v_self->streams, __pyx_t_13, Py_None); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 473, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_12);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      if (!(likely(((__pyx_t_12) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_12, __pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames__EStream))))) __PYX_ERR(0, 460, __pyx_L1_error)
+      if (!(likely(((__pyx_t_12) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_12, __pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames__EStream))))) __PYX_ERR(0, 473, __pyx_L1_error)
       __pyx_v_s = ((struct __pyx_obj_8ringline_4http_9_h2frames__EStream *)__pyx_t_12);
       __pyx_t_12 = 0;
 
-      /* "ringline/http/_h2frames.pyx":461
+      /* "ringline/http/_h2frames.pyx":474
  *                     raise self._conn_error(E_PROTOCOL, f"WINDOW_UPDATE on idle stream {sid}")
  *                 s = self.streams.get(sid)
  *                 if s is None:             # <<<<<<<<<<<<<<
@@ -10170,7 +10459,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       if (__pyx_t_1) {
 
 
-        /* "ringline/http/_h2frames.pyx":462
+        /* "ringline/http/_h2frames.pyx":475
  *                 s = self.streams.get(sid)
  *                 if s is None:
  *                     return             # <<<<<<<<<<<<<<
@@ -10187,7 +10476,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
         }
         goto __pyx_L0;
 
-        /* "ringline/http/_h2frames.pyx":461
+        /* "ringline/http/_h2frames.pyx":474
  *                     raise self._conn_error(E_PROTOCOL, f"WINDOW_UPDATE on idle stream {sid}")
  *                 s = self.streams.get(sid)
  *                 if s is None:             # <<<<<<<<<<<<<<
@@ -10196,7 +10485,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       }
 
-      /* "ringline/http/_h2frames.pyx":463
+      /* "ringline/http/_h2frames.pyx":476
  *                 if s is None:
  *                     return
  *                 s.send_window += inc             # <<<<<<<<<<<<<<
@@ -10205,7 +10494,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       __pyx_v_s->send_window = (__pyx_v_s->send_window + __pyx_v_inc);
 
-      /* "ringline/http/_h2frames.pyx":464
+      /* "ringline/http/_h2frames.pyx":477
  *                     return
  *                 s.send_window += inc
  *                 if s.send_window > _WIN_MAX:             # <<<<<<<<<<<<<<
@@ -10217,14 +10506,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       if (unlikely(__pyx_t_1)) {
 
 
-        /* "ringline/http/_h2frames.pyx":465
+        /* "ringline/http/_h2frames.pyx":478
  *                 s.send_window += inc
  *                 if s.send_window > _WIN_MAX:
  *                     raise self._conn_error(E_FLOW, f"the server's window of stream {sid} "             # <<<<<<<<<<<<<<
  *                                            f"passed 2^31-1", _h2x.FlowControlError)
  *             events.append((EV_WINDOW, sid, inc))
 */
-        __pyx_t_12 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 465, __pyx_L1_error)
+        __pyx_t_12 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 478, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_12);
         __pyx_t_10[0] = __pyx_mstate_global->__pyx_kp_u_the_server_s_window_of_stream;
         __pyx_t_10[1] = __pyx_t_12;
@@ -10235,25 +10524,25 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
         #endif
         __pyx_t_7 = 0;
         __pyx_t_13 = __Pyx_PyUnicode_Join(__pyx_t_10, 3, __pyx_t_6, __pyx_t_7);
-        if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 465, __pyx_L1_error)
+        if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 478, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_13);
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
 
-        /* "ringline/http/_h2frames.pyx":466
+        /* "ringline/http/_h2frames.pyx":479
  *                 if s.send_window > _WIN_MAX:
  *                     raise self._conn_error(E_FLOW, f"the server's window of stream {sid} "
  *                                            f"passed 2^31-1", _h2x.FlowControlError)             # <<<<<<<<<<<<<<
  *             events.append((EV_WINDOW, sid, inc))
  *         elif ftype == T_SETTINGS:
 */
-        __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 466, __pyx_L1_error)
+        __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 479, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_12);
-        __pyx_t_14 = __Pyx_PyObject_GetAttrStr(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_FlowControlError); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 466, __pyx_L1_error)
+        __pyx_t_14 = __Pyx_PyObject_GetAttrStr(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_FlowControlError); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 479, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_14);
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-        if (!(likely(PyType_CheckExact(__pyx_t_14))||((__pyx_t_14) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_14))) __PYX_ERR(0, 466, __pyx_L1_error)
+        if (!(likely(PyType_CheckExact(__pyx_t_14))||((__pyx_t_14) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_14))) __PYX_ERR(0, 479, __pyx_L1_error)
 
-        /* "ringline/http/_h2frames.pyx":465
+        /* "ringline/http/_h2frames.pyx":478
  *                 s.send_window += inc
  *                 if s.send_window > _WIN_MAX:
  *                     raise self._conn_error(E_FLOW, f"the server's window of stream {sid} "             # <<<<<<<<<<<<<<
@@ -10262,15 +10551,15 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
         __pyx_t_9.__pyx_n = 1;
         __pyx_t_9.exc = ((PyTypeObject*)__pyx_t_14);
-        __pyx_t_12 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FLOW, ((PyObject*)__pyx_t_13), &__pyx_t_9); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 465, __pyx_L1_error)
+        __pyx_t_12 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FLOW, ((PyObject*)__pyx_t_13), &__pyx_t_9); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 478, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_12);
         __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
         __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
         __Pyx_Raise(__pyx_t_12, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-        __PYX_ERR(0, 465, __pyx_L1_error)
+        __PYX_ERR(0, 478, __pyx_L1_error)
 
-        /* "ringline/http/_h2frames.pyx":464
+        /* "ringline/http/_h2frames.pyx":477
  *                     return
  *                 s.send_window += inc
  *                 if s.send_window > _WIN_MAX:             # <<<<<<<<<<<<<<
@@ -10281,7 +10570,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     }
     __pyx_L27:;
 
-    /* "ringline/http/_h2frames.pyx":467
+    /* "ringline/http/_h2frames.pyx":480
  *                     raise self._conn_error(E_FLOW, f"the server's window of stream {sid} "
  *                                            f"passed 2^31-1", _h2x.FlowControlError)
  *             events.append((EV_WINDOW, sid, inc))             # <<<<<<<<<<<<<<
@@ -10290,30 +10579,30 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     if (unlikely(__pyx_v_events == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 467, __pyx_L1_error)
+      __PYX_ERR(0, 480, __pyx_L1_error)
     }
-    __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_EV_WINDOW); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 467, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_EV_WINDOW); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 480, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_12);
-    __pyx_t_14 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 467, __pyx_L1_error)
+    __pyx_t_14 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 480, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
-    __pyx_t_13 = __Pyx_PyLong_From_PY_LONG_LONG(__pyx_v_inc); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 467, __pyx_L1_error)
+    __pyx_t_13 = __Pyx_PyLong_From_PY_LONG_LONG(__pyx_v_inc); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 480, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
-    __pyx_t_8 = PyTuple_New(3); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 467, __pyx_L1_error)
+    __pyx_t_8 = PyTuple_New(3); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 480, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_GIVEREF(__pyx_t_12);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_12) != (0)) __PYX_ERR(0, 467, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_12) != (0)) __PYX_ERR(0, 480, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_14);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 1, __pyx_t_14) != (0)) __PYX_ERR(0, 467, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 1, __pyx_t_14) != (0)) __PYX_ERR(0, 480, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_13);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 2, __pyx_t_13) != (0)) __PYX_ERR(0, 467, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 2, __pyx_t_13) != (0)) __PYX_ERR(0, 480, __pyx_L1_error);
     __pyx_t_12 = 0;
     __pyx_t_14 = 0;
     __pyx_t_13 = 0;
-    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_8); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 467, __pyx_L1_error)
+    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_8); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 480, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
 
 
-    /* "ringline/http/_h2frames.pyx":445
+    /* "ringline/http/_h2frames.pyx":458
  *             if flags & F_END_HEADERS:
  *                 self._block_done(events)
  *         elif ftype == T_WINDOW:             # <<<<<<<<<<<<<<
@@ -10323,7 +10612,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     break;
     case __pyx_e_8ringline_4http_9_h2frames_T_SETTINGS:
 
-    /* "ringline/http/_h2frames.pyx":469
+    /* "ringline/http/_h2frames.pyx":482
  *             events.append((EV_WINDOW, sid, inc))
  *         elif ftype == T_SETTINGS:
  *             if sid != 0:             # <<<<<<<<<<<<<<
@@ -10335,26 +10624,26 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":470
+      /* "ringline/http/_h2frames.pyx":483
  *         elif ftype == T_SETTINGS:
  *             if sid != 0:
  *                 raise self._conn_error(E_PROTOCOL, f"SETTINGS on stream {sid}")             # <<<<<<<<<<<<<<
  *             if flags & F_ACK:
  *                 if length != 0:
 */
-      __pyx_t_8 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 470, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 483, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_13 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_SETTINGS_on_stream, __pyx_t_8); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 470, __pyx_L1_error)
+      __pyx_t_13 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_SETTINGS_on_stream, __pyx_t_8); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 483, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      __pyx_t_8 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_13), NULL); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 470, __pyx_L1_error)
+      __pyx_t_8 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_13), NULL); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 483, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
       __Pyx_Raise(__pyx_t_8, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      __PYX_ERR(0, 470, __pyx_L1_error)
+      __PYX_ERR(0, 483, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":469
+      /* "ringline/http/_h2frames.pyx":482
  *             events.append((EV_WINDOW, sid, inc))
  *         elif ftype == T_SETTINGS:
  *             if sid != 0:             # <<<<<<<<<<<<<<
@@ -10363,7 +10652,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":471
+    /* "ringline/http/_h2frames.pyx":484
  *             if sid != 0:
  *                 raise self._conn_error(E_PROTOCOL, f"SETTINGS on stream {sid}")
  *             if flags & F_ACK:             # <<<<<<<<<<<<<<
@@ -10375,7 +10664,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (__pyx_t_1) {
 
 
-      /* "ringline/http/_h2frames.pyx":472
+      /* "ringline/http/_h2frames.pyx":485
  *                 raise self._conn_error(E_PROTOCOL, f"SETTINGS on stream {sid}")
  *             if flags & F_ACK:
  *                 if length != 0:             # <<<<<<<<<<<<<<
@@ -10387,20 +10676,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       if (unlikely(__pyx_t_1)) {
 
 
-        /* "ringline/http/_h2frames.pyx":473
+        /* "ringline/http/_h2frames.pyx":486
  *             if flags & F_ACK:
  *                 if length != 0:
  *                     raise self._conn_error(E_FRAME_SIZE, "a SETTINGS ACK with a payload")             # <<<<<<<<<<<<<<
  *                 events.append((EV_SETTINGS_ACK,))
  *                 return
 */
-        __pyx_t_8 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, __pyx_mstate_global->__pyx_kp_u_a_SETTINGS_ACK_with_a_payload, NULL); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 473, __pyx_L1_error)
+        __pyx_t_8 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, __pyx_mstate_global->__pyx_kp_u_a_SETTINGS_ACK_with_a_payload, NULL); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 486, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_8);
         __Pyx_Raise(__pyx_t_8, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-        __PYX_ERR(0, 473, __pyx_L1_error)
+        __PYX_ERR(0, 486, __pyx_L1_error)
 
-        /* "ringline/http/_h2frames.pyx":472
+        /* "ringline/http/_h2frames.pyx":485
  *                 raise self._conn_error(E_PROTOCOL, f"SETTINGS on stream {sid}")
  *             if flags & F_ACK:
  *                 if length != 0:             # <<<<<<<<<<<<<<
@@ -10409,7 +10698,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       }
 
-      /* "ringline/http/_h2frames.pyx":474
+      /* "ringline/http/_h2frames.pyx":487
  *                 if length != 0:
  *                     raise self._conn_error(E_FRAME_SIZE, "a SETTINGS ACK with a payload")
  *                 events.append((EV_SETTINGS_ACK,))             # <<<<<<<<<<<<<<
@@ -10418,20 +10707,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       if (unlikely(__pyx_v_events == Py_None)) {
         PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-        __PYX_ERR(0, 474, __pyx_L1_error)
+        __PYX_ERR(0, 487, __pyx_L1_error)
       }
-      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_EV_SETTINGS_ACK); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 474, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_EV_SETTINGS_ACK); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 487, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_13 = PyTuple_New(1); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 474, __pyx_L1_error)
+      __pyx_t_13 = PyTuple_New(1); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 487, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_GIVEREF(__pyx_t_8);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 0, __pyx_t_8) != (0)) __PYX_ERR(0, 474, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 0, __pyx_t_8) != (0)) __PYX_ERR(0, 487, __pyx_L1_error);
       __pyx_t_8 = 0;
-      __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_13); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 474, __pyx_L1_error)
+      __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_13); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 487, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
 
 
-      /* "ringline/http/_h2frames.pyx":475
+      /* "ringline/http/_h2frames.pyx":488
  *                     raise self._conn_error(E_FRAME_SIZE, "a SETTINGS ACK with a payload")
  *                 events.append((EV_SETTINGS_ACK,))
  *                 return             # <<<<<<<<<<<<<<
@@ -10448,7 +10737,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       }
       goto __pyx_L0;
 
-      /* "ringline/http/_h2frames.pyx":471
+      /* "ringline/http/_h2frames.pyx":484
  *             if sid != 0:
  *                 raise self._conn_error(E_PROTOCOL, f"SETTINGS on stream {sid}")
  *             if flags & F_ACK:             # <<<<<<<<<<<<<<
@@ -10457,7 +10746,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":476
+    /* "ringline/http/_h2frames.pyx":489
  *                 events.append((EV_SETTINGS_ACK,))
  *                 return
  *             if length % 6:             # <<<<<<<<<<<<<<
@@ -10469,14 +10758,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":477
+      /* "ringline/http/_h2frames.pyx":490
  *                 return
  *             if length % 6:
  *                 raise self._conn_error(E_FRAME_SIZE, f"SETTINGS of {length} bytes")             # <<<<<<<<<<<<<<
  *             self._settings(p, length)
  *             self.out += _hdr(0, T_SETTINGS, F_ACK, 0)
 */
-      __pyx_t_13 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 477, __pyx_L1_error)
+      __pyx_t_13 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 490, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __pyx_t_10[0] = __pyx_mstate_global->__pyx_kp_u_SETTINGS_of;
       __pyx_t_10[1] = __pyx_t_13;
@@ -10487,17 +10776,17 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       #endif
       __pyx_t_7 = 0;
       __pyx_t_8 = __Pyx_PyUnicode_Join(__pyx_t_10, 3, __pyx_t_6, __pyx_t_7);
-      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 477, __pyx_L1_error)
+      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 490, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_8), NULL); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 477, __pyx_L1_error)
+      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_8), NULL); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 490, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __Pyx_Raise(__pyx_t_13, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __PYX_ERR(0, 477, __pyx_L1_error)
+      __PYX_ERR(0, 490, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":476
+      /* "ringline/http/_h2frames.pyx":489
  *                 events.append((EV_SETTINGS_ACK,))
  *                 return
  *             if length % 6:             # <<<<<<<<<<<<<<
@@ -10506,27 +10795,27 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":478
+    /* "ringline/http/_h2frames.pyx":491
  *             if length % 6:
  *                 raise self._conn_error(E_FRAME_SIZE, f"SETTINGS of {length} bytes")
  *             self._settings(p, length)             # <<<<<<<<<<<<<<
  *             self.out += _hdr(0, T_SETTINGS, F_ACK, 0)
  *             events.append((EV_SETTINGS,))
 */
-    __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_settings(__pyx_v_self, __pyx_v_p, __pyx_v_length); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 478, __pyx_L1_error)
+    __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_settings(__pyx_v_self, __pyx_v_p, __pyx_v_length); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 491, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
     __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
 
-    /* "ringline/http/_h2frames.pyx":479
+    /* "ringline/http/_h2frames.pyx":492
  *                 raise self._conn_error(E_FRAME_SIZE, f"SETTINGS of {length} bytes")
  *             self._settings(p, length)
  *             self.out += _hdr(0, T_SETTINGS, F_ACK, 0)             # <<<<<<<<<<<<<<
  *             events.append((EV_SETTINGS,))
  *         elif ftype == T_PING:
 */
-    __pyx_t_13 = __pyx_f_8ringline_4http_9_h2frames__hdr(0, __pyx_e_8ringline_4http_9_h2frames_T_SETTINGS, __pyx_e_8ringline_4http_9_h2frames_F_ACK, 0); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 479, __pyx_L1_error)
+    __pyx_t_13 = __pyx_f_8ringline_4http_9_h2frames__hdr(0, __pyx_e_8ringline_4http_9_h2frames_T_SETTINGS, __pyx_e_8ringline_4http_9_h2frames_F_ACK, 0); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 492, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
-    __pyx_t_8 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_13); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 479, __pyx_L1_error)
+    __pyx_t_8 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_13); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 492, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
     __Pyx_GIVEREF(__pyx_t_8);
@@ -10534,7 +10823,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_8));
     __pyx_t_8 = 0;
 
-    /* "ringline/http/_h2frames.pyx":480
+    /* "ringline/http/_h2frames.pyx":493
  *             self._settings(p, length)
  *             self.out += _hdr(0, T_SETTINGS, F_ACK, 0)
  *             events.append((EV_SETTINGS,))             # <<<<<<<<<<<<<<
@@ -10543,20 +10832,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     if (unlikely(__pyx_v_events == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 480, __pyx_L1_error)
+      __PYX_ERR(0, 493, __pyx_L1_error)
     }
-    __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_EV_SETTINGS); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 480, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_EV_SETTINGS); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 493, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
-    __pyx_t_13 = PyTuple_New(1); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 480, __pyx_L1_error)
+    __pyx_t_13 = PyTuple_New(1); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 493, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
     __Pyx_GIVEREF(__pyx_t_8);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 0, __pyx_t_8) != (0)) __PYX_ERR(0, 480, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 0, __pyx_t_8) != (0)) __PYX_ERR(0, 493, __pyx_L1_error);
     __pyx_t_8 = 0;
-    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_13); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 480, __pyx_L1_error)
+    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_13); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 493, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
 
 
-    /* "ringline/http/_h2frames.pyx":468
+    /* "ringline/http/_h2frames.pyx":481
  *                                            f"passed 2^31-1", _h2x.FlowControlError)
  *             events.append((EV_WINDOW, sid, inc))
  *         elif ftype == T_SETTINGS:             # <<<<<<<<<<<<<<
@@ -10566,7 +10855,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     break;
     case __pyx_e_8ringline_4http_9_h2frames_T_PING:
 
-    /* "ringline/http/_h2frames.pyx":482
+    /* "ringline/http/_h2frames.pyx":495
  *             events.append((EV_SETTINGS,))
  *         elif ftype == T_PING:
  *             if sid != 0:             # <<<<<<<<<<<<<<
@@ -10578,26 +10867,26 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":483
+      /* "ringline/http/_h2frames.pyx":496
  *         elif ftype == T_PING:
  *             if sid != 0:
  *                 raise self._conn_error(E_PROTOCOL, f"PING on stream {sid}")             # <<<<<<<<<<<<<<
  *             if length != 8:
  *                 raise self._conn_error(E_FRAME_SIZE, f"PING of {length} bytes")
 */
-      __pyx_t_13 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 483, __pyx_L1_error)
+      __pyx_t_13 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 496, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
-      __pyx_t_8 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_PING_on_stream, __pyx_t_13); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 483, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_PING_on_stream, __pyx_t_13); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 496, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_8), NULL); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 483, __pyx_L1_error)
+      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_8), NULL); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 496, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __Pyx_Raise(__pyx_t_13, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __PYX_ERR(0, 483, __pyx_L1_error)
+      __PYX_ERR(0, 496, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":482
+      /* "ringline/http/_h2frames.pyx":495
  *             events.append((EV_SETTINGS,))
  *         elif ftype == T_PING:
  *             if sid != 0:             # <<<<<<<<<<<<<<
@@ -10606,7 +10895,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":484
+    /* "ringline/http/_h2frames.pyx":497
  *             if sid != 0:
  *                 raise self._conn_error(E_PROTOCOL, f"PING on stream {sid}")
  *             if length != 8:             # <<<<<<<<<<<<<<
@@ -10618,14 +10907,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":485
+      /* "ringline/http/_h2frames.pyx":498
  *                 raise self._conn_error(E_PROTOCOL, f"PING on stream {sid}")
  *             if length != 8:
  *                 raise self._conn_error(E_FRAME_SIZE, f"PING of {length} bytes")             # <<<<<<<<<<<<<<
  *             if flags & F_ACK:
  *                 events.append((EV_PING_ACK, PyBytes_FromStringAndSize(<const char *>p, 8)))
 */
-      __pyx_t_13 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 485, __pyx_L1_error)
+      __pyx_t_13 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 498, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __pyx_t_10[0] = __pyx_mstate_global->__pyx_kp_u_PING_of;
       __pyx_t_10[1] = __pyx_t_13;
@@ -10636,17 +10925,17 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       #endif
       __pyx_t_7 = 0;
       __pyx_t_8 = __Pyx_PyUnicode_Join(__pyx_t_10, 3, __pyx_t_6, __pyx_t_7);
-      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 485, __pyx_L1_error)
+      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 498, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_8), NULL); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 485, __pyx_L1_error)
+      __pyx_t_13 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_8), NULL); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 498, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __Pyx_Raise(__pyx_t_13, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      __PYX_ERR(0, 485, __pyx_L1_error)
+      __PYX_ERR(0, 498, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":484
+      /* "ringline/http/_h2frames.pyx":497
  *             if sid != 0:
  *                 raise self._conn_error(E_PROTOCOL, f"PING on stream {sid}")
  *             if length != 8:             # <<<<<<<<<<<<<<
@@ -10655,7 +10944,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":486
+    /* "ringline/http/_h2frames.pyx":499
  *             if length != 8:
  *                 raise self._conn_error(E_FRAME_SIZE, f"PING of {length} bytes")
  *             if flags & F_ACK:             # <<<<<<<<<<<<<<
@@ -10667,7 +10956,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (__pyx_t_1) {
 
 
-      /* "ringline/http/_h2frames.pyx":487
+      /* "ringline/http/_h2frames.pyx":500
  *                 raise self._conn_error(E_FRAME_SIZE, f"PING of {length} bytes")
  *             if flags & F_ACK:
  *                 events.append((EV_PING_ACK, PyBytes_FromStringAndSize(<const char *>p, 8)))             # <<<<<<<<<<<<<<
@@ -10676,25 +10965,25 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       if (unlikely(__pyx_v_events == Py_None)) {
         PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-        __PYX_ERR(0, 487, __pyx_L1_error)
+        __PYX_ERR(0, 500, __pyx_L1_error)
       }
-      __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_EV_PING_ACK); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 487, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_EV_PING_ACK); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 500, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
-      __pyx_t_8 = PyBytes_FromStringAndSize(((char const *)__pyx_v_p), 8); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 487, __pyx_L1_error)
+      __pyx_t_8 = PyBytes_FromStringAndSize(((char const *)__pyx_v_p), 8); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 500, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_14 = PyTuple_New(2); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 487, __pyx_L1_error)
+      __pyx_t_14 = PyTuple_New(2); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 500, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_GIVEREF(__pyx_t_13);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_13) != (0)) __PYX_ERR(0, 487, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_13) != (0)) __PYX_ERR(0, 500, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_8);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_8) != (0)) __PYX_ERR(0, 487, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_8) != (0)) __PYX_ERR(0, 500, __pyx_L1_error);
       __pyx_t_13 = 0;
       __pyx_t_8 = 0;
-      __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_14); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 487, __pyx_L1_error)
+      __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_14); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 500, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
 
 
-      /* "ringline/http/_h2frames.pyx":486
+      /* "ringline/http/_h2frames.pyx":499
  *             if length != 8:
  *                 raise self._conn_error(E_FRAME_SIZE, f"PING of {length} bytes")
  *             if flags & F_ACK:             # <<<<<<<<<<<<<<
@@ -10704,7 +10993,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       goto __pyx_L40;
     }
 
-    /* "ringline/http/_h2frames.pyx":489
+    /* "ringline/http/_h2frames.pyx":502
  *                 events.append((EV_PING_ACK, PyBytes_FromStringAndSize(<const char *>p, 8)))
  *             else:
  *                 self.out += _hdr(8, T_PING, F_ACK, 0)             # <<<<<<<<<<<<<<
@@ -10712,9 +11001,9 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
  *                 events.append((EV_PING,))
 */
     /*else*/ {
-      __pyx_t_14 = __pyx_f_8ringline_4http_9_h2frames__hdr(8, __pyx_e_8ringline_4http_9_h2frames_T_PING, __pyx_e_8ringline_4http_9_h2frames_F_ACK, 0); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 489, __pyx_L1_error)
+      __pyx_t_14 = __pyx_f_8ringline_4http_9_h2frames__hdr(8, __pyx_e_8ringline_4http_9_h2frames_T_PING, __pyx_e_8ringline_4http_9_h2frames_F_ACK, 0); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 502, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
-      __pyx_t_8 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_14); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 489, __pyx_L1_error)
+      __pyx_t_8 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_14); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 502, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
       __Pyx_GIVEREF(__pyx_t_8);
@@ -10722,16 +11011,16 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_8));
       __pyx_t_8 = 0;
 
-      /* "ringline/http/_h2frames.pyx":490
+      /* "ringline/http/_h2frames.pyx":503
  *             else:
  *                 self.out += _hdr(8, T_PING, F_ACK, 0)
  *                 self.out += PyBytes_FromStringAndSize(<const char *>p, 8)             # <<<<<<<<<<<<<<
  *                 events.append((EV_PING,))
  *         elif ftype == T_RST:
 */
-      __pyx_t_8 = PyBytes_FromStringAndSize(((char const *)__pyx_v_p), 8); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 490, __pyx_L1_error)
+      __pyx_t_8 = PyBytes_FromStringAndSize(((char const *)__pyx_v_p), 8); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 503, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_14 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_8); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 490, __pyx_L1_error)
+      __pyx_t_14 = PyNumber_InPlaceAdd(__pyx_v_self->out, __pyx_t_8); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 503, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __Pyx_GIVEREF(__pyx_t_14);
@@ -10739,7 +11028,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       __Pyx_DECREF_SET(__pyx_v_self->out, ((PyObject*)__pyx_t_14));
       __pyx_t_14 = 0;
 
-      /* "ringline/http/_h2frames.pyx":491
+      /* "ringline/http/_h2frames.pyx":504
  *                 self.out += _hdr(8, T_PING, F_ACK, 0)
  *                 self.out += PyBytes_FromStringAndSize(<const char *>p, 8)
  *                 events.append((EV_PING,))             # <<<<<<<<<<<<<<
@@ -10748,22 +11037,22 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       if (unlikely(__pyx_v_events == Py_None)) {
         PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-        __PYX_ERR(0, 491, __pyx_L1_error)
+        __PYX_ERR(0, 504, __pyx_L1_error)
       }
-      __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_EV_PING); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 491, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_EV_PING); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 504, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
-      __pyx_t_8 = PyTuple_New(1); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 491, __pyx_L1_error)
+      __pyx_t_8 = PyTuple_New(1); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 504, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_GIVEREF(__pyx_t_14);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_14) != (0)) __PYX_ERR(0, 491, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_14) != (0)) __PYX_ERR(0, 504, __pyx_L1_error);
       __pyx_t_14 = 0;
-      __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_8); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 491, __pyx_L1_error)
+      __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_8); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 504, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
 
     }
     __pyx_L40:;
 
-    /* "ringline/http/_h2frames.pyx":481
+    /* "ringline/http/_h2frames.pyx":494
  *             self.out += _hdr(0, T_SETTINGS, F_ACK, 0)
  *             events.append((EV_SETTINGS,))
  *         elif ftype == T_PING:             # <<<<<<<<<<<<<<
@@ -10773,7 +11062,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     break;
     case __pyx_e_8ringline_4http_9_h2frames_T_RST:
 
-    /* "ringline/http/_h2frames.pyx":493
+    /* "ringline/http/_h2frames.pyx":506
  *                 events.append((EV_PING,))
  *         elif ftype == T_RST:
  *             if sid == 0:             # <<<<<<<<<<<<<<
@@ -10785,20 +11074,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":494
+      /* "ringline/http/_h2frames.pyx":507
  *         elif ftype == T_RST:
  *             if sid == 0:
  *                 raise self._conn_error(E_PROTOCOL, "RST_STREAM on stream 0")             # <<<<<<<<<<<<<<
  *             if length != 4:
  *                 raise self._conn_error(E_FRAME_SIZE, f"RST_STREAM of {length} bytes")
 */
-      __pyx_t_8 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_RST_STREAM_on_stream_0, NULL); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 494, __pyx_L1_error)
+      __pyx_t_8 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_RST_STREAM_on_stream_0, NULL); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 507, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_Raise(__pyx_t_8, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      __PYX_ERR(0, 494, __pyx_L1_error)
+      __PYX_ERR(0, 507, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":493
+      /* "ringline/http/_h2frames.pyx":506
  *                 events.append((EV_PING,))
  *         elif ftype == T_RST:
  *             if sid == 0:             # <<<<<<<<<<<<<<
@@ -10807,7 +11096,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":495
+    /* "ringline/http/_h2frames.pyx":508
  *             if sid == 0:
  *                 raise self._conn_error(E_PROTOCOL, "RST_STREAM on stream 0")
  *             if length != 4:             # <<<<<<<<<<<<<<
@@ -10819,14 +11108,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":496
+      /* "ringline/http/_h2frames.pyx":509
  *                 raise self._conn_error(E_PROTOCOL, "RST_STREAM on stream 0")
  *             if length != 4:
  *                 raise self._conn_error(E_FRAME_SIZE, f"RST_STREAM of {length} bytes")             # <<<<<<<<<<<<<<
  *             if sid > self.highest_sid or not sid & 1:
  *                 raise self._conn_error(E_PROTOCOL, f"RST_STREAM on idle stream {sid}")
 */
-      __pyx_t_8 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 496, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 509, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __pyx_t_10[0] = __pyx_mstate_global->__pyx_kp_u_RST_STREAM_of;
       __pyx_t_10[1] = __pyx_t_8;
@@ -10837,17 +11126,17 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       #endif
       __pyx_t_7 = 0;
       __pyx_t_14 = __Pyx_PyUnicode_Join(__pyx_t_10, 3, __pyx_t_6, __pyx_t_7);
-      if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 496, __pyx_L1_error)
+      if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 509, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      __pyx_t_8 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_14), NULL); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 496, __pyx_L1_error)
+      __pyx_t_8 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_14), NULL); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 509, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
       __Pyx_Raise(__pyx_t_8, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      __PYX_ERR(0, 496, __pyx_L1_error)
+      __PYX_ERR(0, 509, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":495
+      /* "ringline/http/_h2frames.pyx":508
  *             if sid == 0:
  *                 raise self._conn_error(E_PROTOCOL, "RST_STREAM on stream 0")
  *             if length != 4:             # <<<<<<<<<<<<<<
@@ -10856,7 +11145,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":497
+    /* "ringline/http/_h2frames.pyx":510
  *             if length != 4:
  *                 raise self._conn_error(E_FRAME_SIZE, f"RST_STREAM of {length} bytes")
  *             if sid > self.highest_sid or not sid & 1:             # <<<<<<<<<<<<<<
@@ -10882,26 +11171,26 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":498
+      /* "ringline/http/_h2frames.pyx":511
  *                 raise self._conn_error(E_FRAME_SIZE, f"RST_STREAM of {length} bytes")
  *             if sid > self.highest_sid or not sid & 1:
  *                 raise self._conn_error(E_PROTOCOL, f"RST_STREAM on idle stream {sid}")             # <<<<<<<<<<<<<<
  *             if self.streams.pop(sid, None) is not None:
  *                 events.append((EV_RESET, sid, _u32(p)))
 */
-      __pyx_t_8 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 498, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 511, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_14 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_RST_STREAM_on_idle_stream, __pyx_t_8); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 498, __pyx_L1_error)
+      __pyx_t_14 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_RST_STREAM_on_idle_stream, __pyx_t_8); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 511, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      __pyx_t_8 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_14), NULL); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 498, __pyx_L1_error)
+      __pyx_t_8 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_14), NULL); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 511, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
       __Pyx_Raise(__pyx_t_8, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      __PYX_ERR(0, 498, __pyx_L1_error)
+      __PYX_ERR(0, 511, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":497
+      /* "ringline/http/_h2frames.pyx":510
  *             if length != 4:
  *                 raise self._conn_error(E_FRAME_SIZE, f"RST_STREAM of {length} bytes")
  *             if sid > self.highest_sid or not sid & 1:             # <<<<<<<<<<<<<<
@@ -10910,7 +11199,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":499
+    /* "ringline/http/_h2frames.pyx":512
  *             if sid > self.highest_sid or not sid & 1:
  *                 raise self._conn_error(E_PROTOCOL, f"RST_STREAM on idle stream {sid}")
  *             if self.streams.pop(sid, None) is not None:             # <<<<<<<<<<<<<<
@@ -10919,11 +11208,11 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     if (unlikely(__pyx_v_self->streams == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "pop");
-      __PYX_ERR(0, 499, __pyx_L1_error)
+      __PYX_ERR(0, 512, __pyx_L1_error)
     }
-    __pyx_t_8 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 499, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 512, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
-    __pyx_t_14 = __Pyx_PyDict_Pop(__pyx_v_self->streams, __pyx_t_8, Py_None); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 499, __pyx_L1_error)
+    __pyx_t_14 = __Pyx_PyDict_Pop(__pyx_v_self->streams, __pyx_t_8, Py_None); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 512, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __pyx_t_1 = (__pyx_t_14 != Py_None);
@@ -10931,7 +11220,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (__pyx_t_1) {
 
 
-      /* "ringline/http/_h2frames.pyx":500
+      /* "ringline/http/_h2frames.pyx":513
  *                 raise self._conn_error(E_PROTOCOL, f"RST_STREAM on idle stream {sid}")
  *             if self.streams.pop(sid, None) is not None:
  *                 events.append((EV_RESET, sid, _u32(p)))             # <<<<<<<<<<<<<<
@@ -10940,30 +11229,30 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
       if (unlikely(__pyx_v_events == Py_None)) {
         PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-        __PYX_ERR(0, 500, __pyx_L1_error)
+        __PYX_ERR(0, 513, __pyx_L1_error)
       }
-      __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_EV_RESET); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 500, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_EV_RESET); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 513, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
-      __pyx_t_8 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 500, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 513, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_13 = __Pyx_PyLong_From_unsigned_int(__pyx_f_8ringline_4http_9_h2frames__u32(__pyx_v_p)); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 500, __pyx_L1_error)
+      __pyx_t_13 = __Pyx_PyLong_From_unsigned_int(__pyx_f_8ringline_4http_9_h2frames__u32(__pyx_v_p)); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 513, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
-      __pyx_t_12 = PyTuple_New(3); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 500, __pyx_L1_error)
+      __pyx_t_12 = PyTuple_New(3); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 513, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_12);
       __Pyx_GIVEREF(__pyx_t_14);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 0, __pyx_t_14) != (0)) __PYX_ERR(0, 500, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 0, __pyx_t_14) != (0)) __PYX_ERR(0, 513, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_8);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 1, __pyx_t_8) != (0)) __PYX_ERR(0, 500, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 1, __pyx_t_8) != (0)) __PYX_ERR(0, 513, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_13);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 2, __pyx_t_13) != (0)) __PYX_ERR(0, 500, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 2, __pyx_t_13) != (0)) __PYX_ERR(0, 513, __pyx_L1_error);
       __pyx_t_14 = 0;
       __pyx_t_8 = 0;
       __pyx_t_13 = 0;
-      __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_12); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 500, __pyx_L1_error)
+      __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_12); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 513, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
 
 
-      /* "ringline/http/_h2frames.pyx":499
+      /* "ringline/http/_h2frames.pyx":512
  *             if sid > self.highest_sid or not sid & 1:
  *                 raise self._conn_error(E_PROTOCOL, f"RST_STREAM on idle stream {sid}")
  *             if self.streams.pop(sid, None) is not None:             # <<<<<<<<<<<<<<
@@ -10972,7 +11261,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":492
+    /* "ringline/http/_h2frames.pyx":505
  *                 self.out += PyBytes_FromStringAndSize(<const char *>p, 8)
  *                 events.append((EV_PING,))
  *         elif ftype == T_RST:             # <<<<<<<<<<<<<<
@@ -10982,7 +11271,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     break;
     case __pyx_e_8ringline_4http_9_h2frames_T_GOAWAY:
 
-    /* "ringline/http/_h2frames.pyx":502
+    /* "ringline/http/_h2frames.pyx":515
  *                 events.append((EV_RESET, sid, _u32(p)))
  *         elif ftype == T_GOAWAY:
  *             if sid != 0:             # <<<<<<<<<<<<<<
@@ -10994,26 +11283,26 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":503
+      /* "ringline/http/_h2frames.pyx":516
  *         elif ftype == T_GOAWAY:
  *             if sid != 0:
  *                 raise self._conn_error(E_PROTOCOL, f"GOAWAY on stream {sid}")             # <<<<<<<<<<<<<<
  *             if length < 8:
  *                 raise self._conn_error(E_FRAME_SIZE, f"GOAWAY of {length} bytes")
 */
-      __pyx_t_12 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 503, __pyx_L1_error)
+      __pyx_t_12 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 516, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_12);
-      __pyx_t_13 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_GOAWAY_on_stream, __pyx_t_12); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 503, __pyx_L1_error)
+      __pyx_t_13 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_GOAWAY_on_stream, __pyx_t_12); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 516, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-      __pyx_t_12 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_13), NULL); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 503, __pyx_L1_error)
+      __pyx_t_12 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_13), NULL); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 516, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_12);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
       __Pyx_Raise(__pyx_t_12, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-      __PYX_ERR(0, 503, __pyx_L1_error)
+      __PYX_ERR(0, 516, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":502
+      /* "ringline/http/_h2frames.pyx":515
  *                 events.append((EV_RESET, sid, _u32(p)))
  *         elif ftype == T_GOAWAY:
  *             if sid != 0:             # <<<<<<<<<<<<<<
@@ -11022,7 +11311,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":504
+    /* "ringline/http/_h2frames.pyx":517
  *             if sid != 0:
  *                 raise self._conn_error(E_PROTOCOL, f"GOAWAY on stream {sid}")
  *             if length < 8:             # <<<<<<<<<<<<<<
@@ -11034,14 +11323,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":505
+      /* "ringline/http/_h2frames.pyx":518
  *                 raise self._conn_error(E_PROTOCOL, f"GOAWAY on stream {sid}")
  *             if length < 8:
  *                 raise self._conn_error(E_FRAME_SIZE, f"GOAWAY of {length} bytes")             # <<<<<<<<<<<<<<
  *             events.append((EV_GOAWAY, _u32(p) & 0x7FFFFFFF, _u32(p + 4)))
  *         elif ftype == T_PRIORITY:
 */
-      __pyx_t_12 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 505, __pyx_L1_error)
+      __pyx_t_12 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 518, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_12);
       __pyx_t_10[0] = __pyx_mstate_global->__pyx_kp_u_GOAWAY_of;
       __pyx_t_10[1] = __pyx_t_12;
@@ -11052,17 +11341,17 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       #endif
       __pyx_t_7 = 0;
       __pyx_t_13 = __Pyx_PyUnicode_Join(__pyx_t_10, 3, __pyx_t_6, __pyx_t_7);
-      if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 505, __pyx_L1_error)
+      if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 518, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-      __pyx_t_12 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_13), NULL); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 505, __pyx_L1_error)
+      __pyx_t_12 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_13), NULL); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 518, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_12);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
       __Pyx_Raise(__pyx_t_12, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-      __PYX_ERR(0, 505, __pyx_L1_error)
+      __PYX_ERR(0, 518, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":504
+      /* "ringline/http/_h2frames.pyx":517
  *             if sid != 0:
  *                 raise self._conn_error(E_PROTOCOL, f"GOAWAY on stream {sid}")
  *             if length < 8:             # <<<<<<<<<<<<<<
@@ -11071,7 +11360,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":506
+    /* "ringline/http/_h2frames.pyx":519
  *             if length < 8:
  *                 raise self._conn_error(E_FRAME_SIZE, f"GOAWAY of {length} bytes")
  *             events.append((EV_GOAWAY, _u32(p) & 0x7FFFFFFF, _u32(p + 4)))             # <<<<<<<<<<<<<<
@@ -11080,30 +11369,30 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     if (unlikely(__pyx_v_events == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 506, __pyx_L1_error)
+      __PYX_ERR(0, 519, __pyx_L1_error)
     }
-    __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_EV_GOAWAY); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 506, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_EV_GOAWAY); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 519, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_12);
-    __pyx_t_13 = __Pyx_PyLong_From_long((__pyx_f_8ringline_4http_9_h2frames__u32(__pyx_v_p) & 0x7FFFFFFF)); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 506, __pyx_L1_error)
+    __pyx_t_13 = __Pyx_PyLong_From_long((__pyx_f_8ringline_4http_9_h2frames__u32(__pyx_v_p) & 0x7FFFFFFF)); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 519, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
-    __pyx_t_8 = __Pyx_PyLong_From_unsigned_int(__pyx_f_8ringline_4http_9_h2frames__u32((__pyx_v_p + 4))); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 506, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyLong_From_unsigned_int(__pyx_f_8ringline_4http_9_h2frames__u32((__pyx_v_p + 4))); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 519, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
-    __pyx_t_14 = PyTuple_New(3); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 506, __pyx_L1_error)
+    __pyx_t_14 = PyTuple_New(3); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 519, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
     __Pyx_GIVEREF(__pyx_t_12);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_12) != (0)) __PYX_ERR(0, 506, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_12) != (0)) __PYX_ERR(0, 519, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_13);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_13) != (0)) __PYX_ERR(0, 506, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_13) != (0)) __PYX_ERR(0, 519, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_8);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 2, __pyx_t_8) != (0)) __PYX_ERR(0, 506, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 2, __pyx_t_8) != (0)) __PYX_ERR(0, 519, __pyx_L1_error);
     __pyx_t_12 = 0;
     __pyx_t_13 = 0;
     __pyx_t_8 = 0;
-    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_14); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 506, __pyx_L1_error)
+    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_14); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 519, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
 
 
-    /* "ringline/http/_h2frames.pyx":501
+    /* "ringline/http/_h2frames.pyx":514
  *             if self.streams.pop(sid, None) is not None:
  *                 events.append((EV_RESET, sid, _u32(p)))
  *         elif ftype == T_GOAWAY:             # <<<<<<<<<<<<<<
@@ -11113,7 +11402,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     break;
     case __pyx_e_8ringline_4http_9_h2frames_T_PRIORITY:
 
-    /* "ringline/http/_h2frames.pyx":508
+    /* "ringline/http/_h2frames.pyx":521
  *             events.append((EV_GOAWAY, _u32(p) & 0x7FFFFFFF, _u32(p + 4)))
  *         elif ftype == T_PRIORITY:
  *             if sid == 0:             # <<<<<<<<<<<<<<
@@ -11125,20 +11414,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":509
+      /* "ringline/http/_h2frames.pyx":522
  *         elif ftype == T_PRIORITY:
  *             if sid == 0:
  *                 raise self._conn_error(E_PROTOCOL, "PRIORITY on stream 0")             # <<<<<<<<<<<<<<
  *             if length != 5:
  *                 raise self._conn_error(E_FRAME_SIZE, f"PRIORITY of {length} bytes")
 */
-      __pyx_t_14 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_PRIORITY_on_stream_0, NULL); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 509, __pyx_L1_error)
+      __pyx_t_14 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_PRIORITY_on_stream_0, NULL); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 522, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_Raise(__pyx_t_14, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-      __PYX_ERR(0, 509, __pyx_L1_error)
+      __PYX_ERR(0, 522, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":508
+      /* "ringline/http/_h2frames.pyx":521
  *             events.append((EV_GOAWAY, _u32(p) & 0x7FFFFFFF, _u32(p + 4)))
  *         elif ftype == T_PRIORITY:
  *             if sid == 0:             # <<<<<<<<<<<<<<
@@ -11147,7 +11436,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":510
+    /* "ringline/http/_h2frames.pyx":523
  *             if sid == 0:
  *                 raise self._conn_error(E_PROTOCOL, "PRIORITY on stream 0")
  *             if length != 5:             # <<<<<<<<<<<<<<
@@ -11159,14 +11448,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "ringline/http/_h2frames.pyx":511
+      /* "ringline/http/_h2frames.pyx":524
  *                 raise self._conn_error(E_PROTOCOL, "PRIORITY on stream 0")
  *             if length != 5:
  *                 raise self._conn_error(E_FRAME_SIZE, f"PRIORITY of {length} bytes")             # <<<<<<<<<<<<<<
  *             events.append((EV_OTHER,))
  *         elif ftype == T_PUSH:
 */
-      __pyx_t_14 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 511, __pyx_L1_error)
+      __pyx_t_14 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_length, 0, ' ', 'd'); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 524, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __pyx_t_10[0] = __pyx_mstate_global->__pyx_kp_u_PRIORITY_of;
       __pyx_t_10[1] = __pyx_t_14;
@@ -11177,17 +11466,17 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
       #endif
       __pyx_t_7 = 0;
       __pyx_t_8 = __Pyx_PyUnicode_Join(__pyx_t_10, 3, __pyx_t_6, __pyx_t_7);
-      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 511, __pyx_L1_error)
+      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 524, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-      __pyx_t_14 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_8), NULL); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 511, __pyx_L1_error)
+      __pyx_t_14 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FRAME_SIZE, ((PyObject*)__pyx_t_8), NULL); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 524, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __Pyx_Raise(__pyx_t_14, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-      __PYX_ERR(0, 511, __pyx_L1_error)
+      __PYX_ERR(0, 524, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":510
+      /* "ringline/http/_h2frames.pyx":523
  *             if sid == 0:
  *                 raise self._conn_error(E_PROTOCOL, "PRIORITY on stream 0")
  *             if length != 5:             # <<<<<<<<<<<<<<
@@ -11196,7 +11485,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":512
+    /* "ringline/http/_h2frames.pyx":525
  *             if length != 5:
  *                 raise self._conn_error(E_FRAME_SIZE, f"PRIORITY of {length} bytes")
  *             events.append((EV_OTHER,))             # <<<<<<<<<<<<<<
@@ -11205,20 +11494,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     if (unlikely(__pyx_v_events == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 512, __pyx_L1_error)
+      __PYX_ERR(0, 525, __pyx_L1_error)
     }
-    __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_EV_OTHER); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 512, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_14, __pyx_mstate_global->__pyx_n_u_EV_OTHER); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 525, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
-    __pyx_t_8 = PyTuple_New(1); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 512, __pyx_L1_error)
+    __pyx_t_8 = PyTuple_New(1); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 525, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_GIVEREF(__pyx_t_14);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_14) != (0)) __PYX_ERR(0, 512, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_14) != (0)) __PYX_ERR(0, 525, __pyx_L1_error);
     __pyx_t_14 = 0;
-    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_8); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 512, __pyx_L1_error)
+    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_8); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 525, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
 
 
-    /* "ringline/http/_h2frames.pyx":507
+    /* "ringline/http/_h2frames.pyx":520
  *                 raise self._conn_error(E_FRAME_SIZE, f"GOAWAY of {length} bytes")
  *             events.append((EV_GOAWAY, _u32(p) & 0x7FFFFFFF, _u32(p + 4)))
  *         elif ftype == T_PRIORITY:             # <<<<<<<<<<<<<<
@@ -11228,20 +11517,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     break;
     case __pyx_e_8ringline_4http_9_h2frames_T_PUSH:
 
-    /* "ringline/http/_h2frames.pyx":514
+    /* "ringline/http/_h2frames.pyx":527
  *             events.append((EV_OTHER,))
  *         elif ftype == T_PUSH:
  *             raise self._conn_error(E_PROTOCOL, "PUSH_PROMISE with push disabled")             # <<<<<<<<<<<<<<
  *         else:
  *             events.append((EV_OTHER,))          # unknown frame types are ignored
 */
-    __pyx_t_8 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_PUSH_PROMISE_with_push_disabled, NULL); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 514, __pyx_L1_error)
+    __pyx_t_8 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, __pyx_mstate_global->__pyx_kp_u_PUSH_PROMISE_with_push_disabled, NULL); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 527, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_Raise(__pyx_t_8, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    __PYX_ERR(0, 514, __pyx_L1_error)
+    __PYX_ERR(0, 527, __pyx_L1_error)
 
-    /* "ringline/http/_h2frames.pyx":513
+    /* "ringline/http/_h2frames.pyx":526
  *                 raise self._conn_error(E_FRAME_SIZE, f"PRIORITY of {length} bytes")
  *             events.append((EV_OTHER,))
  *         elif ftype == T_PUSH:             # <<<<<<<<<<<<<<
@@ -11251,7 +11540,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
     break;
     default:
 
-    /* "ringline/http/_h2frames.pyx":516
+    /* "ringline/http/_h2frames.pyx":529
  *             raise self._conn_error(E_PROTOCOL, "PUSH_PROMISE with push disabled")
  *         else:
  *             events.append((EV_OTHER,))          # unknown frame types are ignored             # <<<<<<<<<<<<<<
@@ -11260,22 +11549,22 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
 */
     if (unlikely(__pyx_v_events == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-      __PYX_ERR(0, 516, __pyx_L1_error)
+      __PYX_ERR(0, 529, __pyx_L1_error)
     }
-    __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_EV_OTHER); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 516, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_EV_OTHER); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 529, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
-    __pyx_t_14 = PyTuple_New(1); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 516, __pyx_L1_error)
+    __pyx_t_14 = PyTuple_New(1); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 529, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
     __Pyx_GIVEREF(__pyx_t_8);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_8) != (0)) __PYX_ERR(0, 516, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_8) != (0)) __PYX_ERR(0, 529, __pyx_L1_error);
     __pyx_t_8 = 0;
-    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_14); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 516, __pyx_L1_error)
+    __pyx_t_15 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_14); if (unlikely(__pyx_t_15 == ((int)-1))) __PYX_ERR(0, 529, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
 
     break;
   }
 
-  /* "ringline/http/_h2frames.pyx":379
+  /* "ringline/http/_h2frames.pyx":392
  *         return events
  * 
  *     cdef _frame(self, list events, int ftype, int flags, unsigned int sid,             # <<<<<<<<<<<<<<
@@ -11305,7 +11594,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__frame(struct __py
   return __pyx_r;
 }
 
-/* "ringline/http/_h2frames.pyx":518
+/* "ringline/http/_h2frames.pyx":531
  *             events.append((EV_OTHER,))          # unknown frame types are ignored
  * 
  *     cdef _EStream _recv_stream(self, unsigned int sid, str what):             # <<<<<<<<<<<<<<
@@ -11332,7 +11621,7 @@ static struct __pyx_obj_8ringline_4http_9_h2frames__EStream *__pyx_f_8ringline_4
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_recv_stream", 0);
 
-  /* "ringline/http/_h2frames.pyx":522
+  /* "ringline/http/_h2frames.pyx":535
  *         table (reset or finished here); idle and remotely closed streams
  *         are connection errors."""
  *         if sid > self.highest_sid or not sid & 1:             # <<<<<<<<<<<<<<
@@ -11358,16 +11647,16 @@ static struct __pyx_obj_8ringline_4http_9_h2frames__EStream *__pyx_f_8ringline_4
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "ringline/http/_h2frames.pyx":523
+    /* "ringline/http/_h2frames.pyx":536
  *         are connection errors."""
  *         if sid > self.highest_sid or not sid & 1:
  *             raise self._conn_error(E_PROTOCOL, f"{what} on idle stream {sid}")             # <<<<<<<<<<<<<<
  *         cdef _EStream s = self.streams.get(sid)
  *         if s is not None and s.remote_closed:
 */
-    __pyx_t_3 = __Pyx_PyUnicode_Unicode(__pyx_v_what); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 523, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyUnicode_Unicode(__pyx_v_what); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 536, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_4 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 523, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 536, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_5[0] = __pyx_t_3;
     __pyx_t_5[1] = __pyx_mstate_global->__pyx_kp_u_on_idle_stream;
@@ -11381,18 +11670,18 @@ static struct __pyx_obj_8ringline_4http_9_h2frames__EStream *__pyx_f_8ringline_4
     __pyx_t_7 |= __Pyx_PyUnicode_KIND_04(__pyx_t_5[0]);
     #endif
     __pyx_t_8 = __Pyx_PyUnicode_Join(__pyx_t_5, 3, __pyx_t_6, __pyx_t_7);
-    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 523, __pyx_L1_error)
+    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 536, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_8), NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 523, __pyx_L1_error)
+    __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_8), NULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 536, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 523, __pyx_L1_error)
+    __PYX_ERR(0, 536, __pyx_L1_error)
 
-    /* "ringline/http/_h2frames.pyx":522
+    /* "ringline/http/_h2frames.pyx":535
  *         table (reset or finished here); idle and remotely closed streams
  *         are connection errors."""
  *         if sid > self.highest_sid or not sid & 1:             # <<<<<<<<<<<<<<
@@ -11401,7 +11690,7 @@ static struct __pyx_obj_8ringline_4http_9_h2frames__EStream *__pyx_f_8ringline_4
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":524
+  /* "ringline/http/_h2frames.pyx":537
  *         if sid > self.highest_sid or not sid & 1:
  *             raise self._conn_error(E_PROTOCOL, f"{what} on idle stream {sid}")
  *         cdef _EStream s = self.streams.get(sid)             # <<<<<<<<<<<<<<
@@ -11410,18 +11699,18 @@ static struct __pyx_obj_8ringline_4http_9_h2frames__EStream *__pyx_f_8ringline_4
 */
   if (unlikely(__pyx_v_self->streams == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 524, __pyx_L1_error)
+    __PYX_ERR(0, 537, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 524, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_8 = __Pyx_PyDict_GetItemDefault(__pyx_v_self->streams, __pyx_t_4, Py_None); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 524, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyDict_GetItemDefault(__pyx_v_self->streams, __pyx_t_4, Py_None); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  if (!(likely(((__pyx_t_8) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_8, __pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames__EStream))))) __PYX_ERR(0, 524, __pyx_L1_error)
+  if (!(likely(((__pyx_t_8) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_8, __pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames__EStream))))) __PYX_ERR(0, 537, __pyx_L1_error)
   __pyx_v_s = ((struct __pyx_obj_8ringline_4http_9_h2frames__EStream *)__pyx_t_8);
   __pyx_t_8 = 0;
 
-  /* "ringline/http/_h2frames.pyx":525
+  /* "ringline/http/_h2frames.pyx":538
  *             raise self._conn_error(E_PROTOCOL, f"{what} on idle stream {sid}")
  *         cdef _EStream s = self.streams.get(sid)
  *         if s is not None and s.remote_closed:             # <<<<<<<<<<<<<<
@@ -11443,16 +11732,16 @@ static struct __pyx_obj_8ringline_4http_9_h2frames__EStream *__pyx_f_8ringline_4
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "ringline/http/_h2frames.pyx":526
+    /* "ringline/http/_h2frames.pyx":539
  *         cdef _EStream s = self.streams.get(sid)
  *         if s is not None and s.remote_closed:
  *             raise self._conn_error(E_STREAM_CLOSED, f"{what} on stream {sid} after its "             # <<<<<<<<<<<<<<
  *                                    f"END_STREAM", _h2x.StreamClosedError)
  *         return s
 */
-    __pyx_t_8 = __Pyx_PyUnicode_Unicode(__pyx_v_what); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 526, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyUnicode_Unicode(__pyx_v_what); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 539, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
-    __pyx_t_4 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 526, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 539, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_9[0] = __pyx_t_8;
     __pyx_t_9[1] = __pyx_mstate_global->__pyx_kp_u_on_stream;
@@ -11467,26 +11756,26 @@ static struct __pyx_obj_8ringline_4http_9_h2frames__EStream *__pyx_f_8ringline_4
     __pyx_t_7 |= __Pyx_PyUnicode_KIND_04(__pyx_t_9[0]);
     #endif
     __pyx_t_3 = __Pyx_PyUnicode_Join(__pyx_t_9, 4, __pyx_t_6, __pyx_t_7);
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 526, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 539, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "ringline/http/_h2frames.pyx":527
+    /* "ringline/http/_h2frames.pyx":540
  *         if s is not None and s.remote_closed:
  *             raise self._conn_error(E_STREAM_CLOSED, f"{what} on stream {sid} after its "
  *                                    f"END_STREAM", _h2x.StreamClosedError)             # <<<<<<<<<<<<<<
  *         return s
  * 
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 527, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 540, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_StreamClosedError); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 527, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_StreamClosedError); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 540, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (!(likely(PyType_CheckExact(__pyx_t_8))||((__pyx_t_8) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_8))) __PYX_ERR(0, 527, __pyx_L1_error)
+    if (!(likely(PyType_CheckExact(__pyx_t_8))||((__pyx_t_8) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_8))) __PYX_ERR(0, 540, __pyx_L1_error)
 
-    /* "ringline/http/_h2frames.pyx":526
+    /* "ringline/http/_h2frames.pyx":539
  *         cdef _EStream s = self.streams.get(sid)
  *         if s is not None and s.remote_closed:
  *             raise self._conn_error(E_STREAM_CLOSED, f"{what} on stream {sid} after its "             # <<<<<<<<<<<<<<
@@ -11495,15 +11784,15 @@ static struct __pyx_obj_8ringline_4http_9_h2frames__EStream *__pyx_f_8ringline_4
 */
     __pyx_t_10.__pyx_n = 1;
     __pyx_t_10.exc = ((PyTypeObject*)__pyx_t_8);
-    __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_STREAM_CLOSED, ((PyObject*)__pyx_t_3), &__pyx_t_10); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 526, __pyx_L1_error)
+    __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_STREAM_CLOSED, ((PyObject*)__pyx_t_3), &__pyx_t_10); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 539, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 526, __pyx_L1_error)
+    __PYX_ERR(0, 539, __pyx_L1_error)
 
-    /* "ringline/http/_h2frames.pyx":525
+    /* "ringline/http/_h2frames.pyx":538
  *             raise self._conn_error(E_PROTOCOL, f"{what} on idle stream {sid}")
  *         cdef _EStream s = self.streams.get(sid)
  *         if s is not None and s.remote_closed:             # <<<<<<<<<<<<<<
@@ -11512,7 +11801,7 @@ static struct __pyx_obj_8ringline_4http_9_h2frames__EStream *__pyx_f_8ringline_4
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":528
+  /* "ringline/http/_h2frames.pyx":541
  *             raise self._conn_error(E_STREAM_CLOSED, f"{what} on stream {sid} after its "
  *                                    f"END_STREAM", _h2x.StreamClosedError)
  *         return s             # <<<<<<<<<<<<<<
@@ -11530,7 +11819,7 @@ static struct __pyx_obj_8ringline_4http_9_h2frames__EStream *__pyx_f_8ringline_4
   }
   goto __pyx_L0;
 
-  /* "ringline/http/_h2frames.pyx":518
+  /* "ringline/http/_h2frames.pyx":531
  *             events.append((EV_OTHER,))          # unknown frame types are ignored
  * 
  *     cdef _EStream _recv_stream(self, unsigned int sid, str what):             # <<<<<<<<<<<<<<
@@ -11552,7 +11841,7 @@ static struct __pyx_obj_8ringline_4http_9_h2frames__EStream *__pyx_f_8ringline_4
   return __pyx_r;
 }
 
-/* "ringline/http/_h2frames.pyx":530
+/* "ringline/http/_h2frames.pyx":543
  *         return s
  * 
  *     cdef void _close_remote(self, unsigned int sid, _EStream s):             # <<<<<<<<<<<<<<
@@ -11568,7 +11857,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__close_remote(struct __
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_close_remote", 0);
 
-  /* "ringline/http/_h2frames.pyx":531
+  /* "ringline/http/_h2frames.pyx":544
  * 
  *     cdef void _close_remote(self, unsigned int sid, _EStream s):
  *         s.remote_closed = True             # <<<<<<<<<<<<<<
@@ -11577,7 +11866,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__close_remote(struct __
 */
   __pyx_v_s->remote_closed = 1;
 
-  /* "ringline/http/_h2frames.pyx":532
+  /* "ringline/http/_h2frames.pyx":545
  *     cdef void _close_remote(self, unsigned int sid, _EStream s):
  *         s.remote_closed = True
  *         if s.local_closed:             # <<<<<<<<<<<<<<
@@ -11586,7 +11875,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__close_remote(struct __
 */
   if (__pyx_v_s->local_closed) {
 
-    /* "ringline/http/_h2frames.pyx":533
+    /* "ringline/http/_h2frames.pyx":546
  *         s.remote_closed = True
  *         if s.local_closed:
  *             del self.streams[sid]             # <<<<<<<<<<<<<<
@@ -11595,14 +11884,14 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__close_remote(struct __
 */
     if (unlikely(__pyx_v_self->streams == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 533, __pyx_L1_error)
+      __PYX_ERR(0, 546, __pyx_L1_error)
     }
-    __pyx_t_1 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 533, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 546, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    if (unlikely((PyDict_DelItem(__pyx_v_self->streams, __pyx_t_1) < 0))) __PYX_ERR(0, 533, __pyx_L1_error)
+    if (unlikely((PyDict_DelItem(__pyx_v_self->streams, __pyx_t_1) < 0))) __PYX_ERR(0, 546, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-    /* "ringline/http/_h2frames.pyx":532
+    /* "ringline/http/_h2frames.pyx":545
  *     cdef void _close_remote(self, unsigned int sid, _EStream s):
  *         s.remote_closed = True
  *         if s.local_closed:             # <<<<<<<<<<<<<<
@@ -11611,7 +11900,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__close_remote(struct __
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":530
+  /* "ringline/http/_h2frames.pyx":543
  *         return s
  * 
  *     cdef void _close_remote(self, unsigned int sid, _EStream s):             # <<<<<<<<<<<<<<
@@ -11629,7 +11918,7 @@ static void __pyx_f_8ringline_4http_9_h2frames_8H2Engine__close_remote(struct __
   __Pyx_RefNannyFinishContext();
 }
 
-/* "ringline/http/_h2frames.pyx":535
+/* "ringline/http/_h2frames.pyx":548
  *             del self.streams[sid]
  * 
  *     cdef _check_block(self):             # <<<<<<<<<<<<<<
@@ -11653,7 +11942,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__check_block(struc
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_check_block", 0);
 
-  /* "ringline/http/_h2frames.pyx":536
+  /* "ringline/http/_h2frames.pyx":549
  * 
  *     cdef _check_block(self):
  *         if self.block_len > self.max_header_bytes:             # <<<<<<<<<<<<<<
@@ -11665,20 +11954,20 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__check_block(struc
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "ringline/http/_h2frames.pyx":538
+    /* "ringline/http/_h2frames.pyx":551
  *         if self.block_len > self.max_header_bytes:
  *             raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header block of more than "
  *                                    f"{self.max_header_bytes} bytes (max_header_bytes)",             # <<<<<<<<<<<<<<
  *                                    _h2x.DenialOfServiceError)
  *         if self.block_frames > MAX_HEADER_FRAMES:
 */
-    __pyx_t_2 = __Pyx_PyUnicode_From_PY_LONG_LONG(__pyx_v_self->max_header_bytes, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 538, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyUnicode_From_PY_LONG_LONG(__pyx_v_self->max_header_bytes, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 551, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __pyx_t_3[0] = __pyx_mstate_global->__pyx_kp_u_a_header_block_of_more_than;
     __pyx_t_3[1] = __pyx_t_2;
     __pyx_t_3[2] = __pyx_mstate_global->__pyx_kp_u_bytes_max_header_bytes;
 
-    /* "ringline/http/_h2frames.pyx":537
+    /* "ringline/http/_h2frames.pyx":550
  *     cdef _check_block(self):
  *         if self.block_len > self.max_header_bytes:
  *             raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header block of more than "             # <<<<<<<<<<<<<<
@@ -11691,25 +11980,25 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__check_block(struc
     #endif
     __pyx_t_5 = 0;
     __pyx_t_6 = __Pyx_PyUnicode_Join(__pyx_t_3, 3, __pyx_t_4, __pyx_t_5);
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 537, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 550, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "ringline/http/_h2frames.pyx":539
+    /* "ringline/http/_h2frames.pyx":552
  *             raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header block of more than "
  *                                    f"{self.max_header_bytes} bytes (max_header_bytes)",
  *                                    _h2x.DenialOfServiceError)             # <<<<<<<<<<<<<<
  *         if self.block_frames > MAX_HEADER_FRAMES:
  *             raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header block in more than "
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 539, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 552, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_DenialOfServiceError); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 539, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_DenialOfServiceError); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 552, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (!(likely(PyType_CheckExact(__pyx_t_7))||((__pyx_t_7) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_7))) __PYX_ERR(0, 539, __pyx_L1_error)
+    if (!(likely(PyType_CheckExact(__pyx_t_7))||((__pyx_t_7) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_7))) __PYX_ERR(0, 552, __pyx_L1_error)
 
-    /* "ringline/http/_h2frames.pyx":537
+    /* "ringline/http/_h2frames.pyx":550
  *     cdef _check_block(self):
  *         if self.block_len > self.max_header_bytes:
  *             raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header block of more than "             # <<<<<<<<<<<<<<
@@ -11718,15 +12007,15 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__check_block(struc
 */
     __pyx_t_8.__pyx_n = 1;
     __pyx_t_8.exc = ((PyTypeObject*)__pyx_t_7);
-    __pyx_t_2 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_ENHANCE_YOUR_CALM, ((PyObject*)__pyx_t_6), &__pyx_t_8); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 537, __pyx_L1_error)
+    __pyx_t_2 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_ENHANCE_YOUR_CALM, ((PyObject*)__pyx_t_6), &__pyx_t_8); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 550, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_Raise(__pyx_t_2, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __PYX_ERR(0, 537, __pyx_L1_error)
+    __PYX_ERR(0, 550, __pyx_L1_error)
 
-    /* "ringline/http/_h2frames.pyx":536
+    /* "ringline/http/_h2frames.pyx":549
  * 
  *     cdef _check_block(self):
  *         if self.block_len > self.max_header_bytes:             # <<<<<<<<<<<<<<
@@ -11735,40 +12024,40 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__check_block(struc
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":540
+  /* "ringline/http/_h2frames.pyx":553
  *                                    f"{self.max_header_bytes} bytes (max_header_bytes)",
  *                                    _h2x.DenialOfServiceError)
  *         if self.block_frames > MAX_HEADER_FRAMES:             # <<<<<<<<<<<<<<
  *             raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header block in more than "
  *                                    f"{MAX_HEADER_FRAMES} frames (MAX_HEADER_FRAMES)",
 */
-  __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_self->block_frames); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 540, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyLong_From_int(__pyx_v_self->block_frames); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 553, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_MAX_HEADER_FRAMES); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 540, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_MAX_HEADER_FRAMES); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 553, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_1 = __Pyx_PyObject_CompareBoolGt_int_object(__pyx_t_2, __pyx_t_7, Py_GT); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 540, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_CompareBoolGt_int_object(__pyx_t_2, __pyx_t_7, Py_GT); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 553, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "ringline/http/_h2frames.pyx":542
+    /* "ringline/http/_h2frames.pyx":555
  *         if self.block_frames > MAX_HEADER_FRAMES:
  *             raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header block in more than "
  *                                    f"{MAX_HEADER_FRAMES} frames (MAX_HEADER_FRAMES)",             # <<<<<<<<<<<<<<
  *                                    _h2x.DenialOfServiceError)
  * 
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_MAX_HEADER_FRAMES); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 542, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_MAX_HEADER_FRAMES); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 555, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
-    __pyx_t_2 = __Pyx_PyObject_FormatSimple(__pyx_t_7, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 542, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_FormatSimple(__pyx_t_7, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 555, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __pyx_t_3[0] = __pyx_mstate_global->__pyx_kp_u_a_header_block_in_more_than;
     __pyx_t_3[1] = __pyx_t_2;
     __pyx_t_3[2] = __pyx_mstate_global->__pyx_kp_u_frames_MAX_HEADER_FRAMES;
 
-    /* "ringline/http/_h2frames.pyx":541
+    /* "ringline/http/_h2frames.pyx":554
  *                                    _h2x.DenialOfServiceError)
  *         if self.block_frames > MAX_HEADER_FRAMES:
  *             raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header block in more than "             # <<<<<<<<<<<<<<
@@ -11784,25 +12073,25 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__check_block(struc
     __pyx_t_5 |= __Pyx_PyUnicode_KIND_04(__pyx_t_3[1]);
     #endif
     __pyx_t_7 = __Pyx_PyUnicode_Join(__pyx_t_3, 3, __pyx_t_4, __pyx_t_5);
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 541, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 554, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "ringline/http/_h2frames.pyx":543
+    /* "ringline/http/_h2frames.pyx":556
  *             raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header block in more than "
  *                                    f"{MAX_HEADER_FRAMES} frames (MAX_HEADER_FRAMES)",
  *                                    _h2x.DenialOfServiceError)             # <<<<<<<<<<<<<<
  * 
  *     cdef _block_done(self, list events):
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 543, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 556, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_DenialOfServiceError); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 543, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_DenialOfServiceError); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 556, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (!(likely(PyType_CheckExact(__pyx_t_6))||((__pyx_t_6) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_6))) __PYX_ERR(0, 543, __pyx_L1_error)
+    if (!(likely(PyType_CheckExact(__pyx_t_6))||((__pyx_t_6) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_6))) __PYX_ERR(0, 556, __pyx_L1_error)
 
-    /* "ringline/http/_h2frames.pyx":541
+    /* "ringline/http/_h2frames.pyx":554
  *                                    _h2x.DenialOfServiceError)
  *         if self.block_frames > MAX_HEADER_FRAMES:
  *             raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header block in more than "             # <<<<<<<<<<<<<<
@@ -11811,15 +12100,15 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__check_block(struc
 */
     __pyx_t_8.__pyx_n = 1;
     __pyx_t_8.exc = ((PyTypeObject*)__pyx_t_6);
-    __pyx_t_2 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_ENHANCE_YOUR_CALM, ((PyObject*)__pyx_t_7), &__pyx_t_8); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 541, __pyx_L1_error)
+    __pyx_t_2 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_ENHANCE_YOUR_CALM, ((PyObject*)__pyx_t_7), &__pyx_t_8); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 554, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_Raise(__pyx_t_2, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __PYX_ERR(0, 541, __pyx_L1_error)
+    __PYX_ERR(0, 554, __pyx_L1_error)
 
-    /* "ringline/http/_h2frames.pyx":540
+    /* "ringline/http/_h2frames.pyx":553
  *                                    f"{self.max_header_bytes} bytes (max_header_bytes)",
  *                                    _h2x.DenialOfServiceError)
  *         if self.block_frames > MAX_HEADER_FRAMES:             # <<<<<<<<<<<<<<
@@ -11828,7 +12117,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__check_block(struc
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":535
+  /* "ringline/http/_h2frames.pyx":548
  *             del self.streams[sid]
  * 
  *     cdef _check_block(self):             # <<<<<<<<<<<<<<
@@ -11851,7 +12140,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__check_block(struc
   return __pyx_r;
 }
 
-/* "ringline/http/_h2frames.pyx":545
+/* "ringline/http/_h2frames.pyx":558
  *                                    _h2x.DenialOfServiceError)
  * 
  *     cdef _block_done(self, list events):             # <<<<<<<<<<<<<<
@@ -11903,7 +12192,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_block_done", 0);
 
-  /* "ringline/http/_h2frames.pyx":546
+  /* "ringline/http/_h2frames.pyx":559
  * 
  *     cdef _block_done(self, list events):
  *         cdef unsigned int sid = self.block_sid             # <<<<<<<<<<<<<<
@@ -11914,7 +12203,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 
   __pyx_v_sid = __pyx_t_1;
 
-  /* "ringline/http/_h2frames.pyx":547
+  /* "ringline/http/_h2frames.pyx":560
  *     cdef _block_done(self, list events):
  *         cdef unsigned int sid = self.block_sid
  *         cdef bint ended = self.block_end_stream             # <<<<<<<<<<<<<<
@@ -11925,7 +12214,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 
   __pyx_v_ended = __pyx_t_2;
 
-  /* "ringline/http/_h2frames.pyx":548
+  /* "ringline/http/_h2frames.pyx":561
  *         cdef unsigned int sid = self.block_sid
  *         cdef bint ended = self.block_end_stream
  *         parts = self.block_parts             # <<<<<<<<<<<<<<
@@ -11937,7 +12226,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
   __pyx_v_parts = ((PyObject*)__pyx_t_3);
   __pyx_t_3 = 0;
 
-  /* "ringline/http/_h2frames.pyx":549
+  /* "ringline/http/_h2frames.pyx":562
  *         cdef bint ended = self.block_end_stream
  *         parts = self.block_parts
  *         block = parts[0] if len(parts) == 1 else b"".join(parts)             # <<<<<<<<<<<<<<
@@ -11946,21 +12235,21 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 */
   if (unlikely(__pyx_v_parts == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(0, 549, __pyx_L1_error)
+    __PYX_ERR(0, 562, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyList_GET_SIZE(__pyx_v_parts); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(0, 549, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyList_GET_SIZE(__pyx_v_parts); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(0, 562, __pyx_L1_error)
   __pyx_t_2 = (__pyx_t_4 == 1);
 
 
   if (__pyx_t_2) {
     if (unlikely(__pyx_v_parts == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 549, __pyx_L1_error)
+      __PYX_ERR(0, 562, __pyx_L1_error)
     }
     __Pyx_INCREF(__Pyx_PyList_GET_ITEM(__pyx_v_parts, 0));
     __pyx_t_3 = __Pyx_PyList_GET_ITEM(__pyx_v_parts, 0);
   } else {
-    __pyx_t_5 = __Pyx_PyBytes_Join(__pyx_mstate_global->__pyx_kp_b__2, __pyx_v_parts); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 549, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyBytes_Join(__pyx_mstate_global->__pyx_kp_b__2, __pyx_v_parts); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 562, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_t_3 = __pyx_t_5;
     __pyx_t_5 = 0;
@@ -11969,21 +12258,21 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
   __pyx_v_block = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "ringline/http/_h2frames.pyx":550
+  /* "ringline/http/_h2frames.pyx":563
  *         parts = self.block_parts
  *         block = parts[0] if len(parts) == 1 else b"".join(parts)
  *         self.block_parts = []             # <<<<<<<<<<<<<<
  *         self.block_sid = 0
  *         try:
 */
-  __pyx_t_3 = PyList_New(0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 550, __pyx_L1_error)
+  __pyx_t_3 = PyList_New(0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 563, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_GIVEREF(__pyx_t_3);
   __Pyx_GOTREF(__pyx_v_self->block_parts);
   __Pyx_DECREF_SET(__pyx_v_self->block_parts, ((PyObject*)__pyx_t_3));
   __pyx_t_3 = 0;
 
-  /* "ringline/http/_h2frames.pyx":551
+  /* "ringline/http/_h2frames.pyx":564
  *         block = parts[0] if len(parts) == 1 else b"".join(parts)
  *         self.block_parts = []
  *         self.block_sid = 0             # <<<<<<<<<<<<<<
@@ -11992,7 +12281,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 */
   __pyx_v_self->block_sid = 0;
 
-  /* "ringline/http/_h2frames.pyx":552
+  /* "ringline/http/_h2frames.pyx":565
  *         self.block_parts = []
  *         self.block_sid = 0
  *         try:             # <<<<<<<<<<<<<<
@@ -12008,7 +12297,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
     __Pyx_XGOTREF(__pyx_t_8);
     /*try:*/ {
 
-      /* "ringline/http/_h2frames.pyx":553
+      /* "ringline/http/_h2frames.pyx":566
  *         self.block_sid = 0
  *         try:
  *             headers = self.decoder.decode(block, True)             # <<<<<<<<<<<<<<
@@ -12022,13 +12311,13 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
         PyObject *__pyx_callargs[3] = {__pyx_t_5, __pyx_v_block, Py_True};
         __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_decode, __pyx_callargs+__pyx_t_9, (3-__pyx_t_9) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 553, __pyx_L3_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 566, __pyx_L3_error)
         __Pyx_GOTREF(__pyx_t_3);
       }
       __pyx_v_headers = __pyx_t_3;
       __pyx_t_3 = 0;
 
-      /* "ringline/http/_h2frames.pyx":552
+      /* "ringline/http/_h2frames.pyx":565
  *         self.block_parts = []
  *         self.block_sid = 0
  *         try:             # <<<<<<<<<<<<<<
@@ -12044,7 +12333,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-    /* "ringline/http/_h2frames.pyx":554
+    /* "ringline/http/_h2frames.pyx":567
  *         try:
  *             headers = self.decoder.decode(block, True)
  *         except Exception as exc:             # <<<<<<<<<<<<<<
@@ -12054,7 +12343,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
     __pyx_t_10 = __Pyx_PyErr_ExceptionMatches(((PyObject *)(((PyTypeObject*)PyExc_Exception))));
     if (__pyx_t_10) {
       __Pyx_AddTraceback("ringline.http._h2frames.H2Engine._block_done", __pyx_clineno, __pyx_lineno, __pyx_filename);
-      if (__Pyx_GetException(&__pyx_t_3, &__pyx_t_5, &__pyx_t_11) < 0) __PYX_ERR(0, 554, __pyx_L5_except_error)
+      if (__Pyx_GetException(&__pyx_t_3, &__pyx_t_5, &__pyx_t_11) < 0) __PYX_ERR(0, 567, __pyx_L5_except_error)
       __Pyx_XGOTREF(__pyx_t_3);
       __Pyx_XGOTREF(__pyx_t_5);
       __Pyx_XGOTREF(__pyx_t_11);
@@ -12062,43 +12351,43 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
       __pyx_v_exc = __pyx_t_5;
       /*try:*/ {
 
-        /* "ringline/http/_h2frames.pyx":555
+        /* "ringline/http/_h2frames.pyx":568
  *             headers = self.decoder.decode(block, True)
  *         except Exception as exc:
  *             name = type(exc).__name__             # <<<<<<<<<<<<<<
  *             if name == "OversizedHeaderListError":
  *                 raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header list over "
 */
-        __pyx_t_12 = __Pyx_PyObject_GetAttrStr(((PyObject *)Py_TYPE(__pyx_v_exc)), __pyx_mstate_global->__pyx_n_u_name); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 555, __pyx_L14_error)
+        __pyx_t_12 = __Pyx_PyObject_GetAttrStr(((PyObject *)Py_TYPE(__pyx_v_exc)), __pyx_mstate_global->__pyx_n_u_name); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 568, __pyx_L14_error)
         __Pyx_GOTREF(__pyx_t_12);
         __pyx_v_name = __pyx_t_12;
         __pyx_t_12 = 0;
 
-        /* "ringline/http/_h2frames.pyx":556
+        /* "ringline/http/_h2frames.pyx":569
  *         except Exception as exc:
  *             name = type(exc).__name__
  *             if name == "OversizedHeaderListError":             # <<<<<<<<<<<<<<
  *                 raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header list over "
  *                                        f"{self.max_header_bytes} bytes (max_header_bytes)",
 */
-        __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_object_str(__pyx_v_name, __pyx_mstate_global->__pyx_n_u_OversizedHeaderListError, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 556, __pyx_L14_error)
+        __pyx_t_2 = __Pyx_PyObject_CompareBoolEq_object_str(__pyx_v_name, __pyx_mstate_global->__pyx_n_u_OversizedHeaderListError, Py_EQ); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 569, __pyx_L14_error)
         if (unlikely(__pyx_t_2)) {
 
 
-          /* "ringline/http/_h2frames.pyx":558
+          /* "ringline/http/_h2frames.pyx":571
  *             if name == "OversizedHeaderListError":
  *                 raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header list over "
  *                                        f"{self.max_header_bytes} bytes (max_header_bytes)",             # <<<<<<<<<<<<<<
  *                                        _h2x.DenialOfServiceError)
  *             raise self._conn_error(E_COMPRESSION, f"HPACK decoding failed ({name}: {exc})")
 */
-          __pyx_t_12 = __Pyx_PyUnicode_From_PY_LONG_LONG(__pyx_v_self->max_header_bytes, 0, ' ', 'd'); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 558, __pyx_L14_error)
+          __pyx_t_12 = __Pyx_PyUnicode_From_PY_LONG_LONG(__pyx_v_self->max_header_bytes, 0, ' ', 'd'); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 571, __pyx_L14_error)
           __Pyx_GOTREF(__pyx_t_12);
           __pyx_t_13[0] = __pyx_mstate_global->__pyx_kp_u_a_header_list_over;
           __pyx_t_13[1] = __pyx_t_12;
           __pyx_t_13[2] = __pyx_mstate_global->__pyx_kp_u_bytes_max_header_bytes;
 
-          /* "ringline/http/_h2frames.pyx":557
+          /* "ringline/http/_h2frames.pyx":570
  *             name = type(exc).__name__
  *             if name == "OversizedHeaderListError":
  *                 raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header list over "             # <<<<<<<<<<<<<<
@@ -12111,25 +12400,25 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
           #endif
           __pyx_t_10 = 0;
           __pyx_t_14 = __Pyx_PyUnicode_Join(__pyx_t_13, 3, __pyx_t_4, __pyx_t_10);
-          if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 557, __pyx_L14_error)
+          if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 570, __pyx_L14_error)
           __Pyx_GOTREF(__pyx_t_14);
           __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
 
-          /* "ringline/http/_h2frames.pyx":559
+          /* "ringline/http/_h2frames.pyx":572
  *                 raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header list over "
  *                                        f"{self.max_header_bytes} bytes (max_header_bytes)",
  *                                        _h2x.DenialOfServiceError)             # <<<<<<<<<<<<<<
  *             raise self._conn_error(E_COMPRESSION, f"HPACK decoding failed ({name}: {exc})")
  *         cdef _EStream s = self._recv_stream(sid, "HEADERS")
 */
-          __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 559, __pyx_L14_error)
+          __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 572, __pyx_L14_error)
           __Pyx_GOTREF(__pyx_t_12);
-          __pyx_t_15 = __Pyx_PyObject_GetAttrStr(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_DenialOfServiceError); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 559, __pyx_L14_error)
+          __pyx_t_15 = __Pyx_PyObject_GetAttrStr(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_DenialOfServiceError); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 572, __pyx_L14_error)
           __Pyx_GOTREF(__pyx_t_15);
           __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-          if (!(likely(PyType_CheckExact(__pyx_t_15))||((__pyx_t_15) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_15))) __PYX_ERR(0, 559, __pyx_L14_error)
+          if (!(likely(PyType_CheckExact(__pyx_t_15))||((__pyx_t_15) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_15))) __PYX_ERR(0, 572, __pyx_L14_error)
 
-          /* "ringline/http/_h2frames.pyx":557
+          /* "ringline/http/_h2frames.pyx":570
  *             name = type(exc).__name__
  *             if name == "OversizedHeaderListError":
  *                 raise self._conn_error(E_ENHANCE_YOUR_CALM, f"a header list over "             # <<<<<<<<<<<<<<
@@ -12138,15 +12427,15 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 */
           __pyx_t_16.__pyx_n = 1;
           __pyx_t_16.exc = ((PyTypeObject*)__pyx_t_15);
-          __pyx_t_12 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_ENHANCE_YOUR_CALM, ((PyObject*)__pyx_t_14), &__pyx_t_16); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 557, __pyx_L14_error)
+          __pyx_t_12 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_ENHANCE_YOUR_CALM, ((PyObject*)__pyx_t_14), &__pyx_t_16); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 570, __pyx_L14_error)
           __Pyx_GOTREF(__pyx_t_12);
           __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
           __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
           __Pyx_Raise(__pyx_t_12, 0, 0, 0);
           __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-          __PYX_ERR(0, 557, __pyx_L14_error)
+          __PYX_ERR(0, 570, __pyx_L14_error)
 
-          /* "ringline/http/_h2frames.pyx":556
+          /* "ringline/http/_h2frames.pyx":569
  *         except Exception as exc:
  *             name = type(exc).__name__
  *             if name == "OversizedHeaderListError":             # <<<<<<<<<<<<<<
@@ -12155,16 +12444,16 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 */
         }
 
-        /* "ringline/http/_h2frames.pyx":560
+        /* "ringline/http/_h2frames.pyx":573
  *                                        f"{self.max_header_bytes} bytes (max_header_bytes)",
  *                                        _h2x.DenialOfServiceError)
  *             raise self._conn_error(E_COMPRESSION, f"HPACK decoding failed ({name}: {exc})")             # <<<<<<<<<<<<<<
  *         cdef _EStream s = self._recv_stream(sid, "HEADERS")
  *         if s is None:
 */
-        __pyx_t_12 = __Pyx_PyObject_FormatSimple(__pyx_v_name, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 560, __pyx_L14_error)
+        __pyx_t_12 = __Pyx_PyObject_FormatSimple(__pyx_v_name, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 573, __pyx_L14_error)
         __Pyx_GOTREF(__pyx_t_12);
-        __pyx_t_15 = __Pyx_PyObject_FormatSimple(__pyx_v_exc, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 560, __pyx_L14_error)
+        __pyx_t_15 = __Pyx_PyObject_FormatSimple(__pyx_v_exc, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 573, __pyx_L14_error)
         __Pyx_GOTREF(__pyx_t_15);
         __pyx_t_17[0] = __pyx_mstate_global->__pyx_kp_u_HPACK_decoding_failed;
         __pyx_t_17[1] = __pyx_t_12;
@@ -12180,19 +12469,19 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
         __pyx_t_10 |= __Pyx_PyUnicode_KIND_04(__pyx_t_17[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_17[3]);
         #endif
         __pyx_t_14 = __Pyx_PyUnicode_Join(__pyx_t_17, 5, __pyx_t_4, __pyx_t_10);
-        if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 560, __pyx_L14_error)
+        if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 573, __pyx_L14_error)
         __Pyx_GOTREF(__pyx_t_14);
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
         __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
-        __pyx_t_15 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_COMPRESSION, ((PyObject*)__pyx_t_14), NULL); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 560, __pyx_L14_error)
+        __pyx_t_15 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_COMPRESSION, ((PyObject*)__pyx_t_14), NULL); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 573, __pyx_L14_error)
         __Pyx_GOTREF(__pyx_t_15);
         __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
         __Pyx_Raise(__pyx_t_15, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
-        __PYX_ERR(0, 560, __pyx_L14_error)
+        __PYX_ERR(0, 573, __pyx_L14_error)
       }
 
-      /* "ringline/http/_h2frames.pyx":554
+      /* "ringline/http/_h2frames.pyx":567
  *         try:
  *             headers = self.decoder.decode(block, True)
  *         except Exception as exc:             # <<<<<<<<<<<<<<
@@ -12236,7 +12525,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
     }
     goto __pyx_L5_except_error;
 
-    /* "ringline/http/_h2frames.pyx":552
+    /* "ringline/http/_h2frames.pyx":565
  *         self.block_parts = []
  *         self.block_sid = 0
  *         try:             # <<<<<<<<<<<<<<
@@ -12252,19 +12541,19 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
     __pyx_L8_try_end:;
   }
 
-  /* "ringline/http/_h2frames.pyx":561
+  /* "ringline/http/_h2frames.pyx":574
  *                                        _h2x.DenialOfServiceError)
  *             raise self._conn_error(E_COMPRESSION, f"HPACK decoding failed ({name}: {exc})")
  *         cdef _EStream s = self._recv_stream(sid, "HEADERS")             # <<<<<<<<<<<<<<
  *         if s is None:
  *             return
 */
-  __pyx_t_11 = ((PyObject *)((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_recv_stream(__pyx_v_self, __pyx_v_sid, __pyx_mstate_global->__pyx_n_u_HEADERS)); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 561, __pyx_L1_error)
+  __pyx_t_11 = ((PyObject *)((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_recv_stream(__pyx_v_self, __pyx_v_sid, __pyx_mstate_global->__pyx_n_u_HEADERS)); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 574, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_11);
   __pyx_v_s = ((struct __pyx_obj_8ringline_4http_9_h2frames__EStream *)__pyx_t_11);
   __pyx_t_11 = 0;
 
-  /* "ringline/http/_h2frames.pyx":562
+  /* "ringline/http/_h2frames.pyx":575
  *             raise self._conn_error(E_COMPRESSION, f"HPACK decoding failed ({name}: {exc})")
  *         cdef _EStream s = self._recv_stream(sid, "HEADERS")
  *         if s is None:             # <<<<<<<<<<<<<<
@@ -12275,7 +12564,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
   if (__pyx_t_2) {
 
 
-    /* "ringline/http/_h2frames.pyx":563
+    /* "ringline/http/_h2frames.pyx":576
  *         cdef _EStream s = self._recv_stream(sid, "HEADERS")
  *         if s is None:
  *             return             # <<<<<<<<<<<<<<
@@ -12292,7 +12581,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
     }
     goto __pyx_L0;
 
-    /* "ringline/http/_h2frames.pyx":562
+    /* "ringline/http/_h2frames.pyx":575
  *             raise self._conn_error(E_COMPRESSION, f"HPACK decoding failed ({name}: {exc})")
  *         cdef _EStream s = self._recv_stream(sid, "HEADERS")
  *         if s is None:             # <<<<<<<<<<<<<<
@@ -12301,7 +12590,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":564
+  /* "ringline/http/_h2frames.pyx":577
  *         if s is None:
  *             return
  *         cdef bint trailer = s.head_seen             # <<<<<<<<<<<<<<
@@ -12312,7 +12601,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 
   __pyx_v_trailer = __pyx_t_2;
 
-  /* "ringline/http/_h2frames.pyx":565
+  /* "ringline/http/_h2frames.pyx":578
  *             return
  *         cdef bint trailer = s.head_seen
  *         if trailer:             # <<<<<<<<<<<<<<
@@ -12321,7 +12610,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 */
   if (__pyx_v_trailer) {
 
-    /* "ringline/http/_h2frames.pyx":566
+    /* "ringline/http/_h2frames.pyx":579
  *         cdef bint trailer = s.head_seen
  *         if trailer:
  *             if not ended:             # <<<<<<<<<<<<<<
@@ -12333,34 +12622,34 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
     if (unlikely(__pyx_t_2)) {
 
 
-      /* "ringline/http/_h2frames.pyx":568
+      /* "ringline/http/_h2frames.pyx":581
  *             if not ended:
  *                 raise self._conn_error(E_PROTOCOL, f"trailers without END_STREAM on "
  *                                        f"stream {sid}")             # <<<<<<<<<<<<<<
  *         elif not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):
  *             s.head_seen = True
 */
-      __pyx_t_11 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 568, __pyx_L1_error)
+      __pyx_t_11 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 581, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_11);
 
-      /* "ringline/http/_h2frames.pyx":567
+      /* "ringline/http/_h2frames.pyx":580
  *         if trailer:
  *             if not ended:
  *                 raise self._conn_error(E_PROTOCOL, f"trailers without END_STREAM on "             # <<<<<<<<<<<<<<
  *                                        f"stream {sid}")
  *         elif not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):
 */
-      __pyx_t_5 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_trailers_without_END_STREAM_on_s, __pyx_t_11); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 567, __pyx_L1_error)
+      __pyx_t_5 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_trailers_without_END_STREAM_on_s, __pyx_t_11); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 580, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
       __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-      __pyx_t_11 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_5), NULL); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 567, __pyx_L1_error)
+      __pyx_t_11 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_5), NULL); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 580, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_11);
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
       __Pyx_Raise(__pyx_t_11, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-      __PYX_ERR(0, 567, __pyx_L1_error)
+      __PYX_ERR(0, 580, __pyx_L1_error)
 
-      /* "ringline/http/_h2frames.pyx":566
+      /* "ringline/http/_h2frames.pyx":579
  *         cdef bint trailer = s.head_seen
  *         if trailer:
  *             if not ended:             # <<<<<<<<<<<<<<
@@ -12369,7 +12658,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 */
     }
 
-    /* "ringline/http/_h2frames.pyx":565
+    /* "ringline/http/_h2frames.pyx":578
  *             return
  *         cdef bint trailer = s.head_seen
  *         if trailer:             # <<<<<<<<<<<<<<
@@ -12379,14 +12668,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
     goto __pyx_L22;
   }
 
-  /* "ringline/http/_h2frames.pyx":569
+  /* "ringline/http/_h2frames.pyx":582
  *                 raise self._conn_error(E_PROTOCOL, f"trailers without END_STREAM on "
  *                                        f"stream {sid}")
  *         elif not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):             # <<<<<<<<<<<<<<
  *             s.head_seen = True
  *         elif ended:
 */
-  __pyx_t_26 = __Pyx_PyObject_IsTrue(__pyx_v_headers); if (unlikely((__pyx_t_26 < 0))) __PYX_ERR(0, 569, __pyx_L1_error)
+  __pyx_t_26 = __Pyx_PyObject_IsTrue(__pyx_v_headers); if (unlikely((__pyx_t_26 < 0))) __PYX_ERR(0, 582, __pyx_L1_error)
   if (__pyx_t_26) {
 
   } else {
@@ -12395,12 +12684,12 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 
     goto __pyx_L24_bool_binop_done;
   }
-  __pyx_t_11 = __Pyx_GetItemInt(__pyx_v_headers, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 569, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_GetItemInt(__pyx_v_headers, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_11);
-  __pyx_t_5 = __Pyx_GetItemInt(__pyx_t_11, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 569, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_GetItemInt(__pyx_t_11, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-  __pyx_t_26 = __Pyx_PyObject_CompareBoolEq_object_bytes(__pyx_t_5, __pyx_mstate_global->__pyx_kp_b_status, Py_EQ); if (unlikely((__pyx_t_26 < 0))) __PYX_ERR(0, 569, __pyx_L1_error)
+  __pyx_t_26 = __Pyx_PyObject_CompareBoolEq_object_bytes(__pyx_t_5, __pyx_mstate_global->__pyx_kp_b_status, Py_EQ); if (unlikely((__pyx_t_26 < 0))) __PYX_ERR(0, 582, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   if (__pyx_t_26) {
 
@@ -12410,15 +12699,15 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 
     goto __pyx_L24_bool_binop_done;
   }
-  __pyx_t_5 = __Pyx_GetItemInt(__pyx_v_headers, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 569, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_GetItemInt(__pyx_v_headers, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_11 = __Pyx_GetItemInt(__pyx_t_5, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 569, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_GetItemInt(__pyx_t_5, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_11);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __Pyx_PyObject_GetSlice(__pyx_t_11, 0, 1, NULL, NULL, &__pyx_mstate_global->__pyx_slice[0], 0, 1, 0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 569, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetSlice(__pyx_t_11, 0, 1, NULL, NULL, &__pyx_mstate_global->__pyx_slice[0], 0, 1, 0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-  __pyx_t_26 = __Pyx_PyObject_CompareBoolEq_object_bytes(__pyx_t_5, __pyx_mstate_global->__pyx_kp_b_1, Py_EQ); if (unlikely((__pyx_t_26 < 0))) __PYX_ERR(0, 569, __pyx_L1_error)
+  __pyx_t_26 = __Pyx_PyObject_CompareBoolEq_object_bytes(__pyx_t_5, __pyx_mstate_global->__pyx_kp_b_1, Py_EQ); if (unlikely((__pyx_t_26 < 0))) __PYX_ERR(0, 582, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
   __pyx_t_2 = __pyx_t_26;
@@ -12430,7 +12719,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
   if (__pyx_t_26) {
 
 
-    /* "ringline/http/_h2frames.pyx":570
+    /* "ringline/http/_h2frames.pyx":583
  *                                        f"stream {sid}")
  *         elif not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):
  *             s.head_seen = True             # <<<<<<<<<<<<<<
@@ -12439,7 +12728,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 */
     __pyx_v_s->head_seen = 1;
 
-    /* "ringline/http/_h2frames.pyx":569
+    /* "ringline/http/_h2frames.pyx":582
  *                 raise self._conn_error(E_PROTOCOL, f"trailers without END_STREAM on "
  *                                        f"stream {sid}")
  *         elif not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):             # <<<<<<<<<<<<<<
@@ -12449,7 +12738,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
     goto __pyx_L22;
   }
 
-  /* "ringline/http/_h2frames.pyx":571
+  /* "ringline/http/_h2frames.pyx":584
  *         elif not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):
  *             s.head_seen = True
  *         elif ended:             # <<<<<<<<<<<<<<
@@ -12458,34 +12747,34 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 */
   if (unlikely(__pyx_v_ended)) {
 
-    /* "ringline/http/_h2frames.pyx":573
+    /* "ringline/http/_h2frames.pyx":586
  *         elif ended:
  *             raise self._conn_error(E_PROTOCOL, f"an informational head with END_STREAM on "
  *                                    f"stream {sid}")             # <<<<<<<<<<<<<<
  *         if ended:
  *             self._close_remote(sid, s)
 */
-    __pyx_t_5 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 573, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyUnicode_From_unsigned_int(__pyx_v_sid, 0, ' ', 'd'); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 586, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
 
-    /* "ringline/http/_h2frames.pyx":572
+    /* "ringline/http/_h2frames.pyx":585
  *             s.head_seen = True
  *         elif ended:
  *             raise self._conn_error(E_PROTOCOL, f"an informational head with END_STREAM on "             # <<<<<<<<<<<<<<
  *                                    f"stream {sid}")
  *         if ended:
 */
-    __pyx_t_11 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_an_informational_head_with_END_S, __pyx_t_5); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 572, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_an_informational_head_with_END_S, __pyx_t_5); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 585, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    __pyx_t_5 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_11), NULL); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 572, __pyx_L1_error)
+    __pyx_t_5 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_11), NULL); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 585, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
     __Pyx_Raise(__pyx_t_5, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    __PYX_ERR(0, 572, __pyx_L1_error)
+    __PYX_ERR(0, 585, __pyx_L1_error)
 
-    /* "ringline/http/_h2frames.pyx":571
+    /* "ringline/http/_h2frames.pyx":584
  *         elif not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):
  *             s.head_seen = True
  *         elif ended:             # <<<<<<<<<<<<<<
@@ -12495,7 +12784,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
   }
   __pyx_L22:;
 
-  /* "ringline/http/_h2frames.pyx":574
+  /* "ringline/http/_h2frames.pyx":587
  *             raise self._conn_error(E_PROTOCOL, f"an informational head with END_STREAM on "
  *                                    f"stream {sid}")
  *         if ended:             # <<<<<<<<<<<<<<
@@ -12504,16 +12793,16 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 */
   if (__pyx_v_ended) {
 
-    /* "ringline/http/_h2frames.pyx":575
+    /* "ringline/http/_h2frames.pyx":588
  *                                    f"stream {sid}")
  *         if ended:
  *             self._close_remote(sid, s)             # <<<<<<<<<<<<<<
  *         events.append((EV_HEADERS, sid, headers, ended, trailer))
  * 
 */
-    ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_close_remote(__pyx_v_self, __pyx_v_sid, __pyx_v_s); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 575, __pyx_L1_error)
+    ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_close_remote(__pyx_v_self, __pyx_v_sid, __pyx_v_s); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 588, __pyx_L1_error)
 
-    /* "ringline/http/_h2frames.pyx":574
+    /* "ringline/http/_h2frames.pyx":587
  *             raise self._conn_error(E_PROTOCOL, f"an informational head with END_STREAM on "
  *                                    f"stream {sid}")
  *         if ended:             # <<<<<<<<<<<<<<
@@ -12522,7 +12811,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 */
   }
 
-  /* "ringline/http/_h2frames.pyx":576
+  /* "ringline/http/_h2frames.pyx":589
  *         if ended:
  *             self._close_remote(sid, s)
  *         events.append((EV_HEADERS, sid, headers, ended, trailer))             # <<<<<<<<<<<<<<
@@ -12531,38 +12820,38 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
 */
   if (unlikely(__pyx_v_events == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-    __PYX_ERR(0, 576, __pyx_L1_error)
+    __PYX_ERR(0, 589, __pyx_L1_error)
   }
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_EV_HEADERS); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 576, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_EV_HEADERS); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 589, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_11 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 576, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyLong_From_unsigned_int(__pyx_v_sid); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 589, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_11);
-  __pyx_t_3 = __Pyx_PyBool_FromLong(__pyx_v_ended); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 576, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyBool_FromLong(__pyx_v_ended); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 589, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_15 = __Pyx_PyBool_FromLong(__pyx_v_trailer); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 576, __pyx_L1_error)
+  __pyx_t_15 = __Pyx_PyBool_FromLong(__pyx_v_trailer); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 589, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_15);
-  __pyx_t_14 = PyTuple_New(5); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 576, __pyx_L1_error)
+  __pyx_t_14 = PyTuple_New(5); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 589, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_14);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_5) != (0)) __PYX_ERR(0, 576, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_5) != (0)) __PYX_ERR(0, 589, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_11);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_11) != (0)) __PYX_ERR(0, 576, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_11) != (0)) __PYX_ERR(0, 589, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_headers);
   __Pyx_GIVEREF(__pyx_v_headers);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 2, __pyx_v_headers) != (0)) __PYX_ERR(0, 576, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 2, __pyx_v_headers) != (0)) __PYX_ERR(0, 589, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_3);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 3, __pyx_t_3) != (0)) __PYX_ERR(0, 576, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 3, __pyx_t_3) != (0)) __PYX_ERR(0, 589, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_15);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 4, __pyx_t_15) != (0)) __PYX_ERR(0, 576, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 4, __pyx_t_15) != (0)) __PYX_ERR(0, 589, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_11 = 0;
   __pyx_t_3 = 0;
   __pyx_t_15 = 0;
-  __pyx_t_27 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_14); if (unlikely(__pyx_t_27 == ((int)-1))) __PYX_ERR(0, 576, __pyx_L1_error)
+  __pyx_t_27 = __Pyx_PyList_Append(__pyx_v_events, __pyx_t_14); if (unlikely(__pyx_t_27 == ((int)-1))) __PYX_ERR(0, 589, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
 
 
-  /* "ringline/http/_h2frames.pyx":545
+  /* "ringline/http/_h2frames.pyx":558
  *                                    _h2x.DenialOfServiceError)
  * 
  *     cdef _block_done(self, list events):             # <<<<<<<<<<<<<<
@@ -12597,7 +12886,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__block_done(struct
   return __pyx_r;
 }
 
-/* "ringline/http/_h2frames.pyx":578
+/* "ringline/http/_h2frames.pyx":591
  *         events.append((EV_HEADERS, sid, headers, ended, trailer))
  * 
  *     cdef _settings(self, const unsigned char *p, Py_ssize_t length):             # <<<<<<<<<<<<<<
@@ -12628,7 +12917,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_settings", 0);
 
-  /* "ringline/http/_h2frames.pyx":579
+  /* "ringline/http/_h2frames.pyx":592
  * 
  *     cdef _settings(self, const unsigned char *p, Py_ssize_t length):
  *         cdef Py_ssize_t i = 0             # <<<<<<<<<<<<<<
@@ -12637,7 +12926,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
   __pyx_v_i = 0;
 
-  /* "ringline/http/_h2frames.pyx":583
+  /* "ringline/http/_h2frames.pyx":596
  *         cdef long long v, delta
  *         cdef _EStream s
  *         while i < length:             # <<<<<<<<<<<<<<
@@ -12650,7 +12939,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 
     if (!__pyx_t_1) break;
 
-    /* "ringline/http/_h2frames.pyx":584
+    /* "ringline/http/_h2frames.pyx":597
  *         cdef _EStream s
  *         while i < length:
  *             ident = (p[i] << 8) | p[i + 1]             # <<<<<<<<<<<<<<
@@ -12659,7 +12948,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
     __pyx_v_ident = (((__pyx_v_p[__pyx_v_i]) << 8) | (__pyx_v_p[(__pyx_v_i + 1)]));
 
-    /* "ringline/http/_h2frames.pyx":585
+    /* "ringline/http/_h2frames.pyx":598
  *         while i < length:
  *             ident = (p[i] << 8) | p[i + 1]
  *             v = _u32(p + i + 2)             # <<<<<<<<<<<<<<
@@ -12668,7 +12957,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
     __pyx_v_v = __pyx_f_8ringline_4http_9_h2frames__u32(((__pyx_v_p + __pyx_v_i) + 2));
 
-    /* "ringline/http/_h2frames.pyx":586
+    /* "ringline/http/_h2frames.pyx":599
  *             ident = (p[i] << 8) | p[i + 1]
  *             v = _u32(p + i + 2)
  *             i += 6             # <<<<<<<<<<<<<<
@@ -12677,7 +12966,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
     __pyx_v_i = (__pyx_v_i + 6);
 
-    /* "ringline/http/_h2frames.pyx":587
+    /* "ringline/http/_h2frames.pyx":600
  *             v = _u32(p + i + 2)
  *             i += 6
  *             if ident == 1:             # <<<<<<<<<<<<<<
@@ -12687,19 +12976,19 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
     switch (__pyx_v_ident) {
       case 1:
 
-      /* "ringline/http/_h2frames.pyx":588
+      /* "ringline/http/_h2frames.pyx":601
  *             i += 6
  *             if ident == 1:
  *                 self.encoder.header_table_size = v             # <<<<<<<<<<<<<<
  *             elif ident == 2:
  *                 if v > 1:
 */
-      __pyx_t_2 = __Pyx_PyLong_From_PY_LONG_LONG(__pyx_v_v); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 588, __pyx_L1_error)
+      __pyx_t_2 = __Pyx_PyLong_From_PY_LONG_LONG(__pyx_v_v); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 601, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
-      if (__Pyx_PyObject_SetAttrStr(__pyx_v_self->encoder, __pyx_mstate_global->__pyx_n_u_header_table_size, __pyx_t_2) < (0)) __PYX_ERR(0, 588, __pyx_L1_error)
+      if (__Pyx_PyObject_SetAttrStr(__pyx_v_self->encoder, __pyx_mstate_global->__pyx_n_u_header_table_size, __pyx_t_2) < (0)) __PYX_ERR(0, 601, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-      /* "ringline/http/_h2frames.pyx":587
+      /* "ringline/http/_h2frames.pyx":600
  *             v = _u32(p + i + 2)
  *             i += 6
  *             if ident == 1:             # <<<<<<<<<<<<<<
@@ -12709,7 +12998,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
       break;
       case 2:
 
-      /* "ringline/http/_h2frames.pyx":590
+      /* "ringline/http/_h2frames.pyx":603
  *                 self.encoder.header_table_size = v
  *             elif ident == 2:
  *                 if v > 1:             # <<<<<<<<<<<<<<
@@ -12721,26 +13010,26 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
       if (unlikely(__pyx_t_1)) {
 
 
-        /* "ringline/http/_h2frames.pyx":591
+        /* "ringline/http/_h2frames.pyx":604
  *             elif ident == 2:
  *                 if v > 1:
  *                     raise self._conn_error(E_PROTOCOL, f"SETTINGS_ENABLE_PUSH {v}")             # <<<<<<<<<<<<<<
  *             elif ident == 3:
  *                 self.remote_max_concurrent_streams = v
 */
-        __pyx_t_2 = __Pyx_PyUnicode_From_PY_LONG_LONG(__pyx_v_v, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 591, __pyx_L1_error)
+        __pyx_t_2 = __Pyx_PyUnicode_From_PY_LONG_LONG(__pyx_v_v, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 604, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
-        __pyx_t_3 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_SETTINGS_ENABLE_PUSH, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 591, __pyx_L1_error)
+        __pyx_t_3 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_SETTINGS_ENABLE_PUSH, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 604, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-        __pyx_t_2 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_3), NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 591, __pyx_L1_error)
+        __pyx_t_2 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_3), NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 604, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
         __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
         __Pyx_Raise(__pyx_t_2, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-        __PYX_ERR(0, 591, __pyx_L1_error)
+        __PYX_ERR(0, 604, __pyx_L1_error)
 
-        /* "ringline/http/_h2frames.pyx":590
+        /* "ringline/http/_h2frames.pyx":603
  *                 self.encoder.header_table_size = v
  *             elif ident == 2:
  *                 if v > 1:             # <<<<<<<<<<<<<<
@@ -12749,7 +13038,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
       }
 
-      /* "ringline/http/_h2frames.pyx":589
+      /* "ringline/http/_h2frames.pyx":602
  *             if ident == 1:
  *                 self.encoder.header_table_size = v
  *             elif ident == 2:             # <<<<<<<<<<<<<<
@@ -12759,7 +13048,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
       break;
       case 3:
 
-      /* "ringline/http/_h2frames.pyx":593
+      /* "ringline/http/_h2frames.pyx":606
  *                     raise self._conn_error(E_PROTOCOL, f"SETTINGS_ENABLE_PUSH {v}")
  *             elif ident == 3:
  *                 self.remote_max_concurrent_streams = v             # <<<<<<<<<<<<<<
@@ -12768,7 +13057,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
       __pyx_v_self->remote_max_concurrent_streams = __pyx_v_v;
 
-      /* "ringline/http/_h2frames.pyx":592
+      /* "ringline/http/_h2frames.pyx":605
  *                 if v > 1:
  *                     raise self._conn_error(E_PROTOCOL, f"SETTINGS_ENABLE_PUSH {v}")
  *             elif ident == 3:             # <<<<<<<<<<<<<<
@@ -12778,7 +13067,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
       break;
       case 4:
 
-      /* "ringline/http/_h2frames.pyx":595
+      /* "ringline/http/_h2frames.pyx":608
  *                 self.remote_max_concurrent_streams = v
  *             elif ident == 4:
  *                 if v > _WIN_MAX:             # <<<<<<<<<<<<<<
@@ -12790,34 +13079,34 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
       if (unlikely(__pyx_t_1)) {
 
 
-        /* "ringline/http/_h2frames.pyx":596
+        /* "ringline/http/_h2frames.pyx":609
  *             elif ident == 4:
  *                 if v > _WIN_MAX:
  *                     raise self._conn_error(E_FLOW, f"SETTINGS_INITIAL_WINDOW_SIZE {v}",             # <<<<<<<<<<<<<<
  *                                            _h2x.FlowControlError)
  *                 delta = v - self.remote_initial_window
 */
-        __pyx_t_2 = __Pyx_PyUnicode_From_PY_LONG_LONG(__pyx_v_v, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 596, __pyx_L1_error)
+        __pyx_t_2 = __Pyx_PyUnicode_From_PY_LONG_LONG(__pyx_v_v, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 609, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
-        __pyx_t_3 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_SETTINGS_INITIAL_WINDOW_SIZE, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 596, __pyx_L1_error)
+        __pyx_t_3 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_SETTINGS_INITIAL_WINDOW_SIZE, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 609, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-        /* "ringline/http/_h2frames.pyx":597
+        /* "ringline/http/_h2frames.pyx":610
  *                 if v > _WIN_MAX:
  *                     raise self._conn_error(E_FLOW, f"SETTINGS_INITIAL_WINDOW_SIZE {v}",
  *                                            _h2x.FlowControlError)             # <<<<<<<<<<<<<<
  *                 delta = v - self.remote_initial_window
  *                 self.remote_initial_window = v
 */
-        __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 597, __pyx_L1_error)
+        __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 610, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
-        __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_FlowControlError); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 597, __pyx_L1_error)
+        __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_FlowControlError); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 610, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-        if (!(likely(PyType_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_4))) __PYX_ERR(0, 597, __pyx_L1_error)
+        if (!(likely(PyType_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_4))) __PYX_ERR(0, 610, __pyx_L1_error)
 
-        /* "ringline/http/_h2frames.pyx":596
+        /* "ringline/http/_h2frames.pyx":609
  *             elif ident == 4:
  *                 if v > _WIN_MAX:
  *                     raise self._conn_error(E_FLOW, f"SETTINGS_INITIAL_WINDOW_SIZE {v}",             # <<<<<<<<<<<<<<
@@ -12826,15 +13115,15 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
         __pyx_t_5.__pyx_n = 1;
         __pyx_t_5.exc = ((PyTypeObject*)__pyx_t_4);
-        __pyx_t_2 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FLOW, ((PyObject*)__pyx_t_3), &__pyx_t_5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 596, __pyx_L1_error)
+        __pyx_t_2 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FLOW, ((PyObject*)__pyx_t_3), &__pyx_t_5); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 609, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
         __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
         __Pyx_Raise(__pyx_t_2, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-        __PYX_ERR(0, 596, __pyx_L1_error)
+        __PYX_ERR(0, 609, __pyx_L1_error)
 
-        /* "ringline/http/_h2frames.pyx":595
+        /* "ringline/http/_h2frames.pyx":608
  *                 self.remote_max_concurrent_streams = v
  *             elif ident == 4:
  *                 if v > _WIN_MAX:             # <<<<<<<<<<<<<<
@@ -12843,7 +13132,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
       }
 
-      /* "ringline/http/_h2frames.pyx":598
+      /* "ringline/http/_h2frames.pyx":611
  *                     raise self._conn_error(E_FLOW, f"SETTINGS_INITIAL_WINDOW_SIZE {v}",
  *                                            _h2x.FlowControlError)
  *                 delta = v - self.remote_initial_window             # <<<<<<<<<<<<<<
@@ -12852,7 +13141,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
       __pyx_v_delta = (__pyx_v_v - __pyx_v_self->remote_initial_window);
 
-      /* "ringline/http/_h2frames.pyx":599
+      /* "ringline/http/_h2frames.pyx":612
  *                                            _h2x.FlowControlError)
  *                 delta = v - self.remote_initial_window
  *                 self.remote_initial_window = v             # <<<<<<<<<<<<<<
@@ -12861,7 +13150,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
       __pyx_v_self->remote_initial_window = __pyx_v_v;
 
-      /* "ringline/http/_h2frames.pyx":600
+      /* "ringline/http/_h2frames.pyx":613
  *                 delta = v - self.remote_initial_window
  *                 self.remote_initial_window = v
  *                 for s in self.streams.values():             # <<<<<<<<<<<<<<
@@ -12871,9 +13160,9 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
       __pyx_t_6 = 0;
       if (unlikely(__pyx_v_self->streams == Py_None)) {
         PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "values");
-        __PYX_ERR(0, 600, __pyx_L1_error)
+        __PYX_ERR(0, 613, __pyx_L1_error)
       }
-      __pyx_t_4 = __Pyx_dict_iterator(__pyx_v_self->streams, 1, __pyx_mstate_global->__pyx_n_u_values, (&__pyx_t_7), (&__pyx_t_8)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 600, __pyx_L1_error)
+      __pyx_t_4 = __Pyx_dict_iterator(__pyx_v_self->streams, 1, __pyx_mstate_global->__pyx_n_u_values, (&__pyx_t_7), (&__pyx_t_8)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 613, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
       __Pyx_XDECREF(__pyx_t_2);
       __pyx_t_2 = __pyx_t_4;
@@ -12881,13 +13170,13 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
       while (1) {
         __pyx_t_9 = __Pyx_dict_iter_next(__pyx_t_2, __pyx_t_7, &__pyx_t_6, NULL, &__pyx_t_4, NULL, __pyx_t_8);
         if (unlikely(__pyx_t_9 == 0)) break;
-        if (unlikely(__pyx_t_9 == -1)) __PYX_ERR(0, 600, __pyx_L1_error)
+        if (unlikely(__pyx_t_9 == -1)) __PYX_ERR(0, 613, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
-        if (!(likely(((__pyx_t_4) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames__EStream))))) __PYX_ERR(0, 600, __pyx_L1_error)
+        if (!(likely(((__pyx_t_4) == Py_None) || likely(__Pyx_TypeTest(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames__EStream))))) __PYX_ERR(0, 613, __pyx_L1_error)
         __Pyx_XDECREF_SET(__pyx_v_s, ((struct __pyx_obj_8ringline_4http_9_h2frames__EStream *)__pyx_t_4));
         __pyx_t_4 = 0;
 
-        /* "ringline/http/_h2frames.pyx":601
+        /* "ringline/http/_h2frames.pyx":614
  *                 self.remote_initial_window = v
  *                 for s in self.streams.values():
  *                     s.send_window += delta             # <<<<<<<<<<<<<<
@@ -12896,7 +13185,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
         __pyx_v_s->send_window = (__pyx_v_s->send_window + __pyx_v_delta);
 
-        /* "ringline/http/_h2frames.pyx":602
+        /* "ringline/http/_h2frames.pyx":615
  *                 for s in self.streams.values():
  *                     s.send_window += delta
  *                     if s.send_window > _WIN_MAX:             # <<<<<<<<<<<<<<
@@ -12908,21 +13197,21 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
         if (unlikely(__pyx_t_1)) {
 
 
-          /* "ringline/http/_h2frames.pyx":604
+          /* "ringline/http/_h2frames.pyx":617
  *                     if s.send_window > _WIN_MAX:
  *                         raise self._conn_error(E_FLOW, "a stream window passed 2^31-1",
  *                                                _h2x.FlowControlError)             # <<<<<<<<<<<<<<
  *             elif ident == 5:
  *                 if v < 16384 or v > 16777215:
 */
-          __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 604, __pyx_L1_error)
+          __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 617, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_4);
-          __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_FlowControlError); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 604, __pyx_L1_error)
+          __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_FlowControlError); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 617, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_3);
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-          if (!(likely(PyType_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_3))) __PYX_ERR(0, 604, __pyx_L1_error)
+          if (!(likely(PyType_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_3))) __PYX_ERR(0, 617, __pyx_L1_error)
 
-          /* "ringline/http/_h2frames.pyx":603
+          /* "ringline/http/_h2frames.pyx":616
  *                     s.send_window += delta
  *                     if s.send_window > _WIN_MAX:
  *                         raise self._conn_error(E_FLOW, "a stream window passed 2^31-1",             # <<<<<<<<<<<<<<
@@ -12931,14 +13220,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
           __pyx_t_5.__pyx_n = 1;
           __pyx_t_5.exc = ((PyTypeObject*)__pyx_t_3);
-          __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FLOW, __pyx_mstate_global->__pyx_kp_u_a_stream_window_passed_2_31_1, &__pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 603, __pyx_L1_error)
+          __pyx_t_4 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_FLOW, __pyx_mstate_global->__pyx_kp_u_a_stream_window_passed_2_31_1, &__pyx_t_5); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 616, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_4);
           __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
           __Pyx_Raise(__pyx_t_4, 0, 0, 0);
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-          __PYX_ERR(0, 603, __pyx_L1_error)
+          __PYX_ERR(0, 616, __pyx_L1_error)
 
-          /* "ringline/http/_h2frames.pyx":602
+          /* "ringline/http/_h2frames.pyx":615
  *                 for s in self.streams.values():
  *                     s.send_window += delta
  *                     if s.send_window > _WIN_MAX:             # <<<<<<<<<<<<<<
@@ -12949,7 +13238,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
       }
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-      /* "ringline/http/_h2frames.pyx":594
+      /* "ringline/http/_h2frames.pyx":607
  *             elif ident == 3:
  *                 self.remote_max_concurrent_streams = v
  *             elif ident == 4:             # <<<<<<<<<<<<<<
@@ -12959,7 +13248,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
       break;
       case 5:
 
-      /* "ringline/http/_h2frames.pyx":606
+      /* "ringline/http/_h2frames.pyx":619
  *                                                _h2x.FlowControlError)
  *             elif ident == 5:
  *                 if v < 16384 or v > 16777215:             # <<<<<<<<<<<<<<
@@ -12985,26 +13274,26 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
       if (unlikely(__pyx_t_1)) {
 
 
-        /* "ringline/http/_h2frames.pyx":607
+        /* "ringline/http/_h2frames.pyx":620
  *             elif ident == 5:
  *                 if v < 16384 or v > 16777215:
  *                     raise self._conn_error(E_PROTOCOL, f"SETTINGS_MAX_FRAME_SIZE {v}")             # <<<<<<<<<<<<<<
  *                 self.max_outbound_frame_size = v
  *             elif ident == 6:
 */
-        __pyx_t_2 = __Pyx_PyUnicode_From_PY_LONG_LONG(__pyx_v_v, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 607, __pyx_L1_error)
+        __pyx_t_2 = __Pyx_PyUnicode_From_PY_LONG_LONG(__pyx_v_v, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 620, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
-        __pyx_t_4 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_SETTINGS_MAX_FRAME_SIZE, __pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 607, __pyx_L1_error)
+        __pyx_t_4 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_SETTINGS_MAX_FRAME_SIZE, __pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 620, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_4);
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-        __pyx_t_2 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_4), NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 607, __pyx_L1_error)
+        __pyx_t_2 = ((struct __pyx_vtabstruct_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self->__pyx_vtab)->_conn_error(__pyx_v_self, __pyx_e_8ringline_4http_9_h2frames_E_PROTOCOL, ((PyObject*)__pyx_t_4), NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 620, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_2);
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
         __Pyx_Raise(__pyx_t_2, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-        __PYX_ERR(0, 607, __pyx_L1_error)
+        __PYX_ERR(0, 620, __pyx_L1_error)
 
-        /* "ringline/http/_h2frames.pyx":606
+        /* "ringline/http/_h2frames.pyx":619
  *                                                _h2x.FlowControlError)
  *             elif ident == 5:
  *                 if v < 16384 or v > 16777215:             # <<<<<<<<<<<<<<
@@ -13013,7 +13302,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
       }
 
-      /* "ringline/http/_h2frames.pyx":608
+      /* "ringline/http/_h2frames.pyx":621
  *                 if v < 16384 or v > 16777215:
  *                     raise self._conn_error(E_PROTOCOL, f"SETTINGS_MAX_FRAME_SIZE {v}")
  *                 self.max_outbound_frame_size = v             # <<<<<<<<<<<<<<
@@ -13022,7 +13311,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
 */
       __pyx_v_self->max_outbound_frame_size = __pyx_v_v;
 
-      /* "ringline/http/_h2frames.pyx":605
+      /* "ringline/http/_h2frames.pyx":618
  *                         raise self._conn_error(E_FLOW, "a stream window passed 2^31-1",
  *                                                _h2x.FlowControlError)
  *             elif ident == 5:             # <<<<<<<<<<<<<<
@@ -13032,14 +13321,14 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
       break;
       case 6:
 
-      /* "ringline/http/_h2frames.pyx":610
+      /* "ringline/http/_h2frames.pyx":623
  *                 self.max_outbound_frame_size = v
  *             elif ident == 6:
  *                 self.remote_max_header_list_size = v             # <<<<<<<<<<<<<<
 */
       __pyx_v_self->remote_max_header_list_size = __pyx_v_v;
 
-      /* "ringline/http/_h2frames.pyx":609
+      /* "ringline/http/_h2frames.pyx":622
  *                     raise self._conn_error(E_PROTOCOL, f"SETTINGS_MAX_FRAME_SIZE {v}")
  *                 self.max_outbound_frame_size = v
  *             elif ident == 6:             # <<<<<<<<<<<<<<
@@ -13050,7 +13339,7 @@ static PyObject *__pyx_f_8ringline_4http_9_h2frames_8H2Engine__settings(struct _
     }
   }
 
-  /* "ringline/http/_h2frames.pyx":578
+  /* "ringline/http/_h2frames.pyx":591
  *         events.append((EV_HEADERS, sid, headers, ended, trailer))
  * 
  *     cdef _settings(self, const unsigned char *p, Py_ssize_t length):             # <<<<<<<<<<<<<<
@@ -13985,16 +14274,16 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_4dead___get__(str
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_27__reduce_cython__(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_29__reduce_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_26__reduce_cython__, "H2Engine.__reduce_cython__(self)");
-static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_27__reduce_cython__ = {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_27__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_26__reduce_cython__};
-static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_27__reduce_cython__(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_28__reduce_cython__, "H2Engine.__reduce_cython__(self)");
+static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_29__reduce_cython__ = {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_29__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_28__reduce_cython__};
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_29__reduce_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -14020,14 +14309,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("__reduce_cython__", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_26__reduce_cython__(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self));
+  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_28__reduce_cython__(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_26__reduce_cython__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self) {
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_28__reduce_cython__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self) {
   PyObject *__pyx_v_state = 0;
   PyObject *__pyx_v__dict = 0;
   int __pyx_v_use_setstate;
@@ -14513,16 +14802,16 @@ static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_26__reduce_cython
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_29__setstate_cython__(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_31__setstate_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_28__setstate_cython__, "H2Engine.__setstate_cython__(self, __pyx_state)");
-static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_29__setstate_cython__ = {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_29__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_28__setstate_cython__};
-static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_29__setstate_cython__(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_8ringline_4http_9_h2frames_8H2Engine_30__setstate_cython__, "H2Engine.__setstate_cython__(self, __pyx_state)");
+static PyMethodDef __pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_31__setstate_cython__ = {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_31__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_30__setstate_cython__};
+static PyObject *__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_31__setstate_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -14588,7 +14877,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_28__setstate_cython__(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self), __pyx_v___pyx_state);
+  __pyx_r = __pyx_pf_8ringline_4http_9_h2frames_8H2Engine_30__setstate_cython__(((struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *)__pyx_v_self), __pyx_v___pyx_state);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -14598,7 +14887,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_28__setstate_cython__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v___pyx_state) {
+static PyObject *__pyx_pf_8ringline_4http_9_h2frames_8H2Engine_30__setstate_cython__(struct __pyx_obj_8ringline_4http_9_h2frames_H2Engine *__pyx_v_self, PyObject *__pyx_v___pyx_state) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -15700,12 +15989,13 @@ static PyMethodDef __pyx_methods_8ringline_4http_9_h2frames_H2Engine[] = {
   {"send_data", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_13send_data, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_12send_data},
   {"end_stream", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_15end_stream, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_14end_stream},
   {"reset_stream", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_17reset_stream, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_16reset_stream},
-  {"acknowledge_received_data", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_19acknowledge_received_data, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_18acknowledge_received_data},
-  {"ping", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_21ping, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_20ping},
-  {"close_connection", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_23close_connection, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_22close_connection},
-  {"receive", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_25receive, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_24receive},
-  {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_27__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_26__reduce_cython__},
-  {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_29__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_28__setstate_cython__},
+  {"release", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_19release, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_18release},
+  {"acknowledge_received_data", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_21acknowledge_received_data, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_20acknowledge_received_data},
+  {"ping", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_23ping, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_22ping},
+  {"close_connection", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_25close_connection, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_24close_connection},
+  {"receive", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_27receive, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_26receive},
+  {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_29__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_28__reduce_cython__},
+  {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_8ringline_4http_9_h2frames_8H2Engine_31__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_8ringline_4http_9_h2frames_8H2Engine_30__setstate_cython__},
   {0, 0, 0, 0}
 };
 
@@ -16575,7 +16865,7 @@ __Pyx_RefNannySetupContext("PyInit__h2frames", 0);
  * 
  *     def reset_stream(self, unsigned int sid, int error_code=0):             # <<<<<<<<<<<<<<
  *         """RST_STREAM; nothing for a stream already closed both ways."""
- *         if self.streams.pop(sid, None) is None:
+ *         if self.streams.pop(sid, None) is None or self.dead:
 */
   __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_17reset_stream, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine_reset_stream, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 297, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
@@ -16589,79 +16879,94 @@ __Pyx_RefNannySetupContext("PyInit__h2frames", 0);
   /* "ringline/http/_h2frames.pyx":304
  *         self.out += _u32b(error_code)
  * 
- *     def acknowledge_received_data(self, long long n, unsigned int sid):             # <<<<<<<<<<<<<<
- *         """The caller took ``n`` flow-controlled bytes of ``sid``: reopen the
- *         windows (a WINDOW_UPDATE once half of a window is used up)."""
+ *     def release(self, unsigned int sid):             # <<<<<<<<<<<<<<
+ *         """The caller is done with ``sid``: a stream the server ended while
+ *         ours is still open leaves the table with RST_STREAM NO_ERROR (the
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_19acknowledge_received_data, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine_acknowledge_received_da, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 304, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_19release, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine_release, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 304, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames_H2Engine, __pyx_mstate_global->__pyx_n_u_acknowledge_received_data, __pyx_t_2) < (0)) __PYX_ERR(0, 304, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames_H2Engine, __pyx_mstate_global->__pyx_n_u_release, __pyx_t_2) < (0)) __PYX_ERR(0, 304, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "ringline/http/_h2frames.pyx":326
+  /* "ringline/http/_h2frames.pyx":317
+ *             self.out += _u32b(0)
+ * 
+ *     def acknowledge_received_data(self, long long n, unsigned int sid):             # <<<<<<<<<<<<<<
+ *         """The caller took ``n`` flow-controlled bytes of ``sid``: reopen the
+ *         windows (a WINDOW_UPDATE once half of a window is used up)."""
+*/
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_21acknowledge_received_data, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine_acknowledge_received_da, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 317, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  #endif
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames_H2Engine, __pyx_mstate_global->__pyx_n_u_acknowledge_received_data, __pyx_t_2) < (0)) __PYX_ERR(0, 317, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+
+  /* "ringline/http/_h2frames.pyx":339
  *             s.unacked = 0
  * 
  *     def ping(self, bytes opaque):             # <<<<<<<<<<<<<<
  *         if len(opaque) != 8:
  *             raise ValueError("a PING carries 8 bytes")
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_21ping, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine_ping, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 326, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_23ping, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine_ping, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 339, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames_H2Engine, __pyx_mstate_global->__pyx_n_u_ping, __pyx_t_2) < (0)) __PYX_ERR(0, 326, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames_H2Engine, __pyx_mstate_global->__pyx_n_u_ping, __pyx_t_2) < (0)) __PYX_ERR(0, 339, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "ringline/http/_h2frames.pyx":332
+  /* "ringline/http/_h2frames.pyx":345
  *         self.out += opaque
  * 
  *     def close_connection(self, int error_code=0):             # <<<<<<<<<<<<<<
  *         """Queue GOAWAY (no server stream was accepted: last stream 0)."""
  *         self.out += _hdr(8, T_GOAWAY, 0, 0)
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_23close_connection, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine_close_connection, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 332, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_25close_connection, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine_close_connection, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 345, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_2, __pyx_mstate_global->__pyx_tuple[1]);
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames_H2Engine, __pyx_mstate_global->__pyx_n_u_close_connection, __pyx_t_2) < (0)) __PYX_ERR(0, 332, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames_H2Engine, __pyx_mstate_global->__pyx_n_u_close_connection, __pyx_t_2) < (0)) __PYX_ERR(0, 345, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "ringline/http/_h2frames.pyx":341
+  /* "ringline/http/_h2frames.pyx":354
  *     # -- receiving --
  * 
  *     cdef _conn_error(self, int code, str msg, type exc=_h2x.ProtocolError):             # <<<<<<<<<<<<<<
  *         self.close_connection(code)
  *         self.pending = b""
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 341, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_h2x); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 354, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_ProtocolError); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 341, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_ProtocolError); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 354, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  if (!(likely(PyType_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_4))) __PYX_ERR(0, 341, __pyx_L1_error)
+  if (!(likely(PyType_CheckExact(__pyx_t_4))||((__pyx_t_4) == Py_None) || __Pyx_RaiseUnexpectedTypeError("type", __pyx_t_4))) __PYX_ERR(0, 354, __pyx_L1_error)
   __pyx_mstate_global->__pyx_k__8 = ((PyTypeObject*)__pyx_t_4);
   __Pyx_GIVEREF((PyObject *)__pyx_t_4);
   __pyx_t_4 = 0;
 
-  /* "ringline/http/_h2frames.pyx":346
+  /* "ringline/http/_h2frames.pyx":359
  *         return exc(msg)
  * 
  *     def receive(self, data):             # <<<<<<<<<<<<<<
  *         """Parse ``data`` after what an earlier receive left; the events of
  *         the complete frames (see the module docstring)."""
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_25receive, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine_receive, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 346, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_27receive, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine_receive, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 359, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames_H2Engine, __pyx_mstate_global->__pyx_n_u_receive, __pyx_t_4) < (0)) __PYX_ERR(0, 346, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8ringline_4http_9_h2frames_H2Engine, __pyx_mstate_global->__pyx_n_u_receive, __pyx_t_4) < (0)) __PYX_ERR(0, 359, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   /* "(tree fragment)":1
@@ -16669,7 +16974,7 @@ __Pyx_RefNannySetupContext("PyInit__h2frames", 0);
  *     cdef tuple state
  *     cdef object _dict
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_27__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 1, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_29__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 1, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -16683,7 +16988,7 @@ __Pyx_RefNannySetupContext("PyInit__h2frames", 0);
  * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
  *     __pyx_unpickle_H2Engine__set_state(self, __pyx_state)
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_29__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine___setstate_cython, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 17, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_8H2Engine_31__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_H2Engine___setstate_cython, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 17, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -16698,7 +17003,7 @@ __Pyx_RefNannySetupContext("PyInit__h2frames", 0);
  *     cdef object __pyx_result
  *     __Pyx_CheckUnpickleChecksum(__pyx_checksum, 0x6b71702, 0x0287670, 0x741d9ff, b'head_seen, local_closed, recv_window, remote_closed, send_window, unacked')
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_1__pyx_unpickle__EStream, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle__EStream, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 4, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_1__pyx_unpickle__EStream, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle__EStream, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -16711,7 +17016,7 @@ __Pyx_RefNannySetupContext("PyInit__h2frames", 0);
  *     int __Pyx_CheckUnpickleChecksum(long, long, long, long, const char*) except -1
  *     int __Pyx_UpdateUnpickledDict(object, object, Py_ssize_t) except -1
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_3__pyx_unpickle_H2Engine, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_H2Engine, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 4, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_8ringline_4http_9_h2frames_3__pyx_unpickle_H2Engine, 0, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_H2Engine, NULL, __pyx_mstate_global->__pyx_n_u_ringline_http__h2frames, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_4)) __PYX_ERR(1, 4, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -16788,14 +17093,14 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   CYTHON_UNUSED_VAR(__pyx_mstate);
   __Pyx_RefNannySetupContext("__Pyx_InitCachedConstants", 0);
 
-  /* "ringline/http/_h2frames.pyx":569
+  /* "ringline/http/_h2frames.pyx":582
  *                 raise self._conn_error(E_PROTOCOL, f"trailers without END_STREAM on "
  *                                        f"stream {sid}")
  *         elif not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):             # <<<<<<<<<<<<<<
  *             s.head_seen = True
  *         elif ended:
 */
-  __pyx_mstate_global->__pyx_slice[0] = PySlice_New(Py_None, __pyx_mstate_global->__pyx_int_1, Py_None); if (unlikely(!__pyx_mstate_global->__pyx_slice[0])) __PYX_ERR(0, 569, __pyx_L1_error)
+  __pyx_mstate_global->__pyx_slice[0] = PySlice_New(Py_None, __pyx_mstate_global->__pyx_int_1, Py_None); if (unlikely(!__pyx_mstate_global->__pyx_slice[0])) __PYX_ERR(0, 582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_mstate_global->__pyx_slice[0]);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_slice[0]);
 
@@ -16818,7 +17123,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
  * 
  *     def reset_stream(self, unsigned int sid, int error_code=0):             # <<<<<<<<<<<<<<
  *         """RST_STREAM; nothing for a stream already closed both ways."""
- *         if self.streams.pop(sid, None) is None:
+ *         if self.streams.pop(sid, None) is None or self.dead:
 */
   {
     PyObject* __pyx_temp[1] = {__pyx_mstate_global->__pyx_int_0};
@@ -16886,38 +17191,38 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{21},{6},{25},{31},{46},{42},{27},{35},{27},{16},{11},{23},{14},{22},{15},{1},{1},{2},{1},{23},{16},{34},{10},{17},{19},{37},{23},{4},{179},{8},{15},{12},{20},{31},{14},{26},{22},{12},{19},{21},{29},{24},{17},{29},{22},{29},{31},{11},{16},{28},{28},{19},{29},{8},{48},{7},{6},{2},{9},{31},{7},{24},{26},{55},{44},{30},{38},{4},{20},{7},{9},{10},{8},{7},{11},{8},{11},{15},{9},{16},{21},{18},{8},{26},{28},{34},{25},{21},{19},{37},{17},{34},{13},{16},{21},{18},{21},{7},{17},{24},{13},{17},{8},{26},{28},{20},{7},{12},{8},{8},{12},{8},{10},{8},{7},{14},{12},{11},{10},{23},{23},{14},{12},{10},{17},{13},{12},{12},{19},{8},{5},{4},{13},{25},{18},{5},{3},{18},{16},{11},{4},{12},{6},{7},{6},{7},{10},{10},{6},{10},{5},{4},{5},{3},{28},{13},{17},{7},{8},{5},{4},{1},{6},{25},{16},{11},{1},{6},{1},{4},{3},{3},{7},{12},{23},{1},{4},{9},{12},{10},{8},{3},{5},{13},{6},{12},{6}};
-    const struct { const unsigned int length: 10; } bytes_length_index[] = {{0},{2},{2},{2},{2},{2},{1},{7},{24},{11},{55},{121},{525},{48},{41},{9},{47},{70},{313},{15},{168},{51},{55},{187},{313}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{21},{6},{25},{31},{46},{42},{27},{35},{27},{16},{11},{23},{14},{22},{15},{1},{1},{2},{1},{23},{16},{34},{10},{17},{19},{37},{23},{4},{179},{8},{15},{12},{20},{31},{14},{26},{22},{12},{19},{21},{29},{24},{17},{29},{22},{29},{31},{11},{16},{28},{28},{19},{29},{8},{48},{7},{6},{2},{9},{31},{7},{24},{26},{55},{44},{30},{38},{4},{20},{7},{9},{10},{8},{7},{11},{8},{11},{15},{9},{16},{21},{18},{8},{26},{28},{34},{25},{21},{19},{37},{17},{34},{13},{16},{16},{21},{18},{21},{7},{17},{24},{13},{17},{8},{26},{28},{20},{7},{12},{8},{8},{12},{8},{10},{8},{7},{14},{12},{11},{10},{23},{23},{14},{12},{10},{17},{13},{12},{12},{19},{8},{5},{4},{13},{25},{18},{5},{3},{18},{16},{11},{4},{12},{6},{7},{6},{7},{10},{10},{6},{10},{5},{4},{5},{3},{28},{13},{17},{7},{8},{5},{4},{1},{6},{25},{16},{11},{1},{6},{1},{4},{3},{3},{7},{7},{12},{23},{1},{4},{9},{12},{10},{8},{3},{5},{13},{6},{12},{6}};
+    const struct { const unsigned int length: 10; } bytes_length_index[] = {{0},{2},{2},{2},{2},{2},{1},{7},{24},{11},{55},{121},{525},{48},{41},{9},{47},{70},{313},{15},{168},{85},{51},{61},{187},{313}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (2543 bytes) */
-static const char cstring[] = "x\332\215V\317w\323\306\026\216\035\0471\020\n\201\224\367\372\312y(\224B\322\007\001\207\264\205\3768E\304\n1$\266c;\r\320\202\230Hc[E\226lIN\234\367x-K/\265\324RK-\275\314\322\313,\265\3642\177B\377\204\336;\222m9\t=\344\234\370\033\335\2713s\347\273\337\275\022G\312\02658\30529!\233\026\213\245\202\300op;\373\0265\303\337\371\032i\211UJdj\210\314\262\020N\020M\323\233\232D\345\333\234U\245\234\252\324\024\213SL.\234\246-\211R\231M\231\324\330\245\306-\223+\253\372\336\035I\327,CW\271=E\223\365\275\277\361\206\203\271\262Aj`R\376K\271`\014\001m\360\317\3055\201O\013\005q\265\300o\010\305\005N\321LE\246ly\020*\267\243\352\322[N/s\246ePR\34302M\267\230\213F[V\337\256\310\034\247k\000*\035\270\302\363`\330\264\330\316dt\337:1M\010w\351\365\375\324\235\324\351\027\233\207\035(\306\\\251Q\315ZXX\374\216\373i%\227-e\262[|)\223\313FNI\363%>\362x\217=\327\211,+Z\205Su\255\002\347ZU\242\261\340\031\013Or\3746\377\002\257\327\037\rV\007\314\024\243\373\365M\177\273\345Z\236_y\306\311T\322\231O\231(*\334p>\253k4\253[\310-\261\270\225}\253\212l\231\340\250*;\324 \026U\367\361 E\262\372[\346\205\374\235\345\007\313 \020\2313\350oT\002q\231\315\035IE\322L\014z\247\251\250\226\002\207\357\327\251\271\310e\312\334\276\336\204\264\240\002tFnt\001\204\010w\241A\356n\241\354,b)\272&\302r\010\365\026\047+\006\034\242\354R\\\275JT\223.\3463\331\047xR\200\003*\362\205L\256\220)1\346\206\343!S\371\255\342\232\230/\34462E\001\362hU\271z\323\254\302\001&\331\001:\n\305R\277D`\203\350\323\250\202Fg\372\233\027\205\022d\377I\021\327\016\307\203\371\276I\024\262\374\343uA\304X\206\306L6S\312\360\353\342v&\233\316m\213\305\314Ka8\211\025\301J!\260\207>[y\020\222\200\247\0353\214\006K\002\222$b\030\n\260\375 \250H2\014\021u\301\270 \220\232}U\04729y\304\275\310MHX\266`\216\0141\331\307\353\0104P\323\r\032\350\206\234\250\335S\346T\305\2648\035\032\004\230\302\343\302F2R\223\240t\021tBa\251\242\225u\243\306\024CT\266Mp\233H\277\033\206\036f\232j\370[\221\0243\030\311\246!\3355@l\252\242\321""\273U\313\252\337\025\253KACZ\254\357\267\302\325(P\350\002\032\2521(\023I\325!\250a[c\241\033dp\336)3\243\233\234\336\\F\372d\344\304\323\250\030\361\r\035\206}\3212\260\320\r\223q\002\335\356tZ\260#\245\251\246\0205W.\302^\212D\005\303\320\r\341g\021\247\000\202>\004\203\260\331\300(WZ\023\n\200(\257\020D\320\022\014\013\002\210\013\260/\261\3100\364\010\364\265\n7_\t.\316\216[E\302\323\304\"\033\212iB6\206\306\222\256\257\023\243\022D\265\266$h\025HT\037\027E\321\240rS\242\242\304\372\227(Ff\240\261\230\320ON\231#\322[M\337\203\344W(\254\227(4\030Y\224\341\364\201\007\313\2568\344\1770\201^\242\245\303\346\232<0\302X\014\370\034\230*\324\022\361m$\222]H\003*-\364\020\225\341:ES,\005\"\034\030\240<\210*\242,\304P\026b\220\327\201\007\366\305\301C\030{\344\031\356|<\022\214t\364r\314\022T\235\031&\365\304\2337\007\252\302\227\263\274\306\374\326\2418Y\006\362\206n\351R\230\265\";i\205U\0023\210B`\352\343\311\374DfN\344G\024\363\373-\370O\303+G\314\002y\005Z\026E\242\2528\025\276\035(\216et\200\2772|\245 V\372;\301_\215(l\253\232.7Uf\321@E\014\351\036\002\024\265(U\251\364\326l\326\202\047\240\255\251Z\3018\334\007\207\330\326\202QS\253+\322[\330\255O\3411\363\340\332\314\274k\261t\303_\243I\324\376\351!\017\342IF\372\006\332\302\007\314`\177\215\031\271\327)lA3\267\372lT\227Z\242b\202j\014(u\210\360\203\022\047\346\276&)\372\342\300\323dMy\247Y\226\260\005\212\300\036t\016\211\356\300\016\307\253\000G\241 q\253h-\260\317\013\032\374\032TC\010~\215aqP&\0216\265\013_N&~\032\326q_\263\254\222\212Y\206\317\3022\222\016\351\374\273\362\251.-\016W\206\337\257\001\345(\330P\327\375\322R,Z3\177\323\025\r\362\244U\254\352\007+\354\370\3070>\007G\232\232^\047\215&\255c\355\325\365z]7CF\243\365\326\177\207,\342;dq\360\016\201v\255\226\007%\030\255<X*\3232\001\345\301\010\022Q\201\306\047\263\024\2077\r\342j\326a!mB\036\372\n\330%j\223\232c\261\261\370\330\370Xbl2\365\035\232\233&|\366p_qk\245R\376\356\322\342\275\363g\317\237-n\340\357\373X/q\323%\356\256\267\371>v\224\270""\3464|\356^\347\334\301\367\335\267\376f\241\227\270l?p\036\270)\227\357%\246\336\277\263\277u\346z\311\257\2749\357\373\216\326\005\333\271v\352}\354\317\344\330\331\317qb\306\236\265\177ug]\261\223>\370\244+\373O_\372/_\373\257U_\255\373\365F/y\321\236\262\033\316\244\243zs\270\335n{\333\026\234Yg\263\227\274d\303\362\177\330\215#\374\3019\360\276\340_X\360f\275M\257\322\371\245;\325\205\271\021Kl\364`\377\323y/\341\345\016\226\017\336\035.\037\376\356\277\">\251\371\265\306\237ccFL\210\003\010\361\014B&\376+\302\257\3617\010o\342:\202\0367\021\3148?\016\300\217\013\010\302\370:\302\372x\036!?\376\022\341\345\370k\204\327\343U\204\352\270\212\240\216?J\000<J\244\021\322\211\002B!\3613\302\317\t\005AI\324\020j\211\325\t\200\325\211\247\010O\047d\004y\242\212P\235x\207\360n\342\321$n6\371\014\341\331d\016!7\271\205\2605\371\002\341\305\244\204 MV\020*\223\177 \3741\2712\005\2602%!HS\025\204\312\224\220\304\253$3\010\231\344\013\204\027\311W\010\257\222\257\223\037\233\024\313\371\321\233\362\232\235\225\216u\360\260\373\344\360k?_\364\213\333\376\366\033\377M\305\257@\212u_7}\263\345\267\376\300\340\343!\345k\010k\361u\204\365\370\026\302V?\001\004\201\304e\0049^E\250\306\033\010\215x\013\241\025\337\217\177\254\030\370^\362\\\373~\233\264[\266\t\222\230\276d\177\345\360x\213\351\366\232\235vb\316eg\315]q\033\201\201\017\374\227\333\226\235\352M_\206\237\344\205v\323\346\355\2223\203\036O\354\207\016\217\266\306{\006\340\206\203\17797\234\252+\203\376S\270|\251]\264cx\324\r\377\312\274\027\363`)leg\335\033.\371\200\373\204]\204XfF\027EC\314v\346\320\260\341\3148_:p\372\237\223cg\246!\320\006\013\363\210\005\335`\313m\3051\334O\241v\033G\360\370%$1\326K\336\364o\376\350\377\230=$\207p\323\253\376\325\333\036\357\001\t\377v\010\024\313\231\253\016\004\362I{\307\216\303r\t\303\270b\253\356\034\324\267\340]\366\322\235\361\316\017\007\215n\254;\333-t\315\303/\016\213~\276\340\027 \321%\277\364\334\177\016\345\374Koz\026h\332\264e\347:04\372\200A\021\333p.9\313\020\332e""\367\261Kz\323\027\332{\366\216\223\200\371\213W\300\3616\004\374{\347Uw\256\233\352}\363-\250)\325\273\365\037\340\007\374\014\373\222\275\314\226/A\342.Bt\2016\223\356\224\273\347\321\316R\247\000\376K\007\305n\014\311X\262\0136K\3473\314\270\363\320M{q\357Vg&L\033\022w\276-\3303\366\027\366f\360x\315\221\002\302z\323\377t\342\310\257\033\033\016\023\320\344>\356\341(\320P4q\274\363\2137\r\325\321\327W\240\256\377;\217\035\202\327H\"\001N\321=\353}\001\351`\206\tg\323\221\335;\236\321\301\213\372\027o@\3741?\261\350\221\243\310\276O]\251\257\020\001$1wb\310\373\211\037\016\370@\027-(\323\224#\270W\\\023\212y\372|4\300\047\356}\310\306p\265\237x\0044~\264D\257:+\214-\346S\010\312\206\315/x3\336u&\262\333w\274\022\262\037x4\354\363p\337\270{\035\257\025\372\336r\033\220\"v\324\031\377\314g\254\324\374\3519w\264\004\374\033\313\376r\272\273\322\215r\231B\322\316\003e\324M\371\211\325.\2233\326\205\211\232\013\244\247\271\274\373\302#\376]\224\277\005\242\355E\253\005g\241\022>w\276vc\360\216z\356mw\370\316&20\357\002\227g\332\327\230H#\203~\210\030\203\275\355\260|\257\303\034\346\024\2069,\246a\211]s,\027\014\237\371\237-\370\013\017\017f\"\rb\230\377s\3367\235K\235\237\272s\20116\222\244+\316\377\002\375\006I\272\204\373C\341\036A\305\312\366u\340\001;\200\275\n\265vLUI\177\376\341\301\354A\341\300\350^\206\336|\377\220D%v\303\335\361X\301\244\376\002\362\255M3";
-    PyObject *data = __Pyx_DecompressString(cstring, 2543, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (2585 bytes) */
+static const char cstring[] = "x\332\215V\317W\333\326\022\306\306\200\223\220&$4\357\3655\347E\244\264\201\276\204\004B\333\244mN\243b\021\234\200mlS\362[\271H\327\266\032Y\262%\031\314{yM\226^j\251\245\226Zz\311\322K\226Zz\311\237\220?\2413W\262-\003\355\211\317\261\276{\347\316\235;w\346\233\2218R\262\250\301)\226\311\t\231\224X(\346\005~\203\333\331\267\250\031>\347\252\244)V(\221\251!2\311|\270@4Moh\022\225orV\205r\252RU,N1\271p\2316%Je\266dRc\227\0327L\256\244\352{\267$]\263\014]\345\366\024M\326\367\376F\033\016\346J\006\251\202H\371/\345\20218\264\301?\025\327\004>%\344\305\325<\277!\024\3469E3\025\231\262\355\201\253\334\216\252Ko9\275\304\231\226AI\225C\3174\335b*\032mZ=\271\"s\234\256\001\250\264\257\n\363\376\260a1\313d\330n\215\230&\270\273\364\372\356\342\255\305\323/6\007\026(\372\\\256R\315\232\237_\370\221\373e%\233)\2463[|1\235\315DNI\361E>2\275\303\3465\"\313\212V\346T]+\303\271V\205h\314y\026\205GY~\233\177\206\327\353\215\372\273\203\310\024\242\366z\242\2775\271\226\343W\236p2\225t\246S\"\212\n7\234\313\350\032\315\350\026\306\226X\334\312\276U\301h\231\240\250*;\324 \026U\367\361 E\262z&sB\356\326\362\275e \210\314\031\364w*\001\271\314\306\216\244b\320Ltz\247\241\250\226\002\207\357\327\250\271\300\245K\334\276\336\200\264 \003t\026\334\350\006p\021\356B\203\334\335@\332Y\304RtM\204\355\340\352\rNV\0148D\331\245\270{\225\250&]\310\2453\217\360\244\000\373\241\310\345\323\331|\272\310\"7\030\017\"\225\333*\254\211\271|v#]\020 \217V\205\2535\314\n\034`\222\035\010G\276P\354\225\010\030\210\316\206\0314\274\3223^\020\212\220\375G\005\334;\030\367\327{\"Q\310\360\277\256\013\"\3722\020\2463\351b\232_\027\267\323\231Tv[,\244\237\013\203E\254\010V\n\201<\324\331\312\001\221\004<\355\230`\330Y\022\004I\"\206\241@\264\357\005\025I\006.\"/X,\010\244f_\325\211LN\036q\047r\023\022\226-\210#CL\366\361:\002\016Tu\203\006\274!\047j\367\2245U1-N\207\006\001\242\360\270\260\221\014\325$0]\004\236P\330\252h%\335\2502\306\020\225\231\tn\023\351w\003\327\303LS\r\237eI1\203\221l\032\322m\003""\310\246*\032\275]\261\254\332m\261\262\0244\244\205\332~3\334\215\004\205.\240!\033\2032\221T\035\234\032\2645\346\272A\372\347\235\2622l\344\364\3462\324\047#\047\236\026\212!\335Pa\320\027-\003\013\3350YL\240\333\235\036\026\354H)\252)D\315\226\n`K\221\250`\030\272!\374&\342\022@\320\207`\0206\033\030e\213kB\036\020\351\025\202\010\\\202a^\000r\001\366(\026\031\206\032\001\277V\341\346+\301\305\331q\253\030\360\024\261\310\206b\232\220\215\201\260\250\353\353\304(\007^\255-\tZ\031\022\325\303\005Q4\250\334\220\250(\261\376%\212\221\025h,&\364\223S\326\210\364V\323\367 \371e\n\373%\n\rF\026e8\275\257\301\262+\016\342\337_@-\321\322\301\270&\367\2050\026\203x\366Eej\211\3706\022\311.\244\001\231\026j\210\312`\237\242)\226\002\036\366\005P\036D\025\221\026bH\0131\310k_\003\373b\177\022\372\036\231\253\224\230\3219\304\340\270g\350\371\360e\231$\250B3L\362\2117q\026X\206/ky\215\351\255C\261\262\214\344\014\335\322\2450\213\005v\322\n\253\014&\020\205@\324\303\223\371\212\254\234\310\227(\346\366\233\360O\301+H\314@0\363\264$\212DUq)|[P\034\313\250\000\277\022|\265 \226{\226\340W%\n3U\325\345\206\312$\032\260\212!\335C\200\"\027\245\n\225\336\232\215j0\203\2605T+\030\207vp\210m.\0305\264\232\"\275\005k\275\020\036\023\367\257\315\304\273\026K?\374\352\r\242\366N\017\343 \236\214HO@\2338\301\014\366\366\230\221{\235\022-h\356V/\032\225\245\246\250\230\300\"\003J\037<\374K\312\023s_\223\024}\241\257i\262&\275\323(I\330\022E\210\036t\022\211\356\200\205\343U\201\243\220\240h*Z\033\354s\203\006O\203j\010\301\323\030\024\013e\024aK\273\360%e\342\247b\r\355\232%\225\224\315\022|&\2260\350\220\316\277+\247\312\322\302`g\370=\033\204\034\t\033\362\272Wj\212E\253\346\357\272\242A\236\264\262U\371\313\212;\376q\214\363\340HS\323k\244\336\2405\254\305\232^\253\351f\030\321\260\376\242e\327{\265,\340\253e\241\377j\201.\256\226\372\225\030-@\330*\323\022\001\002\302\010\362Q\206~(\263L\207\027\016\334k\324`#m@:zD\330%j\203\232#\261\221\370\310\350Hbd|\361G\0247L\370\032\342\276""\345\326\212\305\334\355\245\205;\347\317\236?[\330\300\347\207X7\361\215K\334]o\363C\354(q\315\251\373\334\235\366\271\203\237:o\375\315|7q\331\276\347\334s\027]\276\233\230\370\360\316\376\301\231\351&\277\365f\274\237\332Z\007d\347Z\213\037b\037\223#g\277\304\205){\332~\351N\273b;u\360YG\366\037?\367\237\277\366_\253\276Z\363k\365n\362\242=a\327\235qG\365f\320\334nk\333\026\234ig\263\233\274d\303\366\177\330\365#|\340\032h_\360/\314{\323\336\246Wn\277\350Lt`mH\022\033>\330\377|\316Kx\331\203\345\203w\207\313\207\177\370\257\210O\252~\265\376qd\304\210\tq\000!\236FH\307_\"\274\214\277Ax\023\327\021\364\270\211`\306\371Q\000~T@\020F\327\021\326Gs\010\271\321\347\010\317G_#\274\036\255 TFU\004u\364a\002\340a\"\205\220J\344\021\362\211\337\020~K(\010J\242\212PM\254\216\001\254\216=Fx<&#\310c\025\204\312\330;\204wc\017\307\321\330\370\023\204\047\343Y\204\354\370\026\302\326\3703\204g\343\022\2024^F(\217\277Gx?\2762\001\2602!!H\023e\204\362\204\220\304\253$\323\010\351\3443\204g\311W\010\257\222\257\223\237\232\024\313y\340Mx\215\366J\333:\270\337yt\370\235\237+\370\205m\177\373\215\377\246\354\227!\305\272\257\233\276\331\364\233\357\321\371x\030\3625\204\265\370:\302z|\013a\253\227\000\202@\3422\202\034\257 T\342u\204z\274\211\320\214\357\307?\225\014|7y\256u\267EZM\333\004JL^\262\277ux\274\305dk\315N91\347\262\263\346\256\270\365@\300\007\372\313-\313^\354N^\206G\362B\253a\363v\321\231B\215G\366}\207GY\375\003\003P\303\301\277\234Y\247\342\312\300\377E\334\276\324*\3301<j\326\2772\347\305<\330\n\246\354\214;\353\222\277P\037\263\013\340\313\324\360\246\250\213\231\366\014\n6\234)\347k\007N\3778>rf\022\034\25537\217\230\323u\266\335V\034\303\375\034j\267~\004\323\257!\211\261n\362\033\377\233\007\376\203\314!9\204\233^\365\257\336\364x\017\202\360o\207@\261\234\271\352\200#\237\265v\3548l\227\320\215+\266\352\316@}\013\336e/\325\036m\377|P\357\304:\323\235|\307<\374\352\260\340\347\362~\036\022]\364\213O\375\247P\316/\272\223\323\020\246M[v\256C\204\206\047\350\024""\261\r\347\222\263\014\256]v\177uIw\362Bk\317\336q\022\260~\361\n(\336\004\207\377h\277\352\314t\026\273\337\377\000lZ\354\336\370\017\304\007\364\014\373\222\275\314\266/A\342.\202w\0017\223\356\204\273\347\321\366R;\017\372K\007\205N\014\203\261d\347m\226\316\047\230q\347\276\233\362\342\336\215\366T\2306\014\334\371\226`O\331_\331\233\301\364\232#\005\001\353N\376\323\211c|\335\330`\230\200&\367i\223\243\200C\321\304\361\316\013o\022\252\243\307\257\200]\377w~u\010^#\211\001p\n\356Y\357+H\007\023\2149\233\216\354\336\362\2146^\324\2778\013\376\003\215?\236\0359\363\345\351\274I0BO\236\307#R`\001y4 \361\340\220\t\327\204Z\356\037B\374\304\202G\216\"\316>v\245\036\355\004\340\331\314\211!\357\047~>\340\003\2625\241\366\027\035\301\275\002V\277\366\314\366l\233\204>\364\314=r\357B\242\0076\374\304C\310\320\047\263\377\252\263\302\022\301t\362\301e\330\372\2747\345]g\374\275y\313+\266\247z\032u\373<\3342\356^\307\210\205\2727\334:d\237\035u\306?\363\005\253b\177r\306\035\256.\177v\331_NuV:\3214\261\330\235\207@Qw\321O\254vX\245`\311\231H\347\200\325\232\313\273\317<\342\337\306\312\262\240\036\272\321B\304U(\262/\235\357\334\030\274\376\236z\333m\276\275\211\021\230s!\242gZ\327\030\377#\203\236\213\350\203\275\3550*\255\303\032\322\005\206Y\254\323A\365^s,\027\004_\370_\314\373\363\367\017\246\"\275g\220\365s\336\367\355K\355_:a\346cCI\272\342\374/(\215 I\227\320>\364\204#h\006\262}\035\342\200\315\305^\2052>F\330\244?w\377`\372 \177`t.C\333\277{H\242\354\235uw<V\213\213\177\002\013Lw\357";
+    PyObject *data = __Pyx_DecompressString(cstring, 2585, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (3342 bytes) */
-static const char cstring[] = "\377 after i\377ts END_S\377TREAM by\367tes\000\003 (ma\377x_header\365_\023\002)\030\004anno\377unced, t\377he limit\357 is 7\004exc\367eed\026\002serv\377er\047s flo\377w-contro\377l window\374\023\030v\000 frame\277 size \006\003s\377 (MAX_HE\377ADER_FRA\377MES) ins\347ide\203\002\245\003 bl\377ock of s\277tream \226\001n{ot\246\002next\020\005\377id  on i\307dle\"\006\r\000.\005ou\355tU\002a K\npas\375s\332\0002^31-1\352\303\023(u\000e\274\001gme\377nt)).: ?\377CONTINUA\337TION \\\007DA\353TA\004\0100\013\002pad\377ding lon=g\237@than\343\"\215\"?GOAWAY\333\001\002\005\211n\341\005\224#SD\t\013\0056\032H\377PACK dec\275or\002fail\274@(\177NoneNot\330!\177at Cyth\252!\375s&\000libera\357tely\340!ict\376\236\005PEP-484\377 and rej\373ec\332`subcl\372\261!s\220Abuilt\375i\315\000ypes. \377If you n\026\253bo \331! &\010\333`\333\000\365e\266C\047\363atati\277on_typ\237 \047o dirb\000iv\376@\377o False.\217PING\372A\002\003\224&P?RIORIT\265\"\002\007\376\263&0PUSH_P\377ROMISE w\377ith push\356^\000sab\214 RST\300\233\205\005\327`\002\t\264k\014\013\373d0SkET\373@G\230@f \002\007\374\260F\027\005_ENABL\363E_\210\001\037\006_INI\377TIAL_WIN\377DOW_SIZE`\023\007\216\205\001\206\205\002\022\003\035\004UP\326`\261E\200\205\001\002\014\341\204\013a \250\"c\377arries 8\242\370\206\003a\231\007\224a\207\"a\230@y\277loada R\0160:\305\204\010a\260\206\004of \000\010\253@se \271\205\014\201`mor\330b\335n\014\rof \t\020li\177st overX\000\370\324\206\004\302\207\004\207\206\nadd_n\377otean inoform\255bal\302\206\002\330\324C\345\210\010\347\206\007di\345Ben\336\354Agcis\004\003ds\377rc/ringl\377ine/http\357/_h2\230\210\002s.p\363yx\336\207\004\204\211\001conn\374\212\204\001\241\205\003closed\030\234\211\001\377\210\003\266\002ra\245\206\006\007\0207\013\034\240\211\023G\007\047s g\010\367\021\037\nl\356\211\004\216\211\007tr\345\206\001rs\351\204\002\317out \2022\236\210\001De\377nialOfSe\377rviceErr\037orEV_\271\210\001\004\000\214\210\003\370\r\000\371\207\004\027\000OTHERx""\037\000\210\206\001\000\004_ACK1\000\037RESET9\000\212\205\005\000\010|\033\004\341\204\003FlowC\251\213\003\372j\002F\212\213\001DataM\277issing\013\007T\277ooLarg\220\003H\3172Eng\246@\000\005._\377_reduce_\355c\273\210\002__\017\010set\357stat\t\020ack\377nowledge\376=\000ceived_\021d{\000O\006\331B_\350Gh\006\"\001\257_to_\274`d}\006e\347nd_\210\214\003\220\006get\375_\212\214\001_avail\354\340\207\001\033\004_i.\007ini\337tiate\306\006lo\257cal_\311\215\001_\306\215\004_0\307\215\003\350\006\224\211\001\365\006re\267\002\005\010@\361\000z\r\246\001\317\013\r\002\363\216\003s\316\213\004\336\351\215\016Over\231\216\001dH\336\234\217\002List\223bPr\277otocol\240bS2\375\215\002C\205\205\002\261b_E\r\003\000\005\370\216O\017\010\217N__Pyx\376\001\000Dict_Ne\377xtRef__a\357ll__\004\000nno\344\311B\n\000d\035\001\022\000fun\345c\030\001g\342E&\000mai\375n,\001modulen6\001nam\002\003ewE\001\375pa\000checks\357um__\n\001res\007ult\006\003\254c\022\002\323\210\001\033\003?unpickK\000\370e\230\010\014\356\006J\002vt\352B\262\000q\047ualv\005\241\204\004_\241\204\016\272\204\006#ex\344\001\276A\252\005s\315\010\2330\357test\206%h2x\377_is_coro\337utine\312\204\026as\277yncio.!\006s^\314\221\002bufc\377\210\001_\273 \377tracebac\201k\366\204\r\376\210\001\212\204\004\252\205\001\200\205\t\332\217\002e\376\000\003rencode\252\000\003r\223\205\007e\325\207\001_\026\002v\257ents\305\223\001p\354\216\001s\377flagsfma\273xf\310\213\001get\243\205\031h\0032.0\007\271\224\004\355#\312\223\001\321\204\004\323\205\005\377itemsjoi=n\274@ngth\311\205\026\375\224\r\374\231\225\001\334\223\003snopaq\367uep\220\220\001popp3os\362\205\004\266`et\363\206\004\274\213\005\365.\300\213\001.\273\213\006ssel\371f\372\205\006\356\205\tsetde\373fa\367`setti?ngssid\254\210\002\323\224\003\376\363\206\004updateu\367se_\310\210\005valu\377es\000\001\000\002\000\003\277\000\004\000\0061:\343\210\001u\377sPRI * H\377TTP/2.0\r\337\n\r\nSM\002\001\200\001\377\330\004&\240a\240v\250\377Q\200\001\340""\004\037\230q\377\320 0\260\013\270;\300\377k\320QR\330\004\023\220\3778\2308\2401\240A\330\377\004\007\200|\2207\230!\377\330\010*\250!\250;\260\373n\300\021\000\013\2101\200\001\337\360\010\000\n\033\025\001\021\220\377\024\220\\\240\024\240_\260\377D\270\016\300d\320JZ\377\320Z^\320^l\320l\377p\320pq\330\010\020\220\377\007\220q\230\006\230l\250\375!K\001v\210W\220E\230\177\024\230Q\330\010\022\220U\000\037\027\220q\340\010\002\000g\001+\000\377\017\320\017)\250\024\250Q\177\250g\260[\300\007\300\031\000\372\005\n\001k\013\320\025(\250\004\377\250O\2704\270|\3104\377\310~\320]a\320am\377\320mq\360\000\000r\001\273E\002\004\000E\002I\003\001I\273\002\\\n\001\\\002`\021\001`\273\002o\030\001o\002s\037\001sw\002A\003.\000A\003E\003\001wE\003L\n\001L\003P\021\001wP\003Z\030\001Z\003^\037\001w^\003h&\001h\003l-\001\357l\003@\004f\000@\004D\356\003\001D\004R\n\001R\004V\356\021\001V\004i\030\001i\004m\336\037\001m\004F\005\220\000F\005\335J\003\001J\005d\n\001d\005\335h\021\001h\005|\030\001|\005\333@\006I\001\006K\003\001K\006\335O\n\001O\006U\021\001U\006\335Y\030\001Y\006c\037\001c\006\335g&\001g\006\177-\001\177\006\273C\007\353\000C\007c\003\001c{\007g\n\001g\007E\010\370\001\273\010I\003\001I\010Y\n\001Y{\010]\021\001]\010^\010\355\201%\377t\230=\250\007\250u\260\377C\260t\2709\300G\310\3775\320PS\320SW\320\177W`\320`g\320g\340@\377o\320os\320sx\320\253x\177\206!\002\354$H\366!H\273\002L\375!L\002U\204AU\272\371%a\222Aa\002d\231Ad\273\002h\240Ah\002q\247Aq{\002x\256Ax\002y\002\345\202%\377A\330\010\013\2103\210a\377\210x\220s\230!\330\014\337\022\220*\230A\327a\014\210\377H\220D\230\001\230\023\230\177H\240C\240q\330\010\r\001\373A\200+\0024\210t\2201\367\330\014\023\002\000\010\017\210u\277\220A\220T\230\021\036\001Gw\2209\230O\000\017\210q%\001\371\017#\001.\001\032\230$\230h\277\240d\250!\2501k\0012\357\210S\220\001g\001$\320\026\317(\250\001\2508\000H\000\220N\357\240$\240a\030\024\005\220Sr\211\000\021\047\013\227\tN\260!\237\001\277M\230\021\230%\230{\000""\360\377\006\000\t\014\2104\210q\362\242\002\340\342\000\007\002\022\220$\220\377i\230r\240\025\240a\240\373q\340\353\000%\220q\230\001\377\330\010&\320&=\320=\377N\310a\310q\330\010\034\377\320\034,\250A\250Q\330\377\010\036\230a\360\010\000\t\373\034\230\265\000\016\210b\220\002\372<\000c\350\000\014\026\220l\240\377!\2401\240E\250\023\250\377D\260\003\260<\270q\300\377\001\300\024\300R\300s\310\377#\310S\320PR\320R\376\346@T\320TX\320XZ\277\320Z[\330\014\024\244 Q\217\220d\230\"\237 \000\n\361 $\377\220a\220r\230\022\2304\376\230\000\023\240B\240a\330\014\177\017\210w\220b\230\004\314 \373\020\0263\000,\240a\240~\377\260]\300!\3001\3306=7\313`1\330\047+\314 %\000\337r\220\022\2204:\0022\230\347Q\330\020\242 \253\207\003\010\240\007\377\240w\250e\2602\260R\336\373`2\270S\300\362 \023\220\2572\220R\220\312BK\356A\230\3779\240D\250\002\250\047\260\370\275@\262B\265!\r\210E\220\021\277\220#\220Q\200A\304!\037\373\230c\253#\330\014\030\230\002v\334!\240\001\001\007\004\240A\000\n\342\000\027\340\276c\305c\326cA\230[\237\250\014\260C\260\330e\212\204\0014\337\210}\230B\230\200 \020\220\375\010\375\001\230S\240\n\250#\372\214@\014\r\001\005\230Q\230d\357\240-\250r\257\000\014\020\320\373\020$\275\000\001\320\004.\2509aY\003\256\204\003J\240c\323a\301\204\001\331E\220`\227bH\220\000\010A\320\357\004<\270A\222cx\220t\377\2301\230E\240\026\240s\337\250!\330\014\r\225\tG\240u3\213@\010@\006\320\004@\304 \371\010\277\204\020\216\204\022\034\230C\230q~\253 \010\013\2102\210R\261\205\003\377\022\220$\320\026)\250\021{\250\"\340b,-\250T\372!\356\034\003q\220\r\355\000\002\240\"\234\323\001\235\205\004\047\240q\240@\270\205\002\t\367\320\t\031\346\205\002\320\014!\240\375\021\276)H\320$4\3204oD\300C\300\300)1\330\262 \375\r\260 e\2401\320\004F\231\300\312\204\002\224\205\001s\220\361`\377\205\002\220\377n\240A\240Y\250a\320}/\373\204\001t\320ST\330\242\205\t\376\032\001Q\330\010\033\2305\240\377\001\240\024\240X\250W\260\357A\260Q\330\377\000(\240!\237\330\010\t\210\037\240\204""\002\000\006\010~\232\006\210H\220A\220W\214\207\001\337\014\210L\230\004\317B\010\014\363\210O\311\205\001\331\205\007\037\230t\240\3771\330\010\031\320\031)\320\317)9\270\021\226\207\010\366G\013\250\1776\260\022\260?\300!\313\001w\010\230\001\230J\026\230{\272\204\003\332\350C\022\251\206\001\036\230\214`\016\210\337d\220\"\220A\244\210\002\220F\373\230\"\306m\010\320(9\270\377\024\270R\270r\300\023\300\317G\3103\310\355d\335c$\240\013b\250\254\205\0021";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 3342, 5111);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (3409 bytes) */
+static const char cstring[] = "\377 after i\377ts END_S\377TREAM by\367tes\000\003 (ma\377x_header\365_\023\002)\030\004anno\377unced, t\377he limit\357 is 7\004exc\367eed\026\002serv\377er\047s flo\377w-contro\377l window\374\023\030v\000 frame\277 size \006\003s\377 (MAX_HE\377ADER_FRA\377MES) ins\347ide\203\002\245\003 bl\377ock of s\277tream \226\001n{ot\246\002next\020\005\377id  on i\307dle\"\006\r\000.\005ou\355tU\002a K\npas\375s\332\0002^31-1\352\303\023(u\000e\274\001gme\377nt)).: ?\377CONTINUA\337TION \\\007DA\353TA\004\0100\013\002pad\377ding lon=g\237@than\343\"\215\"?GOAWAY\333\001\002\005\211n\341\005\224#SD\t\013\0056\032H\377PACK dec\275or\002fail\274@(\177NoneNot\330!\177at Cyth\252!\375s&\000libera\357tely\340!ict\376\236\005PEP-484\377 and rej\373ec\332`subcl\372\261!s\220Abuilt\375i\315\000ypes. \377If you n\026\253bo \331! &\010\333`\333\000\365e\266C\047\363atati\277on_typ\237 \047o dirb\000iv\376@\377o False.\217PING\372A\002\003\224&P?RIORIT\265\"\002\007\376\263&0PUSH_P\377ROMISE w\377ith push\356^\000sab\214 RST\300\233\205\005\327`\002\t\264k\014\013\373d0SkET\373@G\230@f \002\007\374\260F\027\005_ENABL\363E_\210\001\037\006_INI\377TIAL_WIN\377DOW_SIZE`\023\007\216\205\001\206\205\002\022\003\035\004UP\326`\261E\200\205\001\002\014\341\204\013a \250\"c\377arries 8\242\370\206\003a\231\007\224a\207\"a\230@y\277loada R\0160:\305\204\010a\260\206\004of \000\010\253@se \271\205\014\201`mor\330b\335n\014\rof \t\020li\177st overX\000\370\324\206\004\302\207\004\207\206\nadd_n\377otean inoform\255bal\302\206\002\330\324C\345\210\010\347\206\007di\345Ben\336\354Agcis\004\003ds\377rc/ringl\377ine/http\357/_h2\230\210\002s.p\363yx\336\207\004\204\211\001conn\374\212\204\001\241\205\003closed\030\234\211\001\377\210\003\266\002ra\245\206\006\007\0207\013\034\240\211\023G\007\047s g\010\367\021\037\nl\356\211\004\216\211\007tr\345\206\001rs\351\204\002\317out \2022\236\210\001De\377nialOfSe\377rviceErr\037orEV_\271\210\001\004\000\214\210\003\370\r\000\371\207\004\027\000OTHERx""\037\000\210\206\001\000\004_ACK1\000\037RESET9\000\212\205\005\000\010|\033\004\341\204\003FlowC\251\213\003\372j\002F\212\213\001DataM\277issing\013\007T\277ooLarg\220\003H\3172Eng\246@\000\005._\377_reduce_\355c\273\210\002__\017\010set\357stat\t\020ack\377nowledge\376=\000ceived_\021d{\000O\006\331B_\350Gh\006\"\001\257_to_\274`d}\006e\347nd_\210\214\003\220\006get\375_\212\214\001_avail\354\340\207\001\033\004_i.\007ini\337tiate\306\006lo\257cal_\311\215\001_\306\215\004_0\307\215\003\350\006\224\211\001\365\006re\267\002\005\010oleasE\007re\201  \212\r\266\001\337\013\r\002\203\217\003s\336\213\004\371\215\016oOver\251\216\001dH\254\217\002\357List\243bPro_tocol\260bS\215\216\002\031C\225\205\002\301b_E\r\003\000\005\236O|\017\010\237N__Pyx\001\000\377Dict_Nex\377tRef__alwl__\004\000nno\331B\362\n\000d\035\001\022\000func\362\030\001g\362E&\000main~,\001module6\001\267nam\002\003ewE\001p\376a\000checksu\347m__\n\001\264 ult\340\006\003\274c\022\002\343\210\001\033\003unp\007ickK\000\210\204\005\010\014\356\006J\002\363vt\372B\262\000qualdv\005\261\204\004_\261\204\016\312\204\006ex\344\001\344\276A\252\005s\315\010\2330tes\375t\206%h2x_is\377_corouti\373ne\332\204\026async\327io.!\006s\334\221\002bu\353fc\217\211\001_\273 tra?ceback\206\205\r\216\211\001\320\232\204\004\272\205\001\220\205\t\352\217\002e\000\003re_ncode\000\003r\243\205\007\365e\345\207\001_\026\002vent\365s\325\223\001p\374\216\001sfla\177gsfmaxf\330\213\001wget\263\205\031h2.0\007\340\311\224\004\355#\332\223\001\321\204\004\343\205\005ite\277msjoin\274@n\207gth\331\205\026\215\225\r\251\225\001\354\223\003s\377nopaquep~\240\220\001poppos\202\206\004\243re\373\205\002\353\205\t\323\213\005.\327\213\001.>\322\213\006sself\201\206\006\365\205\t\177setdefa\376`\377settings\307sid\303\210\002\352\224\003\212\207\004up\377dateuse_\376\337\210\005values\000\377\001\000\002\000\003\000\004\000\367\0061:\372\210\001usPR\377I * HTTP\377/2.0\r\n\r\n\373SM\002\001\200\001\330\004&\377\240a\240v\250Q""\200\001\377\340\004\037\230q\320 0\377\260\013\270;\300k\320Q\377R\330\004\023\2208\2308\377\2401\240A\330\004\007\200\377|\2207\230!\330\010*\177\250!\250;\260n\300\021\000\377\013\2101\200\001\360\010\000\373\n\033\025\001\021\220\024\220\\\377\240\024\240_\260D\270\016\377\300d\320JZ\320Z^\377\320^l\320lp\320p\377q\330\010\020\220\007\220q\277\230\006\230l\250!K\001v\377\210W\220E\230\024\230Q\357\330\010\022\220U\000\027\220q\343\340\010\002\000g\001+\000\017\320\017\377)\250\024\250Q\250g\260O[\300\007\300\031\000\005\n\001k\013\377\320\025(\250\004\250O\270\3774\270|\3104\310~\320\377]a\320am\320mq\177\360\000\000r\001E\002\004\000wE\002I\003\001I\002\\\n\001w\\\002`\021\001`\002o\030\001\367o\002s\037\001s\002A\003\356.\000A\003E\003\001E\003L\356\n\001L\003P\021\001P\003Z\356\030\001Z\003^\037\001^\003h\356&\001h\003l-\001l\003@\335\004f\000@\004D\003\001D\004\335R\n\001R\004V\021\001V\004\335i\030\001i\004m\037\001m\004\273F\005\220\000F\005J\003\001J\273\005d\n\001d\005h\021\001h{\005|\030\001|\005@\006I\001\273\006K\003\001K\006O\n\001O\273\006U\021\001U\006Y\030\001Y\273\006c\037\001c\006g&\001g{\006\177-\001\177\006C\007\353\000wC\007c\003\001c\007g\n\001og\007E\010\370\001\010I\003\001wI\010Y\n\001Y\010]\021\001\357]\010^\010\355\201%t\230=\377\250\007\250u\260C\260t\377\2709\300G\3105\320P\377S\320SW\320W`\320\357`g\320g\340@o\320o\177s\320sx\320x\177\206!u\002\354$H\366!H\002L\375!WL\002U\204AU\371%a\222Awa\002d\231Ad\002h\240Awh\002q\247Aq\002x\256A\357x\002y\002\345\202%A\330\010\377\013\2103\210a\210x\220\377s\230!\330\014\022\220*\373\230A\327a\014\210H\220D\377\230\001\230\023\230H\240Co\240q\330\010\r\001A\200+\002\3774\210t\2201\330\014\023\376\002\000\010\017\210u\220A\220\367T\230\021\036\001G\2209\230.O\000\017\210q%\001\017#\001.\001\377\032\230$\230h\240d\250\367!\2501k\0012\210S\220\375\001g\001$\320\026(\250\001\371\2508\000H\000\220N\240$\240]a\030\024\005\220S\211\000\021\047\013\356\227\tN\260!\237\001M\230\021\367\230%\230{\000""\360\006\000\t_\014\2104\210q\242\002\340\342\000\376\007\002\022\220$\220i\230r\177\240\025\240a\240q\340\353\000\377%\220q\230\001\330\010&\377\320&=\320=N\310a\377\310q\330\010\034\320\034,\377\250A\250Q\330\010\036\230\177a\360\010\000\t\034\230\265\000_\016\210b\220\002<\000c\350\000\377\014\026\220l\240!\2401\377\240E\250\023\250D\260\003\377\260<\270q\300\001\300\024\377\300R\300s\310#\310S\337\320PR\320R\346@T\320\377TX\320XZ\320Z[\367\330\014\024\244 Q\220d\230\361\"\237 \000\n\361 $\220a\220\337r\230\022\2304\230\000\023\240\377B\240a\330\014\017\210wo\220b\230\004\314 \020\0263\000\377,\240a\240~\260]\300\277!\3001\33067\313`1\347\330\047+\314 %\000r\220\022\373\2204:\0022\230Q\330\020\374\242 \253\207\003\010\240\007\240w\250\337e\2602\260R\373`2\270\373S\300\362 \023\2202\220R\365\220\312BK\356A\2309\240D\037\250\002\250\047\260\275@\262B\265!\377\r\210E\220\021\220#\220wQ\200A\304!\037\230c\253#\337\330\014\030\230\002\334!\240\001N\001\007\004\240A\000\n\000\027\340\276c\374\305c\326cA\230[\250\014\260\363C\260\330e\212\204\0014\210}\230\273B\230\200 \020\220\010\375\001\230_S\240\n\250#\214@\014\r\001\377\005\230Q\230d\240-\250}r\257\000\014\020\320\020$\275\000=\001\245\000\n\000\t\033\325o\264a\255\004\314\204\002\014\r\277\204\001DP\000\001\346\250\204\001\013\210\276\204\004[\007\007\240s\367\250!\330\\\006a\320\004.s\250a\256\003\203\205\003J\240c\250\204\001\262\226\205\001E\345`\354bH\220\000\010A\337\320\004<\270A\347cx\220\177t\2301\230E\240\026S\000\277%\250s\260$\260\322@\r\256\360\tG\2403\346@\010F\006\320\033\004@\237@\010\032\260\023\262\001\246a\276\252\205\006\034\230C\230q\206@\010\337\013\2102\210R\214\206\003\022\220\377$\320\026)\250\021\250\"\236\273\204\002,-\250T\325A\034\003q;\220\r\310 \002\240\"\256!\370\205\004\347\047\240q\373@\223\206\002\t\320\t}\031\301\206\002\320\014!\240\021\231I\377H\320$4\3204D\300\253C\300\233I1\247!\r\213@e?\2401\320\004F\300\245\205\002\357\205\001\337s\220$\220a\332\206\002\220n\377\240A\240Y""\250a\320/>\326\205\001t\320ST\330\375\205\t\032\001\377Q\330\010\033\2305\240\001\377\240\024\240X\250W\260A\367\260Q\330\377\000(\240!\330O\010\t\210\037\373\204\002\000\006\010\232\006\277\210H\220A\220W\347\207\001\014\357\210L\230\004\252b\010\014\210\371O\244\206\001\264\206\007\037\230t\2401\377\330\010\031\320\031)\320)\3479\270\021\361\207\010\321g\013\2506\337\260\022\260?\300\363D\001\330\235\014\232H\026\230{\225\205\003\356C\022\366\204\207\001\036\230\222`\016\210d\220\367\"\220A\377\210\002\220F\230\"\376\241\204\r\010\320(9\270\024\270\377R\270r\300\023\300G\310\3673\310a\317gd\240$\240\013b\250\207\206\0021";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 3409, 5225);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (5111 bytes) */
-static const char bytes[] = " after its END_STREAM bytes bytes (max_header_bytes) bytes announced, the limit is  bytes exceed the server\047s flow-control window bytes exceed the server\047s max frame size  frames (MAX_HEADER_FRAMES) inside the header block of stream  is not the next stream id  on idle stream  on stream  outside a header block passed 2^31-1\047s flow-control window(tree fragment)).: ?CONTINUATION on stream DATA on stream 0DATA padding longer than the frameGOAWAY of GOAWAY on stream HEADERS on stream 0HEADERS padding longer than the frameHPACK decoding failed (NoneNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.PING of PING on stream PRIORITY of PRIORITY on stream 0PUSH_PROMISE with push disabledRST_STREAM of RST_STREAM on idle stream RST_STREAM on stream 0SETTINGS of SETTINGS on stream SETTINGS_ENABLE_PUSH SETTINGS_INITIAL_WINDOW_SIZE SETTINGS_MAX_FRAME_SIZE WINDOW_UPDATE of WINDOW_UPDATE on idle stream a PING carries 8 bytesa SETTINGS ACK with a payloada WINDOW_UPDATE of 0 on stream a frame of a frame of type a header block in more than a header block of more than a header list over a stream window passed 2^31-1add_notean informational head with END_STREAM on stream disableenablegcisenabledsrc/ringline/http/_h2frames.pyxstream the connection is closedthe server overran stream the server overran the connection\047s flow-control windowthe server\047s connection window passed 2^31-1the server\047s window of stream trailers without END_STREAM on stream DATADenialOfServiceErrorEV_DATAEV_GOAWAYEV_HEADERSEV_OTHEREV_PINGEV_PING_ACKEV_RESETEV_SETTINGSEV_SETTINGS_ACKEV_WINDOWFlowControlErrorFrameDataMissingErrorFrameTooLargeErrorH2EngineH2Engine.__reduce_cython__H2Engine.__setstate_cython__H2Engine.acknowledge_received_dataH2Engine.close_connectionH2Engine.data_to_sendH2Engine.end_streamH2Engine.get_next_available_stream_idH2Engine.initiateH2Engine.loc""al_flow_control_windowH2Engine.pingH2Engine.receiveH2Engine.reset_streamH2Engine.send_dataH2Engine.send_headersHEADERSMAX_HEADER_FRAMESOversizedHeaderListErrorProtocolErrorStreamClosedError_EStream_EStream.__reduce_cython___EStream.__setstate_cython____Pyx_PyDict_NextRef__all____annotate____dict____func____getstate____main____module____name____new____pyx_checksum__pyx_result__pyx_state__pyx_type__pyx_unpickle_H2Engine__pyx_unpickle__EStream__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___dict_h2x_is_coroutineacknowledge_received_dataasyncio.coroutinesblockbufcline_in_tracebackclose_connectionconn_windowdatadata_to_senddecodedecoderencodeencoderend_streamerror_codeeventsexceptionsflagsfmaxftypegetget_next_available_stream_idh2.exceptionsheader_table_sizeheadersinitiateitemsjoinklengthlocal_flow_control_windowmax_header_bytesmax_streamsnopaqueppingpopposreceivereset_streamringline.http._h2framessselfsend_datasend_headerssetdefaultsettingssidstatestream_windowupdateuse_setstatevalues\000\001\000\002\000\003\000\004\000\0061:statusPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\200\001\330\004&\240a\240v\250Q\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2208\2308\2401\240A\330\004\007\200|\2207\230!\330\010*\250!\250;\260n\300A\330\004\013\2101\200\001\360\010\000\n\033\230!\330\010\021\220\024\220\\\240\024\240_\260D\270\016\300d\320JZ\320Z^\320^l\320lp\320pq\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220q\330\004\007\200q\330\010\017\320\017)\250\024\250Q\250g\260[\300\007\300q\340\010\017\320\017)\250\024\250Q\250g\260[\300\001\200\001\360\010\000\n\033\230!\330\010\021\220\024\320\025(\250\004\250O\2704\270|\3104\310~\320]a\320am\320mq\360\000\000r\001E\002\360\000\000E\002I\002\360\000\000I\002\\\002\360\000\000\\\002`\002\360\000\000`\002o\002\360\000\000o\002s\002\360\000\000s\002A\003\360\000\000A\003E""\003\360\000\000E\003L\003\360\000\000L\003P\003\360\000\000P\003Z\003\360\000\000Z\003^\003\360\000\000^\003h\003\360\000\000h\003l\003\360\000\000l\003@\004\360\000\000@\004D\004\360\000\000D\004R\004\360\000\000R\004V\004\360\000\000V\004i\004\360\000\000i\004m\004\360\000\000m\004F\005\360\000\000F\005J\005\360\000\000J\005d\005\360\000\000d\005h\005\360\000\000h\005|\005\360\000\000|\005@\006\360\000\000@\006K\006\360\000\000K\006O\006\360\000\000O\006U\006\360\000\000U\006Y\006\360\000\000Y\006c\006\360\000\000c\006g\006\360\000\000g\006\177\006\360\000\000\177\006C\007\360\000\000C\007c\007\360\000\000c\007g\007\360\000\000g\007E\010\360\000\000E\010I\010\360\000\000I\010Y\010\360\000\000Y\010]\010\360\000\000]\010^\010\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\230=\250\007\250u\260C\260t\2709\300G\3105\320PS\320SW\320W`\320`g\320gl\320lo\320os\320sx\320x\177\360\000\000@\002E\002\360\000\000E\002H\002\360\000\000H\002L\002\360\000\000L\002U\002\360\000\000U\002\\\002\360\000\000\\\002a\002\360\000\000a\002d\002\360\000\000d\002h\002\360\000\000h\002q\002\360\000\000q\002x\002\360\000\000x\002y\002\330\004\007\200q\330\010\017\320\017)\250\024\250Q\250g\260[\300\007\300q\340\010\017\320\017)\250\024\250Q\250g\260[\300\001\200A\330\010\013\2103\210a\210x\220s\230!\330\014\022\220*\230A\230Q\330\010\014\210H\220D\230\001\230\023\230H\240C\240q\330\010\014\210H\220A\200A\330\010\013\2104\210t\2201\330\014\023\2201\330\010\017\210u\220A\220T\230\021\330\010\014\210G\2209\230A\330\010\017\210q\200A\330\010\017\210t\2201\200A\330\010\032\230$\230h\240d\250!\2501\330\010\013\2102\210S\220\001\330\014\022\220$\320\026(\250\001\250\021\330\010\023\2201\220N\240$\240a\200A\330\010\032\230$\230h\240d\250!\2501\330\010\013\2102\210S\220\005\220S\230\001\230\021\330\014\022\220$\320\026(\250\001\250\021\330\010\014\210H\220D\230\001\230\023\230H\240N\260!\330\010\014\210M\230\021""\230%\230q\200A\360\006\000\t\014\2104\210q\330\014\023\2201\340\010\013\2104\210q\330\014\022\220$\220i\230r\240\025\240a\240q\340\014\022\220%\220q\230\001\330\010&\320&=\320=N\310a\310q\330\010\034\320\034,\250A\250Q\330\010\036\230a\360\010\000\t\034\2301\330\010\016\210b\220\002\220$\220c\230\021\330\014\026\220l\240!\2401\240E\250\023\250D\260\003\260<\270q\300\001\300\024\300R\300s\310#\310S\320PR\320RS\320ST\320TX\320XZ\320Z[\330\014\024\220A\220Q\220d\230\"\230A\330\014\024\220A\220Q\220d\230\"\230A\330\014\022\220$\220a\220r\230\022\2304\230r\240\023\240B\240a\330\014\017\210w\220b\230\004\230A\330\020\026\220d\230,\240a\240~\260]\300!\3001\33067\260t\2701\330\047+\2501\330\014\017\210r\220\022\2204\220r\230\022\2302\230Q\330\020\021\330\014\020\220\007\220q\230\010\240\007\240w\250e\2602\260R\260t\2702\270S\300\001\330\014\023\2202\220R\220q\330\010\014\210K\220s\230!\2309\240D\250\002\250\047\260\021\330\010\017\210q\200A\360\006\000\t\r\210E\220\021\220#\220Q\200A\360\006\000\t\037\230c\240\025\240a\240q\330\014\030\230\002\230%\230q\240\001\330\014\030\230\002\230%\230q\240\004\240A\330\014\030\230\002\230%\230q\240\004\240A\330\014\030\230\002\230%\230q\240\004\240A\330\014\030\230\002\230%\230q\240\004\240A\340\010\014\210H\220A\330\010\014\210H\220D\230\001\230\023\230A\230[\250\014\260C\260q\330\010\014\210H\220A\330\010\013\2104\210}\230B\230a\330\014\020\220\010\230\004\230A\230S\240\n\250#\250Q\330\014\020\220\010\230\005\230Q\230d\240-\250r\260\021\330\014\020\320\020$\240D\250\001\320\004.\250a\340\010\014\210H\220D\230\001\230\023\230J\240c\250\021\330\010\014\210H\220E\230\021\230!\330\010\014\210H\220E\230\021\230!\330\010\014\210H\220A\320\004<\270A\340\010\013\2104\210x\220t\2301\230E\240\026\240s\250!\330\014\r\330\010\014\210H\220D\230\001\230\023\230G\2403\240a\330\010\014\210H\220E\230\021\230!\320\004@\300\001\330\010\032\230$\230h\240d\250!\2501\330\010\013\2102\210S\220\005\220S\230\001\230\021\330\014\022\220$\320\026(\250\001""\250\021\330\010\034\230C\230q\240\001\330\010\013\2102\210R\210t\2201\330\014\022\220$\320\026)\250\021\250\"\250A\250Q\330,-\250T\260\021\330\010\013\2102\210R\210q\220\r\230S\240\002\240\"\240D\250\001\330\014\022\220$\320\026\047\240q\250\002\250!\2501\330\010\t\320\t\031\230\021\330\010\014\320\014!\240\021\330\010\014\210H\220D\230\001\230\023\230H\320$4\3204D\300C\300q\330\010\014\210H\220A\330\010\013\2101\330\014\020\220\r\230Q\230e\2401\320\004F\300a\360\010\000\t\014\2104\210s\220$\220a\330\014\022\220$\220n\240A\240Y\250a\320/N\310a\310t\320ST\330\010\013\2104\210q\330\014\022\220$\220n\240A\240Q\330\010\033\2305\240\001\240\024\240X\250W\260A\260Q\330\010\032\230(\240!\330\010\t\210\037\230\004\230A\330\010\t\210\037\230\004\230A\330\010\t\320\t\031\230\021\330\010\014\210H\220A\220W\230A\330\010\014\210L\230\004\230B\230a\330\010\014\210O\2301\330\010\034\320\034,\250A\250Q\330\010\037\230t\2401\330\010\031\320\031)\320)9\270\021\330\010\013\2102\210S\220\001\330\014\020\220\010\230\004\230A\230S\240\013\2506\260\022\260?\300!\330\014\020\220\010\230\001\330\014\r\330\010\014\210H\220D\230\001\230\026\230{\250\047\260\021\330\010\014\210H\220E\230\022\2301\330\010\036\230a\340\010\016\210d\220\"\220A\330\014\023\2201\220F\230\"\230B\230a\330\014\020\220\010\230\004\230A\230S\240\010\320(9\270\024\270R\270r\300\023\300G\3103\310a\330\014\020\220\010\230\005\230Q\230d\240$\240b\250\001\330\014\023\2201";
+    #else /* compression: none (5225 bytes) */
+static const char bytes[] = " after its END_STREAM bytes bytes (max_header_bytes) bytes announced, the limit is  bytes exceed the server\047s flow-control window bytes exceed the server\047s max frame size  frames (MAX_HEADER_FRAMES) inside the header block of stream  is not the next stream id  on idle stream  on stream  outside a header block passed 2^31-1\047s flow-control window(tree fragment)).: ?CONTINUATION on stream DATA on stream 0DATA padding longer than the frameGOAWAY of GOAWAY on stream HEADERS on stream 0HEADERS padding longer than the frameHPACK decoding failed (NoneNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.PING of PING on stream PRIORITY of PRIORITY on stream 0PUSH_PROMISE with push disabledRST_STREAM of RST_STREAM on idle stream RST_STREAM on stream 0SETTINGS of SETTINGS on stream SETTINGS_ENABLE_PUSH SETTINGS_INITIAL_WINDOW_SIZE SETTINGS_MAX_FRAME_SIZE WINDOW_UPDATE of WINDOW_UPDATE on idle stream a PING carries 8 bytesa SETTINGS ACK with a payloada WINDOW_UPDATE of 0 on stream a frame of a frame of type a header block in more than a header block of more than a header list over a stream window passed 2^31-1add_notean informational head with END_STREAM on stream disableenablegcisenabledsrc/ringline/http/_h2frames.pyxstream the connection is closedthe server overran stream the server overran the connection\047s flow-control windowthe server\047s connection window passed 2^31-1the server\047s window of stream trailers without END_STREAM on stream DATADenialOfServiceErrorEV_DATAEV_GOAWAYEV_HEADERSEV_OTHEREV_PINGEV_PING_ACKEV_RESETEV_SETTINGSEV_SETTINGS_ACKEV_WINDOWFlowControlErrorFrameDataMissingErrorFrameTooLargeErrorH2EngineH2Engine.__reduce_cython__H2Engine.__setstate_cython__H2Engine.acknowledge_received_dataH2Engine.close_connectionH2Engine.data_to_sendH2Engine.end_streamH2Engine.get_next_available_stream_idH2Engine.initiateH2Engine.loc""al_flow_control_windowH2Engine.pingH2Engine.receiveH2Engine.releaseH2Engine.reset_streamH2Engine.send_dataH2Engine.send_headersHEADERSMAX_HEADER_FRAMESOversizedHeaderListErrorProtocolErrorStreamClosedError_EStream_EStream.__reduce_cython___EStream.__setstate_cython____Pyx_PyDict_NextRef__all____annotate____dict____func____getstate____main____module____name____new____pyx_checksum__pyx_result__pyx_state__pyx_type__pyx_unpickle_H2Engine__pyx_unpickle__EStream__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___dict_h2x_is_coroutineacknowledge_received_dataasyncio.coroutinesblockbufcline_in_tracebackclose_connectionconn_windowdatadata_to_senddecodedecoderencodeencoderend_streamerror_codeeventsexceptionsflagsfmaxftypegetget_next_available_stream_idh2.exceptionsheader_table_sizeheadersinitiateitemsjoinklengthlocal_flow_control_windowmax_header_bytesmax_streamsnopaqueppingpopposreceivereleasereset_streamringline.http._h2framessselfsend_datasend_headerssetdefaultsettingssidstatestream_windowupdateuse_setstatevalues\000\001\000\002\000\003\000\004\000\0061:statusPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\200\001\330\004&\240a\240v\250Q\200\001\340\004\037\230q\320 0\260\013\270;\300k\320QR\330\004\023\2208\2308\2401\240A\330\004\007\200|\2207\230!\330\010*\250!\250;\260n\300A\330\004\013\2101\200\001\360\010\000\n\033\230!\330\010\021\220\024\220\\\240\024\240_\260D\270\016\300d\320JZ\320Z^\320^l\320lp\320pq\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220q\330\004\007\200q\330\010\017\320\017)\250\024\250Q\250g\260[\300\007\300q\340\010\017\320\017)\250\024\250Q\250g\260[\300\001\200\001\360\010\000\n\033\230!\330\010\021\220\024\320\025(\250\004\250O\2704\270|\3104\310~\320]a\320am\320mq\360\000\000r\001E\002\360\000\000E\002I\002\360\000\000I\002\\\002\360\000\000\\\002`\002\360\000\000`\002o\002\360\000\000o\002s\002\360\000\000s\002A""\003\360\000\000A\003E\003\360\000\000E\003L\003\360\000\000L\003P\003\360\000\000P\003Z\003\360\000\000Z\003^\003\360\000\000^\003h\003\360\000\000h\003l\003\360\000\000l\003@\004\360\000\000@\004D\004\360\000\000D\004R\004\360\000\000R\004V\004\360\000\000V\004i\004\360\000\000i\004m\004\360\000\000m\004F\005\360\000\000F\005J\005\360\000\000J\005d\005\360\000\000d\005h\005\360\000\000h\005|\005\360\000\000|\005@\006\360\000\000@\006K\006\360\000\000K\006O\006\360\000\000O\006U\006\360\000\000U\006Y\006\360\000\000Y\006c\006\360\000\000c\006g\006\360\000\000g\006\177\006\360\000\000\177\006C\007\360\000\000C\007c\007\360\000\000c\007g\007\360\000\000g\007E\010\360\000\000E\010I\010\360\000\000I\010Y\010\360\000\000Y\010]\010\360\000\000]\010^\010\330\010\020\220\007\220q\230\006\230l\250!\330\004\007\200v\210W\220E\230\024\230Q\330\010\022\220!\330\010\027\220q\340\010\027\220t\230=\250\007\250u\260C\260t\2709\300G\3105\320PS\320SW\320W`\320`g\320gl\320lo\320os\320sx\320x\177\360\000\000@\002E\002\360\000\000E\002H\002\360\000\000H\002L\002\360\000\000L\002U\002\360\000\000U\002\\\002\360\000\000\\\002a\002\360\000\000a\002d\002\360\000\000d\002h\002\360\000\000h\002q\002\360\000\000q\002x\002\360\000\000x\002y\002\330\004\007\200q\330\010\017\320\017)\250\024\250Q\250g\260[\300\007\300q\340\010\017\320\017)\250\024\250Q\250g\260[\300\001\200A\330\010\013\2103\210a\210x\220s\230!\330\014\022\220*\230A\230Q\330\010\014\210H\220D\230\001\230\023\230H\240C\240q\330\010\014\210H\220A\200A\330\010\013\2104\210t\2201\330\014\023\2201\330\010\017\210u\220A\220T\230\021\330\010\014\210G\2209\230A\330\010\017\210q\200A\330\010\017\210t\2201\200A\330\010\032\230$\230h\240d\250!\2501\330\010\013\2102\210S\220\001\330\014\022\220$\320\026(\250\001\250\021\330\010\023\2201\220N\240$\240a\200A\330\010\032\230$\230h\240d\250!\2501\330\010\013\2102\210S\220\005\220S\230\001\230\021\330\014\022\220$\320\026(\250\001\250\021\330\010\014\210H\220D\230\001\230\023\230H\240N\260!\330""\010\014\210M\230\021\230%\230q\200A\360\006\000\t\014\2104\210q\330\014\023\2201\340\010\013\2104\210q\330\014\022\220$\220i\230r\240\025\240a\240q\340\014\022\220%\220q\230\001\330\010&\320&=\320=N\310a\310q\330\010\034\320\034,\250A\250Q\330\010\036\230a\360\010\000\t\034\2301\330\010\016\210b\220\002\220$\220c\230\021\330\014\026\220l\240!\2401\240E\250\023\250D\260\003\260<\270q\300\001\300\024\300R\300s\310#\310S\320PR\320RS\320ST\320TX\320XZ\320Z[\330\014\024\220A\220Q\220d\230\"\230A\330\014\024\220A\220Q\220d\230\"\230A\330\014\022\220$\220a\220r\230\022\2304\230r\240\023\240B\240a\330\014\017\210w\220b\230\004\230A\330\020\026\220d\230,\240a\240~\260]\300!\3001\33067\260t\2701\330\047+\2501\330\014\017\210r\220\022\2204\220r\230\022\2302\230Q\330\020\021\330\014\020\220\007\220q\230\010\240\007\240w\250e\2602\260R\260t\2702\270S\300\001\330\014\023\2202\220R\220q\330\010\014\210K\220s\230!\2309\240D\250\002\250\047\260\021\330\010\017\210q\200A\360\006\000\t\r\210E\220\021\220#\220Q\200A\360\006\000\t\037\230c\240\025\240a\240q\330\014\030\230\002\230%\230q\240\001\330\014\030\230\002\230%\230q\240\004\240A\330\014\030\230\002\230%\230q\240\004\240A\330\014\030\230\002\230%\230q\240\004\240A\330\014\030\230\002\230%\230q\240\004\240A\340\010\014\210H\220A\330\010\014\210H\220D\230\001\230\023\230A\230[\250\014\260C\260q\330\010\014\210H\220A\330\010\013\2104\210}\230B\230a\330\014\020\220\010\230\004\230A\230S\240\n\250#\250Q\330\014\020\220\010\230\005\230Q\230d\240-\250r\260\021\330\014\020\320\020$\240D\250\001\200A\360\n\000\t\033\230$\230h\240d\250!\2501\330\010\013\2102\210S\220\005\220S\230\004\230A\230Q\330\014\r\330\010\014\210D\220\010\230\001\230\021\330\010\013\2104\210t\2201\330\014\020\220\010\230\004\230A\230S\240\007\240s\250!\330\014\020\220\010\230\005\230Q\230a\320\004.\250a\340\010\014\210H\220D\230\001\230\023\230J\240c\250\021\330\010\014\210H\220E\230\021\230!\330\010\014\210H\220E\230\021\230!\330\010\014\210H\220A\320\004<\270A""\340\010\013\2104\210x\220t\2301\230E\240\026\240s\250%\250s\260$\260a\330\014\r\330\010\014\210H\220D\230\001\230\023\230G\2403\240a\330\010\014\210H\220E\230\021\230!\320\004@\300\001\330\010\032\230$\230h\240d\250!\2501\330\010\013\2102\210S\220\005\220S\230\001\230\021\330\014\022\220$\320\026(\250\001\250\021\330\010\034\230C\230q\240\001\330\010\013\2102\210R\210t\2201\330\014\022\220$\320\026)\250\021\250\"\250A\250Q\330,-\250T\260\021\330\010\013\2102\210R\210q\220\r\230S\240\002\240\"\240D\250\001\330\014\022\220$\320\026\047\240q\250\002\250!\2501\330\010\t\320\t\031\230\021\330\010\014\320\014!\240\021\330\010\014\210H\220D\230\001\230\023\230H\320$4\3204D\300C\300q\330\010\014\210H\220A\330\010\013\2101\330\014\020\220\r\230Q\230e\2401\320\004F\300a\360\010\000\t\014\2104\210s\220$\220a\330\014\022\220$\220n\240A\240Y\250a\320/N\310a\310t\320ST\330\010\013\2104\210q\330\014\022\220$\220n\240A\240Q\330\010\033\2305\240\001\240\024\240X\250W\260A\260Q\330\010\032\230(\240!\330\010\t\210\037\230\004\230A\330\010\t\210\037\230\004\230A\330\010\t\320\t\031\230\021\330\010\014\210H\220A\220W\230A\330\010\014\210L\230\004\230B\230a\330\010\014\210O\2301\330\010\034\320\034,\250A\250Q\330\010\037\230t\2401\330\010\031\320\031)\320)9\270\021\330\010\013\2102\210S\220\001\330\014\020\220\010\230\004\230A\230S\240\013\2506\260\022\260?\300!\330\014\020\220\010\230\001\330\014\r\330\010\014\210H\220D\230\001\230\026\230{\250\047\260\021\330\010\014\210H\220E\230\022\2301\330\010\036\230a\340\010\016\210d\220\"\220A\330\014\023\2201\220F\230\"\230B\230a\330\014\020\220\010\230\004\230A\230S\240\010\320(9\270\024\270R\270r\300\023\300G\3103\310a\330\014\020\220\010\230\005\230Q\230d\240$\240b\250\001\330\014\023\2201";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 187; i++) {
+    for (int i = 0; i < 189; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
       if (likely(string) && i >= 67) PyUnicode_InternInPlace(&string);
@@ -16928,8 +17233,8 @@ static const char bytes[] = " after its END_STREAM bytes bytes (max_header_bytes
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 187; i < 212; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-187].length;
+    for (int i = 189; i < 215; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-189].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -16939,15 +17244,15 @@ static const char bytes[] = " after its END_STREAM bytes bytes (max_header_bytes
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 212; i++) {
+    for (Py_ssize_t i = 0; i < 215; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 187;
-      for (Py_ssize_t i=0; i<25; ++i) {
+      PyObject **table = stringtab + 189;
+      for (Py_ssize_t i=0; i<26; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -17081,47 +17386,52 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 297};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_sid, __pyx_mstate->__pyx_n_u_error_code};
-    __pyx_mstate_global->__pyx_codeobj_tab[9] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_ringline_http__h2frames_pyx, __pyx_mstate->__pyx_n_u_reset_stream, __pyx_mstate->__pyx_kp_b_iso88591_A_4xt1E_s_HD_G3a_HE, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[9])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[9] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_ringline_http__h2frames_pyx, __pyx_mstate->__pyx_n_u_reset_stream, __pyx_mstate->__pyx_kp_b_iso88591_A_4xt1E_s_s_a_HD_G3a_HE, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[9])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 304};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 304};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_sid, __pyx_mstate->__pyx_n_u_s};
+    __pyx_mstate_global->__pyx_codeobj_tab[10] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_ringline_http__h2frames_pyx, __pyx_mstate->__pyx_n_u_release, __pyx_mstate->__pyx_kp_b_iso88591_A_hd_1_2S_S_AQ_D_4t1_AS_s_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[10])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 317};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_sid};
-    __pyx_mstate_global->__pyx_codeobj_tab[10] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_ringline_http__h2frames_pyx, __pyx_mstate->__pyx_n_u_acknowledge_received_data, __pyx_mstate->__pyx_kp_b_iso88591_A_E_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[10])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[11] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_ringline_http__h2frames_pyx, __pyx_mstate->__pyx_n_u_acknowledge_received_data, __pyx_mstate->__pyx_kp_b_iso88591_A_E_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[11])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 326};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 339};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_opaque};
-    __pyx_mstate_global->__pyx_codeobj_tab[11] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_ringline_http__h2frames_pyx, __pyx_mstate->__pyx_n_u_ping, __pyx_mstate->__pyx_kp_b_iso88591_A_3axs_AQ_HD_HCq_HA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[11])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_ringline_http__h2frames_pyx, __pyx_mstate->__pyx_n_u_ping, __pyx_mstate->__pyx_kp_b_iso88591_A_3axs_AQ_HD_HCq_HA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 332};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 345};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_error_code};
-    __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_ringline_http__h2frames_pyx, __pyx_mstate->__pyx_n_u_close_connection, __pyx_mstate->__pyx_kp_b_iso88591_a_HD_Jc_HE_HE_HA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[13] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_ringline_http__h2frames_pyx, __pyx_mstate->__pyx_n_u_close_connection, __pyx_mstate->__pyx_kp_b_iso88591_a_HD_Jc_HE_HE_HA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[13])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 346};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 359};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_data, __pyx_mstate->__pyx_n_u_buf, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_pos, __pyx_mstate->__pyx_n_u_length, __pyx_mstate->__pyx_n_u_ftype, __pyx_mstate->__pyx_n_u_flags, __pyx_mstate->__pyx_n_u_sid, __pyx_mstate->__pyx_n_u_events};
-    __pyx_mstate_global->__pyx_codeobj_tab[13] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_ringline_http__h2frames_pyx, __pyx_mstate->__pyx_n_u_receive, __pyx_mstate->__pyx_kp_b_iso88591_A_4q_1_4q_ir_aq_q_Naq_AQ_a_1_b_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[13])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[14] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_ringline_http__h2frames_pyx, __pyx_mstate->__pyx_n_u_receive, __pyx_mstate->__pyx_kp_b_iso88591_A_4q_1_4q_ir_aq_q_Naq_AQ_a_1_b_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[14])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_state, __pyx_mstate->__pyx_n_u_dict_2, __pyx_mstate->__pyx_n_u_use_setstate};
-    __pyx_mstate_global->__pyx_codeobj_tab[14] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_O4_4_aammq_r_E_E_I_I_o_o_s_s_A, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[14])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[15] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_O4_4_aammq_r_E_E_I_I_o_o_s_s_A, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[15])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 17};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_pyx_state};
-    __pyx_mstate_global->__pyx_codeobj_tab[15] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_avQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[15])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[16] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_avQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[16])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 4};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_pyx_type, __pyx_mstate->__pyx_n_u_pyx_checksum, __pyx_mstate->__pyx_n_u_pyx_state, __pyx_mstate->__pyx_n_u_pyx_result};
-    __pyx_mstate_global->__pyx_codeobj_tab[16] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle__EStream, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_881A_7_nA_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[16])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[17] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle__EStream, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_881A_7_nA_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[17])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 4};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_pyx_type, __pyx_mstate->__pyx_n_u_pyx_checksum, __pyx_mstate->__pyx_n_u_pyx_state, __pyx_mstate->__pyx_n_u_pyx_result};
-    __pyx_mstate_global->__pyx_codeobj_tab[17] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_H2Engine, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_881A_7_nA_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[17])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[18] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_pyx_unpickle_H2Engine, __pyx_mstate->__pyx_kp_b_iso88591_q_0_kQR_881A_7_nA_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[18])) goto bad;
   }
   Py_DECREF(tuple_dedup_map);
   return 0;

@@ -296,10 +296,23 @@ cdef class H2Engine:
 
     def reset_stream(self, unsigned int sid, int error_code=0):
         """RST_STREAM; nothing for a stream already closed both ways."""
-        if self.streams.pop(sid, None) is None:
+        if self.streams.pop(sid, None) is None or self.dead:
             return
         self.out += _hdr(4, T_RST, 0, sid)
         self.out += _u32b(error_code)
+
+    def release(self, unsigned int sid):
+        """The caller is done with ``sid``: a stream the server ended while
+        ours is still open leaves the table with RST_STREAM NO_ERROR (the
+        request side will send nothing more), so no stream outlives its
+        call."""
+        cdef _EStream s = self.streams.get(sid)
+        if s is None or not s.remote_closed:
+            return
+        del self.streams[sid]
+        if not self.dead:
+            self.out += _hdr(4, T_RST, 0, sid)
+            self.out += _u32b(0)
 
     def acknowledge_received_data(self, long long n, unsigned int sid):
         """The caller took ``n`` flow-controlled bytes of ``sid``: reopen the
