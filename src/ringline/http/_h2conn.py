@@ -51,7 +51,7 @@ from ._errors import (LimitExceeded, PoolTimeout, ReadError, ReadTimeout, Remote
                       WriteTimeout)
 from ._h1 import check_header
 from ._h1conn import StaleConnection
-from ._models import Response
+from ._models import Response, split_status
 
 __all__ = ["H2Connection", "open_h2"]
 
@@ -311,7 +311,7 @@ class H2Connection:
         if self.closed:
             return n
         try:
-            events: List[Any] = self.h2.receive_data(bytes(view))
+            events: List[Any] = self._receive(view)
         except h2.exceptions.DenialOfServiceError as exc:
             self._flush()
             raise LimitExceeded("max_header_bytes", self.bounds.max_header_bytes,
@@ -325,9 +325,13 @@ class H2Connection:
                                     f"HTTP/2 header block ({type(exc).__name__}: {exc})") \
                     from None
             raise
-        pending = getattr(self.h2.incoming_buffer, _PENDING)
-        if len(pending) >= 9:
-            self._check_frame_length(pending)
+        if not self._dispatch(events):
+            self._flush()
+        return n
+
+    def _dispatch(self, events: List[Any]) -> bool:
+        """Hand h2's events to the handlers below; True when the connection
+        closed on the way."""
         for e in events:
             t = type(e)
             if t is ev.DataReceived:
@@ -345,7 +349,7 @@ class H2Connection:
                 self._on_window(e.stream_id, e.delta)
             elif t is ev.ConnectionTerminated:
                 if self._on_goaway(e.last_stream_id, e.error_code):
-                    return n
+                    return True
             elif t is ev.InformationalResponseReceived:
                 self._validate(e.headers, _HEAD_FLAGS)
             elif t in (ev.RemoteSettingsChanged, ev.PingReceived, ev.PingAckReceived,
@@ -356,8 +360,14 @@ class H2Connection:
                     self._on_ping_ack(e.ping_data)
                 elif t is ev.RemoteSettingsChanged:
                     self._on_settings()
-        self._flush()
-        return n
+        return False
+
+    def _receive(self, view: memoryview) -> List[Any]:
+        events = self.h2.receive_data(bytes(view))
+        pending = getattr(self.h2.incoming_buffer, _PENDING)
+        if len(pending) >= 9:
+            self._check_frame_length(pending)
+        return events  # type: ignore[no-any-return]
 
     # -- one event each (h2's events here, _h2fast's native engine's there) --
 
@@ -392,13 +402,7 @@ class H2Connection:
             self._stream_error(s, LimitExceeded("max_headers", self.bounds.max_headers,
                                                 "header count"))
             return
-        status = 0
-        rest = []
-        for k, v in hdrs:
-            if k == b":status":
-                status = int(v)
-            elif k[:1] != b":":
-                rest.append((k, v))
+        status, rest = split_status(hdrs)
         if 100 <= status < 200:
             return                      # informational: the final head follows
         s.status = status
@@ -446,10 +450,10 @@ class H2Connection:
                 if s.window_waiter is not None:
                     s.wake()
         else:
-            s = self.streams.get(sid)
-            if s is not None and s.window_waiter is not None:
-                w = s.window_waiter
-                s.window_waiter = None
+            one = self.streams.get(sid)
+            if one is not None and one.window_waiter is not None:
+                w = one.window_waiter
+                one.window_waiter = None
                 if not w.done():
                     w.set_result(None)
 

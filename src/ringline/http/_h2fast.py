@@ -4,7 +4,7 @@ instead of the ``h2`` library: what ringline.grpc's channels open.
 Owns ``FastH2Connection``: ``H2Connection`` (streams, waits, sending,
 bodies, pings, GOAWAY handling, the flood and header bounds) with the frame
 layer swapped: the engine parses and checks the frames and keeps the stream
-states and windows, and ``_on_data`` here hands its events (plain tuples)
+states and windows, and ``_dispatch`` here hands its events (plain tuples)
 to ``H2Connection``'s per-event handlers. HPACK stays ``hpack``'s (the
 caller may wrap the encoder and decoder: ``engine.encoder`` /
 ``engine.decoder``).
@@ -23,11 +23,9 @@ from __future__ import annotations
 
 from typing import Any, List, Tuple
 
-import h2.exceptions  # type: ignore[import-untyped]
 import hpack  # type: ignore[import-untyped]
 
 from ._config import Bounds
-from ._errors import LimitExceeded, RemoteProtocolError
 from ._h2conn import _CONN_WINDOW, _INITIAL_STREAMS, _STREAM_WINDOW, H2Connection
 from ._h2frames import (EV_DATA, EV_GOAWAY, EV_HEADERS, EV_PING_ACK, EV_RESET, EV_SETTINGS,
                         EV_WINDOW, H2Engine)
@@ -63,19 +61,10 @@ class FastH2Connection(H2Connection):
         H2Connection._end_stream(self, s)
         self.h2.release(s.sid)
 
-    def _on_data(self, view: memoryview) -> int:
-        n = len(view)
-        if self.closed:
-            return n
-        try:
-            events: List[Any] = self.h2.receive(view)
-        except h2.exceptions.DenialOfServiceError as exc:
-            self._flush()
-            raise LimitExceeded("max_header_bytes", self.bounds.max_header_bytes,
-                                f"HTTP/2 header block ({exc})") from None
-        except h2.exceptions.ProtocolError as exc:
-            self._flush()
-            raise RemoteProtocolError(f"HTTP/2 protocol error from the server: {exc}") from None
+    def _receive(self, view: memoryview) -> List[Any]:
+        return self.h2.receive(view)  # type: ignore[no-any-return]
+
+    def _dispatch(self, events: List[Any]) -> bool:
         for e in events:
             k = e[0]
             if k == EV_DATA:
@@ -93,12 +82,11 @@ class FastH2Connection(H2Connection):
                 self._on_reset(e[1], e[2])
             elif k == EV_GOAWAY:
                 if self._on_goaway(e[1], e[2]):
-                    return n
+                    return True
             else:           # SETTINGS, its ACK, PING, PING ACK, PRIORITY, unknown
                 self._flood()
                 if k == EV_PING_ACK:
                     self._on_ping_ack(e[1])
                 elif k == EV_SETTINGS:
                     self._on_settings()
-        self._flush()
-        return n
+        return False

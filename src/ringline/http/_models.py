@@ -8,6 +8,8 @@ Owns:
   target) with the origin key pools use; ``merge_url`` joins a client's
   base_url and applies ``params``.
 * ``Request``: method, URL, headers and content as the connection sends it.
+* ``split_status``: an HTTP/2 or HTTP/3 response head's ``:status`` and
+  its regular fields (the pseudo headers dropped).
 * ``Response``: status, reason, headers, http_version, trailers and the
   body. A response from ``Client.request`` is read already; one from
   ``Client.stream`` owns its connection until the body is read to the end
@@ -31,9 +33,22 @@ from ._decode import make_decoder
 from ._errors import (HTTPStatusError, LocalProtocolError, ResponseNotRead, StreamClosed,
                       StreamConsumed)
 
-__all__ = ["Headers", "URL", "Request", "Response", "merge_url"]
+__all__ = ["Headers", "URL", "Request", "Response", "merge_url", "split_status"]
 
 HeaderTypes = Union["Headers", Mapping[str, str], Sequence[Tuple[str, str]], None]
+
+
+def split_status(hdrs: Iterable[Tuple[bytes, bytes]]) -> Tuple[int, List[Tuple[bytes, bytes]]]:
+    """The ``:status`` of a decoded HTTP/2 or HTTP/3 head (0 without one)
+    and its fields that are not pseudo headers."""
+    status = 0
+    rest = []
+    for k, v in hdrs:
+        if k == b":status":
+            status = int(v)
+        elif k[:1] != b":":
+            rest.append((k, v))
+    return status, rest
 
 
 def _s(v: Union[str, bytes]) -> str:

@@ -49,7 +49,7 @@ from ..http._errors import (ConnectError, ConnectTimeout, LimitExceeded, PoolTim
                             ReadError, ReadTimeout, RemoteProtocolError, WriteTimeout)
 from ..http._h1 import check_header
 from ..http._h1conn import StaleConnection
-from ..http._models import Response
+from ..http._models import Response, split_status
 from ..quic import QuicConn
 from ._config import QuicLimits
 
@@ -229,13 +229,7 @@ class H3Conn:
                                                         self.bounds.max_header_bytes,
                                                         "HTTP/3 header section"))
                     return
-                status = 0
-                rest = []
-                for k, v in hdrs:
-                    if k == b":status":
-                        status = int(v)
-                    elif k[:1] != b":":
-                        rest.append((k, v))
+                status, rest = split_status(hdrs)
                 if 100 <= status < 200:
                     return
                 s.status = status
