@@ -224,6 +224,10 @@ cdef class H2Engine:
         return data
 
     def get_next_available_stream_id(self):
+        """The id the next stream takes; as h2, NoAvailableStreamIDError
+        once the 2^31-1 client ids of a connection are used up."""
+        if self.next_sid > 0x7FFFFFFF:
+            raise _h2x.NoAvailableStreamIDError("the connection's stream ids are used up")
         return self.next_sid
 
     def send_headers(self, unsigned int sid, headers, bint end_stream=False):
