@@ -51,7 +51,7 @@ from ._errors import (LimitExceeded, PoolTimeout, ReadError, ReadTimeout, Remote
                       WriteTimeout)
 from ._h1 import check_header
 from ._h1conn import StaleConnection
-from ._models import Response, split_status
+from ._models import Response, split_status, trailer_error
 
 __all__ = ["H2Connection", "open_h2"]
 
@@ -420,11 +420,9 @@ class H2Connection:
         self._validate(hdrs, _TRAILER_FLAGS)
         s = self.streams.get(sid)
         if s is not None:
-            size = sum(len(k) + len(v) for k, v in hdrs)
-            if size > self.bounds.max_trailer_bytes:
-                self._stream_error(s, LimitExceeded("max_trailer_bytes",
-                                                    self.bounds.max_trailer_bytes,
-                                                    "trailer section"))
+            err = trailer_error(sum(len(k) + len(v) for k, v in hdrs), self.bounds)
+            if err is not None:
+                self._stream_error(s, err)
                 return
             s.trailers = list(hdrs)
 
