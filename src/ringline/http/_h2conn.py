@@ -9,7 +9,12 @@ flight (``_Stream``), flow control (receive windows of ``_STREAM_WINDOW`` per
 stream and ``_CONN_WINDOW`` per connection, opened as the application reads;
 sends wait for the peer's window), SETTINGS, PING (answered by h2), GOAWAY,
 RST_STREAM, MAX_CONCURRENT_STREAMS, and the flood and HPACK bounds of
-``Bounds``.
+``Bounds``. The frame engine is behind a few methods (``_engine``,
+``_initiate``, ``_receive``, ``_dispatch``, plus ``_send_head`` and
+``_remote_max_streams``) and each event has its handler (``_on_body``,
+``_on_head``, ``_on_trailers``, ``_on_ended``, ``_on_reset``,
+``_on_window``, ``_on_goaway``, ``_on_ping_ack``, ``_on_settings``), so
+``_h2fast.FastH2Connection`` runs the same connection on the native engine.
 
 Lifecycle: OPEN (preface and SETTINGS sent; streams are opened while
 ``has_room()``) -> GOING AWAY (the server sent GOAWAY: streams above its last
