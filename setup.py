@@ -35,6 +35,12 @@ extensions = [
         extra_link_args=link_extra,
     ),
     Extension(
+        "ringline.http._h2frames",
+        ["src/ringline/http/_h2frames.pyx"],
+        extra_compile_args=["-O2", *compile_extra],
+        extra_link_args=link_extra,
+    ),
+    Extension(
         "ringline.memcache._speedups",
         ["src/ringline/memcache/_speedups.pyx"],
         extra_compile_args=["-O2", *compile_extra],

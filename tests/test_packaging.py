@@ -84,7 +84,8 @@ def test_sdist_has_every_source(built):
             "src/ringline/bench/csrc/loadgen.c"} <= expected
     assert expected <= names, sorted(expected - names)
     generated = {"src/ringline/_core.c", "src/ringline/memcache/_speedups.c",
-                 "src/ringline/redis/_scan.c", "src/ringline/kv/_fastresp.c"}
+                 "src/ringline/redis/_scan.c", "src/ringline/kv/_fastresp.c",
+                 "src/ringline/http/_h2frames.c"}
     assert not generated & names
 
 
@@ -98,10 +99,11 @@ def test_wheel_has_no_generated_c_and_stripped_objects(built):
         assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
         stubs = [n for n in names if n.endswith(".pyi")]
         assert {"ringline/_core.pyi", "ringline/memcache/_speedups.pyi",
-                "ringline/redis/_scan.pyi", "ringline/kv/_fastresp.pyi"} <= set(stubs)
+                "ringline/redis/_scan.pyi", "ringline/kv/_fastresp.pyi",
+                "ringline/http/_h2frames.pyi"} <= set(stubs)
         assert "ringline/py.typed" in names
         objects = [n for n in names if n.endswith(".so")]
-        assert len(objects) == 4, objects
+        assert len(objects) == 5, objects
         for name in objects:
             sections = _elf_section_names(zf.read(name))
             assert ".text" in sections

@@ -15,7 +15,12 @@ SETTINGS, allowing 1000 streams, only after SETTINGS_DELAY s; then every
 call is answered "ok"), big_frame (the header of a DATA frame announcing
 1 MiB, then 100 bytes of it, then nothing), bad_header (a response head
 with an upper-case header name), pseudo_trailers (trailers holding a
-pseudo header).
+pseudo header); raw frames the native engine must refuse:
+data_stream0 (DATA on stream 0), bad_padding (a pad length past the frame),
+short_window_update (a WINDOW_UPDATE 3 bytes long), flow_overrun (DATA past
+the stream's 1 MiB window, before any head), big_headers (a header block of 80 KiB in
+HEADERS + CONTINUATION), endless_continuation (HEADERS then empty
+CONTINUATION frames without END_HEADERS, 1,000 of them).
 
 Every GOAWAY a client sends is appended (its error code) to ``GOAWAYS``.
 """
@@ -28,7 +33,36 @@ SETTINGS_DELAY = 0.3
 GOAWAYS = []
 
 
+def _frame(ftype, flags, sid, payload):
+    return len(payload).to_bytes(3, "big") + bytes((ftype, flags)) + sid.to_bytes(4, "big") \
+        + payload
+
+
+def _raw_reply(mode, conn, sid):
+    """The raw frames of the modes h2 would not send."""
+    grpc_head = [(":status", "200"), ("content-type", "application/grpc")]
+    if mode == "data_stream0":
+        return _frame(0, 0, 0, b"x")
+    if mode == "bad_padding":
+        conn.send_headers(sid, grpc_head)
+        return _frame(0, 0x8, sid, b"\x09abc")
+    if mode == "short_window_update":
+        return _frame(8, 0, 0, b"\x00\x00\x01")
+    if mode == "flow_overrun":         # no head: the client reads (and acknowledges) nothing
+        return b"".join(_frame(0, 0, sid, b"\x00" * 16384) for _ in range(66))
+    if mode == "big_headers":
+        out = _frame(1, 0, sid, b"\x00" * 16384)
+        return out + b"".join(_frame(9, 0x4 if i == 3 else 0, sid, b"\x00" * 16384)
+                              for i in range(4))
+    if mode == "endless_continuation":
+        return _frame(1, 0, sid, b"\x88") + _frame(9, 0, sid, b"") * 1000
+    return None
+
+
 def _reply(mode, conn, sid):
+    raw = _raw_reply(mode, conn, sid)
+    if raw is not None:
+        return raw
     from h2.errors import ErrorCodes
     grpc_head = [(":status", "200"), ("content-type", "application/grpc")]
     ok = [("grpc-status", "0")]

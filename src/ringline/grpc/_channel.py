@@ -29,7 +29,7 @@ from .._conn.timers import timeout as _timeout
 from .._util.addr import split_host_port
 from ..http._config import Bounds, Limits, Timeout
 from ..http._errors import ReadError
-from ..http._h2conn import open_h2
+from ..http._h2fast import open_fast_h2
 from ..http._pool import OriginPool
 from ._call import StreamStreamCall, StreamUnaryCall, UnaryStreamCall, UnaryUnaryCall
 from ._hpack import CachingDecoder, StaticEncoder
@@ -45,7 +45,7 @@ _USER_AGENT = b"ringline-grpc/0.1"
 async def _open_h2(raw: Any, pool: Any) -> Any:
     # a call's head is encoded by StaticEncoder (the same fields every call,
     # cached), not by hpack's general encoder;
-    c = await open_h2(raw, pool)
+    c = await open_fast_h2(raw, pool)
     c.h2.encoder = StaticEncoder(c.h2.encoder)     # type: ignore[assignment]
     # the response heads and trailers repeat call after call: decoded once
     c.h2.decoder = CachingDecoder(c.h2.decoder)     # type: ignore[assignment]

@@ -8,6 +8,9 @@ Owns:
   target) with the origin key pools use; ``merge_url`` joins a client's
   base_url and applies ``params``.
 * ``Request``: method, URL, headers and content as the connection sends it.
+* ``split_status``: an HTTP/2 or HTTP/3 response head's ``:status`` and
+  its regular fields (the pseudo headers dropped); ``trailer_error``: the
+  error of a trailer section over ``max_trailer_bytes``.
 * ``Response``: status, reason, headers, http_version, trailers and the
   body. A response from ``Client.request`` is read already; one from
   ``Client.stream`` owns its connection until the body is read to the end
@@ -28,12 +31,34 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from ._config import Bounds, DEFAULT_BOUNDS
 from ._decode import make_decoder
-from ._errors import (HTTPStatusError, LocalProtocolError, ResponseNotRead, StreamClosed,
-                      StreamConsumed)
+from ._errors import (HTTPStatusError, LimitExceeded, LocalProtocolError, ResponseNotRead,
+                      StreamClosed, StreamConsumed)
 
-__all__ = ["Headers", "URL", "Request", "Response", "merge_url"]
+__all__ = ["Headers", "URL", "Request", "Response", "merge_url", "split_status",
+           "trailer_error"]
 
 HeaderTypes = Union["Headers", Mapping[str, str], Sequence[Tuple[str, str]], None]
+
+
+def split_status(hdrs: Iterable[Tuple[bytes, bytes]]) -> Tuple[int, List[Tuple[bytes, bytes]]]:
+    """The ``:status`` of a decoded HTTP/2 or HTTP/3 head (0 without one)
+    and its fields that are not pseudo headers."""
+    status = 0
+    rest = []
+    for k, v in hdrs:
+        if k == b":status":
+            status = int(v)
+        elif k[:1] != b":":
+            rest.append((k, v))
+    return status, rest
+
+
+def trailer_error(size: int, bounds: Bounds) -> Optional[LimitExceeded]:
+    """``LimitExceeded`` when a trailer section of ``size`` bytes exceeds
+    ``bounds.max_trailer_bytes``, else None."""
+    if size > bounds.max_trailer_bytes:
+        return LimitExceeded("max_trailer_bytes", bounds.max_trailer_bytes, "trailer section")
+    return None
 
 
 def _s(v: Union[str, bytes]) -> str:

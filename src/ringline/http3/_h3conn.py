@@ -49,7 +49,7 @@ from ..http._errors import (ConnectError, ConnectTimeout, LimitExceeded, PoolTim
                             ReadError, ReadTimeout, RemoteProtocolError, WriteTimeout)
 from ..http._h1 import check_header
 from ..http._h1conn import StaleConnection
-from ..http._models import Response
+from ..http._models import Response, split_status, trailer_error
 from ..quic import QuicConn
 from ._config import QuicLimits
 
@@ -229,22 +229,15 @@ class H3Conn:
                                                         self.bounds.max_header_bytes,
                                                         "HTTP/3 header section"))
                     return
-                status = 0
-                rest = []
-                for k, v in hdrs:
-                    if k == b":status":
-                        status = int(v)
-                    elif k[:1] != b":":
-                        rest.append((k, v))
+                status, rest = split_status(hdrs)
                 if 100 <= status < 200:
                     return
                 s.status = status
                 s.headers = rest
             else:
-                if size > self.bounds.max_trailer_bytes:
-                    self._stream_error(s, LimitExceeded("max_trailer_bytes",
-                                                        self.bounds.max_trailer_bytes,
-                                                        "trailer section"))
+                err = trailer_error(size, self.bounds)
+                if err is not None:
+                    self._stream_error(s, err)
                     return
                 s.trailers = list(hdrs)
             if e.stream_ended:
