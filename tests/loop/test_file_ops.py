@@ -12,6 +12,7 @@ zero-byte write as EIO, EINTR retried.
 """
 import asyncio
 import errno
+import gc
 import os
 import threading
 
@@ -169,6 +170,30 @@ def test_requests_are_refused_when_closed_or_empty(tmp_path, run):
             f.sync()
         with pytest.raises(ValueError):
             RingFile(loop, -1)
+
+    run(main)
+
+
+def test_a_refused_construction_closes_no_descriptor(run):
+    # a RingFile whose constructor raised is still deallocated: it must not
+    # close descriptor 0 (its zeroed fd field), which a later epoll or
+    # io_uring fd may be using
+    async def main():
+        loop = asyncio.get_running_loop()
+        saved = os.dup(0)
+        r, w = os.pipe()
+        try:
+            os.dup2(r, 0)
+            with pytest.raises(ValueError):
+                RingFile(loop, -1)
+            with pytest.raises(TypeError):
+                RingFile(None, r)
+            gc.collect()
+            assert os.fstat(0).st_ino == os.fstat(r).st_ino
+        finally:
+            os.dup2(saved, 0)
+            for fd in (saved, r, w):
+                os.close(fd)
 
     run(main)
 

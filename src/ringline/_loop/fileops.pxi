@@ -189,14 +189,19 @@ cdef class RingFile:
     driver (see the file notes). Takes ownership of fd."""
 
     def __cinit__(self, LoopCore loop not None, int fd):
+        # -1 before anything can raise: a failed construction still runs
+        # __dealloc__, which must not close descriptor 0 (the zeroed field)
+        self.fd = -1
         if fd < 0:
             raise ValueError('RingFile needs an open file descriptor')
         self.loop = loop
         self.fd = fd
 
     def __dealloc__(self):
-        # reached only with nothing in flight (each request holds its file)
-        if self.fd >= 0:
+        # reached only with nothing in flight (each request holds its file);
+        # loop is None when the constructor was refused (even its argument
+        # check, before __cinit__'s body): the fd field was never ours then
+        if self.fd >= 0 and self.loop is not None:
             c_close(self.fd)
             self.fd = -1
 
