@@ -304,3 +304,36 @@ def test_hostile_frames_fail_the_call_other_channels_unaffected(mode, code, text
                 assert not ch._pool.h2conns         # the failed connection is gone
                 assert await ok(b"req", timeout=CALL_BOUND) == b"ok"
     run(main)
+
+
+# -- the unary fast path (Rpc.unary): the common shape in one step, any other
+# shape through the general reader, with the same outcome --
+
+@pytest.mark.parametrize("mode, options, outcome, fast", [
+    ("slow_settings", None, b"ok", True),            # head, one message, OK trailers
+    ("gzip_ok", None, b"ok", False),                 # compressed: the Deframer inflates it
+    ("error_after_message", None, "NOT_FOUND", False),
+    ("slow_settings", [("grpc.max_receive_message_length", 1)], "RESOURCE_EXHAUSTED", False),
+    ("two_messages", None, "UNIMPLEMENTED", False),
+    ("length_lie", None, "INTERNAL", False),
+])
+def test_unary_fast_path_takes_only_the_common_shape(mode, options, outcome, fast):
+    from support.grpc_fake import serve_fake
+
+    async def main():
+        async with serve_fake(mode) as port:
+            async with rg.Channel(f"127.0.0.1:{port}", options=options) as ch:
+                call = ch.unary_unary("/x.Y/Z")(b"req", timeout=CALL_BOUND)
+                if isinstance(outcome, bytes):
+                    assert await call == outcome
+                    assert await call.code() is rg.StatusCode.OK
+                else:
+                    with pytest.raises(rg.AioRpcError) as ei:
+                        await call
+                    assert ei.value.code() is getattr(rg.StatusCode, outcome), ei.value
+                # the fast path never builds a Deframer; the general reader does
+                assert (call._rpc.deframer is None) is fast
+                conn = ch._pool.h2conns[0] if ch._pool.h2conns else None
+                if conn is not None:
+                    assert not conn.streams          # the stream left the connection
+    run(main)

@@ -102,6 +102,17 @@ def _reply(mode, conn, sid):
         conn.send_headers(sid, grpc_head)
         conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
         conn.send_headers(sid, [(":status", "200")] + ok, end_stream=True)
+    elif mode == "gzip_ok":             # one compressed message, status OK
+        import gzip
+        z = gzip.compress(b"ok")
+        conn.send_headers(sid, grpc_head + [("grpc-encoding", "gzip")])
+        conn.send_data(sid, b"\x01" + len(z).to_bytes(4, "big") + z)
+        conn.send_headers(sid, ok, end_stream=True)
+    elif mode == "error_after_message":     # a message, then a non-OK status
+        conn.send_headers(sid, grpc_head)
+        conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
+        conn.send_headers(sid, [("grpc-status", "5"), ("grpc-message", "gone")],
+                          end_stream=True)
     elif mode == "two_messages":
         conn.send_headers(sid, grpc_head)
         conn.send_data(sid, b"\x00\x00\x00\x00\x01a\x00\x00\x00\x00\x01b")

@@ -126,7 +126,8 @@ class _Call:
 
     async def _start(self, first: Any = _UNSET) -> None:
         self._started = True
-        self._task = asyncio.current_task()
+        if self._task is None:
+            self._task = asyncio.current_task()
         payload = None if first is _UNSET else self._serialize(first)
         await self._rpc.start(self._headers, self._time_left(), payload)
 
@@ -221,16 +222,7 @@ class _UnaryResponse(_Call):
     async def _invoke(self) -> Any:
         if not self._started:
             await self._begin_inner()
-        rpc = self._rpc
-        msg = await rpc.recv()
-        if msg is None:
-            raise rpc._fail(AioRpcError(StatusCode.UNIMPLEMENTED,
-                                        "the server sent no response message"))
-        if await rpc.recv() is not None:
-            rpc.reset()
-            raise rpc._fail(AioRpcError(StatusCode.UNIMPLEMENTED,
-                                        "the server sent more than one response message"))
-        return self._deserialize(msg)
+        return self._deserialize(await self._rpc.unary())
 
     async def _begin(self) -> None:
         await self._op(self._begin_inner)

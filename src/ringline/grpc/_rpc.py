@@ -234,6 +234,68 @@ class Rpc:
                 raise self._fail(exc) from None
         return msgs.popleft()
 
+    async def unary(self) -> bytes:
+        """The one message of a unary response. The common case -- the head,
+        one uncompressed message in one DATA frame and trailers with status
+        OK all arrived in the batch that woke the call -- is taken in one
+        step; anything else (and any error) goes through ``recv()``."""
+        s = self.s
+        if self.body is None and self.code is None and s is not None:
+            conn = self.conn
+            try:
+                while s.headers is None and s.error is None:
+                    await conn._wait(s, None)
+            except Exception as exc:
+                raise self._fail(map_error(exc)) from None
+            if s.ended and s.error is None and s.status == 200 and s.trailers is not None:
+                msg = self._whole(s)
+                if msg is not None:
+                    return msg
+        msg = await self.recv()
+        if msg is None:
+            raise self._fail(AioRpcError(StatusCode.UNIMPLEMENTED,
+                                         "the server sent no response message"))
+        if await self.recv() is not None:
+            self.reset()
+            raise self._fail(AioRpcError(StatusCode.UNIMPLEMENTED,
+                                         "the server sent more than one response message"))
+        return msg
+
+    def _whole(self, s: Any) -> Optional[bytes]:
+        """The message of an ended stream in the common shape, taken (flow
+        control credited, metadata and status set); None, touching
+        nothing, when the stream has any other shape."""
+        data = s.data
+        if len(data) != 1:
+            return None
+        d, flow = data[0]
+        n = len(d) - 5
+        if n < 0 or d[0] or int.from_bytes(d[1:5], "big") != n or n > self.channel._max_recv:
+            return None
+        headers = s.headers
+        ct = None
+        for k, v in headers:
+            if k == b"content-type":
+                ct = v
+            elif k == b"grpc-status":       # trailers-only with a body: recv() says so
+                return None
+        if ct is None or not ct.startswith(b"application/grpc"):
+            return None
+        trailers = s.trailers
+        if _get(trailers, b"grpc-status") != b"0":
+            return None
+        s.data = []
+        conn = self.conn
+        if not conn.closed:
+            conn.h2.acknowledge_received_data(flow, s.sid)
+            conn._flush()
+        self.initial = decode_metadata(headers)
+        self.trailing = decode_metadata(trailers)
+        self.details = decode_message(_get(trailers, b"grpc-message"))
+        self.ended_body = True
+        self.code = StatusCode.OK
+        return d[5:]
+
     def _status(self, trailers: List[Tuple[bytes, bytes]]) -> None:
         gs = _get(trailers, b"grpc-status")
         self.trailing = decode_metadata(trailers)
