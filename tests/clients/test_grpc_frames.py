@@ -146,6 +146,30 @@ def test_send_windows_kept_and_updated():
         e.send_data(sid, b"z")
 
 
+def test_window_events_only_when_a_sender_can_wait():
+    """A WINDOW_UPDATE is an event only when the window it opens was at or
+    below 0 (a sender waits only then); the windows move either way."""
+    e = _engine()
+    a = _open(e, end=False)
+    b = _open(e, end=True)          # our side closed: nothing of it ever waits
+    win = lambda sid, n: _frame(8, 0, sid, n.to_bytes(4, "big"))  # noqa: E731
+    assert e.receive(win(0, 7) + win(a, 7) + win(b, 7)) == []      # all open: no event
+    assert e.local_flow_control_window(a) == 65542
+    for _ in range(4):
+        e.send_data(a, b"x" * 16384)
+    e.send_data(a, b"x" * (65542 - 4 * 16384))
+    assert e.local_flow_control_window(a) == 0       # both windows at 0
+    assert e.receive(win(a, 3)) == [(F.EV_WINDOW, a, 3)]
+    assert e.receive(win(0, 10)) == [(F.EV_WINDOW, 0, 10)]
+    e.send_data(a, b"x" * 3)                         # stream 0, connection 7
+    assert e.receive(win(a, 100)) == [(F.EV_WINDOW, a, 100)]
+    e.send_data(a, b"x" * 7)                         # stream 93, connection 0
+    assert e.receive(win(a, 5)) == []                # a wait here is the connection's
+    assert e.receive(win(0, 50)) == [(F.EV_WINDOW, 0, 50)]
+    assert e.local_flow_control_window(a) == 50
+    assert e.receive(win(0, 50)) == []
+
+
 def test_release_after_an_early_answer():
     e = _engine()
     sid = _open(e, end=False)                   # our request side stays open

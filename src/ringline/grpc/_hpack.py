@@ -21,7 +21,10 @@ Invariants: the blocks this encoder makes never add to or refer to the
 dynamic table, so they are valid whatever the peer's table holds (the
 wrapped encoder's blocks keep their own table in step); the cache holds at
 most ``_CACHE_MAX`` fields (varying values such as grpc-timeout are encoded
-each time once it is full); no Huffman coding (the strings go as they are).
+each time once it is full) and at most ``_BLOCKS_MAX`` whole blocks (a
+block of plain tuples is kept by its fields, emptied when full: a head
+without a deadline is the same call after call); no Huffman coding (the
+strings go as they are).
 
 Also owns ``CachingDecoder``, installed in place of the connection's
 ``hpack`` decoder: a gRPC server's response heads and trailers repeat call
@@ -43,6 +46,8 @@ from typing import Any, Dict, Iterable, Tuple
 __all__ = ["CachingDecoder", "StaticEncoder"]
 
 _CACHE_MAX = 512
+_BLOCKS_MAX = 64
+_PLAIN = {tuple}
 _DECODE_CACHE_MAX = 64
 _DECODE_BLOCK_MAX = 1024
 
@@ -91,11 +96,12 @@ def encode_field(name: bytes, value: bytes, never_indexed: bool = False) -> byte
 
 
 class StaticEncoder:
-    __slots__ = ("inner", "cache")
+    __slots__ = ("inner", "cache", "blocks")
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.cache: Dict[Tuple[bytes, bytes], bytes] = {}
+        self.blocks: Dict[Tuple[Any, ...], bytes] = {}
 
     @property
     def header_table_size(self) -> int:
@@ -108,9 +114,17 @@ class StaticEncoder:
     def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
         if self.inner.table_size_changes:       # the size update goes first
             return bytes(self.inner.encode(headers, huffman))
+        # a whole block seen before (the same head, call after call): one
+        # look-up; only blocks of plain tuples are kept (a never-indexed
+        # field, a tuple subclass, equal as a tuple, would match a plain one)
+        key = tuple(headers)
+        b = self.blocks.get(key)
+        if b is not None:
+            return b
+        plain = set(map(type, key)) == _PLAIN
         cache = self.cache
         parts = []
-        for h in headers:
+        for h in key:
             if getattr(h, "indexable", True):
                 b = cache.get(h)
                 if b is None:
@@ -121,7 +135,12 @@ class StaticEncoder:
             else:
                 b = encode_field(bytes(h[0]), bytes(h[1]), True)
             parts.append(b)
-        return b"".join(parts)
+        block = b"".join(parts)
+        if plain:
+            if len(self.blocks) >= _BLOCKS_MAX:
+                self.blocks.clear()
+            self.blocks[key] = block
+        return block
 
 
 class CachingDecoder:

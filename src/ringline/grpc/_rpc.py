@@ -117,7 +117,8 @@ class Rpc:
                     conn = await pool.connection(self.channel._conn_timeout)
                 self.conn = conn
                 self.s = conn.open_stream(b"POST", self.path, hdrs, flush=first is None)
-                self.channel._keepalive_start()
+                if self.channel._ka_task is None:
+                    self.channel._keepalive_start()
             except StaleConnection as exc:
                 attempt += 1
                 if attempt > _STALE_RETRIES:

@@ -24,7 +24,9 @@ by ``receive`` the engine is dead (the connection fails).
 
 Events (tuples, first item the kind): (EV_DATA, sid, data, flow_len, ended),
 (EV_HEADERS, sid, headers, ended, is_trailer), (EV_RESET, sid, code),
-(EV_WINDOW, sid, increment), (EV_SETTINGS,), (EV_SETTINGS_ACK,), (EV_PING,),
+(EV_WINDOW, sid, increment: only when the window it opens -- the
+connection's, or that of a stream still sending -- was at or below 0, the
+only case where a sender waits on it), (EV_SETTINGS,), (EV_SETTINGS_ACK,), (EV_PING,),
 (EV_PING_ACK, opaque), (EV_GOAWAY, last_sid, code), (EV_OTHER,) (PRIORITY,
 unknown types: frames carrying no progress, for the flood count). Frames of
 streams no longer in the table (reset or finished here) are dropped; their
@@ -471,6 +473,8 @@ cdef class H2Engine:
                 if self.conn_send_window > _WIN_MAX:
                     raise self._conn_error(E_FLOW, "the server's connection window passed "
                                            "2^31-1", _h2x.FlowControlError)
+                if self.conn_send_window - inc > 0:
+                    return          # no sender can be waiting on an open window
             else:
                 if sid > self.highest_sid or not sid & 1:
                     raise self._conn_error(E_PROTOCOL, f"WINDOW_UPDATE on idle stream {sid}")
@@ -481,6 +485,11 @@ cdef class H2Engine:
                 if s.send_window > _WIN_MAX:
                     raise self._conn_error(E_FLOW, f"the server's window of stream {sid} "
                                            f"passed 2^31-1", _h2x.FlowControlError)
+                if s.local_closed or s.send_window - inc > 0:
+                    # nothing of this stream can wait for it: a sender waits
+                    # only on a window at or below 0 (the connection's
+                    # opening is an event of its own)
+                    return
             events.append((EV_WINDOW, sid, inc))
         elif ftype == T_SETTINGS:
             if sid != 0:
