@@ -361,3 +361,20 @@ def test_unary_fast_path_takes_only_the_common_shape(mode, options, outcome, fas
                 if conn is not None:
                     assert not conn.streams          # the stream left the connection
     run(main)
+
+
+def test_trailer_bound_holds_for_a_repeated_block():
+    """Header blocks seen before skip validation; a trailer section over
+    max_trailer_bytes fails its call every time it comes, not only the
+    first (the size check is not skipped with the validation)."""
+    from support.grpc_fake import serve_fake
+
+    async def main():
+        async with serve_fake("big_trailers") as port:
+            async with rg.Channel(f"127.0.0.1:{port}") as ch:
+                for _ in range(3):
+                    with pytest.raises(rg.AioRpcError) as ei:
+                        await ch.unary_unary("/x.Y/Z")(b"req", timeout=CALL_BOUND)
+                    assert "max_trailer_bytes" in ei.value.details(), ei.value
+                assert len(ch._pool.h2conns) == 1       # one connection, never failed
+    run(main)

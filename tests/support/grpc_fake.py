@@ -113,6 +113,10 @@ def _reply(mode, conn, sid):
         conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
         conn.send_headers(sid, [("grpc-status", "5"), ("grpc-message", "gone")],
                           end_stream=True)
+    elif mode == "big_trailers":        # over max_trailer_bytes, under max_header_bytes
+        conn.send_headers(sid, grpc_head)
+        conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
+        conn.send_headers(sid, ok + [("x-pad", "p" * 20000)], end_stream=True)
     elif mode == "two_messages":
         conn.send_headers(sid, grpc_head)
         conn.send_data(sid, b"\x00\x00\x00\x00\x01a\x00\x00\x00\x00\x01b")

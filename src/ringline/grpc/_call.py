@@ -64,7 +64,7 @@ class _Call:
         self._headers = headers
         self._cancelled = False
         self._task: Optional[asyncio.Task] = None
-        self._callbacks: List[Callable] = []
+        self._callbacks: Optional[List[Callable]] = None
         self._started = False
         self._sender: Optional[asyncio.Task] = None
         self._finished: Optional[asyncio.Future] = None
@@ -81,18 +81,24 @@ class _Call:
                 return await fn(*args)
             async with _timeout_at(self._deadline):
                 return await fn(*args)
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError, AioRpcError) as exc:
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """What a wait of the call that raised ``exc`` raises: the deadline
+        (TimeoutError) ends the call with DEADLINE_EXCEEDED, a cancellation
+        ends it CANCELLED (and is raised again), an AioRpcError ends it."""
+        if isinstance(exc, TimeoutError):
             if self._rpc.code is not None:
-                raise
-            raise self._finish(self._rpc.abort(StatusCode.DEADLINE_EXCEEDED,
-                                               "Deadline Exceeded")) from None
-        except asyncio.CancelledError:
+                return exc
+            return self._finish(self._rpc.abort(StatusCode.DEADLINE_EXCEEDED,
+                                                "Deadline Exceeded"))
+        if isinstance(exc, asyncio.CancelledError):
             self._cancelled = True
             self._finish(self._rpc.abort(StatusCode.CANCELLED,
                                          "Locally cancelled by application!"))
-            raise
-        except AioRpcError as exc:
-            raise self._finish(exc) from None
+            return exc
+        return self._finish(exc)
 
     def _finish(self, exc: Any = None) -> Any:
         if self._sender is not None and not self._sender.done():
@@ -100,9 +106,10 @@ class _Call:
         f = self._finished
         if f is not None and not f.done():
             f.set_result(None)
-        cbs, self._callbacks = self._callbacks, []
-        for cb in cbs:
-            self._loop.call_soon(cb, self)
+        cbs, self._callbacks = self._callbacks, None
+        if cbs:
+            for cb in cbs:
+                self._loop.call_soon(cb, self)
         return exc
 
     def _serialize(self, request: Any) -> bytes:
@@ -157,6 +164,8 @@ class _Call:
         if self.done():
             self._loop.call_soon(callback, self)
         else:
+            if self._callbacks is None:
+                self._callbacks = []
             self._callbacks.append(callback)
 
     async def _wait_done(self) -> None:
@@ -199,6 +208,7 @@ class _Call:
 class _UnaryResponse(_Call):
     """Awaitable for the one response message."""
     __slots__ = ("_result",)
+    _one_request = False        # a request message in the call (unary-unary)
 
     def _init_result(self) -> None:
         self._result: Any = _UNSET
@@ -214,7 +224,19 @@ class _UnaryResponse(_Call):
                 raise asyncio.CancelledError()
             raise self._rpc._error()
         self._task = asyncio.current_task()
-        result = await self._op(self._invoke)
+        if self._deadline is None and not self._started and self._one_request:
+            # the common call in one frame: _op's guard without a deadline,
+            # _invoke and _start inline
+            self._started = True
+            rpc = self._rpc
+            try:
+                await rpc.start(self._headers, None, self._serialize(self._request))
+                msg = await rpc.unary()
+            except (asyncio.CancelledError, AioRpcError) as exc:
+                raise self._failed(exc) from None
+            result = self._deserialize(msg)
+        else:
+            result = await self._op(self._invoke)
         self._result = result
         self._finish()
         return result
@@ -310,6 +332,7 @@ class _RequestStream:
 
 class UnaryUnaryCall(_UnaryResponse):
     __slots__ = ("_request",)
+    _one_request = True
 
     def __init__(self, request: Any, *args: Any) -> None:
         super().__init__(*args)

@@ -242,12 +242,11 @@ class Rpc:
         step; anything else (and any error) goes through ``recv()``."""
         s = self.s
         if self.body is None and self.code is None and s is not None:
-            conn = self.conn
-            try:
-                while s.headers is None and s.error is None:
-                    await conn._wait(s, None)
-            except Exception as exc:
-                raise self._fail(map_error(exc)) from None
+            loop = self.conn.loop
+            while s.headers is None and s.error is None:
+                # a wait cut short resets the stream (the caller's abort)
+                fut = s.waiter = loop.create_future()
+                await fut
             if s.ended and s.error is None and s.status == 200 and s.trailers is not None:
                 msg = self._whole(s)
                 if msg is not None:
@@ -274,25 +273,24 @@ class Rpc:
         if n < 0 or d[0] or int.from_bytes(d[1:5], "big") != n or n > self.channel._max_recv:
             return None
         headers = s.headers
-        ct = None
-        for k, v in headers:
-            if k == b"content-type":
-                ct = v
-            elif k == b"grpc-status":       # trailers-only with a body: recv() says so
-                return None
+        head = dict(headers)
+        # a repeated field, trailers-only with a body: recv() says what it is
+        if len(head) != len(headers) or b"grpc-status" in head:
+            return None
+        ct = head.get(b"content-type")
         if ct is None or not ct.startswith(b"application/grpc"):
             return None
         trailers = s.trailers
-        if _get(trailers, b"grpc-status") != b"0":
+        tail = dict(trailers)
+        if len(tail) != len(trailers) or tail.get(b"grpc-status") != b"0":
             return None
         s.data = []
         conn = self.conn
-        if not conn.closed:
-            conn.h2.acknowledge_received_data(flow, s.sid)
-            conn._flush()
+        if not conn.closed and conn.h2.acknowledge_received_data(flow, s.sid):
+            conn._flush()           # a WINDOW_UPDATE was queued
         self.initial = decode_metadata(headers)
         self.trailing = decode_metadata(trailers)
-        self.details = decode_message(_get(trailers, b"grpc-message"))
+        self.details = decode_message(tail.get(b"grpc-message"))
         self.ended_body = True
         self.code = StatusCode.OK
         return d[5:]

@@ -422,13 +422,16 @@ class H2Connection:
             self._end_stream(s)
 
     def _on_trailers(self, sid: int, hdrs: List[Any]) -> None:
-        self._validate(hdrs, _TRAILER_FLAGS)
+        key = self._validate(hdrs, _TRAILER_FLAGS)
         s = self.streams.get(sid)
-        if s is not None:
+        if key is not None:         # a block not seen before: its size too
             err = trailer_error(sum(len(k) + len(v) for k, v in hdrs), self.bounds)
             if err is not None:
-                self._stream_error(s, err)
+                self.valid.discard(key)     # checked again when it comes again
+                if s is not None:
+                    self._stream_error(s, err)
                 return
+        if s is not None:
             s.trailers = list(hdrs)
 
     def _on_reset(self, sid: int, code: int) -> None:
@@ -505,7 +508,7 @@ class H2Connection:
             if not w.done():
                 w.set_result(None)
 
-    def _validate(self, headers: List[Any], flags: Any) -> None:
+    def _validate(self, headers: List[Any], flags: Any) -> Any:
         """h2's inbound header validation (``validate_headers`` with the
         flags h2 would build), run here instead of inside h2 so that a
         block seen before on this connection (a gRPC server's heads and
@@ -513,11 +516,12 @@ class H2Connection:
         ``_VALID_MAX`` valid blocks are remembered. An invalid block fails
         the connection (GOAWAY PROTOCOL_ERROR) as h2 would have; unlike
         h2, the frames after it in the same receive were already processed,
-        which changes nothing since the connection fails."""
+        which changes nothing since the connection fails. Returns None for
+        a block seen before, else its key in ``valid``."""
         key = (tuple(headers), flags.is_trailer)
         valid = self.valid
         if key in valid:
-            return
+            return None
         try:
             for _ in validate_headers(headers, flags):
                 pass
@@ -531,6 +535,7 @@ class H2Connection:
         if len(valid) >= _VALID_MAX:
             valid.clear()
         valid.add(key)
+        return key
 
     def _check_frame_length(self, pending: Any) -> None:
         """h2 checks a frame's length against our max frame size only once

@@ -322,25 +322,30 @@ cdef class H2Engine:
 
     def acknowledge_received_data(self, long long n, unsigned int sid):
         """The caller took ``n`` flow-controlled bytes of ``sid``: reopen the
-        windows (a WINDOW_UPDATE once half of a window is used up)."""
-        self._ack(n, sid)
+        windows (a WINDOW_UPDATE once half of a window is used up). True
+        when a WINDOW_UPDATE was queued (there is something to send)."""
+        return self._ack(n, sid)
 
-    cdef void _ack(self, long long n, unsigned int sid):
+    cdef bint _ack(self, long long n, unsigned int sid):
+        cdef bint queued = False
         self.conn_unacked += n
         if self.conn_unacked >= self.conn_window // 2:
             self.out += _hdr(4, T_WINDOW, 0, 0)
             self.out += _u32b(self.conn_unacked)
             self.conn_recv_window += self.conn_unacked
             self.conn_unacked = 0
+            queued = True
         cdef _EStream s = self.streams.get(sid)
         if s is None or s.remote_closed:
-            return
+            return queued
         s.unacked += n
         if s.unacked >= self.stream_window // 2:
             self.out += _hdr(4, T_WINDOW, 0, sid)
             self.out += _u32b(s.unacked)
             s.recv_window += s.unacked
             s.unacked = 0
+            queued = True
+        return queued
 
     def ping(self, bytes opaque):
         if len(opaque) != 8:
