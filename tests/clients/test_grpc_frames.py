@@ -378,3 +378,35 @@ def test_trailer_bound_holds_for_a_repeated_block():
                     assert "max_trailer_bytes" in ei.value.details(), ei.value
                 assert len(ch._pool.h2conns) == 1       # one connection, never failed
     run(main)
+
+
+def test_fast_path_verdicts_are_per_block_pair():
+    """Rpc._whole remembers its verdict per (head, trailers) pair on the
+    channel: calls whose trailers differ (another status, other metadata,
+    a repeated field) on one connection each get their own outcome and
+    metadata, whatever came before."""
+    from support.grpc_fake import serve_fake
+
+    async def main():
+        async with serve_fake("mixed") as port:
+            async with rg.Channel(f"127.0.0.1:{port}") as ch:
+                method = ch.unary_unary("/x.Y/Z")
+                for _ in range(3):
+                    call = method(b"req", timeout=CALL_BOUND)
+                    assert await call == b"ok"
+                    assert await call.trailing_metadata() == (("x-t", "a"),)
+                    assert await call.initial_metadata() == (("x-h", "1"),)
+                    call = method(b"req", timeout=CALL_BOUND)
+                    with pytest.raises(rg.AioRpcError) as ei:
+                        await call
+                    assert ei.value.code() is rg.StatusCode.NOT_FOUND
+                    assert ei.value.details() == "gone"
+                    call = method(b"req", timeout=CALL_BOUND)
+                    assert await call == b"ok"
+                    assert await call.trailing_metadata() == (("x-t", "b"),)
+                    call = method(b"req", timeout=CALL_BOUND)
+                    assert await call == b"ok"
+                    assert await call.trailing_metadata() == (("x-t", "c"), ("x-t", "d"))
+                    assert call._rpc.deframer is not None   # the general reader took it
+                assert len(ch._pool.h2conns) == 1
+    run(main)

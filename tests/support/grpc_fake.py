@@ -15,7 +15,9 @@ SETTINGS, allowing 1000 streams, only after SETTINGS_DELAY s; then every
 call is answered "ok"), big_frame (the header of a DATA frame announcing
 1 MiB, then 100 bytes of it, then nothing), bad_header (a response head
 with an upper-case header name), pseudo_trailers (trailers holding a
-pseudo header); raw frames the native engine must refuse:
+pseudo header), mixed (the same head and message, then, call by call in
+turn, trailers OK with x-t "a", NOT_FOUND, OK with x-t "b", OK with x-t
+"c" and "d"); raw frames the native engine must refuse:
 data_stream0 (DATA on stream 0), bad_padding (a pad length past the frame),
 short_window_update (a WINDOW_UPDATE 3 bytes long), flow_overrun (DATA past
 the stream's 1 MiB window, before any head), big_headers (a header block of 80 KiB in
@@ -117,6 +119,13 @@ def _reply(mode, conn, sid):
         conn.send_headers(sid, grpc_head)
         conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
         conn.send_headers(sid, ok + [("x-pad", "p" * 20000)], end_stream=True)
+    elif mode == "mixed":       # per call in turn: OK, NOT_FOUND, OK, OK (x-t twice)
+        turn = (sid - 1) // 2 % 4
+        trailers = {0: ok + [("x-t", "a")], 1: [("grpc-status", "5"), ("grpc-message", "gone")],
+                    2: ok + [("x-t", "b")], 3: ok + [("x-t", "c"), ("x-t", "d")]}[turn]
+        conn.send_headers(sid, grpc_head + [("x-h", "1")])
+        conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
+        conn.send_headers(sid, trailers, end_stream=True)
     elif mode == "two_messages":
         conn.send_headers(sid, grpc_head)
         conn.send_data(sid, b"\x00\x00\x00\x00\x01a\x00\x00\x00\x00\x01b")

@@ -44,10 +44,6 @@ EOF: Any = _EOF()
 _UNSET: Any = object()
 
 
-def _identity(x: Any) -> Any:
-    return x
-
-
 class _Call:
     __slots__ = ("_rpc", "_ser", "_deser", "_timeout", "_deadline", "_headers", "_cancelled",
                  "_task", "_callbacks", "_started", "_loop", "_sender", "_finished")
@@ -56,8 +52,8 @@ class _Call:
                  deser: Optional[Callable], timeout: Optional[float], headers: List,
                  compression: Optional[str], wait_for_ready: bool = False) -> None:
         self._rpc = Rpc(channel, path, compression, wait_for_ready)
-        self._ser = ser or _identity
-        self._deser = deser or _identity
+        self._ser = ser             # None: requests and responses are bytes
+        self._deser = deser
         self._loop = asyncio.get_running_loop()
         self._timeout = timeout
         self._deadline = None if timeout is None else self._loop.time() + timeout
@@ -114,7 +110,8 @@ class _Call:
 
     def _serialize(self, request: Any) -> bytes:
         try:
-            return self._ser(request)
+            ser = self._ser
+            return request if ser is None else ser(request)
         except AioRpcError as exc:
             raise self._finish(self._rpc.abort(exc.code(), exc.details() or "")) from None
         except Exception as exc:
@@ -123,7 +120,8 @@ class _Call:
 
     def _deserialize(self, data: bytes) -> Any:
         try:
-            return self._deser(data)
+            deser = self._deser
+            return data if deser is None else deser(data)
         except Exception as exc:
             raise self._finish(self._rpc.abort(StatusCode.INTERNAL,
                                                f"Exception deserializing response! ({exc!r})"))
@@ -219,16 +217,17 @@ class _UnaryResponse(_Call):
     async def _await(self) -> Any:
         if self._result is not _UNSET:
             return self._result
-        if self.done() and self._rpc.code is not StatusCode.OK:
+        rpc = self._rpc
+        code = rpc.code
+        if code is not None and code is not StatusCode.OK:
             if self._cancelled:
                 raise asyncio.CancelledError()
-            raise self._rpc._error()
+            raise rpc._error()
         self._task = asyncio.current_task()
         if self._deadline is None and not self._started and self._one_request:
-            # the common call in one frame: _op's guard without a deadline,
+            # the common call in one step: _op's guard without a deadline,
             # _invoke and _start inline
             self._started = True
-            rpc = self._rpc
             try:
                 await rpc.start(self._headers, None, self._serialize(self._request))
                 msg = await rpc.unary()

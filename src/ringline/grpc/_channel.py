@@ -85,6 +85,7 @@ class Channel:
         rcv = opts.get("grpc.max_receive_message_length", DEFAULT_MAX_RECEIVE)
         snd = opts.get("grpc.max_send_message_length", -1)
         self._max_recv = (1 << 32) - 1 if rcv is None or rcv < 0 else int(rcv)
+        self._shapes: Dict[Any, Any] = {}      # Rpc._whole's verdicts
         self._max_send = None if snd is None or snd < 0 else int(snd)
         if compression not in (None, "gzip", "identity"):
             raise ValueError(f"unsupported compression {compression!r} (gzip or None)")

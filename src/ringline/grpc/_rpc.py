@@ -72,6 +72,27 @@ def _get(headers: List[Tuple[bytes, bytes]], name: bytes) -> Optional[bytes]:
     return None
 
 
+_SHAPES_MAX = 64        # header/trailer block pairs remembered per channel
+
+
+def _shape(headers: Tuple[Tuple[bytes, bytes], ...],
+           trailers: Tuple[Tuple[bytes, bytes], ...]) -> Any:
+    """For ``Rpc._whole``: (initial metadata, trailing metadata, details) of
+    a response whose head and trailers are these blocks when they are of
+    the common shape (a gRPC content-type, no field repeated, no status in
+    the head, status OK in the trailers), else False (``recv()`` then says
+    what the response is)."""
+    head = dict(headers)
+    tail = dict(trailers)
+    ct = head.get(b"content-type")
+    if (len(head) != len(headers) or b"grpc-status" in head or ct is None
+            or not ct.startswith(b"application/grpc") or len(tail) != len(trailers)
+            or tail.get(b"grpc-status") != b"0"):
+        return False
+    return (decode_metadata(headers), decode_metadata(trailers),
+            decode_message(tail.get(b"grpc-message")))
+
+
 class Rpc:
     __slots__ = ("channel", "path", "conn", "s", "body", "deframer", "msgs", "initial",
                  "trailing", "code", "details", "compression", "ended_body", "wait_for_ready")
@@ -117,7 +138,7 @@ class Rpc:
                     conn = await pool.connection(self.channel._conn_timeout)
                 self.conn = conn
                 self.s = conn.open_stream(b"POST", self.path, hdrs, flush=first is None)
-                if self.channel._ka_task is None:
+                if self.channel._ka_time is not None:
                     self.channel._keepalive_start()
             except StaleConnection as exc:
                 attempt += 1
@@ -264,7 +285,9 @@ class Rpc:
     def _whole(self, s: Any) -> Optional[bytes]:
         """The message of an ended stream in the common shape, taken (flow
         control credited, metadata and status set); None, touching
-        nothing, when the stream has any other shape."""
+        nothing, when the stream has any other shape. The verdict on a
+        pair of header and trailer blocks (and the metadata they carry) is
+        remembered per channel: a server sends the same few pairs."""
         data = s.data
         if len(data) != 1:
             return None
@@ -272,25 +295,21 @@ class Rpc:
         n = len(d) - 5
         if n < 0 or d[0] or int.from_bytes(d[1:5], "big") != n or n > self.channel._max_recv:
             return None
-        headers = s.headers
-        head = dict(headers)
-        # a repeated field, trailers-only with a body: recv() says what it is
-        if len(head) != len(headers) or b"grpc-status" in head:
-            return None
-        ct = head.get(b"content-type")
-        if ct is None or not ct.startswith(b"application/grpc"):
-            return None
-        trailers = s.trailers
-        tail = dict(trailers)
-        if len(tail) != len(trailers) or tail.get(b"grpc-status") != b"0":
+        shapes = self.channel._shapes
+        key = (tuple(s.headers), tuple(s.trailers))
+        shape = shapes.get(key)
+        if shape is None:
+            shape = _shape(*key)
+            if len(shapes) >= _SHAPES_MAX:
+                shapes.clear()
+            shapes[key] = shape
+        if shape is False:
             return None
         s.data = []
         conn = self.conn
         if not conn.closed and conn.h2.acknowledge_received_data(flow, s.sid):
             conn._flush()           # a WINDOW_UPDATE was queued
-        self.initial = decode_metadata(headers)
-        self.trailing = decode_metadata(trailers)
-        self.details = decode_message(tail.get(b"grpc-message"))
+        self.initial, self.trailing, self.details = shape
         self.ended_body = True
         self.code = StatusCode.OK
         return d[5:]

@@ -19,7 +19,7 @@ import base64
 import gzip
 import re
 import zlib
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import unquote
 
 from ._status import AioRpcError, StatusCode
@@ -147,7 +147,7 @@ def encode_metadata(metadata: Optional[Iterable[Tuple[str, Any]]]) -> List[Tuple
     return out
 
 
-def decode_metadata(headers: Optional[List[Tuple[bytes, bytes]]]) -> Tuple[Tuple[str, Any], ...]:
+def decode_metadata(headers: Optional[Sequence[Tuple[bytes, bytes]]]) -> Tuple[Tuple[str, Any], ...]:
     """Application metadata out of a header or trailer list (``-bin``
     values as bytes; malformed base64 drops the value's bad tail)."""
     if not headers:
