@@ -334,17 +334,14 @@ class Client:
         return new
 
     async def _send_once(self, req: Request, t: Timeout, stream: bool) -> Response:
-        pool = self._pool(req.url)
+        """One request on a connection of the pool, again on another (at
+        most 3 times in all) when the one it took turns out stale and the
+        request can be repeated."""
         attempts = 0
         while True:
             attempts += 1
-            # an idle keep-alive connection is taken without a coroutine
-            conn: Any = (pool.take_idle() if pool.idle and not pool.h2conns else None) \
-                or await pool.connection(t)
             try:
-                if type(conn) is H1Connection:
-                    return await self._h1(conn, req, t, stream)
-                return await conn.request(self, req, t)
+                return await self._attempt(req, t, stream)
             except StaleConnection as exc:
                 if attempts >= 3 or req.stream is not None or (
                         req.method not in _IDEMPOTENT and not exc.safe):
@@ -355,6 +352,16 @@ class Client:
                 if exc.request is None:
                     exc.request = req
                 raise
+
+    async def _attempt(self, req: Request, t: Timeout, stream: bool) -> Response:
+        """The request on one connection (the HTTP/3 client's is its own)."""
+        pool = self._pool(req.url)
+        # an idle keep-alive connection is taken without a coroutine
+        conn: Any = (pool.take_idle() if pool.idle and not pool.h2conns else None) \
+            or await pool.connection(t)
+        if type(conn) is H1Connection:
+            return await self._h1(conn, req, t, stream)
+        return await conn.request(self, req, t)
 
     async def _h1(self, conn: H1Connection, req: Request, t: Timeout, stream: bool) -> Response:
         headers, checked, body = self._wire_headers(req, False)

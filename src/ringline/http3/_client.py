@@ -19,11 +19,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Dict, Optional, Tuple
 
-from ..http._client import _IDEMPOTENT, Client as _HTTPClient
+from ..http._client import Client as _HTTPClient
 from ..http._config import DEFAULT_TIMEOUT, Bounds, Timeout
-from ..http._errors import (ConnectError, ConnectTimeout, LocalProtocolError, RequestError,
-                            TransportError)
-from ..http._h1conn import StaleConnection
+from ..http._errors import ConnectError, ConnectTimeout, LocalProtocolError
 from ..http._models import URL, Headers, Request, Response
 from ..quic import QuicHandshakeError, TicketStore, connect as _qconnect
 from ._config import DEFAULT_QUIC, QuicLimits
@@ -127,22 +125,8 @@ class Client(_HTTPClient):
                 del self._dials[origin]
                 fut.set_result(None)
 
-    async def _send_once(self, req: Request, t: Timeout, stream: bool) -> Response:
+    async def _attempt(self, req: Request, t: Timeout, stream: bool) -> Response:
         if req.url.scheme != "https":
             raise LocalProtocolError(f"HTTP/3 needs an https URL, got {req.url}")
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                conn = await self._connection(req.url, t)
-                return await conn.request(self, req, t)
-            except StaleConnection as exc:
-                if attempts >= 3 or req.stream is not None or (
-                        req.method not in _IDEMPOTENT and not exc.safe):
-                    raise TransportError(f"{req.method} {req.url}: the connection closed "
-                                         "before the server answered") from None
-                continue
-            except RequestError as exc:
-                if exc.request is None:
-                    exc.request = req
-                raise
+        conn = await self._connection(req.url, t)
+        return await conn.request(self, req, t)
