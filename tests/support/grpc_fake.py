@@ -1,10 +1,10 @@
 """A hostile gRPC server for ringline.grpc's tests: h2c (prior knowledge) on
 the sans-IO ``h2`` library, served on the test's own running loop
-(``asyncio.start_server`` on 127.0.0.1). ``serve_fake(mode)`` is an async
-context manager yielding the port; every request on every connection gets
-the reply MODE names:
+(``asyncio.start_server`` on 127.0.0.1). ``serve_fake(mode, record=None,
+gate=None)`` is an async context manager yielding the port; every request
+on every connection gets the reply MODE names:
 
-length_lie (a prefix promising 100 bytes, 10 sent, then OK trailers),
+ok (a message "ok", then OK trailers), length_lie (a prefix promising 100 bytes, 10 sent, then OK trailers),
 huge_length (a prefix of 4 GiB - 1, then bytes until the client resets),
 no_trailers (a message, then END_STREAM on DATA), bomb (a gzip message that
 inflates to 64 MiB), html (200 text/html), http503 (503, no grpc-status),
@@ -25,6 +25,10 @@ HEADERS + CONTINUATION), endless_continuation (HEADERS then empty
 CONTINUATION frames without END_HEADERS, 1,000 of them).
 
 Every GOAWAY a client sends is appended (its error code) to ``GOAWAYS``.
+With ``record`` (a ``Record``) the server notes each request's connection
+and stream id, and each connection the client closed; with ``gate`` (an
+``asyncio.Event``) requests that arrive while it is clear are answered only
+once it is set (calls held in flight).
 """
 import asyncio
 import contextlib
@@ -33,6 +37,18 @@ import gzip
 _BOMB = gzip.compress(b"\x00" * (64 << 20))
 SETTINGS_DELAY = 0.3
 GOAWAYS = []
+
+
+class Record:
+    """What a fake server saw: ``requests``, (connection number, stream id)
+    in arrival order (connections numbered from 0 as they are accepted), and
+    ``closed``, the numbers of the connections whose client closed (or
+    reset) them."""
+
+    def __init__(self):
+        self.requests = []
+        self.closed = []
+        self.connections = 0
 
 
 def _frame(ftype, flags, sid, payload):
@@ -91,7 +107,7 @@ def _reply(mode, conn, sid):
         conn.send_headers(sid, [(":status", "503")], end_stream=True)
     elif mode == "rst":
         conn.reset_stream(sid, ErrorCodes.INTERNAL_ERROR)
-    elif mode == "slow_settings":
+    elif mode in ("slow_settings", "ok"):
         conn.send_headers(sid, grpc_head)
         conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
         conn.send_headers(sid, ok, end_stream=True)
@@ -132,7 +148,17 @@ def _reply(mode, conn, sid):
         conn.send_headers(sid, ok, end_stream=True)
 
 
-async def _serve(reader, writer, mode):
+def _hold(gate, held, conn, mode, writer):
+    """Answer the requests in ``held`` once ``gate`` is set (a task)."""
+    async def release():
+        await gate.wait()
+        raw = b"".join(_reply(mode, conn, sid) or b"" for sid in held)
+        held.clear()
+        writer.write(conn.data_to_send() + raw)
+    return asyncio.get_running_loop().create_task(release())
+
+
+async def _serve(reader, writer, mode, record=None, gate=None):
     import h2.config
     import h2.connection
     import h2.events
@@ -160,14 +186,31 @@ async def _serve(reader, writer, mode):
     conn.initiate_connection()
     conn.increment_flow_control_window(100 << 20)
     writer.write(conn.data_to_send())
+    number = None
+    if record is not None:
+        number = record.connections
+        record.connections += 1
+    held, release = [], None
     try:
         while True:
-            data = await reader.read(65536)
+            try:
+                data = await reader.read(65536)
+            except ConnectionError:     # a close with our bytes unread is a reset
+                data = b""
             if not data:
+                if record is not None:
+                    record.closed.append(number)
                 break
             raw = b""
             for e in conn.receive_data(data):
                 if isinstance(e, h2.events.RequestReceived):
+                    if record is not None:
+                        record.requests.append((number, e.stream_id))
+                    if gate is not None and not gate.is_set():
+                        held.append(e.stream_id)
+                        if release is None or release.done():
+                            release = _hold(gate, held, conn, mode, writer)
+                        continue
                     raw += _reply(mode, conn, e.stream_id) or b""
                 elif isinstance(e, h2.events.DataReceived):
                     conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
@@ -180,12 +223,15 @@ async def _serve(reader, writer, mode):
     except Exception:
         pass
     finally:
+        if release is not None:
+            release.cancel()
         writer.close()
 
 
 @contextlib.asynccontextmanager
-async def serve_fake(mode):
-    server = await asyncio.start_server(lambda r, w: _serve(r, w, mode), "127.0.0.1", 0)
+async def serve_fake(mode, record=None, gate=None):
+    server = await asyncio.start_server(lambda r, w: _serve(r, w, mode, record, gate),
+                                        "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:

@@ -2,10 +2,11 @@
 
 Owns ``Rpc``: picking a connection with stream room from the channel's pool
 (a stream the server refused or left above its GOAWAY goes to another
-connection, a few times), the request head (``:path``, ``te: trailers``,
-content-type, grpc-timeout, grpc-encoding, metadata; with wait-for-ready a
-target that refuses the connection is dialled again with a jittered
-backoff until the call's deadline), sending framed
+connection, a few times; a call that found its connection's stream ids used
+up goes to a new connection, once), the request head (``:path``,
+``te: trailers``, content-type, grpc-timeout, grpc-encoding, metadata; with
+wait-for-ready a target that refuses the connection is dialled again with a
+jittered backoff until the call's deadline), sending framed
 messages (flow control is the HTTP/2 layer's), the response head (a
 non-200 or trailers-only response is a status at once), reading messages
 through a bounded ``Deframer``, and the final status from the trailers.
@@ -31,7 +32,7 @@ from .._conn.timers import sleep as _sleep
 from ..http._config import Timeout
 from ..http._errors import (ConnectError, ConnectTimeout, LimitExceeded, PoolTimeout,
                             RemoteProtocolError, TransportError)
-from ..http._h1conn import StaleConnection
+from ..http._h1conn import StaleConnection, StreamIdsExhausted
 from ._status import AioRpcError, StatusCode, code_of_http, code_of_int
 from ._wire import Deframer, decode_message, decode_metadata, encode_timeout, frame
 
@@ -128,6 +129,7 @@ class Rpc:
         hdrs.extend(headers)
         pool = self.channel._pool
         attempt = 0
+        moved = False
         backoff = _BACKOFF_FIRST
         while True:
             try:
@@ -140,6 +142,14 @@ class Rpc:
                 self.s = conn.open_stream(b"POST", self.path, hdrs, flush=first is None)
                 if self.channel._ka_time is not None:
                     self.channel._keepalive_start()
+            except StreamIdsExhausted:
+                # that connection now goes away; a new one has ids
+                if moved:
+                    raise self._fail(AioRpcError(
+                        StatusCode.UNAVAILABLE,
+                        "no HTTP/2 stream id left on a new connection either")) from None
+                moved = True
+                continue
             except StaleConnection as exc:
                 attempt += 1
                 if attempt > _STALE_RETRIES:

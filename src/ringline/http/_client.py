@@ -7,7 +7,9 @@ params, timeout) and the call's arguments; request bodies (bytes, str,
 chunked coding when the length is unknown); the pools (one
 ``OriginPool`` per origin); the one retry of a request that met a stale
 keep-alive connection (idempotent methods) or a GOAWAY before the server
-processed it; redirects (off unless ``follow_redirects=True``; at most
+processed it, and the one move of a request that found its HTTP/2
+connection's stream ids used up (nothing was sent: any request, a streamed
+body included); redirects (off unless ``follow_redirects=True``; at most
 ``max_redirects``); ``stream()``.
 
 Lifecycle: OPEN (pools are created on first use) -> ``aclose()`` (every
@@ -27,7 +29,7 @@ from ._config import DEFAULT_BOUNDS, DEFAULT_TIMEOUT, Bounds, Limits, Timeout
 from ._decode import SUPPORTED
 from ._errors import LocalProtocolError, RequestError, TooManyRedirects, TransportError
 from ._h1 import check_header
-from ._h1conn import H1Connection, StaleConnection
+from ._h1conn import H1Connection, StaleConnection, StreamIdsExhausted
 from ._models import URL, Headers, Request, Response, merge_url
 from ._pool import OriginPool
 
@@ -336,12 +338,22 @@ class Client:
     async def _send_once(self, req: Request, t: Timeout, stream: bool) -> Response:
         """One request on a connection of the pool, again on another (at
         most 3 times in all) when the one it took turns out stale and the
-        request can be repeated."""
+        request can be repeated; once more, whatever the request, when its
+        HTTP/2 connection had no stream id left (nothing was sent)."""
         attempts = 0
+        moved = False
         while True:
             attempts += 1
             try:
                 return await self._attempt(req, t, stream)
+            except StreamIdsExhausted:
+                # that connection now goes away; a new one has ids
+                if moved:
+                    raise TransportError(f"{req.method} {req.url}: no HTTP/2 stream id left on "
+                                         "a new connection either") from None
+                moved = True
+                attempts -= 1
+                continue
             except StaleConnection as exc:
                 if attempts >= 3 or req.stream is not None or (
                         req.method not in _IDEMPOTENT and not exc.safe):

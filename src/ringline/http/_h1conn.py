@@ -7,7 +7,9 @@ the native send-queue bound is never hit), reading the response pull-driven
 (``with_data`` runs the parser straight over the receive buffer; nothing
 reads unless the caller waits for the head or the next body piece, so an
 unread stream holds back the server through TCP), ``Expect: 100-continue``,
-and the ``_H1Body`` stream a Response reads from.
+and the ``_H1Body`` stream a Response reads from. Also the retry signals
+every connection kind raises: ``StaleConnection`` and its HTTP/2 case
+``StreamIdsExhausted`` (the connection's stream ids are used up).
 
 Lifecycle: CONNECTED (in the pool's idle list or checked out) -> one
 request: head sent -> response head read -> body read to its end -> back to
@@ -34,7 +36,7 @@ from ._errors import (LocalProtocolError, ReadError, ReadTimeout, RemoteProtocol
                       WriteError, WriteTimeout)
 from ._h1 import LAST_CHUNK, ResponseParser, chunk, encode_head
 
-__all__ = ["H1Connection", "StaleConnection"]
+__all__ = ["H1Connection", "StaleConnection", "StreamIdsExhausted"]
 
 _SMALL_BODY = 256 << 10       # bodies up to this go out with the head, in one send
 _PIECE = 1 << 20              # larger ones in pieces of this, each awaited with drain
@@ -51,6 +53,17 @@ class StaleConnection(Exception):
     def __init__(self, safe: bool = False) -> None:
         super().__init__("the connection closed before the server answered")
         self.safe = safe
+
+
+class StreamIdsExhausted(StaleConnection):
+    """The connection's stream ids are used up (a client opens at most 2^30
+    streams, odd ids up to 2^31-1): nothing was sent, and the connection,
+    now going away, takes no new stream. The request goes to a new
+    connection, once."""
+
+    def __init__(self) -> None:
+        super().__init__(True)
+        self.args = ("the HTTP/2 connection's stream ids are used up",)
 
 
 class H1Connection:

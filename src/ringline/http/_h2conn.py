@@ -17,15 +17,21 @@ RST_STREAM, MAX_CONCURRENT_STREAMS, and the flood and HPACK bounds of
 ``_h2fast.FastH2Connection`` runs the same connection on the native engine.
 
 Lifecycle: OPEN (preface and SETTINGS sent; streams are opened while
-``has_room()``) -> GOING AWAY (the server sent GOAWAY: streams above its last
-stream id fail with ``StaleConnection(safe=True)``, which the client retries
-on a new connection; the others finish; no new stream opens here) -> CLOSED
-(every stream still open fails with the reason; the pool forgets the
+``has_room()``, each by ``_new_stream``) -> GOING AWAY (the server sent
+GOAWAY: streams above its last stream id fail with
+``StaleConnection(safe=True)``, which the client retries on a new
+connection; or our stream ids ran out: the stream that took id 2^31-1, the
+last of the 2^30 a client has, retires the connection, and a request that
+finds no id left raises ``StreamIdsExhausted``, which the client and
+ringline.grpc retry once on a new connection; either way the others finish
+and no new stream opens here) -> CLOSED (when the last stream ends there;
+every stream still open fails with the reason; the pool forgets the
 connection). A protocol error, a bound exceeded or the end of the TCP stream
 closes the connection at once.
 
 Invariants: every stream leaves ``streams`` exactly once (ended, reset or
-failed), which wakes one waiter for stream room; bytes of a response body are
+failed), which wakes one waiter for stream room; no HEADERS frame goes out
+for a stream id above 2^31-1; bytes of a response body are
 acknowledged to h2 (reopening the window) only when the application takes
 them, so an unread stream holds back only its own window; the count of
 control frames that carry no progress (SETTINGS, PING, empty DATA, zero
@@ -55,7 +61,7 @@ from ._config import Bounds, Timeout
 from ._errors import (LimitExceeded, PoolTimeout, ReadError, ReadTimeout, RemoteProtocolError,
                       WriteTimeout)
 from ._h1 import check_header
-from ._h1conn import StaleConnection
+from ._h1conn import StaleConnection, StreamIdsExhausted
 from ._models import Response, split_status, trailer_error
 
 __all__ = ["H2Connection", "open_h2"]
@@ -64,6 +70,7 @@ _STREAM_WINDOW = 1 << 20
 _CONN_WINDOW = 16 << 20
 _SEND_HIGH = 1 << 20
 _INITIAL_STREAMS = 100
+_MAX_SID = 0x7FFFFFFF           # the highest stream id (31 bits; a client's are odd)
 # h2's flags for a response head / informational head and for trailers
 _HEAD_FLAGS = HeaderValidationFlags(is_client=True, is_trailer=False, is_response_header=True,
                                     is_push_promise=False)
@@ -463,16 +470,33 @@ class H2Connection:
                 if not w.done():
                     w.set_result(None)
 
-    def _on_goaway(self, last_stream_id: int, code: int) -> bool:
-        """GOAWAY: True when the connection closed here (stop dispatching)."""
+    def _stop_new_streams(self) -> None:
+        """Going away (GOAWAY, or the stream ids ran out): no new stream
+        opens here; requests waiting for a stream here go to another
+        connection."""
         self.going_away = True
-        self.last_stream_id = last_stream_id
-        streams = self.streams
-        # requests waiting for a stream here go to another connection
         waiters, self.room_waiters = self.room_waiters, []
         for w in waiters:
             if not w.done():
                 w.set_result(None)
+
+    def _retire(self) -> None:
+        """The stream ids are used up: go away as on a GOAWAY of our own
+        making; the streams in flight finish, and the connection closes
+        with the last of them (at once when there is none)."""
+        if self.going_away:
+            return
+        self._stop_new_streams()
+        if not self.streams:
+            self.close()
+        else:
+            self.pool._forget_h2_soft(self)
+
+    def _on_goaway(self, last_stream_id: int, code: int) -> bool:
+        """GOAWAY: True when the connection closed here (stop dispatching)."""
+        self._stop_new_streams()
+        self.last_stream_id = last_stream_id
+        streams = self.streams
         for s in list(streams.values()):
             if s.sid > last_stream_id:
                 s.error = StaleConnection(True)
@@ -684,20 +708,37 @@ class H2Connection:
         with the next send on the connection."""
         if self.closed or not self.has_room():
             raise StaleConnection(True)
-        h2c = self.h2
-        sid = h2c.get_next_available_stream_id()
-        s = _Stream(sid)
-        self.streams[sid] = s
         hdrs = [(b":method", method), (b":scheme", self.scheme),
                 (b":authority", self.authority), (b":path", path)]
         hdrs.extend(headers)
+        s = self._new_stream(hdrs, end_stream)
+        if flush:
+            self._flush()
+        return s
+
+    def _new_stream(self, hdrs: List[Tuple[bytes, bytes]], end_stream: bool) -> _Stream:
+        """Open the next stream with the header block ``hdrs`` (HEADERS
+        queued, not flushed): the one way every request opens a stream.
+        The stream that takes the last id (2^31-1) retires the connection
+        (it finishes here, later requests go elsewhere); with no id left,
+        the connection retires and ``StreamIdsExhausted`` is raised, nothing
+        sent. Other engine refusals raise ``RemoteProtocolError``."""
+        try:
+            sid = self.h2.get_next_available_stream_id()
+        except h2.exceptions.NoAvailableStreamIDError:
+            sid = _MAX_SID + 2
+        if sid > _MAX_SID:
+            self._retire()
+            raise StreamIdsExhausted()
+        s = _Stream(sid)
+        self.streams[sid] = s
         try:
             self._send_head(sid, hdrs, end_stream)
         except h2.exceptions.ProtocolError as exc:
             self.streams.pop(sid, None)
             raise RemoteProtocolError(f"cannot open an HTTP/2 stream: {exc}") from None
-        if flush:
-            self._flush()
+        if sid + 2 > _MAX_SID:
+            self._retire()
         return s
 
     def _send_head(self, sid: int, hdrs: List[Tuple[bytes, bytes]], end_stream: bool) -> None:
@@ -773,14 +814,8 @@ class H2Connection:
             headers.append((name, value))
         end = req.content is None and body is None or req.content == b""
         h2c = self.h2
-        sid = h2c.get_next_available_stream_id()
-        s = _Stream(sid)
-        self.streams[sid] = s
-        try:
-            h2c.send_headers(sid, headers, end_stream=end)
-        except h2.exceptions.ProtocolError as exc:
-            self.streams.pop(sid, None)
-            raise RemoteProtocolError(f"cannot open an HTTP/2 stream: {exc}") from None
+        s = self._new_stream(headers, end)
+        sid = s.sid
         self._flush()
         sender = None
         if not end:

@@ -50,9 +50,11 @@ per connection) are never overrun (FLOW_CONTROL_ERROR) and are reopened
 only as the caller acknowledges bytes; the send windows (the server's) are
 never exceeded by ``send_data`` and a WINDOW_UPDATE or SETTINGS that would
 push one past 2^31-1 is a FLOW_CONTROL error; a zero WINDOW_UPDATE is a
-PROTOCOL error. Every connection error queues GOAWAY with its code before
-raising (``h2.exceptions.ProtocolError`` subclasses), so the caller only
-flushes and fails the connection.
+PROTOCOL error; no stream is opened above id 2^31-1 (``send_headers``
+raises NoAvailableStreamIDError before encoding or queueing anything: the
+31-bit field would wrap the id). Every connection error queues GOAWAY with
+its code before raising (``h2.exceptions.ProtocolError`` subclasses), so
+the caller only flushes and fails the connection.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -103,6 +105,7 @@ cdef enum:
     E_ENHANCE_YOUR_CALM = 11
 
 cdef long long _WIN_MAX = 0x7FFFFFFF
+cdef unsigned int _SID_MAX = 0x7FFFFFFF      # the highest stream id (31 bits)
 cdef bytes _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -149,7 +152,7 @@ cdef class H2Engine:
     cdef bytearray out
     cdef bytes pending
     cdef dict streams
-    cdef readonly unsigned int next_sid
+    cdef unsigned int _next_sid
     cdef readonly unsigned int highest_sid
     cdef readonly long long max_outbound_frame_size
     cdef readonly long long max_inbound_frame_size
@@ -179,7 +182,7 @@ cdef class H2Engine:
         self.out = bytearray()
         self.pending = b""
         self.streams = {}
-        self.next_sid = 1
+        self._next_sid = 1
         self.highest_sid = 0
         self.max_outbound_frame_size = 16384
         self.max_inbound_frame_size = 16384
@@ -225,19 +228,39 @@ cdef class H2Engine:
         self.out = bytearray()
         return data
 
+    @property
+    def next_sid(self):
+        """The id the next stream takes (odd; above 2^31-1 once the ids are
+        used up). Settable, to an odd id above every id used so far, so a
+        test can start a connection near the end of the id space."""
+        return self._next_sid
+
+    @next_sid.setter
+    def next_sid(self, unsigned int sid):
+        if not sid & 1 or sid <= self.highest_sid:
+            raise ValueError(f"the next stream id must be odd and above {self.highest_sid}, "
+                             f"not {sid}")
+        self._next_sid = sid
+
     def get_next_available_stream_id(self):
         """The id the next stream takes; as h2, NoAvailableStreamIDError
-        once the 2^31-1 client ids of a connection are used up."""
-        if self.next_sid > 0x7FFFFFFF:
+        once the 2^30 client ids of a connection (odd, up to 2^31-1) are
+        used up."""
+        if self._next_sid > _SID_MAX:
             raise _h2x.NoAvailableStreamIDError("the connection's stream ids are used up")
-        return self.next_sid
+        return self._next_sid
 
     def send_headers(self, unsigned int sid, headers, bint end_stream=False):
         """Open stream ``sid`` (the next id) with a header block,
         CONTINUATION frames after HEADERS when it exceeds the server's max
-        frame size."""
-        if sid != self.next_sid:
-            raise _h2x.ProtocolError(f"stream {sid} is not the next stream id {self.next_sid}")
+        frame size. An id above 2^31-1 raises NoAvailableStreamIDError
+        before anything is encoded or queued (the frame header's 31 bits
+        would wrap it onto an id already used)."""
+        if sid > _SID_MAX:
+            raise _h2x.NoAvailableStreamIDError(f"stream id {sid} is above 2^31-1: the "
+                                                "connection's stream ids are used up")
+        if sid != self._next_sid:
+            raise _h2x.ProtocolError(f"stream {sid} is not the next stream id {self._next_sid}")
         if self.dead:
             raise _h2x.ProtocolError("the connection is closed")
         cdef bytes block = bytes(self.encoder.encode(headers))
@@ -246,7 +269,7 @@ cdef class H2Engine:
         s.recv_window = self.stream_window
         s.local_closed = end_stream
         self.streams[sid] = s
-        self.next_sid = sid + 2
+        self._next_sid = sid + 2
         self.highest_sid = sid
         cdef Py_ssize_t n = PyBytes_GET_SIZE(block)
         cdef Py_ssize_t fmax = self.max_outbound_frame_size
