@@ -9,7 +9,10 @@ flight (``_Stream``), flow control (receive windows of ``_STREAM_WINDOW`` per
 stream and ``_CONN_WINDOW`` per connection, opened as the application reads;
 sends wait for the peer's window), SETTINGS, PING (answered by h2), GOAWAY,
 RST_STREAM, MAX_CONCURRENT_STREAMS, and the flood and HPACK bounds of
-``Bounds``. The frame engine is behind a few methods (``_engine``,
+``Bounds``. What it shares with HTTP/3's connection -- waiting for stream
+room, a stream's wait bounded by the read timeout, a stream leaving, the
+response body object -- is ``_mux``'s (``MuxConn``, ``MuxBody``). The
+frame engine is behind a few methods (``_engine``,
 ``_initiate``, ``_receive``, ``_dispatch``, plus ``_send_head`` and
 ``_remote_max_streams``) and each event has its handler (``_on_body``,
 ``_on_head``, ``_on_trailers``, ``_on_ended``, ``_on_reset``,
@@ -58,11 +61,11 @@ from h2.utilities import HeaderValidationFlags, validate_headers  # type: ignore
 from .._conn.timers import timeout as _timeout
 from .._errors import ConnectionClosed, ConnectionDropped
 from ._config import Bounds, Timeout
-from ._errors import (LimitExceeded, PoolTimeout, ReadError, ReadTimeout, RemoteProtocolError,
-                      WriteTimeout)
+from ._errors import LimitExceeded, ReadError, RemoteProtocolError, WriteTimeout
 from ._h1 import check_header
 from ._h1conn import StaleConnection, StreamIdsExhausted
 from ._models import Response, split_status, trailer_error
+from ._mux import MuxBody, MuxConn
 
 __all__ = ["H2Connection", "open_h2"]
 
@@ -124,7 +127,7 @@ async def open_h2(raw: Any, pool: Any) -> "H2Connection":
     return c
 
 
-class H2Connection:
+class H2Connection(MuxConn):
     __slots__ = ("raw", "pool", "bounds", "h2", "streams", "loop", "reader", "closed",
                  "going_away", "last_stream_id", "error", "room_waiters", "_flood_t",
                  "_flood_n", "scheme", "authority", "max_streams", "http_version", "settled",
@@ -213,30 +216,6 @@ class H2Connection:
             limit = min(limit, _INITIAL_STREAMS)
         return len(self.streams) < limit
 
-    async def wait_room(self, t: Timeout) -> None:
-        fut = self.loop.create_future()
-        self.room_waiters.append(fut)
-        try:
-            if t.pool is None:
-                await fut
-            else:
-                async with _timeout(t.pool):
-                    await fut
-        except TimeoutError:
-            raise PoolTimeout(f"no HTTP/2 stream became free within {t.pool} s") from None
-        finally:
-            try:
-                self.room_waiters.remove(fut)
-            except ValueError:
-                pass
-
-    def _wake_room(self) -> None:
-        while self.room_waiters:
-            w = self.room_waiters.pop(0)
-            if not w.done():
-                w.set_result(None)
-                return
-
     def _flush(self) -> None:
         data = self.h2.data_to_send()
         if data:
@@ -282,12 +261,6 @@ class H2Connection:
         if self.reader is not None and self.reader is not asyncio.current_task():
             self.reader.cancel()
         self.pool._forget(self)
-
-    def _end_stream(self, s: _Stream) -> None:
-        if self.streams.pop(s.sid, None) is not None:
-            self._wake_room()
-            if self.going_away and not self.streams:
-                self.close()
 
     # -- receive --
 
@@ -590,21 +563,6 @@ class H2Connection:
 
     # -- one exchange --
 
-    async def _wait(self, s: _Stream, read_timeout: Optional[float]) -> None:
-        fut = s.waiter = self.loop.create_future()
-        try:
-            if read_timeout is None:
-                await fut
-            else:
-                async with _timeout(read_timeout):
-                    await fut
-        except TimeoutError:
-            self.cancel_stream(s)
-            raise ReadTimeout(f"no HTTP/2 response data within {read_timeout} s") from None
-        except BaseException:
-            self.cancel_stream(s)
-            raise
-
     def cancel_stream(self, s: _Stream) -> None:
         if self.closed:
             return
@@ -838,51 +796,22 @@ class H2Connection:
                         stream=_H2Body(self, s, t.read, sender), bounds=self.bounds)
 
 
-class _H2Body:
+class _H2Body(MuxBody):
     """The body of one HTTP/2 response (Response._stream)."""
 
-    __slots__ = ("c", "s", "read_timeout", "sender", "trailers", "released")
+    __slots__ = ()
 
-    def __init__(self, c: H2Connection, s: _Stream, read_timeout: Optional[float],
-                 sender: Optional[asyncio.Task]) -> None:
-        self.c = c
-        self.s = s
-        self.read_timeout = read_timeout
-        self.sender = sender
-        self.trailers: Any = None
-        self.released = False
-
-    async def read(self) -> Optional[bytes]:
-        s = self.s
+    def _take(self, items: List[Any]) -> bytes:
+        """The pieces' bytes; their flow-controlled length reopens the
+        windows (acknowledged to h2 now that the application has them)."""
         c = self.c
-        while True:
-            if s.data:
-                items = s.data
-                s.data = []
-                total = 0
-                for _, fl in items:
-                    total += fl
-                if total and not c.closed:
-                    try:
-                        c.h2.acknowledge_received_data(total, s.sid)
-                    except h2.exceptions.H2Error:
-                        pass
-                    c._flush()
-                return items[0][0] if len(items) == 1 else b"".join(d for d, _ in items)
-            if s.error is not None:
-                raise s.error
-            if s.ended:
-                self.trailers = s.trailers
-                self.released = True
-                return None
-            if self.released:
-                return None
-            await c._wait(s, self.read_timeout)
-
-    def release(self) -> None:
-        if self.released:
-            return
-        self.released = True
-        if self.sender is not None and not self.sender.done():
-            self.sender.cancel()
-        self.c.cancel_stream(self.s)
+        total = 0
+        for _, fl in items:
+            total += fl
+        if total and not c.closed:
+            try:
+                c.h2.acknowledge_received_data(total, self.s.sid)
+            except h2.exceptions.H2Error:
+                pass
+            c._flush()
+        return items[0][0] if len(items) == 1 else b"".join(d for d, _ in items)

@@ -2,7 +2,9 @@
 connection, and the streams of the requests in flight on it.
 
 Owns ``H3Conn``: the H3Connection (QPACK, frames, SETTINGS, GOAWAY), the
-streams in flight (``_Stream``), the receive bound and the stream room.
+streams in flight (``_Stream``), the receive bound and the stream room
+(waiting for room, a stream's bounded wait and the response body object
+are shared with HTTP/2's connection: ``http._mux``).
 Every QUIC event of a turn goes through ``_on_quic_event`` (called by the
 QuicConn while it drains the engine) and wakes only the streams it concerns;
 requests queue their HEADERS / DATA and ``kick`` the connection, so all the
@@ -45,11 +47,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .._conn.timers import timeout as _timeout
 from ..http._config import Bounds, Timeout
-from ..http._errors import (ConnectError, ConnectTimeout, LimitExceeded, PoolTimeout,
-                            ReadError, ReadTimeout, RemoteProtocolError, WriteTimeout)
+from ..http._errors import (ConnectError, ConnectTimeout, LimitExceeded, ReadError,
+                            RemoteProtocolError, WriteTimeout)
 from ..http._h1 import check_header
 from ..http._h1conn import StaleConnection
 from ..http._models import Response, split_status, trailer_error
+from ..http._mux import MuxBody, MuxConn
 from ..quic import QuicConn
 from ._config import QuicLimits
 
@@ -86,7 +89,8 @@ class _Stream:
                 w.set_result(None)
 
 
-class H3Conn:
+class H3Conn(MuxConn):
+    PROTO = "HTTP/3"
     __slots__ = ("qc", "h3", "bounds", "limits", "streams", "loop", "closed", "going_away",
                  "error", "room_waiters", "send_waiters", "buffered", "authority", "owner",
                  "_h3ev", "_qev", "_send_size", "origin")
@@ -128,36 +132,6 @@ class H3Conn:
         # count); aioquic queues it until the peer raises the limit
         peer = getattr(q, "max_concurrent_bidi_streams", None)
         return peer is None or (q.get_next_available_stream_id() >> 2) < peer
-
-    async def wait_room(self, t: Timeout) -> None:
-        fut = self.loop.create_future()
-        self.room_waiters.append(fut)
-        try:
-            if t.pool is None:
-                await fut
-            else:
-                async with _timeout(t.pool):
-                    await fut
-        except TimeoutError:
-            raise PoolTimeout(f"no HTTP/3 stream became free within {t.pool} s") from None
-        finally:
-            try:
-                self.room_waiters.remove(fut)
-            except ValueError:
-                pass
-
-    def _wake_room(self) -> None:
-        while self.room_waiters:
-            w = self.room_waiters.pop(0)
-            if not w.done():
-                w.set_result(None)
-                return
-
-    def _end_stream(self, s: _Stream) -> None:
-        if self.streams.pop(s.sid, None) is not None:
-            self._wake_room()
-            if self.going_away and not self.streams:
-                self.close()
 
     # -- events (inside the QUIC connection's turn) --
 
@@ -279,7 +253,7 @@ class H3Conn:
 
     def _stream_error(self, s: _Stream, exc: BaseException) -> None:
         s.error = exc
-        self._cancel(s)
+        self.cancel_stream(s)
         s.wake()
 
     def _drop_unread(self, s: _Stream) -> None:
@@ -293,7 +267,7 @@ class H3Conn:
         if self.qc.paused and self.buffered <= self.limits.max_buffered_bytes // 2:
             self.qc.resume()
 
-    def _cancel(self, s: _Stream) -> None:
+    def cancel_stream(self, s: _Stream) -> None:
         """Reset our side of ``s`` and ask the server to stop sending."""
         self._drop_unread(s)
         if s.sid in self.streams and not self.closed:
@@ -338,21 +312,6 @@ class H3Conn:
 
     # -- one exchange --
 
-    async def _wait(self, s: _Stream, read_timeout: Optional[float]) -> None:
-        fut = s.waiter = self.loop.create_future()
-        try:
-            if read_timeout is None:
-                await fut
-            else:
-                async with _timeout(read_timeout):
-                    await fut
-        except TimeoutError:
-            self._cancel(s)
-            raise ReadTimeout(f"no HTTP/3 response data within {read_timeout} s") from None
-        except BaseException:
-            self._cancel(s)
-            raise
-
     def _unsent(self, sid: int) -> int:
         """Bytes of stream ``sid`` the engine holds not yet transmitted."""
         size = self._send_size
@@ -376,13 +335,13 @@ class H3Conn:
         except TimeoutError:
             pass
         except BaseException:
-            self._cancel(s)
+            self.cancel_stream(s)
             raise
         if s.waiter is fut:
             s.waiter = None
         unsent = self._unsent(s.sid)
         if unsent and s.fed - unsent == mark and s.headers is None and s.error is None:
-            self._cancel(s)
+            self.cancel_stream(s)
             raise WriteTimeout(f"the HTTP/3 server took no request body bytes for {period} s "
                                f"({unsent} bytes waiting: its flow control stays closed)")
 
@@ -414,7 +373,7 @@ class H3Conn:
             if s.error is None:
                 s.error = exc
             s.wake()
-            self._cancel(s)
+            self.cancel_stream(s)
 
     async def _handshake(self, t: Timeout) -> None:
         """Wait for the end of a 0-RTT connection's handshake."""
@@ -486,46 +445,18 @@ class H3Conn:
                         stream=_H3Body(self, s, t.read, sender), bounds=self.bounds)
 
 
-class _H3Body:
+class _H3Body(MuxBody):
     """The body of one HTTP/3 response (Response._stream)."""
 
-    __slots__ = ("c", "s", "read_timeout", "sender", "trailers", "released")
+    __slots__ = ()
 
-    def __init__(self, c: H3Conn, s: _Stream, read_timeout: Optional[float],
-                 sender: Optional[asyncio.Task]) -> None:
-        self.c = c
-        self.s = s
-        self.read_timeout = read_timeout
-        self.sender = sender
-        self.trailers: Any = None
-        self.released = False
-
-    async def read(self) -> Optional[bytes]:
-        s = self.s
+    def _take(self, items: List[Any]) -> bytes:
+        """The pieces' bytes; they leave the connection's receive bound
+        (``buffered``), which may resume a paused QUIC connection."""
         c = self.c
-        while True:
-            if s.data:
-                items = s.data
-                s.data = []
-                c.buffered -= s.unread
-                s.unread = 0
-                if c.qc.paused:
-                    c._maybe_resume()
-                return items[0] if len(items) == 1 else b"".join(items)
-            if s.error is not None:
-                raise s.error
-            if s.ended:
-                self.trailers = s.trailers
-                self.released = True
-                return None
-            if self.released:
-                return None
-            await c._wait(s, self.read_timeout)
-
-    def release(self) -> None:
-        if self.released:
-            return
-        self.released = True
-        if self.sender is not None and not self.sender.done():
-            self.sender.cancel()
-        self.c._cancel(self.s)
+        s = self.s
+        c.buffered -= s.unread
+        s.unread = 0
+        if c.qc.paused:
+            c._maybe_resume()
+        return items[0] if len(items) == 1 else b"".join(items)
