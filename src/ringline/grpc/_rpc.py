@@ -73,7 +73,7 @@ def _get(headers: List[Tuple[bytes, bytes]], name: bytes) -> Optional[bytes]:
     return None
 
 
-_SHAPES_MAX = 64        # header/trailer block pairs remembered per channel
+_SHAPES_MAX = 64        # block pairs remembered per channel (each within the header bounds)
 
 
 def _shape(headers: Tuple[Tuple[bytes, bytes], ...],
