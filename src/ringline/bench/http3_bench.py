@@ -48,6 +48,8 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
+from .childio import stop_child
+
 __all__ = ["main", "CLIENTS"]
 
 CLIENTS = ("ringline", "ringline-aioquic", "aioquic-uvloop", "qh3-uvloop", "niquests")
@@ -328,15 +330,10 @@ def run_bench(clients: List[str], bulk_mib: int = 64, small: int = 1000,
                 results["cells"][key] = res
                 print(_row(work, client, res, bulk_mib, small), file=out, flush=True)
     finally:
-        if server.stdin is not None:
-            server.stdin.close()
-        if server_kind == "ngtcp2":
-            server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        if server_kind == "ngtcp2":     # it ignores its stdin
+            stop_child(server, grace=10, eof_wait=0)
+        else:
+            stop_child(server, grace=0, eof_wait=10)
         shutil.rmtree(tmp, ignore_errors=True)
     _ratios(results, out)
     return results

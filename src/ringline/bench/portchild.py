@@ -19,6 +19,8 @@ from __future__ import annotations
 import subprocess
 from typing import List, Mapping, Optional
 
+from .childio import stop_child
+
 __all__ = ["PortChild"]
 
 
@@ -39,15 +41,6 @@ class PortChild:
         self.target = f"127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            try:
-                self.proc.stdin.close()
-            except BrokenPipeError:      # it ended already
-                pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_child(self.proc, grace=0, eof_wait=10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
