@@ -49,6 +49,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from .childio import stop_child
+from .closedloop import finish_worker
 
 __all__ = ["main", "CLIENTS"]
 
@@ -233,18 +234,7 @@ def _worker(argv: List[str]) -> int:
     a = p.parse_args(argv)
     _INFLIGHT = a.inflight
     coro = _client_main(a.client, a.port, a.ca, a.work, a.bulk, a.small, a.server)
-    if a.client.startswith("ringline"):
-        import ringline
-        res = ringline.run(coro)
-    else:
-        try:
-            import uvloop  # type: ignore[import-not-found]
-            res = uvloop.run(coro)
-        except ImportError:
-            res = asyncio.run(coro)
-            res["loop"] = "asyncio (uvloop is not installed)"
-    print(_RESULT + json.dumps(res), flush=True)
-    return 0
+    return finish_worker(_RESULT, coro, a.client.startswith("ringline"))
 
 
 # -- the harness --------------------------------------------------------------------
