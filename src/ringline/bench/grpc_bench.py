@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional
 
 from .closedloop import (by_cell, drive, emit, finish_worker, harness_parser, run_cells,
                          run_worker, worker_parser)
-from .portchild import PortChild
+from .portchild import PortChild, serve_until_eof
 
 __all__ = ["main", "CLIENTS", "CONCURRENCY"]
 
@@ -58,8 +58,7 @@ def _server() -> int:
             "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        print(port, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await serve_until_eof(port)
         await server.stop(None)
 
     asyncio.run(serve())

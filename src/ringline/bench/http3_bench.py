@@ -50,6 +50,7 @@ from typing import Any, Dict, List, Optional
 
 from .childio import stop_child
 from .closedloop import finish_worker
+from .portchild import serve_until_eof
 
 __all__ = ["main", "CLIENTS"]
 
@@ -67,8 +68,7 @@ def _serve(port: int, cert: str, key: str) -> None:
 
     async def run() -> None:
         srv = await serve("127.0.0.1", port, certfile=cert, keyfile=key)
-        print(srv.port, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await serve_until_eof(srv.port)
         srv.close()
     ringline.run(run())
 
