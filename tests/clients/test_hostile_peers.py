@@ -40,6 +40,7 @@ CALL_BOUND = 30.0           # seconds a hostile call may take before it counts a
 
 _SERVER = textwrap.dedent(r'''
     import asyncio, itertools, sys, time
+    from ringline.bench.portchild import serve_streams
     kind, mode, cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
     def stream(mode):
@@ -109,13 +110,7 @@ _SERVER = textwrap.dedent(r'''
         finally:
             writer.close()
 
-    async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        print(server.sockets[0].getsockname()[1], flush=True)
-        async with server:
-            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-
-    asyncio.run(main())
+    asyncio.run(serve_streams(handle))
 ''')
 
 

@@ -17,7 +17,7 @@ import asyncio
 import os
 import sys
 
-from ringline.bench.portchild import PortChild
+from ringline.bench.portchild import PortChild, serve_until_eof
 
 _CANCELLED = [0]
 
@@ -101,8 +101,7 @@ def main():
         else:
             port = server.add_insecure_port(f"127.0.0.1:{want}")
         await server.start()
-        print(port, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await serve_until_eof(port)
         await server.stop(2)        # GOAWAY; calls in flight get 2 s
 
     asyncio.run(serve())

@@ -17,6 +17,8 @@ import asyncio
 import os
 import sys
 
+from ringline.bench.portchild import serve_until_eof
+
 
 def _service():
     from grpclib.const import Cardinality, Handler, Status
@@ -112,8 +114,7 @@ def main():
             ctx.set_alpn_protocols(["h2"])
         server = Server([_service()], codec=_codec())
         await server.start("127.0.0.1", want, ssl=ctx)
-        print(server._server.sockets[0].getsockname()[1], flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await serve_until_eof(server._server.sockets[0].getsockname()[1])
         server.close()
         await server.wait_closed()
 

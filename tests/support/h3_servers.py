@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 
+from ringline.bench.childio import stop_child
 from ringline.bench.nginx import tls_files
 
 from .net import free_port
@@ -86,13 +87,7 @@ class _Proc:
         _wait_udp(self.proc, self.log, self.port, time.monotonic() + 20)
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

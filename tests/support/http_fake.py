@@ -17,6 +17,8 @@ import sys
 import time
 import zlib
 
+from ringline.bench.portchild import serve_streams
+
 CAP = 300 << 20
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -201,13 +203,7 @@ def main():
         finally:
             writer.close()
 
-    async def run():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        print(server.sockets[0].getsockname()[1], flush=True)
-        async with server:
-            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-
-    asyncio.run(run())
+    asyncio.run(serve_streams(handle))
 
 
 if __name__ == "__main__":

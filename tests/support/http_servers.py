@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 
+from ringline.bench.childio import stop_child
 from ringline.bench.nginx import SIZES, Nginx, have_nginx, tls_files
 from ringline.bench.nginx import wait_port as _wait_port
 
@@ -72,13 +73,7 @@ class Hypercorn:
         return self
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -110,11 +105,5 @@ class Nghttpd:
 
     def stop(self):
         for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_child(p)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -24,6 +24,7 @@ import tempfile
 import time
 from typing import Any, List, Optional, Sequence, Tuple
 
+from ringline.bench.childio import log_tail
 from ringline.redis._resp import NEED_MORE, Parser, encode_command
 
 __all__ = ["KvServer", "RespConn"]
@@ -154,11 +155,7 @@ class KvServer:
         return self
 
     def tail(self) -> str:
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()[-3000:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log, 3000)
 
     def _signal_group(self, sig: int) -> None:
         proc = self.proc

@@ -8,6 +8,7 @@ import subprocess
 import time
 from typing import List, Optional
 
+from ringline.bench.childio import stop_child
 from support.net import free_port
 
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
@@ -61,12 +62,7 @@ class Memcached:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_child(proc)
         if proc.stderr:
             proc.stderr.close()
 

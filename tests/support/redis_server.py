@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ringline.redis._resp import NEED_MORE, Parser, encode_command
-from ringline.bench.childio import log_tail
+from ringline.bench.childio import log_tail, stop_child
 from support.net import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -146,14 +145,7 @@ class RedisServer:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_child(proc)
 
     def restart(self) -> None:
         self.stop()

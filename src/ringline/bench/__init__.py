@@ -31,7 +31,8 @@ Owns nothing itself; it names the parts, one module per concern:
 ``chart``            chart.png
 ``machine``          the machine description stored with the results
 ``progress``         the progress display on stderr
-``csrc/``            ``loadgen.c`` and ``echo_server.c``, compiled at bench time
+``csrc/``            ``loadgen.c``, ``echo_server.c`` and ``uring_echo_server.c``
+                     (sharing ``echo_common.h``), compiled at bench time
 ===================  =========================================================
 
 Usage: ``ringline bench --quick`` or ``python -m ringline.bench --quick``; see

@@ -1,26 +1,32 @@
-"""Reading what the harness's child processes write: lines and log tails.
+"""The harness's child processes: reading what they write, and stopping them.
 
 Owns: :class:`LineReader`, the next line with a given prefix from a child's
-stdout pipe within a deadline, and :func:`file_tail` / :func:`log_tail`, the
+stdout pipe within a deadline; :func:`file_tail` / :func:`log_tail`, the
 end of the temporary file (or the log file, by path) a child's stderr (or
-output) goes to.  Used by the benchmark
-servers (:mod:`.procs`) and the client workers and backing servers
-(:mod:`.clients_procs`); each turns a timeout or an end of file into its own
-error.
+output) goes to; :func:`stop_child`, ending a child (end of file on its
+stdin, then SIGTERM, then SIGKILL, each after a grace period) and reaping
+it; and :func:`free_port`, a loopback port for a child server to listen on.
+Used by the benchmark servers (:mod:`.procs`), the client workers and
+backing servers (:mod:`.clients_procs`), nginx (:mod:`.nginx`), the
+port-printing helpers (:mod:`.portchild`) and the test suite's servers
+(tests/support); each turns a timeout or an end of file into its own error.
 
 Lifecycle: a LineReader lives as long as the pipe it reads; the bytes after
 the last newline it has seen are kept for its next call.
 
 Invariants: a wait never outlasts its deadline (``time.monotonic()``);
 lines are decoded with ``errors="replace"`` (a child's garbage never raises)
-and stripped; a line without the prefix is skipped, never an error.
+and stripped; a line without the prefix is skipped, never an error;
+:func:`stop_child` always returns with the child reaped.
 """
 from __future__ import annotations
 
 import os
 import selectors
+import socket
+import subprocess
 import time
-from typing import IO
+from typing import IO, Optional
 
 
 class LineReader:
@@ -76,3 +82,45 @@ def log_tail(path: str, limit: int = 2000) -> str:
             return f.read()[-limit:]
     except OSError:
         return "(no log)"
+
+
+def _exited(proc: "subprocess.Popen", seconds: float) -> bool:
+    try:
+        proc.wait(seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def stop_child(proc: "Optional[subprocess.Popen]", grace: float = 5.0,
+               eof_wait: Optional[float] = None) -> None:
+    """End the child ``proc`` and reap it (nothing when it is None).
+
+    With ``eof_wait`` (seconds), first close its stdin -- the cue of a child
+    that serves until end of file -- and give it that long to exit; then,
+    when ``grace`` > 0, SIGTERM and up to ``grace`` seconds; then SIGKILL.
+    A child that has ended already is only reaped (its stdin still closed
+    when ``eof_wait`` is given)."""
+    if proc is None:
+        return
+    if eof_wait is not None and proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:         # BrokenPipeError: it ended already
+            pass
+        if _exited(proc, eof_wait):
+            return
+    if proc.poll() is None and grace > 0:
+        proc.terminate()
+        if _exited(proc, grace):
+            return
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing is bound to (at return time)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -28,18 +28,12 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from .childio import LineReader, file_tail
+from .childio import LineReader, file_tail, free_port, stop_child
 from .clients_drivers import KINDS, WORKER_PREFIX
 
 
 class ClientBenchError(RuntimeError):
     pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pin(cpu: int | None) -> Callable[[], None] | None:
@@ -78,7 +72,7 @@ class BackingServer:
         if exe is None:
             raise ClientBenchError(f"{self.kind}: server binary not found "
                                    f"({'redis-server' if self.kind == 'redis' else 'memcached'})")
-        self.port = _free_port()
+        self.port = free_port()
         self._dir = tempfile.mkdtemp(prefix=f"ringline-bench-{self.kind}-")
         if self.kind == "redis":
             self.argv = [exe, "--save", "", "--appendonly", "no", "--port", str(self.port),
@@ -154,13 +148,7 @@ class BackingServer:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_child(proc)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -248,14 +236,7 @@ class WorkerProcess:
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
-            if proc.poll() is None:
-                try:
-                    if proc.stdin:
-                        proc.stdin.close()
-                    proc.wait(timeout=5)
-                except (subprocess.TimeoutExpired, OSError):
-                    proc.kill()
-                    proc.wait()
+            stop_child(proc, grace=0, eof_wait=5)
             for stream in (proc.stdin, proc.stdout):
                 try:
                     if stream:

@@ -26,15 +26,14 @@ machine, compare CPU per call, not calls per second.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import statistics
 import sys
 from typing import Any, Dict, List, Optional
 
-from .closedloop import drive, emit, run_worker
-from .portchild import PortChild
+from .closedloop import (by_cell, drive, emit, finish_worker, harness_parser, run_cells,
+                         run_worker, worker_parser)
+from .portchild import PortChild, serve_until_eof
 
 __all__ = ["main", "CLIENTS", "CONCURRENCY"]
 
@@ -59,8 +58,7 @@ def _server() -> int:
             "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        print(port, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await serve_until_eof(port)
         await server.stop(None)
 
     asyncio.run(serve())
@@ -118,23 +116,13 @@ async def _client_main(client: str, port: int, tasks: int, warmup: float, rounds
 
 
 def _worker(argv: List[str]) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("client")
+    p = worker_parser(duration=1.0)
     p.add_argument("port", type=int)
     p.add_argument("tasks", type=int)
-    p.add_argument("--warmup", type=float, default=0.5)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=float, default=1.0)
     a = p.parse_args(argv)
     coro = _client_main(a.client, a.port, a.tasks, a.warmup, a.rounds, a.duration)
-    if a.client == "ringline":
-        import ringline
-        result = ringline.run(coro)
-    else:
-        import uvloop
-        result = uvloop.run(coro)
-    print(_RESULT + json.dumps(result), flush=True)
-    return 0
+    return finish_worker(_RESULT, coro, a.client == "ringline")
 
 
 # -- the harness ---------------------------------------------------------------------
@@ -169,10 +157,7 @@ def render(results: List[Dict[str, Any]]) -> str:
              "| CPU/call: grpcio / it | calls/s vs grpclib | CPU/call: grpclib / it | errors |",
              "|---|---|---|---|---|---|---|---|---|"]
     notes: List[str] = []
-    by_cell: Dict[int, Dict[str, Dict[str, Any]]] = {}
-    for r in results:
-        by_cell.setdefault(r["tasks"], {})[r["client"]] = r
-    for tasks, row in by_cell.items():
+    for (tasks,), row in by_cell(results, "tasks").items():
         refs = {name: row.get(name, {}) for name in ("grpcio", "grpclib")}
         for client, r in row.items():
             if "error" in r:
@@ -209,15 +194,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _worker(argv[1:])
     if argv[:1] == ["--server"]:
         return _server()
-    p = argparse.ArgumentParser(prog="ringline bench grpc", description=__doc__.split("\n\n")[0])
-    p.add_argument("--clients", default=",".join(CLIENTS),
-                   help=f"comma-separated (default: {','.join(CLIENTS)})")
+    p = harness_parser("ringline bench grpc", __doc__, CLIENTS, duration=1.0,
+                       duration_help="seconds per round")
     p.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
                    help="comma-separated calls in flight (default: 1,100)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=float, default=1.0, help="seconds per round")
-    p.add_argument("--warmup", type=float, default=0.5)
-    p.add_argument("--json", help="also write the results to this file")
     a = p.parse_args(argv)
     clients = [c for c in a.clients.split(",") if c]
     for c in clients:
@@ -225,19 +206,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             p.error(f"unknown client {c!r} (one of {', '.join(CLIENTS)})")
     levels = [int(c) for c in a.concurrency.split(",") if c]
     srv = _server_process()
-    results: List[Dict[str, Any]] = []
     try:
-        for tasks in levels:
-            for client in clients:
-                missing = _available(client)
-                if missing:
-                    r: Dict[str, Any] = {"error": missing}
-                else:
-                    print(f"grpc unary echo, {tasks} concurrent, {client} ...", file=sys.stderr,
-                          flush=True)
-                    r = _run_cell(client, srv.port, tasks, a.warmup, a.rounds, a.duration)
-                r.update(client=client, tasks=tasks)
-                results.append(r)
+        results = run_cells(
+            [{"tasks": tasks} for tasks in levels], clients,
+            lambda client, tasks: _run_cell(client, srv.port, tasks, a.warmup, a.rounds,
+                                            a.duration),
+            lambda client, cell: _available(client))
     finally:
         srv.close()
     return emit(results, render, a.json)

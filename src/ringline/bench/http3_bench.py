@@ -48,6 +48,10 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
+from .childio import stop_child
+from .closedloop import finish_worker
+from .portchild import serve_until_eof
+
 __all__ = ["main", "CLIENTS"]
 
 CLIENTS = ("ringline", "ringline-aioquic", "aioquic-uvloop", "qh3-uvloop", "niquests")
@@ -64,8 +68,7 @@ def _serve(port: int, cert: str, key: str) -> None:
 
     async def run() -> None:
         srv = await serve("127.0.0.1", port, certfile=cert, keyfile=key)
-        print(srv.port, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await serve_until_eof(srv.port)
         srv.close()
     ringline.run(run())
 
@@ -231,18 +234,7 @@ def _worker(argv: List[str]) -> int:
     a = p.parse_args(argv)
     _INFLIGHT = a.inflight
     coro = _client_main(a.client, a.port, a.ca, a.work, a.bulk, a.small, a.server)
-    if a.client.startswith("ringline"):
-        import ringline
-        res = ringline.run(coro)
-    else:
-        try:
-            import uvloop  # type: ignore[import-not-found]
-            res = uvloop.run(coro)
-        except ImportError:
-            res = asyncio.run(coro)
-            res["loop"] = "asyncio (uvloop is not installed)"
-    print(_RESULT + json.dumps(res), flush=True)
-    return 0
+    return finish_worker(_RESULT, coro, a.client.startswith("ringline"))
 
 
 # -- the harness --------------------------------------------------------------------
@@ -328,15 +320,10 @@ def run_bench(clients: List[str], bulk_mib: int = 64, small: int = 1000,
                 results["cells"][key] = res
                 print(_row(work, client, res, bulk_mib, small), file=out, flush=True)
     finally:
-        if server.stdin is not None:
-            server.stdin.close()
-        if server_kind == "ngtcp2":
-            server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        if server_kind == "ngtcp2":     # it ignores its stdin
+            stop_child(server, grace=10, eof_wait=0)
+        else:
+            stop_child(server, grace=0, eof_wait=10)
         shutil.rmtree(tmp, ignore_errors=True)
     _ratios(results, out)
     return results

@@ -28,13 +28,12 @@ On a shared or noisy machine, compare ratios, not absolute numbers.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from .closedloop import drive, emit, run_worker
+from .closedloop import (by_cell, drive, emit, finish_worker, harness_parser, result_cells,
+                         run_cells, run_worker, worker_parser)
 
 __all__ = ["main", "CLIENTS", "CELLS"]
 
@@ -101,28 +100,18 @@ async def _client_main(client: str, proto: str, url: str, ca: Optional[str], siz
 
 
 def _worker(argv: List[str]) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("client")
+    p = worker_parser()
     p.add_argument("proto")
     p.add_argument("url")
     p.add_argument("size", type=int)
     p.add_argument("tasks", type=int)
     p.add_argument("--ca")
-    p.add_argument("--warmup", type=float, default=0.5)
-    p.add_argument("--duration", type=float, default=2.0)
     p.add_argument("--cpu", type=int)
     a = p.parse_args(argv)
     if a.cpu is not None:
         os.sched_setaffinity(0, {a.cpu})
     coro = _client_main(a.client, a.proto, a.url, a.ca, a.size, a.tasks, a.warmup, a.duration)
-    if a.client == "ringline":
-        import ringline
-        result = ringline.run(coro)
-    else:
-        import uvloop
-        result = uvloop.run(coro)
-    print(_RESULT + json.dumps(result), flush=True)
-    return 0
+    return finish_worker(_RESULT, coro, a.client == "ringline")
 
 
 # -- the harness -----------------------------------------------------------------
@@ -155,23 +144,14 @@ def _available(client: str) -> bool:
 def render(results: List[Dict[str, Any]]) -> str:
     lines = ["| protocol | tasks | body | client | req/s | client CPU us/req | "
              "req/s vs reference | errors |", "|---|---|---|---|---|---|---|---|"]
-    by_cell: Dict[tuple, Dict[str, Dict[str, Any]]] = {}
-    for r in results:
-        by_cell.setdefault((r["proto"], r["tasks"], r["size"]), {})[r["client"]] = r
-    for (proto, tasks, size), row in by_cell.items():
+    for (proto, tasks, size), row in by_cell(results, "proto", "tasks", "size").items():
         if proto == "h1":
             ref = row.get("aiohttp", {}).get("rps")
         else:       # the best other HTTP/2 client
             ref = max((r.get("rps", 0) for c, r in row.items() if c != "ringline"), default=0)
         for client, r in row.items():
-            if "error" in r:
-                lines.append(f"| {proto} | {tasks} | {size} | {client} | - | - | - | "
-                             f"{r['error']} |")
-                continue
-            ratio = f"{r['rps'] / ref:.2f}x" if ref else "-"
-            err = str(r["errors"]) + (f" ({r['last_error']})" if r.get("last_error") else "")
-            lines.append(f"| {proto} | {tasks} | {size} | {client} | {r['rps']:,.0f} | "
-                         f"{r['cpu_us']:.0f} | {ratio} | {err} |")
+            lines.append(f"| {proto} | {tasks} | {size} | {client} | "
+                         f"{result_cells(r, 'rps', ref)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -179,14 +159,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"]:
         return _worker(argv[1:])
-    p = argparse.ArgumentParser(prog="ringline bench http", description=__doc__.split("\n\n")[0])
-    p.add_argument("--clients", default=",".join(CLIENTS),
-                   help=f"comma-separated (default: {','.join(CLIENTS)})")
+    p = harness_parser("ringline bench http", __doc__, CLIENTS)
     p.add_argument("--cells", default="all",
                    help="comma-separated PROTO:TASKS:SIZE, e.g. h1:50:16 (default: all)")
-    p.add_argument("--duration", type=float, default=2.0, help="seconds measured per cell")
-    p.add_argument("--warmup", type=float, default=0.5)
-    p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--pin", action="store_true",
                    help="pin nginx to the last CPU and the clients to the first (off by "
                         "default: on a shared machine a pinned process waits for its "
@@ -199,21 +174,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     cpus = sorted(os.sched_getaffinity(0))
     client_cpu = cpus[0] if len(cpus) > 1 and a.pin else None
     srv = Nginx().start()
-    results: List[Dict[str, Any]] = []
     try:
         if client_cpu is not None and srv.proc is not None:
             os.sched_setaffinity(srv.proc.pid, {cpus[-1]})
-        for proto, tasks, size in cells:
-            for client in clients:
-                if proto == "h2" and client == "aiohttp":
-                    continue
-                if not _available(client):
-                    continue
-                print(f"{proto} tasks={tasks} body={size} {client} ...", file=sys.stderr,
-                      flush=True)
-                r = _run_cell(client, proto, tasks, size, srv, a.warmup, a.duration, client_cpu)
-                r.update(client=client, proto=proto, tasks=tasks, size=size)
-                results.append(r)
+        results = run_cells(
+            [{"proto": proto, "tasks": tasks, "size": size} for proto, tasks, size in cells],
+            clients,
+            lambda client, proto, tasks, size: _run_cell(client, proto, tasks, size, srv,
+                                                         a.warmup, a.duration, client_cpu),
+            # left out: aiohttp on HTTP/2 (it has none), a client not installed
+            lambda client, cell: ("" if (cell["proto"] == "h2" and client == "aiohttp")
+                                  or not _available(client) else None))
     finally:
         srv.stop()
     return emit(results, render, a.json)

@@ -3,9 +3,11 @@
 Owns: compiling ``csrc/loadgen.c``, ``csrc/echo_server.c`` and
 ``csrc/uring_echo_server.c`` (the io_uring reference) with the system
 C compiler (``$CC``, else ``cc``) into a cache directory keyed by a hash of
-the source, the compiler and the flags, so that an edited source is rebuilt
-and an unchanged one never is; and one call, :func:`run_loadgen`, that runs a
-generator session and returns its JSON report plus its own CPU time.
+the source (with the csrc/ headers it includes: ``loadgen_*.h``, the echo
+servers' shared ``echo_common.h``), the compiler and the flags, so that an
+edited source or header is rebuilt and an unchanged one never is; and one
+call, :func:`run_loadgen`, that runs a generator session and returns its
+JSON report plus its own CPU time.
 
 Cache directory: ``$RINGLINE_BENCH_CACHE``, else
 ``$XDG_CACHE_HOME/ringline-bench``, else ``~/.cache/ringline-bench``.  A build
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -52,12 +55,31 @@ def compiler() -> str:
     return os.environ.get("CC", "cc")
 
 
+_LOCAL_INCLUDE = re.compile(rb'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
+
+
+def _translation_unit(source: Path) -> bytes:
+    """The bytes of ``source`` and of every header it includes from csrc/
+    (``#include "..."``, followed into those headers too), each once: what
+    is compiled, so what the build's cache key covers."""
+    seen: set = set()
+    out = []
+    todo = [source]
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.exists():
+            continue
+        seen.add(path)
+        text = path.read_bytes()
+        out.append(text)
+        todo.extend(CSRC / m.decode() for m in _LOCAL_INCLUDE.findall(text))
+    return b"".join(out)
+
+
 def build(name: str) -> Path:
     """Path to the compiled ``csrc/<name>.c``, compiling it if needed."""
     source = CSRC / f"{name}.c"
-    # the headers it includes from csrc/ are part of what is compiled
-    text = source.read_bytes() + b"".join(
-        h.read_bytes() for h in sorted(CSRC.glob(f"{name}_*.h")))
+    text = _translation_unit(source)
     key = hashlib.sha256(text + compiler().encode() + " ".join(CFLAGS).encode())
     target = cache_dir() / f"{name}-{key.hexdigest()[:16]}"
     if target.exists():

@@ -27,13 +27,11 @@ numbers.
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import sys
 from typing import Any, Dict, List, Optional
 
-from .closedloop import drive, emit, run_worker
+from .closedloop import (by_cell, drive, emit, finish_worker, harness_parser, result_cells,
+                         run_cells, run_worker, worker_parser)
 
 __all__ = ["main", "CLIENTS", "CELLS"]
 
@@ -108,29 +106,15 @@ async def _sdk(op: str, port: int, tasks: int, size: int, warmup: float,
 
 
 def _worker(argv: List[str]) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("client", choices=CLIENTS)
+    p = worker_parser(CLIENTS)
     p.add_argument("op", choices=("get", "set"))
     p.add_argument("port", type=int)
     p.add_argument("tasks", type=int)
     p.add_argument("--value-size", type=int, default=100)
-    p.add_argument("--warmup", type=float, default=0.5)
-    p.add_argument("--duration", type=float, default=2.0)
     a = p.parse_args(argv)
-    args = (a.op, a.port, a.tasks, a.value_size, a.warmup, a.duration)
-    if a.client == "ringline":
-        import ringline
-        result = ringline.run(_ringline(*args))
-    else:
-        try:
-            import uvloop
-            result = uvloop.run(_sdk(*args))
-            result["loop"] = "uvloop"
-        except ImportError:
-            result = asyncio.run(_sdk(*args))
-            result["loop"] = "asyncio"
-    print(_RESULT + json.dumps(result), flush=True)
-    return 0
+    run = _ringline if a.client == "ringline" else _sdk
+    return finish_worker(_RESULT, run(a.op, a.port, a.tasks, a.value_size, a.warmup, a.duration),
+                         a.client == "ringline")
 
 
 # -- the harness -----------------------------------------------------------------
@@ -154,19 +138,10 @@ def _available(client: str) -> bool:
 def render(results: List[Dict[str, Any]]) -> str:
     lines = ["| op | tasks | client | ops/s | client CPU us/op | ops/s vs SDK | errors |",
              "|---|---|---|---|---|---|---|"]
-    by_cell: Dict[tuple, Dict[str, Dict[str, Any]]] = {}
-    for r in results:
-        by_cell.setdefault((r["op"], r["tasks"]), {})[r["client"]] = r
-    for (op, tasks), row in by_cell.items():
+    for (op, tasks), row in by_cell(results, "op", "tasks").items():
         ref = row.get("momento", {}).get("ops_s")
         for client, r in row.items():
-            if "error" in r:
-                lines.append(f"| {op} | {tasks} | {client} | - | - | - | {r['error']} |")
-                continue
-            ratio = f"{r['ops_s'] / ref:.2f}x" if ref else "-"
-            err = str(r["errors"]) + (f" ({r['last_error']})" if r.get("last_error") else "")
-            lines.append(f"| {op} | {tasks} | {client} | {r['ops_s']:,.0f} | "
-                         f"{r['cpu_us']:.0f} | {ratio} | {err} |")
+            lines.append(f"| {op} | {tasks} | {client} | {result_cells(r, 'ops_s', ref)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -174,30 +149,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"]:
         return _worker(argv[1:])
-    p = argparse.ArgumentParser(prog="ringline bench momento",
-                                description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--clients", default=",".join(CLIENTS),
-                   help=f"comma-separated (default: {','.join(CLIENTS)})")
+    p = harness_parser("ringline bench momento", __doc__, CLIENTS)
     p.add_argument("--cells", default="all",
                    help="comma-separated OP:TASKS, e.g. get:100 (default: all)")
     p.add_argument("--value-size", type=int, default=100)
-    p.add_argument("--duration", type=float, default=2.0, help="seconds measured per cell")
-    p.add_argument("--warmup", type=float, default=0.5)
-    p.add_argument("--json", help="also write the results to this file")
     a = p.parse_args(argv)
     from .momento_fake import MomentoFake
     cells = CELLS if a.cells == "all" else [
         (c.split(":")[0], int(c.split(":")[1])) for c in a.cells.split(",")]
     clients = [c for c in a.clients.split(",") if c and _available(c)]
     fake = MomentoFake(KEY)
-    results: List[Dict[str, Any]] = []
     try:
-        for op, tasks in cells:
-            for client in clients:
-                print(f"{op} tasks={tasks} {client} ...", file=sys.stderr, flush=True)
-                r = _run_cell(client, op, tasks, fake.port, a.value_size, a.warmup, a.duration)
-                r.update(client=client, op=op, tasks=tasks)
-                results.append(r)
+        results = run_cells(
+            [{"op": op, "tasks": tasks} for op, tasks in cells], clients,
+            lambda client, op, tasks: _run_cell(client, op, tasks, fake.port, a.value_size,
+                                                a.warmup, a.duration))
     finally:
         fake.close()
     return emit(results, render, a.json)

@@ -28,7 +28,7 @@ import json
 import sys
 import time
 
-from ringline.bench.portchild import PortChild
+from ringline.bench.portchild import PortChild, serve_until_eof
 
 CACHES = ("cache", "other", "bench")
 _WRITES = {"Set", "SetBatch", "Delete", "Increment", "DictionarySet", "DictionaryIncrement",
@@ -257,8 +257,7 @@ def main():
         server.add_generic_rpc_handlers((_control(state),))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        print(port, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await serve_until_eof(port)
         await server.stop(1)
 
     asyncio.run(serve())

@@ -30,7 +30,7 @@ import tempfile
 import time
 from typing import Dict, Optional
 
-from .childio import log_tail
+from .childio import free_port, log_tail, stop_child
 
 __all__ = ["Nginx", "NGINX", "SIZES", "have_nginx", "tls_files", "pattern"]
 
@@ -45,12 +45,6 @@ def have_nginx() -> bool:
 
 def pattern(n: int) -> bytes:
     return (b"0123456789" * (n // 10 + 1))[:n]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tls_files(directory: str) -> Dict[str, str]:
@@ -86,9 +80,9 @@ class Nginx:
         if NGINX is None:
             raise RuntimeError("nginx is not installed (scripts/setup-system.sh installs it)")
         self.dir = tempfile.mkdtemp(prefix="ringline-nginx-")
-        self.port = _free_port()
-        self.tls_port = _free_port()
-        self.idle_port = _free_port()
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.idle_port = free_port()
         self.tls: Optional[Dict[str, str]] = tls_files(self.dir) if tls else None
         self.proc: Optional[subprocess.Popen[bytes]] = None
         root = os.path.join(self.dir, "www")
@@ -158,11 +152,5 @@ http {{
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -2,8 +2,11 @@
 
 Owns: :class:`PortChild`, one child process started with stdin and stdout
 pipes that prints the port it listens on as its first stdout line and
-serves until its stdin reaches end of file (the bench's fake Momento server
-and grpcio echo server, and the test suite's peer servers, run this way).
+serves until its stdin reaches end of file (the bench's fake Momento server,
+grpcio echo server and HTTP/3 server, and the test suite's peer servers,
+run this way); and the child's end of that: :func:`serve_until_eof` (say
+the port, wait for the end of stdin) and :func:`serve_streams` (an asyncio
+stream server doing both).
 
 Lifecycle: ``PortChild(argv, what=...)`` starts the process and reads the
 port (a child that ends, or prints no port, is killed and reported as
@@ -16,10 +19,14 @@ pipes.
 """
 from __future__ import annotations
 
+import asyncio
 import subprocess
-from typing import List, Mapping, Optional
+import sys
+from typing import Any, Awaitable, Callable, List, Mapping, Optional
 
-__all__ = ["PortChild"]
+from .childio import stop_child
+
+__all__ = ["PortChild", "serve_streams", "serve_until_eof"]
 
 
 class PortChild:
@@ -39,15 +46,23 @@ class PortChild:
         self.target = f"127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            try:
-                self.proc.stdin.close()
-            except BrokenPipeError:      # it ended already
-                pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_child(self.proc, grace=0, eof_wait=10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+async def serve_until_eof(port: int) -> None:
+    """The child's end: say ``port`` (its first stdout line), then return
+    once stdin reaches end of file (the parent's ``close()``); the caller
+    stops its server after. Runs on any asyncio loop."""
+    print(port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def serve_streams(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                         Awaitable[Any]]) -> None:
+    """A child serving ``handle`` per connection (an asyncio stream server
+    on a free 127.0.0.1 port) until its stdin ends."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        await serve_until_eof(server.sockets[0].getsockname()[1])

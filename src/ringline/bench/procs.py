@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .childio import LineReader, file_tail
+from .childio import LineReader, file_tail, stop_child
 from .loadgen import echo_server_path, uring_echo_server_path
 from .server import READY_PREFIX
 
@@ -162,18 +162,7 @@ class ServerProcess:
         proc = self.proc
         if proc is None:
             return
-        if proc.poll() is None:
-            try:
-                if proc.stdin:
-                    proc.stdin.close()
-                proc.wait(timeout=3)
-            except (subprocess.TimeoutExpired, OSError):
-                proc.terminate()
-                try:
-                    proc.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        stop_child(proc, grace=2, eof_wait=3)
         for stream in (proc.stdin, proc.stdout):
             if stream is not None:
                 try:

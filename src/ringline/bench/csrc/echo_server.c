@@ -23,28 +23,18 @@
  * again until its pending output is flushed (bounded memory per connection);
  * every fd is closed exactly once.
  *
+ * The modes, the command line and the listening socket are echo_common.h's
+ * (shared with uring_echo_server.c).
+ *
  * Build: cc -O2 -o echo_server echo_server.c
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <getopt.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sched.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-enum mode { MODE_ECHO, MODE_HTTP, MODE_UDP };
-
-static const char http_response[] =
-    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
-    "\r\nHello, World!";
+#include "echo_common.h"
 
 struct conn {
     int fd;
@@ -54,8 +44,7 @@ struct conn {
 };
 
 static int ep;
-static int spin;
-static enum mode mode = MODE_ECHO;
+static struct echo_opts opt;
 static char buf[1 << 18];
 
 static void conn_close(struct conn *c)
@@ -136,34 +125,16 @@ static void on_writable(struct conn *c)
     watch(c, EPOLL_CTL_MOD, EPOLLIN);
 }
 
-static int count_requests(struct conn *c, const char *p, size_t n)
-{
-    static const char pat[4] = {'\r', '\n', '\r', '\n'};
-    int count = 0, m = c->match;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == pat[m]) {
-            if (++m == 4) {
-                count++;
-                m = 0;
-            }
-        } else {
-            m = p[i] == '\r' ? 1 : 0;
-        }
-    }
-    c->match = m;
-    return count;
-}
-
 static void on_readable(struct conn *c)
 {
     for (;;) {
         ssize_t n = recv(c->fd, buf, sizeof buf, 0);
         if (n > 0) {
-            if (mode == MODE_ECHO) {
+            if (opt.mode == MODE_ECHO) {
                 if (emit(c, buf, (size_t)n) < 0)
                     return;
             } else {
-                int k = count_requests(c, buf, (size_t)n);
+                int k = count_requests(&c->match, buf, (size_t)n);
                 for (int i = 0; i < k; i++)
                     if (emit(c, http_response, sizeof http_response - 1) < 0)
                         return;
@@ -198,58 +169,10 @@ static void on_udp(int fd)
 
 int main(int argc, char **argv)
 {
-    const char *host = "127.0.0.1";
-    int port = 0, cpu = -1, ch;
-    static const struct option longopts[] = {
-        {"host", required_argument, 0, 'H'}, {"port", required_argument, 0, 'p'},
-        {"mode", required_argument, 0, 'm'}, {"cpu", required_argument, 0, 'a'},
-        {"spin", no_argument, 0, 'S'}, {0, 0, 0, 0}};
-    while ((ch = getopt_long(argc, argv, "H:p:m:a:S", longopts, NULL)) != -1) {
-        switch (ch) {
-        case 'H': host = optarg; break;
-        case 'p': port = atoi(optarg); break;
-        case 'a': cpu = atoi(optarg); break;
-        case 'S': spin = 1; break;
-        case 'm':
-            if (!strcmp(optarg, "echo")) mode = MODE_ECHO;
-            else if (!strcmp(optarg, "http")) mode = MODE_HTTP;
-            else if (!strcmp(optarg, "udp")) mode = MODE_UDP;
-            else return 2;
-            break;
-        default:
-            fprintf(stderr, "usage: echo_server [--host A] [--port P] "
-                            "[--mode echo|http|udp] [--cpu N] [--spin]\n");
-            return 2;
-        }
-    }
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        sched_setaffinity(0, sizeof set, &set);
-    }
-    struct sockaddr_in addr = {.sin_family = AF_INET,
-                               .sin_port = htons((unsigned short)port)};
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
-        fprintf(stderr, "host must be an IPv4 address\n");
-        return 2;
-    }
-    int udp = mode == MODE_UDP;
-    int lfd = socket(AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK,
-                     0);
+    echo_options(argc, argv, 0, &opt);
+    int udp = opt.mode == MODE_UDP;
+    int lfd = echo_listen(&opt, SOCK_NONBLOCK);
     int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (udp) {
-        int sz = 4 << 20;
-        setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-    }
-    if (bind(lfd, (struct sockaddr *)&addr, sizeof addr) < 0 ||
-        (!udp && listen(lfd, 4096) < 0)) {
-        perror("bind/listen");
-        return 1;
-    }
-    socklen_t alen = sizeof addr;
-    getsockname(lfd, (struct sockaddr *)&addr, &alen);
 
     ep = epoll_create1(0);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
@@ -258,12 +181,11 @@ int main(int argc, char **argv)
     struct epoll_event sev = {.events = EPOLLIN, .data.ptr = &stdin_watch};
     epoll_ctl(ep, EPOLL_CTL_ADD, 0, &sev); /* fails harmlessly on a tty/file */
 
-    printf("READY %d\n", ntohs(addr.sin_port));
-    fflush(stdout);
+    echo_ready(lfd);
 
     struct epoll_event evs[256];
     for (;;) {
-        int n = epoll_wait(ep, evs, 256, spin ? 0 : -1);
+        int n = epoll_wait(ep, evs, 256, opt.spin ? 0 : -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

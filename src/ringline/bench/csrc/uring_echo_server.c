@@ -32,24 +32,21 @@
  * nor its send can complete any more; every fd is closed exactly once;
  * completions are routed by a pointer-and-kind user_data, never by fd.
  *
+ * The modes, the command line and the listening socket are echo_common.h's
+ * (shared with echo_server.c).
+ *
  * Build: cc -O2 -o uring_echo_server uring_echo_server.c
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
-#include <getopt.h>
 #include <linux/io_uring.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sched.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "echo_common.h"
 
 #define RING_ENTRIES 4096u
 #define CQ_ENTRIES 16384u
@@ -58,11 +55,6 @@
 #define BGID 0
 
 enum kind { K_RECV = 0, K_SEND = 1, K_ACCEPT = 2, K_STDIN = 3 };
-enum mode { MODE_ECHO, MODE_HTTP };
-
-static const char http_response[] =
-    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
-    "\r\nHello, World!";
 
 struct buf {
     char *data;
@@ -92,7 +84,7 @@ static struct {
 static struct io_uring_buf_ring *br;
 static char *bufs;
 static unsigned short br_tail;
-static enum mode mode = MODE_ECHO;
+static struct echo_opts opt;
 static int listen_fd;
 static char stdin_byte[64];
 
@@ -293,23 +285,6 @@ static void maybe_free(struct conn *c)
     free(c);
 }
 
-static void count_requests(struct conn *c, const char *p, size_t n)
-{
-    static const char pat[4] = {'\r', '\n', '\r', '\n'};
-    int m = c->match;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == pat[m]) {
-            if (++m == 4) {
-                buf_append(&c->pend, http_response, sizeof http_response - 1);
-                m = 0;
-            }
-        } else {
-            m = p[i] == '\r' ? 1 : 0;
-        }
-    }
-    c->match = m;
-}
-
 static void on_recv(struct conn *c, int res, unsigned flags)
 {
     if (!(flags & IORING_CQE_F_MORE))
@@ -317,10 +292,11 @@ static void on_recv(struct conn *c, int res, unsigned flags)
     if (res > 0) {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
         const char *data = bufs + (size_t)bid * BUF_SIZE;
-        if (mode == MODE_ECHO)
+        if (opt.mode == MODE_ECHO)
             buf_append(&c->pend, data, (size_t)res);
         else
-            count_requests(c, data, (size_t)res);
+            for (int k = count_requests(&c->match, data, (size_t)res); k > 0; k--)
+                buf_append(&c->pend, http_response, sizeof http_response - 1);
         buf_recycle(bid);
         if (!c->eof)
             flush(c);
@@ -381,59 +357,15 @@ static void on_accept(int res, unsigned flags)
 
 int main(int argc, char **argv)
 {
-    const char *host = "127.0.0.1";
-    int port = 0, cpu = -1, ch;
-    static const struct option longopts[] = {
-        {"host", required_argument, 0, 'H'}, {"port", required_argument, 0, 'p'},
-        {"mode", required_argument, 0, 'm'}, {"cpu", required_argument, 0, 'a'},
-        {0, 0, 0, 0}};
-    while ((ch = getopt_long(argc, argv, "H:p:m:a:", longopts, NULL)) != -1) {
-        switch (ch) {
-        case 'H': host = optarg; break;
-        case 'p': port = atoi(optarg); break;
-        case 'a': cpu = atoi(optarg); break;
-        case 'm':
-            if (!strcmp(optarg, "echo")) mode = MODE_ECHO;
-            else if (!strcmp(optarg, "http")) mode = MODE_HTTP;
-            else {
-                fprintf(stderr, "mode %s: only echo and http run on io_uring\n", optarg);
-                return 2;
-            }
-            break;
-        default:
-            fprintf(stderr, "usage: uring_echo_server [--host A] [--port P] "
-                            "[--mode echo|http] [--cpu N]\n");
-            return 2;
-        }
-    }
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        sched_setaffinity(0, sizeof set, &set);
-    }
-    struct sockaddr_in addr = {.sin_family = AF_INET,
-                               .sin_port = htons((unsigned short)port)};
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
-        fprintf(stderr, "host must be an IPv4 address\n");
-        return 2;
-    }
-    listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(listen_fd, (struct sockaddr *)&addr, sizeof addr) < 0 ||
-        listen(listen_fd, 4096) < 0)
-        die("bind/listen");
-    socklen_t alen = sizeof addr;
-    getsockname(listen_fd, (struct sockaddr *)&addr, &alen);
+    echo_options(argc, argv, 1, &opt);
+    listen_fd = echo_listen(&opt, 0);
 
     ring_init();
     bufring_init();
     arm_accept();
     arm_stdin();
 
-    printf("READY %d\n", ntohs(addr.sin_port));
-    fflush(stdout);
+    echo_ready(listen_fd);
 
     for (;;) {
         int r = sys_enter(ring.to_submit, 1, IORING_ENTER_GETEVENTS);
