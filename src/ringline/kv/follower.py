@@ -64,6 +64,11 @@ class ReplError(Exception):
     """The primary sent something a replica cannot apply."""
 
 
+class NotReady(Exception):
+    """The primary is itself a replica without a position yet (-NOMASTERLINK):
+    not an error, the follower retries after its backoff."""
+
+
 class Follower:
     """One shard's replication client (see the module doc)."""
 
@@ -86,6 +91,7 @@ class Follower:
         self._snap_left = 0
         self._snap: Optional[tuple] = None      # (replid, offset) of the snapshot in progress
         self.restart_journal: Optional[Callable[[], None]] = None    # the server's, with a journal
+        self.relay: Any = None            # the shard's repl.Primary serving sub-replicas
         self.full_syncs = self.partial_syncs = self.errors = self.connects = 0
         self.last_error = ""
 
@@ -133,6 +139,8 @@ class Follower:
                      b"ID", self.replid or b"?"]))
                 await conn.on_data(self._on_data)
                 self.last_error = "primary closed the connection"
+            except NotReady as exc:
+                self.last_error = str(exc)
             except (ReplError, FrameError) as exc:
                 self.errors += 1
                 self.last_error = str(exc)
@@ -171,6 +179,8 @@ class Follower:
         return pos
 
     def _handshake(self, line: bytes) -> None:
+        if line.startswith(b"-NOMASTERLINK "):
+            raise NotReady(line[1:100].decode("ascii", "replace"))
         parts = line.split()
         if len(parts) not in (3, 5) or parts[0] != b"+ACK" \
                 or (len(parts) == 5 and parts[3] != b"FULL"):
@@ -192,7 +202,9 @@ class Follower:
             if self.restart_journal is not None:
                 self.restart_journal()
             self.shard.ks.flush()
-            self.replid = None
+            self.replid = None            # the relay refuses sub-replicas until the snapshot is in
+            if self.relay is not None:
+                self.relay.reset()        # their streams of the old keyspace end here
             self._snap = (replid, offset)
             self.writelog.append(encode_command([b"REPLSYNC", replid, b"%d" % offset]))
             self._snap_left = count
@@ -207,6 +219,8 @@ class Follower:
         self.replid, self.offset = self._snap       # type: ignore[misc]
         self._snap = None
         self.phase = _STREAM
+        if self.relay is not None:
+            self.relay.reset()            # its backlog starts at the new offset
 
     def _apply(self, f: memoryview) -> None:
         payload = bytes(f[8:])
@@ -224,13 +238,16 @@ class Follower:
             shard.replay(args)
         except Exception as exc:
             raise ReplError(f"applying {args[0][:40]!r} failed: {exc!r}") from exc
-        self.writelog.append_framed(bytes(f), 1)
+        data = bytes(f)
+        self.writelog.append_framed(data, 1)
         if self.phase == _SNAPSHOT:
             self._snap_left -= 1
             if not self._snap_left:
                 self._snapshot_done()
         else:
             self.offset += 1
+            if self.relay is not None:
+                self.relay.feed(data, 1)  # the same frame at the same offset downstream
 
     # -- INFO ----------------------------------------------------------------
 
@@ -240,7 +257,7 @@ class Follower:
                 ("master_sync_in_progress", 1 if self.phase == _SNAPSHOT else 0),
                 ("slave_repl_offset", self.offset), ("master_repl_offset", self.offset),
                 ("master_replid", (self.replid or b"?").decode()),
-                ("slave_read_only", 1), ("connected_slaves", 0),
+                ("slave_read_only", 1),
                 ("full_syncs", self.full_syncs), ("partial_syncs", self.partial_syncs),
                 ("repl_errors", self.errors), ("repl_connects", self.connects),
                 ("repl_last_error", self.last_error.replace("\r", " ").replace("\n", " "))]
