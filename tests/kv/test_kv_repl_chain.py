@@ -12,8 +12,10 @@ is dropped without touching the replica's own link; a replica without a
 position refuses with -NOMASTERLINK; WAIT stays an error on a replica and
 `--ack-policy replica` is refused there. Servers are subprocesses on
 127.0.0.1 free ports, run on both backends; every wait is a bounded poll,
-nothing asserts a duration. The last test drives a relay's reset without
-I/O (no old-history frame is sent after it)."""
+nothing asserts a duration. The last two tests drive a relay and its
+Follower without I/O: a full sync drops the sub-replica links at its
+handshake, no old-history frame is sent after it, and the backlog restarts
+at the snapshot's offset."""
 from __future__ import annotations
 
 import socket
@@ -272,5 +274,49 @@ def test_relay_reset_sends_no_old_frame_after_a_new_one():
     fol.replid, fol.offset = b"new", 500            # the snapshot is in
     relay.reset()
     assert (relay.backlog.start, relay.backlog.end) == (500, 500)
+    fresh = Link(relay, 500, b"new")                # a sub-replica joins the new history
+    fresh.start(type("G", (), {"close": lambda self: None, "conn": _Conn()})())
     relay.feed(frame(b"new-1"), 1)
+    loop.turn()
+    assert fresh.conn.sent == [b"+ACK 500 new\r\n", frame(b"new-1")]
     assert relay.backlog.since(500) == frame(b"new-1") and relay.backlog.since(10) is None
+
+
+def test_follower_drives_its_relay():
+    """The Follower's side, without I/O: a full sync drops the sub-replica
+    links before any frame of the new history and restarts the backlog at
+    the snapshot's offset; live frames go downstream at the same offsets."""
+    from ringline.kv.follower import Follower
+    loop = _Loop()
+    fol = Follower(Shard(), WriteLog(), "127.0.0.1", 1, max_frame=1 << 20)
+    relay = Primary(loop, fol.shard, fol.writelog, DurabilityCursor("none"),
+                    backlog_size=1 << 20, max_pending=1 << 20, follower=fol)
+    fol.relay = relay
+    relay.activate()
+    fol.conn = _Conn()
+
+    def arrive(data):
+        assert fol._on_data(memoryview(data)) == len(data)
+
+    def setf(k):
+        return frame(encode_command(("SET", k, "v")))
+    arrive(b"+ACK 7 hist FULL 1\r\n" + setf("a") + setf("b"))
+    assert (fol.replid, fol.offset) == (b"hist", 8)
+    assert (relay.backlog.start, relay.backlog.end) == (7, 8)
+    sub = Link(relay, 7, b"hist")
+    sub.start(type("G", (), {"close": lambda self: None, "conn": _Conn()})())
+    assert sub.conn.sent == [b"+ACK 7 hist\r\n" + setf("b")]           # a partial sync
+    arrive(setf("c"))
+    loop.turn()
+    assert sub.conn.sent[-1] == setf("c")
+    fol.phase = 0                                  # the link drops; a new one: a full sync
+    arrive(b"+ACK 900 hist FULL 2\r\n" + setf("x"))
+    assert sub.conn.aborted and relay.links == [] and relay.resets == 1   # at the handshake
+    assert relay.replicate(Session(1), [b"REPLICATE", b"FROM", b"8", b"ID", b"hist"]) \
+        .startswith(b"NOMASTERLINK")              # mid-snapshot: no position
+    arrive(setf("x2") + setf("y"))
+    loop.turn()
+    assert sub.conn.sent[-1] == setf("c")          # nothing after the new history began
+    assert (fol.offset, relay.backlog.start, relay.backlog.end) == (901, 900, 901)
+    assert relay.backlog.since(8) is None          # the old offsets mean nothing now
+    assert relay.backlog.since(900) == setf("y")
