@@ -7,6 +7,14 @@ applying the snapshot and the live frames to the shard's keyspace, the
 replica's journal records of them, `REPLCONF ACK <offset>` after each batch
 applied, and the history it follows (`replid`, `offset`: frames applied).
 
+Chaining: the shard's `relay` (a repl.Primary serving sub-replicas) gets
+every live frame applied (`feed`, same bytes, same offset) and is `reset`
+at a full sync's handshake (the sub-replicas' links end before the
+keyspace is flushed) and again when the snapshot is in (its backlog starts
+at the new offset). A primary that is itself a replica without a position
+answers `-NOMASTERLINK`: not an error (`repl_errors` stays), the follower
+retries after its backoff.
+
 Resume: with `--appendonly yes` a replica journals what it applies, framed
 as it arrived, with two markers around a snapshot: `REPLSYNC <replid>
 <offset>` (flush the keyspace, a snapshot as of offset follows) and
@@ -35,8 +43,8 @@ primary sends.
 Lifecycle: built by the server before the worker accepts (recovery calls
 `replay`), `run()` is a task from the worker's start until it stops.
 
-Invariants: a frame is applied and journalled exactly once per link, in
-order; `offset` counts live frames applied since the snapshot of `replid`;
+Invariants: a frame is applied, journalled and relayed exactly once per
+link, in order; `offset` counts live frames applied since the snapshot of `replid`;
 an ACK never names an offset not applied.
 """
 from __future__ import annotations

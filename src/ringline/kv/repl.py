@@ -1,21 +1,33 @@
-"""The primary's side of ringline.kv replication: `WriteLog`, `Primary`,
-`snapshot`.
+"""The serving side of ringline.kv replication: `WriteLog`, `Primary`,
+`snapshot`. A top primary serves its own history; a replica serves (relays)
+its primary's to sub-replicas (chained replication).
 
 Owns:
   WriteLog   every write record of a shard, in execution order: handed to
              the journal (when there is one) and, once replication is
-             active, to `on_frames` (the Primary's `feed`: the Backlog and
-             the replicas' streams). `appended`
-             counts the records: it is the replication offset and the
-             sequence number replies are tagged with (gate.py), the same
-             count as the journal's when both start at 0 (they do: a
-             primary's history starts with its process).
-  Primary    one shard's replication source: its history id (`replid`, new
-             at every start), the Backlog (`backlog_size` bytes), the
+             active, to `on_frames` (a top primary's `feed`: the Backlog
+             and the replicas' streams). `appended` counts the records: on
+             a top primary it is the replication offset and the sequence
+             number replies are tagged with (gate.py), the same count as
+             the journal's when both start at 0 (they do: a primary's
+             history starts with its process). On a replica it counts its
+             journal's records (snapshot frames and markers included), not
+             its primary's offsets.
+  Primary    one shard's replication source: the history it serves
+             (`replid`, `offset`: its own, new at every start, or with
+             `follower` its replica's position in its primary's history),
+             the Backlog (`backlog_size` bytes), the
              connected replicas (`Link`), the REPLICATE handshake, the
              per-turn frame fan-out with its stall bound (`max_pending`),
              the REPLCONF ACK channel feeding the DurabilityCursor, WAIT,
-             and the INFO replication fields.
+             and the INFO replication fields. As a relay (on a replica) it
+             is fed by the Follower (`feed`: each live frame applied, at
+             the primary's offset), refuses REPLICATE with -NOMASTERLINK
+             while the replica has no position (before its first sync,
+             during a snapshot), `reset`s at the replica's full sync (every
+             sub-replica link and its unsent frames are dropped, the
+             backlog starts at the new offset), and takes ACKs for INFO
+             only (no WAIT, no ack policy: those belong to the top primary).
   snapshot   a keyspace as a list of frames that rebuild it (SET/HSET/
              RPUSH/SADD in chunks of at most SNAPSHOT_CHUNK elements, then
              PEXPIREAT for a deadline).
@@ -37,16 +49,21 @@ offset the primary never reached, or anything but `REPLCONF ACK` on a
 replica connection, ends that connection; a malformed REPLICATE is an error
 reply and the connection stays an ordinary client.
 
-Lifecycle: the server builds a Primary per worker (not on a replica). The
-backlog exists from the start when the policy or the journal needs the
-WriteLog anyway, else from the first REPLICATE (`activate`): until then a
-server without replicas pays nothing for replication. A Link lives from its
-REPLICATE until its connection ends.
+Lifecycle: the server builds a Primary per worker (on a replica, a relay
+of its Follower). On a top primary the backlog exists from the start when
+the policy needs it, else from the first REPLICATE (`activate`): until then
+a server without replicas pays nothing for replication. A replica keeps
+its relay's backlog from the start, so sub-replicas resume after either
+side restarts. A Link lives from its REPLICATE until its connection ends
+(or its relay resets).
 
 Invariants: a link receives every frame after its start offset exactly
-once, in order; `cursor.replicas_acked` gets the offset acknowledged by the
-ack_replicas-th most advanced connected replica; a WAIT reply counts only
-replicas whose ACK covers the client's last write.
+once, in order, all of one history (a relay's reset ends every link before
+a frame of the new history is fed); frame o is the same write on the top
+primary, its replicas and their sub-replicas (same replid, same offsets);
+`cursor.replicas_acked` gets the offset acknowledged by the ack_replicas-th
+most advanced connected replica (top primary only); a WAIT reply counts
+only replicas whose ACK covers the client's last write.
 """
 from __future__ import annotations
 

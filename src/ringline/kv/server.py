@@ -79,7 +79,7 @@ class KvOptions:
     ack_policy: str = "none"          # none | disk | replica | disk+replica
     ack_replicas: int = 1             # k of the replica policies
     replicaof: Optional[Tuple[str, int]] = None   # (host, port): this server is a replica
-    repl_backlog_size: int = 16 << 20  # bytes of recent frames kept per shard (for sub-replicas too)
+    repl_backlog_size: int = 16 << 20  # bytes of recent frames kept per shard (replica too)
     repl_max_pending: int = 64 << 20  # unsent bytes after which a replica is shed
     client_cap: int = 8 << 20         # slow-client cap (bytes held + unsent)
     limits: Limits = Limits()
