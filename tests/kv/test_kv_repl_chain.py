@@ -9,7 +9,8 @@ sub-replicas' links and they follow with a full sync of the new history; a
 sub-replica re-pointed between the replica and the top primary resumes
 partially both ways; a hostile sub-replica (never reads, acks the future)
 is dropped without touching the replica's own link; a replica without a
-position refuses with -NOMASTERLINK; WAIT stays an error on a replica and
+position refuses with -NOMASTERLINK; with several shards the chain is per
+shard; WAIT stays an error on a replica and
 `--ack-policy replica` is refused there. Servers are subprocesses on
 127.0.0.1 free ports, run on both backends; every wait is a bounded poll,
 nothing asserts a duration. The last two tests drive a relay and its
@@ -31,7 +32,7 @@ from ringline.redis._resp import encode_command
 
 from support import BACKENDS
 from support.kv_repl import FakePrimary, dump, info, load, replica_of, synced, until
-from support.kv_server import KvServer
+from support.kv_server import KvServer, RespConn
 
 
 @pytest.fixture(params=BACKENDS, autouse=True)
@@ -161,6 +162,32 @@ def test_sub_replica_repointed_between_replica_and_primary_resumes_partially():
             assert _counts(s.port) == (0, 1)
             assert info(r.port)["repl_served_partial_syncs"] == "1"
             _same(keys, p, r, s)
+
+
+def test_chain_with_several_shards_is_per_shard():
+    from ringline.kv.slots import key_slot, split
+    ranges = split(2)
+
+    def shard_of(key):
+        slot = key_slot(key.encode())
+        return next(i for i, (lo, hi) in enumerate(ranges) if lo <= slot <= hi)
+    with KvServer(workers=2) as p, replica_of(p) as r, replica_of(r) as s:
+        keys = [f"key{i}" for i in range(200)]
+        for shard in (0, 1):
+            with RespConn(p.port + 1 + shard) as c:
+                mine = [k for k in keys if shard_of(k) == shard]
+                assert c.pipeline([("SET", k, k + "!") for k in mine]) == [b"OK"] * len(mine)
+
+        def shards_synced():
+            return all(info(p.port + 1 + i)["master_repl_offset"]
+                       == info(r.port + 1 + i).get("slave_repl_offset")
+                       == info(s.port + 1 + i).get("slave_repl_offset") for i in (0, 1))
+        until(shards_synced, what="both shards synced down the chain")
+        for shard in (0, 1):
+            with RespConn(s.port + 1 + shard) as c:
+                mine = [k for k in keys if shard_of(k) == shard]
+                assert [c.call("GET", k) for k in mine] == [(k + "!").encode() for k in mine]
+            assert info(r.port + 1 + shard)["connected_slaves"] == "1"
 
 
 def test_hostile_sub_replicas_do_not_touch_the_replica_link():
