@@ -15,7 +15,8 @@ import pytest
 from ringline.redis._resp import encode_command
 
 from support import BACKENDS
-from support.kv_repl import info, pause, replica_of, resume, synced, until
+from support.kv_repl import dump as _dump, info, load as _load, pause, replica_of, \
+    resume, synced, until
 from support.kv_server import KvServer, RespConn
 
 
@@ -23,32 +24,6 @@ from support.kv_server import KvServer, RespConn
 def backend(request, monkeypatch):
     monkeypatch.setenv("RINGLINE_BACKEND", request.param)   # the servers inherit it
     return request.param
-
-
-def _load(c, tag, n=300):
-    """A write load over every type (fast-path SETs among them)."""
-    cmds = [("SET", f"{tag}:s{i}", f"v{i}") for i in range(n)]
-    cmds += [("INCRBY", f"{tag}:n", "5"), ("HSET", f"{tag}:h", "a", "1", "b", "2"),
-             ("RPUSH", f"{tag}:l", "1", "2", "3"), ("LPOP", f"{tag}:l"),
-             ("SADD", f"{tag}:set", "x", "y"), ("SET", f"{tag}:ttl", "v", "EX", "1000"),
-             ("DEL", f"{tag}:s0"), ("APPEND", f"{tag}:s1", "+")]
-    replies = c.pipeline(cmds)
-    assert not any(isinstance(r, Exception) for r in replies), replies
-    return [f"{tag}:s{i}" for i in range(n)] + [f"{tag}:{k}" for k in
-                                                ("n", "h", "l", "set", "ttl")]
-
-
-def _dump(port, keys):
-    with RespConn(port) as c:
-        out = {}
-        for k in keys:
-            t = c.call("TYPE", k)
-            v = {b"string": ("GET", k), b"hash": ("HGETALL", k), b"list": ("LRANGE", k, "0", "-1"),
-                 b"set": ("SMEMBERS", k)}.get(t)
-            val = c.call(*v) if v else None
-            out[k] = (t, sorted(val) if t == b"set" else val, c.call("PTTL", k) > 0)
-        out["dbsize"] = c.call("DBSIZE")
-        return out
 
 
 def test_two_replicas_converge_after_a_write_load():

@@ -5,8 +5,11 @@ condition or an AssertionError after `tries` rounds; never a timing
 assertion), `replica_of(primary, *args)` (a KvServer started with
 `--replicaof` the primary), `synced(primary, *replicas)` (every replica
 acknowledged the primary's offset), `pause` / `resume` (SIGSTOP / SIGCONT of
-a server's whole process group) and `FakePrimary` (a scripted primary on a
-free 127.0.0.1 port that answers each connection with given bytes).
+a server's whole process group), `load(conn, tag)` (a write load over every
+type; returns its keys), `dump(port, keys)` (what a server holds for those
+keys, with DBSIZE: two servers' dumps compare their keyspaces) and
+`FakePrimary` (a scripted primary on a free 127.0.0.1 port that answers
+each connection with given bytes).
 
 Everything started here is stopped by its owner's context manager.
 """
@@ -21,7 +24,8 @@ from typing import Any, Callable, Dict, List
 
 from support.kv_server import KvServer, RespConn
 
-__all__ = ["info", "until", "replica_of", "synced", "pause", "resume", "FakePrimary"]
+__all__ = ["info", "until", "replica_of", "synced", "pause", "resume", "load", "dump",
+           "FakePrimary"]
 
 
 def info(port: int, section: str = "all") -> Dict[str, str]:
@@ -57,6 +61,33 @@ def pause(server: KvServer) -> None:
 
 def resume(server: KvServer) -> None:
     os.killpg(server.proc.pid, signal.SIGCONT)          # type: ignore[union-attr]
+
+
+def load(c: RespConn, tag: str, n: int = 300) -> List[str]:
+    """A write load over every type (fast-path SETs among them); its keys."""
+    cmds = [("SET", f"{tag}:s{i}", f"v{i}") for i in range(n)]
+    cmds += [("INCRBY", f"{tag}:n", "5"), ("HSET", f"{tag}:h", "a", "1", "b", "2"),
+             ("RPUSH", f"{tag}:l", "1", "2", "3"), ("LPOP", f"{tag}:l"),
+             ("SADD", f"{tag}:set", "x", "y"), ("SET", f"{tag}:ttl", "v", "EX", "1000"),
+             ("DEL", f"{tag}:s0"), ("APPEND", f"{tag}:s1", "+")]
+    replies = c.pipeline(cmds)
+    assert not any(isinstance(r, Exception) for r in replies), replies
+    return [f"{tag}:s{i}" for i in range(n)] + [f"{tag}:{k}" for k in
+                                                ("n", "h", "l", "set", "ttl")]
+
+
+def dump(port: int, keys: List[str]) -> Dict[str, Any]:
+    """Type, value and whether a TTL is set of every key, and DBSIZE."""
+    with RespConn(port) as c:
+        out: Dict[str, Any] = {}
+        for k in keys:
+            t = c.call("TYPE", k)
+            v = {b"string": ("GET", k), b"hash": ("HGETALL", k), b"list": ("LRANGE", k, "0", "-1"),
+                 b"set": ("SMEMBERS", k)}.get(t)
+            val = c.call(*v) if v else None
+            out[k] = (t, sorted(val) if t == b"set" else val, c.call("PTTL", k) > 0)
+        out["dbsize"] = c.call("DBSIZE")
+        return out
 
 
 class FakePrimary:

@@ -11,7 +11,8 @@ Modules (one job each):
   journal    Journal: append-only log, CRC per record, group commit, recovery
   gate       ReplyGate and DurabilityCursor (held replies, slow-client cap)
   backlog    replication frames, the per-shard Backlog ring, FrameReader
-  repl       WriteLog and the primary's side of replication (Primary)
+  repl       WriteLog and the serving side of replication (Primary; on a
+             replica it relays its primary's history to sub-replicas)
   follower   the replica's side of replication (Follower)
   server     KvOptions and KvServer (the ringline Handler)
   __main__   `python -m ringline.kv`: command line -> ringline.serve

@@ -48,7 +48,7 @@ def parse_args(argv: Optional[List[str]] = None) -> KvOptions:
     p.add_argument("--replicaof", nargs=2, metavar=("HOST", "PORT"),
                    help="serve as a read-only replica of HOST PORT")
     p.add_argument("--repl-backlog-size", type=int, default=16 << 20,
-                   help="bytes of recent writes a primary keeps per shard for resuming replicas")
+                   help="bytes of recent writes kept per shard for resuming (sub-)replicas")
     p.add_argument("--repl-max-pending", type=int, default=64 << 20,
                    help="unsent bytes after which a stalled replica is disconnected")
     p.add_argument("--client-cap", type=int, default=8 << 20,

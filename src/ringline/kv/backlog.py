@@ -1,5 +1,5 @@
-"""Replication frames and the primary's backlog: `frame`, `Backlog`,
-`FrameReader`.
+"""Replication frames and the backlog (a primary's, or a replica's relay
+of its primary's): `frame`, `Backlog`, `FrameReader`.
 
 Owns:
   frame(payload)  one frame: the journal's record format (little-endian u32
@@ -16,7 +16,8 @@ Owns:
                   checks each frame's length bound and CRC.
 
 Lifecycle: a Backlog lives as long as its primary's history (a worker
-process); appends come in chunks (one per journal hand-over: a fast-path
+process); a replica's is `reset` to the new offset at each full sync;
+appends come in chunks (one per journal hand-over: a fast-path
 batch or one command's record). A FrameReader per connection to a primary.
 
 Invariants: `start <= end`; the bytes held are at most `size` (a single

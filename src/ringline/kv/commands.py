@@ -79,7 +79,7 @@ class Shard:
         self.on_write: Optional[Callable[[List[bytes]], None]] = None
         self.appendonly = False
         self.readonly = False                # a replica: client writes get READONLY
-        self.replication: Any = None         # ringline.kv.repl.Primary, on a primary
+        self.replication: Any = None         # ringline.kv.repl.Primary (a relay on a replica)
         self.repl_info: Callable[[], List[Tuple[str, Any]]] = \
             lambda: [("role", "master"), ("connected_slaves", 0)]
         self.info_extra: Callable[[], List[Tuple[str, Any]]] = lambda: []
@@ -184,7 +184,7 @@ def cmd_quit(sh: Shard, se: Session, a: List[bytes]) -> Any:
 
 
 READONLY = Error(b"READONLY You can't write against a read only replica.")
-NO_REPLICATION = Error(b"ERR replication commands are not served by a replica")
+NO_REPLICATION = Error(b"ERR replication is not enabled on this shard")
 
 
 def cmd_replicate(sh: Shard, se: Session, a: List[bytes]) -> Any:
@@ -196,7 +196,7 @@ def cmd_replicate(sh: Shard, se: Session, a: List[bytes]) -> Any:
 
 
 def cmd_wait(sh: Shard, se: Session, a: List[bytes]) -> Any:
-    if sh.replication is None:
+    if sh.replication is None or sh.readonly:      # a replica's sub-replicas: no WAIT
         return Error(b"ERR WAIT cannot be used with replica instances.")
     return sh.replication.wait(se, a)
 

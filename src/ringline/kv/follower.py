@@ -7,6 +7,14 @@ applying the snapshot and the live frames to the shard's keyspace, the
 replica's journal records of them, `REPLCONF ACK <offset>` after each batch
 applied, and the history it follows (`replid`, `offset`: frames applied).
 
+Chaining: the shard's `relay` (a repl.Primary serving sub-replicas) gets
+every live frame applied (`feed`, same bytes, same offset) and is `reset`
+at a full sync's handshake (the sub-replicas' links end before the
+keyspace is flushed) and again when the snapshot is in (its backlog starts
+at the new offset). A primary that is itself a replica without a position
+answers `-NOMASTERLINK`: not an error (`repl_errors` stays), the follower
+retries after its backoff.
+
 Resume: with `--appendonly yes` a replica journals what it applies, framed
 as it arrived, with two markers around a snapshot: `REPLSYNC <replid>
 <offset>` (flush the keyspace, a snapshot as of offset follows) and
@@ -35,8 +43,8 @@ primary sends.
 Lifecycle: built by the server before the worker accepts (recovery calls
 `replay`), `run()` is a task from the worker's start until it stops.
 
-Invariants: a frame is applied and journalled exactly once per link, in
-order; `offset` counts live frames applied since the snapshot of `replid`;
+Invariants: a frame is applied, journalled and relayed exactly once per
+link, in order; `offset` counts live frames applied since the snapshot of `replid`;
 an ACK never names an offset not applied.
 """
 from __future__ import annotations
@@ -64,6 +72,11 @@ class ReplError(Exception):
     """The primary sent something a replica cannot apply."""
 
 
+class NotReady(Exception):
+    """The primary is itself a replica without a position yet (-NOMASTERLINK):
+    not an error, the follower retries after its backoff."""
+
+
 class Follower:
     """One shard's replication client (see the module doc)."""
 
@@ -86,6 +99,7 @@ class Follower:
         self._snap_left = 0
         self._snap: Optional[tuple] = None      # (replid, offset) of the snapshot in progress
         self.restart_journal: Optional[Callable[[], None]] = None    # the server's, with a journal
+        self.relay: Any = None            # the shard's repl.Primary serving sub-replicas
         self.full_syncs = self.partial_syncs = self.errors = self.connects = 0
         self.last_error = ""
 
@@ -133,6 +147,8 @@ class Follower:
                      b"ID", self.replid or b"?"]))
                 await conn.on_data(self._on_data)
                 self.last_error = "primary closed the connection"
+            except NotReady as exc:
+                self.last_error = str(exc)
             except (ReplError, FrameError) as exc:
                 self.errors += 1
                 self.last_error = str(exc)
@@ -171,6 +187,8 @@ class Follower:
         return pos
 
     def _handshake(self, line: bytes) -> None:
+        if line.startswith(b"-NOMASTERLINK "):
+            raise NotReady(line[1:100].decode("ascii", "replace"))
         parts = line.split()
         if len(parts) not in (3, 5) or parts[0] != b"+ACK" \
                 or (len(parts) == 5 and parts[3] != b"FULL"):
@@ -192,7 +210,9 @@ class Follower:
             if self.restart_journal is not None:
                 self.restart_journal()
             self.shard.ks.flush()
-            self.replid = None
+            self.replid = None            # the relay refuses sub-replicas until the snapshot is in
+            if self.relay is not None:
+                self.relay.reset()        # their streams of the old keyspace end here
             self._snap = (replid, offset)
             self.writelog.append(encode_command([b"REPLSYNC", replid, b"%d" % offset]))
             self._snap_left = count
@@ -207,6 +227,8 @@ class Follower:
         self.replid, self.offset = self._snap       # type: ignore[misc]
         self._snap = None
         self.phase = _STREAM
+        if self.relay is not None:
+            self.relay.reset()            # its backlog starts at the new offset
 
     def _apply(self, f: memoryview) -> None:
         payload = bytes(f[8:])
@@ -224,13 +246,16 @@ class Follower:
             shard.replay(args)
         except Exception as exc:
             raise ReplError(f"applying {args[0][:40]!r} failed: {exc!r}") from exc
-        self.writelog.append_framed(bytes(f), 1)
+        data = bytes(f)
+        self.writelog.append_framed(data, 1)
         if self.phase == _SNAPSHOT:
             self._snap_left -= 1
             if not self._snap_left:
                 self._snapshot_done()
         else:
             self.offset += 1
+            if self.relay is not None:
+                self.relay.feed(data, 1)  # the same frame at the same offset downstream
 
     # -- INFO ----------------------------------------------------------------
 
@@ -240,7 +265,7 @@ class Follower:
                 ("master_sync_in_progress", 1 if self.phase == _SNAPSHOT else 0),
                 ("slave_repl_offset", self.offset), ("master_repl_offset", self.offset),
                 ("master_replid", (self.replid or b"?").decode()),
-                ("slave_read_only", 1), ("connected_slaves", 0),
+                ("slave_read_only", 1),
                 ("full_syncs", self.full_syncs), ("partial_syncs", self.partial_syncs),
                 ("repl_errors", self.errors), ("repl_connects", self.connects),
                 ("repl_last_error", self.last_error.replace("\r", " ").replace("\n", " "))]

@@ -1,20 +1,33 @@
-"""The primary's side of ringline.kv replication: `WriteLog`, `Primary`,
-`snapshot`.
+"""The serving side of ringline.kv replication: `WriteLog`, `Primary`,
+`snapshot`. A top primary serves its own history; a replica serves (relays)
+its primary's to sub-replicas (chained replication).
 
 Owns:
   WriteLog   every write record of a shard, in execution order: handed to
              the journal (when there is one) and, once replication is
-             active, to the Backlog and the replicas' streams. `appended`
-             counts the records: it is the replication offset and the
-             sequence number replies are tagged with (gate.py), the same
-             count as the journal's when both start at 0 (they do: a
-             primary's history starts with its process).
-  Primary    one shard's replication source: its history id (`replid`, new
-             at every start), the Backlog (`backlog_size` bytes), the
+             active, to `on_frames` (a top primary's `feed`: the Backlog
+             and the replicas' streams). `appended` counts the records: on
+             a top primary it is the replication offset and the sequence
+             number replies are tagged with (gate.py), the same count as
+             the journal's when both start at 0 (they do: a primary's
+             history starts with its process). On a replica it counts its
+             journal's records (snapshot frames and markers included), not
+             its primary's offsets.
+  Primary    one shard's replication source: the history it serves
+             (`replid`, `offset`: its own, new at every start, or with
+             `follower` its replica's position in its primary's history),
+             the Backlog (`backlog_size` bytes), the
              connected replicas (`Link`), the REPLICATE handshake, the
              per-turn frame fan-out with its stall bound (`max_pending`),
              the REPLCONF ACK channel feeding the DurabilityCursor, WAIT,
-             and the INFO replication fields.
+             and the INFO replication fields. As a relay (on a replica) it
+             is fed by the Follower (`feed`: each live frame applied, at
+             the primary's offset), refuses REPLICATE with -NOMASTERLINK
+             while the replica has no position (before its first sync,
+             during a snapshot), `reset`s at the replica's full sync (every
+             sub-replica link and its unsent frames are dropped, the
+             backlog starts at the new offset), and takes ACKs for INFO
+             only (no WAIT, no ack policy: those belong to the top primary).
   snapshot   a keyspace as a list of frames that rebuild it (SET/HSET/
              RPUSH/SADD in chunks of at most SNAPSHOT_CHUNK elements, then
              PEXPIREAT for a deadline).
@@ -36,16 +49,21 @@ offset the primary never reached, or anything but `REPLCONF ACK` on a
 replica connection, ends that connection; a malformed REPLICATE is an error
 reply and the connection stays an ordinary client.
 
-Lifecycle: the server builds a Primary per worker (not on a replica). The
-backlog exists from the start when the policy or the journal needs the
-WriteLog anyway, else from the first REPLICATE (`activate`): until then a
-server without replicas pays nothing for replication. A Link lives from its
-REPLICATE until its connection ends.
+Lifecycle: the server builds a Primary per worker (on a replica, a relay
+of its Follower). On a top primary the backlog exists from the start when
+the policy needs it, else from the first REPLICATE (`activate`): until then
+a server without replicas pays nothing for replication. A replica keeps
+its relay's backlog from the start, so sub-replicas resume after either
+side restarts. A Link lives from its REPLICATE until its connection ends
+(or its relay resets).
 
 Invariants: a link receives every frame after its start offset exactly
-once, in order; `cursor.replicas_acked` gets the offset acknowledged by the
-ack_replicas-th most advanced connected replica; a WAIT reply counts only
-replicas whose ACK covers the client's last write.
+once, in order, all of one history (a relay's reset ends every link before
+a frame of the new history is fed); frame o is the same write on the top
+primary, its replicas and their sub-replicas (same replid, same offsets);
+`cursor.replicas_acked` gets the offset acknowledged by the ack_replicas-th
+most advanced connected replica (top primary only); a WAIT reply counts
+only replicas whose ACK covers the client's last write.
 """
 from __future__ import annotations
 
@@ -67,18 +85,18 @@ log = logging.getLogger("ringline.kv.repl")
 
 SNAPSHOT_CHUNK = 1024        # elements of a collection per snapshot frame
 _ACK_LIMITS = Limits(max_bulk=64, max_args=8, max_inline=256, max_request=1024)
+NO_POSITION = Error(b"NOMASTERLINK this replica has no position in its primary's history yet")
 
 
 class WriteLog:
     """A shard's ordered write records: journal, backlog, replica streams."""
 
-    __slots__ = ("journal", "backlog", "appended", "on_frames")
+    __slots__ = ("journal", "appended", "on_frames")
 
     def __init__(self, journal: Any = None) -> None:
         self.journal = journal
-        self.backlog: Optional[Backlog] = None
         self.appended = 0
-        self.on_frames: Optional[Callable[[bytes], None]] = None
+        self.on_frames: Optional[Callable[[bytes, int], None]] = None
 
     @property
     def failed(self) -> Optional[BaseException]:
@@ -93,9 +111,8 @@ class WriteLog:
         if self.journal is not None:
             self.journal.append_framed(data, count)     # raises JournalError when failed
         self.appended += count
-        if self.backlog is not None:
-            self.backlog.append_framed(data, count)
-            self.on_frames(data)                         # type: ignore[misc]
+        if self.on_frames is not None:
+            self.on_frames(data, count)
         return self.appended
 
 
@@ -162,7 +179,7 @@ class Link:
             off = None
             if len(args) == 3 and args[0].upper() == b"REPLCONF" and args[1].upper() == b"ACK":
                 off = parse_int(args[2])
-            if off is None or off < 0 or off > primary.writelog.appended:
+            if off is None or off < 0 or off > primary.offset:
                 primary.bad_acks += 1
                 log.warning("kv replication: replica %s sent %r; disconnected",
                             self.addr, args[:3])
@@ -208,11 +225,13 @@ class Link:
 
 
 class Primary:
-    """One shard's replication source (see the module doc)."""
+    """One shard's replication source (see the module doc): the top primary's
+    own history, or, with `follower`, a replica's relay of its primary's."""
 
     def __init__(self, loop: Any, shard: Any, writelog: WriteLog, cursor: Any, *,
                  backlog_size: int, max_pending: int,
-                 enable_writes: Callable[[], None]) -> None:
+                 enable_writes: Callable[[], None] = lambda: None,
+                 follower: Any = None) -> None:
         self.loop = loop
         self.shard = shard
         self.writelog = writelog
@@ -220,20 +239,63 @@ class Primary:
         self.backlog_size = backlog_size
         self.max_pending = max_pending
         self.enable_writes = enable_writes
-        self.replid = os.urandom(20).hex().encode()
+        self.follower = follower             # a replica's Follower: this Primary relays
+        self._replid = os.urandom(20).hex().encode()
+        self.backlog: Optional[Backlog] = None
         self.links: List[Link] = []
         self.waiters: List[list] = []        # [offset, numreplicas, Deferred, timer]
         self._pending: List[bytes] = []
         self._scheduled = False
         self.full_syncs = self.partial_syncs = self.shed = self.bad_acks = 0
+        self.resets = 0                      # a relay's history changes (links dropped)
+
+    @property
+    def replid(self) -> Optional[bytes]:
+        """The history served: this primary's own, or the one the replica
+        follows (None while it has no position: REPLICATE is refused)."""
+        return self._replid if self.follower is None else self.follower.replid
+
+    @property
+    def offset(self) -> int:
+        """Frames of that history this shard holds."""
+        return self.writelog.appended if self.follower is None else self.follower.offset
 
     def activate(self) -> None:
         """Start keeping the backlog (at the first replica, or at start)."""
-        wl = self.writelog
-        if wl.backlog is None:
-            wl.backlog = Backlog(self.backlog_size, wl.appended)
-            wl.on_frames = self._on_frames
-            self.enable_writes()
+        if self.backlog is None:
+            self.backlog = Backlog(self.backlog_size, self.offset)
+            if self.follower is None:            # a relay is fed by its Follower
+                self.writelog.on_frames = self.feed
+                self.enable_writes()
+
+    def feed(self, data: bytes, count: int) -> None:
+        """count frames (data) that follow `offset`: into the backlog, and to
+        every link at the end of the loop turn."""
+        backlog = self.backlog
+        if backlog is None:
+            return
+        backlog.append_framed(data, count)
+        if not self.links:
+            return
+        self._pending.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop._at_flush(self._flush)
+
+    def reset(self) -> None:
+        """A relay's history changed (its replica took a full sync): every
+        sub-replica's stream ends here, the frames not yet sent with it (no
+        frame of the old history can follow one of the new on a link), and
+        the backlog starts over at the new offset."""
+        self._pending = []
+        if self.links:
+            self.resets += 1
+            log.info("kv replication: full sync: dropping %d sub-replica link(s)",
+                     len(self.links))
+        for link in list(self.links):
+            link.close()
+        if self.backlog is not None:
+            self.backlog.reset(self.offset)
 
     # -- the handshake (REPLICATE FROM <offset> ID <replid>) -------------------
 
@@ -246,28 +308,33 @@ class Primary:
         replid = args[4]
         if not 1 <= len(replid) <= 64 or not all(33 <= c < 127 for c in replid):
             return Error(b"ERR REPLICATE id must be 1 to 64 printable characters")
+        if self.replid is None:
+            return NO_POSITION
         self.activate()
         session.takeover = Link(self, offset, replid)
         return None
 
     def _start(self, link: Link) -> None:
         self._flush()                 # this turn's frames to the others first
-        wl = self.writelog
-        backlog = wl.backlog
+        replid = self.replid
+        if replid is None:            # (REPLICATE and _start run in one callback)
+            link.conn.abort()
+            return
+        offset = self.offset
         data = None
-        if link.replid == self.replid and link.start_offset <= wl.appended:
-            data = backlog.since(link.start_offset)     # type: ignore[union-attr]
+        if link.replid == replid and link.start_offset <= offset:
+            data = self.backlog.since(link.start_offset)     # type: ignore[union-attr]
         if data is not None:
-            head = b"+ACK %d %s\r\n" % (link.start_offset, self.replid)
+            head = b"+ACK %d %s\r\n" % (link.start_offset, replid)
             self.partial_syncs += 1
             link.acked = link.start_offset
         else:
             frames = snapshot(self.shard.ks)
-            head = b"+ACK %d %s FULL %d\r\n" % (wl.appended, self.replid, len(frames))
+            head = b"+ACK %d %s FULL %d\r\n" % (offset, replid, len(frames))
             data = b"".join(frames)
             self.full_syncs += 1
             log.info("kv replication: full sync of %s at offset %d (%d frames, %d bytes)",
-                     link.addr, wl.appended, len(frames), len(data))
+                     link.addr, offset, len(frames), len(data))
         try:
             link.conn.send_nowait(head + data if data else head)
         except ConnectionError:
@@ -277,14 +344,6 @@ class Primary:
         self.links.append(link)
 
     # -- streaming ---------------------------------------------------------
-
-    def _on_frames(self, data: bytes) -> None:
-        if not self.links:
-            return
-        self._pending.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            self.loop._at_flush(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -298,6 +357,8 @@ class Primary:
     # -- acknowledgements and WAIT -----------------------------------------
 
     def _acked(self) -> None:
+        if self.follower is not None:      # a relay: acks show in INFO; no policy, no WAIT
+            return
         k = self.cursor.ack_replicas
         if len(self.links) >= k:
             acks = sorted((link.acked for link in self.links), reverse=True)
@@ -346,22 +407,33 @@ class Primary:
     # -- INFO ----------------------------------------------------------------
 
     def info(self) -> List[Any]:
-        wl = self.writelog
-        b = wl.backlog
+        """INFO replication: the whole section on a top primary; on a relay
+        the sub-replica part (the Follower's info comes first)."""
+        b = self.backlog
+        offset = self.offset
         now = time.monotonic()
-        out: List[Any] = [("role", "master"), ("connected_slaves", len(self.links))]
+        relay = self.follower is not None
+        out: List[Any] = [] if relay else [("role", "master")]
+        out.append(("connected_slaves", len(self.links)))
         for i, link in enumerate(self.links):
             host, _, port = link.addr.rpartition(":")
             out.append((f"slave{i}", f"ip={host},port={port},state=online,offset={link.acked},"
-                                     f"lag={wl.appended - link.acked},"
+                                     f"lag={offset - link.acked},"
                                      f"ack_age_ms={int((now - link.last_ack) * 1000)}"))
-        out += [("master_replid", self.replid.decode()), ("master_repl_offset", wl.appended),
-                ("repl_backlog_active", 0 if b is None else 1),
+        if not relay:
+            out += [("master_replid", self._replid.decode()), ("master_repl_offset", offset)]
+        out += [("repl_backlog_active", 0 if b is None else 1),
                 ("repl_backlog_size", self.backlog_size),
                 ("repl_backlog_first_offset", 0 if b is None else b.start),
-                ("repl_backlog_histlen", 0 if b is None else b.bytes),
-                ("full_syncs", self.full_syncs), ("partial_syncs", self.partial_syncs),
-                ("repl_shed_replicas", self.shed), ("repl_bad_acks", self.bad_acks),
-                ("repl_ack_replicas", self.cursor.ack_replicas),
-                ("repl_acked_offset", self.cursor.replicated)]
+                ("repl_backlog_histlen", 0 if b is None else b.bytes)]
+        if relay:
+            out += [("repl_served_full_syncs", self.full_syncs),
+                    ("repl_served_partial_syncs", self.partial_syncs),
+                    ("repl_relay_resets", self.resets)]
+        else:
+            out += [("full_syncs", self.full_syncs), ("partial_syncs", self.partial_syncs)]
+        out += [("repl_shed_replicas", self.shed), ("repl_bad_acks", self.bad_acks)]
+        if not relay:
+            out += [("repl_ack_replicas", self.cursor.ack_replicas),
+                    ("repl_acked_offset", self.cursor.replicated)]
         return out

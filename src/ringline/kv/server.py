@@ -3,8 +3,9 @@ that serves RESP on every worker.
 
 Owns: per worker, the Shard (keyspace + dispatch), the journal and its
 recovery, the write log (repl.WriteLog: journal + replication backlog), the
-durability cursor, the replication role (a repl.Primary, or with
-`--replicaof` a follower.Follower and a read-only shard), the active-expiry
+durability cursor, the replication role (a repl.Primary serving replicas;
+with `--replicaof` also a follower.Follower, a read-only shard, and the
+Primary relays the followed history to sub-replicas), the active-expiry
 task, the worker's own listening socket when there are several shards, and
 per connection the request parser, the session and the ReplyGate.
 
@@ -78,7 +79,7 @@ class KvOptions:
     ack_policy: str = "none"          # none | disk | replica | disk+replica
     ack_replicas: int = 1             # k of the replica policies
     replicaof: Optional[Tuple[str, int]] = None   # (host, port): this server is a replica
-    repl_backlog_size: int = 16 << 20  # bytes of recent frames a primary keeps per shard
+    repl_backlog_size: int = 16 << 20  # bytes of recent frames kept per shard (replica too)
     repl_max_pending: int = 64 << 20  # unsent bytes after which a replica is shed
     client_cap: int = 8 << 20         # slow-client cap (bytes held + unsent)
     limits: Limits = Limits()
@@ -91,7 +92,9 @@ class KvOptions:
         if "disk" in self.ack_policy and not self.appendonly:
             raise ValueError(f"ack_policy {self.ack_policy!r} needs appendonly")
         if "replica" in self.ack_policy and self.replicaof is not None:
-            raise ValueError("a replica has no replicas: its ack_policy is none or disk")
+            raise ValueError("ack_policy replica applies only on the top primary "
+                             "(a replica's sub-replicas are not waited for): "
+                             "a replica's ack_policy is none or disk")
         if self.ack_replicas < 1:
             raise ValueError("ack_replicas must be at least 1")
         if self.repl_backlog_size < 1 or self.repl_max_pending < 1:
@@ -153,7 +156,6 @@ class KvServer(Handler):
         self.listener: Any = None
         self.recovered = (0, 0)
         self.shard.info_extra = self._info_extra
-        self.primary: Optional[Primary] = None
         self.follower: Optional[Follower] = None
         if opts.replicaof is not None:
             host, port = opts.replicaof
@@ -161,15 +163,21 @@ class KvServer(Handler):
             self.follower = Follower(self.shard, wl, host,
                                      port + 1 + worker_id if opts.workers > 1 else port,
                                      max_frame=opts.limits.max_request)
-            self.shard.repl_info = self.follower.info
+
+        def enable_writes() -> None:
+            self.shard.on_write = on_write
+        # a primary's own history, or a replica's relay of its primary's to
+        # sub-replicas (chained replication)
+        self.primary = Primary(self.loop, self.shard, wl, self.cursor,
+                               backlog_size=opts.repl_backlog_size,
+                               max_pending=opts.repl_max_pending,
+                               enable_writes=enable_writes, follower=self.follower)
+        self.shard.replication = self.primary
+        if self.follower is not None:
+            self.follower.relay = self.primary
+            follower_info, relay_info = self.follower.info, self.primary.info
+            self.shard.repl_info = lambda: follower_info() + relay_info()
         else:
-            def enable_writes() -> None:
-                self.shard.on_write = on_write
-            self.primary = Primary(self.loop, self.shard, wl, self.cursor,
-                                   backlog_size=opts.repl_backlog_size,
-                                   max_pending=opts.repl_max_pending,
-                                   enable_writes=enable_writes)
-            self.shard.replication = self.primary
             self.shard.repl_info = self.primary.info
         if opts.workers > 1:
             self._listen_own_port()      # a port in use fails the worker's start
@@ -188,7 +196,9 @@ class KvServer(Handler):
                 self.shard.on_write = on_write
             else:
                 self.follower.restart_journal = self._restart_journal
-        if self.primary is not None and "replica" in opts.ack_policy:
+        if "replica" in opts.ack_policy or self.follower is not None:
+            # a replica keeps its backlog from the start (as Redis' replicas
+            # do): its sub-replicas resume from it after either side restarts
             self.primary.activate()
 
     def _open_journal(self, path: str) -> None:
