@@ -134,9 +134,11 @@ def test_changing_blocks_metadata_per_call_caches_bounded():
 
 
 def test_decoder_cache_used_and_never_stale():
-    """The same counter server, 300 calls: CachingDecoder is hit (repeated
-    blocks between table changes) and every call's head and trailers are
-    the ones its number gives, as the wrapped decoder decodes them."""
+    """300 calls to a server whose trailer bytes name one value, then,
+    after an insertion into the dynamic table shifted the indices, another
+    (the flip mode; once the table is full an insertion evicts as much as
+    it adds): CachingDecoder is hit, yet every call's metadata is the one
+    its number gives (a stale cached block would give the other value)."""
     async def main():
         hits = [0]
         real = _hpack.CachingDecoder.decode
@@ -148,7 +150,7 @@ def test_decoder_cache_used_and_never_stale():
 
         _hpack.CachingDecoder.decode = counting
         try:
-            async with serve_fake("counter") as port:
+            async with serve_fake("flip") as port:
                 async with rg.Channel(f"127.0.0.1:{port}") as ch:
                     method = ch.unary_unary(PATH)
                     for _ in range(300):
@@ -156,9 +158,10 @@ def test_decoder_cache_used_and_never_stale():
                         msg = await asyncio.wait_for(call, CALL_BOUND)
                         n = (call._rpc.s.sid - 1) // 2
                         assert msg == str(n).encode()
-                        init, trail = _counter_md(n)
+                        init = (("x-h", f"{n:05d}" * 800),) if n % 3 == 0 else ()
                         assert await call.initial_metadata() == init, n
-                        assert await call.trailing_metadata() == trail, n
+                        want = (("x-t", "a" if n % 2 else "b"),)
+                        assert await call.trailing_metadata() == want, n
         finally:
             _hpack.CachingDecoder.decode = real
         assert hits[0] > 0
@@ -264,6 +267,10 @@ def test_fast_path_reopens_the_connection_window():
                     got = await asyncio.wait_for(asyncio.gather(*calls), CALL_BOUND)
                     assert all(g == b"x" * 16000 for g in got)
                     fast += sum(c._rpc.deframer is None for c in calls)
+                    # every WINDOW_UPDATE queued went out at once, not with
+                    # some later request (a receive-only stretch would stall)
+                    for c in _conns(ch):
+                        assert c.h2.data_to_send() == b""
                 # a reply split across receives goes the general way; the
                 # fast path alone carried more than the connection window
                 assert fast * 16005 > 16 << 20, fast
@@ -357,17 +364,28 @@ def test_thousand_calls_random_tenth_cancelled():
     async def main():
         rnd = random.Random(1234)
         gate = asyncio.Event()
+        record = Record()
         with _loop_errors() as errors:
-            async with serve_fake("scripted", gate=gate) as port:
+            async with serve_fake("scripted", gate=gate, record=record) as port:
                 async with rg.Channel(f"127.0.0.1:{port}") as ch:
                     method = ch.unary_unary(PATH)
                     calls = [method(b"req", metadata=[("x-k", f"k{i}")]) for i in range(1000)]
                     tasks = [asyncio.ensure_future(c) for c in calls]
                     victims = rnd.sample(range(1000), 100)
                     early, during, late = victims[:30], victims[30:65], victims[65:]
-                    await asyncio.sleep(0.2)
+                    for _ in range(500):
+                        if len(record.requests) >= 400:     # 4 connections full
+                            break
+                        await asyncio.sleep(0.01)
+                    opened = 0
                     for i in early:
-                        calls[i].cancel()
+                        opened += calls[i]._rpc.s is not None
+                        assert calls[i].cancel() is True
+                    for _ in range(500):        # each opened stream was reset
+                        if len(record.resets) >= opened:
+                            break
+                        await asyncio.sleep(0.01)
+                    assert opened and len(record.resets) == opened
                     pending_late = set(late)
 
                     def hook(conn):
@@ -464,10 +482,11 @@ def test_rst_stream_after_complete_response():
 
 
 def test_goaway_in_the_batch_of_the_responses():
-    """60 calls held (fast path, with a deadline, unary-stream), then
-    answered in one write that ends with GOAWAY NO_ERROR naming the last of
-    them: every call is OK, the connection closes, the next call dials a
-    new one."""
+    """60 calls held (fast path, with a deadline, unary-stream), then one
+    write: GOAWAY NO_ERROR naming the last of them, then all the answers:
+    every call is OK (no stream is above the GOAWAY's last id), the
+    connection closes with its last stream, the next call dials a new
+    one."""
     async def main():
         gate = asyncio.Event()
         record = Record()

@@ -36,10 +36,16 @@ indexed: h2's encoder indexes the other values, so blocks repeat byte for
 byte (references to the dynamic table) between insertions that shift the
 indices, the client's 64 KiB table evicts, and from call 300 on, once the
 table settled, every trailer block differs without touching the table),
+flip (N as in counter: content-type and grpc-status never indexed, so
+only two fields use the dynamic table: x-t in the trailers, "a" for odd N,
+"b" for even, and x-h, "<N as 5 digits>" 800 times, in the head of every
+third call: each insertion shifts the indices, so the same trailer bytes
+name "a" on one call and "b" a few calls later; once the 64 KiB table is
+full each insertion evicts as much as it adds),
 heads_then_close (with ``gate``: the held calls get only their heads, then
 the server closes the TCP connection; calls answered at once are "ok"),
-goaway_batch (with ``gate``: complete "ok" replies to the held calls and
-GOAWAY NO_ERROR naming the last of them in the same write), rst_after (an
+goaway_batch (with ``gate``: GOAWAY NO_ERROR naming the last of the held
+calls, then complete "ok" replies to them all, in one write), rst_after (an
 "ok" reply, then RST_STREAM CANCEL on the finished stream, one write).
 
 Every GOAWAY a client sends is appended (its error code) to ``GOAWAYS``.
@@ -62,12 +68,14 @@ GOAWAYS = []
 
 class Record:
     """What a fake server saw: ``requests``, (connection number, stream id)
-    in arrival order (connections numbered from 0 as they are accepted), and
-    ``closed``, the numbers of the connections whose client closed (or
+    in arrival order (connections numbered from 0 as they are accepted),
+    ``resets``, (connection number, stream id) of each RST_STREAM the client
+    sent, and ``closed``, the numbers of the connections whose client closed (or
     reset) them."""
 
     def __init__(self):
         self.requests = []
+        self.resets = []
         self.closed = []
         self.connections = 0
 
@@ -240,6 +248,17 @@ def _reply(mode, conn, sid, hdrs=None):
         conn.send_headers(sid, ok + [("x-t", _counter_t(n)),
                                      hpack.NeverIndexedHeaderTuple("x-n", str(n))],
                           end_stream=True)
+    elif mode == "flip":
+        n = (sid - 1) // 2
+        nix = hpack.NeverIndexedHeaderTuple
+        head = [(":status", "200"), nix("content-type", "application/grpc")]
+        if n % 3 == 0:
+            head.append(("x-h", f"{n:05d}" * 800))
+        conn.send_headers(sid, head)
+        body = str(n).encode()
+        conn.send_data(sid, b"\x00" + len(body).to_bytes(4, "big") + body)
+        conn.send_headers(sid, [nix("grpc-status", "0"), ("x-t", "a" if n % 2 else "b")],
+                          end_stream=True)
     elif mode in ("goaway_batch", "rst_after", "heads_then_close"):
         if mode == "heads_then_close" and conn.__dict__.get("_held_reply"):
             conn.send_headers(sid, grpc_head)
@@ -264,13 +283,14 @@ def _hold(gate, held, conn, mode, writer, reqs):
         for sid in held:
             try:
                 raw += _reply(mode, conn, sid, reqs.pop(sid, None)) or b""
-            except h2.exceptions.StreamClosedError:
-                pass                    # the client reset it meanwhile
+            except h2.exceptions.ProtocolError:
+                pass        # the client reset it meanwhile (closed, or id too low)
         conn._held_reply = False
-        if mode == "goaway_batch" and held:
-            conn.close_connection(last_stream_id=max(held))
+        first = b""
+        if mode == "goaway_batch" and held:     # raw: h2 sends nothing after its GOAWAY
+            first = _frame(7, 0, 0, max(held).to_bytes(4, "big") + bytes(4))
         held.clear()
-        writer.write(conn.data_to_send() + raw)
+        writer.write(first + conn.data_to_send() + raw)
         if mode == "heads_then_close":
             await writer.drain()
             writer.close()
@@ -335,6 +355,8 @@ async def _serve(reader, writer, mode, record=None, gate=None):
                     raw += _reply(mode, conn, e.stream_id, hdrs) or b""
                 elif isinstance(e, h2.events.DataReceived):
                     conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                elif isinstance(e, h2.events.StreamReset) and record is not None:
+                    record.resets.append((number, e.stream_id))
                 elif isinstance(e, h2.events.ConnectionTerminated):
                     GOAWAYS.append(e.error_code)
             writer.write(conn.data_to_send() + raw)
