@@ -421,6 +421,38 @@ def test_thousand_calls_random_tenth_cancelled():
     run(main)
 
 
+@pytest.mark.parametrize("timeout", [None, CALL_BOUND])
+def test_one_call_awaited_by_three_tasks(timeout):
+    """A unary call awaited by three tasks at once (grpc.aio allows it):
+    all three get the message (the fast path, and with a deadline); an
+    error reaches all three; cancelling one waiting task leaves the call
+    to the others."""
+    async def main():
+        async with serve_fake("scripted") as port:
+            async with rg.Channel(f"127.0.0.1:{port}") as ch:
+                method = ch.unary_unary(PATH)
+                call = method(b"req", metadata=[("x-k", "one")], timeout=timeout)
+                got = await asyncio.wait_for(asyncio.gather(call, call, call), CALL_BOUND)
+                assert got == [b"one"] * 3
+                assert await call == b"one"
+                call = method(b"req", metadata=[("x-reply", "trailers_only_err")],
+                              timeout=timeout)
+                outs = await asyncio.wait_for(asyncio.gather(
+                    call, call, call, return_exceptions=True), CALL_BOUND)
+                assert all(isinstance(o, rg.AioRpcError) and o.code() is rg.StatusCode.NOT_FOUND
+                           for o in outs), outs
+                call = method(b"req", metadata=[("x-k", "two")], timeout=timeout)
+                first = asyncio.ensure_future(call)
+                await asyncio.sleep(0)
+                second = asyncio.ensure_future(call)
+                await asyncio.sleep(0)
+                second.cancel()
+                assert await asyncio.wait_for(first, CALL_BOUND) == b"two"
+                assert second.cancelled()
+                _no_streams(ch)
+    run(main)
+
+
 # -- 5: the connection lost after the heads --
 
 def test_connection_lost_after_heads():
