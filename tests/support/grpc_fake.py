@@ -24,6 +24,30 @@ the stream's 1 MiB window, before any head), big_headers (a header block of 80 K
 HEADERS + CONTINUATION), endless_continuation (HEADERS then empty
 CONTINUATION frames without END_HEADERS, 1,000 of them).
 
+Modes for the unary fast path's hostile tests
+(tests/clients/test_grpc_fastpath_hostile.py): scripted (each request's
+``x-reply`` metadata names its reply, ``x-k`` is a key echoed in it: see
+``_scripted``; request headers reach ``_reply`` for this mode only),
+counter (N the call's number on its connection, (stream id - 1) / 2: a
+head with x-h "h<N % 3>" and x-pad, 4,000 times the digit(s) of N / 10 % 13,
+the message "<N>", OK trailers with x-t "t<N % 2>" -- or, for every
+seventh call below 300, "u<N>" and 1,500 "z" -- and x-n "<N>" never
+indexed: h2's encoder indexes the other values, so blocks repeat byte for
+byte (references to the dynamic table) between insertions that shift the
+indices, the client's 64 KiB table evicts, and from call 300 on, once the
+table settled, every trailer block differs without touching the table),
+flip (N as in counter: content-type and grpc-status never indexed, so
+only two fields use the dynamic table: x-t in the trailers, "a" for odd N,
+"b" for even, and x-h, "<N as 5 digits>" 800 times, in the head of every
+third call: each insertion shifts the indices, so the same trailer bytes
+name "a" on one call and "b" a few calls later; once the 64 KiB table is
+full each insertion evicts as much as it adds),
+heads_then_close (with ``gate``: the held calls get only their heads, then
+the server closes the TCP connection; calls answered at once are "ok"),
+goaway_batch (with ``gate``: GOAWAY NO_ERROR naming the last of the held
+calls, then complete "ok" replies to them all, in one write), rst_after (an
+"ok" reply, then RST_STREAM CANCEL on the finished stream, one write).
+
 Every GOAWAY a client sends is appended (its error code) to ``GOAWAYS``.
 With ``record`` (a ``Record``) the server notes each request's connection
 and stream id, and each connection the client closed; with ``gate`` (an
@@ -34,6 +58,9 @@ import asyncio
 import contextlib
 import gzip
 
+import h2.exceptions
+import hpack
+
 _BOMB = gzip.compress(b"\x00" * (64 << 20))
 SETTINGS_DELAY = 0.3
 GOAWAYS = []
@@ -41,12 +68,14 @@ GOAWAYS = []
 
 class Record:
     """What a fake server saw: ``requests``, (connection number, stream id)
-    in arrival order (connections numbered from 0 as they are accepted), and
-    ``closed``, the numbers of the connections whose client closed (or
+    in arrival order (connections numbered from 0 as they are accepted),
+    ``resets``, (connection number, stream id) of each RST_STREAM the client
+    sent, and ``closed``, the numbers of the connections whose client closed (or
     reset) them."""
 
     def __init__(self):
         self.requests = []
+        self.resets = []
         self.closed = []
         self.connections = 0
 
@@ -77,7 +106,75 @@ def _raw_reply(mode, conn, sid):
     return None
 
 
-def _reply(mode, conn, sid):
+def _counter_t(n):
+    """x-t of the counter mode's call N."""
+    return f"u{n}" + "z" * 1500 if n % 7 == 6 and n < 300 else f"t{n % 2}"
+
+
+def _scripted(conn, sid, hdrs):
+    """The reply the request's ``x-reply`` names (``x-k``: its key, sent
+    back as the message and in x-k metadata where the reply has them):
+    ok, trailers_only_err (the head holds grpc-status 5 and END_STREAM),
+    trailers_only_ok (the same with status 0), head_status_body (a head
+    with grpc-status 0 and content-type, then the message and OK trailers),
+    status_in_both (the head with grpc-status 0, trailers with 5), dup_ct
+    (content-type "text/plain", then "application/grpc"), ct_proto
+    (application/grpc+proto), ct_foo (application/grpcfoo), status_00 /
+    status_sp_lead / status_sp_trail / status_under (grpc-status "00",
+    " 0", "0 ", "0_0"), dup_status (grpc-status "5", then "0"), no_status
+    (trailers without grpc-status), compressed_no_enc (a message flagged
+    compressed, no grpc-encoding), size_<N> (a message of N bytes "x"),
+    split (the message in two DATA frames), padded (DATA with 40 bytes of
+    padding)."""
+    h = dict(hdrs)
+    what = h.get(b"x-reply", b"ok").decode()
+    key = h.get(b"x-k", b"k")
+    msg = b"\x00" + len(key).to_bytes(4, "big") + key
+    head = [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"x-k", key)]
+    trailers = [(b"grpc-status", b"0"), (b"x-k", key)]
+    if what in ("trailers_only_err", "trailers_only_ok"):
+        code = b"5" if what.endswith("err") else b"0"
+        conn.send_headers(sid, head + [(b"grpc-status", code), (b"grpc-message", b"nf")],
+                          end_stream=True)
+        return
+    if what == "head_status_body":
+        head = head + [(b"grpc-status", b"0")]
+    elif what == "status_in_both":
+        head = head + [(b"grpc-status", b"0")]
+        trailers = [(b"grpc-status", b"5"), (b"grpc-message", b"late")]
+    elif what == "dup_ct":
+        head = [head[0], (b"content-type", b"text/plain")] + head[1:]
+    elif what in ("ct_proto", "ct_foo"):
+        head[1] = (b"content-type", b"application/grpc+proto" if what == "ct_proto"
+                   else b"application/grpcfoo")
+    elif what.startswith("status_") and what != "status_in_both":
+        v = {"status_00": b"00", "status_sp_lead": b" 0", "status_sp_trail": b"0 ",
+             "status_under": b"0_0"}[what]
+        trailers[0] = (b"grpc-status", v)
+    elif what == "no_status":
+        trailers = [(b"x-k", key)]
+    elif what == "dup_status":
+        trailers = [(b"grpc-status", b"5"), (b"grpc-status", b"0")]
+    elif what == "compressed_no_enc":
+        msg = b"\x01" + msg[1:]
+    elif what.startswith("size_"):
+        n = int(what[5:])
+        msg = b"\x00" + n.to_bytes(4, "big") + b"x" * n
+    conn.send_headers(sid, head)
+    if what == "split":
+        conn.send_data(sid, msg[:3])
+        conn.send_data(sid, msg[3:])
+    elif what == "padded":
+        conn.send_data(sid, msg, pad_length=40)
+    else:
+        for i in range(0, len(msg), 16384):
+            conn.send_data(sid, msg[i:i + 16384])
+    conn.send_headers(sid, trailers, end_stream=True)
+
+
+def _reply(mode, conn, sid, hdrs=None):
+    if mode == "scripted":
+        return _scripted(conn, sid, hdrs or [])
     raw = _raw_reply(mode, conn, sid)
     if raw is not None:
         return raw
@@ -142,19 +239,61 @@ def _reply(mode, conn, sid):
         conn.send_headers(sid, grpc_head + [("x-h", "1")])
         conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
         conn.send_headers(sid, trailers, end_stream=True)
+    elif mode == "counter":
+        n = (sid - 1) // 2
+        conn.send_headers(sid, grpc_head + [("x-h", f"h{n % 3}"),
+                                            ("x-pad", f"{n // 10 % 13}" * 4000)])
+        body = str(n).encode()
+        conn.send_data(sid, b"\x00" + len(body).to_bytes(4, "big") + body)
+        conn.send_headers(sid, ok + [("x-t", _counter_t(n)),
+                                     hpack.NeverIndexedHeaderTuple("x-n", str(n))],
+                          end_stream=True)
+    elif mode == "flip":
+        n = (sid - 1) // 2
+        nix = hpack.NeverIndexedHeaderTuple
+        head = [(":status", "200"), nix("content-type", "application/grpc")]
+        if n % 3 == 0:
+            head.append(("x-h", f"{n:05d}" * 800))
+        conn.send_headers(sid, head)
+        body = str(n).encode()
+        conn.send_data(sid, b"\x00" + len(body).to_bytes(4, "big") + body)
+        conn.send_headers(sid, [nix("grpc-status", "0"), ("x-t", "a" if n % 2 else "b")],
+                          end_stream=True)
+    elif mode in ("goaway_batch", "rst_after", "heads_then_close"):
+        if mode == "heads_then_close" and conn.__dict__.get("_held_reply"):
+            conn.send_headers(sid, grpc_head)
+            return None
+        conn.send_headers(sid, grpc_head)
+        conn.send_data(sid, b"\x00\x00\x00\x00\x02ok")
+        conn.send_headers(sid, ok, end_stream=True)
+        if mode == "rst_after":     # h2 refuses to reset an ended stream: raw
+            return _frame(3, 0, sid, int(ErrorCodes.CANCEL).to_bytes(4, "big"))
     elif mode == "two_messages":
         conn.send_headers(sid, grpc_head)
         conn.send_data(sid, b"\x00\x00\x00\x00\x01a\x00\x00\x00\x00\x01b")
         conn.send_headers(sid, ok, end_stream=True)
 
 
-def _hold(gate, held, conn, mode, writer):
+def _hold(gate, held, conn, mode, writer, reqs):
     """Answer the requests in ``held`` once ``gate`` is set (a task)."""
     async def release():
         await gate.wait()
-        raw = b"".join(_reply(mode, conn, sid) or b"" for sid in held)
+        conn._held_reply = True
+        raw = b""
+        for sid in held:
+            try:
+                raw += _reply(mode, conn, sid, reqs.pop(sid, None)) or b""
+            except h2.exceptions.ProtocolError:
+                pass        # the client reset it meanwhile (closed, or id too low)
+        conn._held_reply = False
+        first = b""
+        if mode == "goaway_batch" and held:     # raw: h2 sends nothing after its GOAWAY
+            first = _frame(7, 0, 0, max(held).to_bytes(4, "big") + bytes(4))
         held.clear()
-        writer.write(conn.data_to_send() + raw)
+        writer.write(first + conn.data_to_send() + raw)
+        if mode == "heads_then_close":
+            await writer.drain()
+            writer.close()
     return asyncio.get_running_loop().create_task(release())
 
 
@@ -174,7 +313,7 @@ async def _serve(reader, writer, mode, record=None, gate=None):
         writer.close()
         return
     # the invalid modes send what h2 would refuse to send
-    invalid = mode in ("bad_header", "pseudo_trailers")
+    invalid = mode in ("bad_header", "pseudo_trailers", "scripted")
     conn = h2.connection.H2Connection(h2.config.H2Configuration(
         client_side=False, validate_outbound_headers=not invalid,
         normalize_outbound_headers=not invalid))
@@ -190,7 +329,7 @@ async def _serve(reader, writer, mode, record=None, gate=None):
     if record is not None:
         number = record.connections
         record.connections += 1
-    held, release = [], None
+    held, release, reqs = [], None, {}
     try:
         while True:
             try:
@@ -206,14 +345,18 @@ async def _serve(reader, writer, mode, record=None, gate=None):
                 if isinstance(e, h2.events.RequestReceived):
                     if record is not None:
                         record.requests.append((number, e.stream_id))
+                    hdrs = e.headers if mode == "scripted" else None
                     if gate is not None and not gate.is_set():
                         held.append(e.stream_id)
+                        reqs[e.stream_id] = hdrs
                         if release is None or release.done():
-                            release = _hold(gate, held, conn, mode, writer)
+                            release = _hold(gate, held, conn, mode, writer, reqs)
                         continue
-                    raw += _reply(mode, conn, e.stream_id) or b""
+                    raw += _reply(mode, conn, e.stream_id, hdrs) or b""
                 elif isinstance(e, h2.events.DataReceived):
                     conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                elif isinstance(e, h2.events.StreamReset) and record is not None:
+                    record.resets.append((number, e.stream_id))
                 elif isinstance(e, h2.events.ConnectionTerminated):
                     GOAWAYS.append(e.error_code)
             writer.write(conn.data_to_send() + raw)

@@ -205,11 +205,12 @@ class _Call:
 
 class _UnaryResponse(_Call):
     """Awaitable for the one response message."""
-    __slots__ = ("_result",)
+    __slots__ = ("_result", "_busy")
     _one_request = False        # a request message in the call (unary-unary)
 
     def _init_result(self) -> None:
         self._result: Any = _UNSET
+        self._busy = False          # a task is awaiting the response
 
     def __await__(self) -> Any:
         return self._await().__await__()
@@ -223,19 +224,35 @@ class _UnaryResponse(_Call):
             if self._cancelled:
                 raise asyncio.CancelledError()
             raise rpc._error()
+        if self._busy:
+            # another task awaits the call: its outcome is this one's too
+            # (the stream has one reader)
+            if not self.done():
+                if self._finished is None:
+                    self._finished = self._loop.create_future()
+                await asyncio.shield(self._finished)
+            if self._result is not _UNSET:
+                return self._result
+            if self._cancelled:
+                raise asyncio.CancelledError()
+            raise rpc._error()
+        self._busy = True
         self._task = asyncio.current_task()
-        if self._deadline is None and not self._started and self._one_request:
-            # the common call in one step: _op's guard without a deadline,
-            # _invoke and _start inline
-            self._started = True
-            try:
-                await rpc.start(self._headers, None, self._serialize(self._request))
-                msg = await rpc.unary()
-            except (asyncio.CancelledError, AioRpcError) as exc:
-                raise self._failed(exc) from None
-            result = self._deserialize(msg)
-        else:
-            result = await self._op(self._invoke)
+        try:
+            if self._deadline is None and not self._started and self._one_request:
+                # the common call in one step: _op's guard without a
+                # deadline, _invoke and _start inline
+                self._started = True
+                try:
+                    await rpc.start(self._headers, None, self._serialize(self._request))
+                    msg = await rpc.unary()
+                except (asyncio.CancelledError, AioRpcError) as exc:
+                    raise self._failed(exc) from None
+                result = self._deserialize(msg)
+            else:
+                result = await self._op(self._invoke)
+        finally:
+            self._busy = False
         self._result = result
         self._finish()
         return result

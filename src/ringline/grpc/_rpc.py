@@ -33,6 +33,7 @@ from ..http._config import Timeout
 from ..http._errors import (ConnectError, ConnectTimeout, LimitExceeded, PoolTimeout,
                             RemoteProtocolError, TransportError)
 from ..http._h1conn import StaleConnection, StreamIdsExhausted
+from ..http._h2conn import SERVER_CLOSED
 from ._status import AioRpcError, StatusCode, code_of_http, code_of_int
 from ._wire import Deframer, decode_message, decode_metadata, encode_timeout, frame
 
@@ -60,6 +61,8 @@ def map_error(exc: BaseException) -> AioRpcError:
         if "reset the stream (" in msg:
             name = msg.rsplit("(", 1)[1].rstrip(")")
             return AioRpcError(_RESET_CODES.get(name, StatusCode.INTERNAL), msg)
+        if msg == SERVER_CLOSED:        # a connection that fails: UNAVAILABLE
+            return AioRpcError(StatusCode.UNAVAILABLE, msg)
         return AioRpcError(StatusCode.INTERNAL, msg)
     if isinstance(exc, (TransportError, OSError)):
         return AioRpcError(StatusCode.UNAVAILABLE, str(exc))
@@ -209,6 +212,10 @@ class Rpc:
         headers = s.headers
         status = s.status
         gs = _get(headers, b"grpc-status")
+        if gs is not None and (not s.ended or s.data or s.trailers is not None):
+            # Trailers-Only is a head that ends the stream (END_STREAM, as
+            # grpcio decides); in any other head grpc-status is no status
+            gs = None
         if status != 200 and gs is None:
             self.initial = decode_metadata(headers)
             conn.cancel_stream(s)
@@ -218,8 +225,6 @@ class Rpc:
         if gs is not None:              # trailers-only: the head is the status
             self.body = conn.body(s)
             self.ended_body = True
-            if not s.ended:
-                conn.cancel_stream(s)
             self._status(headers)
             return
         ct = _get(headers, b"content-type") or b""
@@ -327,10 +332,12 @@ class Rpc:
     def _status(self, trailers: List[Tuple[bytes, bytes]]) -> None:
         gs = _get(trailers, b"grpc-status")
         self.trailing = decode_metadata(trailers)
-        if gs is None:
-            raise self._fail(AioRpcError(StatusCode.INTERNAL, "missing grpc-status",
+        if gs is None:                  # UNKNOWN, as grpcio ("No status received")
+            raise self._fail(AioRpcError(StatusCode.UNKNOWN, "missing grpc-status",
                                          self.initial, self.trailing))
         try:
+            if b"_" in gs:              # int() takes "0_0"; grpcio's parser does not
+                raise ValueError(gs)
             code = code_of_int(int(gs))
         except ValueError:
             code = StatusCode.UNKNOWN

@@ -79,6 +79,8 @@ _HEAD_FLAGS = HeaderValidationFlags(is_client=True, is_trailer=False, is_respons
                                     is_push_promise=False)
 _TRAILER_FLAGS = HeaderValidationFlags(is_client=True, is_trailer=True, is_response_header=False,
                                        is_push_promise=False)
+# the error of every stream in flight when the server closed the TCP connection
+SERVER_CLOSED = "the server closed the HTTP/2 connection"
 _VALID_MAX = 64                 # header blocks remembered as valid, per connection
 # the bytes h2's frame buffer holds (renamed from "data" in later h2 releases)
 _PENDING = "_data" if hasattr(h2.frame_buffer.FrameBuffer(), "_data") else "data"
@@ -279,7 +281,7 @@ class H2Connection(MuxConn):
         except Exception as exc:
             self._fail(ReadError(f"HTTP/2 connection failed: {exc}"))
             return
-        self._fail(RemoteProtocolError("the server closed the HTTP/2 connection"))
+        self._fail(RemoteProtocolError(SERVER_CLOSED))
 
     def _flood(self) -> None:
         now = self.loop.time()
