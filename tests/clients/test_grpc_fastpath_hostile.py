@@ -542,3 +542,54 @@ def test_goaway_in_the_batch_of_the_responses():
                     _no_streams(ch)
         assert errors == []
     run(main)
+
+
+# -- transparent retry: a call the server refused unprocessed goes again --
+
+@pytest.mark.parametrize("mode, seen", [
+    ("refuse_first", [(0, 1), (0, 3)]),        # REFUSED_STREAM: again, same connection
+    ("goaway_first", [(0, 1), (1, 1)]),        # above GOAWAY's last stream: a new one
+])
+@pytest.mark.parametrize("kind", ["unary_unary", "unary_unary_deadline", "unary_stream"])
+def test_refused_unprocessed_call_goes_again(mode, seen, kind):
+    """As grpcio's transparent retry: a call whose one request went with
+    its head and which the server refused without processing it
+    (REFUSED_STREAM before any head, or a stream above a GOAWAY's last
+    stream id) is sent again on another stream and succeeds; the server
+    saw it twice, nothing else."""
+
+    async def main():
+        rec = Record()
+        async with serve_fake(mode, record=rec) as port:
+            async with rg.Channel(f"127.0.0.1:{port}") as ch:
+                if kind == "unary_stream":
+                    call = ch.unary_stream("/x.Y/Z")(b"req", timeout=CALL_BOUND)
+                    assert [m async for m in call] == [b"ok"]
+                else:
+                    timeout = CALL_BOUND if kind.endswith("deadline") else None
+                    call = ch.unary_unary("/x.Y/Z")(b"req", timeout=timeout)
+                    assert await call == b"ok"
+                assert await call.code() is rg.StatusCode.OK
+                assert call._rpc.retries == 1
+        assert rec.requests == seen
+    run(main)
+
+
+def test_refused_calls_go_again_a_bounded_number_of_times():
+    """A server refusing every stream: the call goes 1 + 3 times, then ends
+    UNAVAILABLE; a call with a request stream (not kept) is not sent again."""
+
+    async def main():
+        rec = Record()
+        async with serve_fake("refuse_conn0", record=rec) as port:
+            async with rg.Channel(f"127.0.0.1:{port}") as ch:
+                with pytest.raises(rg.AioRpcError) as ei:
+                    await ch.unary_unary("/x.Y/Z")(b"req", timeout=CALL_BOUND)
+                assert ei.value.code() is rg.StatusCode.UNAVAILABLE, ei.value
+                assert rec.requests == [(0, 1), (0, 3), (0, 5), (0, 7)]
+                call = ch.stream_unary("/x.Y/Z")(iter([b"req"]), timeout=CALL_BOUND)
+                with pytest.raises(rg.AioRpcError) as ei:
+                    await call
+                assert ei.value.code() is rg.StatusCode.UNAVAILABLE, ei.value
+                assert len(rec.requests) == 5
+    run(main)

@@ -46,7 +46,11 @@ heads_then_close (with ``gate``: the held calls get only their heads, then
 the server closes the TCP connection; calls answered at once are "ok"),
 goaway_batch (with ``gate``: GOAWAY NO_ERROR naming the last of the held
 calls, then complete "ok" replies to them all, in one write), rst_after (an
-"ok" reply, then RST_STREAM CANCEL on the finished stream, one write).
+"ok" reply, then RST_STREAM CANCEL on the finished stream, one write);
+with ``record``, refusing unprocessed on connection 0 and "ok" on the
+others: refuse_first (RST_STREAM REFUSED_STREAM to stream 1 only),
+refuse_conn0 (REFUSED_STREAM to every stream), goaway_first (GOAWAY
+NO_ERROR with last stream id 0 on the first request).
 
 Every GOAWAY a client sends is appended (its error code) to ``GOAWAYS``.
 With ``record`` (a ``Record``) the server notes each request's connection
@@ -64,6 +68,11 @@ import hpack
 _BOMB = gzip.compress(b"\x00" * (64 << 20))
 SETTINGS_DELAY = 0.3
 GOAWAYS = []
+
+
+# modes that refuse requests unprocessed on the first connection (0) and
+# answer "ok" on the others; they need a Record
+_REFUSING = ("refuse_first", "refuse_conn0", "goaway_first")
 
 
 class Record:
@@ -346,6 +355,15 @@ async def _serve(reader, writer, mode, record=None, gate=None):
                     if record is not None:
                         record.requests.append((number, e.stream_id))
                     hdrs = e.headers if mode == "scripted" else None
+                    if mode in _REFUSING:       # needs record (connection numbers)
+                        refuse = number == 0 and (mode != "refuse_first" or e.stream_id == 1)
+                        if refuse and mode == "goaway_first":
+                            conn.close_connection(last_stream_id=0)
+                        elif refuse:
+                            conn.reset_stream(e.stream_id, 7)     # REFUSED_STREAM
+                        else:
+                            raw += _reply("ok", conn, e.stream_id) or b""
+                        continue
                     if gate is not None and not gate.is_set():
                         held.append(e.stream_id)
                         reqs[e.stream_id] = hdrs

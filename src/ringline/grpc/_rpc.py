@@ -2,8 +2,10 @@
 
 Owns ``Rpc``: picking a connection with stream room from the channel's pool
 (a stream the server refused or left above its GOAWAY goes to another
-connection, a few times; a call that found its connection's stream ids used
-up goes to a new connection, once), the request head (``:path``,
+connection, a few times -- at open, and, for a call whose one request went
+with its head, also after it was sent: the server refused it unprocessed,
+so it goes again, as grpcio's transparent retry; a call that found its
+connection's stream ids used up goes to a new connection, once), the request head (``:path``,
 ``te: trailers``, content-type, grpc-timeout, grpc-encoding, metadata; with
 wait-for-ready a target that refuses the connection is dialled again with a
 jittered backoff until the call's deadline), sending framed
@@ -24,9 +26,10 @@ is set exactly once.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import random
-from typing import Any, Deque, List, Optional, Tuple
+from typing import Any, Awaitable, Deque, List, Optional, Tuple
 
 from .._conn.timers import sleep as _sleep
 from ..http._config import Timeout
@@ -99,7 +102,8 @@ def _shape(headers: Tuple[Tuple[bytes, bytes], ...],
 
 class Rpc:
     __slots__ = ("channel", "path", "conn", "s", "body", "deframer", "msgs", "initial",
-                 "trailing", "code", "details", "compression", "ended_body", "wait_for_ready")
+                 "trailing", "code", "details", "compression", "ended_body", "wait_for_ready",
+                 "replay", "retries")
 
     def __init__(self, channel: Any, path: bytes, compression: Optional[str],
                  wait_for_ready: bool = False) -> None:
@@ -117,13 +121,26 @@ class Rpc:
         self.details: Optional[str] = None
         self.compression = compression
         self.ended_body = False
+        # a call whose one request went with its head can be sent again
+        # when the server never processed it: (headers, deadline, message)
+        self.replay: Optional[Tuple[Any, Optional[float], bytes]] = None
+        self.retries = 0
 
     # -- request --
 
-    async def start(self, headers: List[Tuple[bytes, bytes]], timeout: Optional[float],
-                    first: Optional[bytes] = None) -> None:
+    def start(self, headers: List[Tuple[bytes, bytes]], timeout: Optional[float],
+              first: Optional[bytes] = None) -> Awaitable[None]:
         """Open the stream; with ``first`` the one request message goes with
-        the head and the request side is closed."""
+        the head and the request side is closed (and the call can be sent
+        again on another stream if the server refuses it unprocessed:
+        ``head()``)."""
+        if first is not None:
+            deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+            self.replay = (headers, deadline, first)
+        return self._open(headers, timeout, first)     # no coroutine of its own
+
+    async def _open(self, headers: List[Tuple[bytes, bytes]], timeout: Optional[float],
+                    first: Optional[bytes]) -> None:
         hdrs = list(self.channel._base_headers)
         if timeout is not None:
             hdrs.append((b"grpc-timeout", encode_timeout(timeout)))
@@ -201,14 +218,26 @@ class Rpc:
     async def head(self) -> None:
         if self.body is not None or self.code is not None:
             return
-        conn = self.conn
-        s = self.s
-        try:
-            await conn.wait_headers(s)
-        except AioRpcError:
-            raise
-        except Exception as exc:
-            raise self._fail(map_error(exc)) from None
+        while True:
+            conn = self.conn
+            s = self.s
+            try:
+                await conn.wait_headers(s)
+                break
+            except AioRpcError:
+                raise
+            except StaleConnection as exc:
+                # refused unprocessed (REFUSED_STREAM, above a GOAWAY's last
+                # stream): a call whose request is known goes again on
+                # another stream, as grpcio's transparent retry
+                if self.replay is None or self.retries >= _STALE_RETRIES or self.code is not None:
+                    raise self._fail(map_error(exc)) from None
+                self.retries += 1
+                headers, deadline, first = self.replay
+                left = None if deadline is None else max(0.0, deadline - conn.loop.time())
+                await self._open(headers, left, first)
+            except Exception as exc:
+                raise self._fail(map_error(exc)) from None
         headers = s.headers
         status = s.status
         gs = _get(headers, b"grpc-status")
