@@ -15,6 +15,9 @@ Request, Response), ``_config`` (Timeout, Limits, Bounds), ``_h1conn``
 dialing, ALPN), ``_client`` (Client and the one-shot helpers). See
 docs/http.md.
 
+Cookies: ``_cookies`` (``Cookies``, the jar ``Client.cookies`` is: on
+http.cookiejar, with its RFC 6265 rules made stricter and its bounds).
+
 It needs a ringline event loop (a ``ringline.serve`` worker, or
 ``asyncio.Runner(loop_factory=ringline.new_event_loop)`` /
 ``ringline.run``); httptools (HTTP/1.1) and h2 (HTTP/2, imported only
@@ -23,6 +26,7 @@ when ``http2=True``) must be installed: ``pip install ringline[http]``.
 from ._client import (Client, delete, get, head, options, patch, post, put, request,
                       stream)
 from ._config import Bounds, Limits, Timeout
+from ._cookies import CookieConflict, Cookies
 from ._errors import (ConnectError, ConnectTimeout, DecodingError, HTTPError, HTTPStatusError,
                       LimitExceeded, LocalProtocolError, NetworkError, PoolTimeout,
                       ProtocolError, ReadError, ReadTimeout, RemoteProtocolError,
@@ -33,6 +37,7 @@ from ._models import URL, Headers, Request, Response
 
 __all__ = ["Client", "request", "get", "post", "put", "patch", "delete", "head", "options",
            "stream", "Timeout", "Limits", "Bounds", "Headers", "URL", "Request", "Response",
+           "Cookies", "CookieConflict",
            "HTTPError", "RequestError", "TransportError", "TimeoutException",
            "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "NetworkError",
            "ConnectError", "ReadError", "WriteError", "ProtocolError", "RemoteProtocolError",

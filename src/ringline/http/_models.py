@@ -17,7 +17,8 @@ Owns:
   or ``aclose()`` is called (then the connection goes back to its pool, or
   is closed if the body was not finished). Decoding (Content-Encoding) is
   applied by ``aiter_bytes`` / ``aread``; ``aiter_raw`` gives the bytes on the
-  wire.
+  wire. ``cookies``: the cookies its Set-Cookie fields set (parsed when
+  first asked for, by the rules of the client's jar: ``_cookies``).
 
 Invariants: a Response's body is consumed at most once (StreamConsumed);
 ``aclose()`` is idempotent and always releases the connection exactly once.
@@ -30,6 +31,7 @@ from typing import (Any, AsyncIterator, Dict, Iterable, Iterator, List, Mapping,
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from ._config import Bounds, DEFAULT_BOUNDS
+from ._cookies import Cookies
 from ._decode import make_decoder
 from ._errors import (HTTPStatusError, LimitExceeded, LocalProtocolError, ResponseNotRead,
                       StreamClosed, StreamConsumed)
@@ -323,7 +325,7 @@ class Response:
 
     __slots__ = ("status_code", "reason_phrase", "_headers", "http_version", "request",
                  "_body", "_content", "_consumed", "_closed", "_bounds", "_trailers",
-                 "history", "extensions", "_stream")
+                 "history", "extensions", "_stream", "_cookies")
 
     def __init__(self, status_code: int, *, headers: Any = None, content: Optional[bytes] = None,
                  request: Optional[Request] = None, http_version: str = "HTTP/1.1",
@@ -343,6 +345,7 @@ class Response:
         self._trailers: Any = None
         self.history: List["Response"] = []
         self.extensions: Dict[str, Any] = {}
+        self._cookies: Optional[Cookies] = None
 
     # -- head --
 
@@ -364,6 +367,16 @@ class Response:
         if type(t) is list:
             t = self._trailers = Headers._from_raw(t)
         return t
+
+    @property
+    def cookies(self) -> Cookies:
+        """The cookies this response's Set-Cookie fields set (those its
+        request's URL may set)."""
+        c = self._cookies
+        if c is None:
+            c = self._cookies = Cookies()
+            c.extract_cookies(self)
+        return c
 
     @property
     def url(self) -> Optional[URL]:
