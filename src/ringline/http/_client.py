@@ -12,6 +12,9 @@ connection's stream ids used up (nothing was sent: any request, a streamed
 body included); redirects (off unless ``follow_redirects=True``; at most
 ``max_redirects``); ``stream()``.
 
+Cookies are ``_cookies``'s: ``send`` asks the jar (``client.cookies``) for
+each hop's Cookie header and gives it every response, redirects included.
+
 Lifecycle: OPEN (pools are created on first use) -> ``aclose()`` (every
 pool's connections closed; further requests raise RuntimeError). A Client
 belongs to the ringline loop it is first used on: inside ``ringline.serve``
@@ -26,6 +29,7 @@ from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlencode
 
 from ._config import DEFAULT_BOUNDS, DEFAULT_TIMEOUT, Bounds, Limits, Timeout
+from ._cookies import Cookies
 from ._decode import SUPPORTED
 from ._errors import LocalProtocolError, RequestError, TooManyRedirects, TransportError
 from ._h1 import check_header
@@ -92,6 +96,7 @@ class Client:
     """
 
     def __init__(self, *, base_url: Union[str, URL, None] = None, headers: Any = None,
+                 cookies: Any = None,
                  params: Any = None, timeout: Any = DEFAULT_TIMEOUT,
                  limits: Optional[Limits] = None, bounds: Optional[Bounds] = None,
                  verify: Any = True, http1: bool = True, http2: bool = False,
@@ -104,6 +109,7 @@ class Client:
         if headers:
             self.headers.update(headers)
         self.params = params
+        self._cookies = Cookies(cookies)
         self.timeout = timeout if isinstance(timeout, Timeout) else Timeout(timeout)
         self.limits = limits or Limits()
         self.bounds = bounds or DEFAULT_BOUNDS
@@ -137,6 +143,17 @@ class Client:
     def is_closed(self) -> bool:
         return self._closed
 
+    @property
+    def cookies(self) -> Cookies:
+        """The cookie jar (``Cookies``): what ``cookies=`` gave and what
+        responses set; each request gets the cookies matching its URL
+        unless it (or the client's ``headers``) sets a Cookie header."""
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        self._cookies = Cookies(cookies)
+
     # -- building requests --
 
     def _default_raw(self) -> List[Tuple[bytes, bytes]]:
@@ -168,7 +185,7 @@ class Client:
 
     def build_request(self, method: str, url: Union[str, URL], *, content: Any = None,
                       data: Any = None, json: Any = None, params: Any = None,
-                      headers: Any = None) -> Request:
+                      headers: Any = None, cookies: Any = None) -> Request:
         u = self._url(url, params)
         h = Headers(headers) if headers else None
         body: Optional[bytes] = None
@@ -196,6 +213,8 @@ class Client:
         req = Request(method, u, headers=h, content=body, stream=stream)
         if ctype is not None and (h is None or "content-type" not in h):
             req.extensions["content-type"] = ctype
+        if cookies:     # this request's, with the jar's (redirects use the jar's alone)
+            req.extensions["cookies"] = Cookies(cookies)
         return req
 
     def _wire_headers(self, req: Request, h2: bool) -> Tuple[List[Tuple[bytes, bytes]], int,
@@ -206,7 +225,7 @@ class Client:
         extra = req.headers._list() if (req.headers._raw is not None or req.headers._items) \
             else ()
         if not extra and req.content is None and req.stream is None and not h2 \
-                and req.method not in ("POST", "PUT", "PATCH"):
+                and req.method not in ("POST", "PUT", "PATCH") and "cookie" not in req.extensions:
             # the common bodiless request: Host + defaults, built once per host
             netloc = req.url.netloc
             bare = self._bare.get(netloc)
@@ -249,6 +268,9 @@ class Client:
         ctype = req.extensions.get("content-type")
         if ctype is not None:
             out.append((b"Content-Type", ctype.encode()))
+        cookie = req.extensions.get("cookie")     # the jar's (Cookies._apply)
+        if cookie is not None:
+            out.append((b"Cookie", cookie.encode("latin-1")))
         stream = None
         if req.content is not None:
             if has_te:
@@ -296,7 +318,9 @@ class Client:
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
         history: List[Response] = []
         while True:
+            self._cookies._apply(request, self.headers)
             resp = await self._send_once(request, t, stream)
+            self._cookies.extract_cookies(resp)
             if not follow or not resp.is_redirect:
                 resp.history = history
                 if not stream and resp._stream is not None:
@@ -398,10 +422,10 @@ class Client:
 
     async def request(self, method: str, url: Union[str, URL], *, content: Any = None,
                       data: Any = None, json: Any = None, params: Any = None,
-                      headers: Any = None, timeout: Any = _UNSET,
+                      headers: Any = None, cookies: Any = None, timeout: Any = _UNSET,
                       follow_redirects: Optional[bool] = None) -> Response:
         req = self.build_request(method, url, content=content, data=data, json=json,
-                                 params=params, headers=headers)
+                                 params=params, headers=headers, cookies=cookies)
         return await self.send(req, timeout=timeout, follow_redirects=follow_redirects)
 
     def stream(self, method: str, url: Union[str, URL], **kwargs: Any) -> "_StreamCM":

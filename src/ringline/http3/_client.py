@@ -42,19 +42,21 @@ def _early(q: QuicLimits) -> bool:
 
 
 class Client(_HTTPClient):
-    """An HTTP/3 client: ``Client(base_url=None, headers=None, params=None,
-    timeout=5.0, bounds=Bounds(), quic=QuicLimits(), verify=True,
+    """An HTTP/3 client: ``Client(base_url=None, headers=None, cookies=None,
+    params=None, timeout=5.0, bounds=Bounds(), quic=QuicLimits(), verify=True,
     follow_redirects=False, max_redirects=20)``. ``verify`` is True (system
     CAs), False, or a CA bundle path. https URLs only."""
 
-    def __init__(self, *, base_url: Any = None, headers: Any = None, params: Any = None,
-                 timeout: Any = DEFAULT_TIMEOUT, bounds: Optional[Bounds] = None,
+    def __init__(self, *, base_url: Any = None, headers: Any = None, cookies: Any = None,
+                 params: Any = None, timeout: Any = DEFAULT_TIMEOUT,
+                 bounds: Optional[Bounds] = None,
                  quic: Optional[QuicLimits] = None, verify: Any = True,
                  follow_redirects: bool = False, max_redirects: int = 20) -> None:
         if not (verify is True or verify is False or isinstance(verify, str)):
             raise TypeError("verify must be True, False or a CA bundle path")
-        super().__init__(base_url=base_url, headers=headers, params=params, timeout=timeout,
-                         bounds=bounds, verify=verify, follow_redirects=follow_redirects,
+        super().__init__(base_url=base_url, headers=headers, cookies=cookies, params=params,
+                         timeout=timeout, bounds=bounds, verify=verify,
+                         follow_redirects=follow_redirects,
                          max_redirects=max_redirects)
         if headers is None or "user-agent" not in Headers(headers):
             self.headers["User-Agent"] = USER_AGENT
