@@ -9,10 +9,13 @@
 * ``/trailers``: a body then trailers (HTTP/2 only: hypercorn sends them there).
 * ``/redirect/N``: N more 302 hops to /echo. ``/status/N``: that status.
 * ``/slow``: answers after 3 s (read-timeout tests).
+* ``/cookies?set=...&location=...``: a ``Set-Cookie`` field per ``set``
+  parameter, then /echo's body, or a 302 to ``location`` when given.
 """
 import asyncio
 import hashlib
 import json
+from urllib.parse import parse_qsl
 
 
 def _pattern(n):
@@ -81,12 +84,20 @@ async def app(scope, receive, send):
         return
     if path == "/slow":
         await asyncio.sleep(3)
+    extra, status = [], 200
+    if path == "/cookies":
+        for key, value in parse_qsl(scope["query_string"].decode("latin-1")):
+            if key == "set":
+                extra.append((b"set-cookie", value.encode("latin-1")))
+            elif key == "location":
+                extra.append((b"location", value.encode("latin-1")))
+                status = 302
     body = json.dumps({
         "method": scope["method"], "path": path, "query": scope["query_string"].decode(),
         "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]],
         "length": n, "sha256": digest, "client_port": (scope.get("client") or [0, 0])[1],
         "http_version": scope["http_version"]}).encode()
-    await send({"type": "http.response.start", "status": 200,
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode())] + extra})
     await send({"type": "http.response.body", "body": body})

@@ -10,12 +10,23 @@ MODE names (for the h2_goaway modes only the second: the third serves
 the retries). Every endless stream is capped in bytes (``CAP``) and time, so
 a client without the bound under test fails by growing or hanging, and the
 test still ends.
+
+Mode ``cookies`` is not hostile by itself: every connection answers every
+request (HTTP/1.1, keep-alive) with a JSON body ``{"path": target,
+"cookie": [each Cookie field received]}`` (a Content-Length body is read
+and dropped) and a head the request's query
+scripts, in this order: one ``Set-Cookie`` field per ``set=`` parameter (its
+value as given, percent-decoded as latin-1); ``many=N``: N more fields
+``m0=0`` ... (``Path=/``); ``huge=N``: one field ``huge=`` + N bytes;
+``location=URL``: a 302 to URL (else 200).
 """
 import asyncio
 import itertools
+import json
 import sys
 import time
 import zlib
+from urllib.parse import parse_qsl, urlsplit
 
 from ringline.bench.portchild import serve_streams
 
@@ -184,6 +195,53 @@ async def serve_h1(reader, writer, mode, hostile, first):
         await writer.drain()
 
 
+def cookies_reply(head):
+    """The reply of mode ``cookies`` to a request head (see the docstring)."""
+    lines = head.split(b"\r\n")
+    target = lines[0].split(b" ")[1].decode("latin-1")
+    received = [line.split(b":", 1)[1].strip().decode("latin-1") for line in lines[1:]
+                if line.lower().startswith(b"cookie:")]
+    fields, location = [], None
+    for key, value in parse_qsl(urlsplit(target).query, keep_blank_values=True,
+                                encoding="latin-1"):
+        if key == "set":
+            fields.append(value.encode("latin-1"))
+        elif key == "many":
+            fields += [b"m%d=%d; Path=/" % (i, i) for i in range(int(value))]
+        elif key == "huge":
+            fields.append(b"huge=" + b"h" * int(value))
+        elif key == "location":
+            location = value.encode("latin-1")
+    body = json.dumps({"path": target, "cookie": received}).encode()
+    out = [b"HTTP/1.1 302 Found" if location else b"HTTP/1.1 200 OK"]
+    out += [b"Set-Cookie: " + f for f in fields]
+    if location:
+        out.append(b"Location: " + location)
+    out += [b"Content-Type: application/json", b"Content-Length: %d" % len(body)]
+    return b"\r\n".join(out) + b"\r\n\r\n" + body
+
+
+async def serve_cookies(reader, writer):
+    data = b""
+    while True:
+        while b"\r\n\r\n" not in data:
+            more = await reader.read(65536)
+            if not more:
+                return
+            data += more
+        head, data = data.split(b"\r\n\r\n", 1)
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(data) < length:
+            more = await reader.read(65536)
+            if not more:
+                return
+            data += more
+        data = data[length:]             # the body is not looked at
+        writer.write(cookies_reply(head))
+        await writer.drain()
+
+
 def main():
     mode = sys.argv[1]
     counter = itertools.count()
@@ -193,6 +251,9 @@ def main():
         # h2_goaway: only the second connection is hostile, so a retry works
         hostile = index == 1 if mode.startswith("h2_goaway") else index >= 1
         try:
+            if mode == "cookies":
+                await serve_cookies(reader, writer)
+                return
             first = await reader.readexactly(len(PREFACE)) if mode.startswith("h2_") else b""
             if first == PREFACE:
                 await serve_h2(reader, writer, mode, hostile)
