@@ -46,11 +46,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import threading
 import urllib.request
 from collections import OrderedDict
-from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy, request_host
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 from typing import (TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, MutableMapping,
                     Optional, Tuple)
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from ._models import URL, Headers, Request, Response
@@ -106,7 +108,7 @@ def _set_cookie_fields(response: "Response") -> List[str]:
     h: Any = response._headers
     raw = h if type(h) is list else h._raw
     if raw is None:
-        return h.get_list("set-cookie")
+        return list(h.get_list("set-cookie"))
     return [v.decode("latin-1") for k, v in raw if len(k) == 10 and k.lower() == b"set-cookie"]
 
 
@@ -142,8 +144,8 @@ class _Policy(DefaultCookiePolicy):
 
     def set_ok_domain(self, cookie: Cookie, request: Any) -> bool:
         if cookie.domain_specified:
-            host = request_host(request)
-            if _is_ip(host) and _group(cookie.domain) != host.strip("[]"):
+            host = urlsplit(request.get_full_url()).hostname or ""
+            if _is_ip(host) and _group(cookie.domain) != host:
                 return False
         return bool(super().set_ok_domain(cookie, request))
 
@@ -155,6 +157,10 @@ class _Policy(DefaultCookiePolicy):
 class _Jar(CookieJar):
     """A CookieJar within ``max_per_domain`` and ``max_total`` cookies; it
     iterates its cookies in the order they were set, oldest first."""
+
+    # CookieJar's own (domain -> path -> name -> Cookie) and lock, kept in step
+    _cookies: Dict[str, Dict[str, Dict[str, Cookie]]]
+    _cookies_lock: threading.RLock
 
     def __init__(self, policy: _Policy, max_per_domain: int, max_total: int) -> None:
         super().__init__(policy)
@@ -190,10 +196,8 @@ class _Jar(CookieJar):
                 return
             group = self._domains.get(_group(domain))
             if group is not None:
-                if name is not None:
-                    gone = [(domain, path, name)]
-                else:
-                    gone = [k for k in group if k[0] == domain and path in (None, k[1])]
+                gone = [k for k in group if k[0] == domain and path in (None, k[1])
+                        and name in (None, k[2])]
                 for key in gone:
                     self._age.pop(key, None)
                     group.pop(key, None)
@@ -229,6 +233,8 @@ class Cookies(MutableMapping[str, str]):
     an ``http.cookiejar.CookieJar``. ``jar`` is the underlying CookieJar.
     """
 
+    jar: _Jar
+
     def __init__(self, cookies: Any = None, *, max_per_domain: Optional[int] = None,
                  max_total: Optional[int] = None,
                  max_cookie_bytes: Optional[int] = None) -> None:
@@ -240,12 +246,6 @@ class Cookies(MutableMapping[str, str]):
         size = size if max_cookie_bytes is None else max_cookie_bytes
         self.jar = _Jar(_Policy(_limit("max_cookie_bytes", size)),
                         _limit("max_per_domain", per), _limit("max_total", total))
-        if cookies is None:
-            return
-        if isinstance(cookies, (Cookies, CookieJar)):
-            for cookie in list(src if src is not None else cookies):
-                self.jar.set_cookie(cookie)
-            return
         self.update(cookies)
 
     # -- httpx's API --
@@ -285,7 +285,7 @@ class Cookies(MutableMapping[str, str]):
                                  "and path")
         if not found or found[0].value is None:
             return default
-        return found[0].value
+        return str(found[0].value)
 
     def delete(self, name: str, domain: Optional[str] = None,
                path: Optional[str] = None) -> None:
@@ -306,7 +306,8 @@ class Cookies(MutableMapping[str, str]):
         """Add cookies: a dict, (name, value) pairs, or the cookies of a
         ``Cookies`` / ``CookieJar`` with their domains and paths."""
         if isinstance(cookies, (Cookies, CookieJar)):
-            for cookie in list(cookies.jar if isinstance(cookies, Cookies) else cookies):
+            jar: CookieJar = cookies.jar if isinstance(cookies, Cookies) else cookies
+            for cookie in list(jar):
                 self.jar.set_cookie(cookie)
         elif cookies is not None:
             pairs = cookies.items() if isinstance(cookies, Mapping) else cookies
@@ -325,8 +326,8 @@ class Cookies(MutableMapping[str, str]):
             return
         longest = 2 * self.jar.policy.max_cookie_bytes
         fields = [f for f in fields if len(f) <= longest]
-        if fields:
-            self.jar.extract_cookies(_SetCookieFields(fields),
+        if fields:      # the stdlib reads a response through info() alone
+            self.jar.extract_cookies(_SetCookieFields(fields),  # type: ignore[arg-type]
                                      _urllib_request(response.request.url))
 
     def set_cookie_header(self, request: "Request") -> None:
@@ -371,7 +372,7 @@ class Cookies(MutableMapping[str, str]):
     # -- the mapping --
 
     def __getitem__(self, name: str) -> str:
-        value = self.get(name)
+        value: Optional[str] = self.get(name)
         if value is None:
             raise KeyError(name)
         return value
