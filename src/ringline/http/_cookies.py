@@ -37,7 +37,10 @@ stores what it set.
 Invariants: at most ``max_per_domain`` cookies per domain (a Domain
 attribute's domain and the hosts under it count as one) and ``max_total``
 in all; a cookie past a bound drops the one set (or last replaced) longest
-ago, never an error. A peer's ``Set-Cookie`` never raises. The stdlib's
+ago, never an error. A peer's ``Set-Cookie`` never raises, and a field
+the stdlib cannot parse costs only its own cookie (each field is parsed
+alone; a valueless Max-Age, on which http.cookiejar raises, is dropped as
+RFC 6265 5.2.2 says). The stdlib's
 nested dicts hold no empty levels (a server inventing paths cannot grow
 them). Nothing here does I/O. A Client and its jar belong to one loop (the
 stdlib's lock is kept, nothing more).
@@ -99,6 +102,14 @@ def _group(domain: str) -> str:
 def _urllib_request(url: "URL") -> urllib.request.Request:
     """What http.cookiejar reads of a request (no userinfo, no fragment)."""
     return urllib.request.Request(f"{url.scheme}://{url.netloc}{url.target}")
+
+
+def _fixed(field: str) -> str:
+    """``field`` without a valueless Max-Age attribute (RFC 6265 5.2.2
+    ignores it; http.cookiejar raises TypeError on it)."""
+    if "max-age" not in field.lower():
+        return field
+    return ";".join(p for p in field.split(";") if p.strip().lower() != "max-age")
 
 
 def _set_cookie_fields(response: "Response") -> List[str]:
@@ -325,10 +336,18 @@ class Cookies(MutableMapping[str, str]):
         if not fields:
             return
         longest = 2 * self.jar.policy.max_cookie_bytes
-        fields = [f for f in fields if len(f) <= longest]
-        if fields:      # the stdlib reads a response through info() alone
-            self.jar.extract_cookies(_SetCookieFields(fields),  # type: ignore[arg-type]
-                                     _urllib_request(response.request.url))
+        ureq = _urllib_request(response.request.url)
+        for field in fields:
+            if len(field) > longest:
+                continue
+            # one field at a time: http.cookiejar drops every cookie of a call
+            # when one field breaks its parser (and warns "http.cookiejar bug!");
+            # it reads a response through info() alone
+            one: Any = _SetCookieFields([_fixed(field)])
+            try:
+                self.jar.extract_cookies(one, ureq)
+            except Exception:   # that warning made an error (-W error): the field is lost
+                pass
 
     def set_cookie_header(self, request: "Request") -> None:
         """Set ``request``'s Cookie header from this jar (unless it has one)."""
