@@ -178,6 +178,19 @@ def test_secure_and_httponly():
     assert sent(c, "http://s.example/") == {"h=2"}
     h = next(k for k in c.jar if k.name == "h")
     assert h.has_nonstandard_attr("HttpOnly") and not h.secure
+    # over http, a Secure cookie is neither replaced nor deleted (RFC 6265bis), whatever
+    # the Domain or a path under its own; other names, and https, may
+    c.extract_cookies(resp("http://s.example/", "sec=evil", "sec=; Max-Age=0",
+                           "sec=evil2; Domain=s.example", "sec=evil3; Path=/x", "other=1"))
+    c.extract_cookies(resp("http://a.s.example/", "sec=evil4; Domain=s.example"))
+    assert c.get("sec") == "1" and sorted(c) == ["h", "other", "sec"]
+    assert sent(c, "https://s.example/x") == {"sec=1", "h=2", "other=1"}
+    c.extract_cookies(resp("https://s.example/", "deep=1; Secure; Path=/deep"))
+    c.extract_cookies(resp("http://s.example/", "deep=2; Path=/", "deep=3; Path=/deep/er"))
+    assert c.get("deep", path="/") == "2" and c.get("deep", path="/deep") == "1"  # not under
+    assert c.get("deep", path="/deep/er") is None
+    c.extract_cookies(resp("https://s.example/", "sec=; Max-Age=0", "h=3"))
+    assert c.get("sec", path="/") is None and c["h"] == "3"
 
 
 def test_expiry_and_deletion():
@@ -502,6 +515,9 @@ def test_hypercorn(hypercorn, run, proto):
                 r = await c.get(plain + "/echo")
                 assert r.http_version == "HTTP/1.1"
                 assert set(_echoed(r)[0].split("; ")) == {"a=1", "h=2", "r=1"}
+                # ... and an http response cannot replace it (RFC 6265bis)
+                await c.get(plain + "/cookies", params={"set": ["sec=evil", "a=new"]})
+                assert c.cookies["sec"] == "3" and c.cookies["a"] == "new"
     run(main)
 
 

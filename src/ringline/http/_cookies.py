@@ -17,7 +17,8 @@ Netscape / RFC 6265 cookies, no RFC 2965), made stricter here:
   address itself is refused (RFC 6265 5.1.3 suffix-matches host names
   only; the stdlib would accept ``Domain=0.0.1`` from 127.0.0.1 and send
   the cookie to 10.0.0.1);
-* a ``Secure`` cookie from an http:// response is refused (RFC 6265bis);
+* a ``Secure`` cookie from an http:// response is refused, and an http://
+  response can neither replace nor delete a Secure cookie (RFC 6265bis);
   Secure cookies are sent over https only (the stdlib's rule);
 * a cookie whose name or value holds a control character (RFC 6265bis), or
   whose name and value exceed ``max_cookie_bytes``, is refused, and a
@@ -40,9 +41,8 @@ in all; a cookie past a bound drops the one set (or last replaced) longest
 ago, never an error. A peer's ``Set-Cookie`` never raises, and a field
 the stdlib cannot parse costs only its own cookie (each field is parsed
 alone; a valueless Max-Age, on which http.cookiejar raises, is dropped as
-RFC 6265 5.2.2 says). The stdlib's
-nested dicts hold no empty levels (a server inventing paths cannot grow
-them). Nothing here does I/O. A Client and its jar belong to one loop (the
+RFC 6265 5.2.2 says). The stdlib's nested dicts hold no empty levels (a
+server inventing paths cannot grow them). Nothing here does I/O. A Client and its jar belong to one loop (the
 stdlib's lock is kept, nothing more).
 """
 from __future__ import annotations
@@ -180,6 +180,35 @@ class _Jar(CookieJar):
         self.max_total = max_total
         self._age: "OrderedDict[_Key, None]" = OrderedDict()          # every cookie
         self._domains: Dict[str, "OrderedDict[_Key, None]"] = {}      # by _group
+        self._keep_secure = False       # while an http response's cookies are made
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        """As CookieJar.extract_cookies; besides, a response over http
+        neither replaces nor deletes a Secure cookie (RFC 6265bis): no
+        cookie without Secure of the same name, whose domain domain-matches
+        the Secure one's (or the reverse), on a path under its path."""
+        insecure = request.type != "https"
+        with self._cookies_lock:
+            self._keep_secure = insecure
+            try:
+                cookies = self.make_cookies(response, request)     # deletes expired ones
+            finally:
+                self._keep_secure = False
+            for cookie in cookies:
+                if self.policy.set_ok(cookie, request) and not (
+                        insecure and self._shadows_secure(cookie)):
+                    self.set_cookie(cookie)
+
+    def _shadows_secure(self, new: Cookie) -> bool:
+        d = _group(new.domain)
+        for old in self:
+            if old.secure and old.name == new.name:
+                o = _group(old.domain)
+                if (d == o or d.endswith("." + o) or o.endswith("." + d)) and (
+                        new.path == old.path or new.path.startswith(old.path) and (
+                            old.path.endswith("/") or new.path[len(old.path)] == "/")):
+                    return True
+        return False
 
     def set_cookie(self, cookie: Cookie) -> None:
         key = (cookie.domain, cookie.path, cookie.name)
@@ -200,6 +229,10 @@ class _Jar(CookieJar):
         """As CookieJar.clear (KeyError when nothing matches), keeping the
         age order and pruning emptied levels."""
         with self._cookies_lock:
+            if self._keep_secure and name is not None and path is not None and domain:
+                old = self._cookies.get(domain, {}).get(path, {}).get(name)
+                if old is not None and old.secure:
+                    raise KeyError(name)    # not by an http response (extract_cookies)
             super().clear(domain, path, name)
             if domain is None:
                 self._age.clear()
