@@ -351,7 +351,7 @@ class Client:
             raise RequestError("cannot follow a redirect that needs a streamed body sent again")
         if url.origin != req.url.origin:
             headers.pop("authorization")
-            headers.pop("cookie")
+        headers.pop("cookie")       # every hop's Cookie is the jar's (as httpx)
         headers.pop("host")
         new = Request(method, url, headers=headers, content=content)
         ct = req.extensions.get("content-type")
