@@ -4,7 +4,7 @@
 * The jar without I/O (``extract_cookies`` on responses made by hand, for
   any host name): the mapping API; RFC 6265's domain, path, Secure and
   expiry rules and the stricter ones of ``_cookies`` (host-only cookies,
-  IP hosts, Secure from http); the bounds (per domain, in all, per
+  IP hosts, no Secure cookie set, replaced or deleted from http); the bounds (per domain, in all, per
   cookie, per Set-Cookie field; the jar's inner dicts too); hostile fields
   (huge, many, malformed, control characters, and generated ones): never
   an exception, never a stored cookie that would break a later request.
