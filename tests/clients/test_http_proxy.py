@@ -36,7 +36,7 @@ import pytest
 
 import ringline.http as rh
 from ringline._conn import api as _api
-from ringline.http._proxy import ProxyRoutes, Proxy, parse_no_proxy, routes
+from ringline.http._proxy import Proxy, ProxyRoutes, authority, parse_no_proxy, routes
 
 from support import free_port
 from support.http_proxy import HttpProxy
@@ -299,6 +299,11 @@ def test_proxy_urls_and_env_errors(clean_env):
     assert routes(None, True).http.name == "http://127.0.0.1:3128"
     assert repr(Proxy("http://u:secret@127.0.0.1:1")) == \
         "<Proxy http://127.0.0.1:1 with credentials>"
+    assert Proxy(rh.URL("http://127.0.0.1:3128")).name == "http://127.0.0.1:3128"
+    v6 = Proxy("http://[::1]")
+    assert (v6.host, v6.port, v6.name, v6.auth) == ("::1", 80, "http://[::1]:80", None)
+    assert authority("::1", 443) == b"[::1]:443"
+    assert authority("bücher.example", 443) == b"xn--bcher-kva.example:443"
 
 
 # -- hostile proxies -------------------------------------------------------------------

@@ -51,6 +51,7 @@ from .._errors import ConnectionClosed, ConnectionDropped
 from ._config import Bounds
 from ._errors import ConnectTimeout, LimitExceeded, ProxyError, RemoteProtocolError
 from ._h1 import ResponseParser, encode_head
+from ._models import URL
 
 __all__ = ["Proxy", "ProxyRoutes", "routes", "parse_no_proxy", "authority", "open_tunnel"]
 
@@ -72,7 +73,9 @@ class Proxy:
 
     __slots__ = ("host", "port", "name", "auth", "key")
 
-    def __init__(self, url: str, source: str = "proxy") -> None:
+    def __init__(self, url: Any, source: str = "proxy") -> None:
+        if isinstance(url, URL):
+            url = str(url)
         if not isinstance(url, str):
             raise TypeError(f"{source} must be a str URL such as 'http://127.0.0.1:3128', "
                             f"got {type(url).__name__}")
