@@ -10,13 +10,24 @@
 * ``run``: ``support.run`` on a fresh ringline loop of each backend of
   ``support.BACKENDS`` (RINGLINE_BACKEND set for the test), asserting the
   backend it got.
+
+The machine's proxy variables (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY,
+NO_PROXY, any case) are removed for the whole session, subprocesses
+included: ``ringline.http.Client`` reads them (``trust_env``, as httpx), and
+a test's traffic must never leave loopback through a proxy the machine
+names. tests/clients/test_http_proxy.py sets them per test.
 """
 import functools
+import os
 
 import pytest
 
 from support import BACKENDS, LOOP_FACTORIES, close_loop
 from support import run as _run
+
+for _name in [n for n in os.environ
+              if n.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")]:
+    del os.environ[_name]
 
 
 @pytest.fixture(params=list(LOOP_FACTORIES), ids=list(LOOP_FACTORIES))

@@ -50,7 +50,10 @@ calls, then complete "ok" replies to them all, in one write), rst_after (an
 with ``record``, refusing unprocessed on connection 0 and "ok" on the
 others: refuse_first (RST_STREAM REFUSED_STREAM to stream 1 only),
 refuse_conn0 (REFUSED_STREAM to every stream), goaway_first (GOAWAY
-NO_ERROR with last stream id 0 on the first request).
+NO_ERROR with last stream id 0 on the first request); lower_streams
+(the first request answered "ok" together with SETTINGS lowering
+MAX_CONCURRENT_STREAMS to ``LOWERED_STREAMS``; the rest as "ok", held while
+``gate`` is clear: h2 fails the connection if the client opens more).
 
 Every GOAWAY a client sends is appended (its error code) to ``GOAWAYS``.
 With ``record`` (a ``Record``) the server notes each request's connection
@@ -67,6 +70,7 @@ import hpack
 
 _BOMB = gzip.compress(b"\x00" * (64 << 20))
 SETTINGS_DELAY = 0.3
+LOWERED_STREAMS = 2
 GOAWAYS = []
 
 
@@ -182,6 +186,8 @@ def _scripted(conn, sid, hdrs):
 
 
 def _reply(mode, conn, sid, hdrs=None):
+    if mode == "lower_streams":
+        mode = "ok"
     if mode == "scripted":
         return _scripted(conn, sid, hdrs or [])
     raw = _raw_reply(mode, conn, sid)
@@ -326,8 +332,8 @@ async def _serve(reader, writer, mode, record=None, gate=None):
     conn = h2.connection.H2Connection(h2.config.H2Configuration(
         client_side=False, validate_outbound_headers=not invalid,
         normalize_outbound_headers=not invalid))
+    import h2.settings
     if mode == "slow_settings":
-        import h2.settings
         conn.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000})
         await asyncio.sleep(SETTINGS_DELAY)
@@ -339,6 +345,7 @@ async def _serve(reader, writer, mode, record=None, gate=None):
         number = record.connections
         record.connections += 1
     held, release, reqs = [], None, {}
+    first_request = True
     try:
         while True:
             try:
@@ -355,6 +362,13 @@ async def _serve(reader, writer, mode, record=None, gate=None):
                     if record is not None:
                         record.requests.append((number, e.stream_id))
                     hdrs = e.headers if mode == "scripted" else None
+                    if mode == "lower_streams" and first_request:
+                        # answer, then allow only LOWERED_STREAMS streams
+                        first_request = False
+                        raw += _reply("ok", conn, e.stream_id) or b""
+                        conn.update_settings({
+                            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: LOWERED_STREAMS})
+                        continue
                     if mode in _REFUSING:       # needs record (connection numbers)
                         refuse = number == 0 and (mode != "refuse_first" or e.stream_id == 1)
                         if refuse and mode == "goaway_first":

@@ -137,3 +137,27 @@ class GrpcServer(PortChild):
 
 if __name__ == "__main__":
     main()
+
+
+async def check_status_codes(ch):
+    """On channel ``ch`` to either server (grpcio's or grpclib's ``test.T``):
+    every status code other than OK comes back from Abort with its details,
+    grpc-message percent-encoded UTF-8 survives, an unknown method is
+    UNIMPLEMENTED. Shared by the two interop test files."""
+    import pytest
+
+    import ringline.grpc as rg
+    abort = ch.unary_unary("/test.T/Abort")
+    for code in rg.StatusCode:
+        if code is rg.StatusCode.OK:
+            continue
+        with pytest.raises(rg.AioRpcError) as ei:
+            await abort(f"{code.name} why {code.value[0]}".encode())
+        assert ei.value.code() is code, (code, ei.value)
+        assert ei.value.details() == f"why {code.value[0]}"
+    with pytest.raises(rg.AioRpcError) as ei:
+        await abort("INTERNAL 100% caf\u00e9 \u2603\nnext".encode())
+    assert ei.value.details() == "100% caf\u00e9 \u2603\nnext"
+    with pytest.raises(rg.AioRpcError) as ei:
+        await ch.unary_unary("/test.T/Nope")(b"")
+    assert ei.value.code() is rg.StatusCode.UNIMPLEMENTED

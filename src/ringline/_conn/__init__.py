@@ -5,7 +5,8 @@ into the core extension from here too):
 
   api      connect / connect_unix / adopt / Listener, the per-loop knobs
            (configure) and their public read-outs (limits, stats)
-  tls      TlsConn, connect_tls, wrap_server_tls (TLS in user space over a Conn)
+  tls      TlsConn, connect_tls, wrap_client_tls, wrap_server_tls (TLS in user
+           space over a Conn)
   udp      UdpSocket (datagrams with a bounded send queue)
   timers   the per-loop timer pool and sleep/timeout (TLS handshakes draw
            their deadlines from it; the runtime re-exports it)

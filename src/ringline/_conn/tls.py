@@ -3,8 +3,10 @@
 Owns: :class:`TlsConn`, a wrapper that gives a plain :class:`ringline.Conn`
 the same API over TLS, using ``ssl.SSLObject`` with two ``ssl.MemoryBIO``
 (ciphertext in from the Conn's receive accumulator, ciphertext out through the
-Conn's send queue); :func:`connect_tls` for clients and
-:func:`wrap_server_tls` for connections a server accepted.
+Conn's send queue); :func:`connect_tls` for clients,
+:func:`wrap_client_tls` for a client connection that is already open (a
+tunnel through an HTTP proxy) and :func:`wrap_server_tls` for connections a
+server accepted.
 
 Lifecycle of a TlsConn::
 
@@ -45,7 +47,8 @@ from .._util.addr import parse_address
 from . import api
 from .timers import timeout_at
 
-__all__ = ["TlsConn", "connect_tls", "wrap_server_tls", "HANDSHAKE_TIMEOUT"]
+__all__ = ["TlsConn", "connect_tls", "wrap_client_tls", "wrap_server_tls",
+           "HANDSHAKE_TIMEOUT"]
 
 Address = api.Address
 
@@ -647,6 +650,41 @@ async def connect_tls(addr: Optional[Address], ssl_context: Optional[ssl.SSLCont
         raw = await api.connect(addr, timeout=timeout)
     deadline = (start + timeout if timeout is not None
                 else loop.time() + HANDSHAKE_TIMEOUT)
+    return await _client_handshake(raw, ssl_context, server_hostname, deadline,
+                                   _peer_name(addr, unix_path))
+
+
+async def wrap_client_tls(conn: Conn, ssl_context: Optional[ssl.SSLContext] = None,
+                          server_hostname: Optional[str] = None,
+                          timeout: Optional[float] = None) -> TlsConn:
+    """Run the client side of a TLS handshake on a connected Conn (one a
+    proxy turned into a tunnel with CONNECT, say) and return the TlsConn
+    (the Conn belongs to it from now on). ssl_context defaults to
+    ``ssl.create_default_context()``; server_hostname is the SNI and the
+    name the certificate is checked against (required when the context
+    checks host names). timeout defaults to HANDSHAKE_TIMEOUT; on failure
+    the Conn is closed and ssl.SSLError (or TimeoutError) raised."""
+    loop = api._running_loop("wrap_client_tls")
+    if ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    elif not isinstance(ssl_context, ssl.SSLContext):
+        conn.abort()
+        raise TypeError(f"ssl_context must be an ssl.SSLContext, got "
+                        f"{type(ssl_context).__name__}")
+    if server_hostname is None and ssl_context.check_hostname:
+        conn.abort()
+        raise ValueError("wrap_client_tls() needs server_hostname with a context that "
+                         "checks host names")
+    deadline = loop.time() + (timeout if timeout is not None else HANDSHAKE_TIMEOUT)
+    return await _client_handshake(conn, ssl_context, server_hostname, deadline,
+                                   server_hostname or "server")
+
+
+async def _client_handshake(raw: Conn, ssl_context: ssl.SSLContext,
+                            server_hostname: Optional[str], deadline: float,
+                            peer: str) -> TlsConn:
+    """The client side of the handshake on raw, which it owns from now on
+    (closed on any failure)."""
     try:
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         sslobj = ssl_context.wrap_bio(incoming, outgoing, server_side=False,
@@ -655,7 +693,7 @@ async def connect_tls(addr: Optional[Address], ssl_context: Optional[ssl.SSLCont
     except BaseException:
         raw.abort()
         raise
-    await conn._handshake(deadline, _peer_name(addr, unix_path))
+    await conn._handshake(deadline, peer)
     return conn
 
 

@@ -12,7 +12,8 @@ one connection's streams, flow control, GOAWAY, flood bounds),
 ``_decode`` (Content-Encoding with caps), ``_models`` (Headers, URL,
 Request, Response), ``_config`` (Timeout, Limits, Bounds), ``_h1conn``
 (one HTTP/1.1 connection over a Conn), ``_pool`` (per-origin pools,
-dialing, ALPN), ``_client`` (Client and the one-shot helpers). See
+dialing, ALPN), ``_proxy`` (HTTP proxies: which one a URL takes, the
+CONNECT tunnel), ``_client`` (Client and the one-shot helpers). See
 docs/http.md.
 
 Cookies: ``_cookies`` (``Cookies``, the jar ``Client.cookies`` is: on
@@ -29,7 +30,7 @@ from ._config import Bounds, Limits, Timeout
 from ._cookies import CookieConflict, Cookies
 from ._errors import (ConnectError, ConnectTimeout, DecodingError, HTTPError, HTTPStatusError,
                       LimitExceeded, LocalProtocolError, NetworkError, PoolTimeout,
-                      ProtocolError, ReadError, ReadTimeout, RemoteProtocolError,
+                      ProtocolError, ProxyError, ReadError, ReadTimeout, RemoteProtocolError,
                       RequestError, ResponseNotRead, StreamClosed, StreamConsumed,
                       StreamError, TimeoutException, TooManyRedirects, TransportError,
                       WriteError, WriteTimeout)
@@ -40,7 +41,7 @@ __all__ = ["Client", "request", "get", "post", "put", "patch", "delete", "head",
            "Cookies", "CookieConflict",
            "HTTPError", "RequestError", "TransportError", "TimeoutException",
            "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "NetworkError",
-           "ConnectError", "ReadError", "WriteError", "ProtocolError", "RemoteProtocolError",
-           "LimitExceeded", "LocalProtocolError", "DecodingError", "TooManyRedirects",
-           "HTTPStatusError", "StreamError", "StreamConsumed", "StreamClosed",
+           "ConnectError", "ReadError", "WriteError", "ProxyError", "ProtocolError",
+           "RemoteProtocolError", "LimitExceeded", "LocalProtocolError", "DecodingError",
+           "TooManyRedirects", "HTTPStatusError", "StreamError", "StreamConsumed", "StreamClosed",
            "ResponseNotRead"]

@@ -5,9 +5,10 @@ Owns: merging a request from the client's defaults (base_url, headers,
 params, timeout) and the call's arguments; request bodies (bytes, str,
 ``json=``, form ``data=``, iterables and async iterables, streamed with
 chunked coding when the length is unknown); the pools (one
-``OriginPool`` per origin); the one retry of a request that met a stale
-keep-alive connection (idempotent methods) or a GOAWAY before the server
-processed it, and the one move of a request that found its HTTP/2
+``OriginPool`` per origin; through an HTTP proxy, one per proxy and https
+origin, one per proxy for http: ``_proxy`` chooses); the one retry of a
+request that met a stale keep-alive connection (idempotent methods) or a
+GOAWAY before the server processed it, and the one move of a request that found its HTTP/2
 connection's stream ids used up (nothing was sent: any request, a streamed
 body included); redirects (off unless ``follow_redirects=True``; at most
 ``max_redirects``); ``stream()``.
@@ -36,6 +37,7 @@ from ._h1 import check_header
 from ._h1conn import H1Connection, StaleConnection, StreamIdsExhausted
 from ._models import URL, Headers, Request, Response, merge_url
 from ._pool import OriginPool
+from ._proxy import routes
 
 __all__ = ["Client", "request", "get", "post", "put", "patch", "delete", "head", "options",
            "stream"]
@@ -89,10 +91,13 @@ class Client:
 
     ``Client(base_url=None, headers=None, params=None, timeout=5.0,
     limits=Limits(), bounds=Bounds(), verify=True, http1=True, http2=False,
-    follow_redirects=False, max_redirects=20)``. ``verify`` is True (system
-    CAs), False, a CA bundle path or an ``ssl.SSLContext``. ``http2=True``
-    offers h2 by ALPN on https; with ``http1=False`` too, plain http URLs
-    use h2c with prior knowledge.
+    follow_redirects=False, max_redirects=20, proxy=None, trust_env=True)``.
+    ``verify`` is True (system CAs), False, a CA bundle path or an
+    ``ssl.SSLContext``. ``http2=True`` offers h2 by ALPN on https; with
+    ``http1=False`` too, plain http URLs use h2c with prior knowledge.
+    ``proxy="http://[user:password@]host:port"`` sends every request
+    through that proxy; without it, ``trust_env`` reads HTTP_PROXY,
+    HTTPS_PROXY, ALL_PROXY and NO_PROXY once, here.
     """
 
     def __init__(self, *, base_url: Union[str, URL, None] = None, headers: Any = None,
@@ -100,6 +105,7 @@ class Client:
                  params: Any = None, timeout: Any = DEFAULT_TIMEOUT,
                  limits: Optional[Limits] = None, bounds: Optional[Bounds] = None,
                  verify: Any = True, http1: bool = True, http2: bool = False,
+                 proxy: Any = None, trust_env: bool = True,
                  follow_redirects: bool = False, max_redirects: int = 20) -> None:
         if not (http1 or http2):
             raise ValueError("at least one of http1 and http2 must be enabled")
@@ -119,7 +125,9 @@ class Client:
         self.max_redirects = max_redirects
         self._verify = verify
         self._ssl: Optional[ssl.SSLContext] = None
-        self._pools: Dict[Tuple[str, str, int], OriginPool] = {}
+        self.trust_env = trust_env
+        self._proxies = routes(proxy, trust_env)
+        self._pools: Dict[Any, OriginPool] = {}
         self._closed = False
         self._hdr_cache: Any = None
         self._url_cache: Dict[str, URL] = {}
@@ -292,22 +300,34 @@ class Client:
         return out, checked, stream
 
     def _pool(self, url: URL) -> OriginPool:
-        pool = self._pools.get(url.origin)
+        key: Any = url.origin
+        proxy = None if self._proxies is None else self._proxies.select(key)
+        if proxy is not None:
+            # https: a tunnel per proxy and origin; http: the proxy's own pool
+            key = (proxy.key, key) if url.scheme == "https" else proxy.key
+        pool = self._pools.get(key)
         if pool is None:
-            if self._closed:
-                raise RuntimeError("the Client is closed")
-            ctx = None
-            if url.scheme == "https":
-                if self._ssl is None:
-                    self._ssl = _ssl_context(self._verify, self.http1, self.http2)
-                ctx = self._ssl
-            h2f = None
-            if self.http2:
-                from ._h2conn import open_h2
-                h2f = open_h2
-            pool = self._pools[url.origin] = OriginPool(url.origin, self.limits, self.bounds,
-                                                        ctx, self.http1, self.http2, h2f)
+            pool = self._pools[key] = self._new_pool(url, proxy)
         return pool
+
+    def _new_pool(self, url: URL, proxy: Any) -> OriginPool:
+        if self._closed:
+            raise RuntimeError("the Client is closed")
+        if proxy is not None and url.scheme == "http":
+            # HTTP/1.1 to the proxy, which forwards absolute-form requests
+            return OriginPool(("http", proxy.host, proxy.port), self.limits, self.bounds,
+                              None, True, False, None, proxy)
+        ctx = None
+        if url.scheme == "https":
+            if self._ssl is None:
+                self._ssl = _ssl_context(self._verify, self.http1, self.http2)
+            ctx = self._ssl
+        h2f = None
+        if self.http2:
+            from ._h2conn import open_h2
+            h2f = open_h2
+        return OriginPool(url.origin, self.limits, self.bounds, ctx, self.http1, self.http2,
+                          h2f, proxy)
 
     # -- sending --
 
@@ -404,7 +424,11 @@ class Client:
         expect = len(headers) > checked and any(
             n.lower() == b"expect" and v.lower() == b"100-continue"
             for n, v in headers[checked:])
-        p = await conn.request(req.method.encode("ascii"), req.url.target.encode("ascii"),
+        target = req.url.target.encode("ascii")
+        if conn.pool.forward is not None:   # to a proxy: absolute-form, its credentials
+            target, headers = conn.pool.forward.forward(_host_bytes(req.url.netloc), target,
+                                                        headers)
+        p = await conn.request(req.method.encode("ascii"), target,
                                headers, checked, req.content, body, t, expect)
         if p.done and not stream and (p.content_encoding is None):
             # the whole response arrived with its head: no stream object

@@ -12,6 +12,7 @@ client) raises these.
             ConnectTimeout, ReadTimeout, WriteTimeout, PoolTimeout
           NetworkError
             ConnectError, ReadError, WriteError
+          ProxyError                (a proxy refused, broke or overran CONNECT)
           ProtocolError
             RemoteProtocolError     (the peer broke HTTP; the connection is closed)
               LimitExceeded         (a bound knob was exceeded; .knob names it)
@@ -27,9 +28,9 @@ from typing import Any, Optional
 
 __all__ = ["HTTPError", "RequestError", "TransportError", "TimeoutException",
            "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "NetworkError",
-           "ConnectError", "ReadError", "WriteError", "ProtocolError", "RemoteProtocolError",
-           "LimitExceeded", "LocalProtocolError", "DecodingError", "TooManyRedirects",
-           "HTTPStatusError", "StreamError", "StreamConsumed", "StreamClosed",
+           "ConnectError", "ReadError", "WriteError", "ProxyError", "ProtocolError",
+           "RemoteProtocolError", "LimitExceeded", "LocalProtocolError", "DecodingError",
+           "TooManyRedirects", "HTTPStatusError", "StreamError", "StreamConsumed", "StreamClosed",
            "ResponseNotRead"]
 
 
@@ -81,6 +82,14 @@ class ReadError(NetworkError):
 
 class WriteError(NetworkError):
     pass
+
+
+class ProxyError(TransportError):
+    """An HTTP proxy did not open the tunnel (CONNECT) to the origin: it
+    answered with a status other than 2xx (the message quotes its status
+    line, e.g. ``407 Proxy Authentication Required``), closed the
+    connection, sent something that is not an HTTP response, or a response
+    head over ``max_header_bytes``. The connection to the proxy is closed."""
 
 
 class ProtocolError(TransportError):

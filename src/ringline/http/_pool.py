@@ -1,19 +1,26 @@
-"""Connection pools, one per origin (scheme, host, port).
+"""Connection pools, one per origin (scheme, host, port), or per proxy.
 
 Owns ``OriginPool``: dialing (``ringline.connect``, or ``connect_tls`` with
-ALPN offering h2 and/or http/1.1), the idle HTTP/1.1 connections (most
-recently used first, dropped when expired or found closed by the server),
-the count of open connections against ``Limits.max_connections`` with a FIFO
-of requests waiting for room (bounded by the pool timeout), and the HTTP/2
-connections of the origin (one is used while it has stream room; a second
-is opened only when every one is full or going away; a connection whose
-server SETTINGS have not arrived yet is waited for, at most
-``SETTINGS_WAIT`` s, rather than counted as full).
+ALPN offering h2 and/or http/1.1; through a proxy, ``_proxy.open_tunnel``
+for https origins, a plain connection to the proxy for http ones), the idle
+HTTP/1.1 connections (most recently used first, dropped when expired or
+found closed by the server), the count of open connections against
+``Limits.max_connections`` with a FIFO of requests waiting for room (bounded
+by the pool timeout), and the HTTP/2 connections of the origin (one is used
+while it has stream room; a second is opened only when every one is full or
+going away; a connection whose server SETTINGS have not arrived yet is
+waited for, at most ``SETTINGS_WAIT`` s, rather than counted as full).
+
+A pool with a ``proxy`` is one of two kinds. A tunnel pool (https: one per
+proxy and origin) holds connections to its origin as any pool does, only
+dialled through the proxy. A forwarding pool (``forward`` is the proxy: one
+per proxy, shared by every http:// origin) holds HTTP/1.1 connections to the
+proxy itself, which the Client sends absolute-form requests on.
 
 Lifecycle: a pool is created by the Client on the first request to its
-origin and lives until ``Client.aclose()``, which closes every connection
-it holds. A connection counts against the limit from the moment its dial
-starts until it is closed (``_forget``).
+origin (or proxy) and lives until ``Client.aclose()``, which closes every
+connection it holds. A connection counts against the limit from the moment
+its dial starts until it is closed (``_forget``).
 
 Invariants: ``opened`` (dialing + idle + busy h1, + h2) never exceeds
 max_connections; a request waiting for room is woken exactly once per slot
@@ -31,8 +38,9 @@ from .._conn import api as _api
 from .._conn import tls as _tls
 from .._conn.timers import timeout as _timeout
 from ._config import Bounds, Limits, Timeout
-from ._errors import ConnectError, ConnectTimeout, PoolTimeout
+from ._errors import ConnectError, ConnectTimeout, PoolTimeout, TransportError
 from ._h1conn import H1Connection
+from ._proxy import Proxy, open_tunnel
 
 __all__ = ["OriginPool", "SETTINGS_WAIT"]
 
@@ -44,13 +52,16 @@ SETTINGS_WAIT = 1.0
 class OriginPool:
     __slots__ = ("origin", "limits", "bounds", "ssl_context", "http1", "http2", "idle",
                  "opened", "waiters", "h2conns", "h2_dialing", "closed", "loop", "h2_factory",
-                 "dial_addr")
+                 "dial_addr", "proxy", "forward")
 
     def __init__(self, origin: Tuple[str, str, int], limits: Limits, bounds: Bounds,
                  ssl_context: Optional[ssl.SSLContext], http1: bool, http2: bool,
-                 h2_factory: Any = None) -> None:
+                 h2_factory: Any = None, proxy: Optional[Proxy] = None) -> None:
         self.origin = origin
-        self.dial_addr = (origin[1], origin[2])
+        self.dial_addr = (origin[1], origin[2]) if proxy is None else (proxy.host, proxy.port)
+        self.proxy = proxy
+        # a pool of plain connections to a proxy forwards http:// requests
+        self.forward = proxy if proxy is not None and ssl_context is None else None
         self.limits = limits
         self.bounds = bounds
         self.ssl_context = ssl_context
@@ -149,7 +160,10 @@ class OriginPool:
                 return
 
     def _name(self) -> str:
-        return f"{self.origin[0]}://{self.origin[1]}:{self.origin[2]}"
+        if self.forward is not None:
+            return f"proxy {self.forward.name}"
+        name = f"{self.origin[0]}://{self.origin[1]}:{self.origin[2]}"
+        return name if self.proxy is None else f"{name} through proxy {self.proxy.name}"
 
     # -- dialing --
 
@@ -162,9 +176,15 @@ class OriginPool:
                 raw = await _api.connect((host, port), timeout=t.connect)
                 alpn = None
             else:
-                raw = await _tls.connect_tls((host, port), self.ssl_context,
-                                             server_hostname=host, timeout=t.connect)
+                if self.proxy is None:
+                    raw = await _tls.connect_tls((host, port), self.ssl_context,
+                                                 server_hostname=host, timeout=t.connect)
+                else:
+                    raw = await open_tunnel(self.proxy, self.origin, self.ssl_context,
+                                            self.bounds, t.connect)
                 alpn = raw.ssl_object.selected_alpn_protocol()
+        except TransportError:
+            raise               # the proxy's refusal or silence (open_tunnel names it)
         except TimeoutError:
             raise ConnectTimeout(f"connecting to {self._name()} took more than "
                                  f"{t.connect} s") from None
