@@ -13,7 +13,9 @@
   and per-request cookies, an explicit Cookie header's precedence,
   redirects (a cookie set by a redirect is sent on the next hop; the next
   hop gets the jar's cookies, not an explicit header, as in httpx), hostile
-  responses (thousands of Set-Cookie fields, a huge one, refused domains).
+  responses (thousands of Set-Cookie fields, a huge one, refused domains);
+  through an HTTP proxy (tests/support/http_proxy.py) the cookies are the
+  origin's.
 * Against hypercorn (tests/support/http_app.py ``/cookies``): the round
   trip and a redirect over HTTP/1.1, h2c and h2 over TLS; a Secure cookie
   goes back over https and not over http; HTTP/3 (ringline.http3's Client,
@@ -35,6 +37,7 @@ import ringline.http as rh
 from ringline.http._h1 import check_header
 
 from support.h3_servers import HypercornQuic, have_hypercorn_quic
+from support.http_proxy import HttpProxy
 from support.http_servers import Hypercorn, have_hypercorn
 from support.portproc import port_processes
 
@@ -469,6 +472,26 @@ def test_hostile_set_cookie_over_the_wire(fake, run):
             r = await c.get("/")
             assert r.status_code == 200
             assert {"ok=1", "small=1"} <= got_set(r)
+    run(main)
+
+
+def test_through_a_proxy(fake, run, monkeypatch):
+    """Through an HTTP proxy the cookies are the origin's: the origin's
+    Set-Cookie is stored for the origin and its Cookie goes through the proxy."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    srv = fake("cookies")
+
+    async def main():
+        with HttpProxy("ok") as proxy:
+            async with rh.Client(base_url=f"http://127.0.0.1:{srv.port}",
+                                 proxy=proxy.url) as c:
+                await c.get("/", params={"set": "via=1"})
+                r = await c.get("/")
+                assert got_set(r) == {"via=1"} and c.cookies["via"] == "1"
+                assert proxy.requests[-1].headers["cookie"] == "via=1"
+                assert c.cookies.jar._cookies.keys() == {"127.0.0.1"}
     run(main)
 
 

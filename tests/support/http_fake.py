@@ -14,7 +14,7 @@ test still ends.
 Mode ``cookies`` is not hostile by itself: every connection answers every
 request (HTTP/1.1, keep-alive) with a JSON body ``{"path": target,
 "cookie": [each Cookie field received]}`` (a Content-Length body is read
-and dropped) and a head the request's query
+and dropped; ``Connection: close`` closes after the answer) and a head the request's query
 scripts, in this order: one ``Set-Cookie`` field per ``set=`` parameter (its
 value as given, percent-decoded as latin-1); ``many=N``: N more fields
 ``m0=0`` ... (``Path=/``); ``huge=N``: one field ``huge=`` + N bytes;
@@ -240,6 +240,8 @@ async def serve_cookies(reader, writer):
         data = data[length:]             # the body is not looked at
         writer.write(cookies_reply(head))
         await writer.drain()
+        if b"\r\nconnection: close" in head.lower():
+            return
 
 
 def main():
