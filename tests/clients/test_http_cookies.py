@@ -38,7 +38,6 @@ from ringline.http._h1 import check_header
 
 from support.h3_servers import HypercornQuic, have_hypercorn_quic
 from support.http_proxy import HttpProxy
-from support.http_servers import Hypercorn, have_hypercorn
 from support.portproc import port_processes
 
 pytestmark = pytest.mark.timeout(120)
@@ -497,14 +496,6 @@ def test_through_a_proxy(fake, run, monkeypatch):
 
 # -- against hypercorn: HTTP/1.1, h2c, h2 over TLS -------------------------------
 
-
-@pytest.fixture(scope="module")
-def hypercorn():
-    if not have_hypercorn():
-        pytest.skip("hypercorn is not installed (the test extra has it)")
-    srv = Hypercorn().start()
-    yield srv
-    srv.stop()
 
 
 def _echoed(r):

@@ -39,25 +39,12 @@ from ringline._conn import api as _api
 from ringline.http._proxy import Proxy, ProxyRoutes, authority, parse_no_proxy, routes
 
 from support import free_port
+from support.http_app import pattern
 from support.http_proxy import HttpProxy
-from support.http_servers import Nginx, have_nginx
 
 pytestmark = pytest.mark.timeout(120)
 
 ENV_NAMES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-
-
-def _pattern(n):
-    return (b"0123456789" * (n // 10 + 1))[:n]
-
-
-@pytest.fixture(scope="module")
-def nginx():
-    if not have_nginx():
-        pytest.skip("nginx is not installed (scripts/setup-system.sh installs it)")
-    srv = Nginx().start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -100,12 +87,12 @@ def test_http_forwarded_in_absolute_form(run, nginx):
             async with rh.Client(proxy=proxy.url) as c:
                 base = f"http://127.0.0.1:{nginx.port}"
                 r = await c.get(f"{base}/f1024", params={"a": "1"})
-                assert r.status_code == 200 and r.content == _pattern(1024)
+                assert r.status_code == 200 and r.content == pattern(1024)
                 seen = proxy.requests[0]
                 assert seen.method == "GET" and seen.target == f"{base}/f1024?a=1"
                 assert seen.headers["host"] == f"127.0.0.1:{nginx.port}"
                 assert "proxy-authorization" not in seen.headers
-                r = await c.post(f"{base}/upload", content=_pattern(65536))
+                r = await c.post(f"{base}/upload", content=pattern(65536))
                 assert r.content == b"65536"
 
                 async def pieces():
@@ -116,7 +103,7 @@ def test_http_forwarded_in_absolute_form(run, nginx):
                 assert proxy.requests[-1].headers["transfer-encoding"] == "chunked"
                 # a second origin: the same pool, the same connection to the proxy
                 r = await c.get(f"http://127.0.0.1:{nginx.idle_port}/f16")
-                assert r.content == _pattern(16)
+                assert r.content == pattern(16)
                 assert [s.method for s in proxy.requests] == ["GET", "POST", "POST", "GET"]
                 assert proxy.accepted == 1
                 (pool,) = c._pools.values()
@@ -134,7 +121,7 @@ def test_https_through_connect_http1(run, nginx):
             async with rh.Client(proxy=proxy.url, verify=_ctx(nginx)) as c:
                 url = f"https://127.0.0.1:{nginx.tls_port}"
                 rs = [await c.get(f"{url}/f{n}") for n in (0, 65536, 1 << 20)]
-                assert [r.content for r in rs] == [_pattern(n) for n in (0, 65536, 1 << 20)]
+                assert [r.content for r in rs] == [pattern(n) for n in (0, 65536, 1 << 20)]
                 assert all(r.http_version == "HTTP/1.1" for r in rs)
                 # one tunnel, reused: nginx saw one connection, the proxy one CONNECT
                 assert len({r.headers["x-conn"] for r in rs}) == 1
@@ -156,7 +143,7 @@ def test_https_through_connect_http2(run, nginx):
                 url = f"https://127.0.0.1:{nginx.tls_port}"
                 rs = await asyncio.gather(*[c.get(f"{url}/f{n}") for n in (16, 65536) * 25])
                 assert all(r.http_version == "HTTP/2" for r in rs)
-                assert [r.content for r in rs] == [_pattern(n) for n in (16, 65536) * 25]
+                assert [r.content for r in rs] == [pattern(n) for n in (16, 65536) * 25]
                 assert len({r.headers["x-conn"] for r in rs}) == 1
                 assert [s.method for s in proxy.requests] == ["CONNECT"]
             await _no_leak(c, proxy)
@@ -173,9 +160,9 @@ def test_proxy_credentials(run, nginx):
             expected = "Basic " + base64.b64encode("us@er:p:ss wörd".encode()).decode()
             async with rh.Client(proxy=good, verify=_ctx(nginx)) as c:
                 r = await c.get(f"https://127.0.0.1:{nginx.tls_port}/f16")
-                assert r.content == _pattern(16)
+                assert r.content == pattern(16)
                 r = await c.get(f"http://127.0.0.1:{nginx.port}/f16")
-                assert r.content == _pattern(16)
+                assert r.content == pattern(16)
                 assert [s.headers.get("proxy-authorization") for s in proxy.requests] == \
                     [expected, expected]
             for url in (f"http://us%40er:wrong@127.0.0.1:{proxy.port}", proxy.url):
@@ -208,27 +195,27 @@ def test_env_proxies(run, nginx, clean_env):
             clean_env.setenv("HTTP_PROXY", proxy.url)
             clean_env.setenv("HTTPS_PROXY", proxy.url.replace("http://", ""))  # no scheme
             async with rh.Client(verify=_ctx(nginx)) as c:
-                assert (await c.get(plain)).content == _pattern(16)
-                assert (await c.get(tls)).content == _pattern(16)
+                assert (await c.get(plain)).content == pattern(16)
+                assert (await c.get(tls)).content == pattern(16)
             assert [s.method for s in proxy.requests] == ["GET", "CONNECT"]
             # trust_env=False: straight to the origin
             async with rh.Client(verify=_ctx(nginx), trust_env=False) as c:
-                assert (await c.get(plain)).content == _pattern(16)
-                assert (await c.get(tls)).content == _pattern(16)
+                assert (await c.get(plain)).content == pattern(16)
+                assert (await c.get(tls)).content == pattern(16)
             assert len(proxy.requests) == 2
             # lower case wins over upper case
             clean_env.setenv("HTTP_PROXY", dead)
             clean_env.setenv("http_proxy", proxy.url)
             async with rh.Client() as c:
-                assert (await c.get(plain)).content == _pattern(16)
+                assert (await c.get(plain)).content == pattern(16)
             assert len(proxy.requests) == 3
             # ALL_PROXY when the scheme has none
             for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY"):
                 clean_env.delenv(name)
             clean_env.setenv("all_proxy", proxy.url)
             async with rh.Client(verify=_ctx(nginx)) as c:
-                assert (await c.get(plain)).content == _pattern(16)
-                assert (await c.get(tls)).content == _pattern(16)
+                assert (await c.get(plain)).content == pattern(16)
+                assert (await c.get(tls)).content == pattern(16)
             assert len(proxy.requests) == 5
             # NO_PROXY: this host and port, then everything
             clean_env.setenv("all_proxy", dead)
@@ -236,18 +223,18 @@ def test_env_proxies(run, nginx, clean_env):
                        "127.0.0.1", "*"):
                 clean_env.setenv("NO_PROXY", no)
                 async with rh.Client(verify=_ctx(nginx)) as c:
-                    assert (await c.get(plain)).content == _pattern(16)
-                    assert (await c.get(tls)).content == _pattern(16)
+                    assert (await c.get(plain)).content == pattern(16)
+                    assert (await c.get(tls)).content == pattern(16)
             # NO_PROXY naming another port of the host does not bypass
             clean_env.setenv("all_proxy", proxy.url)
             clean_env.setenv("NO_PROXY", f"127.0.0.1:{nginx.idle_port}")
             async with rh.Client() as c:
-                assert (await c.get(plain)).content == _pattern(16)
+                assert (await c.get(plain)).content == pattern(16)
             assert len(proxy.requests) == 6
             # an explicit proxy ignores the environment, NO_PROXY included
             clean_env.setenv("NO_PROXY", "*")
             async with rh.Client(proxy=proxy.url) as c:
-                assert (await c.get(plain)).content == _pattern(16)
+                assert (await c.get(plain)).content == pattern(16)
             assert len(proxy.requests) == 7
     run(main)
 

@@ -13,7 +13,6 @@ client on a plain ringline asyncio loop as well as inside the runtime.
 """
 import asyncio
 import hashlib
-import os
 import socket
 import ssl
 
@@ -23,41 +22,10 @@ import ringline
 import ringline.http as rh
 
 from support import run
-from support.http_servers import (SIZES, Hypercorn, Nghttpd, Nginx, have_hypercorn,
-                                  have_nghttpd, have_nginx)
+from support.http_app import pattern
+from support.http_servers import SIZES
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _pattern(n):
-    return (b"0123456789" * (n // 10 + 1))[:n]
-
-
-@pytest.fixture(scope="module")
-def nginx():
-    if not have_nginx():
-        pytest.skip("nginx is not installed (scripts/setup-system.sh installs it)")
-    srv = Nginx().start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def nghttpd(nginx):
-    if not have_nghttpd():
-        pytest.skip("nghttpd is not installed (scripts/setup-system.sh installs it)")
-    srv = Nghttpd(os.path.join(nginx.dir, "www")).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def hypercorn():
-    if not have_hypercorn():
-        pytest.skip("hypercorn is not installed (the test extra has it)")
-    srv = Hypercorn().start()
-    yield srv
-    srv.stop()
 
 
 def _ctx(srv):
@@ -74,7 +42,7 @@ def test_nginx_sizes_and_keepalive_reuse(nginx):
             for n in SIZES:
                 r = await c.get(f"/f{n}")
                 assert r.status_code == 200 and r.http_version == "HTTP/1.1"
-                assert r.content == _pattern(n), n
+                assert r.content == pattern(n), n
                 conns.add(r.headers["x-conn"])
             # one connection served every request, sequentially
             assert len(conns) == 1, conns
@@ -106,7 +74,7 @@ def test_nginx_gzip_and_stream(nginx):
                     total += len(chunk)
                     h.update(chunk)
             assert total == 16 << 20
-            assert h.hexdigest() == hashlib.sha256(_pattern(16 << 20)).hexdigest()
+            assert h.hexdigest() == hashlib.sha256(pattern(16 << 20)).hexdigest()
             # a stream abandoned half way closes its connection; the next works
             async with c.stream("GET", "/f16777216") as r:
                 async for chunk in r.aiter_raw():
@@ -125,7 +93,7 @@ def test_nginx_uploads(nginx):
     async def main():
         async with rh.Client(base_url=f"http://127.0.0.1:{nginx.port}") as c:
             for n in (0, 1, 65536, 16 << 20):
-                r = await c.post("/upload", content=_pattern(n))
+                r = await c.post("/upload", content=pattern(n))
                 assert r.status_code == 200 and r.content == str(n).encode(), n
             r = await c.put("/upload", content="text body")
             assert r.content == b"9"
@@ -143,7 +111,7 @@ def test_nginx_uploads(nginx):
                 await c.post("/upload", content=gen(), headers={"Content-Length": "1000"})
             with pytest.raises(rh.LocalProtocolError, match="does not match"):
                 await c.post("/upload", content=b"abc", headers={"Content-Length": "2"})
-            assert (await c.get("/f16")).content == _pattern(16)
+            assert (await c.get("/f16")).content == pattern(16)
     run(main)
 
 
@@ -160,7 +128,7 @@ def test_pool_limits_and_connect_errors(nginx):
                 assert not waiter.done()
                 assert len(await r.aread()) == 1 << 20
             r2 = await waiter                 # handed the connection when the stream ended
-            assert r2.content == _pattern(16) and r2.headers["x-conn"] == r.headers["x-conn"]
+            assert r2.content == pattern(16) and r2.headers["x-conn"] == r.headers["x-conn"]
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             dead = s.getsockname()[1]         # bound, not listening: refused
@@ -196,7 +164,7 @@ def test_nginx_h2_over_tls(nginx):
         url = f"https://127.0.0.1:{nginx.tls_port}"
         async with rh.Client(base_url=url, verify=_ctx(nginx), http2=True) as c:
             r = await c.get("/f65536")
-            assert r.http_version == "HTTP/2" and r.content == _pattern(65536)
+            assert r.http_version == "HTTP/2" and r.content == pattern(65536)
             rs = await asyncio.gather(*[c.get(f"/f{n}") for n in SIZES for _ in range(5)])
             assert [len(r.content) for r in rs] == [n for n in SIZES for _ in range(5)]
             assert len({r.headers["x-conn"] for r in rs}) == 1     # one connection
@@ -231,13 +199,13 @@ def test_nghttpd_h2c_and_tls(nghttpd):
             async with rh.Client(base_url=base, http2=True, timeout=30,
                                  limits=rh.Limits(max_connections=1), **kw) as c:
                 rs = await asyncio.gather(*[c.get(f"/f{n}") for n in SIZES])
-                assert [r.content for r in rs] == [_pattern(n) for n in SIZES]
+                assert [r.content for r in rs] == [pattern(n) for n in SIZES]
                 assert all(r.http_version == "HTTP/2" for r in rs)
-                body = _pattern(3 << 20)
+                body = pattern(3 << 20)
                 r = await c.post("/f0", content=body)       # --echo-upload
                 assert r.content == body
                 rs = await asyncio.gather(*[c.get("/f16") for _ in range(300)])
-                assert all(r.content == _pattern(16) for r in rs)
+                assert all(r.content == pattern(16) for r in rs)
                 assert next(iter(c._pools.values())).opened == 1
     run(main, timeout=90)
 
@@ -256,7 +224,7 @@ def test_hypercorn_methods_h1(hypercorn):
                 assert ["x-test", "yes"] in got["headers"]
             r = await c.post("/echo", json={"a": [1, 2]})
             assert r.json()["length"] == len(b'{"a":[1,2]}')
-            body = _pattern(3 << 20)
+            body = pattern(3 << 20)
             r = await c.post("/echo", content=body)
             assert r.json()["sha256"] == hashlib.sha256(body).hexdigest()
 
@@ -268,7 +236,7 @@ def test_hypercorn_methods_h1(hypercorn):
             assert got["sha256"] == hashlib.sha256(body).hexdigest()
             assert ["transfer-encoding", "chunked"] in got["headers"]
             r = await c.get("/stream/1000000")
-            assert r.content == _pattern(1000000)
+            assert r.content == pattern(1000000)
             assert r.headers["transfer-encoding"] == "chunked"
             r = await c.get("/redirect/3", follow_redirects=True)
             assert r.json()["path"] == "/echo" and len(r.history) == 3
@@ -299,11 +267,11 @@ def test_hypercorn_h2c_and_h2_tls(hypercorn):
                              http2=True) as c:
             r = await c.get("/echo")
             assert r.http_version == "HTTP/2" and r.json()["http_version"] == "2"
-            body = _pattern(5 << 20)
+            body = pattern(5 << 20)
             r = await c.post("/echo", content=body)
             assert r.json()["sha256"] == hashlib.sha256(body).hexdigest()
             r = await c.get("/bytes/16777216")
-            assert r.content == _pattern(16 << 20)
+            assert r.content == pattern(16 << 20)
             # streams abandoned after their first piece: their unread bytes are
             # given back to the connection window (16 MiB), or this would stall
             for _ in range(24):
@@ -319,7 +287,7 @@ def test_hypercorn_h2c_and_h2_tls(hypercorn):
             assert r.content == b"body" and r.trailers["x-checksum"] == "abc"
             async with c.stream("GET", "/stream/300000") as r:
                 got = b"".join([chunk async for chunk in r.aiter_bytes()])
-            assert got == _pattern(300000)
+            assert got == pattern(300000)
             r = await c.delete("/echo")
             assert r.json()["method"] == "DELETE"
             # injection is refused before anything is sent, on h2 as on h1
@@ -355,7 +323,7 @@ def test_module_level_helpers(hypercorn):
         r = await rh.post(f"http://127.0.0.1:{hypercorn.port}/echo", content=b"12345")
         assert r.json()["length"] == 5
         async with rh.stream("GET", f"http://127.0.0.1:{hypercorn.port}/bytes/100") as r:
-            assert await r.aread() == _pattern(100)
+            assert await r.aread() == pattern(100)
     run(main)
 
 

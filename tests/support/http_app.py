@@ -18,7 +18,8 @@ import json
 from urllib.parse import parse_qsl
 
 
-def _pattern(n):
+def pattern(n):
+    """The body of /fN and /upload checks: N bytes of 0123456789 repeated."""
     return (b"0123456789" * (n // 10 + 1))[:n]
 
 
@@ -53,12 +54,12 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(size).encode()),
                                 (b"content-type", b"application/octet-stream")]})
-        await send({"type": "http.response.body", "body": _pattern(size)})
+        await send({"type": "http.response.body", "body": pattern(size)})
         return
     if path.startswith("/stream/"):
         size = int(path[8:])
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        data = _pattern(size)
+        data = pattern(size)
         for i in range(0, size, 16384):
             await send({"type": "http.response.body", "body": data[i:i + 16384],
                         "more_body": True})
