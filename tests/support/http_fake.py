@@ -176,15 +176,24 @@ async def serve_h2(reader, writer, mode, hostile):
         await writer.drain()
 
 
+async def _next_head(reader, data):
+    """(the next request head, the bytes after it) out of ``data`` and
+    what ``reader`` sends; None when the client closes first."""
+    while b"\r\n\r\n" not in data:
+        more = await reader.read(65536)
+        if not more:
+            return None
+        data += more
+    return data.split(b"\r\n\r\n", 1)
+
+
 async def serve_h1(reader, writer, mode, hostile, first):
     data = first
     while True:
-        while b"\r\n\r\n" not in data:
-            more = await reader.read(65536)
-            if not more:
-                return
-            data += more
-        data = data.split(b"\r\n\r\n", 1)[1]
+        got = await _next_head(reader, data)
+        if got is None:
+            return
+        data = got[1]
         if hostile:
             head, chunks = h1_reply(mode)
             await _send_all(writer, head, chunks)
@@ -224,12 +233,10 @@ def cookies_reply(head):
 async def serve_cookies(reader, writer):
     data = b""
     while True:
-        while b"\r\n\r\n" not in data:
-            more = await reader.read(65536)
-            if not more:
-                return
-            data += more
-        head, data = data.split(b"\r\n\r\n", 1)
+        got = await _next_head(reader, data)
+        if got is None:
+            return
+        head, data = got
         length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                        if line.lower().startswith(b"content-length:")), 0)
         while len(data) < length:
