@@ -185,6 +185,7 @@ SHAPES = [
     ("status_sp_lead", ("error", "INTERNAL", None)),
     ("status_sp_trail", ("error", "INTERNAL", None)),
     ("status_under", ("error", "UNKNOWN", None)),   # not an integer to grpcio
+    ("status_plus", ("error", "UNKNOWN", None)),    # nor a sign
     ("no_status", ("error", "UNKNOWN", None)),
     ("dup_status", ("error", "NOT_FOUND", None)),     # the first
     ("compressed_no_enc", ("error", "INTERNAL", None)),

@@ -133,8 +133,8 @@ def _scripted(conn, sid, hdrs):
     status_in_both (the head with grpc-status 0, trailers with 5), dup_ct
     (content-type "text/plain", then "application/grpc"), ct_proto
     (application/grpc+proto), ct_foo (application/grpcfoo), status_00 /
-    status_sp_lead / status_sp_trail / status_under (grpc-status "00",
-    " 0", "0 ", "0_0"), dup_status (grpc-status "5", then "0"), no_status
+    status_sp_lead / status_sp_trail / status_under / status_plus
+    (grpc-status "00", " 0", "0 ", "0_0", "+0"), dup_status (grpc-status "5", then "0"), no_status
     (trailers without grpc-status), compressed_no_enc (a message flagged
     compressed, no grpc-encoding), size_<N> (a message of N bytes "x"),
     split (the message in two DATA frames), padded (DATA with 40 bytes of
@@ -162,7 +162,7 @@ def _scripted(conn, sid, hdrs):
                    else b"application/grpcfoo")
     elif what.startswith("status_") and what != "status_in_both":
         v = {"status_00": b"00", "status_sp_lead": b" 0", "status_sp_trail": b"0 ",
-             "status_under": b"0_0"}[what]
+             "status_under": b"0_0", "status_plus": b"+0"}[what]
         trailers[0] = (b"grpc-status", v)
     elif what == "no_status":
         trailers = [(b"x-k", key)]

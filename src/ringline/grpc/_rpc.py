@@ -36,7 +36,7 @@ from ..http._config import Timeout
 from ..http._errors import (ConnectError, ConnectTimeout, LimitExceeded, PoolTimeout,
                             RemoteProtocolError, TransportError)
 from ..http._h1conn import StaleConnection, StreamIdsExhausted
-from ..http._h2conn import SERVER_CLOSED
+from ..http._h2conn import ServerClosed
 from ._status import AioRpcError, StatusCode, code_of_http, code_of_int
 from ._wire import Deframer, decode_message, decode_metadata, encode_timeout, frame
 
@@ -55,7 +55,8 @@ def map_error(exc: BaseException) -> AioRpcError:
     """The gRPC status for an error of the HTTP/2 layer."""
     if isinstance(exc, AioRpcError):
         return exc
-    if isinstance(exc, (StaleConnection, ConnectError, ConnectTimeout, PoolTimeout)):
+    if isinstance(exc, (StaleConnection, ConnectError, ConnectTimeout, PoolTimeout,
+                        ServerClosed)):
         return AioRpcError(StatusCode.UNAVAILABLE, str(exc))
     if isinstance(exc, LimitExceeded):
         return AioRpcError(StatusCode.RESOURCE_EXHAUSTED, str(exc))
@@ -64,8 +65,6 @@ def map_error(exc: BaseException) -> AioRpcError:
         if "reset the stream (" in msg:
             name = msg.rsplit("(", 1)[1].rstrip(")")
             return AioRpcError(_RESET_CODES.get(name, StatusCode.INTERNAL), msg)
-        if msg == SERVER_CLOSED:        # a connection that fails: UNAVAILABLE
-            return AioRpcError(StatusCode.UNAVAILABLE, msg)
         return AioRpcError(StatusCode.INTERNAL, msg)
     if isinstance(exc, (TransportError, OSError)):
         return AioRpcError(StatusCode.UNAVAILABLE, str(exc))
@@ -365,7 +364,7 @@ class Rpc:
             raise self._fail(AioRpcError(StatusCode.UNKNOWN, "missing grpc-status",
                                          self.initial, self.trailing))
         try:
-            if b"_" in gs:              # int() takes "0_0"; grpcio's parser does not
+            if not gs.isdigit():        # ASCII digits only: int() also takes "+0", "0_0"
                 raise ValueError(gs)
             code = code_of_int(int(gs))
         except ValueError:

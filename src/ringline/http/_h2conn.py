@@ -69,6 +69,12 @@ from ._mux import MuxBody, MuxConn
 
 __all__ = ["H2Connection", "open_h2"]
 
+
+class ServerClosed(RemoteProtocolError):
+    """The error of every stream in flight when the server closed the TCP
+    connection (a RemoteProtocolError to ringline.http's callers; a
+    connection that went away to ringline.grpc: UNAVAILABLE)."""
+
 _STREAM_WINDOW = 1 << 20
 _CONN_WINDOW = 16 << 20
 _SEND_HIGH = 1 << 20
@@ -79,8 +85,6 @@ _HEAD_FLAGS = HeaderValidationFlags(is_client=True, is_trailer=False, is_respons
                                     is_push_promise=False)
 _TRAILER_FLAGS = HeaderValidationFlags(is_client=True, is_trailer=True, is_response_header=False,
                                        is_push_promise=False)
-# the error of every stream in flight when the server closed the TCP connection
-SERVER_CLOSED = "the server closed the HTTP/2 connection"
 _VALID_MAX = 64                 # header blocks remembered as valid, per connection
 # the bytes h2's frame buffer holds (renamed from "data" in later h2 releases)
 _PENDING = "_data" if hasattr(h2.frame_buffer.FrameBuffer(), "_data") else "data"
@@ -281,7 +285,7 @@ class H2Connection(MuxConn):
         except Exception as exc:
             self._fail(ReadError(f"HTTP/2 connection failed: {exc}"))
             return
-        self._fail(RemoteProtocolError(SERVER_CLOSED))
+        self._fail(ServerClosed("the server closed the HTTP/2 connection"))
 
     def _flood(self) -> None:
         now = self.loop.time()
